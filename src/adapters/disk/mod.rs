@@ -1,0 +1,345 @@
+//! The storage node's on-disk chunk store (DESIGN §7).
+//!
+//! Layout of the data directory:
+//! - `index.redb` — locator → record sealed with XChaCha20-Poly1305 under the node's record key
+//!   (addr, slot, commitment, lease, length). Nothing in it is readable without the at-rest key.
+//! - `chunks/ab/<locator>` — nonce ‖ XChaCha20-Poly1305(body key(addr), owner ciphertext).
+//!   The locator is a keyed hash of the addr, so a stolen disk cannot even be searched for a
+//!   known chunk.
+//! - `tmp/` — bodies being written.
+//!
+//! Crash safety: a body is written to `tmp/`, fsynced, renamed into place and its directory
+//! fsynced before the index commit (redb, immediate durability). At open, leftovers in `tmp/`
+//! and bodies without an index entry are removed, and index entries without a body are dropped.
+
+use crate::adapters::redb::NODE_CHUNKS;
+use crate::domain::identity::NodeIdentity;
+use crate::domain::ids::{to_hex, Addr};
+use crate::domain::proof::{Commitment, COMMITMENT_LEN};
+use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk, Usage};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const NONCE_LEN: usize = 24;
+const BODY_OVERHEAD: u64 = (NONCE_LEN + 16) as u64;
+const RECORD_LEN: usize = 32 + 1 + COMMITMENT_LEN + 8 + 4;
+
+fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Io(format!("index: {}", e.into()))
+}
+
+/// Chunk bodies in files, an encrypted redb index, a capacity limit.
+pub struct DiskChunkStore {
+    dir: PathBuf,
+    id: NodeIdentity,
+    db: Database,
+    capacity: u64,
+    used: AtomicU64,
+    chunks: AtomicU64,
+}
+
+impl std::fmt::Debug for DiskChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskChunkStore").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    crate::domain::random_bytes(&mut nonce);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .unwrap_or_else(|_| unreachable!("XChaCha20 input limit exceeded"));
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn unseal(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
+}
+
+fn encode_record(m: &StoredChunk) -> Vec<u8> {
+    let mut v = Vec::with_capacity(RECORD_LEN);
+    v.extend_from_slice(&m.addr.0);
+    v.push(m.slot);
+    v.extend_from_slice(&m.commitment.to_bytes());
+    v.extend_from_slice(&m.lease_expiry_ms.to_le_bytes());
+    v.extend_from_slice(&m.len.to_le_bytes());
+    v
+}
+
+fn decode_record(v: &[u8]) -> Option<StoredChunk> {
+    if v.len() != RECORD_LEN {
+        return None;
+    }
+    let (addr, rest) = v.split_at(32);
+    let (slot, rest) = rest.split_at(1);
+    let (commitment, rest) = rest.split_at(COMMITMENT_LEN);
+    let (lease, len) = rest.split_at(8);
+    Some(StoredChunk {
+        addr: Addr(addr.try_into().ok()?),
+        slot: slot[0],
+        commitment: Commitment::from_bytes(commitment).ok()?,
+        lease_expiry_ms: u64::from_le_bytes(lease.try_into().ok()?),
+        len: u32::from_le_bytes(len.try_into().ok()?),
+    })
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl DiskChunkStore {
+    /// Opens (creating if needed) the store in `dir`, recovering from any crash.
+    pub fn open(dir: &Path, id: NodeIdentity, capacity: u64) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir.join("tmp"))?;
+        for i in 0..=255u8 {
+            fs::create_dir_all(dir.join("chunks").join(to_hex(&[i])))?;
+        }
+        fsync_dir(&dir.join("chunks"))?;
+        let db = Database::create(dir.join("index.redb")).map_err(db_err)?;
+        {
+            let txn = db.begin_write().map_err(db_err)?;
+            txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
+        }
+        let store = DiskChunkStore {
+            dir: dir.to_path_buf(),
+            id,
+            db,
+            capacity,
+            used: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn body_path(&self, locator: &[u8; 32]) -> PathBuf {
+        let hex = to_hex(locator);
+        self.dir.join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    /// Removes leftovers of interrupted writes and reconciles bodies with the index.
+    fn recover(&self) -> Result<(), StoreError> {
+        for e in fs::read_dir(self.dir.join("tmp"))? {
+            let _ = fs::remove_file(e?.path());
+        }
+        let key = self.id.record_key();
+        let mut indexed = HashSet::new();
+        let mut missing = Vec::new();
+        let (mut used, mut chunks) = (0u64, 0u64);
+        {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            for row in table.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let loc = *k.value();
+                let meta = unseal(&key, &loc, v.value()).and_then(|p| decode_record(&p));
+                match meta {
+                    Some(m) if self.body_path(&loc).exists() => {
+                        used += m.len as u64 + BODY_OVERHEAD;
+                        chunks += 1;
+                        indexed.insert(loc);
+                    }
+                    _ => missing.push(loc),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            tracing::warn!(count = missing.len(), "index entries without a readable body; dropping them");
+            let txn = self.db.begin_write().map_err(db_err)?;
+            {
+                let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+                for loc in &missing {
+                    table.remove(loc).map_err(db_err)?;
+                }
+            }
+            txn.commit().map_err(db_err)?;
+        }
+        for shard in fs::read_dir(self.dir.join("chunks"))? {
+            for f in fs::read_dir(shard?.path())? {
+                let path = f?.path();
+                let known = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(crate::domain::ids::from_hex::<32>)
+                    .is_some_and(|loc| indexed.contains(&loc));
+                if !known {
+                    tracing::info!(path = %path.display(), "removing body without index entry");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        self.used.store(used, Ordering::SeqCst);
+        self.chunks.store(chunks, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn reserve(&self, bytes: u64) -> Result<(), StoreError> {
+        let mut cur = self.used.load(Ordering::SeqCst);
+        loop {
+            let free = self.capacity.saturating_sub(cur);
+            if bytes > free {
+                return Err(StoreError::Full { needed: bytes, free });
+            }
+            match self.used.compare_exchange(cur, cur + bytes, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn write_body(&self, locator: &[u8; 32], addr: &Addr, ciphertext: &[u8]) -> Result<(), StoreError> {
+        let body = seal(&self.id.body_key(addr), &addr.0, ciphertext);
+        let mut rnd = [0u8; 8];
+        crate::domain::random_bytes(&mut rnd);
+        let tmp = self.dir.join("tmp").join(format!("{}.{}", to_hex(locator), to_hex(&rnd)));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            let dst = self.body_path(locator);
+            fs::rename(&tmp, &dst)?;
+            fsync_dir(dst.parent().unwrap_or(&self.dir))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        Ok(result?)
+    }
+
+    fn write_record(&self, locator: &[u8; 32], meta: &StoredChunk) -> Result<(), StoreError> {
+        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta));
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            table.insert(locator, sealed.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Number of index rows (for tests and status).
+    pub fn index_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        txn.open_table(NODE_CHUNKS).map_err(db_err)?.len().map_err(db_err)
+    }
+}
+
+impl ChunkStore for DiskChunkStore {
+    fn meta(&self, addr: &Addr) -> Result<Option<StoredChunk>, StoreError> {
+        let loc = self.id.locator(addr);
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+        let Some(v) = table.get(&loc).map_err(db_err)? else {
+            return Ok(None);
+        };
+        match unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| decode_record(&p)) {
+            Some(m) if m.addr == *addr => Ok(Some(m)),
+            _ => Err(StoreError::Corrupt(*addr)),
+        }
+    }
+
+    fn put(&self, meta: &StoredChunk, ciphertext: &[u8]) -> Result<(), StoreError> {
+        let charge = ciphertext.len() as u64 + BODY_OVERHEAD;
+        self.reserve(charge)?;
+        let loc = self.id.locator(&meta.addr);
+        let r = self.write_body(&loc, &meta.addr, ciphertext).and_then(|()| self.write_record(&loc, meta));
+        match r {
+            Ok(()) => {
+                self.chunks.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                self.used.fetch_sub(charge, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    fn read(&self, addr: &Addr) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.meta(addr)?.is_none() {
+            return Ok(None);
+        }
+        let sealed = match fs::read(self.body_path(&self.id.locator(addr))) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
+            Err(e) => return Err(e.into()),
+        };
+        match unseal(&self.id.body_key(addr), &addr.0, &sealed) {
+            Some(ct) if Addr::of(&ct) == *addr => Ok(Some(ct)),
+            _ => Err(StoreError::Corrupt(*addr)),
+        }
+    }
+
+    fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
+        let meta = match self.meta(addr) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.write_record(&self.id.locator(addr), &StoredChunk { lease_expiry_ms, ..meta })?;
+        Ok(true)
+    }
+
+    fn remove(&self, addr: &Addr) -> Result<bool, StoreError> {
+        let loc = self.id.locator(addr);
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            let old = table.remove(&loc).map_err(db_err)?;
+            old.map(|v| unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| decode_record(&p)))
+        };
+        txn.commit().map_err(db_err)?;
+        let Some(meta) = removed else {
+            return Ok(false);
+        };
+        let _ = fs::remove_file(self.body_path(&loc));
+        self.chunks.fetch_sub(1, Ordering::SeqCst);
+        if let Some(m) = meta {
+            self.used.fetch_sub(m.len as u64 + BODY_OVERHEAD, Ordering::SeqCst);
+        }
+        Ok(true)
+    }
+
+    fn expired(&self, now_ms: u64) -> Result<Vec<Addr>, StoreError> {
+        let key = self.id.record_key();
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if let Some(m) = unseal(&key, k.value(), v.value()).and_then(|p| decode_record(&p)) {
+                if m.lease_expiry_ms <= now_ms {
+                    out.push(m.addr);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            used: self.used.load(Ordering::SeqCst),
+            capacity: self.capacity,
+            chunks: self.chunks.load(Ordering::SeqCst),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "contract_tests.rs"]
+mod contract_tests;

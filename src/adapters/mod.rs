@@ -1,0 +1,11 @@
+//! Adapters: the concrete implementations of the ports.
+//!
+//! - `disk`: the storage node's chunk store (files + redb index under the at-rest key)
+//! - `memory`: in-memory stores for unit tests of the core
+//! - `nats`: the fabric over NATS JetStream, node side and owner side
+//! - `redb`: every redb table definition, in one place
+
+pub mod disk;
+pub mod memory;
+pub mod nats;
+pub mod redb;

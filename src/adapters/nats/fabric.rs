@@ -1,0 +1,393 @@
+//! Owner side of the NATS fabric: quorum store with signed acks, proof-gated retrieval (targeted,
+//! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
+
+use super::{ack_subject, connect, ensure_streams, node_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT};
+use crate::domain::audit::verify_audit;
+use crate::domain::ids::{AckToken, Addr, NodeId};
+use crate::domain::proof::{ProofSecret, Purpose};
+use crate::domain::unix_ms;
+use crate::domain::wire::{
+    AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
+    MAX_ITEMS,
+};
+use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish};
+use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Leaves requested per audit.
+pub const AUDIT_LEAVES: u8 = 4;
+
+/// Owner-side knobs.
+#[derive(Clone, Debug)]
+pub struct FabricOptions {
+    /// Broker URL.
+    pub url: String,
+    /// Stream layout.
+    pub layout: Layout,
+    /// Lease requested for newly stored chunks.
+    pub lease: Duration,
+    /// Re-publish unacknowledged slots after this long.
+    pub retry_after: Duration,
+    /// Give up on quorum for one chunk after this long.
+    pub store_deadline: Duration,
+    /// Wait this long for a node's next reply before giving up on it.
+    pub reply_timeout: Duration,
+    /// Chunks being stored at once.
+    pub max_in_flight: usize,
+}
+
+impl FabricOptions {
+    /// Defaults for `url`.
+    pub fn new(url: &str) -> Self {
+        FabricOptions {
+            url: url.to_string(),
+            layout: Layout::default(),
+            lease: Duration::from_secs(90 * 24 * 3600),
+            retry_after: Duration::from_secs(10),
+            store_deadline: Duration::from_secs(120),
+            reply_timeout: Duration::from_secs(5),
+            max_in_flight: 64,
+        }
+    }
+}
+
+struct Pending {
+    acks: HashMap<NodeId, StoreAck>,
+    changed: watch::Sender<usize>,
+}
+
+type PendingMap = Arc<Mutex<HashMap<Addr, Pending>>>;
+
+/// The owner's connection to the fabric.
+pub struct NatsFabric {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    token: AckToken,
+    opts: FabricOptions,
+    pending: PendingMap,
+    store_slots: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+fn broker(e: impl std::fmt::Display) -> FabricError {
+    FabricError::Broker(e.to_string())
+}
+
+impl NatsFabric {
+    /// Connects, ensures the streams, and starts collecting this vault's acks (including acks
+    /// that arrived while the owner was offline). Acks for chunks not currently being stored are
+    /// sent to `unsolicited`, if given.
+    pub async fn connect(
+        token: AckToken,
+        opts: FabricOptions,
+        unsolicited: Option<mpsc::Sender<StoreAck>>,
+    ) -> Result<Self, FabricError> {
+        let client = connect(&opts.url, "quloud-owner").await?;
+        let js = jetstream::new(client.clone());
+        let (_, acks) = ensure_streams(&js, &opts.layout).await?;
+        let durable = format!("owner-{token}");
+        let config = consumer::pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: ack_subject(&token),
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy: consumer::DeliverPolicy::All,
+            inactive_threshold: Duration::from_secs(30 * 24 * 3600),
+            num_replicas: opts.layout.stream_replicas,
+            ..Default::default()
+        };
+        let ack_consumer = acks.get_or_create_consumer(&durable, config).await.map_err(broker)?;
+        let pending: PendingMap = Arc::default();
+        let cancel = CancellationToken::new();
+        tokio::spawn(ack_loop(ack_consumer, pending.clone(), unsolicited, cancel.clone()));
+        tracing::debug!(stream = ACK_STREAM, %durable, "collecting store acks");
+        Ok(NatsFabric {
+            client,
+            js,
+            token,
+            store_slots: Arc::new(Semaphore::new(opts.max_in_flight)),
+            opts,
+            pending,
+            cancel,
+        })
+    }
+
+    /// The underlying NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    fn publish_slot(&self, chunk: &Publish<'_>, slot: u8, attempt: u32, lease: u64) -> PublishMessage {
+        let req = StoreRequest {
+            ack_token: self.token,
+            addr: chunk.addr,
+            slot,
+            commitment: chunk.commitment,
+            lease_expiry_ms: lease,
+            ciphertext: chunk.ciphertext.to_vec(),
+        };
+        PublishMessage::build().payload(req.encode().into()).message_id(format!("{}-{slot}-{attempt}", chunk.addr))
+    }
+
+    async fn publish_slots(&self, chunk: &Publish<'_>, slots: &[u8], attempt: u32, lease: u64) -> Result<(), FabricError> {
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(slots.len());
+        for &slot in slots {
+            let msg = self.publish_slot(chunk, slot, attempt, lease);
+            acks.push(self.js.send_publish(STORE_SUBJECT, msg).await.map_err(broker)?);
+        }
+        for a in acks {
+            a.await.map_err(broker)?;
+        }
+        Ok(())
+    }
+
+    async fn store_inner(&self, chunk: Publish<'_>, replicas: usize, mut rx: watch::Receiver<usize>) -> Result<Vec<StoreAck>, FabricError> {
+        let deadline = Instant::now() + self.opts.store_deadline;
+        let lease = now_ms() + self.opts.lease.as_millis() as u64;
+        let mut attempt = 0u32;
+        loop {
+            let (distinct, claimed) = self.snapshot(&chunk.addr);
+            if distinct >= replicas {
+                return Ok(self.take_acks(&chunk.addr));
+            }
+            if Instant::now() >= deadline {
+                return Err(FabricError::Quorum { addr: chunk.addr, got: distinct, want: replicas });
+            }
+            let slots: Vec<u8> = (0..=u8::MAX).filter(|s| !claimed.contains(s)).take(replicas - distinct).collect();
+            if let Err(e) = self.publish_slots(&chunk, &slots, attempt, lease).await {
+                tracing::warn!(addr = ?chunk.addr, error = %e, "publishing store request failed; retrying");
+            }
+            attempt += 1;
+            let retry_at = (Instant::now() + self.opts.retry_after).min(deadline);
+            loop {
+                let (distinct, _) = self.snapshot(&chunk.addr);
+                if distinct >= replicas {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(retry_at.into()) => break,
+                    r = rx.changed() => if r.is_err() { break },
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self, addr: &Addr) -> (usize, HashSet<u8>) {
+        let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(addr).map(|p| (p.acks.len(), p.acks.values().map(|a| a.slot).collect())).unwrap_or_default()
+    }
+
+    fn take_acks(&self, addr: &Addr) -> Vec<StoreAck> {
+        let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(addr).map(|p| p.acks.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn proven_request(&self, purpose: Purpose, target: NodeId, items: &[(Addr, ProofSecret)], lease: u64) -> ProvenRequest {
+        ProvenRequest::build(purpose, target, now_ms(), lease, items)
+    }
+
+    /// Sends one get request and collects verified chunks until every addr is answered or the
+    /// node falls silent for `reply_timeout`.
+    async fn get_from(&self, target: NodeId, items: &[(Addr, ProofSecret)]) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+        let req = self.proven_request(Purpose::Get, target, items, 0);
+        let subject = if target == NodeId::ANY { BROADCAST_GET.to_string() } else { node_subject(&target, "get") };
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(broker)?;
+        self.client.publish_with_reply(subject, inbox, req.encode().into()).await.map_err(broker)?;
+        let wanted: HashSet<Addr> = items.iter().map(|(a, _)| *a).collect();
+        let mut answered = HashSet::new();
+        let mut found = Vec::new();
+        while answered.len() < wanted.len() {
+            let msg = match tokio::time::timeout(self.opts.reply_timeout, sub.next()).await {
+                Ok(Some(m)) => m,
+                _ => break,
+            };
+            let reply = match GetReply::decode(&msg.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed get reply dropped");
+                    continue;
+                }
+            };
+            if !wanted.contains(&reply.addr) || answered.contains(&reply.addr) {
+                continue;
+            }
+            match reply.status {
+                Status::Ok if Addr::of(&reply.ciphertext) == reply.addr => {
+                    answered.insert(reply.addr);
+                    found.push((reply.addr, reply.ciphertext));
+                }
+                Status::Ok => tracing::warn!(node = ?reply.node, addr = ?reply.addr, "node sent bytes that do not match the addr; ignored"),
+                _ if target != NodeId::ANY => {
+                    answered.insert(reply.addr);
+                }
+                _ => {}
+            }
+        }
+        let _ = sub.unsubscribe().await;
+        Ok(found)
+    }
+
+    async fn request(&self, subject: String, payload: Vec<u8>, node: NodeId) -> Result<bytes::Bytes, FabricError> {
+        let req = async_nats::Request::new().payload(payload.into()).timeout(Some(self.opts.reply_timeout));
+        match self.client.send_request(subject, req).await {
+            Ok(m) => Ok(m.payload),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders => {
+                    Err(FabricError::Timeout(node))
+                }
+                _ => Err(broker(e)),
+            },
+        }
+    }
+
+    async fn control(&self, purpose: Purpose, node: NodeId, items: &[(Addr, ProofSecret)], lease: u64) -> Result<Vec<(Addr, Status)>, FabricError> {
+        let mut out = Vec::with_capacity(items.len());
+        for batch in items.chunks(MAX_ITEMS) {
+            let req = self.proven_request(purpose, node, batch, lease);
+            let op = if purpose == Purpose::Renew { "renew" } else { "delete" };
+            let bytes = self.request(node_subject(&node, op), req.encode(), node).await?;
+            let bad = |why: &str| FabricError::BadReply { node, why: why.to_string() };
+            let reply = ControlReply::decode(&bytes).map_err(|e| bad(&e.to_string()))?;
+            if reply.node != node || !reply.verify() || reply.request_id != req.request_id {
+                return Err(bad("signature, node or request id does not match"));
+            }
+            let expected: Vec<Addr> = batch.iter().map(|(a, _)| *a).collect();
+            let got: Vec<Addr> = reply.results.iter().map(|(a, _)| *a).collect();
+            if expected != got {
+                return Err(bad("answers for other chunks than asked"));
+            }
+            out.extend(reply.results);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for NatsFabric {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn ack_loop(
+    consumer: consumer::PullConsumer,
+    pending: PendingMap,
+    unsolicited: Option<mpsc::Sender<StoreAck>>,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read store acks; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => return,
+                m = messages.next() => match m { Some(Ok(m)) => m, Some(Err(_)) => continue, None => break },
+            };
+            match StoreAck::decode(&msg.payload) {
+                Ok(ack) if ack.verify() => deliver(&pending, &unsolicited, ack).await,
+                Ok(_) => tracing::warn!("store ack with a bad signature dropped"),
+                Err(e) => tracing::warn!(error = %e, "malformed store ack dropped"),
+            }
+            if let Err(e) = msg.ack().await {
+                tracing::debug!(error = %e, "acknowledging a store ack failed");
+            }
+        }
+    }
+}
+
+async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAck>>, ack: StoreAck) {
+    {
+        let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get_mut(&ack.addr) {
+            p.acks.entry(ack.node).or_insert(ack);
+            let n = p.acks.len();
+            p.changed.send_replace(n);
+            return;
+        }
+    }
+    if let Some(tx) = unsolicited {
+        let _ = tx.send(ack).await;
+    }
+}
+
+impl ChunkFabric for NatsFabric {
+    async fn store(&self, chunk: Publish<'_>, replicas: usize) -> Result<Vec<StoreAck>, FabricError> {
+        let _slot = self.store_slots.acquire().await.map_err(broker)?;
+        let rx = {
+            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let p = map
+                .entry(chunk.addr)
+                .or_insert_with(|| Pending { acks: HashMap::new(), changed: watch::channel(0).0 });
+            p.changed.subscribe()
+        };
+        let result = self.store_inner(chunk, replicas, rx).await;
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&chunk.addr);
+        result
+    }
+
+    async fn get(&self, items: &[(Addr, ProofSecret)], hints: &[NodeId]) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+        let mut remaining: Vec<(Addr, ProofSecret)> = items.to_vec();
+        let mut found = Vec::with_capacity(items.len());
+        let targets = hints.iter().copied().chain(std::iter::once(NodeId::ANY));
+        for target in targets {
+            if remaining.is_empty() {
+                break;
+            }
+            for batch in remaining.clone().chunks(MAX_ITEMS) {
+                match self.get_from(target, batch).await {
+                    Ok(got) => found.extend(got),
+                    Err(e) => tracing::warn!(node = ?target, error = %e, "get failed; trying elsewhere"),
+                }
+            }
+            let have: HashSet<Addr> = found.iter().map(|(a, _)| *a).collect();
+            remaining.retain(|(a, _)| !have.contains(a));
+        }
+        Ok(found)
+    }
+
+    async fn audit(&self, node: NodeId, addr: Addr, secret: &ProofSecret, len: u64) -> Result<AuditVerdict, FabricError> {
+        let mut seed = [0u8; 32];
+        crate::domain::random_bytes(&mut seed);
+        let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, now_ms());
+        let bytes = self.request(node_subject(&node, "audit"), req.encode(), node).await?;
+        let reply = match AuditReply::decode(&bytes) {
+            Ok(r) => r,
+            Err(e) => return Ok(AuditVerdict::Failed(format!("malformed reply: {e}"))),
+        };
+        if reply.node != node || reply.addr != addr || reply.seed != seed || !reply.verify_signature() {
+            return Ok(AuditVerdict::Failed("reply not signed by the node for this challenge".into()));
+        }
+        Ok(match reply.status {
+            Status::Ok => match verify_audit(&addr.0, len, &seed, AUDIT_LEAVES as usize, &reply.proofs) {
+                Ok(()) => AuditVerdict::Passed,
+                Err(e) => AuditVerdict::Failed(e.to_string()),
+            },
+            Status::NotFound => AuditVerdict::NotFound,
+            other => AuditVerdict::Failed(format!("node answered {other:?}")),
+        })
+    }
+
+    async fn renew(&self, node: NodeId, items: &[(Addr, ProofSecret)], lease_expiry_ms: u64) -> Result<Vec<(Addr, Status)>, FabricError> {
+        self.control(Purpose::Renew, node, items, lease_expiry_ms).await
+    }
+
+    async fn delete(&self, node: NodeId, items: &[(Addr, ProofSecret)]) -> Result<Vec<(Addr, Status)>, FabricError> {
+        self.control(Purpose::Delete, node, items, 0).await
+    }
+}

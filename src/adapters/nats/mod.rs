@@ -1,0 +1,143 @@
+//! The fabric over NATS JetStream (DESIGN §5, docs/PROTOCOL.md): subjects, stream and consumer
+//! layout, connecting, and the node-side and owner-side adapters.
+
+pub mod fabric;
+pub mod node;
+
+use crate::domain::ids::{AckToken, NodeId};
+use crate::domain::wire::MAX_MESSAGE;
+use crate::ports::fabric::FabricError;
+use async_nats::jetstream::{self, consumer, stream};
+use std::time::Duration;
+
+/// Subject of store requests (captured by the store stream).
+pub const STORE_SUBJECT: &str = "quloud.v1.store";
+/// Work-queue stream holding store requests.
+pub const STORE_STREAM: &str = "QULOUD_STORE_V1";
+/// The one durable pull consumer all storage nodes share.
+pub const STORE_CONSUMER: &str = "quloud-nodes-v1";
+/// Stream keeping signed store acks until their vault's owner collects them.
+pub const ACK_STREAM: &str = "QULOUD_ACKS_V1";
+/// Broadcast subject for get requests any holder may answer.
+pub const BROADCAST_GET: &str = "quloud.v1.any.get";
+
+/// The subject a vault's acks are published on.
+pub fn ack_subject(token: &AckToken) -> String {
+    format!("quloud.v1.ack.{token}")
+}
+
+/// A node's request subject for `op` (`get`, `audit`, `renew`, `delete`).
+pub fn node_subject(node: &NodeId, op: &str) -> String {
+    format!("quloud.v1.node.{node}.{op}")
+}
+
+/// How streams are laid out on the broker.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// JetStream replicas per stream: 1 on one server, 3 on a cluster.
+    pub stream_replicas: usize,
+    /// Bytes of pending store requests the broker may hold.
+    pub store_max_bytes: i64,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout { stream_replicas: 1, store_max_bytes: 4 << 30 }
+    }
+}
+
+/// Connects to NATS, failing fast with a clear error when the broker is unreachable.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, FabricError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .connect(url)
+        .await
+        .map_err(|e| FabricError::Unreachable { url: url.to_string(), reason: e.to_string() })
+}
+
+fn broker<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> FabricError {
+    move |e| FabricError::Broker(format!("{what}: {e}"))
+}
+
+fn store_stream_config(layout: &Layout) -> stream::Config {
+    stream::Config {
+        name: STORE_STREAM.into(),
+        description: Some("Quloud store requests (one message per replica slot)".into()),
+        subjects: vec![STORE_SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        max_bytes: layout.store_max_bytes,
+        max_age: Duration::from_secs(24 * 3600),
+        max_message_size: MAX_MESSAGE as i32,
+        duplicate_window: Duration::from_secs(120),
+        num_replicas: layout.stream_replicas,
+        ..Default::default()
+    }
+}
+
+fn ack_stream_config(layout: &Layout) -> stream::Config {
+    stream::Config {
+        name: ACK_STREAM.into(),
+        description: Some("Quloud signed store acks, per vault subject".into()),
+        subjects: vec!["quloud.v1.ack.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(14 * 24 * 3600),
+        max_message_size: 1024,
+        num_replicas: layout.stream_replicas,
+        ..Default::default()
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<stream::Stream, FabricError> {
+    let name = want.name.clone();
+    let mut s = match js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(_) => match js.create_stream(want.clone()).await {
+            Ok(s) => s,
+            // Another process created it first: bind to theirs.
+            Err(_) => js.get_stream(&name).await.map_err(broker("binding stream"))?,
+        },
+    };
+    let have = s.info().await.map_err(broker("reading stream info"))?.config.clone();
+    let drift = [
+        (have.subjects != want.subjects, "subjects"),
+        (have.retention != want.retention, "retention"),
+        (have.storage != want.storage, "storage"),
+        (have.num_replicas != want.num_replicas, "replicas"),
+        (have.max_message_size < want.max_message_size, "max message size"),
+    ];
+    for (differs, what) in drift {
+        if differs {
+            tracing::warn!(stream = %name, setting = what,
+                "existing stream differs from this version's layout; keeping it. \
+                 To adopt the new layout, delete the stream when no uploads are pending (nats stream rm {name})");
+        }
+    }
+    Ok(s)
+}
+
+/// Creates the store and ack streams, or binds to them (idempotent; drift is logged).
+pub async fn ensure_streams(js: &jetstream::Context, layout: &Layout) -> Result<(stream::Stream, stream::Stream), FabricError> {
+    let store = ensure_stream(js, store_stream_config(layout)).await?;
+    let acks = ensure_stream(js, ack_stream_config(layout)).await?;
+    Ok((store, acks))
+}
+
+/// The shared durable consumer storage nodes pull store requests from.
+pub async fn store_consumer(store: &stream::Stream, layout: &Layout) -> Result<consumer::PullConsumer, FabricError> {
+    let config = consumer::pull::Config {
+        durable_name: Some(STORE_CONSUMER.into()),
+        description: Some("all Quloud storage nodes".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 200,
+        max_ack_pending: 4096,
+        num_replicas: layout.stream_replicas,
+        ..Default::default()
+    };
+    store.get_or_create_consumer(STORE_CONSUMER, config).await.map_err(broker("binding store consumer"))
+}

@@ -1,0 +1,258 @@
+//! Storage node side of the NATS fabric: pulls store requests from the shared work-queue
+//! consumer and answers proof-gated requests on its own subject and on the broadcast subject.
+
+use super::{ack_subject, connect, ensure_streams, store_consumer, Layout, BROADCAST_GET};
+use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision};
+use crate::domain::unix_ms;
+use crate::ports::chunk_store::ChunkStore;
+use crate::ports::fabric::FabricError;
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeRunOptions {
+    /// Broker URL.
+    pub url: String,
+    /// Stream layout.
+    pub layout: Layout,
+    /// Store requests processed at once.
+    pub store_concurrency: usize,
+    /// Other requests processed at once.
+    pub request_concurrency: usize,
+    /// How often expired leases are swept.
+    pub sweep_interval: Duration,
+}
+
+impl NodeRunOptions {
+    /// Defaults for `url`.
+    pub fn new(url: &str) -> Self {
+        NodeRunOptions {
+            url: url.to_string(),
+            layout: Layout::default(),
+            store_concurrency: 4,
+            request_concurrency: 8,
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// Runs a node until `cancel` fires. Returns an error when the broker cannot be reached.
+pub async fn run_node<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    opts: NodeRunOptions,
+    cancel: CancellationToken,
+) -> Result<(), FabricError> {
+    let client = connect(&opts.url, &format!("quloud-node-{}", svc.node_id())).await?;
+    let js = jetstream::new(client.clone());
+    let (store, _) = ensure_streams(&js, &opts.layout).await?;
+    let consumer = store_consumer(&store, &opts.layout).await?;
+    let own = client
+        .subscribe(format!("quloud.v1.node.{}.>", svc.node_id()))
+        .await
+        .map_err(|e| FabricError::Broker(e.to_string()))?;
+    let broadcast = client.subscribe(BROADCAST_GET).await.map_err(|e| FabricError::Broker(e.to_string()))?;
+    client.flush().await.map_err(|e| FabricError::Broker(e.to_string()))?;
+    tracing::info!(node = %svc.node_id(), url = %opts.url, "storage node serving");
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(store_loop(svc.clone(), consumer, js.clone(), opts.store_concurrency, cancel.clone()));
+    let limit = Arc::new(Semaphore::new(opts.request_concurrency));
+    tasks.spawn(request_loop(svc.clone(), client.clone(), own, Route::Targeted, limit.clone(), cancel.clone()));
+    tasks.spawn(request_loop(svc.clone(), client.clone(), broadcast, Route::Broadcast, limit, cancel.clone()));
+    tasks.spawn(sweep_loop(svc.clone(), opts.sweep_interval, cancel.clone()));
+    while tasks.join_next().await.is_some() {}
+    let _ = client.flush().await;
+    tracing::info!(node = %svc.node_id(), "storage node stopped");
+    Ok(())
+}
+
+async fn store_loop<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    consumer: jetstream::consumer::PullConsumer,
+    js: jetstream::Context,
+    concurrency: usize,
+    cancel: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let mut inflight = JoinSet::new();
+    'outer: while !cancel.is_cancelled() {
+        let mut messages = match consumer.stream().max_messages_per_batch(concurrency).messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull store requests; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => break 'outer,
+                n = messages.next() => n,
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "store pull stream hiccup");
+                    continue;
+                }
+                None => break,
+            };
+            let Ok(permit) = limit.clone().acquire_owned().await else { break 'outer };
+            let (svc, js) = (svc.clone(), js.clone());
+            inflight.spawn(async move {
+                handle_store_message(svc, js, msg).await;
+                drop(permit);
+            });
+            while inflight.try_join_next().is_some() {}
+        }
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
+async fn handle_store_message<S: ChunkStore>(svc: Arc<NodeService<S>>, js: jetstream::Context, msg: jetstream::Message) {
+    let payload = msg.payload.clone();
+    let worker = svc.clone();
+    let decision = match tokio::task::spawn_blocking(move || worker.handle_store(&payload, now_ms())).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "store handler failed");
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return;
+        }
+    };
+    let outcome = match decision {
+        StoreDecision::Stored(ack, token) | StoreDecision::AlreadyHeld(ack, token) => {
+            // The signed ack must be durable in the ack stream before the request is acknowledged.
+            let published = match js.publish(ack_subject(&token), ack.encode().into()).await {
+                Ok(fut) => fut.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match published {
+                Ok(()) => msg.ack().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing store ack failed; will be redelivered");
+                    msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await
+                }
+            }
+        }
+        StoreDecision::Decline(why) => {
+            tracing::debug!(why, "declining store request");
+            msg.ack_with(AckKind::Nak(Some(Duration::from_millis(100)))).await
+        }
+        StoreDecision::Reject(_) => msg.ack_with(AckKind::Term).await,
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "acknowledging store request failed");
+    }
+}
+
+async fn request_loop<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    client: async_nats::Client,
+    mut sub: async_nats::Subscriber,
+    route: Route,
+    limit: Arc<Semaphore>,
+    cancel: CancellationToken,
+) {
+    let mut inflight = JoinSet::new();
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let Some(reply) = msg.reply.clone() else {
+            tracing::debug!(subject = %msg.subject, "request without reply subject dropped");
+            continue;
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let (svc, client) = (svc.clone(), client.clone());
+        inflight.spawn(async move {
+            let op = msg.subject.rsplit('.').next().unwrap_or("").to_string();
+            answer(svc, client, op, msg.payload, reply, route).await;
+            drop(permit);
+        });
+        while inflight.try_join_next().is_some() {}
+    }
+    let _ = sub.unsubscribe().await;
+    while inflight.join_next().await.is_some() {}
+}
+
+async fn answer<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    client: async_nats::Client,
+    op: String,
+    payload: bytes::Bytes,
+    reply: async_nats::Subject,
+    route: Route,
+) {
+    let worker = svc.clone();
+    let outcome = tokio::task::spawn_blocking(move || match op.as_str() {
+        "audit" if route == Route::Targeted => {
+            worker.handle_audit(&payload, now_ms()).map(|r| Answer::Single(r.encode()))
+        }
+        "get" | "renew" | "delete" => match worker.handle_proven(&payload, route, now_ms()) {
+            ProvenOutcome::Silent => None,
+            ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
+            ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
+        },
+        other => {
+            worker.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(op = other, "request for unknown operation dropped");
+            None
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Some(Answer::Single(bytes))) => {
+            let _ = client.publish(reply, bytes.into()).await;
+        }
+        Ok(Some(Answer::Chunks(plan))) => {
+            for (addr, proven) in plan {
+                let worker = svc.clone();
+                let r = tokio::task::spawn_blocking(move || worker.get_reply(addr, proven, route)).await;
+                if let Ok(Some(r)) = r {
+                    if let Err(e) = client.publish(reply.clone(), r.encode().into()).await {
+                        tracing::warn!(error = %e, "sending chunk failed");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "request handler failed"),
+    }
+}
+
+/// What a request handler sends back: one message, or one message per chunk.
+enum Answer {
+    Single(Vec<u8>),
+    Chunks(Vec<(crate::domain::ids::Addr, bool)>),
+}
+
+async fn sweep_loop<S: ChunkStore>(svc: Arc<NodeService<S>>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let worker = svc.clone();
+        if let Ok(n) = tokio::task::spawn_blocking(move || worker.sweep_expired(now_ms())).await {
+            if n > 0 {
+                tracing::info!(dropped = n, "dropped chunks whose lease ended");
+            }
+        }
+    }
+}

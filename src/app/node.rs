@@ -1,0 +1,370 @@
+//! The storage node's use cases (DESIGN §5, §7): validate, store, serve, audit, renew, delete.
+//!
+//! Transport-free: the NATS adapter hands raw message bytes in and sends what comes back. Every
+//! method is synchronous and may block on disk I/O, so callers run it on a blocking thread.
+//! Nothing a peer sends can make it panic; anything malformed is dropped with a log line and a
+//! counter.
+
+use crate::app::replay::{Freshness, ReplayGuard};
+use crate::domain::audit::{prove_leaves, select_leaves};
+use crate::domain::identity::NodeIdentity;
+use crate::domain::ids::{AckToken, Addr, NodeId};
+use crate::domain::proof::{batch_verify, verify, Commitment, ProofContext, Purpose};
+use crate::domain::wire::{
+    AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest, MAX_MESSAGE,
+};
+use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Node policy knobs.
+#[derive(Clone, Debug)]
+pub struct NodePolicy {
+    /// Accepted clock difference for proof timestamps.
+    pub window_ms: u64,
+    /// Longest lease a store or renew may ask for.
+    pub max_lease_ms: u64,
+    /// Most request ids remembered for replay protection.
+    pub replay_capacity: usize,
+    /// Highest replica slot accepted.
+    pub max_slot: u8,
+}
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        NodePolicy {
+            window_ms: 120_000,
+            max_lease_ms: 400 * 24 * 3600 * 1000,
+            replay_capacity: 1 << 20,
+            max_slot: 63,
+        }
+    }
+}
+
+/// What to do with a store request message.
+#[derive(Debug)]
+pub enum StoreDecision {
+    /// Stored now: publish the ack on the vault's ack subject, then acknowledge the message.
+    Stored(StoreAck, AckToken),
+    /// Already held for this very slot (a redelivery): publish the ack again, then acknowledge.
+    AlreadyHeld(StoreAck, AckToken),
+    /// Let another node take it (held for another slot, or no space): negative-acknowledge.
+    Decline(&'static str),
+    /// Malformed or invalid: drop it for good (terminate), never store.
+    Reject(String),
+}
+
+/// Where a proof-gated request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// On this node's own subject: answer every item.
+    Targeted,
+    /// On the broadcast subject: answer only what is held and proven, stay silent otherwise.
+    Broadcast,
+}
+
+/// Replies to a proof-gated request.
+#[derive(Debug)]
+pub enum ProvenOutcome {
+    /// Chunks to send back, one message each (see `NodeService::get_reply`), so a request never
+    /// holds more than one chunk in memory.
+    Get(Vec<(Addr, bool)>),
+    /// One signed reply for a renew or delete.
+    Control(ControlReply),
+    /// Nothing to send (dropped, or a broadcast this node cannot answer).
+    Silent,
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Chunks stored.
+    pub stored: AtomicU64,
+    /// Store requests declined (held for another slot, or full).
+    pub declined: AtomicU64,
+    /// Messages dropped as malformed, invalid, stale, replayed or misaddressed.
+    pub dropped: AtomicU64,
+    /// Items refused for a proof that did not verify.
+    pub refused: AtomicU64,
+    /// Chunks served.
+    pub served: AtomicU64,
+    /// Audits answered.
+    pub audits: AtomicU64,
+}
+
+/// A storage node's request handling over a chunk store.
+pub struct NodeService<S> {
+    id: NodeIdentity,
+    store: Arc<S>,
+    policy: NodePolicy,
+    replay: Mutex<ReplayGuard>,
+    /// Public counters.
+    pub stats: NodeStats,
+}
+
+impl<S: ChunkStore> NodeService<S> {
+    /// A service for identity `id` over `store`, started at `now_ms`.
+    pub fn new(id: NodeIdentity, store: Arc<S>, policy: NodePolicy, now_ms: u64) -> Self {
+        let replay = Mutex::new(ReplayGuard::new(policy.window_ms, now_ms, policy.replay_capacity));
+        NodeService { id, store, policy, replay, stats: NodeStats::default() }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id.id()
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn drop_msg(&self, what: &str, why: impl std::fmt::Display) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(what, %why, "dropped message");
+    }
+
+    /// Validates and stores one replica slot (DESIGN §5 Store).
+    pub fn handle_store(&self, bytes: &[u8], now_ms: u64) -> StoreDecision {
+        let reject = |why: String| {
+            self.drop_msg("store request", &why);
+            StoreDecision::Reject(why)
+        };
+        if bytes.len() > MAX_MESSAGE {
+            return reject(format!("{} bytes exceeds the {MAX_MESSAGE}-byte limit", bytes.len()));
+        }
+        let req = match StoreRequest::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return reject(e.to_string()),
+        };
+        if req.slot > self.policy.max_slot {
+            return reject(format!("slot {} above {}", req.slot, self.policy.max_slot));
+        }
+        if req.lease_expiry_ms <= now_ms || req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
+            return reject(format!("lease expiry {} out of range", req.lease_expiry_ms));
+        }
+        if !req.verify_addr() {
+            return reject(format!("ciphertext does not hash to {:?}", req.addr));
+        }
+        match self.store.meta(&req.addr) {
+            Ok(Some(held)) if held.slot == req.slot => {
+                let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
+                if lease != held.lease_expiry_ms {
+                    let _ = self.store.set_lease(&req.addr, lease);
+                }
+                let ack = StoreAck::sign(&self.id, req.addr, req.slot, lease, now_ms);
+                return StoreDecision::AlreadyHeld(ack, req.ack_token);
+            }
+            Ok(Some(_)) => {
+                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                return StoreDecision::Decline("already holds this chunk for another slot");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "index lookup failed; declining store");
+                return StoreDecision::Decline("index error");
+            }
+        }
+        let meta = StoredChunk {
+            addr: req.addr,
+            slot: req.slot,
+            commitment: req.commitment,
+            lease_expiry_ms: req.lease_expiry_ms,
+            len: req.ciphertext.len() as u32,
+        };
+        match self.store.put(&meta, &req.ciphertext) {
+            Ok(()) => {
+                self.stats.stored.fetch_add(1, Ordering::Relaxed);
+                let ack = StoreAck::sign(&self.id, req.addr, req.slot, req.lease_expiry_ms, now_ms);
+                StoreDecision::Stored(ack, req.ack_token)
+            }
+            Err(StoreError::Full { .. }) => {
+                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                StoreDecision::Decline("node is full")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing chunk failed; declining");
+                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                StoreDecision::Decline("storage error")
+            }
+        }
+    }
+
+    fn fresh(&self, request_id: [u8; 16], ts: u64, target: &NodeId, now_ms: u64) -> Result<(), String> {
+        if *target != self.id.id() && *target != NodeId::ANY {
+            return Err(format!("addressed to another node {target:?}"));
+        }
+        let mut guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+        guard.check(request_id, ts, now_ms).map_err(|e: Freshness| e.to_string())
+    }
+
+    /// Looks up commitments and verifies the proofs of `items`; returns per-item "proven" flags.
+    /// Unheld chunks and failed proofs both come back false, so a stranger cannot tell them apart.
+    fn prove_items(&self, items: &[(Addr, ProofContext, crate::domain::proof::Proof)]) -> Vec<Option<StoredChunk>> {
+        let metas: Vec<Option<StoredChunk>> =
+            items.iter().map(|(a, _, _)| self.store.meta(a).ok().flatten()).collect();
+        let batch: Vec<(Commitment, ProofContext, _)> = items
+            .iter()
+            .zip(&metas)
+            .filter_map(|((_, ctx, p), m)| m.map(|m| (m.commitment, *ctx, *p)))
+            .collect();
+        let all_ok = batch_verify(&batch).is_ok();
+        items
+            .iter()
+            .zip(metas)
+            .map(|((_, ctx, p), m)| {
+                let m = m?;
+                if all_ok || verify(&m.commitment, ctx, p).is_ok() {
+                    Some(m)
+                } else {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Handles a get, renew or delete request.
+    pub fn handle_proven(&self, bytes: &[u8], route: Route, now_ms: u64) -> ProvenOutcome {
+        let req = match ProvenRequest::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.drop_msg("proven request", e);
+                return ProvenOutcome::Silent;
+            }
+        };
+        if route == Route::Broadcast && req.target != NodeId::ANY {
+            self.drop_msg("broadcast request", "carries a specific target");
+            return ProvenOutcome::Silent;
+        }
+        if let Err(why) = self.fresh(req.request_id.0, req.timestamp_ms, &req.target, now_ms) {
+            self.drop_msg("proven request", why);
+            return ProvenOutcome::Silent;
+        }
+        let items: Vec<_> = req.items.iter().map(|it| (it.addr, req.context(&it.addr), it.proof)).collect();
+        let proven = self.prove_items(&items);
+        match req.purpose {
+            Purpose::Get => {
+                ProvenOutcome::Get(req.items.iter().zip(proven).map(|(it, m)| (it.addr, m.is_some())).collect())
+            }
+            Purpose::Renew => {
+                let lease = req.lease_expiry_ms.min(now_ms + self.policy.max_lease_ms);
+                let results = self.each(&req, proven, |a| self.store.set_lease(a, lease));
+                ProvenOutcome::Control(ControlReply::sign(&self.id, req.request_id, results))
+            }
+            Purpose::Delete => {
+                let results = self.each(&req, proven, |a| self.store.remove(a));
+                ProvenOutcome::Control(ControlReply::sign(&self.id, req.request_id, results))
+            }
+            Purpose::Audit => ProvenOutcome::Silent,
+        }
+    }
+
+    fn each(
+        &self,
+        req: &ProvenRequest,
+        proven: Vec<Option<StoredChunk>>,
+        op: impl Fn(&Addr) -> Result<bool, StoreError>,
+    ) -> Vec<(Addr, Status)> {
+        req.items
+            .iter()
+            .zip(proven)
+            .map(|(it, m)| {
+                let status = match m.map(|_| op(&it.addr)) {
+                    None | Some(Ok(false)) => Status::NotFound,
+                    Some(Ok(true)) => Status::Ok,
+                    Some(Err(e)) => {
+                        tracing::error!(addr = ?it.addr, error = %e, "renew/delete failed");
+                        Status::Busy
+                    }
+                };
+                (it.addr, status)
+            })
+            .collect()
+    }
+
+    /// The reply for one item of a get plan: the chunk if it was proven and can be read, "not
+    /// found" on a targeted request otherwise, and silence on a broadcast.
+    pub fn get_reply(&self, addr: Addr, proven: bool, route: Route) -> Option<GetReply> {
+        let node = self.id.id();
+        match (proven.then(|| self.read_verified(&addr)).flatten(), route) {
+            (Some(ciphertext), _) => {
+                self.stats.served.fetch_add(1, Ordering::Relaxed);
+                Some(GetReply { node, addr, status: Status::Ok, ciphertext })
+            }
+            (None, Route::Targeted) => Some(GetReply { node, addr, status: Status::NotFound, ciphertext: Vec::new() }),
+            (None, Route::Broadcast) => None,
+        }
+    }
+
+    /// Reads a chunk; a copy that no longer verifies is removed (so the slot can be re-filled)
+    /// and reported as not held.
+    fn read_verified(&self, addr: &Addr) -> Option<Vec<u8>> {
+        match self.store.read(addr) {
+            Ok(found) => found,
+            Err(StoreError::Corrupt(_)) => {
+                tracing::error!(?addr, "stored chunk is corrupt; removing it so the owner re-replicates");
+                let _ = self.store.remove(addr);
+                None
+            }
+            Err(e) => {
+                tracing::error!(?addr, error = %e, "reading chunk failed");
+                None
+            }
+        }
+    }
+
+    /// Answers a proof-of-storage challenge; `None` when the request is dropped.
+    pub fn handle_audit(&self, bytes: &[u8], now_ms: u64) -> Option<AuditReply> {
+        let req = match AuditRequest::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.drop_msg("audit request", e);
+                return None;
+            }
+        };
+        if req.target != self.id.id() {
+            self.drop_msg("audit request", "not addressed to this node");
+            return None;
+        }
+        if let Err(why) = self.fresh(req.request_id.0, req.timestamp_ms, &req.target, now_ms) {
+            self.drop_msg("audit request", why);
+            return None;
+        }
+        let proven = self.prove_items(&[(req.addr, req.context(), req.proof)]);
+        let sign = |status, proofs| Some(AuditReply::sign(&self.id, req.addr, req.seed, status, proofs));
+        let Some(Some(_)) = proven.first() else {
+            return sign(Status::NotFound, Vec::new());
+        };
+        let Some(ct) = self.read_verified(&req.addr) else {
+            return sign(Status::NotFound, Vec::new());
+        };
+        let picks = select_leaves(&req.seed, ct.len() as u64, req.leaves as usize);
+        match prove_leaves(&ct, &picks) {
+            Ok(proofs) => {
+                self.stats.audits.fetch_add(1, Ordering::Relaxed);
+                sign(Status::Ok, proofs)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "building audit proof failed");
+                sign(Status::Busy, Vec::new())
+            }
+        }
+    }
+
+    /// Drops every chunk whose lease has ended; returns how many.
+    pub fn sweep_expired(&self, now_ms: u64) -> usize {
+        let expired = match self.store.expired(now_ms) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "lease sweep failed");
+                return 0;
+            }
+        };
+        expired.iter().filter(|a| matches!(self.store.remove(a), Ok(true))).count()
+    }
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -1,0 +1,221 @@
+//! Unit tests of the node's decisions over the in-memory store.
+
+use super::*;
+use crate::adapters::memory::MemoryChunkStore;
+use crate::domain::audit::verify_audit;
+use crate::domain::ids::{AckToken, RequestId};
+use crate::domain::keys::{MasterKey, VaultKeys};
+use crate::domain::proof::prove;
+use crate::domain::wire::ProvenItem;
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn setup(capacity: u64) -> (NodeService<MemoryChunkStore>, VaultKeys) {
+    let svc = NodeService::new(
+        NodeIdentity::generate(),
+        Arc::new(MemoryChunkStore::new(capacity)),
+        NodePolicy::default(),
+        NOW - 1000,
+    );
+    (svc, MasterKey::from_bytes([4; 32]).derive())
+}
+
+fn store_req(keys: &VaultKeys, data: &[u8], slot: u8) -> (StoreRequest, Vec<u8>) {
+    let s = keys.seal(data);
+    let req = StoreRequest {
+        ack_token: keys.ack_token(),
+        addr: s.addr,
+        slot,
+        commitment: s.commitment,
+        lease_expiry_ms: NOW + 60_000,
+        ciphertext: s.ciphertext,
+    };
+    let bytes = req.encode();
+    (req, bytes)
+}
+
+fn get_req(keys: &VaultKeys, target: NodeId, addrs: &[Addr], ts: u64) -> ProvenRequest {
+    let mut req = ProvenRequest {
+        purpose: Purpose::Get,
+        request_id: RequestId::random(),
+        timestamp_ms: ts,
+        target,
+        lease_expiry_ms: 0,
+        items: vec![],
+    };
+    for a in addrs {
+        let proof = prove(&keys.proof_secret(a), &req.context(a));
+        req.items.push(ProvenItem { addr: *a, proof });
+    }
+    req
+}
+
+fn statuses_on(svc: &NodeService<MemoryChunkStore>, route: Route, out: ProvenOutcome) -> Vec<Status> {
+    match out {
+        ProvenOutcome::Get(plan) => {
+            plan.into_iter().filter_map(|(a, ok)| svc.get_reply(a, ok, route)).map(|r| r.status).collect()
+        }
+        other => panic!("expected get replies, got {other:?}"),
+    }
+}
+
+#[test]
+fn store_then_redelivery_is_idempotent_and_other_slot_declined() {
+    let (svc, keys) = setup(1 << 20);
+    let (req, bytes) = store_req(&keys, b"chunk", 0);
+    let StoreDecision::Stored(ack, _) = svc.handle_store(&bytes, NOW) else { panic!("not stored") };
+    assert!(ack.verify());
+    assert_eq!((ack.addr, ack.slot, ack.node), (req.addr, 0, svc.node_id()));
+    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::AlreadyHeld(_)));
+    let (_, other_slot) = store_req(&keys, b"chunk", 1);
+    assert!(matches!(svc.handle_store(&other_slot, NOW), StoreDecision::Decline(_)));
+}
+
+#[test]
+fn invalid_store_requests_are_rejected_and_nothing_stored() {
+    let (svc, keys) = setup(1 << 20);
+    let (mut req, _) = store_req(&keys, b"chunk", 0);
+    req.ciphertext[0] ^= 1;
+    assert!(matches!(svc.handle_store(&req.encode(), NOW), StoreDecision::Reject(_)));
+    let (mut req, _) = store_req(&keys, b"chunk", 0);
+    req.lease_expiry_ms = NOW - 1;
+    assert!(matches!(svc.handle_store(&req.encode(), NOW), StoreDecision::Reject(_)));
+    req.lease_expiry_ms = NOW + 1000 * 24 * 3600 * 1000;
+    assert!(matches!(svc.handle_store(&req.encode(), NOW), StoreDecision::Reject(_)));
+    assert!(matches!(svc.handle_store(b"\x01\x01garbage", NOW), StoreDecision::Reject(_)));
+    assert_eq!(svc.store().usage().chunks, 0);
+}
+
+#[test]
+fn full_node_declines() {
+    let (svc, keys) = setup(100);
+    let (_, bytes) = store_req(&keys, &[1u8; 500], 0);
+    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::Decline(_)));
+}
+
+#[test]
+fn get_needs_a_fresh_valid_proof_for_that_chunk() {
+    let (svc, keys) = setup(1 << 20);
+    let (a, bytes) = store_req(&keys, b"first", 0);
+    svc.handle_store(&bytes, NOW);
+    let (b, bytes) = store_req(&keys, b"second", 0);
+    svc.handle_store(&bytes, NOW);
+    let me = svc.node_id();
+
+    let ok = get_req(&keys, me, &[a.addr, b.addr], NOW);
+    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&ok.encode(), Route::Targeted, NOW)), vec![Status::Ok, Status::Ok]);
+    // Replay of the same request.
+    assert!(matches!(svc.handle_proven(&ok.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
+    // Stale.
+    let stale = get_req(&keys, me, &[a.addr], NOW - 10 * 60_000);
+    assert!(matches!(svc.handle_proven(&stale.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
+    // Proof for another chunk.
+    let mut other = get_req(&keys, me, &[b.addr], NOW);
+    other.items[0].addr = a.addr;
+    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&other.encode(), Route::Targeted, NOW)), vec![Status::NotFound]);
+    // Forged: a stranger's key.
+    let stranger = MasterKey::from_bytes([5; 32]).derive();
+    let forged = get_req(&stranger, me, &[a.addr], NOW);
+    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&forged.encode(), Route::Targeted, NOW)), vec![Status::NotFound]);
+    // Addressed to another node.
+    let elsewhere = get_req(&keys, NodeId([9; 32]), &[a.addr], NOW);
+    assert!(matches!(svc.handle_proven(&elsewhere.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
+    // A stranger cannot tell "held" from "not held": both read NotFound.
+    let absent = get_req(&stranger, me, &[Addr([1; 32])], NOW);
+    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&absent.encode(), Route::Targeted, NOW)), vec![Status::NotFound]);
+    assert!(svc.stats.refused.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn broadcast_answers_only_what_is_held() {
+    let (svc, keys) = setup(1 << 20);
+    let (a, bytes) = store_req(&keys, b"held", 0);
+    svc.handle_store(&bytes, NOW);
+    let req = get_req(&keys, NodeId::ANY, &[a.addr, Addr([3; 32])], NOW);
+    assert_eq!(statuses_on(&svc, Route::Broadcast, svc.handle_proven(&req.encode(), Route::Broadcast, NOW)), vec![Status::Ok]);
+    let targeted = get_req(&keys, svc.node_id(), &[a.addr], NOW);
+    assert!(matches!(svc.handle_proven(&targeted.encode(), Route::Broadcast, NOW), ProvenOutcome::Silent));
+}
+
+fn audit_req(keys: &VaultKeys, target: NodeId, addr: Addr) -> AuditRequest {
+    AuditRequest::build(&keys.proof_secret(&addr), target, addr, [7; 32], 4, NOW)
+}
+
+#[test]
+fn audit_passes_honestly_and_fails_after_corruption() {
+    let (svc, keys) = setup(1 << 22);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    let (a, bytes) = store_req(&keys, &data, 0);
+    svc.handle_store(&bytes, NOW);
+    let reply = svc.handle_audit(&audit_req(&keys, svc.node_id(), a.addr).encode(), NOW).unwrap();
+    assert!(reply.verify_signature());
+    assert_eq!(reply.status, Status::Ok);
+    verify_audit(&a.addr.0, a.ciphertext.len() as u64, &[7; 32], 4, &reply.proofs).unwrap();
+
+    svc.store().corrupt(&a.addr);
+    let reply = svc.handle_audit(&audit_req(&keys, svc.node_id(), a.addr).encode(), NOW).unwrap();
+    assert_eq!(reply.status, Status::NotFound);
+    assert!(svc.store().meta(&a.addr).unwrap().is_none(), "corrupt copy should be dropped");
+}
+
+#[test]
+fn renew_and_delete_need_proofs() {
+    let (svc, keys) = setup(1 << 20);
+    let (a, bytes) = store_req(&keys, b"leased", 0);
+    svc.handle_store(&bytes, NOW);
+    let mut renew = get_req(&keys, svc.node_id(), &[], NOW);
+    renew.purpose = Purpose::Renew;
+    renew.lease_expiry_ms = NOW + 3_600_000;
+    let proof = prove(&keys.proof_secret(&a.addr), &renew.context(&a.addr));
+    renew.items.push(ProvenItem { addr: a.addr, proof });
+    let ProvenOutcome::Control(r) = svc.handle_proven(&renew.encode(), Route::Targeted, NOW) else { panic!() };
+    assert!(r.verify());
+    assert_eq!(r.results, vec![(a.addr, Status::Ok)]);
+    assert_eq!(svc.store().meta(&a.addr).unwrap().unwrap().lease_expiry_ms, NOW + 3_600_000);
+
+    // A get proof cannot be reused to delete.
+    let get = get_req(&keys, svc.node_id(), &[a.addr], NOW);
+    let mut del = get.clone();
+    del.purpose = Purpose::Delete;
+    del.request_id = RequestId::random();
+    let ProvenOutcome::Control(r) = svc.handle_proven(&del.encode(), Route::Targeted, NOW) else { panic!() };
+    assert_eq!(r.results, vec![(a.addr, Status::NotFound)]);
+    assert!(svc.store().meta(&a.addr).unwrap().is_some());
+
+    let mut del = get_req(&keys, svc.node_id(), &[], NOW);
+    del.purpose = Purpose::Delete;
+    let proof = prove(&keys.proof_secret(&a.addr), &del.context(&a.addr));
+    del.items.push(ProvenItem { addr: a.addr, proof });
+    let ProvenOutcome::Control(r) = svc.handle_proven(&del.encode(), Route::Targeted, NOW) else { panic!() };
+    assert_eq!(r.results, vec![(a.addr, Status::Ok)]);
+    assert!(svc.store().meta(&a.addr).unwrap().is_none());
+}
+
+#[test]
+fn expired_leases_are_swept() {
+    let (svc, keys) = setup(1 << 20);
+    let (a, bytes) = store_req(&keys, b"short", 0);
+    svc.handle_store(&bytes, NOW);
+    assert_eq!(svc.sweep_expired(NOW), 0);
+    assert_eq!(svc.sweep_expired(NOW + 60_001), 1);
+    assert!(svc.store().meta(&a.addr).unwrap().is_none());
+}
+
+#[test]
+fn random_bytes_on_every_handler_never_panic() {
+    let (svc, keys) = setup(1 << 20);
+    let (_, good) = store_req(&keys, b"x", 0);
+    let mut state = 0x1234_5678_9abc_def1u64;
+    for _ in 0..2000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut m = good.clone();
+        let i = (state as usize) % m.len();
+        m[i] ^= (state >> 32) as u8 | 1;
+        let _ = svc.handle_store(&m, NOW);
+        let _ = svc.handle_proven(&m[..i], Route::Targeted, NOW);
+        let _ = svc.handle_audit(&m[..i], NOW);
+    }
+    let _ = AckToken([0; 16]);
+}

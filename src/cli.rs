@@ -1,0 +1,126 @@
+//! The command line (clap derive). No logic lives here: `wiring` runs each command.
+
+use crate::domain::size::parse_size;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Quloud: your files, encrypted on your machine, stored on friends' storage nodes over NATS.
+///
+/// Start with `quloud init` (creates your master key and prints it once as a paper key), then
+/// `quloud up` for a one-machine fabric, or `quloud node` to offer storage to others.
+#[derive(Debug, Parser)]
+#[command(name = "quloud", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Directory holding all owner state: master key, manifest, staging, cache, control socket.
+    #[arg(long, global = true, env = "QULOUD_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Log filter, e.g. `info`, `debug`, `quloud=debug,async_nats=warn`.
+    #[arg(long, global = true, env = "QULOUD_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the vault's master key and print it once as a paper key (text + QR code).
+    ///
+    /// The paper key plus the fabric is everything needed to get your vault back. Write it down
+    /// and keep it somewhere safe; anyone holding it can read your files.
+    Init,
+    /// Show or manage the master key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Run a storage node: store other people's encrypted chunks in DIR, up to SIZE.
+    ///
+    /// The node never sees plaintext, paths or owner identities. It prints its node id at start
+    /// and runs until SIGINT/SIGTERM.
+    Node(NodeArgs),
+    /// Start a one-machine fabric: nats-server with JetStream on a free port plus K storage
+    /// nodes, all under --home; check it with a store/retrieve round trip, then serve until Ctrl-C.
+    Up(UpArgs),
+    /// Check a fabric end to end: store random data with quorum, read it back with proofs, audit
+    /// every replica, and report throughput.
+    Check(CheckArgs),
+}
+
+/// `quloud key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the paper key again (requires --reveal: anyone who sees it can read your vault).
+    Show {
+        /// Confirm that you want the secret printed on this terminal.
+        #[arg(long)]
+        reveal: bool,
+        /// Also print the QR code.
+        #[arg(long)]
+        qr: bool,
+    },
+}
+
+/// Connection to the broker.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long, env = "QULOUD_NATS", default_value = "nats://127.0.0.1:4222", value_name = "URL")]
+    pub nats: String,
+}
+
+/// `quloud node …`
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Broker connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Data directory for chunk bodies and the index.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Most space to use, with units: 500MiB, 50GiB, 2TB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Node identity and at-rest key file (created if missing). Default: DIR/node.key. Keep it
+    /// on another disk than DIR if a stolen data disk must reveal nothing.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Store requests handled at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub store_concurrency: usize,
+}
+
+/// `quloud up …`
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Number of local storage nodes.
+    #[arg(long, default_value_t = 3, value_name = "K")]
+    pub nodes: usize,
+    /// Replicas per chunk (N).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub replicas: usize,
+    /// Capacity of each local node.
+    #[arg(long, default_value = "10GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub node_capacity: u64,
+    /// Exit after the check instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `quloud check …`
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Broker connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// How much random data to store and read back.
+    #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub size: u64,
+    /// Replicas per chunk (N).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub replicas: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,150 @@
+//! Chunk encryption (DESIGN §3): deterministic per-chunk ChaCha20-Poly1305 and `addr = blake3(ct)`.
+//!
+//! Each distinct plaintext gets its own key `K_c` derived from its chunk id, so the fixed nonce
+//! is never used twice under one key with different plaintexts, and identical chunks produce
+//! identical ciphertext (re-publishing is idempotent).
+
+use crate::domain::ids::{Addr, ChunkId};
+use crate::domain::keys::VaultKeys;
+use crate::domain::proof::Commitment;
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+
+/// Bytes the AEAD tag adds to every chunk.
+pub const TAG_LEN: usize = 16;
+
+/// Why a chunk could not be opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    /// The bytes do not hash to the address they were fetched for.
+    #[error("ciphertext does not match its address {0:?}")]
+    AddrMismatch(Addr),
+    /// Too short to hold an authentication tag.
+    #[error("ciphertext of {0} bytes is too short")]
+    TooShort(usize),
+    /// Authentication failed: wrong key or altered bytes.
+    #[error("chunk failed authentication (wrong key or tampered data)")]
+    Auth,
+    /// Decrypted, but the plaintext does not hash to the expected chunk id.
+    #[error("decrypted chunk does not match its chunk id")]
+    IdMismatch,
+}
+
+/// A chunk ready to publish.
+#[derive(Clone)]
+pub struct SealedChunk {
+    /// Owner-private id of the plaintext.
+    pub id: ChunkId,
+    /// Network address: `blake3(ciphertext)`.
+    pub addr: Addr,
+    /// The encrypted bytes (plaintext length + 16).
+    pub ciphertext: Vec<u8>,
+    /// Public commitment `P = x·G` of this chunk's proof secret.
+    pub commitment: Commitment,
+}
+
+/// Encrypts one chunk under a per-chunk key with a zero nonce.
+pub fn encrypt_with_key(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+    buf.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(&Nonce::default(), b"", &mut buf)
+        .unwrap_or_else(|_| unreachable!("chunk larger than the ChaCha20 limit"));
+    buf.extend_from_slice(&tag);
+    buf
+}
+
+/// Verifies `ciphertext` against `addr`, then decrypts it under a per-chunk key.
+pub fn decrypt_with_key(key: &[u8; 32], addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
+    if Addr::of(ciphertext) != *addr {
+        return Err(SealError::AddrMismatch(*addr));
+    }
+    if ciphertext.len() < TAG_LEN {
+        return Err(SealError::TooShort(ciphertext.len()));
+    }
+    let (body, tag) = ciphertext.split_at(ciphertext.len() - TAG_LEN);
+    let mut buf = body.to_vec();
+    ChaCha20Poly1305::new(Key::from_slice(key))
+        .decrypt_in_place_detached(&Nonce::default(), b"", &mut buf, Tag::from_slice(tag))
+        .map_err(|_| SealError::Auth)?;
+    Ok(buf)
+}
+
+impl VaultKeys {
+    /// Chunk id, encryption, address and proof commitment for one plaintext chunk.
+    pub fn seal(&self, plaintext: &[u8]) -> SealedChunk {
+        let id = self.chunk_id(plaintext);
+        let ciphertext = encrypt_with_key(&self.content_key(&id), plaintext);
+        let addr = Addr::of(&ciphertext);
+        let commitment = self.proof_secret(&addr).commitment();
+        SealedChunk { id, addr, ciphertext, commitment }
+    }
+
+    /// Checks `ciphertext` against `addr`, decrypts it and checks the plaintext against `id`.
+    pub fn open(&self, id: &ChunkId, addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let plain = decrypt_with_key(&self.content_key(id), addr, ciphertext)?;
+        if self.chunk_id(&plain) != *id {
+            return Err(SealError::IdMismatch);
+        }
+        Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::keys::MasterKey;
+    use proptest::prelude::*;
+
+    fn keys() -> VaultKeys {
+        MasterKey::from_bytes([9; 32]).derive()
+    }
+
+    #[test]
+    fn identical_chunks_seal_identically_and_distinct_ones_do_not() {
+        let k = keys();
+        let a = k.seal(b"hello");
+        let b = k.seal(b"hello");
+        let c = k.seal(b"hellp");
+        assert_eq!(a.ciphertext, b.ciphertext);
+        assert_eq!(a.addr, b.addr);
+        assert_ne!(a.addr, c.addr);
+        assert_ne!(a.commitment, c.commitment, "two chunks must not share a commitment");
+    }
+
+    #[test]
+    fn ciphertext_does_not_contain_plaintext() {
+        let plain = vec![b'A'; 4096];
+        let s = keys().seal(&plain);
+        assert!(!s.ciphertext.windows(16).any(|w| w == &plain[..16]));
+    }
+
+    #[test]
+    fn tampering_is_caught_before_decryption() {
+        let k = keys();
+        let s = k.seal(b"some bytes");
+        let mut bad = s.ciphertext.clone();
+        bad[0] ^= 1;
+        assert_eq!(k.open(&s.id, &s.addr, &bad), Err(SealError::AddrMismatch(s.addr)));
+        // A matching addr for altered bytes still fails authentication.
+        assert_eq!(k.open(&s.id, &Addr::of(&bad), &bad), Err(SealError::Auth));
+    }
+
+    #[test]
+    fn another_owner_cannot_open() {
+        let s = keys().seal(b"secret");
+        let other = MasterKey::from_bytes([3; 32]).derive();
+        assert!(other.open(&s.id, &s.addr, &s.ciphertext).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let k = keys();
+            let s = k.seal(&data);
+            prop_assert_eq!(s.ciphertext.len(), data.len() + TAG_LEN);
+            prop_assert_eq!(k.open(&s.id, &s.addr, &s.ciphertext).unwrap(), data);
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! Wire messages of the fabric protocol (DESIGN §5, docs/PROTOCOL.md), encoded and decoded.
+//!
+//! Every message starts with a version byte and a kind byte. Integers are little-endian, lengths
+//! are explicit and bounded, and a message must be consumed exactly: trailing bytes are an error.
+//! Decoding never panics and never allocates more than the declared (bounded) lengths.
+
+use crate::domain::audit::{LeafProof, LEAF_SIZE, MAX_LEAVES_PER_AUDIT};
+use crate::domain::chunker::MAX_CHUNK;
+use crate::domain::identity::{verify_signature, NodeIdentity, SIGNATURE_LEN};
+use crate::domain::ids::{AckToken, Addr, NodeId, RequestId};
+use crate::domain::proof::{prove, Commitment, Proof, ProofContext, ProofSecret, Purpose, COMMITMENT_LEN, PROOF_LEN};
+use crate::domain::seal::TAG_LEN;
+
+/// Protocol version carried by every message.
+pub const VERSION: u8 = 1;
+/// Largest ciphertext a store request or get reply may carry.
+pub const MAX_CIPHERTEXT: usize = MAX_CHUNK + TAG_LEN;
+/// Most addrs in one get, renew or delete request.
+pub const MAX_ITEMS: usize = 64;
+/// Longest Merkle path accepted in an audit reply.
+pub const MAX_PATH: usize = 64;
+/// Upper bound on any encoded message, for transports that check before decoding.
+pub const MAX_MESSAGE: usize = MAX_CIPHERTEXT + 1024;
+
+/// Message kinds (second byte of every message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Owner → store stream: store a chunk for one replica slot.
+    Store = 1,
+    /// Node → vault ack subject: signed acknowledgement of a stored chunk.
+    StoreAck = 2,
+    /// Owner → node(s): proof-gated request for chunks, or renew/delete of chunks.
+    Proven = 3,
+    /// Node → requester: one chunk (or why not).
+    GetReply = 4,
+    /// Owner → node: proof-of-storage challenge.
+    Audit = 5,
+    /// Node → owner: signed Merkle leaves answering an audit.
+    AuditReply = 6,
+    /// Node → owner: signed per-addr outcome of a renew or delete.
+    ControlReply = 7,
+}
+
+/// What went wrong decoding a message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// Ended before a field was complete.
+    #[error("message truncated")]
+    Truncated,
+    /// Bytes left after the last field.
+    #[error("{0} trailing bytes after message")]
+    Trailing(usize),
+    /// A version this build does not speak.
+    #[error("unsupported protocol version {0} (this build speaks {VERSION})")]
+    Version(u8),
+    /// The kind byte is not the expected one.
+    #[error("unexpected message kind {0}")]
+    Kind(u8),
+    /// A length field above its bound.
+    #[error("{what} of {len} exceeds the limit of {max}")]
+    TooLarge { what: &'static str, len: usize, max: usize },
+    /// A field with an invalid value.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+/// Outcome of one item in a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Done / here it is.
+    Ok = 0,
+    /// This node does not hold the chunk.
+    NotFound = 1,
+    /// The proof was invalid, stale or replayed.
+    Refused = 2,
+    /// The node is overloaded or failed internally; try elsewhere.
+    Busy = 3,
+}
+
+impl Status {
+    fn from_u8(b: u8) -> Result<Self, WireError> {
+        Ok(match b {
+            0 => Status::Ok,
+            1 => Status::NotFound,
+            2 => Status::Refused,
+            3 => Status::Busy,
+            _ => return Err(WireError::Invalid("status")),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte writer / reader
+
+struct W(Vec<u8>);
+
+impl W {
+    fn new(kind: Kind, cap: usize) -> Self {
+        let mut v = Vec::with_capacity(cap + 2);
+        v.push(VERSION);
+        v.push(kind as u8);
+        W(v)
+    }
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn raw(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+struct R<'a>(&'a [u8]);
+
+impl<'a> R<'a> {
+    fn open(buf: &'a [u8], kind: Kind) -> Result<Self, WireError> {
+        let mut r = R(buf);
+        let v = r.u8()?;
+        if v != VERSION {
+            return Err(WireError::Version(v));
+        }
+        let k = r.u8()?;
+        if k != kind as u8 {
+            return Err(WireError::Kind(k));
+        }
+        Ok(r)
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError::Truncated);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn bounded(&mut self, len: usize, what: &'static str, max: usize) -> Result<&'a [u8], WireError> {
+        if len > max {
+            return Err(WireError::TooLarge { what, len, max });
+        }
+        self.take(len)
+    }
+    fn commitment(&mut self) -> Result<Commitment, WireError> {
+        Commitment::from_bytes(self.take(COMMITMENT_LEN)?).map_err(|_| WireError::Invalid("commitment"))
+    }
+    fn proof(&mut self) -> Result<Proof, WireError> {
+        Proof::from_bytes(self.take(PROOF_LEN)?).map_err(|_| WireError::Invalid("proof"))
+    }
+    fn finish(self) -> Result<(), WireError> {
+        match self.0.len() {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+/// Reads the kind of a message without decoding it; `None` if too short or of another version.
+pub fn peek_kind(buf: &[u8]) -> Option<u8> {
+    match buf {
+        [VERSION, k, ..] => Some(*k),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+/// A request to store one replica slot of a chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreRequest {
+    /// Names the subject the signed ack goes to.
+    pub ack_token: AckToken,
+    /// `blake3(ciphertext)`.
+    pub addr: Addr,
+    /// Replica slot 0..N-1.
+    pub slot: u8,
+    /// The chunk's proof commitment P.
+    pub commitment: Commitment,
+    /// Lease expiry, Unix milliseconds.
+    pub lease_expiry_ms: u64,
+    /// The owner-encrypted chunk.
+    pub ciphertext: Vec<u8>,
+}
+
+impl StoreRequest {
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::Store, 128 + self.ciphertext.len());
+        w.raw(&self.ack_token.0)
+            .raw(&self.addr.0)
+            .u8(self.slot)
+            .raw(&self.commitment.to_bytes())
+            .u64(self.lease_expiry_ms)
+            .u32(self.ciphertext.len() as u32)
+            .raw(&self.ciphertext);
+        w.0
+    }
+
+    /// Decodes and bounds-checks a request (it does not check the hash; see `verify_addr`).
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::Store)?;
+        let ack_token = AckToken(r.arr()?);
+        let addr = Addr(r.arr()?);
+        let slot = r.u8()?;
+        let commitment = r.commitment()?;
+        let lease_expiry_ms = r.u64()?;
+        let len = r.u32()? as usize;
+        let ciphertext = r.bounded(len, "ciphertext", MAX_CIPHERTEXT)?.to_vec();
+        r.finish()?;
+        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, ciphertext })
+    }
+
+    /// Whether the ciphertext hashes to the claimed addr.
+    pub fn verify_addr(&self) -> bool {
+        Addr::of(&self.ciphertext) == self.addr
+    }
+}
+
+/// A node's signed acknowledgement that it durably stored one replica slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreAck {
+    /// The storing node.
+    pub node: NodeId,
+    /// What it stored.
+    pub addr: Addr,
+    /// For which slot.
+    pub slot: u8,
+    /// Until when it promises to keep it.
+    pub lease_expiry_ms: u64,
+    /// When it signed, Unix milliseconds.
+    pub signed_at_ms: u64,
+    /// ed25519 signature over everything above.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl StoreAck {
+    fn signed_bytes(node: &NodeId, addr: &Addr, slot: u8, lease: u64, at: u64) -> Vec<u8> {
+        let mut v = b"quloud v1 store ack".to_vec();
+        v.extend_from_slice(&node.0);
+        v.extend_from_slice(&addr.0);
+        v.push(slot);
+        v.extend_from_slice(&lease.to_le_bytes());
+        v.extend_from_slice(&at.to_le_bytes());
+        v
+    }
+
+    /// Creates and signs an ack.
+    pub fn sign(id: &NodeIdentity, addr: Addr, slot: u8, lease_expiry_ms: u64, now_ms: u64) -> Self {
+        let node = id.id();
+        let signature = id.sign(&Self::signed_bytes(&node, &addr, slot, lease_expiry_ms, now_ms));
+        StoreAck { node, addr, slot, lease_expiry_ms, signed_at_ms: now_ms, signature }
+    }
+
+    /// Whether the signature is the node's over these fields.
+    pub fn verify(&self) -> bool {
+        let msg = Self::signed_bytes(&self.node, &self.addr, self.slot, self.lease_expiry_ms, self.signed_at_ms);
+        verify_signature(&self.node, &msg, &self.signature)
+    }
+
+    /// Encodes the ack.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::StoreAck, 160);
+        w.raw(&self.node.0)
+            .raw(&self.addr.0)
+            .u8(self.slot)
+            .u64(self.lease_expiry_ms)
+            .u64(self.signed_at_ms)
+            .raw(&self.signature);
+        w.0
+    }
+
+    /// Decodes an ack (the signature is checked separately with `verify`).
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::StoreAck)?;
+        let ack = StoreAck {
+            node: NodeId(r.arr()?),
+            addr: Addr(r.arr()?),
+            slot: r.u8()?,
+            lease_expiry_ms: r.u64()?,
+            signed_at_ms: r.u64()?,
+            signature: r.arr()?,
+        };
+        r.finish()?;
+        Ok(ack)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proof-gated requests: get, renew, delete
+
+/// Binds request-specific parameters into the proof's request id, so a proof for one renewal
+/// lease or one audit seed cannot be reused with another.
+pub fn bind_request(request_id: &RequestId, extra: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("quloud v1 request binding");
+    h.update(&request_id.0);
+    h.update(extra);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// One addr with its proof of knowledge of the chunk's secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProvenItem {
+    /// The chunk.
+    pub addr: Addr,
+    /// Schnorr proof bound to this request.
+    pub proof: Proof,
+}
+
+/// A get, renew or delete request for up to `MAX_ITEMS` chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenRequest {
+    /// Get, Renew or Delete.
+    pub purpose: Purpose,
+    /// Random, for replay protection.
+    pub request_id: RequestId,
+    /// Sender's clock, Unix milliseconds; nodes refuse stale requests.
+    pub timestamp_ms: u64,
+    /// The node addressed, or `NodeId::ANY` for a broadcast.
+    pub target: NodeId,
+    /// New lease expiry for Renew; 0 otherwise.
+    pub lease_expiry_ms: u64,
+    /// The chunks and their proofs.
+    pub items: Vec<ProvenItem>,
+}
+
+impl ProvenRequest {
+    /// Builds a request and proves knowledge of each chunk's secret for it.
+    pub fn build(
+        purpose: Purpose,
+        target: NodeId,
+        timestamp_ms: u64,
+        lease_expiry_ms: u64,
+        items: &[(Addr, ProofSecret)],
+    ) -> Self {
+        let mut req = ProvenRequest {
+            purpose,
+            request_id: RequestId::random(),
+            timestamp_ms,
+            target,
+            lease_expiry_ms,
+            items: Vec::with_capacity(items.len()),
+        };
+        for (addr, secret) in items {
+            let proof = prove(secret, &req.context(addr));
+            req.items.push(ProvenItem { addr: *addr, proof });
+        }
+        req
+    }
+
+    /// The statement each item's proof must be bound to.
+    pub fn context(&self, addr: &Addr) -> ProofContext {
+        ProofContext {
+            purpose: self.purpose,
+            addr: addr.0,
+            target: self.target.0,
+            timestamp_ms: self.timestamp_ms,
+            request_id: bind_request(&self.request_id, &self.lease_expiry_ms.to_le_bytes()),
+        }
+    }
+
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::Proven, 64 + self.items.len() * (32 + PROOF_LEN));
+        w.u8(self.purpose as u8)
+            .raw(&self.request_id.0)
+            .u64(self.timestamp_ms)
+            .raw(&self.target.0)
+            .u64(self.lease_expiry_ms)
+            .u16(self.items.len() as u16);
+        for it in &self.items {
+            w.raw(&it.addr.0).raw(&it.proof.to_bytes());
+        }
+        w.0
+    }
+
+    /// Decodes a request; proofs are checked by the node, not here.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::Proven)?;
+        let purpose = match r.u8()? {
+            1 => Purpose::Get,
+            3 => Purpose::Renew,
+            4 => Purpose::Delete,
+            _ => return Err(WireError::Invalid("purpose")),
+        };
+        let request_id = RequestId(r.arr()?);
+        let timestamp_ms = r.u64()?;
+        let target = NodeId(r.arr()?);
+        let lease_expiry_ms = r.u64()?;
+        let n = r.u16()? as usize;
+        if n > MAX_ITEMS {
+            return Err(WireError::TooLarge { what: "item count", len: n, max: MAX_ITEMS });
+        }
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(ProvenItem { addr: Addr(r.arr()?), proof: r.proof()? });
+        }
+        r.finish()?;
+        Ok(ProvenRequest { purpose, request_id, timestamp_ms, target, lease_expiry_ms, items })
+    }
+}
+
+/// One chunk sent back for a get (one message per addr keeps each under `max_payload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetReply {
+    /// The node answering.
+    pub node: NodeId,
+    /// Which chunk.
+    pub addr: Addr,
+    /// Found, not found, refused or busy.
+    pub status: Status,
+    /// The ciphertext when `status` is Ok; empty otherwise. The requester verifies it against addr.
+    pub ciphertext: Vec<u8>,
+}
+
+impl GetReply {
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::GetReply, 80 + self.ciphertext.len());
+        w.raw(&self.node.0)
+            .raw(&self.addr.0)
+            .u8(self.status as u8)
+            .u32(self.ciphertext.len() as u32)
+            .raw(&self.ciphertext);
+        w.0
+    }
+
+    /// Decodes a reply.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::GetReply)?;
+        let node = NodeId(r.arr()?);
+        let addr = Addr(r.arr()?);
+        let status = Status::from_u8(r.u8()?)?;
+        let len = r.u32()? as usize;
+        let ciphertext = r.bounded(len, "ciphertext", MAX_CIPHERTEXT)?.to_vec();
+        r.finish()?;
+        Ok(GetReply { node, addr, status, ciphertext })
+    }
+}
+
+/// A node's signed answer to a renew or delete: the outcome per addr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlReply {
+    /// The node answering.
+    pub node: NodeId,
+    /// The request answered.
+    pub request_id: RequestId,
+    /// Outcome per addr, in request order.
+    pub results: Vec<(Addr, Status)>,
+    /// Signature over all of the above.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl ControlReply {
+    fn body(node: &NodeId, request_id: &RequestId, results: &[(Addr, Status)]) -> W {
+        let mut w = W::new(Kind::ControlReply, 64 + results.len() * 33 + SIGNATURE_LEN);
+        w.raw(&node.0).raw(&request_id.0).u16(results.len() as u16);
+        for (a, s) in results {
+            w.raw(&a.0).u8(*s as u8);
+        }
+        w
+    }
+
+    /// Creates and signs a reply.
+    pub fn sign(id: &NodeIdentity, request_id: RequestId, results: Vec<(Addr, Status)>) -> Self {
+        let node = id.id();
+        let signature = id.sign(&Self::body(&node, &request_id, &results).0);
+        ControlReply { node, request_id, results, signature }
+    }
+
+    /// Whether the node's signature covers these fields.
+    pub fn verify(&self) -> bool {
+        verify_signature(&self.node, &Self::body(&self.node, &self.request_id, &self.results).0, &self.signature)
+    }
+
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Self::body(&self.node, &self.request_id, &self.results);
+        w.raw(&self.signature);
+        w.0
+    }
+
+    /// Decodes a reply (signature checked with `verify`).
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::ControlReply)?;
+        let node = NodeId(r.arr()?);
+        let request_id = RequestId(r.arr()?);
+        let n = r.u16()? as usize;
+        if n > MAX_ITEMS {
+            return Err(WireError::TooLarge { what: "result count", len: n, max: MAX_ITEMS });
+        }
+        let mut results = Vec::with_capacity(n);
+        for _ in 0..n {
+            results.push((Addr(r.arr()?), Status::from_u8(r.u8()?)?));
+        }
+        let signature = r.arr()?;
+        r.finish()?;
+        Ok(ControlReply { node, request_id, results, signature })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// A proof-of-storage challenge for one chunk at one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRequest {
+    /// Random, for replay protection.
+    pub request_id: RequestId,
+    /// Sender's clock, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// The node challenged (audits are always targeted).
+    pub target: NodeId,
+    /// The chunk.
+    pub addr: Addr,
+    /// Proof of knowledge of the chunk's secret, so strangers cannot probe who stores what.
+    pub proof: Proof,
+    /// Fresh randomness selecting the leaves.
+    pub seed: [u8; 32],
+    /// How many leaves to return.
+    pub leaves: u8,
+}
+
+/// The statement an audit's proof is bound to (covers the seed and leaf count).
+fn audit_context(request_id: &RequestId, ts: u64, target: &NodeId, addr: &Addr, seed: &[u8; 32], leaves: u8) -> ProofContext {
+    let mut extra = seed.to_vec();
+    extra.push(leaves);
+    ProofContext {
+        purpose: Purpose::Audit,
+        addr: addr.0,
+        target: target.0,
+        timestamp_ms: ts,
+        request_id: bind_request(request_id, &extra),
+    }
+}
+
+impl AuditRequest {
+    /// Builds a challenge for `target` with a fresh request id and proves knowledge of the secret.
+    pub fn build(secret: &ProofSecret, target: NodeId, addr: Addr, seed: [u8; 32], leaves: u8, timestamp_ms: u64) -> Self {
+        let request_id = RequestId::random();
+        let proof = prove(secret, &audit_context(&request_id, timestamp_ms, &target, &addr, &seed, leaves));
+        AuditRequest { request_id, timestamp_ms, target, addr, proof, seed, leaves }
+    }
+
+    /// The statement the proof must be bound to (covers the seed and leaf count).
+    pub fn context(&self) -> ProofContext {
+        audit_context(&self.request_id, self.timestamp_ms, &self.target, &self.addr, &self.seed, self.leaves)
+    }
+
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::Audit, 200);
+        w.raw(&self.request_id.0)
+            .u64(self.timestamp_ms)
+            .raw(&self.target.0)
+            .raw(&self.addr.0)
+            .raw(&self.proof.to_bytes())
+            .raw(&self.seed)
+            .u8(self.leaves);
+        w.0
+    }
+
+    /// Decodes a request.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::Audit)?;
+        let req = AuditRequest {
+            request_id: RequestId(r.arr()?),
+            timestamp_ms: r.u64()?,
+            target: NodeId(r.arr()?),
+            addr: Addr(r.arr()?),
+            proof: r.proof()?,
+            seed: r.arr()?,
+            leaves: r.u8()?,
+        };
+        if req.leaves as usize > MAX_LEAVES_PER_AUDIT || req.leaves == 0 {
+            return Err(WireError::Invalid("leaf count"));
+        }
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+/// A node's signed answer to an audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReply {
+    /// The node answering.
+    pub node: NodeId,
+    /// The chunk.
+    pub addr: Addr,
+    /// The seed being answered (ties the reply to the fresh challenge).
+    pub seed: [u8; 32],
+    /// Ok with proofs, or why not.
+    pub status: Status,
+    /// Selected leaves with Merkle paths (empty unless Ok).
+    pub proofs: Vec<LeafProof>,
+    /// Signature over all of the above.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl AuditReply {
+    fn body(node: &NodeId, addr: &Addr, seed: &[u8; 32], status: Status, proofs: &[LeafProof]) -> W {
+        let size: usize = proofs.iter().map(|p| 12 + p.leaf.len() + p.path.len() * 32).sum();
+        let mut w = W::new(Kind::AuditReply, 140 + size);
+        w.raw(&node.0).raw(&addr.0).raw(seed).u8(status as u8).u8(proofs.len() as u8);
+        for p in proofs {
+            w.u64(p.index).u16(p.leaf.len() as u16).raw(&p.leaf).u8(p.path.len() as u8);
+            for h in &p.path {
+                w.raw(h);
+            }
+        }
+        w
+    }
+
+    /// Creates and signs a reply.
+    pub fn sign(id: &NodeIdentity, addr: Addr, seed: [u8; 32], status: Status, proofs: Vec<LeafProof>) -> Self {
+        let node = id.id();
+        let signature = id.sign(&Self::body(&node, &addr, &seed, status, &proofs).0);
+        AuditReply { node, addr, seed, status, proofs, signature }
+    }
+
+    /// Whether the node's signature covers these fields.
+    pub fn verify_signature(&self) -> bool {
+        let body = Self::body(&self.node, &self.addr, &self.seed, self.status, &self.proofs);
+        verify_signature(&self.node, &body.0, &self.signature)
+    }
+
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Self::body(&self.node, &self.addr, &self.seed, self.status, &self.proofs);
+        w.raw(&self.signature);
+        w.0
+    }
+
+    /// Decodes a reply (signature and proofs are checked by the owner).
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::AuditReply)?;
+        let node = NodeId(r.arr()?);
+        let addr = Addr(r.arr()?);
+        let seed = r.arr()?;
+        let status = Status::from_u8(r.u8()?)?;
+        let n = r.u8()? as usize;
+        if n > MAX_LEAVES_PER_AUDIT {
+            return Err(WireError::TooLarge { what: "leaf count", len: n, max: MAX_LEAVES_PER_AUDIT });
+        }
+        let mut proofs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let index = r.u64()?;
+            let len = r.u16()? as usize;
+            let leaf = r.bounded(len, "leaf", LEAF_SIZE)?.to_vec();
+            let plen = r.u8()? as usize;
+            if plen > MAX_PATH {
+                return Err(WireError::TooLarge { what: "path", len: plen, max: MAX_PATH });
+            }
+            let mut path = Vec::with_capacity(plen);
+            for _ in 0..plen {
+                path.push(r.arr()?);
+            }
+            proofs.push(LeafProof { index, leaf, path });
+        }
+        let signature = r.arr()?;
+        r.finish()?;
+        Ok(AuditReply { node, addr, seed, status, proofs, signature })
+    }
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

@@ -1,0 +1,83 @@
+//! The owner's view of the fabric: quorum store, proof-gated retrieval, audit, renew, delete.
+
+use crate::domain::ids::{Addr, NodeId};
+use crate::domain::proof::{Commitment, ProofSecret};
+use crate::domain::wire::{Status, StoreAck};
+use std::future::Future;
+
+/// Errors the fabric reports to the owner.
+#[derive(Debug, thiserror::Error)]
+pub enum FabricError {
+    /// The broker cannot be reached.
+    #[error("cannot reach NATS at {url}: {reason} (is nats-server running?)")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// Fewer than N distinct nodes acknowledged in time.
+    #[error("quorum not reached for {addr:?}: {got} of {want} replicas acknowledged in time")]
+    Quorum {
+        /// The chunk.
+        addr: Addr,
+        /// Distinct nodes that acked.
+        got: usize,
+        /// Replicas wanted.
+        want: usize,
+    },
+    /// No node answered with a verified copy in time.
+    #[error("chunk {0:?} could not be retrieved from any node in time")]
+    NotRetrieved(Addr),
+    /// The node did not answer in time.
+    #[error("node {0:?} did not answer in time")]
+    Timeout(NodeId),
+    /// The node's answer failed verification (bad signature, wrong data, wrong proof of storage).
+    #[error("node {node:?} answered with an invalid reply: {why}")]
+    BadReply {
+        /// Who answered.
+        node: NodeId,
+        /// What was wrong.
+        why: String,
+    },
+    /// The broker or the stream refused the operation.
+    #[error("NATS operation failed: {0}")]
+    Broker(String),
+}
+
+/// A chunk as published: its address, commitment and ciphertext.
+#[derive(Clone, Copy, Debug)]
+pub struct Publish<'a> {
+    /// `blake3(ciphertext)`.
+    pub addr: Addr,
+    /// The proof commitment P.
+    pub commitment: Commitment,
+    /// The owner-encrypted chunk.
+    pub ciphertext: &'a [u8],
+}
+
+/// The outcome of one audit of one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerdict {
+    /// The node proved it holds the chunk.
+    Passed,
+    /// The node says it does not hold the chunk.
+    NotFound,
+    /// The node answered with something that does not verify.
+    Failed(String),
+}
+
+/// The owner-side fabric port.
+pub trait ChunkFabric: Send + Sync {
+    /// Publishes `chunk` for `replicas` slots and waits until that many distinct nodes acked.
+    fn store(&self, chunk: Publish<'_>, replicas: usize) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send;
+    /// Retrieves verified ciphertexts, asking `hints` first and then any holder.
+    /// Returns the chunks found; addrs missing from the result could not be retrieved.
+    fn get(&self, items: &[(Addr, ProofSecret)], hints: &[NodeId]) -> impl Future<Output = Result<Vec<(Addr, Vec<u8>)>, FabricError>> + Send;
+    /// Challenges `node` to prove it still holds `addr` (whose ciphertext is `len` bytes long).
+    fn audit(&self, node: NodeId, addr: Addr, secret: &ProofSecret, len: u64) -> impl Future<Output = Result<AuditVerdict, FabricError>> + Send;
+    /// Extends leases at `node`; returns the node's per-addr outcome.
+    fn renew(&self, node: NodeId, items: &[(Addr, ProofSecret)], lease_expiry_ms: u64) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
+    /// Asks `node` to delete chunks; returns the node's per-addr outcome.
+    fn delete(&self, node: NodeId, items: &[(Addr, ProofSecret)]) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
+}

@@ -1,0 +1,7 @@
+//! Ports: the traits the application layer needs from the outside world, and their errors.
+//!
+//! Adapters in `crate::adapters` implement them; only `wiring.rs`, `main.rs` and tests name the
+//! concrete adapters.
+
+pub mod chunk_store;
+pub mod fabric;

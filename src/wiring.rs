@@ -1,0 +1,170 @@
+//! Composition root: turns a parsed command line into adapters and services and runs them.
+
+use crate::adapters::disk::DiskChunkStore;
+use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::nats::node::{run_node, NodeRunOptions};
+use crate::app::node::{NodePolicy, NodeService};
+use crate::cli::{CheckArgs, Cli, Command, KeyCommand, NodeArgs};
+use crate::domain::identity::{NodeIdentity, IDENTITY_LEN};
+use crate::domain::keys::MasterKey;
+use crate::domain::{paper, unix_ms};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
+
+mod check;
+mod files;
+mod up;
+
+pub use check::{run_check, CheckReport};
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<()> {
+    let home = resolve_home(cli.home.as_deref())?;
+    match cli.command {
+        Command::Init => init(&home),
+        Command::Key(KeyCommand::Show { reveal, qr }) => key_show(&home, reveal, qr),
+        Command::Node(args) => node(args).await,
+        Command::Up(args) => up::up(&home, args).await,
+        Command::Check(args) => check(args).await,
+    }
+}
+
+/// `--home`, else `$XDG_DATA_HOME/quloud`, else `~/.local/share/quloud`.
+pub fn resolve_home(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(h) = flag {
+        return Ok(h.to_path_buf());
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("quloud"));
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/quloud")),
+        None => bail!("cannot find a home for Quloud's state: set --home DIR or QULOUD_HOME"),
+    }
+}
+
+fn key_path(home: &Path) -> PathBuf {
+    home.join("master.key")
+}
+
+/// Loads the master key of the vault at `home`.
+pub fn load_master_key(home: &Path) -> Result<MasterKey> {
+    let path = key_path(home);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read the master key at {}: run `quloud init` first (or pass --home)", path.display())
+    })?;
+    paper::decode(text.trim()).with_context(|| format!("master key file {} is damaged", path.display()))
+}
+
+fn qr(text: &str) -> Result<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(text.as_bytes()).context("cannot render the QR code")?;
+    Ok(code.render::<Dense1x2>().quiet_zone(true).build())
+}
+
+/// Creates the master key; refuses to overwrite one.
+pub fn init(home: &Path) -> Result<()> {
+    let key = MasterKey::generate();
+    let text = paper::encode(&key);
+    files::create_private_dir(home)?;
+    files::write_new_private(&key_path(home), format!("{text}\n").as_bytes()).with_context(|| {
+        format!(
+            "a master key already exists at {}; refusing to overwrite it (use `quloud key show --reveal` to see it)",
+            key_path(home).display()
+        )
+    })?;
+    println!("Created the master key of a new vault in {}.\n", home.display());
+    print_paper_key(&text, true)?;
+    Ok(())
+}
+
+fn print_paper_key(text: &str, with_qr: bool) -> Result<()> {
+    println!("Your paper key (write it down, keep it safe; anyone holding it can read your vault):\n");
+    println!("    {text}\n");
+    if with_qr {
+        println!("{}", qr(text)?);
+    }
+    println!("With this key and the fabric you can restore everything on a new machine.");
+    Ok(())
+}
+
+fn key_show(home: &Path, reveal: bool, with_qr: bool) -> Result<()> {
+    if !reveal {
+        bail!("this prints your master secret; run `quloud key show --reveal` if no one is watching");
+    }
+    let key = load_master_key(home)?;
+    print_paper_key(&paper::encode(&key), with_qr)
+}
+
+/// Loads the node identity at `path`, creating it (mode 0600) if missing.
+pub fn load_or_create_identity(path: &Path) -> Result<NodeIdentity> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let arr: [u8; IDENTITY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!("node key file {} is damaged ({} bytes, expected {IDENTITY_LEN})", path.display(), bytes.len())
+            })?;
+            Ok(NodeIdentity::from_bytes(&arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = NodeIdentity::generate();
+            files::write_new_private(path, &id.to_bytes())
+                .with_context(|| format!("cannot create node key file {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read node key file {}", path.display())),
+    }
+}
+
+async fn node(args: NodeArgs) -> Result<()> {
+    files::create_private_dir(&args.data)?;
+    let key_file = args.key.clone().unwrap_or_else(|| args.data.join("node.key"));
+    let id = load_or_create_identity(&key_file)?;
+    let node_id = id.id();
+    let store = DiskChunkStore::open(&args.data, id.clone(), args.capacity)
+        .with_context(|| format!("cannot open the node's data directory {}", args.data.display()))?;
+    let svc = Arc::new(NodeService::new(id, Arc::new(store), NodePolicy::default(), unix_ms(SystemTime::now())));
+    println!("node id: {node_id}");
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    let mut opts = NodeRunOptions::new(&args.nats.nats);
+    opts.store_concurrency = args.store_concurrency.max(1);
+    run_node(svc, opts, cancel).await?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    token.cancel();
+}
+
+async fn check(args: CheckArgs) -> Result<()> {
+    let report = run_check(&args.nats.nats, args.size, args.replicas).await?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        report.print();
+    }
+    Ok(())
+}
+
+/// Options shared by the owner-side commands.
+pub fn fabric_options(url: &str) -> FabricOptions {
+    FabricOptions::new(url)
+}
+
+/// Connects the owner side for a vault.
+pub async fn connect_fabric(key: &MasterKey, opts: FabricOptions) -> Result<NatsFabric> {
+    Ok(NatsFabric::connect(key.derive().ack_token(), opts, None).await?)
+}
