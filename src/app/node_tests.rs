@@ -66,7 +66,7 @@ fn store_then_redelivery_is_idempotent_and_other_slot_declined() {
     let StoreDecision::Stored(ack, _) = svc.handle_store(&bytes, NOW) else { panic!("not stored") };
     assert!(ack.verify());
     assert_eq!((ack.addr, ack.slot, ack.node), (req.addr, 0, svc.node_id()));
-    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::AlreadyHeld(_)));
+    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::AlreadyHeld(..)));
     let (_, other_slot) = store_req(&keys, b"chunk", 1);
     assert!(matches!(svc.handle_store(&other_slot, NOW), StoreDecision::Decline(_)));
 }

@@ -1,0 +1,222 @@
+//! The fabric end to end: a real nats-server with JetStream and real `quloud node` processes.
+
+mod common;
+
+use common::*;
+use quloud::domain::ids::{Addr, NodeId};
+use quloud::domain::seal::SealedChunk;
+use quloud::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish};
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn publish(c: &SealedChunk) -> Publish<'_> {
+    Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_of_three_distinct_nodes_then_retrieve_and_audit() {
+    let fabric = Fabric::start(3, "1GiB");
+    let keys = vault(1);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let chunk = keys.seal(&bytes(300_000, 1));
+    let acks = owner.store(publish(&chunk), 3).await.expect("quorum");
+    let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
+    assert_eq!(nodes.len(), 3, "acks must come from 3 distinct nodes");
+    assert_eq!(nodes, fabric.node_ids().into_iter().collect());
+    let slots: HashSet<u8> = acks.iter().map(|a| a.slot).collect();
+    assert_eq!(slots, HashSet::from([0, 1, 2]));
+    assert!(acks.iter().all(|a| a.verify() && a.addr == chunk.addr));
+
+    for n in &nodes {
+        let got = owner.get(&[(chunk.addr, keys.proof_secret(&chunk.addr))], &[*n]).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(keys.open(&chunk.id, &chunk.addr, &got[0].1).unwrap(), bytes(300_000, 1));
+        let verdict = owner.audit(*n, chunk.addr, &keys.proof_secret(&chunk.addr), chunk.ciphertext.len() as u64).await.unwrap();
+        assert_eq!(verdict, AuditVerdict::Passed);
+    }
+    // Broadcast retrieval finds a holder without hints.
+    let got = owner.get(&[(chunk.addr, keys.proof_secret(&chunk.addr))], &[]).await.unwrap();
+    assert_eq!(got.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holding_the_addr_declines_the_other_slot() {
+    let mut fabric = Fabric::start(1, "1GiB");
+    let keys = vault(2);
+    let mut opts = test_options(&fabric.url());
+    opts.store_deadline = Duration::from_secs(4);
+    let owner = owner(&keys, opts).await;
+    let chunk = keys.seal(&bytes(10_000, 2));
+    match owner.store(publish(&chunk), 2).await {
+        Err(FabricError::Quorum { got, want, .. }) => assert_eq!((got, want), (1, 2)),
+        other => panic!("one node must not fill two slots: {other:?}"),
+    }
+    // A second node picks up the declined slot.
+    fabric.add_node("1GiB");
+    let mut opts = test_options(&fabric.url());
+    opts.store_deadline = Duration::from_secs(30);
+    let owner = common::owner(&keys, opts).await;
+    let acks = owner.store(publish(&chunk), 2).await.expect("second node takes the other slot");
+    let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
+    assert_eq!(nodes.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_node_mid_upload_still_reaches_quorum() {
+    let mut fabric = Fabric::start(4, "1GiB");
+    let keys = vault(3);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let chunks: Vec<SealedChunk> = (0..40).map(|i| keys.seal(&bytes(200_000, 100 + i))).collect();
+    let upload = async {
+        let futs = chunks.iter().map(|c| owner.store(publish(c), 3));
+        futures::future::join_all(futs).await
+    };
+    let victim = fabric.nodes[0].id;
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        fabric.nodes[0].kill9();
+    };
+    let (results, ()) = tokio::join!(upload, kill);
+    for r in results {
+        let acks = r.expect("quorum despite a dead node");
+        let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
+        assert!(nodes.len() >= 3);
+    }
+    // Everything stays retrievable without the dead node.
+    for c in &chunks {
+        let got = owner.get(&[(c.addr, keys.proof_secret(&c.addr))], &[victim]).await.unwrap();
+        assert_eq!(got.len(), 1, "retrievable from the survivors");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_still_serves_its_chunks() {
+    let mut fabric = Fabric::start(1, "1GiB");
+    let keys = vault(4);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let chunks: Vec<SealedChunk> = (0..5).map(|i| keys.seal(&bytes(50_000, 200 + i))).collect();
+    for c in &chunks {
+        owner.store(publish(c), 1).await.unwrap();
+    }
+    fabric.nodes[0].kill9();
+    fabric.nodes[0].restart();
+    let node = fabric.nodes[0].id;
+    let items: Vec<_> = chunks.iter().map(|c| (c.addr, keys.proof_secret(&c.addr))).collect();
+    let got = owner.get(&items, &[node]).await.unwrap();
+    assert_eq!(got.len(), 5);
+    for (addr, ct) in got {
+        let c = chunks.iter().find(|c| c.addr == addr).unwrap();
+        assert_eq!(&ct, &c.ciphertext);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audits_catch_flipped_and_deleted_bytes_on_disk() {
+    let fabric = Fabric::start(1, "1GiB");
+    let keys = vault(5);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let node = fabric.nodes[0].id;
+    let a = keys.seal(&bytes(400_000, 5));
+    let b = keys.seal(&bytes(400_000, 6));
+    owner.store(publish(&a), 1).await.unwrap();
+    let secret = keys.proof_secret(&a.addr);
+    let len = a.ciphertext.len() as u64;
+    assert_eq!(owner.audit(node, a.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
+    // Flip one byte of the only body on disk.
+    let body = &fabric.nodes[0].bodies()[0];
+    let mut raw = std::fs::read(body).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x01;
+    std::fs::write(body, &raw).unwrap();
+    assert_ne!(owner.audit(node, a.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
+
+    owner.store(publish(&b), 1).await.unwrap();
+    let secret = keys.proof_secret(&b.addr);
+    assert_eq!(owner.audit(node, b.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
+    for body in fabric.nodes[0].bodies() {
+        std::fs::remove_file(body).unwrap();
+    }
+    assert_ne!(owner.audit(node, b.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_declines_and_stays_within_capacity() {
+    let mut fabric = Fabric::start(1, "1MiB");
+    let keys = vault(6);
+    let mut opts = test_options(&fabric.url());
+    opts.store_deadline = Duration::from_secs(4);
+    let owner = owner(&keys, opts).await;
+    let a = keys.seal(&bytes(600_000, 7));
+    let b = keys.seal(&bytes(600_000, 8));
+    owner.store(publish(&a), 1).await.expect("first chunk fits");
+    assert!(matches!(owner.store(publish(&b), 1).await, Err(FabricError::Quorum { got: 0, .. })));
+    let used: u64 = fabric.nodes[0].bodies().iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(used <= 1 << 20, "node used {used} bytes beyond its capacity");
+    // Another node with room takes it.
+    fabric.add_node("1GiB");
+    let mut opts = test_options(&fabric.url());
+    opts.store_deadline = Duration::from_secs(30);
+    let owner = common::owner(&keys, opts).await;
+    owner.store(publish(&b), 1).await.expect("node with space takes the chunk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_disk_holds_no_plaintext_commitment_or_addr() {
+    let fabric = Fabric::start(3, "1GiB");
+    let keys = vault(7);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let plain: Vec<u8> = b"FAMILY-PHOTO-".iter().cycle().take(300_000).copied().collect();
+    let c = keys.seal(&plain);
+    owner.store(publish(&c), 3).await.unwrap();
+    let needles: Vec<Vec<u8>> = vec![
+        plain[..64].to_vec(),
+        c.ciphertext[1000..1064].to_vec(),
+        c.commitment.to_bytes()[..32].to_vec(),
+        c.addr.0.to_vec(),
+        keys.ack_token().0.to_vec(),
+    ];
+    let mut files = 0;
+    for node in &fabric.nodes {
+        for path in walk(&node.data) {
+            files += 1;
+            let data = std::fs::read(&path).unwrap();
+            for (i, n) in needles.iter().enumerate() {
+                assert!(!data.windows(n.len()).any(|w| w == &n[..]), "{} holds secret #{i} in the clear", path.display());
+            }
+            assert!(!path.to_string_lossy().contains(&c.addr.to_hex()));
+        }
+    }
+    assert!(files >= 6, "expected index and bodies, found {files} files");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn commitments_of_one_owner_are_unlinkable() {
+    // Each chunk's proof secret is an independent keyed hash of its addr: commitments of one
+    // owner's chunks share nothing, and the same plaintext under two owners shares nothing.
+    let keys = vault(8);
+    let other = vault(9);
+    let a = keys.seal(b"chunk one");
+    let b = keys.seal(b"chunk two");
+    let a2 = other.seal(b"chunk one");
+    assert_ne!(a.commitment, b.commitment);
+    assert_ne!(a.commitment, a2.commitment);
+    assert_ne!(a.addr, a2.addr);
+    // No common prefix or suffix that would let a node group commitments by owner.
+    let (pa, pb) = (a.commitment.to_bytes(), b.commitment.to_bytes());
+    let shared = pa.iter().zip(pb.iter()).filter(|(x, y)| x == y).count();
+    assert!(shared < 8, "commitments share {shared} of 64 bytes");
+    let _ = Addr::of(b"");
+}

@@ -1,0 +1,187 @@
+//! Proof-gated retrieval and hostile input against real node processes over real NATS.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use quloud::adapters::nats::{node_subject, BROADCAST_GET, STORE_SUBJECT};
+use quloud::domain::ids::{AckToken, Addr, NodeId, RequestId};
+use quloud::domain::keys::VaultKeys;
+use quloud::domain::proof::Purpose;
+use quloud::domain::unix_ms;
+use quloud::domain::wire::{GetReply, ProvenRequest, Status, StoreAck, StoreRequest};
+use quloud::ports::fabric::{ChunkFabric, Publish};
+use std::time::{Duration, SystemTime};
+
+fn now() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// Sends raw request bytes to a node and returns the reply statuses (empty when it stays silent).
+async fn ask(client: &async_nats::Client, subject: String, payload: Vec<u8>) -> Vec<(Status, Vec<u8>)> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish_with_reply(subject, inbox, payload.into()).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1500), sub.next()).await {
+        let r = GetReply::decode(&m.payload).unwrap();
+        out.push((r.status, r.ciphertext));
+    }
+    out
+}
+
+fn get(keys: &VaultKeys, target: NodeId, addr: Addr, ts: u64) -> ProvenRequest {
+    ProvenRequest::build(Purpose::Get, target, ts, 0, &[(addr, keys.proof_secret(&addr))])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_needs_a_fresh_valid_unreplayed_proof_for_that_chunk() {
+    let fabric = Fabric::start(1, "1GiB");
+    let keys = vault(20);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let a = keys.seal(&bytes(100_000, 20));
+    let b = keys.seal(&bytes(100_000, 21));
+    for c in [&a, &b] {
+        owner.store(Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }, 1).await.unwrap();
+    }
+    let client = owner.client();
+    let node = fabric.nodes[0].id;
+    let subject = node_subject(&node, "get");
+
+    // Valid.
+    let ok = get(&keys, node, a.addr, now());
+    let r = ask(client, subject.clone(), ok.encode()).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, Status::Ok);
+    assert_eq!(r[0].1, a.ciphertext);
+    // Replayed: silent.
+    assert!(ask(client, subject.clone(), ok.encode()).await.is_empty(), "replay must be refused");
+    // Same proof replayed to the broadcast subject (another node could be listening): silent.
+    assert!(ask(client, BROADCAST_GET.into(), ok.encode()).await.is_empty());
+    // Stale.
+    let stale = get(&keys, node, a.addr, now() - 10 * 60_000);
+    assert!(ask(client, subject.clone(), stale.encode()).await.is_empty(), "stale must be refused");
+    // From the future.
+    let future = get(&keys, node, a.addr, now() + 10 * 60_000);
+    assert!(ask(client, subject.clone(), future.encode()).await.is_empty());
+    // Forged: a stranger's secret.
+    let forged = get(&vault(99), node, a.addr, now());
+    assert_eq!(ask(client, subject.clone(), forged.encode()).await, vec![(Status::NotFound, vec![])]);
+    // Altered: flip a bit of the proof's scalar.
+    let mut altered = get(&keys, node, a.addr, now()).encode();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let r = ask(client, subject.clone(), altered).await;
+    assert!(r.iter().all(|(s, _)| *s != Status::Ok), "altered proof served data");
+    // Other chunk's proof: proof for b presented for a.
+    let mut other = get(&keys, node, b.addr, now());
+    other.items[0].addr = a.addr;
+    assert_eq!(ask(client, subject.clone(), other.encode()).await, vec![(Status::NotFound, vec![])]);
+    // Proof bound to another node.
+    let elsewhere = get(&keys, NodeId([7; 32]), a.addr, now());
+    assert!(ask(client, subject.clone(), elsewhere.encode()).await.is_empty());
+    // And the node still serves the honest owner.
+    let again = get(&keys, node, a.addr, now());
+    assert_eq!(ask(client, subject, again.encode()).await[0].0, Status::Ok);
+}
+
+fn junk(len: usize, seed: u64) -> Vec<u8> {
+    bytes(len, seed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_stored() {
+    let fabric = Fabric::start(2, "1GiB");
+    let keys = vault(21);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let client = owner.client().clone();
+    let js = async_nats::jetstream::new(client.clone());
+    let good = keys.seal(&bytes(50_000, 30));
+    let valid = StoreRequest {
+        ack_token: AckToken([1; 16]),
+        addr: good.addr,
+        slot: 0,
+        commitment: good.commitment,
+        lease_expiry_ms: now() + 3_600_000,
+        ciphertext: good.ciphertext.clone(),
+    };
+    let mut hostile: Vec<Vec<u8>> = vec![
+        vec![],
+        junk(1, 1),
+        junk(300, 2),
+        junk(1_000_000, 3),
+        valid.encode()[..100].to_vec(),
+    ];
+    let mut wrong_version = valid.encode();
+    wrong_version[0] = 9;
+    hostile.push(wrong_version);
+    let mut bad_hash = valid.clone();
+    bad_hash.ciphertext[10] ^= 1;
+    hostile.push(bad_hash.encode());
+    let mut long_lease = valid.clone();
+    long_lease.lease_expiry_ms = u64::MAX;
+    hostile.push(long_lease.encode());
+    let mut oversized_claim = valid.encode();
+    let at = oversized_claim.len() - valid.ciphertext.len() - 4;
+    oversized_claim[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    hostile.push(oversized_claim);
+    let mut trailing = valid.encode();
+    trailing.extend_from_slice(b"extra");
+    hostile.push(trailing);
+
+    for (i, h) in hostile.iter().enumerate() {
+        let ack = js
+            .send_publish(STORE_SUBJECT, async_nats::jetstream::context::Publish::build().payload(h.clone().into()).message_id(format!("hostile-{i}")))
+            .await
+            .unwrap();
+        ack.await.unwrap();
+    }
+    // Badly signed ack on this vault's ack subject.
+    let mut forged_ack = StoreAck::sign(&quloud::domain::identity::NodeIdentity::generate(), good.addr, 0, now() + 1000, now());
+    forged_ack.slot = 1;
+    client.publish(quloud::adapters::nats::ack_subject(&keys.ack_token()), forged_ack.encode().into()).await.unwrap();
+    // Garbage on node request subjects and the broadcast subject.
+    for n in &fabric.nodes {
+        for op in ["get", "audit", "renew", "delete", "bogus"] {
+            for h in &hostile[..6] {
+                client.publish_with_reply(node_subject(&n.id, op), client.new_inbox(), h.clone().into()).await.unwrap();
+            }
+        }
+    }
+    for h in &hostile[..6] {
+        client.publish_with_reply(BROADCAST_GET, client.new_inbox(), h.clone().into()).await.unwrap();
+    }
+    let mut ask_bad = ProvenRequest::build(Purpose::Get, NodeId::ANY, now(), 0, &[]);
+    ask_bad.request_id = RequestId([0; 16]);
+    client.publish(BROADCAST_GET, ask_bad.encode().into()).await.unwrap();
+    client.flush().await.unwrap();
+
+    // The hostile store requests are all terminated and leave nothing behind.
+    let mut stream = js.get_stream(quloud::adapters::nats::STORE_STREAM).await.unwrap();
+    let mut drained = false;
+    for _ in 0..250 {
+        if stream.info().await.unwrap().state.messages == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(drained, "hostile store requests were not cleared from the work queue");
+    for n in &fabric.nodes {
+        assert!(n.bodies().is_empty(), "a hostile message was stored");
+    }
+
+    // Every node is alive and serves an honest round trip.
+    for n in &mut fabric.nodes.iter() {
+        assert!(n.log().contains("dropped message"), "node should log what it dropped");
+    }
+    let acks = owner
+        .store(Publish { addr: good.addr, commitment: good.commitment, ciphertext: &good.ciphertext }, 2)
+        .await
+        .expect("nodes still store");
+    assert_eq!(acks.len(), 2);
+    for n in &fabric.nodes {
+        let got = owner.get(&[(good.addr, keys.proof_secret(&good.addr))], &[n.id]).await.unwrap();
+        assert_eq!(got.len(), 1, "node still serves");
+    }
+}
