@@ -12,10 +12,7 @@ const SEED: [u8; 32] = [0x42; 32];
 /// Deterministic pseudo-random 1 MiB "ciphertext".
 fn ciphertext() -> Vec<u8> {
     let mut data = vec![0u8; CHUNK_LEN];
-    blake3::Hasher::new()
-        .update(b"audit bench")
-        .finalize_xof()
-        .fill(&mut data);
+    blake3::Hasher::new().update(b"audit bench").finalize_xof().fill(&mut data);
     data
 }
 
@@ -27,22 +24,12 @@ fn bench_audit(c: &mut Criterion) {
     let proofs = prove_leaves(&data, &indices).expect("indices in range");
     verify_audit(&addr, total_len, &SEED, LEAVES, &proofs).expect("honest proofs verify");
 
-    c.bench_function("blake3_hash_1MiB_baseline", |b| {
-        b.iter(|| blake3::hash(black_box(&data)))
-    });
+    c.bench_function("blake3_hash_1MiB_baseline", |b| b.iter(|| blake3::hash(black_box(&data))));
     c.bench_function("prove_1MiB_4_leaves", |b| {
         b.iter(|| prove_leaves(black_box(&data), black_box(&indices)))
     });
     c.bench_function("verify_audit_1MiB_4_leaves", |b| {
-        b.iter(|| {
-            verify_audit(
-                &addr,
-                total_len,
-                black_box(&SEED),
-                LEAVES,
-                black_box(&proofs),
-            )
-        })
+        b.iter(|| verify_audit(&addr, total_len, black_box(&SEED), LEAVES, black_box(&proofs)))
     });
     c.bench_function("verify_leaf_1MiB_1_leaf", |b| {
         b.iter(|| verify_leaf(&addr, total_len, black_box(&proofs[0])))

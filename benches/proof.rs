@@ -25,27 +25,15 @@ fn bench_single(c: &mut Criterion) {
     let ctx = context(0);
     let proof = prove(&sk, &ctx);
     let cm = sk.commitment();
-    c.bench_function("prove", |b| {
-        b.iter(|| prove(black_box(&sk), black_box(&ctx)))
-    });
-    c.bench_function("verify", |b| {
-        b.iter(|| verify(black_box(&cm), black_box(&ctx), black_box(&proof)))
-    });
-    c.bench_function("secret_from_seed", |b| {
-        b.iter(|| ProofSecret::from_seed(black_box(&[7; 32])))
-    });
+    c.bench_function("prove", |b| b.iter(|| prove(black_box(&sk), black_box(&ctx))));
+    c.bench_function("verify", |b| b.iter(|| verify(black_box(&cm), black_box(&ctx), black_box(&proof))));
+    c.bench_function("secret_from_seed", |b| b.iter(|| ProofSecret::from_seed(black_box(&[7; 32]))));
     let cm_bytes = cm.to_bytes();
     let proof_bytes = proof.to_bytes();
-    c.bench_function("commitment_encode", |b| {
-        b.iter(|| black_box(&cm).to_bytes())
-    });
-    c.bench_function("commitment_decode", |b| {
-        b.iter(|| Commitment::from_bytes(black_box(&cm_bytes)))
-    });
+    c.bench_function("commitment_encode", |b| b.iter(|| black_box(&cm).to_bytes()));
+    c.bench_function("commitment_decode", |b| b.iter(|| Commitment::from_bytes(black_box(&cm_bytes))));
     c.bench_function("proof_encode", |b| b.iter(|| black_box(&proof).to_bytes()));
-    c.bench_function("proof_decode", |b| {
-        b.iter(|| Proof::from_bytes(black_box(&proof_bytes)))
-    });
+    c.bench_function("proof_decode", |b| b.iter(|| Proof::from_bytes(black_box(&proof_bytes))));
 }
 
 fn bench_batch(c: &mut Criterion) {

@@ -104,7 +104,11 @@ pub fn load_or_create_identity(path: &Path) -> Result<NodeIdentity> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let arr: [u8; IDENTITY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-                anyhow::anyhow!("node key file {} is damaged ({} bytes, expected {IDENTITY_LEN})", path.display(), bytes.len())
+                anyhow::anyhow!(
+                    "node key file {} is damaged ({} bytes, expected {IDENTITY_LEN})",
+                    path.display(),
+                    bytes.len()
+                )
             })?;
             Ok(NodeIdentity::from_bytes(&arr))
         }
@@ -125,7 +129,8 @@ async fn node(args: NodeArgs) -> Result<()> {
     let node_id = id.id();
     let store = DiskChunkStore::open(&args.data, id.clone(), args.capacity)
         .with_context(|| format!("cannot open the node's data directory {}", args.data.display()))?;
-    let svc = Arc::new(NodeService::new(id, Arc::new(store), NodePolicy::default(), unix_ms(SystemTime::now())));
+    let svc =
+        Arc::new(NodeService::new(id, Arc::new(store), NodePolicy::default(), unix_ms(SystemTime::now())));
     println!("node id: {node_id}");
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -138,7 +143,8 @@ async fn node(args: NodeArgs) -> Result<()> {
 /// Cancels `token` on SIGINT or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

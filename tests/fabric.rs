@@ -31,7 +31,10 @@ async fn quorum_of_three_distinct_nodes_then_retrieve_and_audit() {
         let got = owner.get(&[(chunk.addr, keys.proof_secret(&chunk.addr))], &[*n]).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(keys.open(&chunk.id, &chunk.addr, &got[0].1).unwrap(), bytes(300_000, 1));
-        let verdict = owner.audit(*n, chunk.addr, &keys.proof_secret(&chunk.addr), chunk.ciphertext.len() as u64).await.unwrap();
+        let verdict = owner
+            .audit(*n, chunk.addr, &keys.proof_secret(&chunk.addr), chunk.ciphertext.len() as u64)
+            .await
+            .unwrap();
         assert_eq!(verdict, AuditVerdict::Passed);
     }
     // Broadcast retrieval finds a holder without hints.
@@ -181,7 +184,11 @@ async fn node_disk_holds_no_plaintext_commitment_or_addr() {
             files += 1;
             let data = std::fs::read(&path).unwrap();
             for (i, n) in needles.iter().enumerate() {
-                assert!(!data.windows(n.len()).any(|w| w == &n[..]), "{} holds secret #{i} in the clear", path.display());
+                assert!(
+                    !data.windows(n.len()).any(|w| w == &n[..]),
+                    "{} holds secret #{i} in the clear",
+                    path.display()
+                );
             }
             assert!(!path.to_string_lossy().contains(&c.addr.to_hex()));
         }

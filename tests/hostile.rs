@@ -42,7 +42,10 @@ async fn retrieval_needs_a_fresh_valid_unreplayed_proof_for_that_chunk() {
     let a = keys.seal(&bytes(100_000, 20));
     let b = keys.seal(&bytes(100_000, 21));
     for c in [&a, &b] {
-        owner.store(Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }, 1).await.unwrap();
+        owner
+            .store(Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }, 1)
+            .await
+            .unwrap();
     }
     let client = owner.client();
     let node = fabric.nodes[0].id;
@@ -105,13 +108,8 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
         lease_expiry_ms: now() + 3_600_000,
         ciphertext: good.ciphertext.clone(),
     };
-    let mut hostile: Vec<Vec<u8>> = vec![
-        vec![],
-        junk(1, 1),
-        junk(300, 2),
-        junk(1_000_000, 3),
-        valid.encode()[..100].to_vec(),
-    ];
+    let mut hostile: Vec<Vec<u8>> =
+        vec![vec![], junk(1, 1), junk(300, 2), junk(1_000_000, 3), valid.encode()[..100].to_vec()];
     let mut wrong_version = valid.encode();
     wrong_version[0] = 9;
     hostile.push(wrong_version);
@@ -131,20 +129,37 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
 
     for (i, h) in hostile.iter().enumerate() {
         let ack = js
-            .send_publish(STORE_SUBJECT, async_nats::jetstream::context::Publish::build().payload(h.clone().into()).message_id(format!("hostile-{i}")))
+            .send_publish(
+                STORE_SUBJECT,
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(h.clone().into())
+                    .message_id(format!("hostile-{i}")),
+            )
             .await
             .unwrap();
         ack.await.unwrap();
     }
     // Badly signed ack on this vault's ack subject.
-    let mut forged_ack = StoreAck::sign(&quloud::domain::identity::NodeIdentity::generate(), good.addr, 0, now() + 1000, now());
+    let mut forged_ack = StoreAck::sign(
+        &quloud::domain::identity::NodeIdentity::generate(),
+        good.addr,
+        0,
+        now() + 1000,
+        now(),
+    );
     forged_ack.slot = 1;
-    client.publish(quloud::adapters::nats::ack_subject(&keys.ack_token()), forged_ack.encode().into()).await.unwrap();
+    client
+        .publish(quloud::adapters::nats::ack_subject(&keys.ack_token()), forged_ack.encode().into())
+        .await
+        .unwrap();
     // Garbage on node request subjects and the broadcast subject.
     for n in &fabric.nodes {
         for op in ["get", "audit", "renew", "delete", "bogus"] {
             for h in &hostile[..6] {
-                client.publish_with_reply(node_subject(&n.id, op), client.new_inbox(), h.clone().into()).await.unwrap();
+                client
+                    .publish_with_reply(node_subject(&n.id, op), client.new_inbox(), h.clone().into())
+                    .await
+                    .unwrap();
             }
         }
     }

@@ -11,7 +11,8 @@ use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{batch_verify, verify, Commitment, ProofContext, Purpose};
 use crate::domain::wire::{
-    AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest, MAX_MESSAGE,
+    AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
+    MAX_MESSAGE,
 };
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,7 +201,10 @@ impl<S: ChunkStore> NodeService<S> {
 
     /// Looks up commitments and verifies the proofs of `items`; returns per-item "proven" flags.
     /// Unheld chunks and failed proofs both come back false, so a stranger cannot tell them apart.
-    fn prove_items(&self, items: &[(Addr, ProofContext, crate::domain::proof::Proof)]) -> Vec<Option<StoredChunk>> {
+    fn prove_items(
+        &self,
+        items: &[(Addr, ProofContext, crate::domain::proof::Proof)],
+    ) -> Vec<Option<StoredChunk>> {
         let metas: Vec<Option<StoredChunk>> =
             items.iter().map(|(a, _, _)| self.store.meta(a).ok().flatten()).collect();
         let batch: Vec<(Commitment, ProofContext, _)> = items
@@ -244,9 +248,9 @@ impl<S: ChunkStore> NodeService<S> {
         let items: Vec<_> = req.items.iter().map(|it| (it.addr, req.context(&it.addr), it.proof)).collect();
         let proven = self.prove_items(&items);
         match req.purpose {
-            Purpose::Get => {
-                ProvenOutcome::Get(req.items.iter().zip(proven).map(|(it, m)| (it.addr, m.is_some())).collect())
-            }
+            Purpose::Get => ProvenOutcome::Get(
+                req.items.iter().zip(proven).map(|(it, m)| (it.addr, m.is_some())).collect(),
+            ),
             Purpose::Renew => {
                 let lease = req.lease_expiry_ms.min(now_ms + self.policy.max_lease_ms);
                 let results = self.each(&req, proven, |a| self.store.set_lease(a, lease));
@@ -292,7 +296,9 @@ impl<S: ChunkStore> NodeService<S> {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
                 Some(GetReply { node, addr, status: Status::Ok, ciphertext })
             }
-            (None, Route::Targeted) => Some(GetReply { node, addr, status: Status::NotFound, ciphertext: Vec::new() }),
+            (None, Route::Targeted) => {
+                Some(GetReply { node, addr, status: Status::NotFound, ciphertext: Vec::new() })
+            }
             (None, Route::Broadcast) => None,
         }
     }

@@ -103,7 +103,10 @@ fn get_needs_a_fresh_valid_proof_for_that_chunk() {
     let me = svc.node_id();
 
     let ok = get_req(&keys, me, &[a.addr, b.addr], NOW);
-    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&ok.encode(), Route::Targeted, NOW)), vec![Status::Ok, Status::Ok]);
+    assert_eq!(
+        statuses_on(&svc, Route::Targeted, svc.handle_proven(&ok.encode(), Route::Targeted, NOW)),
+        vec![Status::Ok, Status::Ok]
+    );
     // Replay of the same request.
     assert!(matches!(svc.handle_proven(&ok.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
     // Stale.
@@ -112,17 +115,26 @@ fn get_needs_a_fresh_valid_proof_for_that_chunk() {
     // Proof for another chunk.
     let mut other = get_req(&keys, me, &[b.addr], NOW);
     other.items[0].addr = a.addr;
-    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&other.encode(), Route::Targeted, NOW)), vec![Status::NotFound]);
+    assert_eq!(
+        statuses_on(&svc, Route::Targeted, svc.handle_proven(&other.encode(), Route::Targeted, NOW)),
+        vec![Status::NotFound]
+    );
     // Forged: a stranger's key.
     let stranger = MasterKey::from_bytes([5; 32]).derive();
     let forged = get_req(&stranger, me, &[a.addr], NOW);
-    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&forged.encode(), Route::Targeted, NOW)), vec![Status::NotFound]);
+    assert_eq!(
+        statuses_on(&svc, Route::Targeted, svc.handle_proven(&forged.encode(), Route::Targeted, NOW)),
+        vec![Status::NotFound]
+    );
     // Addressed to another node.
     let elsewhere = get_req(&keys, NodeId([9; 32]), &[a.addr], NOW);
     assert!(matches!(svc.handle_proven(&elsewhere.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
     // A stranger cannot tell "held" from "not held": both read NotFound.
     let absent = get_req(&stranger, me, &[Addr([1; 32])], NOW);
-    assert_eq!(statuses_on(&svc, Route::Targeted, svc.handle_proven(&absent.encode(), Route::Targeted, NOW)), vec![Status::NotFound]);
+    assert_eq!(
+        statuses_on(&svc, Route::Targeted, svc.handle_proven(&absent.encode(), Route::Targeted, NOW)),
+        vec![Status::NotFound]
+    );
     assert!(svc.stats.refused.load(Ordering::Relaxed) >= 2);
 }
 
@@ -132,7 +144,10 @@ fn broadcast_answers_only_what_is_held() {
     let (a, bytes) = store_req(&keys, b"held", 0);
     svc.handle_store(&bytes, NOW);
     let req = get_req(&keys, NodeId::ANY, &[a.addr, Addr([3; 32])], NOW);
-    assert_eq!(statuses_on(&svc, Route::Broadcast, svc.handle_proven(&req.encode(), Route::Broadcast, NOW)), vec![Status::Ok]);
+    assert_eq!(
+        statuses_on(&svc, Route::Broadcast, svc.handle_proven(&req.encode(), Route::Broadcast, NOW)),
+        vec![Status::Ok]
+    );
     let targeted = get_req(&keys, svc.node_id(), &[a.addr], NOW);
     assert!(matches!(svc.handle_proven(&targeted.encode(), Route::Broadcast, NOW), ProvenOutcome::Silent));
 }
@@ -168,7 +183,9 @@ fn renew_and_delete_need_proofs() {
     renew.lease_expiry_ms = NOW + 3_600_000;
     let proof = prove(&keys.proof_secret(&a.addr), &renew.context(&a.addr));
     renew.items.push(ProvenItem { addr: a.addr, proof });
-    let ProvenOutcome::Control(r) = svc.handle_proven(&renew.encode(), Route::Targeted, NOW) else { panic!() };
+    let ProvenOutcome::Control(r) = svc.handle_proven(&renew.encode(), Route::Targeted, NOW) else {
+        panic!()
+    };
     assert!(r.verify());
     assert_eq!(r.results, vec![(a.addr, Status::Ok)]);
     assert_eq!(svc.store().meta(&a.addr).unwrap().unwrap().lease_expiry_ms, NOW + 3_600_000);

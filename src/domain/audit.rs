@@ -37,9 +37,7 @@
 //!   most 54; a 1 MiB chunk needs 10).
 //! * A whole answer holds at most [`MAX_LEAVES_PER_AUDIT`] = 16 proofs.
 
-use blake3::hazmat::{
-    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
-};
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
 use blake3::Hasher;
 
 /// Size of one BLAKE3 chunk, the leaf unit of an audit.
@@ -155,9 +153,7 @@ pub fn leaf_count(total_len: u64) -> u64 {
 /// stream keyed by context `"quloud v1 audit leaf selection"` over `seed || total_len`.
 pub fn select_leaves(seed: &[u8; 32], total_len: u64, k: usize) -> Vec<u64> {
     let count = leaf_count(total_len);
-    let want = k
-        .min(MAX_LEAVES_PER_AUDIT)
-        .min(usize::try_from(count).unwrap_or(usize::MAX));
+    let want = k.min(MAX_LEAVES_PER_AUDIT).min(usize::try_from(count).unwrap_or(usize::MAX));
     let mut hasher = Hasher::new_derive_key(SELECTION_CONTEXT);
     hasher.update(seed).update(&total_len.to_le_bytes());
     let mut stream = hasher.finalize_xof();
@@ -193,18 +189,12 @@ pub fn select_leaves(seed: &[u8; 32], total_len: u64, k: usize) -> Vec<u64> {
 /// [`AuditError::IndexOutOfRange`] for an index `>= leaf_count(data.len())`.
 pub fn prove_leaves(data: &[u8], indices: &[u64]) -> Result<Vec<LeafProof>, AuditError> {
     if indices.len() > MAX_LEAVES_PER_AUDIT {
-        return Err(AuditError::TooManyLeaves {
-            requested: indices.len(),
-            max: MAX_LEAVES_PER_AUDIT,
-        });
+        return Err(AuditError::TooManyLeaves { requested: indices.len(), max: MAX_LEAVES_PER_AUDIT });
     }
     let total_len = data.len() as u64;
     let count = leaf_count(total_len);
     if let Some(&index) = indices.iter().find(|&&index| index >= count) {
-        return Err(AuditError::IndexOutOfRange {
-            index,
-            leaf_count: count,
-        });
+        return Err(AuditError::IndexOutOfRange { index, leaf_count: count });
     }
     let mut unique = indices.to_vec();
     unique.sort_unstable();
@@ -223,10 +213,7 @@ pub fn prove_leaves(data: &[u8], indices: &[u64]) -> Result<Vec<LeafProof>, Audi
     if unique.as_slice() == indices {
         return Ok(proofs);
     }
-    Ok(indices
-        .iter()
-        .map(|&index| proofs[unique.partition_point(|&u| u < index)].clone())
-        .collect())
+    Ok(indices.iter().map(|&index| proofs[unique.partition_point(|&u| u < index)].clone()).collect())
 }
 
 /// Owner side: checks one proof against `addr` for a ciphertext of `total_len` bytes.
@@ -243,26 +230,15 @@ pub fn verify_leaf(addr: &[u8; 32], total_len: u64, proof: &LeafProof) -> Result
     let index = proof.index;
     let count = leaf_count(total_len);
     if index >= count {
-        return Err(AuditError::IndexOutOfRange {
-            index,
-            leaf_count: count,
-        });
+        return Err(AuditError::IndexOutOfRange { index, leaf_count: count });
     }
     let expected = expected_leaf_len(total_len, index);
     if proof.leaf.len() != expected {
-        return Err(AuditError::LeafLength {
-            index,
-            expected,
-            actual: proof.leaf.len(),
-        });
+        return Err(AuditError::LeafLength { index, expected, actual: proof.leaf.len() });
     }
     let shape = PathShape::of(total_len, index);
     if proof.path.len() != shape.depth {
-        return Err(AuditError::PathLength {
-            index,
-            expected: shape.depth,
-            actual: proof.path.len(),
-        });
+        return Err(AuditError::PathLength { index, expected: shape.depth, actual: proof.path.len() });
     }
     let root = if count == 1 {
         Some(blake3::hash(&proof.leaf))
@@ -296,23 +272,14 @@ pub fn verify_audit(
     }
     let expected = select_leaves(seed, total_len, k);
     if proofs.len() != expected.len() {
-        return Err(AuditError::ProofCount {
-            expected: expected.len(),
-            actual: proofs.len(),
-        });
+        return Err(AuditError::ProofCount { expected: expected.len(), actual: proofs.len() });
     }
     for (position, (proof, &index)) in proofs.iter().zip(&expected).enumerate() {
         if proof.index != index {
-            return Err(AuditError::UnexpectedIndex {
-                position,
-                expected: index,
-                actual: proof.index,
-            });
+            return Err(AuditError::UnexpectedIndex { position, expected: index, actual: proof.index });
         }
     }
-    proofs
-        .iter()
-        .try_for_each(|proof| verify_leaf(addr, total_len, proof))
+    proofs.iter().try_for_each(|proof| verify_leaf(addr, total_len, proof))
 }
 
 /// Byte length of the left child of a node spanning `len > LEAF_SIZE` bytes: the largest
@@ -341,10 +308,7 @@ fn leaf_bytes(data: &[u8], index: u64) -> &[u8] {
 
 /// Non-root chaining value of one chunk starting at byte `offset` (chunk counter).
 fn chunk_cv(offset: u64, leaf: &[u8]) -> ChainingValue {
-    Hasher::new()
-        .set_input_offset(offset)
-        .update(leaf)
-        .finalize_non_root()
+    Hasher::new().set_input_offset(offset).update(leaf).finalize_non_root()
 }
 
 /// Non-root chaining value of the subtree of `data` at `start..start + len` (bytes).
@@ -357,13 +321,7 @@ fn subtree_cv(data: &[u8], start: u64, len: u64) -> ChainingValue {
 
 /// Chaining value of the subtree `start..start + len`, appending sibling chaining values
 /// to the proofs of the selected leaves `indices` (sorted, unique) inside it.
-fn prove_node(
-    data: &[u8],
-    start: u64,
-    len: u64,
-    indices: &[u64],
-    proofs: &mut [LeafProof],
-) -> ChainingValue {
+fn prove_node(data: &[u8], start: u64, len: u64, indices: &[u64], proofs: &mut [LeafProof]) -> ChainingValue {
     if indices.is_empty() || len <= LEAF {
         return subtree_cv(data, start, len);
     }
@@ -385,13 +343,7 @@ fn prove_children(
     let (left_indices, right_indices) = indices.split_at(split);
     let (left_proofs, right_proofs) = proofs.split_at_mut(split);
     let left = prove_node(data, start, left_len, left_indices, left_proofs);
-    let right = prove_node(
-        data,
-        start + left_len,
-        len - left_len,
-        right_indices,
-        right_proofs,
-    );
+    let right = prove_node(data, start + left_len, len - left_len, right_indices, right_proofs);
     left_proofs.iter_mut().for_each(|p| p.path.push(right));
     right_proofs.iter_mut().for_each(|p| p.path.push(left));
     (left, right)
@@ -412,10 +364,7 @@ impl PathShape {
     fn of(total_len: u64, index: u64) -> Self {
         let target = index * LEAF;
         let (mut start, mut len) = (0u64, total_len);
-        let mut shape = PathShape {
-            depth: 0,
-            left_bits: 0,
-        };
+        let mut shape = PathShape { depth: 0, left_bits: 0 };
         while len > LEAF {
             let left_len = left_subtree_len(len);
             if target < start + left_len {
@@ -459,24 +408,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const LENGTHS: [usize; 9] = [
-        0,
-        1,
-        1023,
-        1024,
-        1025,
-        2048,
-        3 * 1024 + 7,
-        64 * 1024,
-        1024 * 1024 + 5,
-    ];
+    const LENGTHS: [usize; 9] = [0, 1, 1023, 1024, 1025, 2048, 3 * 1024 + 7, 64 * 1024, 1024 * 1024 + 5];
 
     fn data_of(len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
-        blake3::Hasher::new()
-            .update(&(len as u64).to_le_bytes())
-            .finalize_xof()
-            .fill(&mut out);
+        blake3::Hasher::new().update(&(len as u64).to_le_bytes()).finalize_xof().fill(&mut out);
         out
     }
 
@@ -561,11 +497,7 @@ mod tests {
             lens.extend([(1u64 << shift) - 1, 1 << shift, (1 << shift) + 1]);
         }
         for len in lens.into_iter().filter(|&l| l > LEAF) {
-            assert_eq!(
-                left_subtree_len(len),
-                blake3::hazmat::left_subtree_len(len),
-                "{len}"
-            );
+            assert_eq!(left_subtree_len(len), blake3::hazmat::left_subtree_len(len), "{len}");
         }
         assert_eq!(left_subtree_len(u64::MAX), 1 << 63);
     }
@@ -614,25 +546,15 @@ mod tests {
                 let depth = proof.path.len();
                 let mut longer = proof.clone();
                 longer.path.push([7; 32]);
-                let expect = |actual| AuditError::PathLength {
-                    index,
-                    expected: depth,
-                    actual,
-                };
-                assert_eq!(
-                    verify_leaf(&addr, len as u64, &longer),
-                    Err(expect(depth + 1))
-                );
+                let expect = |actual| AuditError::PathLength { index, expected: depth, actual };
+                assert_eq!(verify_leaf(&addr, len as u64, &longer), Err(expect(depth + 1)));
                 let mut front = proof.clone();
                 front.path.insert(0, [7; 32]);
                 assert!(verify_leaf(&addr, len as u64, &front).is_err());
                 if depth > 0 {
                     let mut shorter = proof.clone();
                     shorter.path.pop();
-                    assert_eq!(
-                        verify_leaf(&addr, len as u64, &shorter),
-                        Err(expect(depth - 1))
-                    );
+                    assert_eq!(verify_leaf(&addr, len as u64, &shorter), Err(expect(depth - 1)));
                     shorter.path = proof.path[1..].to_vec();
                     assert!(verify_leaf(&addr, len as u64, &shorter).is_err());
                 }
@@ -669,13 +591,7 @@ mod tests {
             let last = leaf_count(n) - 1;
             for index in sample_indices(n) {
                 let proof = prove_one(&data, index);
-                for wrong in [
-                    n + 1,
-                    n.saturating_sub(1),
-                    n + 1024,
-                    n.saturating_sub(1024),
-                    0,
-                ] {
+                for wrong in [n + 1, n.saturating_sub(1), n + 1024, n.saturating_sub(1024), 0] {
                     if wrong == n {
                         continue;
                     }
@@ -717,18 +633,9 @@ mod tests {
     fn prove_rejects_bad_requests_and_keeps_order() {
         let data = data_of(5000);
         let res = prove_leaves(&data, &[0, 5]);
-        assert_eq!(
-            res,
-            Err(AuditError::IndexOutOfRange {
-                index: 5,
-                leaf_count: 5
-            })
-        );
+        assert_eq!(res, Err(AuditError::IndexOutOfRange { index: 5, leaf_count: 5 }));
         let too_many = [0u64; MAX_LEAVES_PER_AUDIT + 1];
-        assert!(matches!(
-            prove_leaves(&data, &too_many),
-            Err(AuditError::TooManyLeaves { .. })
-        ));
+        assert!(matches!(prove_leaves(&data, &too_many), Err(AuditError::TooManyLeaves { .. })));
         let proofs = prove_leaves(&data, &[4, 1, 4, 0]).unwrap();
         let got: Vec<u64> = proofs.iter().map(|p| p.index).collect();
         assert_eq!(got, [4, 1, 4, 0]);
@@ -746,26 +653,17 @@ mod tests {
         assert_eq!(verify_audit(&addr, n, &seed, 4, &honest), Ok(()));
         assert_eq!(
             verify_audit(&addr, n, &seed, 4, &honest[..3]),
-            Err(AuditError::ProofCount {
-                expected: 4,
-                actual: 3
-            })
+            Err(AuditError::ProofCount { expected: 4, actual: 3 })
         );
         assert!(verify_audit(&addr, n, &seed, 4, &[]).is_err());
         let other: Vec<u64> = chosen.iter().map(|i| (i + 1) % leaf_count(n)).collect();
         let wrong = prove_leaves(&data, &other).unwrap();
-        assert!(matches!(
-            verify_audit(&addr, n, &seed, 4, &wrong),
-            Err(AuditError::UnexpectedIndex { .. })
-        ));
+        assert!(matches!(verify_audit(&addr, n, &seed, 4, &wrong), Err(AuditError::UnexpectedIndex { .. })));
         let mut reversed = honest.clone();
         reversed.reverse();
         assert!(verify_audit(&addr, n, &seed, 4, &reversed).is_err());
         assert!(verify_audit(&addr, n, &[8u8; 32], 4, &honest).is_err());
-        assert_eq!(
-            verify_audit(&addr, n, &seed, 0, &[]),
-            Err(AuditError::NoLeavesRequested)
-        );
+        assert_eq!(verify_audit(&addr, n, &seed, 0, &[]), Err(AuditError::NoLeavesRequested));
         let mut forged = honest.clone();
         forged[2].leaf[100] ^= 4;
         assert!(verify_audit(&addr, n, &seed, 4, &forged).is_err());
@@ -785,10 +683,7 @@ mod tests {
             }
         }
         assert_eq!(select_leaves(&[1; 32], 3 * 1024, 100), [0, 1, 2]);
-        assert_eq!(
-            select_leaves(&[1; 32], 1 << 20, 100).len(),
-            MAX_LEAVES_PER_AUDIT
-        );
+        assert_eq!(select_leaves(&[1; 32], 1 << 20, 100).len(), MAX_LEAVES_PER_AUDIT);
         assert!(select_leaves(&[1; 32], 1 << 20, 0).is_empty());
         let a = select_leaves(&[1; 32], 1 << 20, 8);
         assert_ne!(a, select_leaves(&[2; 32], 1 << 20, 8));
@@ -812,27 +707,11 @@ mod tests {
         let (addr, n) = (addr_of(&data), data.len() as u64);
         let good = prove_one(&data, 2);
         let hostile = [
-            LeafProof {
-                index: u64::MAX,
-                ..good.clone()
-            },
-            LeafProof {
-                leaf: Vec::new(),
-                ..good.clone()
-            },
-            LeafProof {
-                leaf: vec![0; 100_000],
-                ..good.clone()
-            },
-            LeafProof {
-                path: vec![[0; 32]; 1000],
-                ..good.clone()
-            },
-            LeafProof {
-                index: 4,
-                leaf: Vec::new(),
-                path: Vec::new(),
-            },
+            LeafProof { index: u64::MAX, ..good.clone() },
+            LeafProof { leaf: Vec::new(), ..good.clone() },
+            LeafProof { leaf: vec![0; 100_000], ..good.clone() },
+            LeafProof { path: vec![[0; 32]; 1000], ..good.clone() },
+            LeafProof { index: 4, leaf: Vec::new(), path: Vec::new() },
         ];
         for proof in &hostile {
             assert!(verify_leaf(&addr, n, proof).is_err());
@@ -845,10 +724,7 @@ mod tests {
             leaf: vec![1; 1023],
             path: vec![[3; 32]; PathShape::of(u64::MAX, last).depth],
         };
-        assert_eq!(
-            verify_leaf(&addr, u64::MAX, &deep),
-            Err(AuditError::RootMismatch { index: last })
-        );
+        assert_eq!(verify_leaf(&addr, u64::MAX, &deep), Err(AuditError::RootMismatch { index: last }));
     }
 
     proptest! {

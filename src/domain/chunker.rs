@@ -24,15 +24,8 @@ pub const MAX_CHUNK: usize = 1020 * 1024;
 ///
 /// Empty input yields no chunks. The ranges are contiguous and cover `data` exactly.
 pub fn chunk_ranges(data: &[u8], seed: u64) -> impl Iterator<Item = Range<usize>> + '_ {
-    FastCDC::with_level_and_seed(
-        data,
-        MIN_CHUNK,
-        AVG_CHUNK,
-        MAX_CHUNK,
-        Normalization::Level1,
-        seed,
-    )
-    .map(|c| c.offset..c.offset + c.length)
+    FastCDC::with_level_and_seed(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK, Normalization::Level1, seed)
+        .map(|c| c.offset..c.offset + c.length)
 }
 
 #[cfg(test)]

@@ -122,9 +122,7 @@ impl VaultKeys {
 
 impl fmt::Debug for VaultKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VaultKeys")
-            .field("ack_token", &self.ack_token)
-            .finish_non_exhaustive()
+        f.debug_struct("VaultKeys").field("ack_token", &self.ack_token).finish_non_exhaustive()
     }
 }
 

@@ -4,8 +4,8 @@
 
 pub mod audit;
 pub mod chunker;
-pub mod ids;
 pub mod identity;
+pub mod ids;
 pub mod keys;
 pub mod paper;
 pub mod proof;
@@ -24,7 +24,5 @@ pub fn random_bytes(buf: &mut [u8]) {
 
 /// Milliseconds since the Unix epoch according to the given clock reading.
 pub fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

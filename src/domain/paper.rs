@@ -59,11 +59,7 @@ fn value_of(c: char) -> Result<u32, PaperKeyError> {
         'I' | 'L' => '1',
         u => u,
     };
-    ALPHABET
-        .iter()
-        .position(|&a| a as char == u)
-        .map(|p| p as u32)
-        .ok_or(PaperKeyError::BadChar(c))
+    ALPHABET.iter().position(|&a| a as char == u).map(|p| p as u32).ok_or(PaperKeyError::BadChar(c))
 }
 
 /// Parses a paper key typed or scanned by a person.

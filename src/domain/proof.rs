@@ -240,19 +240,12 @@ pub fn prove(secret: &ProofSecret, ctx: &ProofContext) -> Proof {
         }
         let r = mul_generator(&k).into_affine();
         let c = challenge(&p_bytes, &point_to_bytes(&r), ctx);
-        return Proof {
-            r,
-            s: k + c * secret.x,
-        };
+        return Proof { r, s: k + c * secret.x };
     }
 }
 
 /// Verifies one proof: `s·G == R + c·P`.
-pub fn verify(
-    commitment: &Commitment,
-    ctx: &ProofContext,
-    proof: &Proof,
-) -> Result<(), ProofError> {
+pub fn verify(commitment: &Commitment, ctx: &ProofContext, proof: &Proof) -> Result<(), ProofError> {
     let c = challenge(&commitment.to_bytes(), &point_to_bytes(&proof.r), ctx);
     // G1Projective multiplication uses the GLV endomorphism (affine does not).
     let lhs = mul_generator(&proof.s) - G1Projective::from(commitment.0) * c;
@@ -321,9 +314,7 @@ fn absorb_context(h: &mut blake3::Hasher, ctx: &ProofContext) {
 
 fn challenge(p: &[u8; COMMITMENT_LEN], r: &[u8; COMMITMENT_LEN], ctx: &ProofContext) -> Fr {
     static KEYED: OnceLock<blake3::Hasher> = OnceLock::new();
-    let mut h = KEYED
-        .get_or_init(|| blake3::Hasher::new_derive_key(CHALLENGE_DOMAIN))
-        .clone();
+    let mut h = KEYED.get_or_init(|| blake3::Hasher::new_derive_key(CHALLENGE_DOMAIN)).clone();
     h.update(&[ctx.purpose as u8]);
     h.update(p);
     h.update(r);
@@ -356,10 +347,7 @@ fn reduce_wide(b: &[u8; 64]) -> Fr {
 }
 
 fn len_err(expected: usize, b: &[u8]) -> ProofError {
-    ProofError::MalformedEncoding {
-        expected,
-        got: b.len(),
-    }
+    ProofError::MalformedEncoding { expected, got: b.len() }
 }
 
 fn limbs_from_le(b: &[u8; 32]) -> BigInt<4> {
@@ -456,16 +444,12 @@ struct MsmTerms {
 
 impl MsmTerms {
     fn with_capacity(n: usize) -> Self {
-        Self {
-            bases: Vec::with_capacity(n),
-            scalars: Vec::with_capacity(n),
-        }
+        Self { bases: Vec::with_capacity(n), scalars: Vec::with_capacity(n) }
     }
 
     fn push_short(&mut self, base: G1Affine, k: u128) {
         self.bases.push(base);
-        self.scalars
-            .push(BigInt::new([k as u64, (k >> 64) as u64, 0, 0]));
+        self.scalars.push(BigInt::new([k as u64, (k >> 64) as u64, 0, 0]));
     }
 
     /// Adds `k·base` as `k1·(±base) + k2·(±φ(base))` with `k = ±k1 ± λ·k2`, `|k1|, |k2| < 2^128`.
@@ -543,17 +527,9 @@ mod tests {
     #[test]
     fn completeness_and_roundtrip() {
         let mut rng = TestRng(1);
-        for purpose in [
-            Purpose::Get,
-            Purpose::Audit,
-            Purpose::Renew,
-            Purpose::Delete,
-        ] {
+        for purpose in [Purpose::Get, Purpose::Audit, Purpose::Renew, Purpose::Delete] {
             let sk = secret(&mut rng);
-            let c = ProofContext {
-                purpose,
-                ..ctx(&mut rng)
-            };
+            let c = ProofContext { purpose, ..ctx(&mut rng) };
             let proof = prove(&sk, &c);
             assert_eq!(verify(&sk.commitment(), &c, &proof), Ok(()));
             let proof2 = Proof::from_bytes(&proof.to_bytes()).unwrap();
@@ -571,13 +547,7 @@ mod tests {
     #[test]
     fn fixed_base_table_matches_generic_multiplication() {
         let mut rng = TestRng(2);
-        let mut ks = vec![
-            Fr::zero(),
-            Fr::from(1u64),
-            Fr::from(15u64),
-            Fr::from(16u64),
-            -Fr::from(1u64),
-        ];
+        let mut ks = vec![Fr::zero(), Fr::from(1u64), Fr::from(15u64), Fr::from(16u64), -Fr::from(1u64)];
         ks.extend((0..32).map(|_| Fr::from_le_bytes_mod_order(&rng.bytes::<64>())));
         for k in ks {
             assert_eq!(mul_generator(&k), G1Projective::generator() * k);
@@ -603,18 +573,9 @@ mod tests {
             x.target[i] ^= 0x80;
             altered.push(x);
         }
-        altered.push(ProofContext {
-            target: [0; 32],
-            ..c
-        });
-        altered.push(ProofContext {
-            timestamp_ms: c.timestamp_ms + 1,
-            ..c
-        });
-        altered.push(ProofContext {
-            timestamp_ms: c.timestamp_ms ^ (1 << 63),
-            ..c
-        });
+        altered.push(ProofContext { target: [0; 32], ..c });
+        altered.push(ProofContext { timestamp_ms: c.timestamp_ms + 1, ..c });
+        altered.push(ProofContext { timestamp_ms: c.timestamp_ms ^ (1 << 63), ..c });
         for i in 0..16 {
             let mut x = c;
             x.request_id[i] ^= 4;
@@ -635,15 +596,9 @@ mod tests {
         let proof = prove(&sk, &c);
         let p = sk.commitment();
         let fail = Err(ProofError::VerificationFailed);
-        let bad_r = Proof {
-            r: (proof.r + G1Affine::generator()).into_affine(),
-            ..proof
-        };
+        let bad_r = Proof { r: (proof.r + G1Affine::generator()).into_affine(), ..proof };
         assert_eq!(verify(&p, &c, &bad_r), fail);
-        let bad_s = Proof {
-            s: proof.s + Fr::from(1u64),
-            ..proof
-        };
+        let bad_s = Proof { s: proof.s + Fr::from(1u64), ..proof };
         assert_eq!(verify(&p, &c, &bad_s), fail);
         let other = secret(&mut rng);
         assert_eq!(verify(&other.commitment(), &c, &proof), fail);
@@ -752,10 +707,7 @@ mod tests {
             assert_eq!(Proof::from_bytes(&p).is_ok(), len == PROOF_LEN);
         }
         for _ in 0..3000 {
-            assert_eq!(
-                Commitment::from_bytes(&rng.bytes::<COMMITMENT_LEN>()),
-                Err(ProofError::InvalidPoint)
-            );
+            assert_eq!(Commitment::from_bytes(&rng.bytes::<COMMITMENT_LEN>()), Err(ProofError::InvalidPoint));
             assert!(Proof::from_bytes(&rng.bytes::<PROOF_LEN>()).is_err());
             let mut p = valid_p;
             rng.fill(&mut p[COMMITMENT_LEN..]);
@@ -763,10 +715,7 @@ mod tests {
             assert_eq!(Proof::from_bytes(&p), Err(ProofError::NonCanonicalScalar));
             let mut s = rng.bytes::<32>();
             s[31] |= 0x40;
-            assert_eq!(
-                ProofSecret::from_bytes(&s).err(),
-                Some(ProofError::NonCanonicalScalar)
-            );
+            assert_eq!(ProofSecret::from_bytes(&s).err(), Some(ProofError::NonCanonicalScalar));
         }
         // Non-canonical coordinate: x + p encodes the same residue but must be rejected.
         let mut c = valid_c;
@@ -776,18 +725,12 @@ mod tests {
             limbs_to_le(x, &mut c[..32]);
             assert_eq!(Commitment::from_bytes(&c), Err(ProofError::InvalidPoint));
         }
-        assert_eq!(
-            ProofSecret::from_bytes(&[0; 32]).err(),
-            Some(ProofError::ZeroSecret)
-        );
+        assert_eq!(ProofSecret::from_bytes(&[0; 32]).err(), Some(ProofError::ZeroSecret));
     }
 
     #[test]
     fn identity_commitment_rejected() {
-        assert_eq!(
-            Commitment::from_bytes(&[0; COMMITMENT_LEN]),
-            Err(ProofError::InvalidPoint)
-        );
+        assert_eq!(Commitment::from_bytes(&[0; COMMITMENT_LEN]), Err(ProofError::InvalidPoint));
         let mut ark = Vec::new();
         G1Affine::zero().serialize_uncompressed(&mut ark).unwrap();
         assert_eq!(ark.len(), COMMITMENT_LEN);
@@ -800,15 +743,9 @@ mod tests {
     #[test]
     fn seeds_are_deterministic_distinct_and_never_zero() {
         let a = ProofSecret::from_seed(&[7; 32]);
-        assert_eq!(
-            a.commitment(),
-            ProofSecret::from_seed(&[7; 32]).commitment()
-        );
+        assert_eq!(a.commitment(), ProofSecret::from_seed(&[7; 32]).commitment());
         assert_eq!(a.to_bytes(), ProofSecret::from_seed(&[7; 32]).to_bytes());
-        assert_ne!(
-            a.commitment(),
-            ProofSecret::from_seed(&[8; 32]).commitment()
-        );
+        assert_ne!(a.commitment(), ProofSecret::from_seed(&[8; 32]).commitment());
         let mut order = [0u8; 32];
         limbs_to_le(Fr::MODULUS, &mut order);
         for seed in [[0u8; 32], order] {
@@ -829,13 +766,7 @@ mod tests {
         assert!(!dbg.contains(&hex[..16]), "{dbg}");
         assert!(!dbg.contains(&sk.x.to_string()), "{dbg}");
         assert!(dbg.contains("redacted"));
-        let short: String = sk.commitment().to_bytes()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(
-            format!("{:?}", sk.commitment()),
-            format!("Commitment({short}…)")
-        );
+        let short: String = sk.commitment().to_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(format!("{:?}", sk.commitment()), format!("Commitment({short}…)"));
     }
 }

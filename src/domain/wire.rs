@@ -8,7 +8,9 @@ use crate::domain::audit::{LeafProof, LEAF_SIZE, MAX_LEAVES_PER_AUDIT};
 use crate::domain::chunker::MAX_CHUNK;
 use crate::domain::identity::{verify_signature, NodeIdentity, SIGNATURE_LEN};
 use crate::domain::ids::{AckToken, Addr, NodeId, RequestId};
-use crate::domain::proof::{prove, Commitment, Proof, ProofContext, ProofSecret, Purpose, COMMITMENT_LEN, PROOF_LEN};
+use crate::domain::proof::{
+    prove, Commitment, Proof, ProofContext, ProofSecret, Purpose, COMMITMENT_LEN, PROOF_LEN,
+};
 use crate::domain::seal::TAG_LEN;
 
 /// Protocol version carried by every message.
@@ -284,7 +286,8 @@ impl StoreAck {
 
     /// Whether the signature is the node's over these fields.
     pub fn verify(&self) -> bool {
-        let msg = Self::signed_bytes(&self.node, &self.addr, self.slot, self.lease_expiry_ms, self.signed_at_ms);
+        let msg =
+            Self::signed_bytes(&self.node, &self.addr, self.slot, self.lease_expiry_ms, self.signed_at_ms);
         verify_signature(&self.node, &msg, &self.signature)
     }
 
@@ -502,7 +505,11 @@ impl ControlReply {
 
     /// Whether the node's signature covers these fields.
     pub fn verify(&self) -> bool {
-        verify_signature(&self.node, &Self::body(&self.node, &self.request_id, &self.results).0, &self.signature)
+        verify_signature(
+            &self.node,
+            &Self::body(&self.node, &self.request_id, &self.results).0,
+            &self.signature,
+        )
     }
 
     /// Encodes the reply.
@@ -554,7 +561,14 @@ pub struct AuditRequest {
 }
 
 /// The statement an audit's proof is bound to (covers the seed and leaf count).
-fn audit_context(request_id: &RequestId, ts: u64, target: &NodeId, addr: &Addr, seed: &[u8; 32], leaves: u8) -> ProofContext {
+fn audit_context(
+    request_id: &RequestId,
+    ts: u64,
+    target: &NodeId,
+    addr: &Addr,
+    seed: &[u8; 32],
+    leaves: u8,
+) -> ProofContext {
     let mut extra = seed.to_vec();
     extra.push(leaves);
     ProofContext {
@@ -568,7 +582,14 @@ fn audit_context(request_id: &RequestId, ts: u64, target: &NodeId, addr: &Addr, 
 
 impl AuditRequest {
     /// Builds a challenge for `target` with a fresh request id and proves knowledge of the secret.
-    pub fn build(secret: &ProofSecret, target: NodeId, addr: Addr, seed: [u8; 32], leaves: u8, timestamp_ms: u64) -> Self {
+    pub fn build(
+        secret: &ProofSecret,
+        target: NodeId,
+        addr: Addr,
+        seed: [u8; 32],
+        leaves: u8,
+        timestamp_ms: u64,
+    ) -> Self {
         let request_id = RequestId::random();
         let proof = prove(secret, &audit_context(&request_id, timestamp_ms, &target, &addr, &seed, leaves));
         AuditRequest { request_id, timestamp_ms, target, addr, proof, seed, leaves }
@@ -644,7 +665,13 @@ impl AuditReply {
     }
 
     /// Creates and signs a reply.
-    pub fn sign(id: &NodeIdentity, addr: Addr, seed: [u8; 32], status: Status, proofs: Vec<LeafProof>) -> Self {
+    pub fn sign(
+        id: &NodeIdentity,
+        addr: Addr,
+        seed: [u8; 32],
+        status: Status,
+        proofs: Vec<LeafProof>,
+    ) -> Self {
         let node = id.id();
         let signature = id.sign(&Self::body(&node, &addr, &seed, status, &proofs).0);
         AuditReply { node, addr, seed, status, proofs, signature }

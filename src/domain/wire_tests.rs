@@ -45,13 +45,16 @@ fn audit_request() -> AuditRequest {
         timestamp_ms: 5,
         target: NodeId([2; 32]),
         addr: Addr([3; 32]),
-        proof: prove(&secret(), &ProofContext {
-            purpose: Purpose::Audit,
-            addr: [0; 32],
-            target: [0; 32],
-            timestamp_ms: 0,
-            request_id: [0; 16],
-        }),
+        proof: prove(
+            &secret(),
+            &ProofContext {
+                purpose: Purpose::Audit,
+                addr: [0; 32],
+                target: [0; 32],
+                timestamp_ms: 0,
+                request_id: [0; 16],
+            },
+        ),
         seed: [4; 32],
         leaves: 4,
     };
@@ -60,14 +63,18 @@ fn audit_request() -> AuditRequest {
 }
 
 /// All encodings of one sample per message kind, with a decoder that reports success.
-fn samples() -> Vec<(Vec<u8>, fn(&[u8]) -> bool)> {
+/// A decoder that reports whether it accepted the bytes.
+type Accepts = fn(&[u8]) -> bool;
+
+fn samples() -> Vec<(Vec<u8>, Accepts)> {
     let id = NodeIdentity::generate();
     vec![
         (store().encode(), |b| StoreRequest::decode(b).is_ok()),
         (StoreAck::sign(&id, Addr([1; 32]), 1, 2, 3).encode(), |b| StoreAck::decode(b).is_ok()),
         (proven().encode(), |b| ProvenRequest::decode(b).is_ok()),
         (
-            GetReply { node: id.id(), addr: Addr([1; 32]), status: Status::Ok, ciphertext: vec![1, 2, 3] }.encode(),
+            GetReply { node: id.id(), addr: Addr([1; 32]), status: Status::Ok, ciphertext: vec![1, 2, 3] }
+                .encode(),
             |b| GetReply::decode(b).is_ok(),
         ),
         (

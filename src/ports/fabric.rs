@@ -70,14 +70,37 @@ pub enum AuditVerdict {
 /// The owner-side fabric port.
 pub trait ChunkFabric: Send + Sync {
     /// Publishes `chunk` for `replicas` slots and waits until that many distinct nodes acked.
-    fn store(&self, chunk: Publish<'_>, replicas: usize) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send;
+    fn store(
+        &self,
+        chunk: Publish<'_>,
+        replicas: usize,
+    ) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send;
     /// Retrieves verified ciphertexts, asking `hints` first and then any holder.
     /// Returns the chunks found; addrs missing from the result could not be retrieved.
-    fn get(&self, items: &[(Addr, ProofSecret)], hints: &[NodeId]) -> impl Future<Output = Result<Vec<(Addr, Vec<u8>)>, FabricError>> + Send;
+    fn get(
+        &self,
+        items: &[(Addr, ProofSecret)],
+        hints: &[NodeId],
+    ) -> impl Future<Output = Result<Vec<(Addr, Vec<u8>)>, FabricError>> + Send;
     /// Challenges `node` to prove it still holds `addr` (whose ciphertext is `len` bytes long).
-    fn audit(&self, node: NodeId, addr: Addr, secret: &ProofSecret, len: u64) -> impl Future<Output = Result<AuditVerdict, FabricError>> + Send;
+    fn audit(
+        &self,
+        node: NodeId,
+        addr: Addr,
+        secret: &ProofSecret,
+        len: u64,
+    ) -> impl Future<Output = Result<AuditVerdict, FabricError>> + Send;
     /// Extends leases at `node`; returns the node's per-addr outcome.
-    fn renew(&self, node: NodeId, items: &[(Addr, ProofSecret)], lease_expiry_ms: u64) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
+    fn renew(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret)],
+        lease_expiry_ms: u64,
+    ) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
     /// Asks `node` to delete chunks; returns the node's per-addr outcome.
-    fn delete(&self, node: NodeId, items: &[(Addr, ProofSecret)]) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
+    fn delete(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret)],
+    ) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
 }

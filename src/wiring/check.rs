@@ -82,7 +82,10 @@ fn random_data(len: u64) -> Vec<u8> {
     out
 }
 
-async fn seal_all(keys: &Arc<VaultKeys>, data: &Arc<Vec<u8>>) -> Result<Vec<(std::ops::Range<usize>, SealedChunk)>> {
+async fn seal_all(
+    keys: &Arc<VaultKeys>,
+    data: &Arc<Vec<u8>>,
+) -> Result<Vec<(std::ops::Range<usize>, SealedChunk)>> {
     let ranges: Vec<_> = chunk_ranges(data, keys.chunker_seed()).collect();
     stream::iter(ranges)
         .map(|r| {
@@ -163,14 +166,16 @@ pub async fn run_check(url: &str, size: u64, replicas: usize) -> Result<CheckRep
     }
     let get_secs = t.elapsed().as_secs_f64();
 
-    let audits: Vec<AuditVerdict> = stream::iter(sealed.iter().flat_map(|(_, c)| holders[&c.addr].iter().map(move |n| (c, *n))))
-        .map(|(c, n)| {
-            let (f, keys) = (&fabric, keys.clone());
-            async move { f.audit(n, c.addr, &keys.proof_secret(&c.addr), c.ciphertext.len() as u64).await }
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await?;
+    let audits: Vec<AuditVerdict> = stream::iter(
+        sealed.iter().flat_map(|(_, c)| holders[&c.addr].iter().map(move |n| (c, *n))),
+    )
+    .map(|(c, n)| {
+        let (f, keys) = (&fabric, keys.clone());
+        async move { f.audit(n, c.addr, &keys.proof_secret(&c.addr), c.ciphertext.len() as u64).await }
+    })
+    .buffer_unordered(16)
+    .try_collect()
+    .await?;
     let audits_passed = audits.iter().filter(|v| **v == AuditVerdict::Passed).count();
 
     for n in &nodes {

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 /// Fails the test with install instructions when a required tool is missing.
 pub fn require_tool(name: &str, install: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is required for this test but not on PATH: install it with `{install}`"))
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("`{name}` is required for this test but not on PATH: install it with `{install}`")
+    })
 }
 
 /// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
@@ -52,11 +51,22 @@ impl Nats {
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
-            format!("host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: \"{}\"\n}}\n", dir.join("js").display()),
+            format!(
+                "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                dir.join("js").display()
+            ),
         )
         .unwrap();
         let mut n = Nats { child: None, port, dir: dir.to_path_buf() };
-        n.child = Some(Command::new(bin).arg("-c").arg(&conf).stdout(log(&dir.join("nats.log"))).stderr(log(&dir.join("nats.log"))).spawn().unwrap());
+        n.child = Some(
+            Command::new(bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(log(&dir.join("nats.log")))
+                .stderr(log(&dir.join("nats.log")))
+                .spawn()
+                .unwrap(),
+        );
         n.wait_ready();
         n
     }
@@ -83,7 +93,15 @@ impl Nats {
         self.kill9();
         let bin = require_tool("nats-server", "apt-get install -y nats-server");
         let conf = self.dir.join("nats.conf");
-        self.child = Some(Command::new(bin).arg("-c").arg(&conf).stdout(log(&self.dir.join("nats.log"))).stderr(log(&self.dir.join("nats.log"))).spawn().unwrap());
+        self.child = Some(
+            Command::new(bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(log(&self.dir.join("nats.log")))
+                .stderr(log(&self.dir.join("nats.log")))
+                .spawn()
+                .unwrap(),
+        );
         self.wait_ready();
     }
 }
@@ -105,7 +123,13 @@ pub struct Node {
 
 impl Node {
     pub fn start(url: &str, data: &Path, capacity: &str) -> Node {
-        let mut n = Node { child: None, id: NodeId::ANY, data: data.to_path_buf(), url: url.into(), capacity: capacity.into() };
+        let mut n = Node {
+            child: None,
+            id: NodeId::ANY,
+            data: data.to_path_buf(),
+            url: url.into(),
+            capacity: capacity.into(),
+        };
         n.spawn();
         n
     }
@@ -129,7 +153,10 @@ impl Node {
         let mut id = None;
         wait_until(Duration::from_secs(20), "the node to serve", || {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            id = text.lines().find_map(|l| l.strip_prefix("node id: ")).and_then(|h| NodeId::from_hex(h.trim()));
+            id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("node id: "))
+                .and_then(|h| NodeId::from_hex(h.trim()));
             id.is_some() && text.contains("storage node serving")
         });
         self.id = id.unwrap();
@@ -184,7 +211,9 @@ impl Fabric {
     pub fn start(k: usize, capacity: &str) -> Fabric {
         let dir = tempfile::tempdir().unwrap();
         let nats = Nats::start(&dir.path().join("nats"));
-        let nodes = (0..k).map(|i| Node::start(&nats.url(), &dir.path().join(format!("node-{i}")), capacity)).collect();
+        let nodes = (0..k)
+            .map(|i| Node::start(&nats.url(), &dir.path().join(format!("node-{i}")), capacity))
+            .collect();
         Fabric { nats, nodes, dir }
     }
 

@@ -1,7 +1,9 @@
 //! Owner side of the NATS fabric: quorum store with signed acks, proof-gated retrieval (targeted,
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
-use super::{ack_subject, connect, ensure_streams, node_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT};
+use super::{
+    ack_subject, connect, ensure_streams, node_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
+};
 use crate::domain::audit::verify_audit;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{ProofSecret, Purpose};
@@ -134,10 +136,18 @@ impl NatsFabric {
             lease_expiry_ms: lease,
             ciphertext: chunk.ciphertext.to_vec(),
         };
-        PublishMessage::build().payload(req.encode().into()).message_id(format!("{}-{slot}-{attempt}", chunk.addr))
+        PublishMessage::build()
+            .payload(req.encode().into())
+            .message_id(format!("{}-{slot}-{attempt}", chunk.addr))
     }
 
-    async fn publish_slots(&self, chunk: &Publish<'_>, slots: &[u8], attempt: u32, lease: u64) -> Result<(), FabricError> {
+    async fn publish_slots(
+        &self,
+        chunk: &Publish<'_>,
+        slots: &[u8],
+        attempt: u32,
+        lease: u64,
+    ) -> Result<(), FabricError> {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(slots.len());
         for &slot in slots {
             let msg = self.publish_slot(chunk, slot, attempt, lease);
@@ -149,7 +159,12 @@ impl NatsFabric {
         Ok(())
     }
 
-    async fn store_inner(&self, chunk: Publish<'_>, replicas: usize, mut rx: watch::Receiver<usize>) -> Result<Vec<StoreAck>, FabricError> {
+    async fn store_inner(
+        &self,
+        chunk: Publish<'_>,
+        replicas: usize,
+        mut rx: watch::Receiver<usize>,
+    ) -> Result<Vec<StoreAck>, FabricError> {
         let deadline = Instant::now() + self.opts.store_deadline;
         let lease = now_ms() + self.opts.lease.as_millis() as u64;
         let mut attempt = 0u32;
@@ -161,7 +176,8 @@ impl NatsFabric {
             if Instant::now() >= deadline {
                 return Err(FabricError::Quorum { addr: chunk.addr, got: distinct, want: replicas });
             }
-            let slots: Vec<u8> = (0..=u8::MAX).filter(|s| !claimed.contains(s)).take(replicas - distinct).collect();
+            let slots: Vec<u8> =
+                (0..=u8::MAX).filter(|s| !claimed.contains(s)).take(replicas - distinct).collect();
             if let Err(e) = self.publish_slots(&chunk, &slots, attempt, lease).await {
                 tracing::warn!(addr = ?chunk.addr, error = %e, "publishing store request failed; retrying");
             }
@@ -190,15 +206,26 @@ impl NatsFabric {
         map.get(addr).map(|p| p.acks.values().cloned().collect()).unwrap_or_default()
     }
 
-    fn proven_request(&self, purpose: Purpose, target: NodeId, items: &[(Addr, ProofSecret)], lease: u64) -> ProvenRequest {
+    fn proven_request(
+        &self,
+        purpose: Purpose,
+        target: NodeId,
+        items: &[(Addr, ProofSecret)],
+        lease: u64,
+    ) -> ProvenRequest {
         ProvenRequest::build(purpose, target, now_ms(), lease, items)
     }
 
     /// Sends one get request and collects verified chunks until every addr is answered or the
     /// node falls silent for `reply_timeout`.
-    async fn get_from(&self, target: NodeId, items: &[(Addr, ProofSecret)]) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+    async fn get_from(
+        &self,
+        target: NodeId,
+        items: &[(Addr, ProofSecret)],
+    ) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
         let req = self.proven_request(Purpose::Get, target, items, 0);
-        let subject = if target == NodeId::ANY { BROADCAST_GET.to_string() } else { node_subject(&target, "get") };
+        let subject =
+            if target == NodeId::ANY { BROADCAST_GET.to_string() } else { node_subject(&target, "get") };
         let inbox = self.client.new_inbox();
         let mut sub = self.client.subscribe(inbox.clone()).await.map_err(broker)?;
         self.client.publish_with_reply(subject, inbox, req.encode().into()).await.map_err(broker)?;
@@ -225,7 +252,9 @@ impl NatsFabric {
                     answered.insert(reply.addr);
                     found.push((reply.addr, reply.ciphertext));
                 }
-                Status::Ok => tracing::warn!(node = ?reply.node, addr = ?reply.addr, "node sent bytes that do not match the addr; ignored"),
+                Status::Ok => {
+                    tracing::warn!(node = ?reply.node, addr = ?reply.addr, "node sent bytes that do not match the addr; ignored")
+                }
                 _ if target != NodeId::ANY => {
                     answered.insert(reply.addr);
                 }
@@ -236,7 +265,12 @@ impl NatsFabric {
         Ok(found)
     }
 
-    async fn request(&self, subject: String, payload: Vec<u8>, node: NodeId) -> Result<bytes::Bytes, FabricError> {
+    async fn request(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+        node: NodeId,
+    ) -> Result<bytes::Bytes, FabricError> {
         let req = async_nats::Request::new().payload(payload.into()).timeout(Some(self.opts.reply_timeout));
         match self.client.send_request(subject, req).await {
             Ok(m) => Ok(m.payload),
@@ -249,7 +283,13 @@ impl NatsFabric {
         }
     }
 
-    async fn control(&self, purpose: Purpose, node: NodeId, items: &[(Addr, ProofSecret)], lease: u64) -> Result<Vec<(Addr, Status)>, FabricError> {
+    async fn control(
+        &self,
+        purpose: Purpose,
+        node: NodeId,
+        items: &[(Addr, ProofSecret)],
+        lease: u64,
+    ) -> Result<Vec<(Addr, Status)>, FabricError> {
         let mut out = Vec::with_capacity(items.len());
         for batch in items.chunks(MAX_ITEMS) {
             let req = self.proven_request(purpose, node, batch, lease);
@@ -341,7 +381,11 @@ impl ChunkFabric for NatsFabric {
         result
     }
 
-    async fn get(&self, items: &[(Addr, ProofSecret)], hints: &[NodeId]) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+    async fn get(
+        &self,
+        items: &[(Addr, ProofSecret)],
+        hints: &[NodeId],
+    ) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
         let mut remaining: Vec<(Addr, ProofSecret)> = items.to_vec();
         let mut found = Vec::with_capacity(items.len());
         let targets = hints.iter().copied().chain(std::iter::once(NodeId::ANY));
@@ -361,7 +405,13 @@ impl ChunkFabric for NatsFabric {
         Ok(found)
     }
 
-    async fn audit(&self, node: NodeId, addr: Addr, secret: &ProofSecret, len: u64) -> Result<AuditVerdict, FabricError> {
+    async fn audit(
+        &self,
+        node: NodeId,
+        addr: Addr,
+        secret: &ProofSecret,
+        len: u64,
+    ) -> Result<AuditVerdict, FabricError> {
         let mut seed = [0u8; 32];
         crate::domain::random_bytes(&mut seed);
         let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, now_ms());
@@ -383,11 +433,20 @@ impl ChunkFabric for NatsFabric {
         })
     }
 
-    async fn renew(&self, node: NodeId, items: &[(Addr, ProofSecret)], lease_expiry_ms: u64) -> Result<Vec<(Addr, Status)>, FabricError> {
+    async fn renew(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret)],
+        lease_expiry_ms: u64,
+    ) -> Result<Vec<(Addr, Status)>, FabricError> {
         self.control(Purpose::Renew, node, items, lease_expiry_ms).await
     }
 
-    async fn delete(&self, node: NodeId, items: &[(Addr, ProofSecret)]) -> Result<Vec<(Addr, Status)>, FabricError> {
+    async fn delete(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret)],
+    ) -> Result<Vec<(Addr, Status)>, FabricError> {
         self.control(Purpose::Delete, node, items, 0).await
     }
 }

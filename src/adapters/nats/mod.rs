@@ -121,14 +121,20 @@ async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<
 }
 
 /// Creates the store and ack streams, or binds to them (idempotent; drift is logged).
-pub async fn ensure_streams(js: &jetstream::Context, layout: &Layout) -> Result<(stream::Stream, stream::Stream), FabricError> {
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<(stream::Stream, stream::Stream), FabricError> {
     let store = ensure_stream(js, store_stream_config(layout)).await?;
     let acks = ensure_stream(js, ack_stream_config(layout)).await?;
     Ok((store, acks))
 }
 
 /// The shared durable consumer storage nodes pull store requests from.
-pub async fn store_consumer(store: &stream::Stream, layout: &Layout) -> Result<consumer::PullConsumer, FabricError> {
+pub async fn store_consumer(
+    store: &stream::Stream,
+    layout: &Layout,
+) -> Result<consumer::PullConsumer, FabricError> {
     let config = consumer::pull::Config {
         durable_name: Some(STORE_CONSUMER.into()),
         description: Some("all Quloud storage nodes".into()),

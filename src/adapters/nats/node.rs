@@ -67,8 +67,22 @@ pub async fn run_node<S: ChunkStore>(
     let mut tasks = JoinSet::new();
     tasks.spawn(store_loop(svc.clone(), consumer, js.clone(), opts.store_concurrency, cancel.clone()));
     let limit = Arc::new(Semaphore::new(opts.request_concurrency));
-    tasks.spawn(request_loop(svc.clone(), client.clone(), own, Route::Targeted, limit.clone(), cancel.clone()));
-    tasks.spawn(request_loop(svc.clone(), client.clone(), broadcast, Route::Broadcast, limit, cancel.clone()));
+    tasks.spawn(request_loop(
+        svc.clone(),
+        client.clone(),
+        own,
+        Route::Targeted,
+        limit.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(request_loop(
+        svc.clone(),
+        client.clone(),
+        broadcast,
+        Route::Broadcast,
+        limit,
+        cancel.clone(),
+    ));
     tasks.spawn(sweep_loop(svc.clone(), opts.sweep_interval, cancel.clone()));
     while tasks.join_next().await.is_some() {}
     let _ = client.flush().await;
@@ -121,7 +135,11 @@ async fn store_loop<S: ChunkStore>(
     while inflight.join_next().await.is_some() {}
 }
 
-async fn handle_store_message<S: ChunkStore>(svc: Arc<NodeService<S>>, js: jetstream::Context, msg: jetstream::Message) {
+async fn handle_store_message<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    js: jetstream::Context,
+    msg: jetstream::Message,
+) {
     let payload = msg.payload.clone();
     let worker = svc.clone();
     let decision = match tokio::task::spawn_blocking(move || worker.handle_store(&payload, now_ms())).await {
