@@ -25,7 +25,7 @@ async fn quorum_of_three_distinct_nodes_then_retrieve_and_audit() {
     assert_eq!(nodes, fabric.node_ids().into_iter().collect());
     let slots: HashSet<u8> = acks.iter().map(|a| a.slot).collect();
     assert_eq!(slots, HashSet::from([0, 1, 2]));
-    assert!(acks.iter().all(|a| a.verify() && a.addr == chunk.addr));
+    assert!(acks.iter().all(|a| a.verify(&chunk.commitment) && a.addr == chunk.addr));
 
     for n in &nodes {
         let got = owner.get(&[(chunk.addr, keys.proof_secret(&chunk.addr))], &[*n]).await.unwrap();

@@ -143,6 +143,7 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
     let mut forged_ack = StoreAck::sign(
         &quloud::domain::identity::NodeIdentity::generate(),
         good.addr,
+        &good.commitment,
         0,
         now() + 1000,
         now(),
@@ -198,5 +199,40 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
     for n in &fabric.nodes {
         let got = owner.get(&[(good.addr, keys.proof_secret(&good.addr))], &[n.id]).await.unwrap();
         assert_eq!(got.len(), 1, "node still serves");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_replayed_acks_do_not_fake_quorum() {
+    let fabric = Fabric::start(1, "1GiB");
+    let keys = vault(22);
+    let mut opts = test_options(&fabric.url());
+    opts.store_deadline = Duration::from_secs(5);
+    let owner = owner(&keys, opts).await;
+    let client = owner.client().clone();
+    let c = keys.seal(&bytes(40_000, 40));
+    let stranger = quloud::domain::identity::NodeIdentity::generate();
+    let other_commitment = keys.seal(b"something else").commitment;
+    let subject = quloud::adapters::nats::ack_subject(&keys.ack_token());
+    let forge = async {
+        for _ in 0..20 {
+            // Signed over another commitment.
+            let a = StoreAck::sign(&stranger, c.addr, &other_commitment, 1, now() + 86_400_000, now());
+            client.publish(subject.clone(), a.encode().into()).await.unwrap();
+            // Right commitment, but a bad signature.
+            let mut b = StoreAck::sign(&stranger, c.addr, &c.commitment, 1, now() + 86_400_000, now());
+            b.signature[0] ^= 1;
+            client.publish(subject.clone(), b.encode().into()).await.unwrap();
+            // Right commitment, signed, but for an old lease (a replayed ack).
+            let old = StoreAck::sign(&stranger, c.addr, &c.commitment, 1, now() + 1000, now() - 60_000);
+            client.publish(subject.clone(), old.encode().into()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let store = owner.store(Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }, 2);
+    let (result, ()) = tokio::join!(store, forge);
+    match result {
+        Err(quloud::ports::fabric::FabricError::Quorum { got, .. }) => assert_eq!(got, 1),
+        other => panic!("forged acks counted towards quorum: {other:?}"),
     }
 }

@@ -9,12 +9,13 @@ use crate::app::replay::{Freshness, ReplayGuard};
 use crate::domain::audit::{prove_leaves, select_leaves};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
-use crate::domain::proof::{batch_verify, verify, Commitment, ProofContext, Purpose};
+use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose};
 use crate::domain::wire::{
     AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
     MAX_MESSAGE,
 };
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -99,6 +100,10 @@ pub struct NodeService<S> {
     store: Arc<S>,
     policy: NodePolicy,
     replay: Mutex<ReplayGuard>,
+    /// Stand-in commitment for proofs of chunks this node does not hold.
+    dummy: Commitment,
+    /// Addrs being stored right now, so concurrent slots of one chunk never both land here.
+    storing: Mutex<HashSet<Addr>>,
     /// Public counters.
     pub stats: NodeStats,
 }
@@ -107,7 +112,17 @@ impl<S: ChunkStore> NodeService<S> {
     /// A service for identity `id` over `store`, started at `now_ms`.
     pub fn new(id: NodeIdentity, store: Arc<S>, policy: NodePolicy, now_ms: u64) -> Self {
         let replay = Mutex::new(ReplayGuard::new(policy.window_ms, now_ms, policy.replay_capacity));
-        NodeService { id, store, policy, replay, stats: NodeStats::default() }
+        let dummy =
+            ProofSecret::from_seed(&blake3::derive_key("quloud v1 node dummy commitment", &[])).commitment();
+        NodeService {
+            id,
+            store,
+            policy,
+            replay,
+            dummy,
+            storing: Mutex::default(),
+            stats: NodeStats::default(),
+        }
     }
 
     /// This node's id.
@@ -147,13 +162,34 @@ impl<S: ChunkStore> NodeService<S> {
         if !req.verify_addr() {
             return reject(format!("ciphertext does not hash to {:?}", req.addr));
         }
+        if !self.lock_addr(req.addr) {
+            self.stats.declined.fetch_add(1, Ordering::Relaxed);
+            return StoreDecision::Decline("storing this chunk for another slot right now");
+        }
+        let addr = req.addr;
+        let decision = self.store_locked(req, now_ms);
+        self.storing.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+        decision
+    }
+
+    fn lock_addr(&self, addr: Addr) -> bool {
+        self.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(addr)
+    }
+
+    fn store_locked(&self, req: StoreRequest, now_ms: u64) -> StoreDecision {
         match self.store.meta(&req.addr) {
+            Ok(Some(held)) if held.commitment != req.commitment => {
+                // Someone else already stored these bytes under another commitment: never ack
+                // the new commitment for a chunk whose proofs would not match it.
+                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                return StoreDecision::Decline("holds this chunk under another commitment");
+            }
             Ok(Some(held)) if held.slot == req.slot => {
                 let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
                 if lease != held.lease_expiry_ms {
                     let _ = self.store.set_lease(&req.addr, lease);
                 }
-                let ack = StoreAck::sign(&self.id, req.addr, req.slot, lease, now_ms);
+                let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, req.slot, lease, now_ms);
                 return StoreDecision::AlreadyHeld(ack, req.ack_token);
             }
             Ok(Some(_)) => {
@@ -176,7 +212,14 @@ impl<S: ChunkStore> NodeService<S> {
         match self.store.put(&meta, &req.ciphertext) {
             Ok(()) => {
                 self.stats.stored.fetch_add(1, Ordering::Relaxed);
-                let ack = StoreAck::sign(&self.id, req.addr, req.slot, req.lease_expiry_ms, now_ms);
+                let ack = StoreAck::sign(
+                    &self.id,
+                    req.addr,
+                    &req.commitment,
+                    req.slot,
+                    req.lease_expiry_ms,
+                    now_ms,
+                );
                 StoreDecision::Stored(ack, req.ack_token)
             }
             Err(StoreError::Full { .. }) => {
@@ -191,45 +234,53 @@ impl<S: ChunkStore> NodeService<S> {
         }
     }
 
-    fn fresh(&self, request_id: [u8; 16], ts: u64, target: &NodeId, now_ms: u64) -> Result<(), String> {
+    /// Cheap checks before any proof work: addressed to this node (or any) and timely.
+    fn timely(&self, ts: u64, target: &NodeId, now_ms: u64) -> Result<(), String> {
         if *target != self.id.id() && *target != NodeId::ANY {
             return Err(format!("addressed to another node {target:?}"));
         }
+        let guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+        guard.timely(ts, now_ms).map_err(|e: Freshness| e.to_string())
+    }
+
+    /// Records a request id once at least one of its proofs verified, so strangers cannot fill
+    /// the replay memory with proof-less requests; a second use of the id is refused.
+    fn remember(&self, request_id: [u8; 16], ts: u64, now_ms: u64) -> Result<(), String> {
         let mut guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
         guard.check(request_id, ts, now_ms).map_err(|e: Freshness| e.to_string())
     }
 
-    /// Looks up commitments and verifies the proofs of `items`; returns per-item "proven" flags.
-    /// Unheld chunks and failed proofs both come back false, so a stranger cannot tell them apart.
-    fn prove_items(
-        &self,
-        items: &[(Addr, ProofContext, crate::domain::proof::Proof)],
-    ) -> Vec<Option<StoredChunk>> {
+    /// Looks up commitments and verifies the proofs of `items`; returns the index entry of each
+    /// item whose proof verified. Unheld chunks and failed proofs both come back `None`, and an
+    /// unheld chunk's proof is checked against a dummy commitment so the work (and time) spent
+    /// does not reveal which chunks this node holds.
+    fn prove_items(&self, items: &[(Addr, ProofContext, Proof)]) -> Vec<Option<StoredChunk>> {
         let metas: Vec<Option<StoredChunk>> =
             items.iter().map(|(a, _, _)| self.store.meta(a).ok().flatten()).collect();
-        let batch: Vec<(Commitment, ProofContext, _)> = items
+        let batch: Vec<(Commitment, ProofContext, Proof)> = items
             .iter()
             .zip(&metas)
-            .filter_map(|((_, ctx, p), m)| m.map(|m| (m.commitment, *ctx, *p)))
+            .map(|((_, ctx, p), m)| (m.map_or(self.dummy, |m| m.commitment), *ctx, *p))
             .collect();
         let all_ok = batch_verify(&batch).is_ok();
-        items
+        batch
             .iter()
             .zip(metas)
-            .map(|((_, ctx, p), m)| {
-                let m = m?;
-                if all_ok || verify(&m.commitment, ctx, p).is_ok() {
-                    Some(m)
-                } else {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    None
+            .map(|((c, ctx, p), m)| {
+                let ok = all_ok || verify(c, ctx, p).is_ok();
+                match m {
+                    Some(m) if ok => Some(m),
+                    _ => {
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
                 }
             })
             .collect()
     }
 
-    /// Handles a get, renew or delete request.
-    pub fn handle_proven(&self, bytes: &[u8], route: Route, now_ms: u64) -> ProvenOutcome {
+    /// Handles a get, renew or delete request that arrived on the subject for `expected`.
+    pub fn handle_proven(&self, bytes: &[u8], route: Route, expected: Purpose, now_ms: u64) -> ProvenOutcome {
         let req = match ProvenRequest::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -237,16 +288,30 @@ impl<S: ChunkStore> NodeService<S> {
                 return ProvenOutcome::Silent;
             }
         };
-        if route == Route::Broadcast && req.target != NodeId::ANY {
-            self.drop_msg("broadcast request", "carries a specific target");
+        if req.purpose != expected {
+            self.drop_msg("proven request", "purpose does not match the subject");
             return ProvenOutcome::Silent;
         }
-        if let Err(why) = self.fresh(req.request_id.0, req.timestamp_ms, &req.target, now_ms) {
+        if route == Route::Broadcast && (req.target != NodeId::ANY || req.purpose != Purpose::Get) {
+            self.drop_msg("broadcast request", "only untargeted gets may be broadcast");
+            return ProvenOutcome::Silent;
+        }
+        if req.items.is_empty() {
+            self.drop_msg("proven request", "no items");
+            return ProvenOutcome::Silent;
+        }
+        if let Err(why) = self.timely(req.timestamp_ms, &req.target, now_ms) {
             self.drop_msg("proven request", why);
             return ProvenOutcome::Silent;
         }
         let items: Vec<_> = req.items.iter().map(|it| (it.addr, req.context(&it.addr), it.proof)).collect();
         let proven = self.prove_items(&items);
+        if proven.iter().any(Option::is_some) {
+            if let Err(why) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
+                self.drop_msg("proven request", why);
+                return ProvenOutcome::Silent;
+            }
+        }
         match req.purpose {
             Purpose::Get => ProvenOutcome::Get(
                 req.items.iter().zip(proven).map(|(it, m)| (it.addr, m.is_some())).collect(),
@@ -333,7 +398,7 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg("audit request", "not addressed to this node");
             return None;
         }
-        if let Err(why) = self.fresh(req.request_id.0, req.timestamp_ms, &req.target, now_ms) {
+        if let Err(why) = self.timely(req.timestamp_ms, &req.target, now_ms) {
             self.drop_msg("audit request", why);
             return None;
         }
@@ -342,6 +407,10 @@ impl<S: ChunkStore> NodeService<S> {
         let Some(Some(_)) = proven.first() else {
             return sign(Status::NotFound, Vec::new());
         };
+        if let Err(why) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
+            self.drop_msg("audit request", why);
+            return None;
+        }
         let Some(ct) = self.read_verified(&req.addr) else {
             return sign(Status::NotFound, Vec::new());
         };

@@ -64,7 +64,8 @@ fn store_then_redelivery_is_idempotent_and_other_slot_declined() {
     let (svc, keys) = setup(1 << 20);
     let (req, bytes) = store_req(&keys, b"chunk", 0);
     let StoreDecision::Stored(ack, _) = svc.handle_store(&bytes, NOW) else { panic!("not stored") };
-    assert!(ack.verify());
+    assert!(ack.verify(&req.commitment));
+    assert!(!ack.verify(&keys.seal(b"other").commitment));
     assert_eq!((ack.addr, ack.slot, ack.node), (req.addr, 0, svc.node_id()));
     assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::AlreadyHeld(..)));
     let (_, other_slot) = store_req(&keys, b"chunk", 1);
@@ -104,35 +105,56 @@ fn get_needs_a_fresh_valid_proof_for_that_chunk() {
 
     let ok = get_req(&keys, me, &[a.addr, b.addr], NOW);
     assert_eq!(
-        statuses_on(&svc, Route::Targeted, svc.handle_proven(&ok.encode(), Route::Targeted, NOW)),
+        statuses_on(&svc, Route::Targeted, svc.handle_proven(&ok.encode(), Route::Targeted, ok.purpose, NOW)),
         vec![Status::Ok, Status::Ok]
     );
     // Replay of the same request.
-    assert!(matches!(svc.handle_proven(&ok.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
+    assert!(matches!(
+        svc.handle_proven(&ok.encode(), Route::Targeted, ok.purpose, NOW),
+        ProvenOutcome::Silent
+    ));
     // Stale.
     let stale = get_req(&keys, me, &[a.addr], NOW - 10 * 60_000);
-    assert!(matches!(svc.handle_proven(&stale.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
+    assert!(matches!(
+        svc.handle_proven(&stale.encode(), Route::Targeted, stale.purpose, NOW),
+        ProvenOutcome::Silent
+    ));
     // Proof for another chunk.
     let mut other = get_req(&keys, me, &[b.addr], NOW);
     other.items[0].addr = a.addr;
     assert_eq!(
-        statuses_on(&svc, Route::Targeted, svc.handle_proven(&other.encode(), Route::Targeted, NOW)),
+        statuses_on(
+            &svc,
+            Route::Targeted,
+            svc.handle_proven(&other.encode(), Route::Targeted, other.purpose, NOW)
+        ),
         vec![Status::NotFound]
     );
     // Forged: a stranger's key.
     let stranger = MasterKey::from_bytes([5; 32]).derive();
     let forged = get_req(&stranger, me, &[a.addr], NOW);
     assert_eq!(
-        statuses_on(&svc, Route::Targeted, svc.handle_proven(&forged.encode(), Route::Targeted, NOW)),
+        statuses_on(
+            &svc,
+            Route::Targeted,
+            svc.handle_proven(&forged.encode(), Route::Targeted, forged.purpose, NOW)
+        ),
         vec![Status::NotFound]
     );
     // Addressed to another node.
     let elsewhere = get_req(&keys, NodeId([9; 32]), &[a.addr], NOW);
-    assert!(matches!(svc.handle_proven(&elsewhere.encode(), Route::Targeted, NOW), ProvenOutcome::Silent));
+    assert!(matches!(
+        svc.handle_proven(&elsewhere.encode(), Route::Targeted, elsewhere.purpose, NOW),
+        ProvenOutcome::Silent
+    ));
     // A stranger cannot tell "held" from "not held": both read NotFound.
     let absent = get_req(&stranger, me, &[Addr([1; 32])], NOW);
     assert_eq!(
-        statuses_on(&svc, Route::Targeted, svc.handle_proven(&absent.encode(), Route::Targeted, NOW)),
+        statuses_on(
+            &svc,
+            Route::Targeted,
+            svc.handle_proven(&absent.encode(), Route::Targeted, absent.purpose, NOW)
+        ),
         vec![Status::NotFound]
     );
     assert!(svc.stats.refused.load(Ordering::Relaxed) >= 2);
@@ -145,11 +167,18 @@ fn broadcast_answers_only_what_is_held() {
     svc.handle_store(&bytes, NOW);
     let req = get_req(&keys, NodeId::ANY, &[a.addr, Addr([3; 32])], NOW);
     assert_eq!(
-        statuses_on(&svc, Route::Broadcast, svc.handle_proven(&req.encode(), Route::Broadcast, NOW)),
+        statuses_on(
+            &svc,
+            Route::Broadcast,
+            svc.handle_proven(&req.encode(), Route::Broadcast, req.purpose, NOW)
+        ),
         vec![Status::Ok]
     );
     let targeted = get_req(&keys, svc.node_id(), &[a.addr], NOW);
-    assert!(matches!(svc.handle_proven(&targeted.encode(), Route::Broadcast, NOW), ProvenOutcome::Silent));
+    assert!(matches!(
+        svc.handle_proven(&targeted.encode(), Route::Broadcast, targeted.purpose, NOW),
+        ProvenOutcome::Silent
+    ));
 }
 
 fn audit_req(keys: &VaultKeys, target: NodeId, addr: Addr) -> AuditRequest {
@@ -183,7 +212,8 @@ fn renew_and_delete_need_proofs() {
     renew.lease_expiry_ms = NOW + 3_600_000;
     let proof = prove(&keys.proof_secret(&a.addr), &renew.context(&a.addr));
     renew.items.push(ProvenItem { addr: a.addr, proof });
-    let ProvenOutcome::Control(r) = svc.handle_proven(&renew.encode(), Route::Targeted, NOW) else {
+    let ProvenOutcome::Control(r) = svc.handle_proven(&renew.encode(), Route::Targeted, renew.purpose, NOW)
+    else {
         panic!()
     };
     assert!(r.verify());
@@ -195,7 +225,10 @@ fn renew_and_delete_need_proofs() {
     let mut del = get.clone();
     del.purpose = Purpose::Delete;
     del.request_id = RequestId::random();
-    let ProvenOutcome::Control(r) = svc.handle_proven(&del.encode(), Route::Targeted, NOW) else { panic!() };
+    let ProvenOutcome::Control(r) = svc.handle_proven(&del.encode(), Route::Targeted, del.purpose, NOW)
+    else {
+        panic!()
+    };
     assert_eq!(r.results, vec![(a.addr, Status::NotFound)]);
     assert!(svc.store().meta(&a.addr).unwrap().is_some());
 
@@ -203,7 +236,10 @@ fn renew_and_delete_need_proofs() {
     del.purpose = Purpose::Delete;
     let proof = prove(&keys.proof_secret(&a.addr), &del.context(&a.addr));
     del.items.push(ProvenItem { addr: a.addr, proof });
-    let ProvenOutcome::Control(r) = svc.handle_proven(&del.encode(), Route::Targeted, NOW) else { panic!() };
+    let ProvenOutcome::Control(r) = svc.handle_proven(&del.encode(), Route::Targeted, del.purpose, NOW)
+    else {
+        panic!()
+    };
     assert_eq!(r.results, vec![(a.addr, Status::Ok)]);
     assert!(svc.store().meta(&a.addr).unwrap().is_none());
 }
@@ -231,8 +267,47 @@ fn random_bytes_on_every_handler_never_panic() {
         let i = (state as usize) % m.len();
         m[i] ^= (state >> 32) as u8 | 1;
         let _ = svc.handle_store(&m, NOW);
-        let _ = svc.handle_proven(&m[..i], Route::Targeted, NOW);
+        let _ = svc.handle_proven(&m[..i], Route::Targeted, Purpose::Get, NOW);
         let _ = svc.handle_audit(&m[..i], NOW);
     }
     let _ = AckToken([0; 16]);
+}
+
+#[test]
+fn purpose_must_match_the_subject_and_broadcast_is_get_only() {
+    let (svc, keys) = setup(1 << 20);
+    let (a, bytes) = store_req(&keys, b"x", 0);
+    svc.handle_store(&bytes, NOW);
+    let del =
+        ProvenRequest::build(Purpose::Delete, NodeId::ANY, NOW, 0, &[(a.addr, keys.proof_secret(&a.addr))]);
+    assert!(matches!(
+        svc.handle_proven(&del.encode(), Route::Targeted, Purpose::Get, NOW),
+        ProvenOutcome::Silent
+    ));
+    assert!(matches!(
+        svc.handle_proven(&del.encode(), Route::Broadcast, Purpose::Delete, NOW),
+        ProvenOutcome::Silent
+    ));
+    assert!(svc.store().meta(&a.addr).unwrap().is_some());
+}
+
+#[test]
+fn proofless_requests_do_not_consume_replay_memory() {
+    let svc = NodeService::new(
+        NodeIdentity::generate(),
+        Arc::new(MemoryChunkStore::new(1 << 20)),
+        NodePolicy { replay_capacity: 4, ..NodePolicy::default() },
+        NOW - 1000,
+    );
+    let keys = MasterKey::from_bytes([4; 32]).derive();
+    let (a, bytes) = store_req(&keys, b"y", 0);
+    svc.handle_store(&bytes, NOW);
+    let stranger = MasterKey::from_bytes([8; 32]).derive();
+    for _ in 0..50 {
+        let junk = get_req(&stranger, svc.node_id(), &[a.addr], NOW);
+        svc.handle_proven(&junk.encode(), Route::Targeted, Purpose::Get, NOW);
+    }
+    let ok = get_req(&keys, svc.node_id(), &[a.addr], NOW);
+    let out = svc.handle_proven(&ok.encode(), Route::Targeted, Purpose::Get, NOW);
+    assert_eq!(statuses_on(&svc, Route::Targeted, out), vec![Status::Ok]);
 }

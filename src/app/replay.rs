@@ -40,11 +40,18 @@ impl ReplayGuard {
         ReplayGuard { window_ms, started_ms, capacity, seen: HashMap::new() }
     }
 
-    /// Checks freshness and records the id; `Ok` means "first time seen, within the window".
-    pub fn check(&mut self, request_id: [u8; 16], ts: u64, now: u64) -> Result<(), Freshness> {
-        if ts + self.window_ms < now || ts > now + self.window_ms || ts < self.started_ms {
+    /// Whether `ts` is within the window of `now` and not older than the node's start.
+    pub fn timely(&self, ts: u64, now: u64) -> Result<(), Freshness> {
+        let w = self.window_ms;
+        if ts.saturating_add(w) < now || ts > now.saturating_add(w) || ts < self.started_ms {
             return Err(Freshness::Stale { ts, now });
         }
+        Ok(())
+    }
+
+    /// Checks freshness and records the id; `Ok` means "first time seen, within the window".
+    pub fn check(&mut self, request_id: [u8; 16], ts: u64, now: u64) -> Result<(), Freshness> {
+        self.timely(ts, now)?;
         if self.seen.len() >= self.capacity {
             self.seen.retain(|_, exp| *exp >= now);
             if self.seen.len() >= self.capacity {
@@ -52,7 +59,7 @@ impl ReplayGuard {
             }
         }
         // Remember until the timestamp can no longer pass the window check.
-        let forget_at = ts + self.window_ms;
+        let forget_at = ts.saturating_add(self.window_ms);
         match self.seen.insert(request_id, forget_at) {
             Some(_) => Err(Freshness::Replayed),
             None => Ok(()),

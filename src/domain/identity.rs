@@ -4,7 +4,7 @@
 //! records, the key that seals chunk bodies and the key that turns addrs into file names.
 
 use crate::domain::ids::{Addr, NodeId};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use std::fmt;
 
 /// Length of an encoded identity (signing seed + at-rest key).
@@ -81,7 +81,7 @@ impl fmt::Debug for NodeIdentity {
 /// Checks a node's signature over `msg`.
 pub fn verify_signature(node: &NodeId, msg: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
     match VerifyingKey::from_bytes(&node.0) {
-        Ok(vk) => vk.verify(msg, &Signature::from_bytes(sig)).is_ok(),
+        Ok(vk) => vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok(),
         Err(_) => false,
     }
 }

@@ -267,27 +267,49 @@ pub struct StoreAck {
 }
 
 impl StoreAck {
-    fn signed_bytes(node: &NodeId, addr: &Addr, slot: u8, lease: u64, at: u64) -> Vec<u8> {
+    fn signed_bytes(
+        node: &NodeId,
+        addr: &Addr,
+        commitment: &Commitment,
+        slot: u8,
+        lease: u64,
+        at: u64,
+    ) -> Vec<u8> {
         let mut v = b"quloud v1 store ack".to_vec();
         v.extend_from_slice(&node.0);
         v.extend_from_slice(&addr.0);
+        v.extend_from_slice(&commitment.to_bytes());
         v.push(slot);
         v.extend_from_slice(&lease.to_le_bytes());
         v.extend_from_slice(&at.to_le_bytes());
         v
     }
 
-    /// Creates and signs an ack.
-    pub fn sign(id: &NodeIdentity, addr: Addr, slot: u8, lease_expiry_ms: u64, now_ms: u64) -> Self {
+    /// Creates and signs an ack. The signature also covers the commitment the node stored (which
+    /// is not sent back: the owner checks the ack against the commitment it published).
+    pub fn sign(
+        id: &NodeIdentity,
+        addr: Addr,
+        commitment: &Commitment,
+        slot: u8,
+        lease_expiry_ms: u64,
+        now_ms: u64,
+    ) -> Self {
         let node = id.id();
-        let signature = id.sign(&Self::signed_bytes(&node, &addr, slot, lease_expiry_ms, now_ms));
+        let signature = id.sign(&Self::signed_bytes(&node, &addr, commitment, slot, lease_expiry_ms, now_ms));
         StoreAck { node, addr, slot, lease_expiry_ms, signed_at_ms: now_ms, signature }
     }
 
-    /// Whether the signature is the node's over these fields.
-    pub fn verify(&self) -> bool {
-        let msg =
-            Self::signed_bytes(&self.node, &self.addr, self.slot, self.lease_expiry_ms, self.signed_at_ms);
+    /// Whether the signature is the node's over these fields and `commitment`.
+    pub fn verify(&self, commitment: &Commitment) -> bool {
+        let msg = Self::signed_bytes(
+            &self.node,
+            &self.addr,
+            commitment,
+            self.slot,
+            self.lease_expiry_ms,
+            self.signed_at_ms,
+        );
         verify_signature(&self.node, &msg, &self.signature)
     }
 

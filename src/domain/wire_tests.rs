@@ -70,7 +70,9 @@ fn samples() -> Vec<(Vec<u8>, Accepts)> {
     let id = NodeIdentity::generate();
     vec![
         (store().encode(), |b| StoreRequest::decode(b).is_ok()),
-        (StoreAck::sign(&id, Addr([1; 32]), 1, 2, 3).encode(), |b| StoreAck::decode(b).is_ok()),
+        (StoreAck::sign(&id, Addr([1; 32]), &secret().commitment(), 1, 2, 3).encode(), |b| {
+            StoreAck::decode(b).is_ok()
+        }),
         (proven().encode(), |b| ProvenRequest::decode(b).is_ok()),
         (
             GetReply { node: id.id(), addr: Addr([1; 32]), status: Status::Ok, ciphertext: vec![1, 2, 3] }
@@ -104,17 +106,20 @@ fn round_trips() {
 #[test]
 fn signatures_cover_every_field() {
     let id = NodeIdentity::generate();
-    let ack = StoreAck::sign(&id, Addr([1; 32]), 1, 2, 3);
-    assert!(ack.verify());
-    for tweak in 0..4 {
+    let c = secret().commitment();
+    let ack = StoreAck::sign(&id, Addr([1; 32]), &c, 1, 2, 3);
+    assert!(ack.verify(&c));
+    assert!(!ack.verify(&ProofSecret::from_seed(&[6; 32]).commitment()), "commitment not covered");
+    for tweak in 0..5 {
         let mut bad = ack.clone();
         match tweak {
             0 => bad.addr.0[0] ^= 1,
             1 => bad.slot ^= 1,
             2 => bad.lease_expiry_ms += 1,
+            3 => bad.signed_at_ms += 1,
             _ => bad.node = NodeIdentity::generate().id(),
         }
-        assert!(!bad.verify(), "tweak {tweak} not covered by the signature");
+        assert!(!bad.verify(&c), "tweak {tweak} not covered by the signature");
     }
     let mut reply = audit_reply();
     reply.proofs[0].leaf[0] ^= 1;

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::domain::audit::verify_audit;
 use crate::domain::ids::{AckToken, Addr, NodeId};
-use crate::domain::proof::{ProofSecret, Purpose};
+use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::unix_ms;
 use crate::domain::wire::{
     AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
@@ -58,9 +58,14 @@ impl FabricOptions {
     }
 }
 
+/// Acks collected for one chunk being stored. Shared by concurrent `store` calls of the same
+/// addr (dedup inside a vault), removed when the last of them finishes.
 struct Pending {
+    commitment: Commitment,
+    min_lease_ms: u64,
     acks: HashMap<NodeId, StoreAck>,
     changed: watch::Sender<usize>,
+    users: usize,
 }
 
 type PendingMap = Arc<Mutex<HashMap<Addr, Pending>>>;
@@ -163,10 +168,10 @@ impl NatsFabric {
         &self,
         chunk: Publish<'_>,
         replicas: usize,
+        lease: u64,
         mut rx: watch::Receiver<usize>,
     ) -> Result<Vec<StoreAck>, FabricError> {
         let deadline = Instant::now() + self.opts.store_deadline;
-        let lease = now_ms() + self.opts.lease.as_millis() as u64;
         let mut attempt = 0u32;
         loop {
             let (distinct, claimed) = self.snapshot(&chunk.addr);
@@ -237,6 +242,10 @@ impl NatsFabric {
                 Ok(Some(m)) => m,
                 _ => break,
             };
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                tracing::debug!(node = ?target, "no node listening; not waiting for it");
+                break;
+            }
             let reply = match GetReply::decode(&msg.payload) {
                 Ok(r) => r,
                 Err(e) => {
@@ -245,6 +254,10 @@ impl NatsFabric {
                 }
             };
             if !wanted.contains(&reply.addr) || answered.contains(&reply.addr) {
+                continue;
+            }
+            if target != NodeId::ANY && reply.node != target {
+                tracing::warn!(from = ?reply.node, "get reply from a node that was not asked; ignored");
                 continue;
             }
             match reply.status {
@@ -340,8 +353,7 @@ async fn ack_loop(
                 m = messages.next() => match m { Some(Ok(m)) => m, Some(Err(_)) => continue, None => break },
             };
             match StoreAck::decode(&msg.payload) {
-                Ok(ack) if ack.verify() => deliver(&pending, &unsolicited, ack).await,
-                Ok(_) => tracing::warn!("store ack with a bad signature dropped"),
+                Ok(ack) => deliver(&pending, &unsolicited, ack).await,
                 Err(e) => tracing::warn!(error = %e, "malformed store ack dropped"),
             }
             if let Err(e) = msg.ack().await {
@@ -351,10 +363,20 @@ async fn ack_loop(
     }
 }
 
+/// Records a verified ack for a chunk being stored; acks for other chunks go to `unsolicited`
+/// unverified (the receiver checks them against the commitment it recorded).
 async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAck>>, ack: StoreAck) {
     {
         let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get_mut(&ack.addr) {
+            if !ack.verify(&p.commitment) {
+                tracing::warn!(node = ?ack.node, addr = ?ack.addr, "store ack with a bad signature dropped");
+                return;
+            }
+            if ack.lease_expiry_ms < p.min_lease_ms {
+                tracing::warn!(node = ?ack.node, "store ack for an older lease (a replay?) ignored");
+                return;
+            }
             p.acks.entry(ack.node).or_insert(ack);
             let n = p.acks.len();
             p.changed.send_replace(n);
@@ -369,15 +391,27 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
 impl ChunkFabric for NatsFabric {
     async fn store(&self, chunk: Publish<'_>, replicas: usize) -> Result<Vec<StoreAck>, FabricError> {
         let _slot = self.store_slots.acquire().await.map_err(broker)?;
+        let lease = now_ms() + self.opts.lease.as_millis() as u64;
         let rx = {
             let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let p = map
-                .entry(chunk.addr)
-                .or_insert_with(|| Pending { acks: HashMap::new(), changed: watch::channel(0).0 });
+            let p = map.entry(chunk.addr).or_insert_with(|| Pending {
+                commitment: chunk.commitment,
+                min_lease_ms: lease,
+                acks: HashMap::new(),
+                changed: watch::channel(0).0,
+                users: 0,
+            });
+            p.users += 1;
             p.changed.subscribe()
         };
-        let result = self.store_inner(chunk, replicas, rx).await;
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&chunk.addr);
+        let result = self.store_inner(chunk, replicas, lease, rx).await;
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get_mut(&chunk.addr) {
+            p.users -= 1;
+            if p.users == 0 {
+                map.remove(&chunk.addr);
+            }
+        }
         result
     }
 

@@ -38,11 +38,15 @@ pub struct Layout {
     pub stream_replicas: usize,
     /// Bytes of pending store requests the broker may hold.
     pub store_max_bytes: i64,
+    /// Keep pending store requests in broker memory rather than on its disk. The owner keeps
+    /// every chunk staged until it is quorum-durable and re-publishes what is not acknowledged,
+    /// so a broker restart loses no data, and the broker's disk is not written twice per replica.
+    pub store_in_memory: bool,
 }
 
 impl Default for Layout {
     fn default() -> Self {
-        Layout { stream_replicas: 1, store_max_bytes: 4 << 30 }
+        Layout { stream_replicas: 1, store_max_bytes: 1 << 30, store_in_memory: true }
     }
 }
 
@@ -67,7 +71,7 @@ fn store_stream_config(layout: &Layout) -> stream::Config {
         description: Some("Quloud store requests (one message per replica slot)".into()),
         subjects: vec![STORE_SUBJECT.into()],
         retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
+        storage: if layout.store_in_memory { stream::StorageType::Memory } else { stream::StorageType::File },
         discard: stream::DiscardPolicy::New,
         max_bytes: layout.store_max_bytes,
         max_age: Duration::from_secs(24 * 3600),

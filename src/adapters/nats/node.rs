@@ -3,6 +3,7 @@
 
 use super::{ack_subject, connect, ensure_streams, store_consumer, Layout, BROADCAST_GET};
 use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision};
+use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
 use crate::ports::chunk_store::ChunkStore;
 use crate::ports::fabric::FabricError;
@@ -90,6 +91,9 @@ pub async fn run_node<S: ChunkStore>(
     Ok(())
 }
 
+/// Pulls store requests with short one-shot fetches sized to the free handler slots, so a node
+/// never sits on messages it cannot process and a declined (nak'ed) slot is offered to the other
+/// nodes within a fraction of a second.
 async fn store_loop<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
     consumer: jetstream::consumer::PullConsumer,
@@ -99,37 +103,43 @@ async fn store_loop<S: ChunkStore>(
 ) {
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut inflight = JoinSet::new();
-    'outer: while !cancel.is_cancelled() {
-        let mut messages = match consumer.stream().max_messages_per_batch(concurrency).messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot pull store requests; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+    while !cancel.is_cancelled() {
+        while inflight.try_join_next().is_some() {}
+        let Ok(first) = limit.clone().acquire_owned().await else { break };
+        let mut permits = vec![first];
+        while let Ok(p) = limit.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let fetch =
+            consumer.fetch().max_messages(permits.len()).expires(Duration::from_millis(500)).messages();
+        let mut batch = tokio::select! {
+            _ = cancel.cancelled() => break,
+            b = fetch => match b {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pull store requests; retrying");
+                    drop(permits);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
                 }
-            }
+            },
         };
-        loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => break 'outer,
-                n = messages.next() => n,
-            };
+        while let Some(next) = tokio::select! { _ = cancel.cancelled() => None, n = batch.next() => n } {
             let msg = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "store pull stream hiccup");
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "store fetch hiccup");
                     continue;
                 }
-                None => break,
             };
-            let Ok(permit) = limit.clone().acquire_owned().await else { break 'outer };
+            let Some(permit) = permits.pop() else { break };
             let (svc, js) = (svc.clone(), js.clone());
             inflight.spawn(async move {
                 handle_store_message(svc, js, msg).await;
                 drop(permit);
             });
-            while inflight.try_join_next().is_some() {}
         }
     }
     while inflight.join_next().await.is_some() {}
@@ -142,6 +152,7 @@ async fn handle_store_message<S: ChunkStore>(
 ) {
     let payload = msg.payload.clone();
     let worker = svc.clone();
+    let started = std::time::Instant::now();
     let decision = match tokio::task::spawn_blocking(move || worker.handle_store(&payload, now_ms())).await {
         Ok(d) => d,
         Err(e) => {
@@ -150,6 +161,7 @@ async fn handle_store_message<S: ChunkStore>(
             return;
         }
     };
+    let handled = started.elapsed();
     let outcome = match decision {
         StoreDecision::Stored(ack, token) | StoreDecision::AlreadyHeld(ack, token) => {
             // The signed ack must be durable in the ack stream before the request is acknowledged.
@@ -157,6 +169,7 @@ async fn handle_store_message<S: ChunkStore>(
                 Ok(fut) => fut.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            tracing::debug!(?handled, total = ?started.elapsed(), addr = ?ack.addr, slot = ack.slot, "stored and acked");
             match published {
                 Ok(()) => msg.ack().await,
                 Err(e) => {
@@ -220,11 +233,13 @@ async fn answer<S: ChunkStore>(
         "audit" if route == Route::Targeted => {
             worker.handle_audit(&payload, now_ms()).map(|r| Answer::Single(r.encode()))
         }
-        "get" | "renew" | "delete" => match worker.handle_proven(&payload, route, now_ms()) {
-            ProvenOutcome::Silent => None,
-            ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
-            ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
-        },
+        "get" | "renew" | "delete" => {
+            match worker.handle_proven(&payload, route, purpose_of(&op), now_ms()) {
+                ProvenOutcome::Silent => None,
+                ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
+                ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
+            }
+        }
         other => {
             worker.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(op = other, "request for unknown operation dropped");
@@ -250,6 +265,14 @@ async fn answer<S: ChunkStore>(
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "request handler failed"),
+    }
+}
+
+fn purpose_of(op: &str) -> Purpose {
+    match op {
+        "renew" => Purpose::Renew,
+        "delete" => Purpose::Delete,
+        _ => Purpose::Get,
     }
 }
 
