@@ -44,11 +44,16 @@ log() { echo "== $*" >&2; }
 
 now() { date +%s.%N; }
 
-# CPU seconds (user+sys) a process has used so far.
+# CPU seconds "user sys" a process has used so far.
 cpu_secs() {
     local hz
     hz=$(getconf CLK_TCK)
-    awk -v hz="$hz" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+    awk -v hz="$hz" '{ sub(/^.*\) /, ""); print $12 / hz, $13 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0 0
+}
+
+# "user/sys" seconds between two cpu_secs readings.
+cpu_delta() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f user + %.2f sys", y[1] - x[1], y[2] - x[2] }'
 }
 
 free_port() {
@@ -122,7 +127,7 @@ for run in $(seq 1 "$RUNS"); do
         JSON=$(/usr/bin/time -f '%U %S %M' -o "$TMP/check.time" \
             "$BIN" check --nats "$URL" --size "$SIZE" --replicas "$REPLICAS" --json)
         read -r cu cs cmax <"$TMP/check.time"
-        CHECK_CPU=$(awk -v u="$cu" -v s="$cs" 'BEGIN { printf "%.2f", u + s }')
+        CHECK_CPU="$cu user + $cs sys"
         CHECK_RSS="$((cmax / 1024)) MiB"
     else
         JSON=$("$BIN" check --nats "$URL" --size "$SIZE" --replicas "$REPLICAS" --json)
@@ -140,10 +145,10 @@ for run in $(seq 1 "$RUNS"); do
         printf '  cpu seconds during the check (wall %ss incl. data generation, 2 cores => %ss available):\n' \
             "$WALL" "$(awk -v w="$WALL" 'BEGIN { printf "%.1f", 2 * w }')"
         printf '    check      %s (max rss %s)\n' "$CHECK_CPU" "$CHECK_RSS"
-        printf '    nats       %.2f\n' "$(awk -v a="${before[nats]}" -v b="$(cpu_secs "$NATS_PID")" 'BEGIN { print b - a }')"
+        printf '    nats       %s\n' "$(cpu_delta "${before[nats]}" "$(cpu_secs "$NATS_PID")")"
         for i in "${!NODE_PIDS[@]}"; do
             n=node$((i + 1))
-            printf '    %-10s %.2f\n' "$n" "$(awk -v a="${before[$n]}" -v b="$(cpu_secs "${NODE_PIDS[$i]}")" 'BEGIN { print b - a }')"
+            printf '    %-10s %s\n' "$n" "$(cpu_delta "${before[$n]}" "$(cpu_secs "${NODE_PIDS[$i]}")")"
         done
         printf '  jetstream store dir now: %s\n' "$(du -sh "$TMP/js" | cut -f1)"
     } >&2
