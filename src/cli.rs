@@ -40,8 +40,18 @@ pub enum Command {
     /// The node never sees plaintext, paths or owner identities. It prints its node id at start
     /// and runs until SIGINT/SIGTERM.
     Node(NodeArgs),
+    /// Mount the vault at MOUNTPOINT: files written there are chunked, encrypted and stored on
+    /// the fabric in the background; reads come back through a local cache.
+    ///
+    /// Runs until SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT`, then unmounts cleanly. Works
+    /// offline: with the broker unreachable it serves cached and staged data, accepts writes and
+    /// uploads them once the broker is back.
+    Mount(MountArgs),
+    /// Show files, bytes and chunks pending upload / durable / degraded, and replicas per node.
+    Status(StatusArgs),
     /// Start a one-machine fabric: nats-server with JetStream on a free port plus K storage
-    /// nodes, all under --home; check it with a store/retrieve round trip, then serve until Ctrl-C.
+    /// nodes, all under --home; check it with a store/retrieve round trip; then mount the vault
+    /// at MOUNTPOINT (if given) and serve until Ctrl-C.
     Up(UpArgs),
     /// Check a fabric end to end: store random data with quorum, read it back with proofs, audit
     /// every replica, and report throughput.
@@ -91,15 +101,60 @@ pub struct NodeArgs {
     pub store_concurrency: usize,
 }
 
+/// `quloud mount …`
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// Where to mount the vault (an existing empty directory).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Broker connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Mount options shared with `quloud up`.
+    #[command(flatten)]
+    pub opts: MountOpts,
+}
+
+/// Options of a mount.
+#[derive(Debug, Clone, Args)]
+pub struct MountOpts {
+    /// Replicas per chunk (N): a chunk is durable once N distinct nodes acknowledged it.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub replicas: usize,
+    /// Memory for decrypted chunks (the read cache).
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Let other users access the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Make fsync wait until the file's chunks are quorum-durable (default: durable on local disk).
+    #[arg(long)]
+    pub sync_quorum: bool,
+    /// Stay in the foreground (the mount always does; accepted for fstab/systemd compatibility).
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+/// `quloud status …`
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `quloud up …`
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
+    /// Mount the vault here once the fabric is up (omit to run only the fabric).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: Option<PathBuf>,
+    /// Options for the mount.
+    #[command(flatten)]
+    pub mount: MountOpts,
     /// Number of local storage nodes.
     #[arg(long, default_value_t = 3, value_name = "K")]
     pub nodes: usize,
-    /// Replicas per chunk (N).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub replicas: usize,
     /// Capacity of each local node.
     #[arg(long, default_value = "10GiB", value_name = "SIZE", value_parser = parse_size)]
     pub node_capacity: u64,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 mod check;
 mod files;
+mod mount;
 mod up;
 
 pub use check::{run_check, CheckReport};
@@ -28,6 +29,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { reveal, qr }) => key_show(&home, reveal, qr),
         Command::Node(args) => node(args).await,
         Command::Up(args) => up::up(&home, args).await,
+        Command::Mount(args) => mount::mount(&home, &args.nats.nats, &args.mountpoint, &args.opts).await,
+        Command::Status(args) => mount::status(&home, args.json).await,
         Command::Check(args) => check(args).await,
     }
 }

@@ -28,6 +28,26 @@ pub fn chunk_ranges(data: &[u8], seed: u64) -> impl Iterator<Item = Range<usize>
         .map(|c| c.offset..c.offset + c.length)
 }
 
+/// Content-defined chunks of a stream (a file), yielding `(offset, bytes)` with bounded memory.
+pub fn chunk_stream<R: std::io::Read>(
+    reader: R,
+    seed: u64,
+) -> impl Iterator<Item = std::io::Result<(u64, Vec<u8>)>> {
+    fastcdc::v2020::StreamCDC::with_level_and_seed(
+        reader,
+        MIN_CHUNK,
+        AVG_CHUNK,
+        MAX_CHUNK,
+        Normalization::Level1,
+        seed,
+    )
+    .map(|r| match r {
+        Ok(c) => Ok((c.offset, c.data)),
+        Err(fastcdc::v2020::Error::IoError(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +76,14 @@ mod tests {
         let changed = after.iter().filter(|c| !before.contains(c)).count();
         assert!(before.len() > 16, "expected many chunks, got {}", before.len());
         assert!(changed <= 3, "{changed} chunks changed for a 4 KiB edit");
+    }
+
+    #[test]
+    fn streaming_matches_in_memory_chunking() {
+        let data = pseudo_random(5 << 20, 9);
+        let a: Vec<_> = chunk_ranges(&data, 3).map(|r| (r.start as u64, data[r].to_vec())).collect();
+        let b: Vec<_> = chunk_stream(&data[..], 3).map(|r| r.unwrap()).collect();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod chunker;
+pub mod fs;
 pub mod identity;
 pub mod ids;
 pub mod keys;

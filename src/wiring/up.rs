@@ -112,7 +112,7 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
     }
     println!("{} storage nodes started (data and logs under {})", args.nodes, dir.display());
 
-    let outcome = match run_check(&url, 16 << 20, args.replicas).await {
+    let outcome = match run_check(&url, 16 << 20, args.mount.replicas).await {
         Ok(report) => {
             println!("fabric check passed:");
             report.print();
@@ -120,11 +120,19 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
         }
         Err(e) => Err(e.context(format!("the fabric check failed; see the logs in {}", dir.display()))),
     };
-    if outcome.is_ok() && !args.once {
-        println!("\nFabric is up. Connect with --nats {url}. Press Ctrl-C to stop.");
-        let cancel = CancellationToken::new();
-        cancel_on_signal(cancel.clone()).await;
-    }
+    let outcome = match (outcome, &args.mountpoint) {
+        (Ok(()), Some(mp)) if !args.once => {
+            println!("\nFabric is up at {url}. Mounting your vault…");
+            super::mount::mount(home, &url, mp, &args.mount).await
+        }
+        (Ok(()), None) if !args.once => {
+            println!("\nFabric is up. Connect with --nats {url}. Press Ctrl-C to stop.");
+            let cancel = CancellationToken::new();
+            cancel_on_signal(cancel.clone()).await;
+            Ok(())
+        }
+        (o, _) => o,
+    };
     println!("stopping storage nodes and nats-server…");
     for n in &mut nodes {
         stop(n).await;

@@ -1,6 +1,28 @@
-//! Every redb table definition, with versioned names. Nothing else defines a table.
+//! Every redb table definition, with versioned names, and the vault manifest built on them.
+//! Nothing else defines a table.
+
+pub mod manifest;
 
 use redb::TableDefinition;
 
 /// Storage node index: on-disk locator (keyed hash of addr) → sealed chunk record.
 pub const NODE_CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("node-chunks-v1");
+
+/// Manifest: inode → encoded `Attr`.
+pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes-v1");
+/// Manifest: parent ino (big-endian) ‖ name → child ino.
+pub const DIRENTS: TableDefinition<&[u8], u64> = TableDefinition::new("dirents-v1");
+/// Manifest: symlink ino → target.
+pub const SYMLINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("symlinks-v1");
+/// Manifest: (ino, file offset) → encoded `Extent` (chunk id, addr, length).
+pub const EXTENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("extents-v1");
+/// Manifest: addr → encoded `ChunkRecord` (id, length, refcount, state, replicas).
+pub const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks-v1");
+/// Manifest: ino (big-endian) ‖ xattr name → value.
+pub const XATTRS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("xattrs-v1");
+/// Manifest: inodes whose current content is in the local staging area (ino → size).
+pub const STAGED: TableDefinition<u64, u64> = TableDefinition::new("staged-v1");
+/// Manifest: the upload queue, addr → time queued (Unix ms); the ciphertext is in the outbox.
+pub const UPLOADS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("uploads-v1");
+/// Manifest: counters and format version.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");

@@ -1,0 +1,358 @@
+//! The vault manifest (DESIGN §6) on redb: inodes, directory entries, symlinks, extents, chunks
+//! with replicas, xattrs, the staged set and the upload queue — one file per vault.
+//!
+//! Operations compose inside one write transaction (`Manifest::write`) so each filesystem call is
+//! atomic. Ordinary calls commit without fsync (`Durability::None`); `write_durable` and the
+//! periodic `checkpoint` make everything before them durable. fsync(2) on a file therefore costs
+//! one durable commit, and a crash loses at most what no fsync acknowledged.
+
+use super::{CHUNKS, DIRENTS, EXTENTS, INODES, META, STAGED, SYMLINKS, UPLOADS, XATTRS};
+use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
+use crate::domain::ids::Addr;
+use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use std::path::Path;
+
+fn err<E: Into<redb::Error>>(e: E) -> FsError {
+    FsError::Io(format!("manifest: {}", e.into()))
+}
+
+/// Directory entry key: parent (big-endian) ‖ name.
+pub fn dirent_key(parent: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&parent.to_be_bytes());
+    k.extend_from_slice(name);
+    k
+}
+
+/// The manifest database.
+pub struct Manifest {
+    db: Database,
+}
+
+/// A write transaction with typed helpers.
+pub struct Tx<'a>(&'a WriteTransaction);
+
+/// A read transaction with typed helpers.
+pub struct Rx(ReadTransaction);
+
+macro_rules! readers {
+    () => {
+        /// An inode's attributes.
+        pub fn inode(&self, ino: Ino) -> Result<Attr, FsError> {
+            let t = self.0.open_table(INODES).map_err(err)?;
+            let v = t.get(ino).map_err(err)?.ok_or(FsError::NotFound)?;
+            Attr::decode(ino, v.value()).ok_or_else(|| FsError::Io(format!("inode {ino} record is damaged")))
+        }
+
+        /// The child named `name` in `parent`.
+        pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Option<Ino>, FsError> {
+            let t = self.0.open_table(DIRENTS).map_err(err)?;
+            let v = t.get(dirent_key(parent, name).as_slice()).map_err(err)?;
+            Ok(v.map(|g| g.value()))
+        }
+
+        /// Entries of `dir` in name order: (name, ino).
+        pub fn children(&self, dir: Ino) -> Result<Vec<(Vec<u8>, Ino)>, FsError> {
+            let t = self.0.open_table(DIRENTS).map_err(err)?;
+            let lo = dir.to_be_bytes();
+            let hi = (dir + 1).to_be_bytes();
+            let mut out = Vec::new();
+            for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                out.push((k.value()[8..].to_vec(), v.value()));
+            }
+            Ok(out)
+        }
+
+        /// Whether `dir` has any entry.
+        pub fn has_children(&self, dir: Ino) -> Result<bool, FsError> {
+            let t = self.0.open_table(DIRENTS).map_err(err)?;
+            let lo = dir.to_be_bytes();
+            let hi = (dir + 1).to_be_bytes();
+            let found = t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(err)?.next().is_some();
+            Ok(found)
+        }
+
+        /// A symlink's target.
+        pub fn symlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+            let t = self.0.open_table(SYMLINKS).map_err(err)?;
+            let v = t.get(ino).map_err(err)?.ok_or(FsError::Invalid("not a symlink"))?;
+            Ok(v.value().to_vec())
+        }
+
+        /// A file's extents overlapping `[start, end)`, in offset order.
+        pub fn extents(&self, ino: Ino, start: u64, end: u64) -> Result<Vec<Extent>, FsError> {
+            let t = self.0.open_table(EXTENTS).map_err(err)?;
+            let mut out = Vec::new();
+            // The extent containing `start` begins at or before it.
+            if let Some(row) = t.range((ino, 0)..=(ino, start)).map_err(err)?.next_back() {
+                let (k, v) = row.map_err(err)?;
+                if let Some(e) = Extent::decode(k.value().1, v.value()) {
+                    if e.offset + e.len as u64 > start {
+                        out.push(e);
+                    }
+                }
+            }
+            if start < u64::MAX {
+                for row in t.range((ino, start + 1)..(ino, end.max(start + 1))).map_err(err)? {
+                    let (k, v) = row.map_err(err)?;
+                    out.extend(Extent::decode(k.value().1, v.value()));
+                }
+            }
+            Ok(out)
+        }
+
+        /// A chunk's record.
+        pub fn chunk(&self, addr: &Addr) -> Result<Option<ChunkRecord>, FsError> {
+            let t = self.0.open_table(CHUNKS).map_err(err)?;
+            let v = t.get(&addr.0).map_err(err)?;
+            Ok(v.and_then(|g| ChunkRecord::decode(g.value())))
+        }
+
+        /// An extended attribute.
+        pub fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+            let t = self.0.open_table(XATTRS).map_err(err)?;
+            let v = t.get(dirent_key(ino, name).as_slice()).map_err(err)?;
+            Ok(v.map(|g| g.value().to_vec()))
+        }
+
+        /// All extended attribute names of an inode.
+        pub fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
+            let t = self.0.open_table(XATTRS).map_err(err)?;
+            let lo = ino.to_be_bytes();
+            let hi = (ino + 1).to_be_bytes();
+            let mut out = Vec::new();
+            for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(err)? {
+                out.push(row.map_err(err)?.0.value()[8..].to_vec());
+            }
+            Ok(out)
+        }
+
+        /// Whether an inode's content is staged locally.
+        pub fn is_staged(&self, ino: Ino) -> Result<bool, FsError> {
+            Ok(self.0.open_table(STAGED).map_err(err)?.get(ino).map_err(err)?.is_some())
+        }
+    };
+}
+
+impl Rx {
+    readers!();
+
+    /// Up to `limit` queued uploads.
+    pub fn uploads(&self, limit: usize) -> Result<Vec<Addr>, FsError> {
+        let t = self.0.open_table(UPLOADS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(err)?.take(limit) {
+            out.push(Addr(*row.map_err(err)?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Inodes staged locally (to re-queue after a restart).
+    pub fn staged(&self) -> Result<Vec<Ino>, FsError> {
+        let t = self.0.open_table(STAGED).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(err)? {
+            out.push(row.map_err(err)?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// Number of inodes and of queued uploads, and every chunk record (for status).
+    pub fn summary(&self) -> Result<(u64, u64, Vec<(Addr, ChunkRecord)>), FsError> {
+        let inodes = self.0.open_table(INODES).map_err(err)?.len().map_err(err)?;
+        let uploads = self.0.open_table(UPLOADS).map_err(err)?.len().map_err(err)?;
+        let t = self.0.open_table(CHUNKS).map_err(err)?;
+        let mut chunks = Vec::new();
+        for row in t.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            if let Some(c) = ChunkRecord::decode(v.value()) {
+                chunks.push((Addr(*k.value()), c));
+            }
+        }
+        Ok((inodes, uploads, chunks))
+    }
+}
+
+impl Tx<'_> {
+    readers!();
+
+    /// Writes an inode.
+    pub fn put_inode(&self, a: &Attr) -> Result<(), FsError> {
+        self.0.open_table(INODES).map_err(err)?.insert(a.ino, a.encode().as_slice()).map_err(err)?;
+        Ok(())
+    }
+
+    /// Allocates a fresh inode number.
+    pub fn next_ino(&self) -> Result<Ino, FsError> {
+        let mut t = self.0.open_table(META).map_err(err)?;
+        let next = t.get("next_ino").map_err(err)?.map(|g| g.value()).unwrap_or(ROOT_INO + 1);
+        t.insert("next_ino", next + 1).map_err(err)?;
+        Ok(next)
+    }
+
+    /// Adds a directory entry.
+    pub fn put_dirent(&self, parent: Ino, name: &[u8], ino: Ino) -> Result<(), FsError> {
+        self.0
+            .open_table(DIRENTS)
+            .map_err(err)?
+            .insert(dirent_key(parent, name).as_slice(), ino)
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Removes a directory entry.
+    pub fn del_dirent(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.0.open_table(DIRENTS).map_err(err)?.remove(dirent_key(parent, name).as_slice()).map_err(err)?;
+        Ok(())
+    }
+
+    /// Sets a symlink's target.
+    pub fn put_symlink(&self, ino: Ino, target: &[u8]) -> Result<(), FsError> {
+        self.0.open_table(SYMLINKS).map_err(err)?.insert(ino, target).map_err(err)?;
+        Ok(())
+    }
+
+    /// Writes a chunk record.
+    pub fn put_chunk(&self, addr: &Addr, c: &ChunkRecord) -> Result<(), FsError> {
+        self.0.open_table(CHUNKS).map_err(err)?.insert(&addr.0, c.encode().as_slice()).map_err(err)?;
+        Ok(())
+    }
+
+    /// Replaces a file's extents, adjusting chunk reference counts.
+    pub fn set_extents(&self, ino: Ino, new: &[Extent]) -> Result<(), FsError> {
+        let old = self.extents(ino, 0, u64::MAX)?;
+        {
+            let mut t = self.0.open_table(EXTENTS).map_err(err)?;
+            for e in &old {
+                t.remove((ino, e.offset)).map_err(err)?;
+            }
+            for e in new {
+                t.insert((ino, e.offset), e.encode().as_slice()).map_err(err)?;
+            }
+        }
+        for e in new {
+            self.adjust_refs(&e.addr, 1)?;
+        }
+        for e in &old {
+            self.adjust_refs(&e.addr, -1)?;
+        }
+        Ok(())
+    }
+
+    fn adjust_refs(&self, addr: &Addr, delta: i64) -> Result<(), FsError> {
+        if let Some(mut c) = self.chunk(addr)? {
+            c.refs = (c.refs as i64 + delta).max(0) as u64;
+            self.put_chunk(addr, &c)?;
+        }
+        Ok(())
+    }
+
+    /// Sets or removes an xattr.
+    pub fn put_xattr(&self, ino: Ino, name: &[u8], value: Option<&[u8]>) -> Result<(), FsError> {
+        let mut t = self.0.open_table(XATTRS).map_err(err)?;
+        let key = dirent_key(ino, name);
+        match value {
+            Some(v) => t.insert(key.as_slice(), v).map(|_| ()).map_err(err),
+            None => t.remove(key.as_slice()).map(|_| ()).map_err(err),
+        }
+    }
+
+    /// Marks an inode's content as staged (or not).
+    pub fn set_staged(&self, ino: Ino, staged: bool) -> Result<(), FsError> {
+        let mut t = self.0.open_table(STAGED).map_err(err)?;
+        if staged {
+            t.insert(ino, 0).map_err(err)?;
+        } else {
+            t.remove(ino).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Queues or dequeues an upload.
+    pub fn set_upload(&self, addr: &Addr, queued_at: Option<u64>) -> Result<(), FsError> {
+        let mut t = self.0.open_table(UPLOADS).map_err(err)?;
+        match queued_at {
+            Some(at) => t.insert(&addr.0, at).map(|_| ()).map_err(err),
+            None => t.remove(&addr.0).map(|_| ()).map_err(err),
+        }
+    }
+
+    /// Deletes an inode and everything hanging off it (extents, xattrs, symlink, staged mark).
+    pub fn delete_inode(&self, ino: Ino) -> Result<(), FsError> {
+        self.set_extents(ino, &[])?;
+        for name in self.xattr_names(ino)? {
+            self.put_xattr(ino, &name, None)?;
+        }
+        self.0.open_table(SYMLINKS).map_err(err)?.remove(ino).map_err(err)?;
+        self.set_staged(ino, false)?;
+        self.0.open_table(INODES).map_err(err)?.remove(ino).map_err(err)?;
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// Opens (creating if needed) the manifest at `path`, with a root directory owned by the
+    /// mounting user.
+    pub fn open(path: &Path, uid: u32, gid: u32) -> Result<Manifest, FsError> {
+        let db = Database::create(path).map_err(err)?;
+        let m = Manifest { db };
+        m.write_durable(|tx| {
+            for t in [INODES, SYMLINKS] {
+                let _ = tx.0.open_table(t).map_err(err)?;
+            }
+            let _ = tx.0.open_table(DIRENTS).map_err(err)?;
+            let _ = tx.0.open_table(XATTRS).map_err(err)?;
+            let _ = tx.0.open_table(EXTENTS).map_err(err)?;
+            let _ = tx.0.open_table(CHUNKS).map_err(err)?;
+            let _ = tx.0.open_table(STAGED).map_err(err)?;
+            let _ = tx.0.open_table(UPLOADS).map_err(err)?;
+            let _ = tx.0.open_table(META).map_err(err)?;
+            if matches!(tx.inode(ROOT_INO), Err(FsError::NotFound)) {
+                tx.put_inode(&Attr::new(ROOT_INO, Kind::Dir, 0o755, uid, gid))?;
+            }
+            Ok(())
+        })?;
+        Ok(m)
+    }
+
+    /// A read transaction.
+    pub fn read(&self) -> Result<Rx, FsError> {
+        Ok(Rx(self.db.begin_read().map_err(err)?))
+    }
+
+    fn commit<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&Tx) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(durability);
+        let out = f(&Tx(&txn));
+        match out {
+            Ok(v) => {
+                txn.commit().map_err(err)?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in one atomic transaction, committed without fsync.
+    pub fn write<T>(&self, f: impl FnOnce(&Tx) -> Result<T, FsError>) -> Result<T, FsError> {
+        self.commit(Durability::None, f)
+    }
+
+    /// Runs `f` in one atomic transaction and makes it, and everything before it, durable.
+    pub fn write_durable<T>(&self, f: impl FnOnce(&Tx) -> Result<T, FsError>) -> Result<T, FsError> {
+        self.commit(Durability::Immediate, f)
+    }
+
+    /// Makes every earlier commit durable.
+    pub fn checkpoint(&self) -> Result<(), FsError> {
+        self.write_durable(|_| Ok(()))
+    }
+}

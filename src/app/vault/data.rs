@@ -1,0 +1,467 @@
+//! File data: open handles, the staging area, reads and writes.
+//!
+//! A file being written lives in `staging/<ino>`; writes are local `pwrite`s and never wait for
+//! the network. An existing file is materialized into staging on its first write or truncate.
+//! fsync makes the staging file and the manifest durable; after the last writer closes, the
+//! pipeline chunks the file into the outbox and drops the staging copy.
+
+use super::{Caller, Fh, FsError, SetAttr, TimeSet, Vault};
+use crate::domain::fs::{Attr, Extent, Ino, Kind, Time};
+use crate::ports::fabric::ChunkFabric;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// In-memory state of a file that is open or staged.
+#[derive(Debug, Default)]
+pub(super) struct OpenFile {
+    /// Open handles.
+    pub handles: usize,
+    /// Open handles that may write.
+    pub writers: usize,
+    /// The staging file, when the content is staged.
+    pub staging: Option<Arc<File>>,
+    /// Current size (authoritative while staged).
+    pub size: u64,
+    /// Current modification time (authoritative while staged).
+    pub mtime: Time,
+    /// Bumped by every change to the staged content.
+    pub generation: u64,
+    /// Generation last written to the manifest.
+    pub flushed: u64,
+}
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    pub(super) fn staging_path(&self, ino: Ino) -> PathBuf {
+        self.staging.join(ino.to_string())
+    }
+
+    /// Removes a staging copy that is no longer wanted.
+    pub(super) fn discard_staging(&self, ino: Ino) {
+        Self::lock(&self.files).remove(&ino);
+        let _ = std::fs::remove_file(self.staging_path(ino));
+    }
+
+    /// Re-opens staged files after a restart and queues them for chunking.
+    pub(super) fn recover(&self) -> Result<(), FsError> {
+        let rx = self.m.read()?;
+        for ino in rx.staged()? {
+            let path = self.staging_path(ino);
+            let attr = match rx.inode(ino) {
+                Ok(a) => a,
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(ino, error = %e, "staged file is missing; keeping the last uploaded version");
+                    continue;
+                }
+            };
+            let size = file.metadata()?.len().max(attr.size);
+            let entry = OpenFile {
+                staging: Some(Arc::new(file)),
+                size,
+                mtime: attr.mtime,
+                generation: 1,
+                flushed: 1,
+                ..OpenFile::default()
+            };
+            Self::lock(&self.files).insert(ino, entry);
+            Self::lock(&self.chunk_queue).push(ino);
+        }
+        // Leftovers of interrupted materializations.
+        for e in std::fs::read_dir(&self.staging)?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn open_handle(&self, ino: Ino, writer: bool) -> Fh {
+        let mut files = Self::lock(&self.files);
+        let f = files.entry(ino).or_default();
+        f.handles += 1;
+        if writer {
+            f.writers += 1;
+        }
+        drop(files);
+        self.new_fh(ino, writer)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+    ) -> Result<(Attr, Fh), FsError> {
+        let attr = self.make(caller, parent, name, Kind::File, (mode & !umask & 0o7777) as u16, 0, None)?;
+        let path = self.staging_path(attr.ino);
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        self.m.write(|tx| tx.set_staged(attr.ino, true))?;
+        let fh = self.open_handle(attr.ino, true);
+        let mut files = Self::lock(&self.files);
+        let f = files.entry(attr.ino).or_default();
+        f.staging = Some(Arc::new(file));
+        f.size = 0;
+        f.mtime = attr.mtime;
+        Ok((attr, fh))
+    }
+
+    /// Opens a file.
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<Fh, FsError> {
+        let attr = self.getattr(ino)?;
+        if attr.kind == Kind::Dir && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(FsError::IsDir);
+        }
+        let writer = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        Ok(self.open_handle(ino, writer))
+    }
+
+    fn handle_ino(&self, fh: Fh) -> Result<Ino, FsError> {
+        Self::lock(&self.handles).get(&fh).map(|h| h.0).ok_or(FsError::BadHandle)
+    }
+
+    /// Closes a handle; the last writer's close queues the file for chunking.
+    pub fn release(&self, _ino: Ino, fh: Fh) -> Result<(), FsError> {
+        let Some((ino, writer)) = Self::lock(&self.handles).remove(&fh) else {
+            return Err(FsError::BadHandle);
+        };
+        self.flush(ino, fh).ok();
+        let mut files = Self::lock(&self.files);
+        let Some(f) = files.get_mut(&ino) else { return Ok(()) };
+        f.handles = f.handles.saturating_sub(1);
+        if writer {
+            f.writers = f.writers.saturating_sub(1);
+        }
+        let (staged, handles) = (f.staging.is_some(), f.handles);
+        if !staged && handles == 0 {
+            files.remove(&ino);
+        }
+        drop(files);
+        if handles == 0 {
+            let orphan = {
+                let mut o = Self::lock(&self.orphans);
+                let pos = o.iter().position(|&i| i == ino);
+                pos.map(|p| o.swap_remove(p))
+            };
+            if orphan.is_some() {
+                self.m.write(|tx| tx.delete_inode(ino))?;
+                self.discard_staging(ino);
+                return Ok(());
+            }
+        }
+        if staged && handles == 0 {
+            Self::lock(&self.chunk_queue).push(ino);
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes the staged size and times to the manifest (not yet durable).
+    pub fn flush(&self, ino: Ino, _fh: Fh) -> Result<(), FsError> {
+        let pending = {
+            let files = Self::lock(&self.files);
+            files
+                .get(&ino)
+                .filter(|f| f.staging.is_some() && f.generation != f.flushed)
+                .map(|f| (f.size, f.mtime, f.generation))
+        };
+        let Some((size, mtime, generation)) = pending else { return Ok(()) };
+        self.m.write(|tx| {
+            let mut a = tx.inode(ino)?;
+            a.size = size;
+            a.mtime = mtime;
+            a.ctime = a.ctime.max(mtime);
+            tx.put_inode(&a)
+        })?;
+        if let Some(f) = Self::lock(&self.files).get_mut(&ino) {
+            f.flushed = f.flushed.max(generation);
+        }
+        Ok(())
+    }
+
+    /// Makes the file durable locally (or, with `sync_quorum`, in the fabric).
+    pub async fn fsync(&self, ino: Ino, fh: Fh, _datasync: bool) -> Result<(), FsError> {
+        let staging = Self::lock(&self.files).get(&ino).and_then(|f| f.staging.clone());
+        if let Some(file) = staging {
+            tokio::task::block_in_place(|| file.sync_data())?;
+            self.flush(ino, fh)?;
+        }
+        tokio::task::block_in_place(|| self.m.checkpoint())?;
+        if self.opts.sync_quorum {
+            self.wait_durable(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `ino` is chunked and every one of its chunks is quorum-durable.
+    async fn wait_durable(&self, ino: Ino) -> Result<(), FsError> {
+        Self::lock(&self.chunk_queue).push(ino);
+        self.work.notify_one();
+        loop {
+            let notified = self.uploaded.notified();
+            let staged = Self::lock(&self.files).get(&ino).is_some_and(|f| f.staging.is_some());
+            if !staged {
+                let rx = self.m.read()?;
+                let mut all = true;
+                for e in rx.extents(ino, 0, u64::MAX)? {
+                    if rx.chunk(&e.addr)?.is_none_or(|c| c.state != crate::domain::fs::ChunkState::Durable) {
+                        all = false;
+                        break;
+                    }
+                }
+                if all {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Brings a file's content into staging (fetching its chunks), unless it is already there.
+    async fn ensure_staged(self: &Arc<Self>, ino: Ino, keep_bytes: u64) -> Result<Arc<File>, FsError> {
+        if let Some(f) = Self::lock(&self.files).get(&ino).and_then(|f| f.staging.clone()) {
+            return Ok(f);
+        }
+        let attr = self.m.read()?.inode(ino)?;
+        if attr.kind != Kind::File {
+            return Err(FsError::Invalid("not a regular file"));
+        }
+        let tmp = self
+            .staging
+            .join(format!("{ino}.{}.tmp", self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        let keep = keep_bytes.min(attr.size);
+        if keep > 0 {
+            let extents = self.m.read()?.extents(ino, 0, keep)?;
+            for e in extents {
+                let data = self.plaintext(&e).await?;
+                let take = (keep - e.offset).min(data.len() as u64) as usize;
+                file.write_all_at(&data[..take], e.offset)?;
+            }
+        }
+        file.set_len(attr.size)?;
+        let file = Arc::new(file);
+        let mut files = Self::lock(&self.files);
+        let f = files.entry(ino).or_default();
+        if let Some(existing) = f.staging.clone() {
+            drop(files);
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(existing);
+        }
+        std::fs::rename(&tmp, self.staging_path(ino))?;
+        f.staging = Some(file.clone());
+        f.size = attr.size;
+        f.mtime = attr.mtime;
+        drop(files);
+        self.m.write(|tx| tx.set_staged(ino, true))?;
+        Ok(file)
+    }
+
+    /// Writes data at an offset (to the staging copy; never waits for the network unless an
+    /// existing file must first be fetched).
+    pub async fn write(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<u32, FsError> {
+        self.handle_ino(fh)?;
+        let file = self.ensure_staged(ino, u64::MAX).await?;
+        tokio::task::block_in_place(|| file.write_all_at(&data, offset))?;
+        let mut files = Self::lock(&self.files);
+        if let Some(f) = files.get_mut(&ino) {
+            f.size = f.size.max(offset + data.len() as u64);
+            f.mtime = Time::now();
+            f.generation += 1;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Reads from staging, the cache, the outbox or the fabric.
+    pub async fn read(
+        self: &Arc<Self>,
+        ino: Ino,
+        _fh: Fh,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, FsError> {
+        let staged = Self::lock(&self.files).get(&ino).and_then(|f| f.staging.clone().map(|s| (s, f.size)));
+        if let Some((file, len)) = staged {
+            let end = (offset + size as u64).min(len);
+            if offset >= end {
+                return Ok(Vec::new());
+            }
+            let mut buf = vec![0u8; (end - offset) as usize];
+            let n = tokio::task::block_in_place(|| read_full_at(&file, &mut buf, offset))?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let attr = self.m.read()?.inode(ino)?;
+        let end = (offset + size as u64).min(attr.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let extents = self.m.read()?.extents(ino, offset, end)?;
+        let fetched = futures::future::join_all(extents.iter().map(|e| self.plaintext(e))).await;
+        let mut buf = vec![0u8; (end - offset) as usize];
+        for (e, data) in extents.iter().zip(fetched) {
+            let data = data?;
+            let from = offset.max(e.offset);
+            let to = end.min(e.offset + data.len() as u64);
+            if from < to {
+                buf[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&data[(from - e.offset) as usize..(to - e.offset) as usize]);
+            }
+        }
+        self.read_ahead(ino, end);
+        Ok(buf)
+    }
+
+    /// Starts fetching the chunks after `end` so sequential readers find them cached.
+    fn read_ahead(self: &Arc<Self>, ino: Ino, end: u64) {
+        let Ok(rx) = self.m.read() else { return };
+        let Ok(next) = rx.extents(ino, end, end + 2 * crate::domain::chunker::MAX_CHUNK as u64) else {
+            return;
+        };
+        let next: Vec<Extent> = next.into_iter().filter(|e| e.offset >= end).take(2).collect();
+        let cached = |e: &Extent| Self::lock(&self.cache).get(&e.id).is_some();
+        for e in next.into_iter().filter(|e| !cached(e)) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = me.plaintext(&e).await;
+            });
+        }
+    }
+
+    /// Changes attributes; a size change truncates or extends the staged copy.
+    pub async fn setattr(self: &Arc<Self>, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+        if let Some(size) = c.size {
+            if self.getattr(ino)?.kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let file = self.ensure_staged(ino, size).await?;
+            tokio::task::block_in_place(|| file.set_len(size))?;
+            let mut files = Self::lock(&self.files);
+            if let Some(f) = files.get_mut(&ino) {
+                f.size = size;
+                f.mtime = Time::now();
+                f.generation += 1;
+            }
+            let handles = files.get(&ino).map_or(0, |f| f.handles);
+            drop(files);
+            if handles == 0 {
+                Self::lock(&self.chunk_queue).push(ino);
+                self.work.notify_one();
+            }
+        }
+        let now = Time::now();
+        let pick = |t: TimeSet| match t {
+            TimeSet::Now => now,
+            TimeSet::At(t) => t,
+        };
+        let staged_mtime = c.mtime.map(pick);
+        let a = self.m.write(|tx| {
+            let mut a = tx.inode(ino)?;
+            if let Some(m) = c.mode {
+                a.perm = (m & 0o7777) as u16;
+            }
+            if let Some(u) = c.uid {
+                a.uid = u;
+            }
+            if let Some(g) = c.gid {
+                a.gid = g;
+            }
+            if let Some(s) = c.size {
+                a.size = s;
+                a.mtime = now;
+            }
+            if let Some(t) = c.atime {
+                a.atime = pick(t);
+            }
+            if let Some(t) = staged_mtime {
+                a.mtime = t;
+            }
+            a.ctime = c.ctime.unwrap_or(now);
+            tx.put_inode(&a)?;
+            Ok(a)
+        })?;
+        if let Some(t) = staged_mtime {
+            if let Some(f) = Self::lock(&self.files).get_mut(&ino) {
+                f.mtime = t;
+                f.generation += 1;
+            }
+        }
+        Ok(self.attr_of(a))
+    }
+
+    /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).
+    pub(super) async fn plaintext(&self, e: &Extent) -> Result<Arc<Vec<u8>>, FsError> {
+        if let Some(p) = Self::lock(&self.cache).get(&e.id) {
+            return Ok(p);
+        }
+        let ct = match tokio::fs::read(self.outbox.join(e.addr.to_hex())).await {
+            Ok(ct) => ct,
+            Err(_) => self.fetch(e).await?,
+        };
+        let plain =
+            self.keys.open(&e.id, &e.addr, &ct).map_err(|err| FsError::Unavailable(err.to_string()))?;
+        let plain = Arc::new(plain);
+        Self::lock(&self.cache).put(e.id, plain.clone());
+        Ok(plain)
+    }
+
+    async fn fetch(&self, e: &Extent) -> Result<Vec<u8>, FsError> {
+        let timeout = self.opts.fetch_timeout;
+        let unavailable = |why: &str| FsError::Unavailable(format!("chunk {:?}: {why}", e.addr));
+        let fabric =
+            self.fabric_within(timeout).await.ok_or_else(|| unavailable("the fabric is unreachable"))?;
+        let hints: Vec<_> = self
+            .m
+            .read()?
+            .chunk(&e.addr)?
+            .map(|c| c.replicas.iter().map(|r| r.node).collect())
+            .unwrap_or_default();
+        let items = [(e.addr, self.keys.proof_secret(&e.addr))];
+        match tokio::time::timeout(timeout, fabric.get(&items, &hints)).await {
+            Ok(Ok(mut got)) if !got.is_empty() => Ok(got.swap_remove(0).1),
+            Ok(Ok(_)) => Err(unavailable("no node returned it")),
+            Ok(Err(err)) => Err(unavailable(&err.to_string())),
+            Err(_) => Err(unavailable("timed out")),
+        }
+    }
+
+    /// The fabric, waiting up to `within` for it to connect.
+    pub(super) async fn fabric_within(&self, within: std::time::Duration) -> Option<Arc<F>> {
+        let mut rx = self.fabric.subscribe();
+        let found = match tokio::time::timeout(within, rx.wait_for(|f| f.is_some())).await {
+            Ok(Ok(f)) => f.clone(),
+            _ => None,
+        };
+        found
+    }
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,104 @@
+//! What `quloud status` reports about a vault.
+
+use super::Vault;
+use crate::adapters::redb::manifest::Manifest;
+use crate::domain::fs::{ChunkState, FsError};
+use crate::domain::ids::NodeId;
+use crate::ports::fabric::ChunkFabric;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A vault's state at a glance.
+#[derive(Clone, Debug, Default)]
+pub struct VaultStatus {
+    /// Inodes (files, directories, links…).
+    pub inodes: u64,
+    /// Distinct chunks referenced by files.
+    pub chunks: u64,
+    /// Bytes of distinct referenced chunk plaintext (after dedup).
+    pub bytes: u64,
+    /// Chunks sealed locally, not yet quorum-durable.
+    pub pending: u64,
+    /// Chunks with at least N replicas.
+    pub durable: u64,
+    /// Chunks acknowledged once but now below N replicas.
+    pub degraded: u64,
+    /// Files whose newest content is still only in local staging.
+    pub staged_files: u64,
+    /// Replicas held per node.
+    pub per_node: BTreeMap<NodeId, u64>,
+    /// Replicas wanted per chunk.
+    pub replicas: usize,
+}
+
+impl VaultStatus {
+    /// From a manifest (mounted or not).
+    pub fn from_manifest(m: &Manifest, replicas: usize) -> Result<VaultStatus, FsError> {
+        let rx = m.read()?;
+        let (inodes, _, chunks) = rx.summary()?;
+        let mut s =
+            VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
+        for (_, c) in chunks.iter().filter(|(_, c)| c.refs > 0) {
+            s.chunks += 1;
+            s.bytes += c.ct_len.saturating_sub(16) as u64;
+            match c.state {
+                ChunkState::Pending => s.pending += 1,
+                ChunkState::Durable if c.replicas.len() >= replicas => s.durable += 1,
+                ChunkState::Durable => s.degraded += 1,
+            }
+            for r in &c.replicas {
+                *s.per_node.entry(r.node).or_default() += 1;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Reads the status of an unmounted vault in `home`.
+    pub fn offline(home: &Path, replicas: usize) -> Result<VaultStatus, FsError> {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
+        Self::from_manifest(&m, replicas)
+    }
+
+    /// JSON form.
+    pub fn to_json(&self) -> String {
+        let nodes: Vec<String> = self.per_node.iter().map(|(n, c)| format!("\"{n}\":{c}")).collect();
+        format!(
+            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"staged_files\":{},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":null}}",
+            self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.staged_files, self.replicas,
+            nodes.join(",")
+        )
+    }
+
+    /// Human form.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} replicas)\n  degraded    {}\nstaged files  {}\nlast audit    never (background audits are not enabled yet)\n",
+            self.inodes,
+            self.chunks,
+            crate::domain::size::format_size(self.bytes),
+            self.pending,
+            self.durable,
+            self.replicas,
+            self.degraded,
+            self.staged_files
+        );
+        if !self.per_node.is_empty() {
+            out.push_str("replicas per node\n");
+            for (n, c) in &self.per_node {
+                out.push_str(&format!("  {n}  {c}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// The live status of a mounted vault.
+    pub fn status(&self) -> Result<VaultStatus, FsError> {
+        let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
+        s.staged_files = Self::lock(&self.files).values().filter(|f| f.staging.is_some()).count() as u64;
+        Ok(s)
+    }
+}

@@ -1,0 +1,213 @@
+//! `quloud mount` and `quloud status`: wires the manifest, the fabric, the pipeline and FUSE,
+//! serves the control socket, and unmounts in order.
+
+use super::{cancel_on_signal, load_master_key};
+use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
+use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::app::vault::{run_pipeline, PipelineStats, Vault, VaultOptions, VaultStatus};
+use crate::cli::MountOpts;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// The control socket of a mounted vault.
+pub fn control_socket(home: &Path) -> PathBuf {
+    home.join("control.sock")
+}
+
+/// Whether `path` is a mount point in this mount namespace.
+fn is_mounted(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else { return false };
+    let target = canon.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str())))
+        .unwrap_or(false)
+}
+
+/// Detects a mount left behind by a crash (ENOTCONN) and clears it with fusermount3.
+fn clear_stale_mount(mountpoint: &Path) -> Result<()> {
+    match std::fs::metadata(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(path = %mountpoint.display(), "clearing a stale mount left by a crash");
+            let status =
+                std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status();
+            if !matches!(status, Ok(s) if s.success()) {
+                bail!(
+                    "{} is a stale mount left by a crashed quloud; clear it with `fusermount3 -u {}`",
+                    mountpoint.display(),
+                    mountpoint.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot use mount point {}", mountpoint.display())),
+        Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", mountpoint.display()),
+        Ok(_) if is_mounted(mountpoint) => {
+            bail!(
+                "{} is already mounted (unmount it with `fusermount3 -u {}`)",
+                mountpoint.display(),
+                mountpoint.display()
+            )
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Keeps trying to connect to the fabric and hands it to the vault once connected.
+async fn connect_in_background(
+    vault: Arc<Vault<NatsFabric>>,
+    token: crate::domain::ids::AckToken,
+    url: String,
+    cancel: CancellationToken,
+) {
+    let mut warned = false;
+    loop {
+        match NatsFabric::connect(token, FabricOptions::new(&url), None).await {
+            Ok(f) => {
+                tracing::info!(%url, "connected to the fabric");
+                vault.set_fabric(Arc::new(f));
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "fabric unreachable; serving cached and staged data, accepting writes, retrying every 5 s");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+async fn serve_control(vault: Arc<Vault<NatsFabric>>, path: PathBuf, cancel: CancellationToken) {
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the control socket; `quloud status` will not see this mount");
+            return;
+        }
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    loop {
+        let conn = tokio::select! {
+            _ = cancel.cancelled() => break,
+            c = listener.accept() => c,
+        };
+        let Ok((mut stream, _)) = conn else { continue };
+        let v = vault.clone();
+        tokio::spawn(async move {
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(&mut stream);
+            if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
+                return;
+            }
+            let reply = match line.trim() {
+                "status" => match v.status() {
+                    Ok(s) => s.to_json(),
+                    Err(e) => format!("{{\"error\":\"{e}\"}}"),
+                },
+                _ => "{\"error\":\"unknown command\"}".to_string(),
+            };
+            let _ = stream.write_all(reply.as_bytes()).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Mounts the vault of `home` and serves it until a signal or an external unmount.
+pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) -> Result<()> {
+    let key = load_master_key(home)?;
+    clear_stale_mount(mountpoint)?;
+    let keys = Arc::new(key.derive());
+    let token = keys.ack_token();
+    let vault_opts = VaultOptions {
+        replicas: opts.replicas.max(1),
+        cache_bytes: opts.cache_size,
+        sync_quorum: opts.sync_quorum,
+        ..VaultOptions::default()
+    };
+    let vault = Arc::new(Vault::load(home, keys, vault_opts).with_context(|| {
+        format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display())
+    })?);
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(PipelineStats::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(connect_in_background(vault.clone(), token, url.to_string(), cancel.clone()));
+    tasks.spawn(run_pipeline(vault.clone(), stats, cancel.clone()));
+    tasks.spawn(serve_control(vault.clone(), control_socket(home), cancel.clone()));
+    let settings = MountSettings {
+        allow_other: opts.allow_other,
+        read_only: false,
+        threads: 4,
+        fsname: format!("quloud:{}", home.display()),
+    };
+    let session = fuse_mount(vault.clone(), tokio::runtime::Handle::current(), mountpoint, &settings)
+        .with_context(|| {
+            format!("cannot mount at {} (is fuse3 installed and /dev/fuse usable?)", mountpoint.display())
+        })?;
+    println!(
+        "vault mounted at {} (Ctrl-C or `fusermount3 -u {}` to unmount)",
+        mountpoint.display(),
+        mountpoint.display()
+    );
+    let signal = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(signal.clone()));
+    loop {
+        if session.guard.is_finished() {
+            tracing::info!("unmounted externally");
+            break;
+        }
+        tokio::select! {
+            _ = signal.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = session.umount_and_join() {
+            tracing::debug!(error = %e, "unmount");
+        }
+    })
+    .await
+    .ok();
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    vault.checkpoint().context("saving the manifest at unmount")?;
+    println!("vault unmounted");
+    Ok(())
+}
+
+/// Prints the status of the vault in `home`, asking the running mount if there is one.
+pub async fn status(home: &Path, json: bool) -> Result<()> {
+    let sock = control_socket(home);
+    let live = async {
+        let mut s = tokio::net::UnixStream::connect(&sock).await.ok()?;
+        s.write_all(b"status\n").await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    };
+    if let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(5), live).await {
+        if json {
+            println!("{text}");
+        } else {
+            println!("(mounted)\n{text}");
+        }
+        return Ok(());
+    }
+    let s = VaultStatus::offline(home, 3)
+        .with_context(|| format!("cannot read the vault in {}", home.display()))?;
+    if json {
+        println!("{}", s.to_json());
+    } else {
+        print!("(not mounted)\n{}", s.render());
+    }
+    Ok(())
+}
