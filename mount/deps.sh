@@ -7,6 +7,8 @@ quloud_install_deps() {
   local need=()
   command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
   command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+  command -v rsync >/dev/null 2>&1 || need+=(rsync)
+  command -v setfattr >/dev/null 2>&1 || need+=(attr)
   for tool in "$@"; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
   done

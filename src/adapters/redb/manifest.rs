@@ -24,6 +24,16 @@ pub fn dirent_key(parent: Ino, name: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Counts and chunk records for status.
+pub struct Summary {
+    /// Inodes.
+    pub inodes: u64,
+    /// Queued uploads.
+    pub uploads: u64,
+    /// Every chunk record.
+    pub chunks: Vec<(Addr, ChunkRecord)>,
+}
+
 /// The manifest database.
 pub struct Manifest {
     db: Database,
@@ -159,7 +169,7 @@ impl Rx {
     }
 
     /// Number of inodes and of queued uploads, and every chunk record (for status).
-    pub fn summary(&self) -> Result<(u64, u64, Vec<(Addr, ChunkRecord)>), FsError> {
+    pub fn summary(&self) -> Result<Summary, FsError> {
         let inodes = self.0.open_table(INODES).map_err(err)?.len().map_err(err)?;
         let uploads = self.0.open_table(UPLOADS).map_err(err)?.len().map_err(err)?;
         let t = self.0.open_table(CHUNKS).map_err(err)?;
@@ -170,7 +180,7 @@ impl Rx {
                 chunks.push((Addr(*k.value()), c));
             }
         }
-        Ok((inodes, uploads, chunks))
+        Ok(Summary { inodes, uploads, chunks })
     }
 }
 

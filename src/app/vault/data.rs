@@ -104,7 +104,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         umask: u32,
         _flags: i32,
     ) -> Result<(Attr, Fh), FsError> {
-        let attr = self.make(caller, parent, name, Kind::File, (mode & !umask & 0o7777) as u16, 0, None)?;
+        let attr = self.make(caller, parent, name, super::NewNode::plain(Kind::File, mode, umask))?;
         let path = self.staging_path(attr.ino);
         let file =
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;

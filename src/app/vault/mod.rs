@@ -14,7 +14,7 @@ mod status;
 
 use crate::adapters::redb::manifest::Manifest;
 pub use crate::domain::fs::FsError;
-use crate::domain::fs::{Attr, Ino, Kind, Time, NAME_MAX, ROOT_INO};
+use crate::domain::fs::{Attr, Ino, Kind, Time, NAME_MAX};
 use crate::domain::keys::VaultKeys;
 use crate::ports::fabric::ChunkFabric;
 use cache::ChunkCache;
@@ -152,6 +152,20 @@ pub struct Vault<F> {
     orphans: Mutex<Vec<Ino>>,
 }
 
+/// What to create in `make`.
+pub(super) struct NewNode<'a> {
+    kind: Kind,
+    perm: u16,
+    rdev: u32,
+    target: Option<&'a [u8]>,
+}
+
+impl NewNode<'_> {
+    fn plain(kind: Kind, mode: u32, umask: u32) -> Self {
+        NewNode { kind, perm: (mode & !umask & 0o7777) as u16, rdev: 0, target: None }
+    }
+}
+
 fn check_name(name: &[u8]) -> Result<(), FsError> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(FsError::Invalid("bad name"));
@@ -233,16 +247,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.m.read()?.symlink(ino)
     }
 
-    fn make(
-        &self,
-        caller: Caller,
-        parent: Ino,
-        name: &[u8],
-        kind: Kind,
-        perm: u16,
-        rdev: u32,
-        target: Option<&[u8]>,
-    ) -> Result<Attr, FsError> {
+    fn make(&self, caller: Caller, parent: Ino, name: &[u8], new: NewNode<'_>) -> Result<Attr, FsError> {
+        let NewNode { kind, perm, rdev, target } = new;
         check_name(name)?;
         self.m.write(|tx| {
             let mut dir = tx.inode(parent)?;
@@ -291,7 +297,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if kind == Kind::Dir || kind == Kind::Symlink {
             return Err(FsError::Invalid("mknod of a directory or symlink"));
         }
-        self.make(caller, parent, name, kind, (mode & !umask & 0o7777) as u16, rdev, None)
+        self.make(caller, parent, name, NewNode { rdev, ..NewNode::plain(kind, mode, umask) })
     }
 
     /// Creates a directory.
@@ -303,7 +309,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         mode: u32,
         umask: u32,
     ) -> Result<Attr, FsError> {
-        self.make(caller, parent, name, Kind::Dir, (mode & !umask & 0o7777) as u16, 0, None)
+        self.make(caller, parent, name, NewNode::plain(Kind::Dir, mode, umask))
     }
 
     /// Creates a symbolic link.
@@ -311,7 +317,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if target.is_empty() || target.len() > 4096 {
             return Err(FsError::Invalid("symlink target length"));
         }
-        self.make(caller, parent, name, Kind::Symlink, 0o777, 0, Some(target))
+        self.make(
+            caller,
+            parent,
+            name,
+            NewNode { target: Some(target), ..NewNode::plain(Kind::Symlink, 0o777, 0) },
+        )
     }
 
     /// Adds a hard link.
@@ -470,23 +481,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.free_inodes(freed)
     }
 
+    /// Whether `node` is `dir` or lies somewhere below it (a directory may not move into itself).
     fn is_ancestor(
         &self,
         tx: &crate::adapters::redb::manifest::Tx<'_>,
         dir: Ino,
-        mut node: Ino,
+        node: Ino,
     ) -> Result<bool, FsError> {
-        // Walk up from `node` via ".." (found by scanning is too slow; we keep parents implicit),
-        // so instead check downward: is `node` inside `dir`?
         let mut stack = vec![dir];
-        let mut seen = 0usize;
         while let Some(d) = stack.pop() {
             if d == node {
                 return Ok(true);
-            }
-            seen += 1;
-            if seen > 1_000_000 {
-                break;
             }
             for (_, child) in tx.children(d)? {
                 if tx.inode(child)?.kind == Kind::Dir {
@@ -494,8 +499,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 }
             }
         }
-        node = 0;
-        Ok(node == dir)
+        Ok(false)
     }
 
     fn fix_dir_links(
@@ -536,12 +540,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         let mut all = vec![
             DirEntry { ino, kind: Kind::Dir, name: b".".to_vec(), cookie: 1 },
-            DirEntry {
-                ino: if ino == ROOT_INO { ino } else { ino },
-                kind: Kind::Dir,
-                name: b"..".to_vec(),
-                cookie: 2,
-            },
+            DirEntry { ino, kind: Kind::Dir, name: b"..".to_vec(), cookie: 2 },
         ];
         for (i, (name, child)) in rx.children(ino)?.into_iter().enumerate() {
             let kind = rx.inode(child).map(|a| a.kind).unwrap_or(Kind::File);
@@ -552,7 +551,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Filesystem figures for df.
     pub fn statfs(&self) -> StatFs {
-        let files = self.m.read().and_then(|rx| rx.summary()).map(|(n, _, _)| n).unwrap_or(0);
+        let files = self.m.read().and_then(|rx| rx.summary()).map(|s| s.inodes).unwrap_or(0);
         StatFs {
             blocks: 1 << 40,
             bfree: 1 << 39,

@@ -35,7 +35,7 @@ impl VaultStatus {
     /// From a manifest (mounted or not).
     pub fn from_manifest(m: &Manifest, replicas: usize) -> Result<VaultStatus, FsError> {
         let rx = m.read()?;
-        let (inodes, _, chunks) = rx.summary()?;
+        let crate::adapters::redb::manifest::Summary { inodes, chunks, .. } = rx.summary()?;
         let mut s =
             VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
         for (_, c) in chunks.iter().filter(|(_, c)| c.refs > 0) {
