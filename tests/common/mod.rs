@@ -255,3 +255,307 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     blake3::Hasher::new_keyed(&[seed as u8; 32]).update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mounts: real `quloud mount` processes on real FUSE mount points.
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `cond` every `every` until it holds or `within` passes; panics with `what` on timeout.
+/// For conditions that are expensive to check (spawning a process, walking a FUSE tree).
+pub fn poll_until(within: Duration, every: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
+/// Runs `f` on its own thread and fails the test if it has not returned within `within` (for
+/// calls into a FUSE mount that might hang). A hung thread is left behind; the mount's `Drop`
+/// kills the daemon, which makes the kernel fail the blocked call.
+pub fn within<T: Send + 'static>(within: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(within) {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not return within {within:?} (still blocked after {:?})", start.elapsed()),
+    }
+}
+
+/// The `quloud` binary under test.
+pub fn quloud(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quloud"));
+    c.arg("--home").arg(home);
+    c
+}
+
+/// `quloud --home HOME init`: a new vault key.
+pub fn init_home(home: &Path) {
+    let out = quloud(home).arg("init").output().unwrap();
+    assert!(
+        out.status.success(),
+        "quloud init failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether `path` (canonical) is a mount point in this mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let target = path.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str())))
+        .unwrap_or(false)
+}
+
+/// `fusermount3 -u -z PATH` if PATH is (still) mounted: never leave a stale mount behind.
+pub fn lazy_unmount(path: &Path) {
+    if is_mounted(path) {
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(path).status();
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A running `quloud mount` process.
+pub struct Mount {
+    child: Option<Child>,
+    /// The vault's home (key, manifest, staging, outbox, control socket).
+    pub home: PathBuf,
+    /// The mount point (canonical).
+    pub mp: PathBuf,
+    /// Log (stdout + stderr) of the current mount process.
+    pub log: PathBuf,
+    url: String,
+    extra: Vec<String>,
+    spawns: usize,
+}
+
+impl Mount {
+    /// Mounts the (initialized) vault of `home` at `mp` (created if missing) against `url`, with
+    /// `extra` mount flags; returns once the mount point is in the mount table.
+    pub fn start(home: &Path, mp: &Path, url: &str, extra: &[&str]) -> Mount {
+        require_tool("fusermount3", "apt-get install -y fuse3");
+        std::fs::create_dir_all(mp).unwrap();
+        let mut m = Mount {
+            child: None,
+            home: home.to_path_buf(),
+            mp: mp.canonicalize().unwrap(),
+            log: PathBuf::new(),
+            url: url.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            spawns: 0,
+        };
+        m.spawn();
+        m
+    }
+
+    /// A new vault (`DIR/NAME-home`, initialized) mounted at `DIR/NAME-mp`.
+    pub fn new_vault(dir: &Path, name: &str, url: &str, extra: &[&str]) -> Mount {
+        let home = dir.join(format!("{name}-home"));
+        init_home(&home);
+        Mount::start(&home, &dir.join(format!("{name}-mp")), url, extra)
+    }
+
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the mount process again (after `unmount`, or after `kill9` + `clear_stale`).
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the mount process is still running");
+        assert!(!is_mounted(&self.mp), "{} is still mounted", self.mp.display());
+        self.spawns += 1;
+        self.log = PathBuf::from(format!("{}.mount-{}.log", self.home.display(), self.spawns));
+        let child = quloud(&self.home)
+            .arg("mount")
+            .arg(&self.mp)
+            .args(["--nats", &self.url])
+            .args(&self.extra)
+            .env("QULOUD_LOG", "info")
+            .stdout(log(&self.log))
+            .stderr(log(&self.log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("quloud mount exited with {status} before mounting; log:\n{}", self.log_text());
+            }
+            if self.log_text().contains("vault mounted at") && is_mounted(&self.mp) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "quloud mount did not mount {} within 30 s; log:\n{}",
+                self.mp.display(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (status 0, "vault unmounted", mount point gone).
+    /// Falls back to `fusermount3 -u` if the process does not exit, and fails the test then.
+    pub fn unmount(&mut self) {
+        let pid = self.pid().expect("the mount is not running") as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = match self.wait_exit(Duration::from_secs(30)) {
+            Some(s) => s,
+            None => {
+                let _ = Command::new("fusermount3").arg("-u").arg(&self.mp).status();
+                let late = self.wait_exit(Duration::from_secs(10));
+                panic!(
+                    "quloud mount did not exit within 30 s of SIGTERM (after `fusermount3 -u`: {late:?}); log:\n{}",
+                    tail(&self.log_text(), 40)
+                );
+            }
+        };
+        let text = self.log_text();
+        assert!(status.success(), "quloud mount exited with {status} at unmount; log:\n{}", tail(&text, 40));
+        assert!(text.contains("vault unmounted"), "no \"vault unmounted\" in the log:\n{}", tail(&text, 40));
+        assert!(!is_mounted(&self.mp), "{} is still mounted after the mount process exited", self.mp.display());
+    }
+
+    /// Unmounts and mounts again: the page cache and the chunk cache start empty.
+    pub fn remount(&mut self) {
+        self.unmount();
+        self.spawn();
+    }
+
+    /// SIGKILL: a crash. The mount stays behind, stale (ENOTCONN), until `clear_stale`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Clears the stale mount a crash left behind (`fusermount3 -u -z`).
+    pub fn clear_stale(&mut self) {
+        assert!(self.child.is_none(), "the mount process is still running");
+        let status = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mp).status().unwrap();
+        assert!(status.success(), "fusermount3 -u -z {} failed: {status}", self.mp.display());
+        assert!(!is_mounted(&self.mp));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- last lines of {} ---\n{}", self.log.display(), tail(&self.log_text(), 40));
+        }
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                self.kill9();
+            }
+        }
+        lazy_unmount(&self.mp);
+    }
+}
+
+/// The figures of `quloud status --json` the tests look at.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub inodes: u64,
+    pub chunks: u64,
+    pub pending: u64,
+    pub durable: u64,
+    pub degraded: u64,
+    pub staged_files: u64,
+    pub json: String,
+}
+
+fn json_u64(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = text[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// `quloud --home HOME status --json` (asks the running mount, if any).
+pub fn status(home: &Path) -> Status {
+    let out = quloud(home).args(["status", "--json"]).output().unwrap();
+    let json = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success(), "quloud status failed: {json}{}", String::from_utf8_lossy(&out.stderr));
+    let get = |k: &str| json_u64(&json, k).unwrap_or_else(|| panic!("no \"{k}\" in status: {json}"));
+    Status {
+        inodes: get("inodes"),
+        chunks: get("chunks"),
+        pending: get("pending"),
+        durable: get("durable"),
+        degraded: get("degraded"),
+        staged_files: get("staged_files"),
+        json,
+    }
+}
+
+/// Polls `status --json` until everything is uploaded (pending == 0 and staged_files == 0);
+/// returns that status.
+pub fn wait_durable_within(home: &Path, within: Duration) -> Status {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(home);
+        if s.pending == 0 && s.staged_files == 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "not everything uploaded within {within:?}; last status: {}", s.json);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`wait_durable_within`] with a default of 90 s.
+pub fn wait_durable(home: &Path) -> Status {
+    wait_durable_within(home, Duration::from_secs(90))
+}
+
+/// A small deterministic PRNG (splitmix64) for sizes and offsets.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
