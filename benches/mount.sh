@@ -139,6 +139,18 @@ cpu_begin() {
     local n
     for n in "${!WATCH[@]}"; do CPU0[$n]=$(cpu_secs "${WATCH[$n]}"); done
     CPU_T0=$(now)
+    NATS0=$(nats_bytes)
+    IO0=$(proc_io "${WATCH[mount]:-}")
+}
+# "in out" bytes nats-server has received/sent so far (monitoring endpoint), or empty.
+nats_bytes() {
+    [[ -n ${NATS_MON:-} ]] || return 0
+    curl -s --max-time 2 "$NATS_MON/varz" | jq -r '"\(.in_bytes) \(.out_bytes)"' 2>/dev/null || true
+}
+# "read_bytes write_bytes" (block I/O) of a process so far, or empty.
+proc_io() {
+    [[ -n $1 && -r /proc/$1/io ]] || return 0
+    awk '/^read_bytes:/ { r = $2 } /^write_bytes:/ { w = $2 } END { print r, w }' "/proc/$1/io" 2>/dev/null || true
 }
 # cpu_end PHASE: appends per-process CPU seconds of the phase to cpu.txt
 cpu_end() {
@@ -150,6 +162,17 @@ cpu_end() {
             [[ -n ${CPU0[$n]:-} ]] || continue
             printf ' %s %s;' "$n" "$(cpu_delta "${CPU0[$n]}" "$(cpu_secs "${WATCH[$n]}")")"
         done
+        local nb io
+        nb=$(nats_bytes)
+        if [[ -n $NATS0 && -n $nb ]]; then
+            awk -v a="$NATS0" -v b="$nb" 'BEGIN { split(a, x, " "); split(b, y, " ");
+                printf " nats-server moved %.0f MiB in, %.0f MiB out;", (y[1] - x[1]) / 1048576, (y[2] - x[2]) / 1048576 }'
+        fi
+        io=$(proc_io "${WATCH[mount]:-}")
+        if [[ -n $IO0 && -n $io ]]; then
+            awk -v a="$IO0" -v b="$io" 'BEGIN { split(a, x, " "); split(b, y, " ");
+                printf " mount block I/O %.0f MiB read, %.0f MiB written;", (y[1] - x[1]) / 1048576, (y[2] - x[2]) / 1048576 }'
+        fi
         echo
     } >>"$TMP/cpu.txt"
 }
@@ -205,7 +228,7 @@ timed_rsync() {
 
 # --- build, inputs --------------------------------------------------------------------------
 [[ $(id -u) == 0 ]] || die "run as root (drop_caches)"
-for tool in nats-server gocryptfs fusermount3 rsync jq python3 cmp; do
+for tool in nats-server gocryptfs fusermount3 rsync jq python3 cmp curl; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
 if [[ ${NO_BUILD:-0} != 1 ]]; then
@@ -213,6 +236,11 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
 [[ -x $BIN ]] || die "$BIN is missing (build first)"
+# Run a private copy, so a concurrent `cargo build`/`cargo test` cannot swap the binary mid-run.
+mkdir -p "$TMP/bin"
+cp "$BIN" "$TMP/bin/quloud"
+BIN_INFO="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), binary built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$BIN" | cut -c1-12)"
+BIN=$TMP/bin/quloud
 
 LOAD_START=$(loadavg)
 top -b -n 1 | head -15 >"$TMP/top-start.txt"
@@ -300,8 +328,10 @@ gc_umount
 PORT=$(free_port)
 URL="nats://127.0.0.1:$PORT"
 mkdir -p "$TMP/js"
+MON_PORT=$(free_port)
 cat >"$TMP/nats.conf" <<EOF
 listen: 127.0.0.1:$PORT
+http: 127.0.0.1:$MON_PORT
 jetstream {
   store_dir: "$TMP/js"
 }
@@ -311,6 +341,7 @@ nats-server -c "$TMP/nats.conf" >"$TMP/nats.log" 2>&1 &
 PIDS+=($!)
 WATCH[nats]=$!
 wait_for_line "$TMP/nats.log" "Server is ready" 20
+NATS_MON=http://127.0.0.1:$MON_PORT
 
 for i in $(seq 1 "$NODES"); do
     mkdir -p "$TMP/node$i"
@@ -503,6 +534,7 @@ row() { # label metric unit(MiB/s|files/s) amount
     echo
     echo "Mount benchmark: $MIB MiB file, $FILES small files ($SMALL_MIB MiB) in $DIRS dirs; quloud N=$REPLICAS on $NODES local nodes, --cache-size ${CACHE_MIB}MiB"
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average at start $LOAD_START, at end $LOAD_END"
+    echo "quloud: $BIN_INFO"
     echo "ratios are throughput ratios (= time of the other system / time of quloud; > 1 means quloud is faster)"
     echo
     printf '| %-34s | %-26s | %-26s | %-26s | %-13s | %-11s |\n' figure plain gocryptfs quloud "q/gocryptfs" "q/plain"

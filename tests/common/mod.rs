@@ -281,7 +281,9 @@ pub fn within<T: Send + 'static>(within: Duration, what: &str, f: impl FnOnce() 
     });
     match rx.recv_timeout(within) {
         Ok(v) => v,
-        Err(_) => panic!("{what} did not return within {within:?} (still blocked after {:?})", start.elapsed()),
+        Err(_) => {
+            panic!("{what} did not return within {within:?} (still blocked after {:?})", start.elapsed())
+        }
     }
 }
 
@@ -446,7 +448,11 @@ impl Mount {
         let text = self.log_text();
         assert!(status.success(), "quloud mount exited with {status} at unmount; log:\n{}", tail(&text, 40));
         assert!(text.contains("vault unmounted"), "no \"vault unmounted\" in the log:\n{}", tail(&text, 40));
-        assert!(!is_mounted(&self.mp), "{} is still mounted after the mount process exited", self.mp.display());
+        assert!(
+            !is_mounted(&self.mp),
+            "{} is still mounted after the mount process exited",
+            self.mp.display()
+        );
     }
 
     /// Unmounts and mounts again: the page cache and the chunk cache start empty.
@@ -532,7 +538,11 @@ pub fn wait_durable_within(home: &Path, within: Duration) -> Status {
         if s.pending == 0 && s.staged_files == 0 {
             return s;
         }
-        assert!(Instant::now() < deadline, "not everything uploaded within {within:?}; last status: {}", s.json);
+        assert!(
+            Instant::now() < deadline,
+            "not everything uploaded within {within:?}; last status: {}",
+            s.json
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -559,3 +569,6 @@ impl Rng {
         lo + self.next() % (hi - lo + 1)
     }
 }
+
+pub mod tree;
+pub use tree::{compare_trees, make_tree};

@@ -163,7 +163,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         if staged && handles == 0 {
             Self::lock(&self.chunk_queue).push(ino);
-            self.work.notify_one();
+            self.chunk_work.notify_one();
         }
         Ok(())
     }
@@ -208,7 +208,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Waits until `ino` is chunked and every one of its chunks is quorum-durable.
     async fn wait_durable(&self, ino: Ino) -> Result<(), FsError> {
         Self::lock(&self.chunk_queue).push(ino);
-        self.work.notify_one();
+        self.chunk_work.notify_one();
         loop {
             let notified = self.uploaded.notified();
             let staged = Self::lock(&self.files).get(&ino).is_some_and(|f| f.staging.is_some());
@@ -365,7 +365,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             drop(files);
             if handles == 0 {
                 Self::lock(&self.chunk_queue).push(ino);
-                self.work.notify_one();
+                self.chunk_work.notify_one();
             }
         }
         let now = Time::now();

@@ -146,7 +146,8 @@ pub struct Vault<F> {
     cache: Mutex<ChunkCache>,
     /// Wakes the chunker (files closed) and the uploader (chunks queued / durable).
     chunk_queue: Mutex<Vec<Ino>>,
-    work: Notify,
+    chunk_work: Notify,
+    upload_work: Notify,
     uploaded: Notify,
     /// Files unlinked while open: deleted at their last release.
     orphans: Mutex<Vec<Ino>>,
@@ -198,7 +199,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
             chunk_queue: Mutex::default(),
-            work: Notify::new(),
+            chunk_work: Notify::new(),
+            upload_work: Notify::new(),
             uploaded: Notify::new(),
             orphans: Mutex::default(),
         };
@@ -209,7 +211,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Hands the vault a connected fabric (it starts without one, e.g. when offline).
     pub fn set_fabric(&self, fabric: Arc<F>) {
         self.fabric.send_replace(Some(fabric));
-        self.work.notify_waiters();
+        self.upload_work.notify_one();
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -81,7 +81,7 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
         if queued.is_empty() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = vault.work.notified() => {}
+                _ = vault.chunk_work.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             continue;
@@ -92,7 +92,7 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
             match tokio::task::spawn_blocking(move || v.chunk_file(ino)).await {
                 Ok(Ok(true)) => {
                     stats.files_chunked.fetch_add(1, Ordering::Relaxed);
-                    vault.work.notify_waiters();
+                    vault.upload_work.notify_one();
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::error!(ino, error = %e, "chunking a file failed; it stays staged"),
@@ -115,7 +115,7 @@ async fn upload_loop<F: ChunkFabric + 'static>(
         let Some(fabric) = fabric else {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = vault.work.notified() => {}
+                _ = vault.upload_work.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             continue;

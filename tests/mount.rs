@@ -1,0 +1,391 @@
+//! The FUSE mount end to end: real `quloud mount` processes on real mount points, over a real
+//! nats-server with JetStream and three real storage nodes. Files go in with rsync and plain
+//! writes, survive remounts (empty caches: reads come from the fabric), crashes (kill -9) and a
+//! broker outage.
+
+mod common;
+
+use common::*;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+
+fn require_rsync() {
+    require_tool("rsync", "apt-get install -y rsync");
+}
+
+/// Runs a command to completion and fails the test with its output if it fails.
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `diff -r` (symlinks compared as links, not followed) must find no difference.
+fn diff_r(expected: &Path, actual: &Path) {
+    require_tool("diff", "apt-get install -y diffutils");
+    run_ok(
+        Command::new("diff").arg("-r").arg("--no-dereference").arg(expected).arg(actual),
+        &format!("diff -r {} {}", expected.display(), actual.display()),
+    );
+}
+
+fn assert_trees_equal(expected: &Path, actual: &Path, when: &str) {
+    if let Err(e) = compare_trees(expected, actual) {
+        panic!("{when}: {} differs from {}: {e}", actual.display(), expected.display());
+    }
+}
+
+/// Asserts that the file at `path` holds exactly `want`.
+fn assert_content(path: &Path, want: &[u8], when: &str) {
+    let got = fs::read(path).unwrap_or_else(|e| panic!("{when}: read {}: {e}", path.display()));
+    if let Some(at) = tree::first_difference(want, &got) {
+        panic!(
+            "{when}: {} differs from the expected content at byte {at} ({} bytes, expected {})",
+            path.display(),
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Regular files below `dir` whose name does not start with '.' (rsync's temporary files do).
+fn count_files(dir: &Path) -> usize {
+    let mut all = Vec::new();
+    if dir.exists() {
+        tree::walk(dir, &mut all);
+    }
+    all.iter().filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.')).count()
+}
+
+#[test]
+fn rsync_tree_round_trip() {
+    require_rsync();
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 1);
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+
+    let mut rsync = Command::new("rsync");
+    rsync
+        .args(["-aHAX", "--numeric-ids"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", m.mp.display()));
+    run_ok(&mut rsync, "rsync -aHAX --numeric-ids into the mount");
+    assert_trees_equal(&src, &m.mp, "right after rsync (staged)");
+
+    let s = wait_durable(&m.home);
+    assert!(s.chunks > 0 && s.durable == s.chunks && s.degraded == 0, "not all durable: {}", s.json);
+    m.remount();
+    let outbox: Vec<_> = fs::read_dir(m.home.join("outbox")).unwrap().collect();
+    assert!(outbox.is_empty(), "the outbox keeps {} chunk(s) after they became durable", outbox.len());
+
+    diff_r(&src, &m.mp);
+    assert_trees_equal(&src, &m.mp, "after remount (reads from the fabric)");
+}
+
+/// Opens `path` for writing without truncation and writes `data` at `offset`.
+fn overwrite_at(path: &Path, offset: u64, data: &[u8]) {
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(data).unwrap();
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
+}
+
+#[test]
+fn overwrite_and_truncate_in_large_files() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("ref");
+    fs::create_dir(&reference).unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    let data = bytes(24 * MIB, 7);
+    let names = ["overwritten", "truncated", "extended"];
+    for n in names {
+        fs::write(m.path(n), &data).unwrap();
+        fs::write(reference.join(n), &data).unwrap();
+    }
+    let s = wait_durable(&m.home);
+    assert!(s.chunks > 0, "nothing uploaded: {}", s.json);
+    m.remount();
+
+    let patch = bytes(MIB, 8);
+    for root in [m.mp.clone(), reference.clone()] {
+        overwrite_at(&root.join("overwritten"), 12 * MIB as u64 + 777, &patch);
+        set_len(&root.join("truncated"), 12 * MIB as u64);
+        set_len(&root.join("extended"), 30 * MIB as u64 + 3);
+    }
+    for n in names {
+        assert_content(&m.path(n), &fs::read(reference.join(n)).unwrap(), "after the edits");
+    }
+    wait_durable(&m.home);
+    m.remount();
+    for n in names {
+        assert_content(&m.path(n), &fs::read(reference.join(n)).unwrap(), "after the edits and a remount");
+    }
+}
+
+/// The content of writer `t`'s file `i`, 100 KiB – 3 MiB.
+fn writer_file(t: u64, i: u64) -> Vec<u8> {
+    let len = Rng(t * 1000 + i).range(100 << 10, 3 << 20) as usize;
+    bytes(len, 1000 + t * 100 + i)
+}
+
+const APPENDS: u64 = 1024;
+
+fn append_record(k: u64) -> Vec<u8> {
+    bytes(4096, 50_000 + k)
+}
+
+fn check_concurrent_content(mp: &Path, when: &str) {
+    for t in 0..4 {
+        for i in 0..20 {
+            assert_content(&mp.join(format!("w{t}/f{i}")), &writer_file(t, i), when);
+        }
+    }
+    let shared: Vec<u8> = (0..APPENDS).flat_map(append_record).collect();
+    assert_content(&mp.join("shared.log"), &shared, when);
+}
+
+#[test]
+fn concurrent_writers() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    let mut threads = Vec::new();
+    for t in 0..4u64 {
+        let dir = m.path(&format!("w{t}"));
+        threads.push(std::thread::spawn(move || {
+            fs::create_dir(&dir).unwrap();
+            let mut rng = Rng(t);
+            for i in 0..20 {
+                let data = writer_file(t, i);
+                let mut f = File::create(dir.join(format!("f{i}"))).unwrap();
+                let mut at = 0;
+                while at < data.len() {
+                    let n = (rng.range(1, 256 << 10) as usize).min(data.len() - at);
+                    f.write_all(&data[at..at + n]).unwrap();
+                    at += n;
+                }
+            }
+        }));
+    }
+    let shared = m.path("shared.log");
+    threads.push(std::thread::spawn(move || {
+        // Reopened every 100 records, so appends also land on a file the pipeline has queued.
+        for start in (0..APPENDS).step_by(100) {
+            let mut f = OpenOptions::new().create(true).append(true).open(&shared).unwrap();
+            for k in start..(start + 100).min(APPENDS) {
+                f.write_all(&append_record(k)).unwrap();
+            }
+        }
+    }));
+    for t in threads {
+        t.join().expect("a writer thread failed");
+    }
+    check_concurrent_content(&m.mp, "after the writers finished");
+    let s = wait_durable(&m.home);
+    assert!(s.chunks > 0, "nothing uploaded: {}", s.json);
+    m.remount();
+    check_concurrent_content(&m.mp, "after a remount");
+}
+
+/// An "acknowledged" file: its content, written and fsynced before the crash.
+fn acked(i: usize) -> Vec<u8> {
+    bytes(MIB + i * 1000, 90_000 + i as u64)
+}
+
+#[test]
+fn kill9_mid_rsync_then_remount() {
+    require_rsync();
+    let fabric = Fabric::start(3, "2GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for d in 0..10 {
+        for f in 0..30 {
+            let p = src.join(format!("d{d}/f{f}"));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, bytes(512 << 10, 200_000 + d * 100 + f)).unwrap();
+        }
+    }
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    let dest = m.path("tree");
+    let rsync_log = tmp.path().join("rsync.log");
+    let rsync_out = || Stdio::from(File::create(&rsync_log).unwrap());
+    // Throttled (~40 MB/s) so that the copy is surely still running at the kill.
+    let mut rsync = Command::new("rsync")
+        .args(["-a", "--bwlimit=40000"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", dest.display()))
+        .stdout(rsync_out())
+        .stderr(rsync_out())
+        .spawn()
+        .unwrap();
+
+    fs::create_dir(m.path("acked")).unwrap();
+    for i in 0..8 {
+        let mut f = File::create(m.path(&format!("acked/a{i}"))).unwrap();
+        f.write_all(&acked(i)).unwrap();
+        f.sync_all().unwrap();
+    }
+    // Fsynced and still open at the crash.
+    let mut open = File::create(m.path("acked/open-at-kill")).unwrap();
+    open.write_all(&acked(100)).unwrap();
+    open.sync_all().unwrap();
+    // Fsynced, then overwritten in place and fsynced again.
+    fs::write(m.path("acked/rewritten"), acked(200)).unwrap();
+    let mut rewritten = acked(200);
+    rewritten[1000..5000].copy_from_slice(&acked(201)[..4000]);
+    overwrite_at(&m.path("acked/rewritten"), 1000, &acked(201)[..4000]);
+    File::open(m.path("acked/rewritten")).unwrap().sync_all().unwrap();
+
+    poll_until(Duration::from_secs(60), Duration::from_millis(100), "rsync to copy 60 files", || {
+        count_files(&dest) >= 60
+    });
+    assert!(
+        rsync.try_wait().unwrap().is_none(),
+        "rsync finished before the kill; make the tree bigger or lower --bwlimit"
+    );
+    m.kill9();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rsync.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rsync did not stop within 30 s of the mount's crash");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(open);
+    m.clear_stale();
+    m.spawn();
+
+    for i in 0..8 {
+        assert_content(&m.path(&format!("acked/a{i}")), &acked(i), "fsynced before the crash");
+    }
+    assert_content(&m.path("acked/open-at-kill"), &acked(100), "fsynced, still open at the crash");
+    assert_content(&m.path("acked/rewritten"), &rewritten, "rewritten and fsynced before the crash");
+
+    let mut rsync = Command::new("rsync");
+    rsync.arg("-a").arg(format!("{}/", src.display())).arg(format!("{}/", dest.display()));
+    run_ok(&mut rsync, "rsync -a after the crash");
+    let s = wait_durable_within(&m.home, Duration::from_secs(120));
+    assert!(s.chunks > 0 && s.durable == s.chunks, "not all durable: {}", s.json);
+    diff_r(&src, &dest);
+}
+
+fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path and a zeroed out-struct.
+    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(p.as_ptr(), &mut out) } == 0 {
+        Ok(out)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `ls -la DIR` must succeed within 5 s and list `names`.
+fn ls_within(dir: PathBuf, names: &[&str]) {
+    let out =
+        within(Duration::from_secs(5), "ls -la", move || Command::new("ls").arg("-la").arg(&dir).output());
+    let out = out.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ls failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    for n in names {
+        assert!(text.contains(n), "ls does not list {n}:\n{text}");
+    }
+}
+
+#[test]
+fn offline_broker() {
+    let mut fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    let (a, b) = (bytes(3 * MIB, 301), bytes(3 * MIB, 302));
+    fs::write(m.path("a"), &a).unwrap();
+    fs::write(m.path("b"), &b).unwrap();
+    fs::create_dir(m.path("dir")).unwrap();
+    fs::write(m.path("dir/small"), b"small").unwrap();
+    wait_durable(&m.home);
+    m.remount();
+    assert_content(&m.path("a"), &a, "a, read while the broker is up");
+
+    fabric.nats.kill9();
+    ls_within(m.mp.clone(), &["a", "b", "dir"]);
+    ls_within(m.path("dir"), &["small"]);
+    let path = m.path("a");
+    let got = within(Duration::from_secs(5), "reading the cached file a", move || fs::read(path));
+    assert!(got.as_deref().ok() == Some(&a[..]), "cached file a does not read back offline: {got:?}");
+
+    let path = m.path("b");
+    let started = Instant::now();
+    let got = within(Duration::from_secs(30), "reading the uncached file b offline", move || fs::read(path));
+    match got {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => panic!(
+            "reading an uncached file with the broker down must fail with EIO, got {:?} after {:?}",
+            other.map(|v| v.len()),
+            started.elapsed()
+        ),
+    }
+    let mp = m.mp.clone();
+    let st = within(Duration::from_secs(5), "statvfs on the mount", move || statvfs(&mp)).unwrap();
+    assert!(
+        st.f_bsize > 0 && st.f_blocks > 0,
+        "statvfs figures: bsize {} blocks {}",
+        st.f_bsize,
+        st.f_blocks
+    );
+    let mp = m.mp.clone();
+    let df = within(Duration::from_secs(5), "df", move || Command::new("df").arg(&mp).output()).unwrap();
+    assert!(df.status.success(), "df failed: {}", String::from_utf8_lossy(&df.stderr));
+
+    let (c, d) = (bytes(MIB + 5, 303), bytes(200_000, 304));
+    let (pc, pd) = (m.path("c"), m.path("dir/new/d"));
+    let (c2, d2) = (c.clone(), d.clone());
+    within(Duration::from_secs(10), "writing new files offline", move || {
+        fs::write(&pc, &c2).unwrap();
+        fs::create_dir(pd.parent().unwrap()).unwrap();
+        fs::write(&pd, &d2).unwrap();
+    });
+    assert_content(&m.path("c"), &c, "new file c, offline");
+
+    fabric.nats.restart();
+    let s = wait_durable_within(&m.home, Duration::from_secs(120));
+    assert!(s.durable == s.chunks, "not all durable after the broker came back: {}", s.json);
+    m.remount();
+    assert_content(&m.path("b"), &b, "b after the broker came back and a remount");
+    assert_content(&m.path("c"), &c, "c (written offline) after a remount");
+    assert_content(&m.path("dir/new/d"), &d, "d (written offline) after a remount");
+}
+
+#[test]
+fn mount_while_broker_is_down() {
+    let mut fabric = Fabric::start(3, "1GiB");
+    fabric.nats.kill9();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    ls_within(m.mp.clone(), &["."]);
+    let x = bytes(MIB + 11, 401);
+    let (p, x2) = (m.path("x"), x.clone());
+    within(Duration::from_secs(10), "writing offline", move || fs::write(p, x2)).unwrap();
+    ls_within(m.mp.clone(), &["x"]);
+    assert_content(&m.path("x"), &x, "x, written offline");
+
+    fabric.nats.restart();
+    let s = wait_durable_within(&m.home, Duration::from_secs(120));
+    assert!(s.chunks > 0 && s.durable == s.chunks, "not all durable after the broker came up: {}", s.json);
+    m.remount();
+    assert_content(&m.path("x"), &x, "x after the broker came up and a remount");
+}
