@@ -9,7 +9,8 @@
 # Env:   SIZE (default 1G; 256M, 1GiB, ... accepted), FILES (10000 small files), DIRS (100),
 #        CACHE_MIB (256, passed as --cache-size), REPLICAS (3), NODES (3), CAPACITY (20GiB),
 #        TIMEOUT (600 s per step), KEEP=1 keeps the temp dir, NO_BUILD=1 skips
-#        `cargo build --release`, LOGDIR (where logs are copied at the end).
+#        `cargo build --release`, QULOUD_BIN (binary to test; default target/release/quloud),
+#        LOGDIR (where logs are copied at the end).
 #
 # Workload, per system:
 #   write    dd if=SRC of=MP/big.bin bs=1M conv=fsync (SRC: random file in /dev/shm, made once)
@@ -35,7 +36,7 @@ CAPACITY=${CAPACITY:-20GiB}
 TIMEOUT=${TIMEOUT:-600}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=$ROOT/target/release/quloud
+BIN=${QULOUD_BIN:-$ROOT/target/release/quloud}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/quloud-mount.XXXXXX")
 if [[ -d /dev/shm && -w /dev/shm ]]; then
     SHM=$(mktemp -d /dev/shm/quloud-mount-src.XXXXXX)
@@ -231,16 +232,17 @@ timed_rsync() {
 for tool in nats-server gocryptfs fusermount3 rsync jq python3 cmp curl; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
-if [[ ${NO_BUILD:-0} != 1 ]]; then
+if [[ ${NO_BUILD:-0} != 1 && -z ${QULOUD_BIN:-} ]]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet)
 fi
 [[ -x $BIN ]] || die "$BIN is missing (build first)"
-# Run a private copy, so a concurrent `cargo build`/`cargo test` cannot swap the binary mid-run.
+# Run a private copy, so a concurrent `cargo build`/`cargo test` cannot swap the binary mid-run
+# (named quloud-bench: a `pkill -f "quloud node"` elsewhere on the machine must not hit it).
 mkdir -p "$TMP/bin"
-cp "$BIN" "$TMP/bin/quloud"
-BIN_INFO="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), binary built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$BIN" | cut -c1-12)"
-BIN=$TMP/bin/quloud
+cp "$BIN" "$TMP/bin/quloud-bench"
+BIN_INFO="$BIN (source tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)), built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$BIN" | cut -c1-12)"
+BIN=$TMP/bin/quloud-bench
 
 LOAD_START=$(loadavg)
 top -b -n 1 | head -15 >"$TMP/top-start.txt"

@@ -96,8 +96,8 @@ pub struct NodeArgs {
     /// on another disk than DIR if a stolen data disk must reveal nothing.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// Store requests handled at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// Store requests handled at once (they share index commits, so more overlap is cheaper).
+    #[arg(long, default_value_t = 8, value_name = "N")]
     pub store_concurrency: usize,
 }
 

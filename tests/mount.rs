@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::tree::{compare_trees, make_tree};
 use common::*;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -275,9 +276,10 @@ fn kill9_mid_rsync_then_remount() {
     assert_content(&m.path("acked/open-at-kill"), &acked(100), "fsynced, still open at the crash");
     assert_content(&m.path("acked/rewritten"), &rewritten, "rewritten and fsynced before the crash");
 
+    // --delete: the killed rsync left its temporary file behind.
     let mut rsync = Command::new("rsync");
-    rsync.arg("-a").arg(format!("{}/", src.display())).arg(format!("{}/", dest.display()));
-    run_ok(&mut rsync, "rsync -a after the crash");
+    rsync.args(["-a", "--delete"]).arg(format!("{}/", src.display())).arg(format!("{}/", dest.display()));
+    run_ok(&mut rsync, "rsync -a --delete after the crash");
     let s = wait_durable_within(&m.home, Duration::from_secs(120));
     assert!(s.chunks > 0 && s.durable == s.chunks, "not all durable: {}", s.json);
     diff_r(&src, &dest);

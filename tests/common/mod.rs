@@ -571,4 +571,3 @@ impl Rng {
 }
 
 pub mod tree;
-pub use tree::{compare_trees, make_tree};

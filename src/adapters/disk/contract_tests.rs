@@ -122,3 +122,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn concurrent_puts_share_commits_and_all_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = NodeIdentity::generate();
+    let store = std::sync::Arc::new(DiskChunkStore::open(dir.path(), id.clone(), 1 << 30).unwrap());
+    let handles: Vec<_> = (0..8u8)
+        .map(|t| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..10u8 {
+                    let (mut meta, ct) = chunk(t.wrapping_mul(16).wrapping_add(i), 3000 + i as usize);
+                    meta.slot = t;
+                    s.put(&meta, &ct).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    drop(store);
+    let reopened = DiskChunkStore::open(dir.path(), id, 1 << 30).unwrap();
+    assert_eq!(reopened.usage().chunks, 80);
+    assert_eq!(reopened.index_len().unwrap(), 80);
+}

@@ -34,8 +34,20 @@ fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Io(format!("index: {}", e.into()))
 }
 
+/// Group commit: concurrent puts share one durable index transaction.
+#[derive(Default)]
+struct Group {
+    queue: Vec<([u8; 32], Vec<u8>)>,
+    queued: u64,
+    committed: u64,
+    leader: bool,
+    failed: Option<(u64, u64, String)>,
+}
+
 /// Chunk bodies in files, an encrypted redb index, a capacity limit.
 pub struct DiskChunkStore {
+    group: std::sync::Mutex<Group>,
+    group_done: std::sync::Condvar,
     dir: PathBuf,
     id: NodeIdentity,
     db: Database,
@@ -117,6 +129,8 @@ impl DiskChunkStore {
             txn.commit().map_err(db_err)?;
         }
         let store = DiskChunkStore {
+            group: std::sync::Mutex::default(),
+            group_done: std::sync::Condvar::new(),
             dir: dir.to_path_buf(),
             id,
             db,
@@ -222,6 +236,55 @@ impl DiskChunkStore {
         Ok(result?)
     }
 
+    /// Inserts a new record durably, sharing one commit (one fsync) with concurrent puts: the
+    /// first waiter becomes the leader and commits everything queued so far.
+    fn insert_record_grouped(&self, locator: &[u8; 32], meta: &StoredChunk) -> Result<(), StoreError> {
+        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta));
+        let mut g = self.group_lock();
+        g.queue.push((*locator, sealed));
+        g.queued += 1;
+        let mine = g.queued;
+        loop {
+            if g.committed >= mine {
+                return match &g.failed {
+                    Some((from, to, e)) if (*from..=*to).contains(&mine) => Err(StoreError::Io(e.clone())),
+                    _ => Ok(()),
+                };
+            }
+            if !g.leader {
+                g.leader = true;
+                let batch = std::mem::take(&mut g.queue);
+                let (from, to) = (g.committed + 1, g.queued);
+                drop(g);
+                let result = self.commit_records(&batch);
+                g = self.group_lock();
+                g.leader = false;
+                g.committed = to;
+                if let Err(e) = result {
+                    g.failed = Some((from, to, e.to_string()));
+                }
+                self.group_done.notify_all();
+                continue;
+            }
+            g = self.group_done.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn group_lock(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn commit_records(&self, batch: &[([u8; 32], Vec<u8>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            for (loc, sealed) in batch {
+                table.insert(loc, sealed.as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
     fn write_record(&self, locator: &[u8; 32], meta: &StoredChunk) -> Result<(), StoreError> {
         let sealed = seal(&self.id.record_key(), locator, &encode_record(meta));
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -257,7 +320,7 @@ impl ChunkStore for DiskChunkStore {
         let charge = ciphertext.len() as u64 + BODY_OVERHEAD;
         self.reserve(charge)?;
         let loc = self.id.locator(&meta.addr);
-        let r = self.write_body(&loc, &meta.addr, ciphertext).and_then(|()| self.write_record(&loc, meta));
+        let r = self.write_body(&loc, &meta.addr, ciphertext).and_then(|()| self.insert_record_grouped(&loc, meta));
         match r {
             Ok(()) => {
                 self.chunks.fetch_add(1, Ordering::SeqCst);

@@ -36,7 +36,7 @@ impl NodeRunOptions {
         NodeRunOptions {
             url: url.to_string(),
             layout: Layout::default(),
-            store_concurrency: 4,
+            store_concurrency: 8,
             request_concurrency: 8,
             sweep_interval: Duration::from_secs(60),
         }
