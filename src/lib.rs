@@ -7,9 +7,11 @@
 //!   Schnorr retrieval proof, BLAKE3 Merkle audits and the wire messages. No I/O, no tokio.
 //! - [`ports`] — the traits the use cases need: the node's [`ports::chunk_store::ChunkStore`]
 //!   and the owner's [`ports::fabric::ChunkFabric`].
-//! - [`app`] — use cases on the ports: the storage node's request handling.
+//! - [`app`] — use cases on the ports: the storage node's request handling (`app::node`) and
+//!   the vault's filesystem service with its upload pipeline (`app::vault`).
 //! - [`adapters`] — implementations: `disk` (node store), `memory` (unit tests), `nats`
-//!   (JetStream fabric, node and owner side), `redb` (every table definition).
+//!   (JetStream fabric, node and owner side), `redb` (every table definition and the vault
+//!   manifest), `fuse` (the thin fuser adapter over `app::vault`).
 //! - [`cli`], [`wiring`] — the command line and the composition root; `main.rs` only parses,
 //!   starts logging and the runtime, and calls wiring.
 //!

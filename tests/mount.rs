@@ -372,6 +372,41 @@ fn offline_broker() {
     assert_content(&m.path("dir/new/d"), &d, "d (written offline) after a remount");
 }
 
+/// Only one mount per home: a second `quloud mount` of the same home must exit with an error
+/// and mount nothing.
+fn second_mount_is_refused(first: &Mount, url: &str) {
+    let mp2 = first.home.with_extension("second-mp");
+    fs::create_dir_all(&mp2).unwrap();
+    let mp2 = mp2.canonicalize().unwrap();
+    let mut child = quloud(&first.home)
+        .arg("mount")
+        .arg(&mp2)
+        .args(["--nats", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline || is_mounted(&mp2) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mounted = is_mounted(&mp2);
+    if status.is_none() || mounted {
+        let _ = child.kill();
+        let _ = child.wait();
+        lazy_unmount(&mp2);
+        panic!("a second mount of the same home was not refused (mounted: {mounted}, exited: {status:?})");
+    }
+    assert!(!status.unwrap().success(), "a second mount of the same home exited 0");
+    assert!(first.home.join("control.sock").exists(), "the refused second mount removed the control socket");
+}
+
 #[test]
 fn mount_while_broker_is_down() {
     let mut fabric = Fabric::start(3, "1GiB");
@@ -379,6 +414,7 @@ fn mount_while_broker_is_down() {
     let tmp = tempfile::tempdir().unwrap();
     let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
     ls_within(m.mp.clone(), &["."]);
+    second_mount_is_refused(&m, &fabric.url());
     let x = bytes(MIB + 11, 401);
     let (p, x2) = (m.path("x"), x.clone());
     within(Duration::from_secs(10), "writing offline", move || fs::write(p, x2)).unwrap();
@@ -390,4 +426,80 @@ fn mount_while_broker_is_down() {
     assert!(s.chunks > 0 && s.durable == s.chunks, "not all durable after the broker came up: {}", s.json);
     m.remount();
     assert_content(&m.path("x"), &x, "x after the broker came up and a remount");
+}
+
+/// The tree comparison used above must see every kind of difference it claims to check.
+#[test]
+fn tree_comparison_detects_differences() {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    make_tree(&a, 3);
+    let copy = |i: usize| {
+        let b = tmp.path().join(format!("b{i}"));
+        run_ok(Command::new("cp").arg("-a").arg(&a).arg(&b), "cp -a");
+        b
+    };
+    assert_trees_equal(&a, &copy(0), "an exact copy (cp -a)");
+    // Puts back the mtime of `rel` (a directory whose entries a mutation changed) from `a`.
+    let restore_mtime = |b: &Path, rel: &str| {
+        let m = fs::symlink_metadata(a.join(rel)).unwrap();
+        tree::set_mtime(&b.join(rel), m.mtime(), m.mtime_nsec());
+    };
+    type Mutation<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>);
+    let mutations: Vec<Mutation> = vec![
+        (
+            "mtime",
+            Box::new(|b: &Path| {
+                let m = fs::metadata(b.join("tiny")).unwrap();
+                tree::set_mtime(&b.join("tiny"), m.mtime(), m.mtime_nsec() + 1);
+            }),
+        ),
+        ("xattrs", Box::new(|b: &Path| tree::set_xattr(&b.join("tiny"), "user.comment", b"hellO"))),
+        (
+            "mode",
+            Box::new(|b: &Path| {
+                fs::set_permissions(b.join("modes/m600"), fs::Permissions::from_mode(0o640)).unwrap()
+            }),
+        ),
+        (
+            "content differs from byte 1234567",
+            Box::new(|b: &Path| {
+                overwrite_at(&b.join("random-3m"), 1_234_567, b"\0\0\0\0");
+                restore_mtime(b, "random-3m");
+            }),
+        ),
+        (
+            "nlink",
+            Box::new(|b: &Path| {
+                fs::remove_file(b.join("a/h3")).unwrap();
+                run_ok(Command::new("cp").arg("-a").arg(b.join("hard/h1")).arg(b.join("a/h3")), "cp -a");
+                restore_mtime(b, "a");
+            }),
+        ),
+        (
+            "symlink target",
+            Box::new(|b: &Path| {
+                fs::remove_file(b.join("links/dangling")).unwrap();
+                symlink("no/such/targeT", b.join("links/dangling")).unwrap();
+                restore_mtime(b, "links/dangling");
+                restore_mtime(b, "links");
+            }),
+        ),
+        (
+            "entries differ",
+            Box::new(|b: &Path| {
+                fs::write(b.join("a/b/extra"), b"").unwrap();
+                restore_mtime(b, "a/b");
+            }),
+        ),
+    ];
+    for (i, (what, mutate)) in mutations.iter().enumerate() {
+        let b = copy(i + 1);
+        mutate(&b);
+        match compare_trees(&a, &b) {
+            Ok(()) => panic!("the comparison missed a difference in {what}"),
+            Err(e) => assert!(e.contains(what), "expected a difference in {what}, got: {e}"),
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Use cases on the ports: the storage node's request handling (and, next, the owner's services).
+//! Use cases on the ports: the storage node's request handling and the vault's filesystem service.
 
 pub mod node;
 pub mod replay;

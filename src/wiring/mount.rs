@@ -109,11 +109,10 @@ async fn serve_control(vault: Arc<Vault<NatsFabric>>, path: PathBuf, cancel: Can
             if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
                 return;
             }
-            let reply = match line.trim() {
-                "status" => match v.status() {
-                    Ok(s) => s.to_json(),
-                    Err(e) => format!("{{\"error\":\"{e}\"}}"),
-                },
+            let reply = match (line.trim(), v.status()) {
+                ("status", Ok(s)) => s.to_json(),
+                ("status text", Ok(s)) => s.render(),
+                ("status" | "status text", Err(e)) => format!("{{\"error\":\"{e}\"}}"),
                 _ => "{\"error\":\"unknown command\"}".to_string(),
             };
             let _ = stream.write_all(reply.as_bytes()).await;
@@ -189,7 +188,7 @@ pub async fn status(home: &Path, json: bool) -> Result<()> {
     let sock = control_socket(home);
     let live = async {
         let mut s = tokio::net::UnixStream::connect(&sock).await.ok()?;
-        s.write_all(b"status\n").await.ok()?;
+        s.write_all(if json { b"status\n".as_slice() } else { b"status text\n".as_slice() }).await.ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
         Some(out)
@@ -198,16 +197,17 @@ pub async fn status(home: &Path, json: bool) -> Result<()> {
         if json {
             println!("{text}");
         } else {
-            println!("(mounted)\n{text}");
+            print!("mounted\n{text}");
         }
         return Ok(());
     }
-    let s = VaultStatus::offline(home, 3)
-        .with_context(|| format!("cannot read the vault in {}", home.display()))?;
+    let s = VaultStatus::offline(home).with_context(|| {
+        format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
+    })?;
     if json {
         println!("{}", s.to_json());
     } else {
-        print!("(not mounted)\n{}", s.render());
+        print!("not mounted\n{}", s.render());
     }
     Ok(())
 }

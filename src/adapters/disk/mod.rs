@@ -320,7 +320,9 @@ impl ChunkStore for DiskChunkStore {
         let charge = ciphertext.len() as u64 + BODY_OVERHEAD;
         self.reserve(charge)?;
         let loc = self.id.locator(&meta.addr);
-        let r = self.write_body(&loc, &meta.addr, ciphertext).and_then(|()| self.insert_record_grouped(&loc, meta));
+        let r = self
+            .write_body(&loc, &meta.addr, ciphertext)
+            .and_then(|()| self.insert_record_grouped(&loc, meta));
         match r {
             Ok(()) => {
                 self.chunks.fetch_add(1, Ordering::SeqCst);

@@ -138,6 +138,11 @@ macro_rules! readers {
             Ok(out)
         }
 
+        /// A counter or setting from the meta table.
+        pub fn meta(&self, key: &str) -> Result<Option<u64>, FsError> {
+            Ok(self.0.open_table(META).map_err(err)?.get(key).map_err(err)?.map(|g| g.value()))
+        }
+
         /// Whether an inode's content is staged locally.
         pub fn is_staged(&self, ino: Ino) -> Result<bool, FsError> {
             Ok(self.0.open_table(STAGED).map_err(err)?.get(ino).map_err(err)?.is_some())
@@ -156,6 +161,11 @@ impl Rx {
             out.push(Addr(*row.map_err(err)?.0.value()));
         }
         Ok(out)
+    }
+
+    /// Whether a chunk is in the upload queue.
+    pub fn upload_queued(&self, addr: &Addr) -> Result<bool, FsError> {
+        Ok(self.0.open_table(UPLOADS).map_err(err)?.get(&addr.0).map_err(err)?.is_some())
     }
 
     /// Inodes staged locally (to re-queue after a restart).
@@ -190,6 +200,12 @@ impl Tx<'_> {
     /// Writes an inode.
     pub fn put_inode(&self, a: &Attr) -> Result<(), FsError> {
         self.0.open_table(INODES).map_err(err)?.insert(a.ino, a.encode().as_slice()).map_err(err)?;
+        Ok(())
+    }
+
+    /// Sets a counter or setting in the meta table.
+    pub fn set_meta(&self, key: &str, value: u64) -> Result<(), FsError> {
+        self.0.open_table(META).map_err(err)?.insert(key, value).map_err(err)?;
         Ok(())
     }
 

@@ -187,6 +187,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
+        m.write_durable(|tx| tx.set_meta("replicas", opts.replicas as u64))?;
         let vault = Vault {
             m,
             keys,

@@ -199,6 +199,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut files = Self::lock(&self.files);
         let unchanged = files.get(&ino).is_some_and(|f| f.generation == generation && f.writers == 0);
         if !unchanged {
+            drop(files);
+            // Not committed: drop the outbox copies this pass made (the next pass rewrites them).
+            let rx = self.m.read()?;
+            for (addr, _) in &fresh {
+                if !rx.upload_queued(addr)? {
+                    let _ = std::fs::remove_file(self.outbox_path(addr));
+                }
+            }
             return Ok(false);
         }
         let now = unix_ms(SystemTime::now());

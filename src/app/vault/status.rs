@@ -54,10 +54,16 @@ impl VaultStatus {
     }
 
     /// Reads the status of an unmounted vault in `home`.
-    pub fn offline(home: &Path, replicas: usize) -> Result<VaultStatus, FsError> {
+    /// Uses the replica count the vault was last mounted with.
+    pub fn offline(home: &Path) -> Result<VaultStatus, FsError> {
+        let path = home.join("manifest.redb");
+        if !path.exists() {
+            return Err(FsError::NotFound);
+        }
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
+        let m = Manifest::open(&path, uid, gid)?;
+        let replicas = m.read()?.meta("replicas")?.unwrap_or(3) as usize;
         Self::from_manifest(&m, replicas)
     }
 
