@@ -189,6 +189,9 @@ pub async fn run_check(url: &str, size: u64, replicas: usize) -> Result<CheckRep
         }
     }
 
+    if let Err(e) = fabric.delete_ack_consumer().await {
+        tracing::debug!(error = %e, "could not remove the check's ack consumer");
+    }
     Ok(CheckReport {
         bytes: size,
         chunks: sealed.len(),

@@ -127,6 +127,14 @@ impl NatsFabric {
         })
     }
 
+    /// Removes this vault's durable ack consumer from the broker (for throwaway vaults such as
+    /// `quloud check`; a real vault keeps it so acks that arrive while it is offline wait).
+    pub async fn delete_ack_consumer(&self) -> Result<(), FabricError> {
+        let stream = self.js.get_stream(ACK_STREAM).await.map_err(broker)?;
+        stream.delete_consumer(&format!("owner-{}", self.token)).await.map_err(broker)?;
+        Ok(())
+    }
+
     /// The underlying NATS client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client

@@ -295,5 +295,20 @@ async fn sweep_loop<S: ChunkStore>(svc: Arc<NodeService<S>>, every: Duration, ca
                 tracing::info!(dropped = n, "dropped chunks whose lease ended");
             }
         }
+        let s = &svc.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let usage = svc.store().usage();
+        tracing::info!(
+            stored = load(&s.stored),
+            declined = load(&s.declined),
+            dropped = load(&s.dropped),
+            refused = load(&s.refused),
+            served = load(&s.served),
+            audits = load(&s.audits),
+            chunks = usage.chunks,
+            used = usage.used,
+            capacity = usage.capacity,
+            "node counters"
+        );
     }
 }
