@@ -193,6 +193,10 @@ impl NatsFabric {
                 (0..=u8::MAX).filter(|s| !claimed.contains(s)).take(replicas - distinct).collect();
             if let Err(e) = self.publish_slots(&chunk, &slots, attempt, lease).await {
                 tracing::warn!(addr = ?chunk.addr, error = %e, "publishing store request failed; retrying");
+                // After a broker restart the in-memory work queue is gone: re-create it.
+                if let Err(e) = ensure_streams(&self.js, &self.opts.layout).await {
+                    tracing::debug!(error = %e, "re-creating streams failed");
+                }
             }
             attempt += 1;
             let retry_at = (Instant::now() + self.opts.retry_after).min(deadline);

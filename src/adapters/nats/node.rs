@@ -66,7 +66,15 @@ pub async fn run_node<S: ChunkStore>(
     tracing::info!(node = %svc.node_id(), url = %opts.url, "storage node serving");
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(store_loop(svc.clone(), consumer, js.clone(), opts.store_concurrency, cancel.clone()));
+    let layout = opts.layout.clone();
+    tasks.spawn(store_loop(
+        svc.clone(),
+        consumer,
+        js.clone(),
+        layout,
+        opts.store_concurrency,
+        cancel.clone(),
+    ));
     let limit = Arc::new(Semaphore::new(opts.request_concurrency));
     tasks.spawn(request_loop(
         svc.clone(),
@@ -96,14 +104,32 @@ pub async fn run_node<S: ChunkStore>(
 /// nodes within a fraction of a second.
 async fn store_loop<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
-    consumer: jetstream::consumer::PullConsumer,
+    mut consumer: jetstream::consumer::PullConsumer,
     js: jetstream::Context,
+    layout: super::Layout,
     concurrency: usize,
     cancel: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut inflight = JoinSet::new();
+    let mut last_check = std::time::Instant::now();
     while !cancel.is_cancelled() {
+        // A broker restart loses the in-memory work queue and its consumer: when fetches come
+        // back empty, check now and then that the consumer still exists and re-create it.
+        if last_check.elapsed() > Duration::from_secs(5) {
+            last_check = std::time::Instant::now();
+            if consumer.info().await.is_err() {
+                match rebind(&js, &layout).await {
+                    Ok(c) => {
+                        tracing::info!("store consumer re-created after a broker restart");
+                        consumer = c;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store consumer is gone and cannot be re-created yet")
+                    }
+                }
+            }
+        }
         while inflight.try_join_next().is_some() {}
         let Ok(first) = limit.clone().acquire_owned().await else { break };
         let mut permits = vec![first];
@@ -134,6 +160,7 @@ async fn store_loop<S: ChunkStore>(
                     continue;
                 }
             };
+            last_check = std::time::Instant::now();
             let Some(permit) = permits.pop() else { break };
             let (svc, js) = (svc.clone(), js.clone());
             inflight.spawn(async move {
@@ -143,6 +170,14 @@ async fn store_loop<S: ChunkStore>(
         }
     }
     while inflight.join_next().await.is_some() {}
+}
+
+async fn rebind(
+    js: &jetstream::Context,
+    layout: &super::Layout,
+) -> Result<jetstream::consumer::PullConsumer, FabricError> {
+    let (store, _) = ensure_streams(js, layout).await?;
+    store_consumer(&store, layout).await
 }
 
 async fn handle_store_message<S: ChunkStore>(

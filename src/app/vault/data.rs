@@ -419,7 +419,22 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).
+    /// Concurrent readers of one chunk (kernel read requests are ≤ 128 KiB, chunks ~512 KiB,
+    /// plus read-ahead) share a single load.
     pub(super) async fn plaintext(&self, e: &Extent) -> Result<Arc<Vec<u8>>, FsError> {
+        if let Some(p) = Self::lock(&self.cache).get(&e.id) {
+            return Ok(p);
+        }
+        let cell = Self::lock(&self.fetching).entry(e.id).or_default().clone();
+        let result = cell.get_or_try_init(|| self.load_chunk(e)).await.cloned();
+        let mut fetching = Self::lock(&self.fetching);
+        if fetching.get(&e.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            fetching.remove(&e.id);
+        }
+        result
+    }
+
+    async fn load_chunk(&self, e: &Extent) -> Result<Arc<Vec<u8>>, FsError> {
         if let Some(p) = Self::lock(&self.cache).get(&e.id) {
             return Ok(p);
         }

@@ -144,6 +144,8 @@ pub struct Vault<F> {
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
     next_fh: AtomicU64,
     cache: Mutex<ChunkCache>,
+    /// Chunk loads in progress, shared by concurrent readers.
+    fetching: Mutex<HashMap<crate::domain::ids::ChunkId, Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>>>,
     /// Wakes the chunker (files closed) and the uploader (chunks queued / durable).
     chunk_queue: Mutex<Vec<Ino>>,
     chunk_work: Notify,
@@ -193,6 +195,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             keys,
             fabric: watch::channel(None).0,
             cache: Mutex::new(ChunkCache::new(opts.cache_bytes)),
+            fetching: Mutex::default(),
             opts,
             staging,
             outbox,

@@ -173,6 +173,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let (offset, data) = chunk?;
             let sealed = self.keys.seal(&data);
             extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
+            // Just-written data is the likeliest to be read next.
+            Self::lock(&self.cache).put(sealed.id, Arc::new(data));
             let known =
                 self.m.read()?.chunk(&sealed.addr)?.is_some() || fresh.iter().any(|(a, _)| *a == sealed.addr);
             if !known {
