@@ -144,6 +144,8 @@ pub struct Vault<F> {
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
     next_fh: AtomicU64,
     cache: Mutex<ChunkCache>,
+    /// Uploads acknowledged by quorum, waiting for their durable manifest commit.
+    uploads_done: Mutex<Vec<(crate::domain::ids::Addr, Vec<crate::domain::fs::Replica>)>>,
     /// Chunk loads in progress, shared by concurrent readers.
     fetching: Mutex<HashMap<crate::domain::ids::ChunkId, Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>>>,
     /// Wakes the chunker (files closed) and the uploader (chunks queued / durable).
@@ -196,6 +198,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             fabric: watch::channel(None).0,
             cache: Mutex::new(ChunkCache::new(opts.cache_bytes)),
             fetching: Mutex::default(),
+            uploads_done: Mutex::default(),
             opts,
             staging,
             outbox,

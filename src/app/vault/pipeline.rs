@@ -27,6 +27,16 @@ pub struct PipelineStats {
     pub upload_failures: AtomicU64,
 }
 
+/// A staged file sealed into the outbox, waiting to be committed.
+pub(super) struct Prepared {
+    ino: Ino,
+    size: u64,
+    mtime: crate::domain::fs::Time,
+    generation: u64,
+    extents: Vec<Extent>,
+    fresh: Vec<(Addr, ChunkRecord)>,
+}
+
 /// Reads a file from offset 0 with positional reads (no shared cursor).
 struct PosReader<'a> {
     file: &'a File,
@@ -87,17 +97,16 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
             continue;
         }
         let mut seen = std::collections::HashSet::new();
-        for ino in queued.into_iter().filter(|i| seen.insert(*i)) {
-            let v = vault.clone();
-            match tokio::task::spawn_blocking(move || v.chunk_file(ino)).await {
-                Ok(Ok(true)) => {
-                    stats.files_chunked.fetch_add(1, Ordering::Relaxed);
-                    vault.upload_work.notify_one();
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::error!(ino, error = %e, "chunking a file failed; it stays staged"),
-                Err(e) => tracing::error!(ino, error = %e, "chunking task failed"),
+        let batch: Vec<Ino> = queued.into_iter().filter(|i| seen.insert(*i)).collect();
+        let v = vault.clone();
+        match tokio::task::spawn_blocking(move || v.chunk_files(&batch)).await {
+            Ok(Ok(n)) if n > 0 => {
+                stats.files_chunked.fetch_add(n as u64, Ordering::Relaxed);
+                vault.upload_work.notify_one();
             }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "chunking files failed; they stay staged"),
+            Err(e) => tracing::error!(error = %e, "chunking task failed"),
         }
         vault.uploaded.notify_waiters();
     }
@@ -110,7 +119,7 @@ async fn upload_loop<F: ChunkFabric + 'static>(
 ) {
     let mut backoff = Duration::from_millis(200);
     while !cancel.is_cancelled() {
-        let queue = vault.m.read().and_then(|rx| rx.uploads(1024)).unwrap_or_default();
+        let queue = vault.m.read().and_then(|rx| rx.uploads(256)).unwrap_or_default();
         let fabric = if queue.is_empty() { None } else { vault.fabric_within(Duration::from_secs(1)).await };
         let Some(fabric) = fabric else {
             tokio::select! {
@@ -128,7 +137,9 @@ async fn upload_loop<F: ChunkFabric + 'static>(
                     match vault.upload_one(&*fabric, addr).await {
                         Ok(()) => {
                             stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
-                            vault.uploaded.notify_waiters();
+                            if Vault::<F>::lock(&vault.uploads_done).len() >= 64 {
+                                vault.commit_uploads();
+                            }
                         }
                         Err(e) => {
                             stats.upload_failures.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +149,7 @@ async fn upload_loop<F: ChunkFabric + 'static>(
                 }
             })
             .await;
+        vault.commit_uploads();
         if stats.chunks_uploaded.load(Ordering::Relaxed) == before {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -155,9 +167,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.outbox.join(addr.to_hex())
     }
 
-    /// Chunks and seals a staged file into the outbox and commits its new extents; returns
-    /// false when the file is still being written (it is queued again at its last close).
-    pub(super) fn chunk_file(&self, ino: Ino) -> Result<bool, FsError> {
+    /// Seals a staged file's chunks into the outbox (not yet fsynced) and returns what to commit;
+    /// `None` when the file is still being written (it is queued again at its last close).
+    fn prepare(&self, ino: Ino) -> Result<Option<Prepared>, FsError> {
         let snapshot = {
             let files = Self::lock(&self.files);
             match files.get(&ino) {
@@ -165,91 +177,139 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 _ => None,
             }
         };
-        let Some((file, size, mtime, generation)) = snapshot else { return Ok(false) };
-        let mut extents = Vec::new();
-        let mut fresh: Vec<(Addr, ChunkRecord)> = Vec::new();
+        let Some((file, size, mtime, generation)) = snapshot else { return Ok(None) };
+        let mut p = Prepared { ino, size, mtime, generation, extents: Vec::new(), fresh: Vec::new() };
         let reader = PosReader { file: &file, pos: 0, end: size };
         for chunk in chunk_stream(reader, self.keys.chunker_seed()) {
             let (offset, data) = chunk?;
             let sealed = self.keys.seal(&data);
-            extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
+            p.extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
             // Just-written data is the likeliest to be read next.
             Self::lock(&self.cache).put(sealed.id, Arc::new(data));
-            let known =
-                self.m.read()?.chunk(&sealed.addr)?.is_some() || fresh.iter().any(|(a, _)| *a == sealed.addr);
-            if !known {
-                let path = self.outbox_path(&sealed.addr);
-                if !path.exists() {
-                    let tmp = path.with_extension("tmp");
-                    let mut f = File::create(&tmp)?;
-                    f.write_all(&sealed.ciphertext)?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, &path)?;
-                }
-                let record = ChunkRecord {
-                    id: sealed.id,
-                    ct_len: sealed.ciphertext.len() as u32,
-                    refs: 0,
-                    state: ChunkState::Pending,
-                    replicas: Vec::new(),
-                };
-                fresh.push((sealed.addr, record));
+            let known = self.m.read()?.chunk(&sealed.addr)?.is_some()
+                || p.fresh.iter().any(|(a, _)| *a == sealed.addr);
+            if known {
+                continue;
+            }
+            let path = self.outbox_path(&sealed.addr);
+            if !path.exists() {
+                let tmp = path.with_extension("tmp");
+                File::create(&tmp)?.write_all(&sealed.ciphertext)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            let record = ChunkRecord {
+                id: sealed.id,
+                ct_len: sealed.ciphertext.len() as u32,
+                refs: 0,
+                state: ChunkState::Pending,
+                replicas: Vec::new(),
+            };
+            p.fresh.push((sealed.addr, record));
+        }
+        Ok(Some(p))
+    }
+
+    /// Chunks a batch of staged files: seals them into the outbox, makes the outbox durable with
+    /// one `syncfs`, commits all their new extents in one durable transaction, and only then
+    /// drops their staging copies. Returns how many files were committed.
+    pub(super) fn chunk_files(&self, inos: &[Ino]) -> Result<usize, FsError> {
+        let mut prepared = Vec::new();
+        for &ino in inos {
+            match self.prepare(ino) {
+                Ok(Some(p)) => prepared.push(p),
+                Ok(None) => {}
+                Err(e) => tracing::error!(ino, error = %e, "chunking a file failed; it stays staged"),
             }
         }
-        File::open(&self.outbox)?.sync_all()?;
-        // Commit only if nothing changed while we read; hold the lock so no write slips in.
+        if prepared.is_empty() {
+            return Ok(0);
+        }
+        let outbox = File::open(&self.outbox)?;
+        // SAFETY: syncfs on a valid open descriptor; no memory is passed.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // Commit only files unchanged since they were read; hold the lock so no write slips in.
         let mut files = Self::lock(&self.files);
-        let unchanged = files.get(&ino).is_some_and(|f| f.generation == generation && f.writers == 0);
-        if !unchanged {
-            drop(files);
-            // Not committed: drop the outbox copies this pass made (the next pass rewrites them).
-            let rx = self.m.read()?;
-            for (addr, _) in &fresh {
+        let (ready, stale): (Vec<Prepared>, Vec<Prepared>) = prepared
+            .into_iter()
+            .partition(|p| files.get(&p.ino).is_some_and(|f| f.generation == p.generation && f.writers == 0));
+        let now = unix_ms(SystemTime::now());
+        let committed = self.m.write_durable(|tx| {
+            let mut done = Vec::new();
+            for p in &ready {
+                let Ok(mut a) = tx.inode(p.ino) else { continue }; // deleted meanwhile
+                for (addr, rec) in &p.fresh {
+                    if tx.chunk(addr)?.is_none() {
+                        tx.put_chunk(addr, rec)?;
+                        tx.set_upload(addr, Some(now))?;
+                    }
+                }
+                tx.set_extents(p.ino, &p.extents)?;
+                a.size = p.size;
+                a.mtime = p.mtime;
+                tx.put_inode(&a)?;
+                tx.set_staged(p.ino, false)?;
+                done.push(p.ino);
+            }
+            Ok(done)
+        })?;
+        for p in &ready {
+            let drop_entry = match files.get_mut(&p.ino) {
+                Some(f) => {
+                    f.staging = None;
+                    f.handles == 0
+                }
+                None => false,
+            };
+            if drop_entry || !committed.contains(&p.ino) {
+                files.remove(&p.ino);
+            }
+        }
+        drop(files);
+        for p in &ready {
+            let _ = std::fs::remove_file(self.staging_path(p.ino));
+        }
+        // Passes that lost a race with a writer: drop the outbox copies nobody committed.
+        let rx = self.m.read()?;
+        for p in &stale {
+            for (addr, _) in &p.fresh {
                 if !rx.upload_queued(addr)? {
                     let _ = std::fs::remove_file(self.outbox_path(addr));
                 }
             }
-            return Ok(false);
         }
-        let now = unix_ms(SystemTime::now());
-        let committed = self.m.write_durable(|tx| {
-            let mut a = tx.inode(ino)?;
-            for (addr, rec) in &fresh {
-                if tx.chunk(addr)?.is_none() {
-                    tx.put_chunk(addr, rec)?;
-                    tx.set_upload(addr, Some(now))?;
+        Ok(committed.len())
+    }
+
+    /// Records finished uploads in one durable transaction, then removes their outbox copies.
+    pub(super) fn commit_uploads(&self) {
+        let done = std::mem::take(&mut *Self::lock(&self.uploads_done));
+        if done.is_empty() {
+            return;
+        }
+        let result = self.m.write_durable(|tx| {
+            for (addr, replicas) in &done {
+                if let Some(mut c) = tx.chunk(addr)? {
+                    c.state = ChunkState::Durable;
+                    c.replicas = replicas.clone();
+                    tx.put_chunk(addr, &c)?;
                 }
+                tx.set_upload(addr, None)?;
             }
-            tx.set_extents(ino, &extents)?;
-            a.size = size;
-            a.mtime = mtime;
-            tx.put_inode(&a)?;
-            tx.set_staged(ino, false)
+            Ok(())
         });
-        match committed {
-            Ok(()) => {}
-            Err(FsError::NotFound) => {
-                // Deleted while we chunked.
-                files.remove(&ino);
-                drop(files);
-                let _ = std::fs::remove_file(self.staging_path(ino));
-                return Ok(false);
+        match result {
+            Ok(()) => {
+                for (addr, _) in &done {
+                    let _ = std::fs::remove_file(self.outbox_path(addr));
+                }
+                self.uploaded.notify_waiters();
             }
-            Err(e) => return Err(e),
-        }
-        let drop_entry = match files.get_mut(&ino) {
-            Some(f) => {
-                f.staging = None;
-                f.handles == 0
+            Err(e) => {
+                tracing::error!(error = %e, "recording uploads failed; they will be uploaded again");
             }
-            None => false,
-        };
-        if drop_entry {
-            files.remove(&ino);
         }
-        drop(files);
-        std::fs::remove_file(self.staging_path(ino))?;
-        Ok(true)
     }
 
     /// Stores one outbox chunk with quorum and records its replicas.
@@ -275,15 +335,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             .iter()
             .map(|a| Replica { node: a.node, slot: a.slot, lease_expiry_ms: a.lease_expiry_ms })
             .collect();
-        self.m.write_durable(|tx| {
-            if let Some(mut c) = tx.chunk(&addr)? {
-                c.state = ChunkState::Durable;
-                c.replicas = replicas.clone();
-                tx.put_chunk(&addr, &c)?;
-            }
-            tx.set_upload(&addr, None)
-        })?;
-        let _ = tokio::fs::remove_file(&path).await;
+        Self::lock(&self.uploads_done).push((addr, replicas));
         Ok(())
     }
 }
