@@ -32,6 +32,9 @@ pub use status::VaultStatus;
 /// A file handle.
 pub type Fh = u64;
 
+/// One chunk load, shared by every reader waiting for that chunk.
+type ChunkLoad = tokio::sync::OnceCell<Arc<Vec<u8>>>;
+
 /// Who is calling.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -147,7 +150,7 @@ pub struct Vault<F> {
     /// Uploads acknowledged by quorum, waiting for their durable manifest commit.
     uploads_done: Mutex<Vec<(crate::domain::ids::Addr, Vec<crate::domain::fs::Replica>)>>,
     /// Chunk loads in progress, shared by concurrent readers.
-    fetching: Mutex<HashMap<crate::domain::ids::ChunkId, Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>>>,
+    fetching: Mutex<HashMap<crate::domain::ids::ChunkId, Arc<ChunkLoad>>>,
     /// Wakes the chunker (files closed) and the uploader (chunks queued / durable).
     chunk_queue: Mutex<Vec<Ino>>,
     chunk_work: Notify,
