@@ -398,7 +398,7 @@ q_status() { timeout 10 "$BIN" --home "$QHOME" status --json 2>>"$TMP/status-err
 q_durable() { # true when pending == 0 && staged_files == 0
     local s
     s=$(q_status) || return 1
-    jq -e '.pending == 0 and .staged_files == 0' >/dev/null 2>&1 <<<"$s"
+    jq -e '.pending == 0 and .staged_files == 0 and .chunks > 0 and .durable == .chunks' >/dev/null 2>&1 <<<"$s"
 }
 # wait_durable T0 -> prints seconds from T0 until durable
 wait_durable() {
