@@ -20,7 +20,7 @@ quloud_install_deps() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo not found. Install Rust (1.80 or newer) with rustup: https://rustup.rs" >&2
+    echo "error: cargo not found. Install Rust (1.85 or newer) with rustup: https://rustup.rs" >&2
     exit 1
   fi
 }
