@@ -438,6 +438,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if let Some(p) = Self::lock(&self.cache).get(&e.id) {
             return Ok(p);
         }
+        // Bounds the memory of loads in flight (ciphertext + plaintext per load) beside the cache.
+        let _slot = self.loads.acquire().await.map_err(|_| FsError::Unavailable("shutting down".into()))?;
         let ct = match tokio::fs::read(self.outbox.join(e.addr.to_hex())).await {
             Ok(ct) => ct,
             Err(_) => self.fetch(e).await?,

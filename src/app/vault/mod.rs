@@ -32,6 +32,9 @@ pub use status::VaultStatus;
 /// A file handle.
 pub type Fh = u64;
 
+/// Chunk loads in flight at once: each holds up to ~2 MiB (ciphertext and plaintext).
+const MAX_LOADS: usize = 16;
+
 /// One chunk load, shared by every reader waiting for that chunk.
 type ChunkLoad = tokio::sync::OnceCell<Arc<Vec<u8>>>;
 
@@ -147,6 +150,8 @@ pub struct Vault<F> {
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
     next_fh: AtomicU64,
     cache: Mutex<ChunkCache>,
+    /// Chunk loads allowed at once (bounds read memory beyond the cache).
+    loads: tokio::sync::Semaphore,
     /// Uploads acknowledged by quorum, waiting for their durable manifest commit.
     uploads_done: Mutex<Vec<(crate::domain::ids::Addr, Vec<crate::domain::fs::Replica>)>>,
     /// Chunk loads in progress, shared by concurrent readers.
@@ -201,6 +206,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             fabric: watch::channel(None).0,
             cache: Mutex::new(ChunkCache::new(opts.cache_bytes)),
             fetching: Mutex::default(),
+            loads: tokio::sync::Semaphore::new(MAX_LOADS),
             uploads_done: Mutex::default(),
             opts,
             staging,
