@@ -1,0 +1,113 @@
+//! The claims of docs/SEMANTICS.md, each checked on a real mount over a real fabric: reads do
+//! not update atime, an unlinked open file stays readable until its last close, the kernel
+//! enforces permissions for other users with `--allow-other` (and keeps them out without it),
+//! statfs answers immediately.
+
+mod common;
+
+use common::*;
+use std::ffi::CString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn set_atime(path: &Path, secs: i64) {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let times = [
+        libc::timespec { tv_sec: secs, tv_nsec: 0 },
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+    ];
+    // SAFETY: valid NUL-terminated path and a two-element timespec array.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(rc, 0, "utimensat: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `cmd` as the unprivileged user `nobody`; returns whether it succeeded.
+fn as_nobody(args: &[&str]) -> bool {
+    require_tool("runuser", "apt-get install -y util-linux");
+    Command::new("runuser").args(["-u", "nobody", "--"]).args(args).output().unwrap().status.success()
+}
+
+#[test]
+fn reads_do_not_update_atime_but_explicit_sets_do() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    let f = m.path("a.txt");
+    fs::write(&f, b"hello").unwrap();
+    set_atime(&f, 1_000_000);
+    assert_eq!(fs::read(&f).unwrap(), b"hello");
+    assert_eq!(fs::metadata(&f).unwrap().atime(), 1_000_000, "a read changed atime");
+    set_atime(&f, 2_000_000);
+    assert_eq!(fs::metadata(&f).unwrap().atime(), 2_000_000, "an explicit atime was not stored");
+}
+
+#[test]
+fn an_unlinked_open_file_stays_readable_until_closed() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    let f = m.path("doomed.bin");
+    let data = bytes(3 << 20, 7);
+    fs::write(&f, &data).unwrap();
+    wait_durable(&m.home);
+    let mut handle = fs::File::open(&f).unwrap();
+    fs::remove_file(&f).unwrap();
+    assert!(!f.exists(), "unlinked name still visible");
+    let mut back = Vec::new();
+    handle.read_to_end(&mut back).unwrap();
+    assert!(back == data, "unlinked open file lost its content");
+    drop(handle);
+    assert!(fs::read_dir(&m.mp).unwrap().next().is_none());
+}
+
+#[test]
+fn allow_other_lets_the_kernel_check_permissions_for_other_users() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &["--allow-other"]);
+    fs::set_permissions(&m.mp, fs::Permissions::from_mode(0o755)).unwrap();
+    let public = m.path("public.txt");
+    let private = m.path("private.txt");
+    fs::write(&public, b"everyone").unwrap();
+    fs::write(&private, b"root only").unwrap();
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::create_dir(m.path("closed")).unwrap();
+    fs::set_permissions(m.path("closed"), fs::Permissions::from_mode(0o700)).unwrap();
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    assert!(as_nobody(&["cat", &p(&public)]), "other users must read a 0644 file");
+    assert!(!as_nobody(&["cat", &p(&private)]), "other users must not read a 0600 file");
+    assert!(!as_nobody(&["ls", &p(&m.path("closed"))]), "other users must not list a 0700 dir");
+    assert!(
+        !as_nobody(&["touch", &p(&m.path("new"))]),
+        "other users must not create in a 0755 root-owned dir"
+    );
+}
+
+#[test]
+fn without_allow_other_other_users_are_kept_out() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    fs::write(m.path("public.txt"), b"x").unwrap();
+    fs::set_permissions(m.path("public.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(!as_nobody(&["cat", m.path("public.txt").to_str().unwrap()]));
+}
+
+#[test]
+fn statfs_answers_immediately_even_with_the_broker_down() {
+    let mut fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    fabric.nats.kill9();
+    let t = Instant::now();
+    let out = Command::new("df").arg(&m.mp).output().unwrap();
+    assert!(out.status.success(), "df failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(3), "df took {:?}", t.elapsed());
+}
