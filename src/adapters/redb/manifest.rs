@@ -6,7 +6,7 @@
 //! periodic `checkpoint` make everything before them durable. fsync(2) on a file therefore costs
 //! one durable commit, and a crash loses at most what no fsync acknowledged.
 
-use super::{CHUNKS, DIRENTS, EXTENTS, INODES, META, STAGED, SYMLINKS, UPLOADS, XATTRS};
+use super::{CHUNKS, DIRENTS, EXTENTS, INODES, META, SMALL_OUTBOX, STAGED, SYMLINKS, UPLOADS, XATTRS};
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
 use crate::domain::ids::Addr;
 use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -138,6 +138,13 @@ macro_rules! readers {
             Ok(out)
         }
 
+        /// The ciphertext of a small queued chunk kept in the manifest.
+        pub fn small_outbox(&self, addr: &Addr) -> Result<Option<Vec<u8>>, FsError> {
+            let t = self.0.open_table(SMALL_OUTBOX).map_err(err)?;
+            let v = t.get(&addr.0).map_err(err)?;
+            Ok(v.map(|g| g.value().to_vec()))
+        }
+
         /// A counter or setting from the meta table.
         pub fn meta(&self, key: &str) -> Result<Option<u64>, FsError> {
             Ok(self.0.open_table(META).map_err(err)?.get(key).map_err(err)?.map(|g| g.value()))
@@ -201,6 +208,15 @@ impl Tx<'_> {
     pub fn put_inode(&self, a: &Attr) -> Result<(), FsError> {
         self.0.open_table(INODES).map_err(err)?.insert(a.ino, a.encode().as_slice()).map_err(err)?;
         Ok(())
+    }
+
+    /// Keeps (or drops) the ciphertext of a small queued chunk.
+    pub fn set_small_outbox(&self, addr: &Addr, ct: Option<&[u8]>) -> Result<(), FsError> {
+        let mut t = self.0.open_table(SMALL_OUTBOX).map_err(err)?;
+        match ct {
+            Some(ct) => t.insert(&addr.0, ct).map(|_| ()).map_err(err),
+            None => t.remove(&addr.0).map(|_| ()).map_err(err),
+        }
     }
 
     /// Sets a counter or setting in the meta table.
@@ -334,6 +350,7 @@ impl Manifest {
             let _ = tx.0.open_table(STAGED).map_err(err)?;
             let _ = tx.0.open_table(UPLOADS).map_err(err)?;
             let _ = tx.0.open_table(META).map_err(err)?;
+            let _ = tx.0.open_table(SMALL_OUTBOX).map_err(err)?;
             if matches!(tx.inode(ROOT_INO), Err(FsError::NotFound)) {
                 tx.put_inode(&Attr::new(ROOT_INO, Kind::Dir, 0o755, uid, gid))?;
             }

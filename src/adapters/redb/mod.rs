@@ -24,5 +24,8 @@ pub const XATTRS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("xattrs-v
 pub const STAGED: TableDefinition<u64, u64> = TableDefinition::new("staged-v1");
 /// Manifest: the upload queue, addr → time queued (Unix ms); the ciphertext is in the outbox.
 pub const UPLOADS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("uploads-v1");
+/// Manifest: ciphertexts of small queued chunks (≤ 64 KiB), kept here instead of one outbox
+/// file each; addr → ciphertext.
+pub const SMALL_OUTBOX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("small-outbox-v1");
 /// Manifest: counters and format version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");

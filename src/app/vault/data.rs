@@ -114,11 +114,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         umask: u32,
         _flags: i32,
     ) -> Result<(Attr, Fh), FsError> {
-        let attr = self.make(caller, parent, name, super::NewNode::plain(Kind::File, mode, umask))?;
+        let new = super::NewNode { staged: true, ..super::NewNode::plain(Kind::File, mode, umask) };
+        let attr = self.make(caller, parent, name, new)?;
         let path = self.staging_path(attr.ino);
         let file =
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-        self.m.write(|tx| tx.set_staged(attr.ino, true))?;
         let fh = self.open_handle(attr.ino, true);
         let mut files = Self::lock(&self.files);
         let f = files.entry(attr.ino).or_default();
@@ -147,7 +147,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let Some((ino, writer)) = Self::lock(&self.handles).remove(&fh) else {
             return Err(FsError::BadHandle);
         };
-        self.flush(ino, fh).ok();
         let mut files = Self::lock(&self.files);
         let Some(f) = files.get_mut(&ino) else { return Ok(()) };
         f.handles = f.handles.saturating_sub(1);
@@ -178,8 +177,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(())
     }
 
-    /// Writes the staged size and times to the manifest (not yet durable).
-    pub fn flush(&self, ino: Ino, _fh: Fh) -> Result<(), FsError> {
+    /// close(2) of one descriptor. Nothing to do: a staged file's size and times live in memory
+    /// (getattr reads them there) until fsync or the chunker writes them to the manifest, and a
+    /// crash recovers the size from the staging file.
+    pub fn flush(&self, _ino: Ino, _fh: Fh) -> Result<(), FsError> {
+        Ok(())
+    }
+
+    /// Writes the staged size and times to the manifest (made durable by the caller).
+    fn persist_attrs(&self, ino: Ino) -> Result<(), FsError> {
         let pending = {
             let files = Self::lock(&self.files);
             files
@@ -202,11 +208,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Makes the file durable locally (or, with `sync_quorum`, in the fabric).
-    pub async fn fsync(&self, ino: Ino, fh: Fh, _datasync: bool) -> Result<(), FsError> {
+    pub async fn fsync(&self, ino: Ino, _fh: Fh, _datasync: bool) -> Result<(), FsError> {
         let staging = Self::lock(&self.files).get(&ino).and_then(|f| f.staging.clone());
         if let Some(file) = staging {
             tokio::task::block_in_place(|| file.sync_data())?;
-            self.flush(ino, fh)?;
+            self.persist_attrs(ino)?;
         }
         tokio::task::block_in_place(|| self.m.checkpoint())?;
         if self.opts.sync_quorum {
@@ -440,7 +446,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         // Bounds the memory of loads in flight (ciphertext + plaintext per load) beside the cache.
         let _slot = self.loads.acquire().await.map_err(|_| FsError::Unavailable("shutting down".into()))?;
-        let ct = match tokio::fs::read(self.outbox.join(e.addr.to_hex())).await {
+        let small = self.m.read()?.small_outbox(&e.addr)?;
+        let local = match small {
+            Some(ct) => Ok(ct),
+            None => tokio::fs::read(self.outbox.join(e.addr.to_hex())).await,
+        };
+        let ct = match local {
             Ok(ct) => ct,
             Err(_) => self.fetch(e).await?,
         };

@@ -171,11 +171,13 @@ pub(super) struct NewNode<'a> {
     perm: u16,
     rdev: u32,
     target: Option<&'a [u8]>,
+    /// A regular file created open for writing: its (empty) content starts out staged.
+    staged: bool,
 }
 
 impl NewNode<'_> {
     fn plain(kind: Kind, mode: u32, umask: u32) -> Self {
-        NewNode { kind, perm: (mode & !umask & 0o7777) as u16, rdev: 0, target: None }
+        NewNode { kind, perm: (mode & !umask & 0o7777) as u16, rdev: 0, target: None, staged: false }
     }
 }
 
@@ -266,7 +268,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     fn make(&self, caller: Caller, parent: Ino, name: &[u8], new: NewNode<'_>) -> Result<Attr, FsError> {
-        let NewNode { kind, perm, rdev, target } = new;
+        let NewNode { kind, perm, rdev, target, staged } = new;
         check_name(name)?;
         self.m.write(|tx| {
             let mut dir = tx.inode(parent)?;
@@ -290,6 +292,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 tx.put_symlink(ino, t)?;
             }
             tx.put_inode(&a)?;
+            if staged {
+                tx.set_staged(ino, true)?;
+            }
             tx.put_dirent(parent, name, ino)?;
             dir.mtime = a.mtime;
             dir.ctime = a.mtime;

@@ -35,7 +35,13 @@ pub(super) struct Prepared {
     generation: u64,
     extents: Vec<Extent>,
     fresh: Vec<(Addr, ChunkRecord)>,
+    /// Ciphertexts of small new chunks, committed into the manifest instead of outbox files.
+    small: Vec<(Addr, Vec<u8>)>,
 }
+
+/// Chunks up to this size wait in the manifest rather than in an outbox file of their own
+/// (creating and deleting many tiny files costs more than the data).
+const SMALL_CHUNK: usize = 64 * 1024;
 
 /// Reads a file from offset 0 with positional reads (no shared cursor).
 struct PosReader<'a> {
@@ -87,6 +93,11 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
     cancel: CancellationToken,
 ) {
     loop {
+        // Let closes accumulate briefly (a batch shares one syncfs and one durable commit), unless
+        // plenty are already waiting.
+        if Vault::<F>::lock(&vault.chunk_queue).len() < 256 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let queued: Vec<Ino> = std::mem::take(&mut *Vault::<F>::lock(&vault.chunk_queue));
         if queued.is_empty() {
             tokio::select! {
@@ -178,7 +189,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         };
         let Some((file, size, mtime, generation)) = snapshot else { return Ok(None) };
-        let mut p = Prepared { ino, size, mtime, generation, extents: Vec::new(), fresh: Vec::new() };
+        let mut p = Prepared {
+            ino,
+            size,
+            mtime,
+            generation,
+            extents: Vec::new(),
+            fresh: Vec::new(),
+            small: Vec::new(),
+        };
         let reader = PosReader { file: &file, pos: 0, end: size };
         for chunk in chunk_stream(reader, self.keys.chunker_seed()) {
             let (offset, data) = chunk?;
@@ -192,7 +211,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 continue;
             }
             let path = self.outbox_path(&sealed.addr);
-            if !path.exists() {
+            if sealed.ciphertext.len() <= SMALL_CHUNK {
+                p.small.push((sealed.addr, sealed.ciphertext.clone()));
+            } else if !path.exists() {
                 let tmp = path.with_extension("tmp");
                 File::create(&tmp)?.write_all(&sealed.ciphertext)?;
                 std::fs::rename(&tmp, &path)?;
@@ -224,10 +245,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if prepared.is_empty() {
             return Ok(0);
         }
-        let outbox = File::open(&self.outbox)?;
-        // SAFETY: syncfs on a valid open descriptor; no memory is passed.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
+        if prepared.iter().any(|p| p.fresh.len() > p.small.len()) {
+            let outbox = File::open(&self.outbox)?;
+            // SAFETY: syncfs on a valid open descriptor; no memory is passed.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
         }
         // Commit only files unchanged since they were read; hold the lock so no write slips in.
         let mut files = Self::lock(&self.files);
@@ -243,6 +266,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                     if tx.chunk(addr)?.is_none() {
                         tx.put_chunk(addr, rec)?;
                         tx.set_upload(addr, Some(now))?;
+                        if let Some((_, ct)) = p.small.iter().find(|(a, _)| a == addr) {
+                            tx.set_small_outbox(addr, Some(ct))?;
+                        }
                     }
                 }
                 tx.set_extents(p.ino, &p.extents)?;
@@ -296,6 +322,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                     tx.put_chunk(addr, &c)?;
                 }
                 tx.set_upload(addr, None)?;
+                tx.set_small_outbox(addr, None)?;
             }
             Ok(())
         });
@@ -315,7 +342,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Stores one outbox chunk with quorum and records its replicas.
     async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<(), FsError> {
         let path = self.outbox_path(&addr);
-        let ct = match tokio::fs::read(&path).await {
+        let small = self.m.read()?.small_outbox(&addr)?;
+        let ct = match small {
+            Some(ct) => Ok(ct),
+            None => tokio::fs::read(&path).await,
+        };
+        let ct = match ct {
             Ok(ct) => ct,
             Err(e) => {
                 tracing::error!(?addr, error = %e, "outbox chunk missing; dropping it from the queue");
