@@ -13,6 +13,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Chunks fetched ahead of a sequential reader (from different replicas, in parallel).
+const READ_AHEAD_CHUNKS: usize = 6;
+
 /// In-memory state of a file that is open or staged.
 #[derive(Debug, Default)]
 pub(super) struct OpenFile {
@@ -350,10 +353,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Starts fetching the chunks after `end` so sequential readers find them cached.
     fn read_ahead(self: &Arc<Self>, ino: Ino, end: u64) {
         let Ok(rx) = self.m.read() else { return };
-        let Ok(next) = rx.extents(ino, end, end + 2 * crate::domain::chunker::MAX_CHUNK as u64) else {
-            return;
-        };
-        let next: Vec<Extent> = next.into_iter().filter(|e| e.offset >= end).take(2).collect();
+        let window = READ_AHEAD_CHUNKS as u64 * crate::domain::chunker::MAX_CHUNK as u64;
+        let Ok(next) = rx.extents(ino, end, end + window) else { return };
+        let next: Vec<Extent> =
+            next.into_iter().filter(|e| e.offset >= end).take(READ_AHEAD_CHUNKS).collect();
         let cached = |e: &Extent| Self::lock(&self.cache).get(&e.id).is_some();
         for e in next.into_iter().filter(|e| !cached(e)) {
             let me = self.clone();
@@ -467,12 +470,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let unavailable = |why: &str| FsError::Unavailable(format!("chunk {:?}: {why}", e.addr));
         let fabric =
             self.fabric_within(timeout).await.ok_or_else(|| unavailable("the fabric is unreachable"))?;
-        let hints: Vec<_> = self
+        let mut hints: Vec<_> = self
             .m
             .read()?
             .chunk(&e.addr)?
             .map(|c| c.replicas.iter().map(|r| r.node).collect())
             .unwrap_or_default();
+        // Spread reads over the replicas (the first one asked differs from chunk to chunk).
+        if !hints.is_empty() {
+            let first = e.addr.0[0] as usize % hints.len();
+            hints.rotate_left(first);
+        }
         let items = [(e.addr, self.keys.proof_secret(&e.addr))];
         match tokio::time::timeout(timeout, fabric.get(&items, &hints)).await {
             Ok(Ok(mut got)) if !got.is_empty() => Ok(got.swap_remove(0).1),
