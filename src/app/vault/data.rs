@@ -424,7 +424,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 f.generation += 1;
             }
         }
-        Ok(self.attr_of(a))
+        self.current_attr(a.ino)
     }
 
     /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).

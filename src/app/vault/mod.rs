@@ -236,14 +236,20 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Attributes, with the size and times of a file being written taken from memory.
-    fn attr_of(&self, mut a: Attr) -> Attr {
-        if let Some(f) = Self::lock(&self.files).get(&a.ino).filter(|f| f.staging.is_some()) {
-            a.size = f.size;
-            a.mtime = f.mtime;
-            a.ctime = a.ctime.max(f.mtime);
+    /// Current attributes: a staged file's size and mtime live in memory until the chunker
+    /// commits them. The in-memory state is read *before* the manifest: the chunker commits the
+    /// manifest before it clears the in-memory state, so a file seen as no longer staged is
+    /// already committed in any manifest snapshot taken afterwards.
+    pub(super) fn current_attr(&self, ino: Ino) -> Result<Attr, FsError> {
+        let staged =
+            Self::lock(&self.files).get(&ino).filter(|f| f.staging.is_some()).map(|f| (f.size, f.mtime));
+        let mut a = self.m.read()?.inode(ino)?;
+        if let Some((size, mtime)) = staged {
+            a.size = size;
+            a.mtime = mtime;
+            a.ctime = a.ctime.max(mtime);
         }
-        a
+        Ok(a)
     }
 
     /// Looks up `name` in `parent`.
@@ -254,12 +260,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             return Err(FsError::NotDir);
         }
         let ino = if name == b"." { parent } else { rx.lookup(parent, name)?.ok_or(FsError::NotFound)? };
-        Ok(self.attr_of(rx.inode(ino)?))
+        drop(rx);
+        self.current_attr(ino)
     }
 
     /// An inode's attributes.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
-        Ok(self.attr_of(self.m.read()?.inode(ino)?))
+        self.current_attr(ino)
     }
 
     /// A symlink's target.
@@ -373,7 +380,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             tx.put_inode(&dir)?;
             Ok(a)
         })?;
-        Ok(self.attr_of(a))
+        self.current_attr(a.ino)
     }
 
     /// Drops one link to `ino` inside a transaction; returns whether the inode must be freed.
