@@ -45,7 +45,6 @@ pub struct Nats {
 
 impl Nats {
     pub fn start(dir: &Path) -> Nats {
-        let bin = require_tool("nats-server", "apt-get install -y nats-server");
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let conf = dir.join("nats.conf");
@@ -58,17 +57,23 @@ impl Nats {
         )
         .unwrap();
         let mut n = Nats { child: None, port, dir: dir.to_path_buf() };
-        n.child = Some(
-            Command::new(bin)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(log(&dir.join("nats.log")))
-                .stderr(log(&dir.join("nats.log")))
-                .spawn()
-                .unwrap(),
-        );
-        n.wait_ready();
+        n.spawn();
         n
+    }
+
+    /// Starts nats-server on this instance's config and waits until it listens.
+    fn spawn(&mut self) {
+        let bin = require_tool("nats-server", "apt-get install -y nats-server");
+        let log_path = self.dir.join("nats.log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(self.dir.join("nats.conf"))
+            .stdout(log(&log_path))
+            .stderr(log(&log_path))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -91,18 +96,7 @@ impl Nats {
 
     pub fn restart(&mut self) {
         self.kill9();
-        let bin = require_tool("nats-server", "apt-get install -y nats-server");
-        let conf = self.dir.join("nats.conf");
-        self.child = Some(
-            Command::new(bin)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(log(&self.dir.join("nats.log")))
-                .stderr(log(&self.dir.join("nats.log")))
-                .spawn()
-                .unwrap(),
-        );
-        self.wait_ready();
+        self.spawn();
     }
 }
 

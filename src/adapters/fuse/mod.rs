@@ -164,6 +164,13 @@ fn reply_attr(reply: ReplyAttr, result: Result<Attr, FsError>) {
     }
 }
 
+fn reply_data(reply: ReplyData, result: Result<Vec<u8>, FsError>) {
+    match result {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     match result {
         Ok(()) => reply.ok(),
@@ -230,10 +237,7 @@ impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _s = span("readlink", ino);
-        match self.vault.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_data(reply, self.vault.readlink(ino.0));
     }
 
     fn mknod(
@@ -313,12 +317,7 @@ impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
     ) {
         let _s = span("read", ino);
         let vault = self.vault.clone();
-        self.spawn(async move {
-            match vault.read(ino.0, fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.spawn(async move { reply_data(reply, vault.read(ino.0, fh.0, offset, size).await) });
     }
 
     fn write(
