@@ -19,7 +19,7 @@ async fn quorum_of_three_distinct_nodes_then_retrieve_and_audit() {
     let keys = vault(1);
     let owner = owner(&keys, test_options(&fabric.url())).await;
     let chunk = keys.seal(&bytes(300_000, 1));
-    let acks = owner.store(publish(&chunk), 3).await.expect("quorum");
+    let acks = owner.store(publish(&chunk), StoreGoal::fresh(3)).await.expect("quorum");
     let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
     assert_eq!(nodes.len(), 3, "acks must come from 3 distinct nodes");
     assert_eq!(nodes, fabric.node_ids().into_iter().collect());
@@ -50,7 +50,7 @@ async fn a_node_holding_the_addr_declines_the_other_slot() {
     opts.store_deadline = Duration::from_secs(4);
     let owner = owner(&keys, opts).await;
     let chunk = keys.seal(&bytes(10_000, 2));
-    match owner.store(publish(&chunk), 2).await {
+    match owner.store(publish(&chunk), StoreGoal::fresh(2)).await {
         Err(FabricError::Quorum { got, want, .. }) => assert_eq!((got, want), (1, 2)),
         other => panic!("one node must not fill two slots: {other:?}"),
     }
@@ -59,7 +59,7 @@ async fn a_node_holding_the_addr_declines_the_other_slot() {
     let mut opts = test_options(&fabric.url());
     opts.store_deadline = Duration::from_secs(30);
     let owner = common::owner(&keys, opts).await;
-    let acks = owner.store(publish(&chunk), 2).await.expect("second node takes the other slot");
+    let acks = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("second node takes the other slot");
     let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
     assert_eq!(nodes.len(), 2);
 }
@@ -71,7 +71,7 @@ async fn kill9_of_a_node_mid_upload_still_reaches_quorum() {
     let owner = owner(&keys, test_options(&fabric.url())).await;
     let chunks: Vec<SealedChunk> = (0..40).map(|i| keys.seal(&bytes(200_000, 100 + i))).collect();
     let upload = async {
-        let futs = chunks.iter().map(|c| owner.store(publish(c), 3));
+        let futs = chunks.iter().map(|c| owner.store(publish(c), StoreGoal::fresh(3)));
         futures::future::join_all(futs).await
     };
     let victim = fabric.nodes[0].id;
@@ -99,7 +99,7 @@ async fn a_restarted_node_still_serves_its_chunks() {
     let owner = owner(&keys, test_options(&fabric.url())).await;
     let chunks: Vec<SealedChunk> = (0..5).map(|i| keys.seal(&bytes(50_000, 200 + i))).collect();
     for c in &chunks {
-        owner.store(publish(c), 1).await.unwrap();
+        owner.store(publish(c), StoreGoal::fresh(1)).await.unwrap();
     }
     fabric.nodes[0].kill9();
     fabric.nodes[0].restart();
@@ -121,7 +121,7 @@ async fn audits_catch_flipped_and_deleted_bytes_on_disk() {
     let node = fabric.nodes[0].id;
     let a = keys.seal(&bytes(400_000, 5));
     let b = keys.seal(&bytes(400_000, 6));
-    owner.store(publish(&a), 1).await.unwrap();
+    owner.store(publish(&a), StoreGoal::fresh(1)).await.unwrap();
     let secret = keys.proof_secret(&a.addr);
     let len = a.ciphertext.len() as u64;
     assert_eq!(owner.audit(node, a.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
@@ -133,7 +133,7 @@ async fn audits_catch_flipped_and_deleted_bytes_on_disk() {
     std::fs::write(body, &raw).unwrap();
     assert_ne!(owner.audit(node, a.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
 
-    owner.store(publish(&b), 1).await.unwrap();
+    owner.store(publish(&b), StoreGoal::fresh(1)).await.unwrap();
     let secret = keys.proof_secret(&b.addr);
     assert_eq!(owner.audit(node, b.addr, &secret, len).await.unwrap(), AuditVerdict::Passed);
     for body in fabric.nodes[0].bodies() {
@@ -151,8 +151,8 @@ async fn a_full_node_declines_and_stays_within_capacity() {
     let owner = owner(&keys, opts).await;
     let a = keys.seal(&bytes(600_000, 7));
     let b = keys.seal(&bytes(600_000, 8));
-    owner.store(publish(&a), 1).await.expect("first chunk fits");
-    assert!(matches!(owner.store(publish(&b), 1).await, Err(FabricError::Quorum { got: 0, .. })));
+    owner.store(publish(&a), StoreGoal::fresh(1)).await.expect("first chunk fits");
+    assert!(matches!(owner.store(publish(&b), StoreGoal::fresh(1)).await, Err(FabricError::Quorum { got: 0, .. })));
     let used: u64 = fabric.nodes[0].bodies().iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     assert!(used <= 1 << 20, "node used {used} bytes beyond its capacity");
     // Another node with room takes it.
@@ -160,7 +160,7 @@ async fn a_full_node_declines_and_stays_within_capacity() {
     let mut opts = test_options(&fabric.url());
     opts.store_deadline = Duration::from_secs(30);
     let owner = common::owner(&keys, opts).await;
-    owner.store(publish(&b), 1).await.expect("node with space takes the chunk");
+    owner.store(publish(&b), StoreGoal::fresh(1)).await.expect("node with space takes the chunk");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +170,7 @@ async fn node_disk_holds_no_plaintext_commitment_or_addr() {
     let owner = owner(&keys, test_options(&fabric.url())).await;
     let plain: Vec<u8> = b"FAMILY-PHOTO-".iter().cycle().take(300_000).copied().collect();
     let c = keys.seal(&plain);
-    owner.store(publish(&c), 3).await.unwrap();
+    owner.store(publish(&c), StoreGoal::fresh(3)).await.unwrap();
     let needles: Vec<Vec<u8>> = vec![
         plain[..64].to_vec(),
         c.ciphertext[1000..1064].to_vec(),

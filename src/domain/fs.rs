@@ -227,7 +227,7 @@ pub enum ChunkState {
     Durable = 1,
 }
 
-/// One replica of a chunk.
+/// One replica of a chunk, with its audit history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Replica {
     /// The node holding it.
@@ -236,7 +236,23 @@ pub struct Replica {
     pub slot: u8,
     /// Lease expiry, Unix ms.
     pub lease_expiry_ms: u64,
+    /// When the node last proved it holds the chunk (a passed audit or a fresh store ack), Unix ms.
+    pub verified_ms: u64,
+    /// Audits failed since the last pass (no answer, a wrong proof).
+    pub failures: u8,
 }
+
+impl Replica {
+    /// A replica just acknowledged by `node` for `slot`.
+    pub fn acked(node: NodeId, slot: u8, lease_expiry_ms: u64, now_ms: u64) -> Replica {
+        Replica { node, slot, lease_expiry_ms, verified_ms: now_ms, failures: 0 }
+    }
+}
+
+/// Bytes of one replica in a version 1 chunk record (node, slot, lease).
+const REPLICA_V1: usize = 41;
+/// Bytes of one replica in a version 2 chunk record (plus last verified time and failures).
+const REPLICA_V2: usize = 50;
 
 /// What the owner knows about one chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,10 +270,10 @@ pub struct ChunkRecord {
 }
 
 impl ChunkRecord {
-    /// Encodes for the manifest.
+    /// Encodes for the manifest (record version 2: replicas carry their audit history).
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(48 + self.replicas.len() * 41);
-        v.push(1);
+        let mut v = Vec::with_capacity(47 + self.replicas.len() * REPLICA_V2);
+        v.push(2);
         v.extend_from_slice(&self.id.0);
         v.extend_from_slice(&self.ct_len.to_le_bytes());
         v.extend_from_slice(&self.refs.to_le_bytes());
@@ -267,26 +283,40 @@ impl ChunkRecord {
             v.extend_from_slice(&r.node.0);
             v.push(r.slot);
             v.extend_from_slice(&r.lease_expiry_ms.to_le_bytes());
+            v.extend_from_slice(&r.verified_ms.to_le_bytes());
+            v.push(r.failures);
         }
         v
     }
 
-    /// Decodes a manifest record; `None` if damaged.
+    /// Decodes a manifest record (version 1 or 2); `None` if damaged.
     pub fn decode(b: &[u8]) -> Option<ChunkRecord> {
-        if b.len() < 47 || b[0] != 1 {
+        let size = match b.first() {
+            Some(1) => REPLICA_V1,
+            Some(2) => REPLICA_V2,
+            _ => return None,
+        };
+        if b.len() < 47 {
             return None;
         }
         let n = b[46] as usize;
-        if b.len() != 47 + n * 41 {
+        if b.len() != 47 + n * size {
             return None;
         }
         let replicas = (0..n)
             .map(|i| {
-                let r = &b[47 + i * 41..47 + (i + 1) * 41];
+                let r = &b[47 + i * size..47 + (i + 1) * size];
+                let (verified_ms, failures) = if size == REPLICA_V2 {
+                    (u64::from_le_bytes(r[41..49].try_into().ok()?), r[49])
+                } else {
+                    (0, 0)
+                };
                 Some(Replica {
                     node: NodeId(r[..32].try_into().ok()?),
                     slot: r[32],
                     lease_expiry_ms: u64::from_le_bytes(r[33..41].try_into().ok()?),
+                    verified_ms,
+                    failures,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -318,10 +348,17 @@ mod tests {
             ct_len: 77,
             refs: 2,
             state: ChunkState::Durable,
-            replicas: vec![Replica { node: NodeId([4; 32]), slot: 1, lease_expiry_ms: 99 }],
+            replicas: vec![Replica { node: NodeId([4; 32]), slot: 1, lease_expiry_ms: 99, verified_ms: 5, failures: 2 }],
         };
         assert_eq!(ChunkRecord::decode(&c.encode()), Some(c.clone()));
         assert_eq!(ChunkRecord::decode(&c.encode()[..50]), None);
+        // A version 1 record (before audit history) still decodes, with no history.
+        let mut v1 = c.encode();
+        v1[0] = 1;
+        v1.truncate(47 + 41);
+        let old = ChunkRecord::decode(&v1).expect("v1 decodes");
+        assert_eq!(old.replicas[0].lease_expiry_ms, 99);
+        assert_eq!((old.replicas[0].verified_ms, old.replicas[0].failures), (0, 0));
     }
 
     #[test]

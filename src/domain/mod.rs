@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod chunker;
 pub mod fs;
+pub mod health;
 pub mod identity;
 pub mod ids;
 pub mod keys;

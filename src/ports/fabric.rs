@@ -56,6 +56,27 @@ pub struct Publish<'a> {
     pub ciphertext: &'a [u8],
 }
 
+/// What a store must achieve: `replicas` distinct nodes holding the chunk, counting the
+/// replicas already `held` (node, slot) and never counting acks from `exclude` (nodes written off
+/// or suspected of having lost the chunk). A first upload holds nothing and excludes nothing;
+/// healing holds the healthy replicas, so only the missing slots are published.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreGoal<'a> {
+    /// Distinct nodes wanted in total.
+    pub replicas: usize,
+    /// Replicas known to be healthy: their slots are not published again.
+    pub held: &'a [(NodeId, u8)],
+    /// Nodes whose acks do not count (their slots are claimed, so other slots are published).
+    pub exclude: &'a [NodeId],
+}
+
+impl StoreGoal<'_> {
+    /// A first upload: `replicas` fresh acks.
+    pub fn fresh(replicas: usize) -> StoreGoal<'static> {
+        StoreGoal { replicas, held: &[], exclude: &[] }
+    }
+}
+
 /// The outcome of one audit of one replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditVerdict {
@@ -69,11 +90,12 @@ pub enum AuditVerdict {
 
 /// The owner-side fabric port.
 pub trait ChunkFabric: Send + Sync {
-    /// Publishes `chunk` for `replicas` slots and waits until that many distinct nodes acked.
+    /// Publishes `chunk` for the slots `goal` still needs and waits until, with the replicas
+    /// already held, `goal.replicas` distinct nodes have it. Returns the new verified acks.
     fn store(
         &self,
         chunk: Publish<'_>,
-        replicas: usize,
+        goal: StoreGoal<'_>,
     ) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send;
     /// Retrieves verified ciphertexts, asking `hints` first and then any holder.
     /// Returns the chunks found; addrs missing from the result could not be retrieved.

@@ -9,7 +9,7 @@ use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::{MasterKey, VaultKeys};
 use crate::domain::seal::SealedChunk;
 use crate::domain::size::format_size;
-use crate::ports::fabric::{AuditVerdict, ChunkFabric, Publish};
+use crate::ports::fabric::{AuditVerdict, ChunkFabric, Publish, StoreGoal};
 use anyhow::{bail, Context, Result};
 use futures::{stream, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -123,7 +123,7 @@ pub async fn run_check(url: &str, size: u64, replicas: usize) -> Result<CheckRep
             let f = &fabric;
             async move {
                 let publish = Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext };
-                let acks = f.store(publish, replicas).await?;
+                let acks = f.store(publish, StoreGoal::fresh(replicas)).await?;
                 Ok::<_, anyhow::Error>((c.addr, acks.iter().map(|a| a.node).collect()))
             }
         })

@@ -12,7 +12,7 @@ use crate::domain::wire::{
     AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
     MAX_ITEMS,
 };
-use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish};
+use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, StoreGoal};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -175,16 +175,17 @@ impl NatsFabric {
     async fn store_inner(
         &self,
         chunk: Publish<'_>,
-        replicas: usize,
+        goal: StoreGoal<'_>,
         lease: u64,
         mut rx: watch::Receiver<usize>,
     ) -> Result<Vec<StoreAck>, FabricError> {
         let deadline = Instant::now() + self.opts.store_deadline;
+        let replicas = goal.replicas;
         let mut attempt = 0u32;
         loop {
-            let (distinct, claimed) = self.snapshot(&chunk.addr);
+            let (distinct, claimed) = self.snapshot(&chunk.addr, &goal);
             if distinct >= replicas {
-                return Ok(self.take_acks(&chunk.addr));
+                return Ok(self.take_acks(&chunk.addr, &goal));
             }
             if Instant::now() >= deadline {
                 return Err(FabricError::Quorum { addr: chunk.addr, got: distinct, want: replicas });
@@ -201,8 +202,10 @@ impl NatsFabric {
             attempt += 1;
             let retry_at = (Instant::now() + self.opts.retry_after).min(deadline);
             loop {
-                let (distinct, _) = self.snapshot(&chunk.addr);
-                if distinct >= replicas {
+                let (distinct, claimed) = self.snapshot(&chunk.addr, &goal);
+                // Done, or every slot just published was taken (some by excluded nodes, whose acks
+                // do not count): publish the next slots now rather than at the retry time.
+                if distinct >= replicas || slots.iter().all(|s| claimed.contains(s)) {
                     break;
                 }
                 tokio::select! {
@@ -213,14 +216,35 @@ impl NatsFabric {
         }
     }
 
-    fn snapshot(&self, addr: &Addr) -> (usize, HashSet<u8>) {
+    /// Distinct nodes counting toward `goal` (held replicas plus acks from nodes neither held
+    /// nor excluded) and every slot claimed so far (held, acked or taken by an excluded node).
+    fn snapshot(&self, addr: &Addr, goal: &StoreGoal<'_>) -> (usize, HashSet<u8>) {
+        let mut claimed: HashSet<u8> = goal.held.iter().map(|(_, s)| *s).collect();
+        let mut nodes: HashSet<NodeId> = goal.held.iter().map(|(n, _)| *n).collect();
         let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(addr).map(|p| (p.acks.len(), p.acks.values().map(|a| a.slot).collect())).unwrap_or_default()
+        if let Some(p) = map.get(addr) {
+            for a in p.acks.values() {
+                claimed.insert(a.slot);
+                if !goal.exclude.contains(&a.node) {
+                    nodes.insert(a.node);
+                }
+            }
+        }
+        (nodes.len(), claimed)
     }
 
-    fn take_acks(&self, addr: &Addr) -> Vec<StoreAck> {
+    /// The acks that count toward `goal` and are not for replicas it already held.
+    fn take_acks(&self, addr: &Addr, goal: &StoreGoal<'_>) -> Vec<StoreAck> {
         let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(addr).map(|p| p.acks.values().cloned().collect()).unwrap_or_default()
+        map.get(addr)
+            .map(|p| {
+                p.acks
+                    .values()
+                    .filter(|a| !goal.exclude.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn proven_request(
@@ -401,7 +425,7 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
 }
 
 impl ChunkFabric for NatsFabric {
-    async fn store(&self, chunk: Publish<'_>, replicas: usize) -> Result<Vec<StoreAck>, FabricError> {
+    async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
         let _slot = self.store_slots.acquire().await.map_err(broker)?;
         let lease = now_ms() + self.opts.lease.as_millis() as u64;
         let rx = {
@@ -416,7 +440,7 @@ impl ChunkFabric for NatsFabric {
             p.users += 1;
             p.changed.subscribe()
         };
-        let result = self.store_inner(chunk, replicas, lease, rx).await;
+        let result = self.store_inner(chunk, goal, lease, rx).await;
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get_mut(&chunk.addr) {
             p.users -= 1;

@@ -6,9 +6,12 @@
 //! periodic `checkpoint` make everything before them durable. fsync(2) on a file therefore costs
 //! one durable commit, and a crash loses at most what no fsync acknowledged.
 
-use super::{CHUNKS, DIRENTS, EXTENTS, INODES, META, SMALL_OUTBOX, STAGED, SYMLINKS, UPLOADS, XATTRS};
+use super::{
+    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SMALL_OUTBOX, STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
+};
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
-use crate::domain::ids::Addr;
+use crate::domain::health::NodeRecord;
+use crate::domain::ids::{Addr, NodeId};
 use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use std::path::Path;
 
@@ -150,6 +153,42 @@ macro_rules! readers {
             Ok(self.0.open_table(META).map_err(err)?.get(key).map_err(err)?.map(|g| g.value()))
         }
 
+        /// What the owner knows about a node.
+        pub fn node(&self, node: &NodeId) -> Result<Option<NodeRecord>, FsError> {
+            let t = self.0.open_table(NODES).map_err(err)?;
+            let v = t.get(&node.0).map_err(err)?;
+            Ok(v.and_then(|g| NodeRecord::decode(g.value())))
+        }
+
+        /// Every node the owner has a record of.
+        pub fn nodes(&self) -> Result<Vec<(NodeId, NodeRecord)>, FsError> {
+            let t = self.0.open_table(NODES).map_err(err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                if let Some(n) = NodeRecord::decode(v.value()) {
+                    out.push((NodeId(*k.value()), n));
+                }
+            }
+            Ok(out)
+        }
+
+        /// Chunks unreferenced since at or before `before_ms` (up to `limit`).
+        pub fn unreferenced(&self, before_ms: u64, limit: usize) -> Result<Vec<Addr>, FsError> {
+            let t = self.0.open_table(UNREFERENCED).map_err(err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                if v.value() <= before_ms {
+                    out.push(Addr(*k.value()));
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        }
+
         /// Whether an inode's content is staged locally.
         pub fn is_staged(&self, ino: Ino) -> Result<bool, FsError> {
             Ok(self.0.open_table(STAGED).map_err(err)?.get(ino).map_err(err)?.is_some())
@@ -282,11 +321,35 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Adjusts a chunk's reference count; a chunk that drops to zero references starts its
+    /// garbage-collection grace period, one referenced again leaves it.
     fn adjust_refs(&self, addr: &Addr, delta: i64) -> Result<(), FsError> {
         if let Some(mut c) = self.chunk(addr)? {
+            let before = c.refs;
             c.refs = (c.refs as i64 + delta).max(0) as u64;
             self.put_chunk(addr, &c)?;
+            let mut t = self.0.open_table(UNREFERENCED).map_err(err)?;
+            if c.refs == 0 && before > 0 {
+                let now = crate::domain::unix_ms(std::time::SystemTime::now());
+                t.insert(&addr.0, now).map_err(err)?;
+            } else if c.refs > 0 && before == 0 {
+                t.remove(&addr.0).map_err(err)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Forgets a chunk entirely: its record, grace-period entry, queued upload and small outbox copy.
+    pub fn forget_chunk(&self, addr: &Addr) -> Result<(), FsError> {
+        self.0.open_table(CHUNKS).map_err(err)?.remove(&addr.0).map_err(err)?;
+        self.0.open_table(UNREFERENCED).map_err(err)?.remove(&addr.0).map_err(err)?;
+        self.set_upload(addr, None)?;
+        self.set_small_outbox(addr, None)
+    }
+
+    /// Writes what the owner knows about a node.
+    pub fn put_node(&self, node: &NodeId, n: &NodeRecord) -> Result<(), FsError> {
+        self.0.open_table(NODES).map_err(err)?.insert(&node.0, n.encode().as_slice()).map_err(err)?;
         Ok(())
     }
 
@@ -351,6 +414,8 @@ impl Manifest {
             let _ = tx.0.open_table(UPLOADS).map_err(err)?;
             let _ = tx.0.open_table(META).map_err(err)?;
             let _ = tx.0.open_table(SMALL_OUTBOX).map_err(err)?;
+            let _ = tx.0.open_table(UNREFERENCED).map_err(err)?;
+            let _ = tx.0.open_table(NODES).map_err(err)?;
             if matches!(tx.inode(ROOT_INO), Err(FsError::NotFound)) {
                 tx.put_inode(&Attr::new(ROOT_INO, Kind::Dir, 0o755, uid, gid))?;
             }

@@ -27,5 +27,10 @@ pub const UPLOADS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("uploa
 /// Manifest: ciphertexts of small queued chunks (≤ 64 KiB), kept here instead of one outbox
 /// file each; addr → ciphertext.
 pub const SMALL_OUTBOX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("small-outbox-v1");
+/// Manifest: chunks no file references any more, addr → since when (Unix ms); collected from
+/// their replicas after the grace period.
+pub const UNREFERENCED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("unreferenced-v1");
+/// Manifest: what the owner knows about each storage node, node id → encoded `NodeRecord`.
+pub const NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("nodes-v1");
 /// Manifest: counters and format version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");

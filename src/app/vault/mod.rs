@@ -9,6 +9,7 @@
 
 mod cache;
 mod data;
+mod health;
 mod pipeline;
 mod status;
 
@@ -26,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+pub use health::{
+    nodes_json, nodes_render, nodes_view, run_maintenance, AuditReport, HealthOptions, HealthStats, Scope,
+};
 pub use pipeline::{run_pipeline, PipelineStats};
 pub use status::VaultStatus;
 
@@ -124,6 +128,8 @@ pub struct VaultOptions {
     pub fetch_timeout: Duration,
     /// Chunks uploaded at once.
     pub upload_concurrency: usize,
+    /// Audits, healing, leases and garbage collection.
+    pub health: HealthOptions,
 }
 
 impl Default for VaultOptions {
@@ -134,6 +140,7 @@ impl Default for VaultOptions {
             sync_quorum: false,
             fetch_timeout: Duration::from_secs(10),
             upload_concurrency: 32,
+            health: HealthOptions::default(),
         }
     }
 }
@@ -163,6 +170,12 @@ pub struct Vault<F> {
     uploaded: Notify,
     /// Files unlinked while open: deleted at their last release.
     orphans: Mutex<Vec<Ino>>,
+    /// Chunks being uploaded, healed or collected (one of these at a time per chunk).
+    busy: Mutex<std::collections::HashSet<crate::domain::ids::Addr>>,
+    /// The maintenance schedule (a copy of `opts.health`).
+    health: HealthOptions,
+    /// Maintenance counters.
+    pub health_stats: HealthStats,
 }
 
 /// What to create in `make`.
@@ -202,6 +215,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
         m.write_durable(|tx| tx.set_meta("replicas", opts.replicas as u64))?;
+        let opts_health = opts.health.clone();
         let vault = Vault {
             m,
             keys,
@@ -221,6 +235,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             upload_work: Notify::new(),
             uploaded: Notify::new(),
             orphans: Mutex::default(),
+            busy: Mutex::default(),
+            health: opts_health,
+            health_stats: HealthStats::default(),
         };
         vault.recover()?;
         Ok(vault)

@@ -6,7 +6,7 @@ use crate::domain::chunker::chunk_stream;
 use crate::domain::fs::{ChunkRecord, ChunkState, Extent, FsError, Ino, Replica};
 use crate::domain::ids::Addr;
 use crate::domain::unix_ms;
-use crate::ports::fabric::{ChunkFabric, Publish};
+use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
 use futures::StreamExt;
 use std::fs::File;
 use std::io::Write;
@@ -146,7 +146,8 @@ async fn upload_loop<F: ChunkFabric + 'static>(
                 let (vault, fabric, stats) = (vault.clone(), fabric.clone(), stats.clone());
                 async move {
                     match vault.upload_one(&*fabric, addr).await {
-                        Ok(()) => {
+                        Ok(false) => {} // being collected or healed: next round
+                        Ok(true) => {
                             stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
                             if Vault::<F>::lock(&vault.uploads_done).len() >= 64 {
                                 vault.commit_uploads();
@@ -205,7 +206,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             p.extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
             // Just-written data is the likeliest to be read next.
             Self::lock(&self.cache).put(sealed.id, Arc::new(data));
-            let known = self.m.read()?.chunk(&sealed.addr)?.is_some()
+            // A chunk waiting for garbage collection (no references) may be deleted from its
+            // replicas at any moment, so it is sealed again as if new.
+            let known = self.m.read()?.chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0)
                 || p.fresh.iter().any(|(a, _)| *a == sealed.addr);
             if known {
                 continue;
@@ -258,13 +261,31 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             .into_iter()
             .partition(|p| files.get(&p.ino).is_some_and(|f| f.generation == p.generation && f.writers == 0));
         let now = unix_ms(SystemTime::now());
-        let committed = self.m.write_durable(|tx| {
-            let mut done = Vec::new();
+        let (committed, retry) = self.m.write_durable(|tx| {
+            let (mut done, mut retry) = (Vec::new(), Vec::new());
             for p in &ready {
                 let Ok(mut a) = tx.inode(p.ino) else { continue }; // deleted meanwhile
+                // A chunk seen as known while sealing may have been garbage-collected since:
+                // leave the file staged and seal it again.
+                let mut gone = false;
+                for e in &p.extents {
+                    gone |= tx.chunk(&e.addr)?.is_none() && !p.fresh.iter().any(|(f, _)| *f == e.addr);
+                }
+                if gone {
+                    retry.push(p.ino);
+                    continue;
+                }
                 for (addr, rec) in &p.fresh {
-                    if tx.chunk(addr)?.is_none() {
-                        tx.put_chunk(addr, rec)?;
+                    let queue = match tx.chunk(addr)? {
+                        None => {
+                            tx.put_chunk(addr, rec)?;
+                            true
+                        }
+                        // Waiting for garbage collection: upload it again (holders re-ack, and
+                        // a copy deleted meanwhile is stored anew).
+                        Some(c) => c.refs == 0,
+                    };
+                    if queue {
                         tx.set_upload(addr, Some(now))?;
                         if let Some((_, ct)) = p.small.iter().find(|(a, _)| a == addr) {
                             tx.set_small_outbox(addr, Some(ct))?;
@@ -278,27 +299,35 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 tx.set_staged(p.ino, false)?;
                 done.push(p.ino);
             }
-            Ok(done)
+            Ok((done, retry))
         })?;
         for p in &ready {
+            if retry.contains(&p.ino) {
+                continue; // still staged; sealed again below
+            }
             let drop_entry = match files.get_mut(&p.ino) {
-                Some(f) => {
+                Some(f) if committed.contains(&p.ino) => {
                     f.staging = None;
                     f.handles == 0
                 }
+                Some(_) => true, // deleted meanwhile
                 None => false,
             };
-            if drop_entry || !committed.contains(&p.ino) {
+            if drop_entry {
                 files.remove(&p.ino);
             }
         }
         drop(files);
-        for p in &ready {
+        for p in ready.iter().filter(|p| !retry.contains(&p.ino)) {
             let _ = std::fs::remove_file(self.staging_path(p.ino));
         }
-        // Passes that lost a race with a writer: drop the outbox copies nobody committed.
+        if !retry.is_empty() {
+            Self::lock(&self.chunk_queue).extend(&retry);
+            self.chunk_work.notify_one();
+        }
+        // Outbox copies nobody queued (a lost race with a writer or with garbage collection).
         let rx = self.m.read()?;
-        for p in &stale {
+        for p in stale.iter().chain(&ready) {
             for (addr, _) in &p.fresh {
                 if !rx.upload_queued(addr)? {
                     let _ = std::fs::remove_file(self.outbox_path(addr));
@@ -339,8 +368,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
     }
 
-    /// Stores one outbox chunk with quorum and records its replicas.
-    async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<(), FsError> {
+    /// Stores one outbox chunk with quorum and records its replicas; `false` when the chunk is
+    /// busy (its replicas are being deleted by garbage collection) and must wait.
+    async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
+        let Some(_claim) = self.claim(addr) else { return Ok(false) };
         let path = self.outbox_path(&addr);
         let small = self.m.read()?.small_outbox(&addr)?;
         let ct = match small {
@@ -352,7 +383,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Err(e) => {
                 tracing::error!(?addr, error = %e, "outbox chunk missing; dropping it from the queue");
                 self.m.write(|tx| tx.set_upload(&addr, None))?;
-                return Ok(());
+                return Ok(true);
             }
         };
         if Addr::of(&ct) != addr {
@@ -360,14 +391,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         let commitment = self.keys.proof_secret(&addr).commitment();
         let acks = fabric
-            .store(Publish { addr, commitment, ciphertext: &ct }, self.opts.replicas)
+            .store(Publish { addr, commitment, ciphertext: &ct }, StoreGoal::fresh(self.opts.replicas))
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
-        let replicas: Vec<Replica> = acks
-            .iter()
-            .map(|a| Replica { node: a.node, slot: a.slot, lease_expiry_ms: a.lease_expiry_ms })
-            .collect();
+        let now = unix_ms(SystemTime::now());
+        let replicas: Vec<Replica> =
+            acks.iter().map(|a| Replica::acked(a.node, a.slot, a.lease_expiry_ms, now)).collect();
         Self::lock(&self.uploads_done).push((addr, replicas));
-        Ok(())
+        Ok(true)
     }
 }
