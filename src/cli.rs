@@ -1,8 +1,9 @@
 //! The command line (clap derive). No logic lives here: `wiring` runs each command.
 
-use crate::domain::size::parse_size;
+use crate::domain::size::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Quloud: your files, encrypted on your machine, stored on friends' storage nodes over NATS.
 ///
@@ -56,6 +57,17 @@ pub enum Command {
     /// Check a fabric end to end: store random data with quorum, read it back with proofs, audit
     /// every replica, and report throughput.
     Check(CheckArgs),
+    /// Challenge every replica of the vault's chunks (or of the files under PATH) to prove it
+    /// still holds its data, heal chunks with fewer than N healthy replicas, and report files at
+    /// risk.
+    ///
+    /// Talks to the running mount if there is one, else opens the vault itself. Exits 0 only when
+    /// every chunk ends with at least N healthy replicas. Without --now, replicas verified within
+    /// the audit interval are not challenged again.
+    Audit(AuditArgs),
+    /// List the storage nodes holding this vault's chunks: replicas held, audits passed and
+    /// failed, latency, last seen, and whether the node is written off.
+    Nodes(NodesArgs),
 }
 
 /// `quloud key …`
@@ -99,6 +111,9 @@ pub struct NodeArgs {
     /// Store requests handled at once (they share index commits, so more overlap is cheaper).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub store_concurrency: usize,
+    /// How often chunks whose lease ran out are deleted (e.g. 60s, 10m).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
 }
 
 /// `quloud mount …`
@@ -133,6 +148,49 @@ pub struct MountOpts {
     /// Stay in the foreground (the mount always does; accepted for fstab/systemd compatibility).
     #[arg(long)]
     pub foreground: bool,
+    /// Challenge every replica at least this often (e.g. 24h, 7d). Audits run in the background,
+    /// rate-limited by --audit-rate.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub audit_interval: Duration,
+    /// Most background audit challenges per second, so audits never starve reads and writes.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub audit_rate: u32,
+    /// Lease asked of nodes for each chunk; renewed in the background when a third is left.
+    /// Nodes drop chunks whose lease runs out, so an abandoned vault frees friends' disks.
+    #[arg(long, default_value = "90d", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// How long a chunk no file references any more is kept before it is deleted from its nodes.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    pub gc_grace: Duration,
+}
+
+/// `quloud audit …`
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Audit only the files under this path: a path inside the mount (e.g. ~/vault/photos) or a
+    /// path from the vault's root (e.g. /photos). Default: the whole vault.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Challenge every replica now, even those verified within the audit interval.
+    #[arg(long)]
+    pub now: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Broker connection (used only when the vault is not mounted).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Replicas per chunk (N) when the vault is not mounted. Default: as last mounted.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
+}
+
+/// `quloud nodes …`
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `quloud status …`

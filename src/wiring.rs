@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
+mod audit;
 mod check;
 mod files;
 mod mount;
@@ -32,6 +33,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Mount(args) => mount::mount(&home, &args.nats.nats, &args.mountpoint, &args.opts).await,
         Command::Status(args) => mount::status(&home, args.json).await,
         Command::Check(args) => check(args).await,
+        Command::Audit(args) => audit::audit(&home, args).await,
+        Command::Nodes(args) => audit::nodes(&home, args.json).await,
     }
 }
 
@@ -139,6 +142,7 @@ async fn node(args: NodeArgs) -> Result<()> {
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let mut opts = NodeRunOptions::new(&args.nats.nats);
     opts.store_concurrency = args.store_concurrency.max(1);
+    opts.sweep_interval = args.sweep_interval.max(std::time::Duration::from_millis(100));
     run_node(svc, opts, cancel).await?;
     Ok(())
 }

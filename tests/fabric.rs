@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use quloud::domain::ids::{Addr, NodeId};
 use quloud::domain::seal::SealedChunk;
-use quloud::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish};
+use quloud::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, StoreGoal};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -59,7 +59,8 @@ async fn a_node_holding_the_addr_declines_the_other_slot() {
     let mut opts = test_options(&fabric.url());
     opts.store_deadline = Duration::from_secs(30);
     let owner = common::owner(&keys, opts).await;
-    let acks = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("second node takes the other slot");
+    let acks =
+        owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("second node takes the other slot");
     let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
     assert_eq!(nodes.len(), 2);
 }
@@ -152,7 +153,10 @@ async fn a_full_node_declines_and_stays_within_capacity() {
     let a = keys.seal(&bytes(600_000, 7));
     let b = keys.seal(&bytes(600_000, 8));
     owner.store(publish(&a), StoreGoal::fresh(1)).await.expect("first chunk fits");
-    assert!(matches!(owner.store(publish(&b), StoreGoal::fresh(1)).await, Err(FabricError::Quorum { got: 0, .. })));
+    assert!(matches!(
+        owner.store(publish(&b), StoreGoal::fresh(1)).await,
+        Err(FabricError::Quorum { got: 0, .. })
+    ));
     let used: u64 = fabric.nodes[0].bodies().iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     assert!(used <= 1 << 20, "node used {used} bytes beyond its capacity");
     // Another node with room takes it.

@@ -10,7 +10,7 @@ use quloud::domain::keys::VaultKeys;
 use quloud::domain::proof::Purpose;
 use quloud::domain::unix_ms;
 use quloud::domain::wire::{GetReply, ProvenRequest, Status, StoreAck, StoreRequest};
-use quloud::ports::fabric::{ChunkFabric, Publish};
+use quloud::ports::fabric::{ChunkFabric, Publish, StoreGoal};
 use std::time::{Duration, SystemTime};
 
 fn now() -> u64 {
@@ -43,7 +43,10 @@ async fn retrieval_needs_a_fresh_valid_unreplayed_proof_for_that_chunk() {
     let b = keys.seal(&bytes(100_000, 21));
     for c in [&a, &b] {
         owner
-            .store(Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }, 1)
+            .store(
+                Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext },
+                StoreGoal::fresh(1),
+            )
             .await
             .unwrap();
     }
@@ -192,7 +195,10 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
         assert!(n.log().contains("dropped message"), "node should log what it dropped");
     }
     let acks = owner
-        .store(Publish { addr: good.addr, commitment: good.commitment, ciphertext: &good.ciphertext }, 2)
+        .store(
+            Publish { addr: good.addr, commitment: good.commitment, ciphertext: &good.ciphertext },
+            StoreGoal::fresh(2),
+        )
         .await
         .expect("nodes still store");
     assert_eq!(acks.len(), 2);
@@ -229,7 +235,10 @@ async fn forged_or_replayed_acks_do_not_fake_quorum() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let store = owner.store(Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }, 2);
+    let store = owner.store(
+        Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext },
+        StoreGoal::fresh(2),
+    );
     let (result, ()) = tokio::join!(store, forge);
     match result {
         Err(quloud::ports::fabric::FabricError::Quorum { got, .. }) => assert_eq!(got, 1),

@@ -348,7 +348,13 @@ mod tests {
             ct_len: 77,
             refs: 2,
             state: ChunkState::Durable,
-            replicas: vec![Replica { node: NodeId([4; 32]), slot: 1, lease_expiry_ms: 99, verified_ms: 5, failures: 2 }],
+            replicas: vec![Replica {
+                node: NodeId([4; 32]),
+                slot: 1,
+                lease_expiry_ms: 99,
+                verified_ms: 5,
+                failures: 2,
+            }],
         };
         assert_eq!(ChunkRecord::decode(&c.encode()), Some(c.clone()));
         assert_eq!(ChunkRecord::decode(&c.encode()[..50]), None);

@@ -155,7 +155,7 @@ mod tests {
         assert!(!is_healthy(&c.replicas[0], &never), "a replica that failed is not healthy");
         assert!(apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Failed, 5));
         assert_eq!(c.replicas.len(), 1);
-        assert!(apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Passed, 9) == false);
+        assert!(!apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Passed, 9));
         assert_eq!((c.replicas[0].verified_ms, c.replicas[0].failures), (9, 0));
         assert!(!apply_outcome(&mut c, &NodeId([7; 32]), Outcome::NotFound, 9), "unknown node: no change");
     }

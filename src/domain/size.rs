@@ -66,7 +66,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "d" => 86_400.0,
         other => return Err(format!("invalid duration unit {other:?} in {s:?}: use ms, s, m, h or d")),
     };
-    std::time::Duration::try_from_secs_f64(value * secs).map_err(|_| format!("duration {s:?} is out of range"))
+    std::time::Duration::try_from_secs_f64(value * secs)
+        .map_err(|_| format!("duration {s:?} is out of range"))
 }
 
 /// Formats a duration briefly, e.g. `90d`, `1h`, `30s`.

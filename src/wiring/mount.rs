@@ -4,7 +4,10 @@
 use super::{cancel_on_signal, load_master_key};
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
-use crate::app::vault::{run_pipeline, PipelineStats, Vault, VaultOptions, VaultStatus};
+use crate::app::vault::{
+    nodes_json, nodes_render, run_maintenance, run_pipeline, HealthOptions, PipelineStats, Scope, Vault,
+    VaultOptions, VaultStatus,
+};
 use crate::cli::MountOpts;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -60,12 +63,13 @@ fn clear_stale_mount(mountpoint: &Path) -> Result<()> {
 async fn connect_in_background(
     vault: Arc<Vault<NatsFabric>>,
     token: crate::domain::ids::AckToken,
-    url: String,
+    opts: FabricOptions,
     cancel: CancellationToken,
 ) {
+    let url = opts.url.clone();
     let mut warned = false;
     loop {
-        match NatsFabric::connect(token, FabricOptions::new(&url), None).await {
+        match NatsFabric::connect(token, opts.clone(), None).await {
             Ok(f) => {
                 tracing::info!(%url, "connected to the fabric");
                 vault.set_fabric(Arc::new(f));
@@ -85,7 +89,72 @@ async fn connect_in_background(
     }
 }
 
-async fn serve_control(vault: Arc<Vault<NatsFabric>>, path: PathBuf, cancel: CancellationToken) {
+/// Maps a path given to `quloud audit` to a vault path: a path inside the mount loses the mount
+/// point; anything else is taken as a path from the vault's root.
+fn vault_path(mountpoint: &Path, given: &str) -> String {
+    let p = Path::new(given);
+    match p.strip_prefix(mountpoint) {
+        Ok(rel) => format!("/{}", rel.to_string_lossy()),
+        Err(_) => given.to_string(),
+    }
+}
+
+/// Answers one control connection: `status [text]`, `nodes [text]`, or
+/// `audit <now|due> <json|text> <path>`, which streams `progress DONE TOTAL` lines and ends with
+/// `result <0|1>` and the report.
+async fn control_conn(
+    vault: Arc<Vault<NatsFabric>>,
+    mountpoint: PathBuf,
+    mut stream: tokio::net::UnixStream,
+) {
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(&mut stream);
+    if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
+        return;
+    }
+    let words: Vec<&str> = line.trim_end_matches('\n').splitn(4, ' ').collect();
+    let reply = match words.as_slice() {
+        ["status"] => vault.status().map(|s| s.to_json()),
+        ["status", "text"] => vault.status().map(|s| s.render()),
+        ["nodes"] => vault.nodes().map(|n| nodes_json(&n)),
+        ["nodes", "text"] => vault.nodes().map(|n| nodes_render(&n)),
+        ["audit", when, format, path] => {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+            let scope = Scope::Path(vault_path(&mountpoint, path));
+            let (force, json) = (*when == "now", *format == "json");
+            let v = vault.clone();
+            let run = tokio::spawn(async move {
+                v.audit(&scope, force, false, &move |d, t| {
+                    let _ = tx.send((d, t));
+                })
+                .await
+            });
+            while let Some((d, t)) = rx.recv().await {
+                if stream.write_all(format!("progress {d} {t}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            match run.await {
+                Ok(Ok(r)) => {
+                    let body = if json { r.to_json() } else { r.render() };
+                    Ok(format!("result {}\n{body}", u8::from(!r.all_healthy())))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Ok(format!("result 2\naudit task failed: {e}")),
+            }
+        }
+        _ => Ok("{\"error\":\"unknown command\"}".to_string()),
+    };
+    let reply = reply.unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+    let _ = stream.write_all(reply.as_bytes()).await;
+}
+
+async fn serve_control(
+    vault: Arc<Vault<NatsFabric>>,
+    path: PathBuf,
+    mountpoint: PathBuf,
+    cancel: CancellationToken,
+) {
     let _ = std::fs::remove_file(&path);
     let listener = match tokio::net::UnixListener::bind(&path) {
         Ok(l) => l,
@@ -101,24 +170,20 @@ async fn serve_control(vault: Arc<Vault<NatsFabric>>, path: PathBuf, cancel: Can
             _ = cancel.cancelled() => break,
             c = listener.accept() => c,
         };
-        let Ok((mut stream, _)) = conn else { continue };
-        let v = vault.clone();
-        tokio::spawn(async move {
-            let mut line = String::new();
-            let mut reader = tokio::io::BufReader::new(&mut stream);
-            if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
-                return;
-            }
-            let reply = match (line.trim(), v.status()) {
-                ("status", Ok(s)) => s.to_json(),
-                ("status text", Ok(s)) => s.render(),
-                ("status" | "status text", Err(e)) => format!("{{\"error\":\"{e}\"}}"),
-                _ => "{\"error\":\"unknown command\"}".to_string(),
-            };
-            let _ = stream.write_all(reply.as_bytes()).await;
-        });
+        let Ok((stream, _)) = conn else { continue };
+        tokio::spawn(control_conn(vault.clone(), mountpoint.clone(), stream));
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// The maintenance schedule chosen on the command line.
+pub fn health_options(opts: &MountOpts) -> HealthOptions {
+    HealthOptions {
+        audit_interval: opts.audit_interval.max(Duration::from_secs(1)),
+        audit_rate: opts.audit_rate.max(1),
+        lease: opts.lease.max(Duration::from_secs(10)),
+        gc_grace: opts.gc_grace,
+    }
 }
 
 /// Mounts the vault of `home` and serves it until a signal or an external unmount.
@@ -131,6 +196,7 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
         replicas: opts.replicas.max(1),
         cache_bytes: opts.cache_size,
         sync_quorum: opts.sync_quorum,
+        health: health_options(opts),
         ..VaultOptions::default()
     };
     let vault = Arc::new(Vault::load(home, keys, vault_opts).with_context(|| {
@@ -139,9 +205,13 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(connect_in_background(vault.clone(), token, url.to_string(), cancel.clone()));
+    let mut fabric_opts = FabricOptions::new(url);
+    fabric_opts.lease = opts.lease;
+    tasks.spawn(connect_in_background(vault.clone(), token, fabric_opts, cancel.clone()));
     tasks.spawn(run_pipeline(vault.clone(), stats, cancel.clone()));
-    tasks.spawn(serve_control(vault.clone(), control_socket(home), cancel.clone()));
+    tasks.spawn(run_maintenance(vault.clone(), cancel.clone()));
+    let canonical = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
+    tasks.spawn(serve_control(vault.clone(), control_socket(home), canonical, cancel.clone()));
     let settings = MountSettings {
         allow_other: opts.allow_other,
         read_only: false,
@@ -183,17 +253,21 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
     Ok(())
 }
 
-/// Prints the status of the vault in `home`, asking the running mount if there is one.
-pub async fn status(home: &Path, json: bool) -> Result<()> {
-    let sock = control_socket(home);
+/// Sends one short command to the running mount of `home`; `None` when it is not mounted.
+pub(super) async fn ask(home: &Path, command: &str) -> Option<String> {
     let live = async {
-        let mut s = tokio::net::UnixStream::connect(&sock).await.ok()?;
-        s.write_all(if json { b"status\n".as_slice() } else { b"status text\n".as_slice() }).await.ok()?;
+        let mut s = tokio::net::UnixStream::connect(control_socket(home)).await.ok()?;
+        s.write_all(format!("{command}\n").as_bytes()).await.ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
         Some(out)
     };
-    if let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(5), live).await {
+    tokio::time::timeout(Duration::from_secs(5), live).await.ok().flatten()
+}
+
+/// Prints the status of the vault in `home`, asking the running mount if there is one.
+pub async fn status(home: &Path, json: bool) -> Result<()> {
+    if let Some(text) = ask(home, if json { "status" } else { "status text" }).await {
         if json {
             println!("{text}");
         } else {

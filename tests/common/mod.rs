@@ -113,16 +113,23 @@ pub struct Node {
     pub data: PathBuf,
     url: String,
     capacity: String,
+    extra: Vec<String>,
 }
 
 impl Node {
     pub fn start(url: &str, data: &Path, capacity: &str) -> Node {
+        Node::start_with(url, data, capacity, &[])
+    }
+
+    /// A node with extra `quloud node` flags.
+    pub fn start_with(url: &str, data: &Path, capacity: &str, extra: &[&str]) -> Node {
         let mut n = Node {
             child: None,
             id: NodeId::ANY,
             data: data.to_path_buf(),
             url: url.into(),
             capacity: capacity.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         n.spawn();
         n
@@ -137,6 +144,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_quloud"))
             .args(["node", "--nats", &self.url, "--capacity", &self.capacity, "--data"])
             .arg(&self.data)
+            .args(&self.extra)
             .env("QULOUD_LOG", "info")
             .stdout(log(&self.log_path()))
             .stderr(log(&self.log_path()))
@@ -175,12 +183,18 @@ impl Node {
     /// Every chunk body file in the node's data dir.
     pub fn bodies(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for shard in std::fs::read_dir(self.data.join("chunks")).unwrap() {
-            for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-                out.push(f.unwrap().path());
+        let Ok(shards) = std::fs::read_dir(self.data.join("chunks")) else { return out };
+        for shard in shards.flatten() {
+            for f in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                out.push(f.path());
             }
         }
         out
+    }
+
+    /// Bytes of chunk bodies on the node's disk.
+    pub fn body_bytes(&self) -> u64 {
+        self.bodies().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     pub fn log(&self) -> String {
@@ -203,10 +217,17 @@ pub struct Fabric {
 
 impl Fabric {
     pub fn start(k: usize, capacity: &str) -> Fabric {
+        Fabric::start_with(k, capacity, &[])
+    }
+
+    /// `k` nodes started with extra `quloud node` flags.
+    pub fn start_with(k: usize, capacity: &str, node_flags: &[&str]) -> Fabric {
         let dir = tempfile::tempdir().unwrap();
         let nats = Nats::start(&dir.path().join("nats"));
         let nodes = (0..k)
-            .map(|i| Node::start(&nats.url(), &dir.path().join(format!("node-{i}")), capacity))
+            .map(|i| {
+                Node::start_with(&nats.url(), &dir.path().join(format!("node-{i}")), capacity, node_flags)
+            })
             .collect();
         Fabric { nats, nodes, dir }
     }

@@ -240,7 +240,9 @@ impl NatsFabric {
             .map(|p| {
                 p.acks
                     .values()
-                    .filter(|a| !goal.exclude.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node))
+                    .filter(|a| {
+                        !goal.exclude.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node)
+                    })
                     .cloned()
                     .collect()
             })

@@ -7,7 +7,8 @@
 //! one durable commit, and a crash loses at most what no fsync acknowledged.
 
 use super::{
-    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SMALL_OUTBOX, STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
+    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SMALL_OUTBOX, STAGED, SYMLINKS, UNREFERENCED, UPLOADS,
+    XATTRS,
 };
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;

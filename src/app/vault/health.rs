@@ -226,7 +226,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let staged_now: HashSet<Ino> =
             Self::lock(&self.files).iter().filter(|(_, f)| f.staging.is_some()).map(|(i, _)| *i).collect();
         let root = self.resolve(path)?;
-        let base = if path.trim_end_matches('/').is_empty() { String::new() } else { path.trim_end_matches('/').to_string() };
+        let base = if path.trim_end_matches('/').is_empty() {
+            String::new()
+        } else {
+            path.trim_end_matches('/').to_string()
+        };
         let mut stack = vec![(root, if base.is_empty() { "/".to_string() } else { base })];
         let mut seen = HashSet::new();
         while let Some((ino, name)) = stack.pop() {
@@ -285,8 +289,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 }
             }
         }
-        let mut report =
-            AuditReport { files: cov.files.len() as u64, chunks: cov.chunks.len() as u64, ..Default::default() };
+        let mut report = AuditReport {
+            files: cov.files.len() as u64,
+            chunks: cov.chunks.len() as u64,
+            ..Default::default()
+        };
         self.challenge(&*fabric, targets, background, progress, &mut report).await?;
         let addrs: Vec<Addr> = cov.chunks.keys().copied().collect();
         self.heal(&fabric, &addrs, &mut report).await?;
@@ -413,7 +420,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 }
                 let rec = match nodes.entry(*node) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => e.insert(tx.node(node)?.unwrap_or_default()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(tx.node(node)?.unwrap_or_default())
+                    }
                 };
                 let was = rec.written_off;
                 rec.observe(*outcome, *latency, now);
@@ -437,7 +446,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let mut v = Vec::new();
             for a in addrs {
                 if let Some(c) = rx.chunk(a)? {
-                    if c.state == ChunkState::Durable && c.refs > 0 && Self::healthy(&c, &off).len() < wanted {
+                    if c.state == ChunkState::Durable && c.refs > 0 && Self::healthy(&c, &off).len() < wanted
+                    {
                         v.push(*a);
                     }
                 }

@@ -265,8 +265,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let (mut done, mut retry) = (Vec::new(), Vec::new());
             for p in &ready {
                 let Ok(mut a) = tx.inode(p.ino) else { continue }; // deleted meanwhile
-                // A chunk seen as known while sealing may have been garbage-collected since:
-                // leave the file staged and seal it again.
+                                                                   // A chunk seen as known while sealing may have been garbage-collected since:
+                                                                   // leave the file staged and seal it again.
                 let mut gone = false;
                 for e in &p.extents {
                     gone |= tx.chunk(&e.addr)?.is_none() && !p.fresh.iter().any(|(f, _)| *f == e.addr);

@@ -3,6 +3,7 @@
 use super::Vault;
 use crate::adapters::redb::manifest::Manifest;
 use crate::domain::fs::{ChunkState, FsError};
+use crate::domain::health::is_healthy;
 use crate::domain::ids::NodeId;
 use crate::ports::fabric::ChunkFabric;
 use std::collections::BTreeMap;
@@ -29,6 +30,10 @@ pub struct VaultStatus {
     pub per_node: BTreeMap<NodeId, u64>,
     /// Replicas wanted per chunk.
     pub replicas: usize,
+    /// When the last audit pass ended (Unix ms), replicas it challenged, and how many did not pass.
+    pub last_audit: Option<(u64, u64, u64)>,
+    /// Chunks waiting out the grace period before garbage collection.
+    pub unreferenced: u64,
 }
 
 impl VaultStatus {
@@ -38,12 +43,20 @@ impl VaultStatus {
         let crate::adapters::redb::manifest::Summary { inodes, chunks, .. } = rx.summary()?;
         let mut s =
             VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
+        let off: std::collections::HashSet<NodeId> =
+            rx.nodes()?.into_iter().filter(|(_, n)| n.written_off).map(|(id, _)| id).collect();
+        s.unreferenced = chunks.iter().filter(|(_, c)| c.refs == 0).count() as u64;
+        if let Some(at) = rx.meta("last_audit_ms")? {
+            let checked = rx.meta("last_audit_checked")?.unwrap_or(0);
+            s.last_audit = Some((at, checked, rx.meta("last_audit_bad")?.unwrap_or(0)));
+        }
         for (_, c) in chunks.iter().filter(|(_, c)| c.refs > 0) {
             s.chunks += 1;
             s.bytes += c.ct_len.saturating_sub(16) as u64;
+            let healthy = c.replicas.iter().filter(|r| is_healthy(r, &|n: &NodeId| off.contains(n))).count();
             match c.state {
                 ChunkState::Pending => s.pending += 1,
-                ChunkState::Durable if c.replicas.len() >= replicas => s.durable += 1,
+                ChunkState::Durable if healthy >= replicas => s.durable += 1,
                 ChunkState::Durable => s.degraded += 1,
             }
             for r in &c.replicas {
@@ -70,17 +83,30 @@ impl VaultStatus {
     /// JSON form.
     pub fn to_json(&self) -> String {
         let nodes: Vec<String> = self.per_node.iter().map(|(n, c)| format!("\"{n}\":{c}")).collect();
+        let audit = match self.last_audit {
+            Some((at, checked, bad)) => {
+                format!("{{\"at_ms\":{at},\"checked\":{checked},\"not_passed\":{bad}}}")
+            }
+            None => "null".to_string(),
+        };
         format!(
-            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"staged_files\":{},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":null}}",
-            self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.staged_files, self.replicas,
-            nodes.join(",")
+            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit}}}",
+            self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.unreferenced,
+            self.staged_files, self.replicas, nodes.join(",")
         )
     }
 
     /// Human form.
     pub fn render(&self) -> String {
+        let audit = match self.last_audit {
+            Some((at, checked, bad)) => {
+                let ago = crate::domain::unix_ms(std::time::SystemTime::now()).saturating_sub(at) / 1000;
+                format!("{ago} s ago: {checked} replicas challenged, {bad} did not pass")
+            }
+            None => "never".to_string(),
+        };
         let mut out = format!(
-            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} replicas)\n  degraded    {}\nstaged files  {}\nlast audit    never (background audits are not enabled yet)\n",
+            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nlast audit    {audit}\n",
             self.inodes,
             self.chunks,
             crate::domain::size::format_size(self.bytes),
@@ -88,6 +114,7 @@ impl VaultStatus {
             self.durable,
             self.replicas,
             self.degraded,
+            self.unreferenced,
             self.staged_files
         );
         if !self.per_node.is_empty() {

@@ -1,0 +1,148 @@
+//! `quloud audit` and `quloud nodes`: through the running mount's control socket when the vault
+//! is mounted, otherwise by opening the vault here.
+
+use super::load_master_key;
+use super::mount::{ask, control_socket, health_options};
+use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::redb::manifest::Manifest;
+use crate::app::vault::{nodes_json, nodes_render, nodes_view, AuditReport, Scope, Vault, VaultOptions};
+use crate::cli::{AuditArgs, MountOpts};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Draws a progress bar on stderr when it is a terminal.
+fn progress(done: u64, total: u64) {
+    let mut err = std::io::stderr();
+    if !err.is_terminal() || total == 0 {
+        return;
+    }
+    let width = 30;
+    let filled = (done * width / total.max(1)) as usize;
+    let _ = write!(
+        err,
+        "\r[{}{}] {done}/{total} replicas challenged",
+        "#".repeat(filled),
+        ".".repeat(width as usize - filled)
+    );
+    if done == total {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
+
+/// The path as given, made absolute when it exists locally (so a path inside the mount can be
+/// recognised by the mount); a vault path such as `/photos` is passed through.
+fn given_path(path: Option<&Path>) -> String {
+    match path {
+        None => "/".to_string(),
+        Some(p) => p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).to_string_lossy().into_owned(),
+    }
+}
+
+fn finish(at_risk: bool, body: &str) -> Result<()> {
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+    if at_risk {
+        bail!("some data has fewer healthy replicas than wanted (listed above)");
+    }
+    Ok(())
+}
+
+/// `quloud audit [--now] [PATH]`.
+pub async fn audit(home: &Path, args: AuditArgs) -> Result<()> {
+    let path = given_path(args.path.as_deref());
+    if let Ok(mut s) = tokio::net::UnixStream::connect(control_socket(home)).await {
+        let when = if args.now { "now" } else { "due" };
+        let format = if args.json { "json" } else { "text" };
+        s.write_all(format!("audit {when} {format} {path}\n").as_bytes()).await?;
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 {
+                bail!("the mount closed the control connection before the audit finished");
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["progress", d, t] => progress(d.parse().unwrap_or(0), t.parse().unwrap_or(0)),
+                ["result", code] => {
+                    let mut body = String::new();
+                    reader.read_to_string(&mut body).await?;
+                    return finish(*code != "0", &body);
+                }
+                _ => bail!("the mount could not run the audit: {}", line.trim()),
+            }
+        }
+    }
+    let report = audit_unmounted(home, &args, &path).await?;
+    finish(!report.all_healthy(), &if args.json { report.to_json() } else { report.render() })
+}
+
+/// Opens the vault here (it is not mounted), connects to the fabric and runs the pass.
+async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<AuditReport> {
+    let key = load_master_key(home)?;
+    if !home.join("manifest.redb").exists() {
+        bail!("no vault manifest in {} (mount the vault once, or pass --home)", home.display());
+    }
+    let replicas = match args.replicas {
+        Some(n) => n.max(1),
+        None => {
+            // SAFETY: getuid/getgid have no preconditions.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let m = Manifest::open(&home.join("manifest.redb"), uid, gid)
+                .with_context(|| format!("cannot open the vault in {}", home.display()))?;
+            let n = m.read()?.meta("replicas")?.unwrap_or(3) as usize;
+            drop(m);
+            n
+        }
+    };
+    // The defaults of `quloud mount` (lease, interval) apply to an unmounted audit.
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        opts: MountOpts,
+    }
+    let defaults = Defaults::try_parse_from(["mount"]).context("default mount options")?.opts;
+    let opts = VaultOptions { replicas, health: health_options(&defaults), ..VaultOptions::default() };
+    let keys = Arc::new(key.derive());
+    let token = keys.ack_token();
+    let vault = Vault::<NatsFabric>::load(home, keys, opts)
+        .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
+    let mut fabric_opts = FabricOptions::new(&args.nats.nats);
+    fabric_opts.lease = defaults.lease;
+    vault.set_fabric(Arc::new(NatsFabric::connect(token, fabric_opts, None).await?));
+    let report = vault.audit(&Scope::Path(path.to_string()), args.now, false, &progress).await;
+    vault.checkpoint().context("saving the manifest")?;
+    Ok(report?)
+}
+
+/// `quloud nodes [--json]`.
+pub async fn nodes(home: &Path, json: bool) -> Result<()> {
+    if let Some(text) = ask(home, if json { "nodes" } else { "nodes text" }).await {
+        print!("{text}");
+        if json {
+            println!();
+        }
+        return Ok(());
+    }
+    if !home.join("manifest.redb").exists() {
+        bail!("no vault manifest in {} (mount the vault once, or pass --home)", home.display());
+    }
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let m = Manifest::open(&home.join("manifest.redb"), uid, gid)
+        .with_context(|| format!("cannot open the vault in {}", home.display()))?;
+    let view = nodes_view(&m)?;
+    if json {
+        println!("{}", nodes_json(&view));
+    } else {
+        print!("{}", nodes_render(&view));
+    }
+    Ok(())
+}
