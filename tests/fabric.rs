@@ -231,3 +231,25 @@ fn commitments_of_one_owner_are_unlinkable() {
     assert!(shared < 8, "commitments share {shared} of 64 bytes");
     let _ = Addr::of(b"");
 }
+
+/// Healing stores only what is missing: replicas already held keep their slots (the holders
+/// decline the new ones), and acks from excluded nodes never count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_goal_counts_held_replicas_and_ignores_excluded_nodes() {
+    let fabric = Fabric::start(5, "1GiB");
+    let keys = vault(9);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let chunk = keys.seal(&bytes(200_000, 9));
+    let first = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("two replicas");
+    let (a, b) = (&first[0], &first[1]);
+    // Keep A, distrust B: two more distinct nodes are needed, neither of them A or B.
+    let held = [(a.node, a.slot)];
+    let exclude = [b.node];
+    let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude };
+    let acks = owner.store(publish(&chunk), goal).await.expect("healed to three");
+    let nodes: HashSet<NodeId> = acks.iter().map(|x| x.node).collect();
+    assert_eq!(nodes.len(), 2, "two new replicas: {acks:?}");
+    assert!(!nodes.contains(&a.node) && !nodes.contains(&b.node), "held or excluded node counted: {acks:?}");
+    assert!(acks.iter().all(|x| x.slot != a.slot), "the held slot was published again");
+    assert!(acks.iter().all(|x| x.verify(&chunk.commitment)));
+}

@@ -127,6 +127,36 @@ fn a_lost_node_is_healed_by_audit_now() {
 }
 
 #[test]
+fn the_background_auditor_heals_without_being_asked() {
+    let (mut fabric, m) = five_nodes(&["--audit-interval", "4s"], &[]);
+    let files = sample_files();
+    write_files(&m, &files);
+    let chunks = status(&m.home).chunks;
+    let victim = busiest(&fabric);
+    let dead = fabric.nodes[victim].id.to_string();
+    fabric.nodes[victim].kill9();
+    std::fs::remove_dir_all(&fabric.nodes[victim].data).unwrap();
+    poll_until(Duration::from_secs(60), Duration::from_millis(500), "the background auditor to heal", || {
+        let nodes = quloud(&m.home).args(["nodes", "--json"]).output().unwrap();
+        let nodes = String::from_utf8_lossy(&nodes.stdout).to_string();
+        let failed =
+            nodes.split("},{").find(|r| r.contains(&dead)).is_some_and(|r| json_num(r, "audits_failed") > 0);
+        let live: usize = fabric
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, n)| n.bodies().len())
+            .sum();
+        let s = status(&m.home);
+        failed && s.degraded == 0 && s.durable == chunks && live as u64 >= 3 * chunks
+    });
+    let s = status(&m.home);
+    assert!(s.json.contains("\"last_audit\":{"), "status reports the last audit: {}", s.json);
+    assert_files(&m, &files);
+}
+
+#[test]
 fn flipped_bytes_on_a_node_are_caught_and_healed() {
     let (fabric, m) = five_nodes(&[], &[]);
     let files = sample_files();
