@@ -190,7 +190,9 @@ struct Covered {
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// Claims `addr` so that no upload, heal or collection of it runs at the same time.
     pub(super) fn claim(&self, addr: Addr) -> Option<Claim<'_>> {
-        Self::lock(&self.busy).insert(addr).then_some(Claim { set: &self.busy, addr })
+        // The guard must be gone before a `Claim` exists: dropping one takes the same lock.
+        let claimed = Self::lock(&self.busy).insert(addr);
+        claimed.then(|| Claim { set: &self.busy, addr })
     }
 
     fn written_off(&self) -> Result<HashSet<NodeId>, FsError> {
@@ -744,5 +746,28 @@ pub async fn run_maintenance<F: ChunkFabric + 'static>(vault: Arc<Vault<F>>, can
             _ = cancel.cancelled() => return,
             _ = pass => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::nats::fabric::NatsFabric;
+    use crate::app::vault::VaultOptions;
+    use crate::domain::keys::MasterKey;
+
+    #[test]
+    fn a_chunk_is_claimed_once_and_released_by_its_holder_only() {
+        let home = tempfile::tempdir().unwrap();
+        let keys = Arc::new(MasterKey::from_bytes([5; 32]).derive());
+        let vault = Vault::<NatsFabric>::load(home.path(), keys, VaultOptions::default()).unwrap();
+        let addr = Addr([1; 32]);
+        let first = vault.claim(addr).expect("free chunk");
+        // A failed claim must neither block nor release the holder's claim.
+        assert!(vault.claim(addr).is_none());
+        assert!(vault.claim(addr).is_none(), "a failed claim released the first one");
+        assert!(vault.claim(Addr([2; 32])).is_some());
+        drop(first);
+        assert!(vault.claim(addr).is_some(), "released when the holder drops it");
     }
 }
