@@ -65,7 +65,7 @@ for i in $(seq 0 $((NODES - 1))); do
     for _ in $(seq 200); do grep -q "storage node serving" "$TMP/node-$i.log" 2>/dev/null && break; sleep 0.1; done
 done
 "$BIN" --home "$HOME_DIR" init >/dev/null
-QULOUD_LOG=warn "$BIN" --home "$HOME_DIR" mount "$MP" --nats "$URL" --replicas 3 --cache-size 1GiB >"$TMP/mount.log" 2>&1 &
+QULOUD_LOG=${MOUNT_LOG:-warn} "$BIN" --home "$HOME_DIR" mount "$MP" --nats "$URL" --replicas 3 --cache-size 1GiB >"$TMP/mount.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 300); do mountpoint -q "$MP" && break; sleep 0.1; done
 mountpoint -q "$MP" || die "mount failed: $(cat "$TMP/mount.log")"

@@ -253,3 +253,25 @@ async fn a_store_goal_counts_held_replicas_and_ignores_excluded_nodes() {
     assert!(acks.iter().all(|x| x.slot != a.slot), "the held slot was published again");
     assert!(acks.iter().all(|x| x.verify(&chunk.commitment)));
 }
+
+/// Storing a chunk again (healing, or re-uploading after a delete) is a new message to the
+/// broker, not a duplicate of the first store that JetStream would silently drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_a_chunk_again_is_not_deduplicated_away() {
+    let fabric = Fabric::start(2, "1GiB");
+    let keys = vault(10);
+    let mut opts = test_options(&fabric.url());
+    // No retry inside the deadline: the first publish of each store must get through.
+    opts.retry_after = Duration::from_secs(60);
+    opts.store_deadline = Duration::from_secs(15);
+    let owner = owner(&keys, opts).await;
+    let chunk = keys.seal(&bytes(50_000, 10));
+    let secret = [(chunk.addr, keys.proof_secret(&chunk.addr))];
+    let acks = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("first store");
+    for a in &acks {
+        owner.delete(a.node, &secret).await.expect("delete");
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("second store delivered");
+    assert_eq!(again.len(), 2);
+}

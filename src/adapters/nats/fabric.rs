@@ -140,6 +140,9 @@ impl NatsFabric {
         &self.client
     }
 
+    /// One store request. Its JetStream message id (`addr-slot-call-attempt`) makes a re-sent
+    /// publish of the same attempt a broker-side duplicate, while a later store of the same chunk
+    /// (healing, re-upload) is a new message and is delivered.
     fn publish_slot(&self, chunk: &Publish<'_>, slot: u8, attempt: u32, lease: u64) -> PublishMessage {
         let req = StoreRequest {
             ack_token: self.token,
@@ -151,7 +154,7 @@ impl NatsFabric {
         };
         PublishMessage::build()
             .payload(req.encode().into())
-            .message_id(format!("{}-{slot}-{attempt}", chunk.addr))
+            .message_id(format!("{}-{slot}-{:x}-{attempt}", chunk.addr, lease))
     }
 
     async fn publish_slots(
