@@ -4,8 +4,9 @@
 #
 #   1. write SIZE of random data into the mount (files of 64 MiB) and wait until durable
 #   2. reads alone: read the data back through the mount (warm LRU) for READ_SECS, MiB/s
-#   3. audit: `quloud audit --now --json` (every replica challenged with a fresh seed) while the
-#      same read loop runs: checks per second, and the read MiB/s during the audit
+#   3. audit: `quloud audit --now --json` (every replica challenged with a fresh seed), first
+#      alone, then while the same read loop runs: checks per second, and the read MiB/s during
+#      the audit
 #   4. heal: kill -9 the node holding most chunk bodies and delete its data dir, then
 #      `quloud audit --now --json`: MiB/s re-replicated (healed_bytes / pass time, and over the
 #      time after the challenges, when only healing runs)
@@ -102,6 +103,12 @@ read_loop() {
 log "reads alone for $READ_SECS s"
 READ_ALONE=$(read_loop "$READ_SECS" "$TMP/never")
 
+log "audit --now alone"
+T0=$(now)
+ALONE=$("$BIN" --home "$HOME_DIR" audit --now --json) || die "audit failed: $ALONE"
+T1=$(now)
+ALONE_RATE=$(calc "$(num "$ALONE" checked) / ($T1 - $T0)")
+
 log "audit --now with reads running"
 rm -f "$TMP/stop"
 read_loop 100000 "$TMP/stop" >"$TMP/read_during.txt" &
@@ -132,6 +139,8 @@ HEALED=$(num "$HEAL" healed)
 HEALED_MIB=$(calc "$(num "$HEAL" healed_bytes) / 1048576")
 HEAL_SECS=$(calc "$T1 - $T0")
 HEAL_RATE=$(calc "$HEALED_MIB / ($T1 - $T0)")
+HEAL_ONLY_SECS=$(num "$HEAL" heal_secs)
+HEAL_ONLY_RATE=$(calc "$HEALED_MIB / $HEAL_ONLY_SECS")
 
 cat <<EOF
 
@@ -140,8 +149,10 @@ data: $MIB MiB in $FILES files, $CHUNKS chunks, N=3 on $NODES nodes
 
 | figure | value | target |
 |---|---|---|
-| audit: replica challenges per second (loopback, reads running) | $AUDIT_RATE /s ($CHECKED in $AUDIT_SECS s) | ≥ 2000 /s |
+| audit: replica challenges per second (loopback, nothing else running) | $ALONE_RATE /s | ≥ 2000 /s |
+| audit: replica challenges per second (loopback, reads running flat out) | $AUDIT_RATE /s ($CHECKED in $AUDIT_SECS s) | ≥ 2000 /s |
 | reads alone (warm cache, baseline) | $READ_ALONE MiB/s | — |
 | reads during the audit | $READ_DURING MiB/s ($(calc "$READ_DURING / $READ_ALONE") × alone) | serving |
-| heal: re-replicated after losing a node | $HEAL_RATE MiB/s ($HEALED chunks, $HEALED_MIB MiB in $HEAL_SECS s) | ≥ 50 MiB/s |
+| heal: re-replicated after losing a node (heal phase) | $HEAL_ONLY_RATE MiB/s ($HEALED chunks, $HEALED_MIB MiB in $HEAL_ONLY_SECS s) | ≥ 50 MiB/s |
+| whole \`audit --now\` pass that found the loss and healed it | $HEAL_RATE MiB/s ($HEAL_SECS s) | — |
 EOF

@@ -6,7 +6,7 @@
 //! counter.
 
 use crate::app::replay::{Freshness, ReplayGuard};
-use crate::domain::audit::{prove_leaves, select_leaves};
+use crate::domain::audit::select_leaves;
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose};
@@ -411,14 +411,18 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg("audit request", why);
             return None;
         }
-        let Some(ct) = self.read_verified(&req.addr) else {
-            return sign(Status::NotFound, Vec::new());
-        };
-        let picks = select_leaves(&req.seed, ct.len() as u64, req.leaves as usize);
-        match prove_leaves(&ct, &picks) {
-            Ok(proofs) => {
+        let Some(Some(meta)) = proven.into_iter().next() else { return sign(Status::NotFound, Vec::new()) };
+        let picks = select_leaves(&req.seed, meta.len as u64, req.leaves as usize);
+        match self.store.audit_proofs(&req.addr, &picks) {
+            Ok(Some(proofs)) => {
                 self.stats.audits.fetch_add(1, Ordering::Relaxed);
                 sign(Status::Ok, proofs)
+            }
+            Ok(None) => sign(Status::NotFound, Vec::new()),
+            Err(StoreError::Corrupt(_)) => {
+                tracing::error!(addr = ?req.addr, "stored chunk is corrupt; removing it so the owner re-replicates");
+                let _ = self.store.remove(&req.addr);
+                sign(Status::NotFound, Vec::new())
             }
             Err(e) => {
                 tracing::error!(error = %e, "building audit proof failed");

@@ -188,10 +188,124 @@ pub fn select_leaves(seed: &[u8; 32], total_len: u64, k: usize) -> Vec<u64> {
 /// [`AuditError::TooManyLeaves`] for more than [`MAX_LEAVES_PER_AUDIT`] indices,
 /// [`AuditError::IndexOutOfRange`] for an index `>= leaf_count(data.len())`.
 pub fn prove_leaves(data: &[u8], indices: &[u64]) -> Result<Vec<LeafProof>, AuditError> {
+    let proofs = prove_with(&mut Whole(data), data.len() as u64, indices)?;
+    Ok(proofs.unwrap_or_else(|| unreachable!("in-memory data always yields every leaf")))
+}
+
+/// Segment size for [`segment_cvs`]: 16 BLAKE3 chunks. Every 16 KiB-aligned segment of a
+/// ciphertext longer than one segment (and its shorter last segment) is a subtree of its BLAKE3
+/// tree, so a prover holding the segments' chaining values needs only the segments that contain
+/// the selected leaves.
+pub const SEGMENT: usize = 16 * LEAF_SIZE;
+
+/// The chaining value of every [`SEGMENT`] of `data`, for [`prove_leaves_from_segments`];
+/// empty when `data` fits in one segment (proving from the whole data is as cheap then).
+pub fn segment_cvs(data: &[u8]) -> Vec<[u8; 32]> {
+    if data.len() <= SEGMENT {
+        return Vec::new();
+    }
+    data.chunks(SEGMENT)
+        .enumerate()
+        .map(|(i, seg)| Hasher::new().set_input_offset((i * SEGMENT) as u64).update(seg).finalize_non_root())
+        .collect()
+}
+
+/// Same answer as [`prove_leaves`] on the whole data, from the segments' chaining values (as
+/// [`segment_cvs`] returned them) and `segment(i)`, which yields segment `i`'s bytes. Only the
+/// segments holding selected leaves are read. `Ok(None)` when a segment cannot be read or the
+/// chaining values do not fit `total_len`.
+pub fn prove_leaves_from_segments(
+    total_len: u64,
+    cvs: &[[u8; 32]],
+    segment: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
+    indices: &[u64],
+) -> Result<Option<Vec<LeafProof>>, AuditError> {
+    if total_len <= SEGMENT as u64 || cvs.len() as u64 != total_len.div_ceil(SEGMENT as u64) {
+        return Ok(None);
+    }
+    prove_with(&mut Segments { total_len, cvs, segment, cache: Vec::new() }, total_len, indices)
+}
+
+/// Where a prover gets leaves and subtree chaining values.
+trait Source {
+    /// Bytes of leaf `index`.
+    fn leaf(&mut self, index: u64) -> Option<Vec<u8>>;
+    /// Chaining value of the subtree `start..start + len`.
+    fn cv(&mut self, start: u64, len: u64) -> Option<ChainingValue>;
+}
+
+/// The whole ciphertext in memory.
+struct Whole<'a>(&'a [u8]);
+
+impl Source for Whole<'_> {
+    fn leaf(&mut self, index: u64) -> Option<Vec<u8>> {
+        Some(leaf_bytes(self.0, index).to_vec())
+    }
+
+    fn cv(&mut self, start: u64, len: u64) -> Option<ChainingValue> {
+        Some(subtree_cv(self.0, start, len))
+    }
+}
+
+/// Cached segment chaining values plus the few segments read on demand.
+struct Segments<'a> {
+    total_len: u64,
+    cvs: &'a [[u8; 32]],
+    segment: &'a mut dyn FnMut(u64) -> Option<Vec<u8>>,
+    cache: Vec<(u64, Vec<u8>)>,
+}
+
+impl Segments<'_> {
+    /// The bytes `start..start + len`, which lie inside one segment.
+    fn bytes(&mut self, start: u64, len: u64) -> Option<Vec<u8>> {
+        let seg = start / SEGMENT as u64;
+        if !self.cache.iter().any(|(i, _)| *i == seg) {
+            let data = (self.segment)(seg)?;
+            let want = (self.total_len - seg * SEGMENT as u64).min(SEGMENT as u64);
+            if data.len() as u64 != want {
+                return None;
+            }
+            self.cache.push((seg, data));
+        }
+        let (_, data) = self.cache.iter().find(|(i, _)| *i == seg)?;
+        let from = (start - seg * SEGMENT as u64) as usize;
+        data.get(from..from + len as usize).map(<[u8]>::to_vec)
+    }
+}
+
+impl Source for Segments<'_> {
+    fn leaf(&mut self, index: u64) -> Option<Vec<u8>> {
+        let start = index * LEAF;
+        self.bytes(start, (self.total_len - start).min(LEAF))
+    }
+
+    fn cv(&mut self, start: u64, len: u64) -> Option<ChainingValue> {
+        let seg = SEGMENT as u64;
+        if start % seg == 0 && (len == seg || (len < seg && start + len == self.total_len)) {
+            return self.cvs.get((start / seg) as usize).copied();
+        }
+        if len > seg {
+            // Subtrees larger than a segment are segment-aligned unions of segments.
+            let left_len = left_subtree_len(len);
+            let left = self.cv(start, left_len)?;
+            let right = self.cv(start + left_len, len - left_len)?;
+            return Some(merge_subtrees_non_root(&left, &right, Mode::Hash));
+        }
+        // Smaller subtrees never straddle a segment boundary.
+        let bytes = self.bytes(start, len)?;
+        Some(Hasher::new().set_input_offset(start).update(&bytes).finalize_non_root())
+    }
+}
+
+/// The prover behind [`prove_leaves`] and [`prove_leaves_from_segments`].
+fn prove_with(
+    src: &mut dyn Source,
+    total_len: u64,
+    indices: &[u64],
+) -> Result<Option<Vec<LeafProof>>, AuditError> {
     if indices.len() > MAX_LEAVES_PER_AUDIT {
         return Err(AuditError::TooManyLeaves { requested: indices.len(), max: MAX_LEAVES_PER_AUDIT });
     }
-    let total_len = data.len() as u64;
     let count = leaf_count(total_len);
     if let Some(&index) = indices.iter().find(|&&index| index >= count) {
         return Err(AuditError::IndexOutOfRange { index, leaf_count: count });
@@ -199,21 +313,22 @@ pub fn prove_leaves(data: &[u8], indices: &[u64]) -> Result<Vec<LeafProof>, Audi
     let mut unique = indices.to_vec();
     unique.sort_unstable();
     unique.dedup();
-    let mut proofs: Vec<LeafProof> = unique
-        .iter()
-        .map(|&index| LeafProof {
+    let mut proofs = Vec::with_capacity(unique.len());
+    for &index in &unique {
+        let Some(leaf) = src.leaf(index) else { return Ok(None) };
+        proofs.push(LeafProof {
             index,
-            leaf: leaf_bytes(data, index).to_vec(),
+            leaf,
             path: Vec::with_capacity(PathShape::of(total_len, index).depth),
-        })
-        .collect();
-    if count > 1 {
-        prove_children(data, 0, total_len, &unique, &mut proofs);
+        });
+    }
+    if count > 1 && prove_children(src, 0, total_len, &unique, &mut proofs).is_none() {
+        return Ok(None);
     }
     if unique.as_slice() == indices {
-        return Ok(proofs);
+        return Ok(Some(proofs));
     }
-    Ok(indices.iter().map(|&index| proofs[unique.partition_point(|&u| u < index)].clone()).collect())
+    Ok(Some(indices.iter().map(|&index| proofs[unique.partition_point(|&u| u < index)].clone()).collect()))
 }
 
 /// Owner side: checks one proof against `addr` for a ciphertext of `total_len` bytes.
@@ -321,32 +436,38 @@ fn subtree_cv(data: &[u8], start: u64, len: u64) -> ChainingValue {
 
 /// Chaining value of the subtree `start..start + len`, appending sibling chaining values
 /// to the proofs of the selected leaves `indices` (sorted, unique) inside it.
-fn prove_node(data: &[u8], start: u64, len: u64, indices: &[u64], proofs: &mut [LeafProof]) -> ChainingValue {
+fn prove_node(
+    src: &mut dyn Source,
+    start: u64,
+    len: u64,
+    indices: &[u64],
+    proofs: &mut [LeafProof],
+) -> Option<ChainingValue> {
     if indices.is_empty() || len <= LEAF {
-        return subtree_cv(data, start, len);
+        return src.cv(start, len);
     }
-    let (left, right) = prove_children(data, start, len, indices, proofs);
-    merge_subtrees_non_root(&left, &right, Mode::Hash)
+    let (left, right) = prove_children(src, start, len, indices, proofs)?;
+    Some(merge_subtrees_non_root(&left, &right, Mode::Hash))
 }
 
 /// Chaining values of both children of the (multi-chunk) subtree `start..start + len`;
 /// each selected leaf's proof gets the sibling at this level after deeper levels.
 fn prove_children(
-    data: &[u8],
+    src: &mut dyn Source,
     start: u64,
     len: u64,
     indices: &[u64],
     proofs: &mut [LeafProof],
-) -> (ChainingValue, ChainingValue) {
+) -> Option<(ChainingValue, ChainingValue)> {
     let left_len = left_subtree_len(len);
     let split = indices.partition_point(|&index| index * LEAF < start + left_len);
     let (left_indices, right_indices) = indices.split_at(split);
     let (left_proofs, right_proofs) = proofs.split_at_mut(split);
-    let left = prove_node(data, start, left_len, left_indices, left_proofs);
-    let right = prove_node(data, start + left_len, len - left_len, right_indices, right_proofs);
+    let left = prove_node(src, start, left_len, left_indices, left_proofs)?;
+    let right = prove_node(src, start + left_len, len - left_len, right_indices, right_proofs)?;
     left_proofs.iter_mut().for_each(|p| p.path.push(right));
     right_proofs.iter_mut().for_each(|p| p.path.push(left));
-    (left, right)
+    Some((left, right))
 }
 
 /// Position of a leaf in the BLAKE3 tree: its depth and, per level, which side it is on.
@@ -769,5 +890,37 @@ mod tests {
             prop_assert!(verify_leaf(&[0; 32], total_len, &proof).is_err());
             let _ = verify_audit(&[0; 32], total_len, &[0; 32], 3, &[proof]);
         }
+    }
+
+    /// Proving from cached segment chaining values gives exactly the whole-data answer, reading
+    /// only the segments that hold selected leaves; a missing segment or wrong cvs give `None`.
+    #[test]
+    fn segment_proofs_match_whole_data_proofs() {
+        let seg = SEGMENT;
+        for len in [seg + 1, 2 * seg, 2 * seg + 1023, 5 * seg + 1, 17 * LEAF_SIZE, 1024 * 1024 + 5, 700_001] {
+            let data = data_of(len);
+            let cvs = segment_cvs(&data);
+            assert_eq!(cvs.len(), len.div_ceil(seg));
+            for seed in 0..8u8 {
+                let picks = select_leaves(&[seed; 32], len as u64, 4);
+                let mut read = Vec::new();
+                let mut segment = |i: u64| {
+                    read.push(i);
+                    data.get(i as usize * seg..((i as usize + 1) * seg).min(len)).map(<[u8]>::to_vec)
+                };
+                let got = prove_leaves_from_segments(len as u64, &cvs, &mut segment, &picks).unwrap();
+                assert_eq!(got, Some(prove_leaves(&data, &picks).unwrap()), "len {len} seed {seed}");
+                let wanted: std::collections::BTreeSet<u64> =
+                    picks.iter().map(|p| p * 1024 / seg as u64).collect();
+                read.sort_unstable();
+                read.dedup();
+                assert_eq!(read, wanted.into_iter().collect::<Vec<_>>(), "only leaf segments are read");
+                verify_audit(&addr_of(&data), len as u64, &[seed; 32], 4, &got.unwrap()).unwrap();
+            }
+            let picks = select_leaves(&[1; 32], len as u64, 4);
+            assert_eq!(prove_leaves_from_segments(len as u64, &cvs, &mut |_| None, &picks), Ok(None));
+            assert_eq!(prove_leaves_from_segments(len as u64, &cvs[1..], &mut |_| None, &picks), Ok(None));
+        }
+        assert!(segment_cvs(&data_of(seg)).is_empty(), "one segment: prove from the whole data");
     }
 }

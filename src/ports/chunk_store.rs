@@ -1,5 +1,6 @@
 //! The storage node's chunk store: durable bodies plus an index, all under the node's at-rest key.
 
+use crate::domain::audit::{prove_leaves, LeafProof};
 use crate::domain::ids::Addr;
 use crate::domain::proof::Commitment;
 
@@ -62,6 +63,13 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn put(&self, meta: &StoredChunk, ciphertext: &[u8]) -> Result<(), StoreError>;
     /// The ciphertext, verified against its addr; `Corrupt` if it no longer verifies.
     fn read(&self, addr: &Addr) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Answers an audit: the proofs of leaves `picks` of the held chunk, after checking that the
+    /// whole stored copy is intact (`Corrupt` otherwise); `None` if not held. The default reads
+    /// and verifies the whole chunk; an adapter may cache what makes this cheaper.
+    fn audit_proofs(&self, addr: &Addr, picks: &[u64]) -> Result<Option<Vec<LeafProof>>, StoreError> {
+        let Some(ct) = self.read(addr)? else { return Ok(None) };
+        prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()))
+    }
     /// Sets the lease expiry; false if not held.
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError>;
     /// Removes the chunk; false if not held.

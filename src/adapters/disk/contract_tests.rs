@@ -3,6 +3,7 @@
 
 use super::DiskChunkStore;
 use crate::adapters::memory::MemoryChunkStore;
+use crate::domain::audit::{prove_leaves, select_leaves};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::Addr;
 use crate::domain::proof::ProofSecret;
@@ -38,6 +39,17 @@ fn contract(store: &dyn ChunkStore) {
     assert!(!store.remove(&b.addr).unwrap());
     assert!(!store.set_lease(&b.addr, 1).unwrap());
     assert_eq!(store.usage().chunks, 1);
+    // Audit answers are the proofs of the whole chunk, for small and multi-segment chunks,
+    // and survive a lease change (which rewrites the record).
+    let (c, cc) = chunk(4, 40_000);
+    store.put(&c, &cc).unwrap();
+    assert!(store.set_lease(&c.addr, 9000).unwrap());
+    for (addr, ct) in [(&a.addr, &ca), (&c.addr, &cc)] {
+        let picks = select_leaves(&[9; 32], ct.len() as u64, 4);
+        assert_eq!(store.audit_proofs(addr, &picks).unwrap(), Some(prove_leaves(ct, &picks).unwrap()));
+    }
+    assert_eq!(store.audit_proofs(&b.addr, &[0]).unwrap(), None);
+    assert!(store.remove(&c.addr).unwrap());
     // Capacity is enforced.
     let (big, cbig) = chunk(3, 200_000);
     assert!(matches!(store.put(&big, &cbig), Err(StoreError::Full { .. })));
@@ -90,6 +102,33 @@ fn flipped_or_deleted_body_is_reported_corrupt() {
     assert!(matches!(s.read(&a.addr), Err(StoreError::Corrupt(_))));
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(s.read(&a.addr), Err(StoreError::Corrupt(_))));
+}
+
+/// Audits decrypt only a few segments, yet a flipped byte anywhere in the body (not only in the
+/// challenged leaves) is caught by the at-rest tag.
+#[test]
+fn an_audit_catches_a_flipped_byte_anywhere_in_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = NodeIdentity::generate();
+    let s = DiskChunkStore::open(dir.path(), id.clone(), 1 << 22).unwrap();
+    let (a, ca) = chunk(5, 600_000);
+    s.put(&a, &ca).unwrap();
+    let loc = crate::domain::ids::to_hex(&id.locator(&a.addr));
+    let path = dir.path().join("chunks").join(&loc[..2]).join(&loc);
+    let good = std::fs::read(&path).unwrap();
+    let picks = select_leaves(&[3; 32], ca.len() as u64, 4);
+    assert_eq!(s.audit_proofs(&a.addr, &picks).unwrap(), Some(prove_leaves(&ca, &picks).unwrap()));
+    for at in [0, 30, good.len() / 3, good.len() / 2, good.len() - 20, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(
+            matches!(s.audit_proofs(&a.addr, &picks), Err(StoreError::Corrupt(_))),
+            "flip at {at} missed"
+        );
+    }
+    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    assert!(matches!(s.audit_proofs(&a.addr, &picks), Err(StoreError::Corrupt(_))), "truncation missed");
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! and bodies without an index entry are removed, and index entries without a body are dropped.
 
 use crate::adapters::redb::NODE_CHUNKS;
+use crate::domain::audit::{prove_leaves, prove_leaves_from_segments, segment_cvs, LeafProof, SEGMENT};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{to_hex, Addr};
 use crate::domain::proof::{Commitment, COMMITMENT_LEN};
@@ -83,31 +84,77 @@ fn unseal(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
 }
 
-fn encode_record(m: &StoredChunk) -> Vec<u8> {
-    let mut v = Vec::with_capacity(RECORD_LEN);
+/// A record: the chunk's metadata, then the BLAKE3 chaining values of its 16 KiB segments (empty
+/// for chunks of one segment), which let audits skip decrypting and hashing the whole body.
+fn encode_record(m: &StoredChunk, cvs: &[[u8; 32]]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(RECORD_LEN + 32 * cvs.len());
     v.extend_from_slice(&m.addr.0);
     v.push(m.slot);
     v.extend_from_slice(&m.commitment.to_bytes());
     v.extend_from_slice(&m.lease_expiry_ms.to_le_bytes());
     v.extend_from_slice(&m.len.to_le_bytes());
+    for cv in cvs {
+        v.extend_from_slice(cv);
+    }
     v
 }
 
 fn decode_record(v: &[u8]) -> Option<StoredChunk> {
-    if v.len() != RECORD_LEN {
+    decode_record_cvs(v).map(|(m, _)| m)
+}
+
+fn decode_record_cvs(v: &[u8]) -> Option<(StoredChunk, Vec<[u8; 32]>)> {
+    if v.len() < RECORD_LEN || (v.len() - RECORD_LEN) % 32 != 0 {
         return None;
     }
+    let (v, cvs) = v.split_at(RECORD_LEN);
+    let cvs = cvs.chunks_exact(32).map(|c| c.try_into().ok()).collect::<Option<Vec<[u8; 32]>>>()?;
     let (addr, rest) = v.split_at(32);
     let (slot, rest) = rest.split_at(1);
     let (commitment, rest) = rest.split_at(COMMITMENT_LEN);
     let (lease, len) = rest.split_at(8);
-    Some(StoredChunk {
+    let m = StoredChunk {
         addr: Addr(addr.try_into().ok()?),
         slot: slot[0],
         commitment: Commitment::from_bytes(commitment).ok()?,
         lease_expiry_ms: u64::from_le_bytes(lease.try_into().ok()?),
         len: u32::from_le_bytes(len.try_into().ok()?),
-    })
+    };
+    Some((m, cvs))
+}
+
+/// Checks the Poly1305 tag of a sealed body (nonce ‖ ciphertext ‖ tag) without decrypting it:
+/// the same check XChaCha20-Poly1305 decryption makes (RFC 8439 §2.8, one-time key from
+/// keystream block 0), at a third of its cost. Returns the encrypted part on success.
+fn tag_ok<'a>(key: &[u8; 32], aad: &[u8], sealed: &'a [u8]) -> Option<&'a [u8]> {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    use poly1305::universal_hash::{KeyInit as _, UniversalHash};
+    if sealed.len() < NONCE_LEN + 16 {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - 16);
+    let mut poly_key = [0u8; 32];
+    chacha20::XChaCha20::new(key.into(), nonce.into()).apply_keystream(&mut poly_key);
+    let mut mac = poly1305::Poly1305::new((&poly_key).into());
+    mac.update_padded(aad);
+    mac.update_padded(ct);
+    let mut lengths = [0u8; 16];
+    lengths[..8].copy_from_slice(&(aad.len() as u64).to_le_bytes());
+    lengths[8..].copy_from_slice(&(ct.len() as u64).to_le_bytes());
+    mac.update_padded(&lengths);
+    mac.verify(tag.into()).ok().map(|()| ct)
+}
+
+/// Decrypts `ct[start..start + len]` of a body sealed under `key` and `nonce` (XChaCha20 is a
+/// stream cipher: the payload keystream starts at block 1).
+fn decrypt_range(key: &[u8; 32], nonce: &[u8], ct: &[u8], start: usize, len: usize) -> Option<Vec<u8>> {
+    use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+    let mut out = ct.get(start..start + len)?.to_vec();
+    let mut cipher = chacha20::XChaCha20::new(key.into(), nonce.into());
+    cipher.seek(64 + start as u64);
+    cipher.apply_keystream(&mut out);
+    Some(out)
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -238,8 +285,13 @@ impl DiskChunkStore {
 
     /// Inserts a new record durably, sharing one commit (one fsync) with concurrent puts: the
     /// first waiter becomes the leader and commits everything queued so far.
-    fn insert_record_grouped(&self, locator: &[u8; 32], meta: &StoredChunk) -> Result<(), StoreError> {
-        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta));
+    fn insert_record_grouped(
+        &self,
+        locator: &[u8; 32],
+        meta: &StoredChunk,
+        cvs: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, cvs));
         let mut g = self.group_lock();
         g.queue.push((*locator, sealed));
         g.queued += 1;
@@ -285,14 +337,33 @@ impl DiskChunkStore {
         txn.commit().map_err(db_err)
     }
 
-    fn write_record(&self, locator: &[u8; 32], meta: &StoredChunk) -> Result<(), StoreError> {
-        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta));
+    fn write_record(
+        &self,
+        locator: &[u8; 32],
+        meta: &StoredChunk,
+        cvs: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, cvs));
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
             table.insert(locator, sealed.as_slice()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
+    }
+
+    /// A chunk's index record and segment chaining values.
+    fn record(&self, addr: &Addr) -> Result<Option<(StoredChunk, Vec<[u8; 32]>)>, StoreError> {
+        let loc = self.id.locator(addr);
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+        let Some(v) = table.get(&loc).map_err(db_err)? else {
+            return Ok(None);
+        };
+        match unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| decode_record_cvs(&p)) {
+            Some((m, cvs)) if m.addr == *addr => Ok(Some((m, cvs))),
+            _ => Err(StoreError::Corrupt(*addr)),
+        }
     }
 
     /// Number of index rows (for tests and status).
@@ -304,16 +375,7 @@ impl DiskChunkStore {
 
 impl ChunkStore for DiskChunkStore {
     fn meta(&self, addr: &Addr) -> Result<Option<StoredChunk>, StoreError> {
-        let loc = self.id.locator(addr);
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
-        let Some(v) = table.get(&loc).map_err(db_err)? else {
-            return Ok(None);
-        };
-        match unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| decode_record(&p)) {
-            Some(m) if m.addr == *addr => Ok(Some(m)),
-            _ => Err(StoreError::Corrupt(*addr)),
-        }
+        Ok(self.record(addr)?.map(|(m, _)| m))
     }
 
     fn put(&self, meta: &StoredChunk, ciphertext: &[u8]) -> Result<(), StoreError> {
@@ -322,7 +384,7 @@ impl ChunkStore for DiskChunkStore {
         let loc = self.id.locator(&meta.addr);
         let r = self
             .write_body(&loc, &meta.addr, ciphertext)
-            .and_then(|()| self.insert_record_grouped(&loc, meta));
+            .and_then(|()| self.insert_record_grouped(&loc, meta, &segment_cvs(ciphertext)));
         match r {
             Ok(()) => {
                 self.chunks.fetch_add(1, Ordering::SeqCst);
@@ -351,13 +413,44 @@ impl ChunkStore for DiskChunkStore {
     }
 
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
-        let meta = match self.meta(addr) {
-            Ok(Some(m)) => m,
+        let (meta, cvs) = match self.record(addr) {
+            Ok(Some(r)) => r,
             Ok(None) => return Ok(false),
             Err(e) => return Err(e),
         };
-        self.write_record(&self.id.locator(addr), &StoredChunk { lease_expiry_ms, ..meta })?;
+        self.write_record(&self.id.locator(addr), &StoredChunk { lease_expiry_ms, ..meta }, &cvs)?;
         Ok(true)
+    }
+
+    /// Checks the whole stored copy (its at-rest tag) but decrypts only the segments holding the
+    /// selected leaves, and takes the other Merkle siblings from the record's segment chaining
+    /// values instead of hashing the body.
+    fn audit_proofs(&self, addr: &Addr, picks: &[u64]) -> Result<Option<Vec<LeafProof>>, StoreError> {
+        let Some((meta, cvs)) = self.record(addr)? else { return Ok(None) };
+        if cvs.is_empty() {
+            let Some(ct) = self.read(addr)? else { return Ok(None) };
+            return prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()));
+        }
+        let sealed = match fs::read(self.body_path(&self.id.locator(addr))) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
+            Err(e) => return Err(e.into()),
+        };
+        let key = self.id.body_key(addr);
+        let ct = tag_ok(&key, &addr.0, &sealed).ok_or(StoreError::Corrupt(*addr))?;
+        if ct.len() != meta.len as usize {
+            return Err(StoreError::Corrupt(*addr));
+        }
+        let nonce = &sealed[..NONCE_LEN];
+        let mut segment = |i: u64| {
+            let start = i as usize * SEGMENT;
+            decrypt_range(&key, nonce, ct, start, SEGMENT.min(ct.len().saturating_sub(start)))
+        };
+        match prove_leaves_from_segments(ct.len() as u64, &cvs, &mut segment, picks) {
+            Ok(Some(proofs)) => Ok(Some(proofs)),
+            Ok(None) => Err(StoreError::Corrupt(*addr)),
+            Err(e) => Err(StoreError::Io(e.to_string())),
+        }
     }
 
     fn remove(&self, addr: &Addr) -> Result<bool, StoreError> {

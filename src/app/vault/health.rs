@@ -42,8 +42,8 @@ impl Default for HealthOptions {
 
 /// Challenges in flight at once in a foreground pass.
 const AUDIT_CONCURRENCY: usize = 64;
-/// Chunks healed at once.
-const HEAL_CONCURRENCY: usize = 8;
+/// Chunks healed at once (each waits for one node's fsync and signed ack).
+const HEAL_CONCURRENCY: usize = 32;
 /// Audit results applied to the manifest per transaction.
 const APPLY_BATCH: usize = 512;
 
@@ -77,6 +77,8 @@ pub struct AuditReport {
     pub healed: u64,
     /// Bytes re-replicated.
     pub healed_bytes: u64,
+    /// Wall time spent healing (after the challenges).
+    pub heal_secs: f64,
     /// Files (or chunks, for `Scope::All`) with fewer than N healthy replicas at the end, and why.
     pub at_risk: Vec<(String, String)>,
     /// Wall time of the pass.
@@ -112,9 +114,9 @@ impl AuditReport {
             .map(|(p, why)| format!("{{\"path\":{},\"reason\":{}}}", json_str(p), json_str(why)))
             .collect();
         format!(
-            "{{\"files\":{},\"chunks\":{},\"checked\":{},\"passed\":{},\"failed\":{},\"not_found\":{},\"silent\":{},\"healed\":{},\"healed_bytes\":{},\"secs\":{:.3},\"healthy\":{},\"at_risk\":[{}]}}",
+            "{{\"files\":{},\"chunks\":{},\"checked\":{},\"passed\":{},\"failed\":{},\"not_found\":{},\"silent\":{},\"healed\":{},\"healed_bytes\":{},\"heal_secs\":{:.3},\"secs\":{:.3},\"healthy\":{},\"at_risk\":[{}]}}",
             self.files, self.chunks, self.checked, self.passed, self.failed, self.not_found, self.silent,
-            self.healed, self.healed_bytes, self.secs, self.all_healthy(), risk.join(",")
+            self.healed, self.healed_bytes, self.heal_secs, self.secs, self.all_healthy(), risk.join(",")
         )
     }
 
@@ -298,7 +300,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         };
         self.challenge(&*fabric, targets, background, progress, &mut report).await?;
         let addrs: Vec<Addr> = cov.chunks.keys().copied().collect();
+        let heal_started = Instant::now();
         self.heal(&fabric, &addrs, &mut report).await?;
+        report.heal_secs = heal_started.elapsed().as_secs_f64();
         self.renew_leases(&*fabric).await?;
         // What is still at risk, named by file where the scope has names.
         let off = self.written_off()?;
