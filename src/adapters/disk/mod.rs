@@ -103,7 +103,10 @@ fn decode_record(v: &[u8]) -> Option<StoredChunk> {
     decode_record_cvs(v).map(|(m, _)| m)
 }
 
-fn decode_record_cvs(v: &[u8]) -> Option<(StoredChunk, Vec<[u8; 32]>)> {
+/// An index record: the chunk's metadata and its segment chaining values.
+type Record = (StoredChunk, Vec<[u8; 32]>);
+
+fn decode_record_cvs(v: &[u8]) -> Option<Record> {
     if v.len() < RECORD_LEN || (v.len() - RECORD_LEN) % 32 != 0 {
         return None;
     }
@@ -353,7 +356,7 @@ impl DiskChunkStore {
     }
 
     /// A chunk's index record and segment chaining values.
-    fn record(&self, addr: &Addr) -> Result<Option<(StoredChunk, Vec<[u8; 32]>)>, StoreError> {
+    fn record(&self, addr: &Addr) -> Result<Option<Record>, StoreError> {
         let loc = self.id.locator(addr);
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
