@@ -84,34 +84,51 @@ fn unseal(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
 }
 
-/// A record: the chunk's metadata, then the BLAKE3 chaining values of its 16 KiB segments (empty
-/// for chunks of one segment), which let audits skip decrypting and hashing the whole body.
-fn encode_record(m: &StoredChunk, cvs: &[[u8; 32]]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(RECORD_LEN + 32 * cvs.len());
+/// A record: the chunk's metadata; for chunks longer than one segment, then a keyed BLAKE3 MAC of
+/// the sealed body and the BLAKE3 chaining values of its 16 KiB segments. Those let an audit
+/// check every stored byte with one BLAKE3 pass and decrypt only the challenged segments.
+fn encode_record(m: &StoredChunk, audit: Option<&Audit>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(RECORD_LEN + audit.map_or(0, |a| 32 * (a.cvs.len() + 1)));
     v.extend_from_slice(&m.addr.0);
     v.push(m.slot);
     v.extend_from_slice(&m.commitment.to_bytes());
     v.extend_from_slice(&m.lease_expiry_ms.to_le_bytes());
     v.extend_from_slice(&m.len.to_le_bytes());
-    for cv in cvs {
-        v.extend_from_slice(cv);
+    if let Some(a) = audit {
+        v.extend_from_slice(&a.mac);
+        for cv in &a.cvs {
+            v.extend_from_slice(cv);
+        }
     }
     v
+}
+
+/// What a record keeps to answer audits cheaply.
+#[derive(Clone, Debug)]
+struct Audit {
+    /// Keyed BLAKE3 of the sealed body file.
+    mac: [u8; 32],
+    /// Segment chaining values of the owner ciphertext.
+    cvs: Vec<[u8; 32]>,
 }
 
 fn decode_record(v: &[u8]) -> Option<StoredChunk> {
     decode_record_cvs(v).map(|(m, _)| m)
 }
 
-/// An index record: the chunk's metadata and its segment chaining values.
-type Record = (StoredChunk, Vec<[u8; 32]>);
+/// An index record: the chunk's metadata and, for multi-segment chunks, its audit aids.
+type Record = (StoredChunk, Option<Audit>);
 
 fn decode_record_cvs(v: &[u8]) -> Option<Record> {
-    if v.len() < RECORD_LEN || (v.len() - RECORD_LEN) % 32 != 0 {
+    if v.len() < RECORD_LEN || (v.len() - RECORD_LEN) % 32 != 0 || v.len() == RECORD_LEN + 32 {
         return None;
     }
-    let (v, cvs) = v.split_at(RECORD_LEN);
-    let cvs = cvs.chunks_exact(32).map(|c| c.try_into().ok()).collect::<Option<Vec<[u8; 32]>>>()?;
+    let (v, extra) = v.split_at(RECORD_LEN);
+    let mut words = extra.chunks_exact(32).map(|c| c.try_into().ok());
+    let audit = match words.next() {
+        None => None,
+        Some(mac) => Some(Audit { mac: mac?, cvs: words.collect::<Option<Vec<[u8; 32]>>>()? }),
+    };
     let (addr, rest) = v.split_at(32);
     let (slot, rest) = rest.split_at(1);
     let (commitment, rest) = rest.split_at(COMMITMENT_LEN);
@@ -123,30 +140,7 @@ fn decode_record_cvs(v: &[u8]) -> Option<Record> {
         lease_expiry_ms: u64::from_le_bytes(lease.try_into().ok()?),
         len: u32::from_le_bytes(len.try_into().ok()?),
     };
-    Some((m, cvs))
-}
-
-/// Checks the Poly1305 tag of a sealed body (nonce ‖ ciphertext ‖ tag) without decrypting it:
-/// the same check XChaCha20-Poly1305 decryption makes (RFC 8439 §2.8, one-time key from
-/// keystream block 0), at a third of its cost. Returns the encrypted part on success.
-fn tag_ok<'a>(key: &[u8; 32], aad: &[u8], sealed: &'a [u8]) -> Option<&'a [u8]> {
-    use chacha20::cipher::{KeyIvInit, StreamCipher};
-    use poly1305::universal_hash::{KeyInit as _, UniversalHash};
-    if sealed.len() < NONCE_LEN + 16 {
-        return None;
-    }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ct, tag) = rest.split_at(rest.len() - 16);
-    let mut poly_key = [0u8; 32];
-    chacha20::XChaCha20::new(key.into(), nonce.into()).apply_keystream(&mut poly_key);
-    let mut mac = poly1305::Poly1305::new((&poly_key).into());
-    mac.update_padded(aad);
-    mac.update_padded(ct);
-    let mut lengths = [0u8; 16];
-    lengths[..8].copy_from_slice(&(aad.len() as u64).to_le_bytes());
-    lengths[8..].copy_from_slice(&(ct.len() as u64).to_le_bytes());
-    mac.update_padded(&lengths);
-    mac.verify(tag.into()).ok().map(|()| ct)
+    Some((m, audit))
 }
 
 /// Decrypts `ct[start..start + len]` of a body sealed under `key` and `nonce` (XChaCha20 is a
@@ -267,8 +261,17 @@ impl DiskChunkStore {
         }
     }
 
-    fn write_body(&self, locator: &[u8; 32], addr: &Addr, ciphertext: &[u8]) -> Result<(), StoreError> {
+    /// Writes the sealed body durably; returns the audit aids of a multi-segment chunk.
+    fn write_body(
+        &self,
+        locator: &[u8; 32],
+        addr: &Addr,
+        ciphertext: &[u8],
+    ) -> Result<Option<Audit>, StoreError> {
         let body = seal(&self.id.body_key(addr), &addr.0, ciphertext);
+        let cvs = segment_cvs(ciphertext);
+        let audit = (!cvs.is_empty())
+            .then(|| Audit { mac: *blake3::keyed_hash(&self.id.body_mac_key(), &body).as_bytes(), cvs });
         let mut rnd = [0u8; 8];
         crate::domain::random_bytes(&mut rnd);
         let tmp = self.dir.join("tmp").join(format!("{}.{}", to_hex(locator), to_hex(&rnd)));
@@ -283,7 +286,8 @@ impl DiskChunkStore {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        Ok(result?)
+        result?;
+        Ok(audit)
     }
 
     /// Inserts a new record durably, sharing one commit (one fsync) with concurrent puts: the
@@ -292,9 +296,9 @@ impl DiskChunkStore {
         &self,
         locator: &[u8; 32],
         meta: &StoredChunk,
-        cvs: &[[u8; 32]],
+        audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
-        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, cvs));
+        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, audit));
         let mut g = self.group_lock();
         g.queue.push((*locator, sealed));
         g.queued += 1;
@@ -344,9 +348,9 @@ impl DiskChunkStore {
         &self,
         locator: &[u8; 32],
         meta: &StoredChunk,
-        cvs: &[[u8; 32]],
+        audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
-        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, cvs));
+        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, audit));
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
@@ -387,7 +391,7 @@ impl ChunkStore for DiskChunkStore {
         let loc = self.id.locator(&meta.addr);
         let r = self
             .write_body(&loc, &meta.addr, ciphertext)
-            .and_then(|()| self.insert_record_grouped(&loc, meta, &segment_cvs(ciphertext)));
+            .and_then(|audit| self.insert_record_grouped(&loc, meta, audit.as_ref()));
         match r {
             Ok(()) => {
                 self.chunks.fetch_add(1, Ordering::SeqCst);
@@ -416,12 +420,12 @@ impl ChunkStore for DiskChunkStore {
     }
 
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
-        let (meta, cvs) = match self.record(addr) {
+        let (meta, audit) = match self.record(addr) {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(false),
             Err(e) => return Err(e),
         };
-        self.write_record(&self.id.locator(addr), &StoredChunk { lease_expiry_ms, ..meta }, &cvs)?;
+        self.write_record(&self.id.locator(addr), &StoredChunk { lease_expiry_ms, ..meta }, audit.as_ref())?;
         Ok(true)
     }
 
@@ -429,27 +433,30 @@ impl ChunkStore for DiskChunkStore {
     /// selected leaves, and takes the other Merkle siblings from the record's segment chaining
     /// values instead of hashing the body.
     fn audit_proofs(&self, addr: &Addr, picks: &[u64]) -> Result<Option<Vec<LeafProof>>, StoreError> {
-        let Some((meta, cvs)) = self.record(addr)? else { return Ok(None) };
-        if cvs.is_empty() {
+        let Some((meta, audit)) = self.record(addr)? else { return Ok(None) };
+        let Some(audit) = audit else {
             let Some(ct) = self.read(addr)? else { return Ok(None) };
             return prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()));
-        }
+        };
         let sealed = match fs::read(self.body_path(&self.id.locator(addr))) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
             Err(e) => return Err(e.into()),
         };
-        let key = self.id.body_key(addr);
-        let ct = tag_ok(&key, &addr.0, &sealed).ok_or(StoreError::Corrupt(*addr))?;
-        if ct.len() != meta.len as usize {
+        // Every stored byte is checked (one keyed BLAKE3 pass), so any damage is caught now, not
+        // only damage inside the challenged leaves.
+        let mac = blake3::keyed_hash(&self.id.body_mac_key(), &sealed);
+        let expected_len = NONCE_LEN + meta.len as usize + 16;
+        if mac != blake3::Hash::from_bytes(audit.mac) || sealed.len() != expected_len {
             return Err(StoreError::Corrupt(*addr));
         }
-        let nonce = &sealed[..NONCE_LEN];
+        let (nonce, ct) = (&sealed[..NONCE_LEN], &sealed[NONCE_LEN..expected_len - 16]);
+        let key = self.id.body_key(addr);
         let mut segment = |i: u64| {
             let start = i as usize * SEGMENT;
             decrypt_range(&key, nonce, ct, start, SEGMENT.min(ct.len().saturating_sub(start)))
         };
-        match prove_leaves_from_segments(ct.len() as u64, &cvs, &mut segment, picks) {
+        match prove_leaves_from_segments(ct.len() as u64, &audit.cvs, &mut segment, picks) {
             Ok(Some(proofs)) => Ok(Some(proofs)),
             Ok(None) => Err(StoreError::Corrupt(*addr)),
             Err(e) => Err(StoreError::Io(e.to_string())),

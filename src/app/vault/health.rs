@@ -77,6 +77,8 @@ pub struct AuditReport {
     pub healed: u64,
     /// Bytes re-replicated.
     pub healed_bytes: u64,
+    /// Wall time spent challenging replicas.
+    pub challenge_secs: f64,
     /// Wall time spent healing (after the challenges).
     pub heal_secs: f64,
     /// Files (or chunks, for `Scope::All`) with fewer than N healthy replicas at the end, and why.
@@ -114,9 +116,9 @@ impl AuditReport {
             .map(|(p, why)| format!("{{\"path\":{},\"reason\":{}}}", json_str(p), json_str(why)))
             .collect();
         format!(
-            "{{\"files\":{},\"chunks\":{},\"checked\":{},\"passed\":{},\"failed\":{},\"not_found\":{},\"silent\":{},\"healed\":{},\"healed_bytes\":{},\"heal_secs\":{:.3},\"secs\":{:.3},\"healthy\":{},\"at_risk\":[{}]}}",
+            "{{\"files\":{},\"chunks\":{},\"checked\":{},\"passed\":{},\"failed\":{},\"not_found\":{},\"silent\":{},\"healed\":{},\"healed_bytes\":{},\"challenge_secs\":{:.3},\"heal_secs\":{:.3},\"secs\":{:.3},\"healthy\":{},\"at_risk\":[{}]}}",
             self.files, self.chunks, self.checked, self.passed, self.failed, self.not_found, self.silent,
-            self.healed, self.healed_bytes, self.heal_secs, self.secs, self.all_healthy(), risk.join(",")
+            self.healed, self.healed_bytes, self.challenge_secs, self.heal_secs, self.secs, self.all_healthy(), risk.join(",")
         )
     }
 
@@ -298,7 +300,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             chunks: cov.chunks.len() as u64,
             ..Default::default()
         };
+        let challenge_started = Instant::now();
         self.challenge(&*fabric, targets, background, progress, &mut report).await?;
+        report.challenge_secs = challenge_started.elapsed().as_secs_f64();
         let addrs: Vec<Addr> = cov.chunks.keys().copied().collect();
         let heal_started = Instant::now();
         self.heal(&fabric, &addrs, &mut report).await?;
