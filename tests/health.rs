@@ -277,6 +277,28 @@ fn deleting_a_file_frees_its_replicas_after_the_grace_period() {
 }
 
 #[test]
+fn a_file_deleted_while_open_is_freed_after_a_crash() {
+    let (fabric, mut m) = five_nodes(&["--gc-grace", "1s"], &[]);
+    write_files(&m, &[("open.bin", bytes(20 * MIB, 12)), ("keep.txt", bytes(5_000, 13))]);
+    let used = |f: &Fabric| f.nodes.iter().map(|n| n.body_bytes()).sum::<u64>();
+    let before = used(&fabric);
+    let inodes = status(&m.home).inodes;
+    // Deleted while a reader holds it open, then the mount dies before the last close.
+    let held = std::fs::File::open(m.path("open.bin")).unwrap();
+    std::fs::remove_file(m.path("open.bin")).unwrap();
+    std::fs::File::open(&m.mp).unwrap().sync_all().unwrap(); // the unlink is durable
+    m.kill9();
+    drop(held);
+    m.clear_stale();
+    m.spawn();
+    assert_eq!(status(&m.home).inodes, inodes - 1, "the orphaned inode is freed at the next mount");
+    poll_until(Duration::from_secs(60), Duration::from_millis(250), "its chunks to be collected", || {
+        before - used(&fabric) >= 3 * 19 * MIB as u64
+    });
+    assert_eq!(std::fs::read(m.path("keep.txt")).unwrap(), bytes(5_000, 13));
+}
+
+#[test]
 fn renewed_leases_keep_chunks_and_abandoned_ones_expire() {
     // Leases of 12 s, renewed when a third is left; nodes sweep every second.
     let (fabric, mut m) = five_nodes(&["--lease", "12s"], &["--sweep-interval", "1s"]);

@@ -210,6 +210,22 @@ impl Rx {
         Ok(out)
     }
 
+    /// Inodes other than directories with no links left: files unlinked while open whose
+    /// process died before the last close.
+    pub fn unlinked_inodes(&self) -> Result<Vec<Ino>, FsError> {
+        let t = self.0.open_table(INODES).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            if let Some(a) = Attr::decode(k.value(), v.value()) {
+                if a.nlink == 0 && a.kind != Kind::Dir {
+                    out.push(a.ino);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a chunk is in the upload queue.
     pub fn upload_queued(&self, addr: &Addr) -> Result<bool, FsError> {
         Ok(self.0.open_table(UPLOADS).map_err(err)?.get(&addr.0).map_err(err)?.is_some())

@@ -48,6 +48,18 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Re-opens staged files after a restart and queues them for chunking.
     pub(super) fn recover(&self) -> Result<(), FsError> {
+        // Files unlinked while open when the previous mount died: nothing can have them open now.
+        let orphans = self.m.read()?.unlinked_inodes()?;
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "freeing files that were deleted while open before a crash"
+            );
+            self.m.write(|tx| orphans.iter().try_for_each(|&ino| tx.delete_inode(ino)))?;
+            for &ino in &orphans {
+                self.discard_staging(ino);
+            }
+        }
         let rx = self.m.read()?;
         for ino in rx.staged()? {
             let path = self.staging_path(ino);
