@@ -298,7 +298,7 @@ impl DiskChunkStore {
         meta: &StoredChunk,
         audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
-        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, audit));
+        let sealed = self.sealed_record(locator, meta, audit);
         let mut g = self.group_lock();
         g.queue.push((*locator, sealed));
         g.queued += 1;
@@ -350,13 +350,27 @@ impl DiskChunkStore {
         meta: &StoredChunk,
         audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
-        let sealed = seal(&self.id.record_key(), locator, &encode_record(meta, audit));
+        let sealed = self.sealed_record(locator, meta, audit);
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
             table.insert(locator, sealed.as_slice()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
+    }
+
+    /// A record sealed under the record key, bound to its locator.
+    fn sealed_record(&self, locator: &[u8; 32], meta: &StoredChunk, audit: Option<&Audit>) -> Vec<u8> {
+        seal(&self.id.record_key(), locator, &encode_record(meta, audit))
+    }
+
+    /// The sealed body file of a chunk that has an index record (missing = corrupt).
+    fn read_body(&self, addr: &Addr) -> Result<Vec<u8>, StoreError> {
+        match fs::read(self.body_path(&self.id.locator(addr))) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Corrupt(*addr)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A chunk's index record and segment chaining values.
@@ -408,11 +422,7 @@ impl ChunkStore for DiskChunkStore {
         if self.meta(addr)?.is_none() {
             return Ok(None);
         }
-        let sealed = match fs::read(self.body_path(&self.id.locator(addr))) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
-            Err(e) => return Err(e.into()),
-        };
+        let sealed = self.read_body(addr)?;
         match unseal(&self.id.body_key(addr), &addr.0, &sealed) {
             Some(ct) if Addr::of(&ct) == *addr => Ok(Some(ct)),
             _ => Err(StoreError::Corrupt(*addr)),
@@ -438,11 +448,7 @@ impl ChunkStore for DiskChunkStore {
             let Some(ct) = self.read(addr)? else { return Ok(None) };
             return prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()));
         };
-        let sealed = match fs::read(self.body_path(&self.id.locator(addr))) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
-            Err(e) => return Err(e.into()),
-        };
+        let sealed = self.read_body(addr)?;
         // Every stored byte is checked (one keyed BLAKE3 pass), so any damage is caught now, not
         // only damage inside the challenged leaves.
         let mac = blake3::keyed_hash(&self.id.body_mac_key(), &sealed);
