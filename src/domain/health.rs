@@ -105,7 +105,7 @@ pub fn is_healthy(r: &Replica, written_off: &impl Fn(&NodeId) -> bool) -> bool {
 
 /// Applies an audit outcome to the replica of `node` in `chunk`; returns whether the replica was
 /// forgotten. A "not found" forgets it at once (the node says the copy is gone); other failures
-/// forget it after `REPLICA_FORGET_AFTER` in a row.
+/// forget it after `REPLICA_FORGET_AFTER` in a row, unless it is the last replica known.
 pub fn apply_outcome(chunk: &mut ChunkRecord, node: &NodeId, outcome: Outcome, now_ms: u64) -> bool {
     let Some(i) = chunk.replicas.iter().position(|r| r.node == *node) else { return false };
     let r = &mut chunk.replicas[i];
@@ -116,9 +116,10 @@ pub fn apply_outcome(chunk: &mut ChunkRecord, node: &NodeId, outcome: Outcome, n
             false
         }
         Outcome::NotFound => true,
+        // Silence or a bad answer never forgets the last replica known: it may be all there is.
         Outcome::Failed | Outcome::Silent => {
             r.failures = r.failures.saturating_add(1);
-            r.failures >= REPLICA_FORGET_AFTER
+            r.failures >= REPLICA_FORGET_AFTER && chunk.replicas.len() > 1
         }
     };
     if forget {
@@ -155,6 +156,13 @@ mod tests {
         assert!(!is_healthy(&c.replicas[0], &never), "a replica that failed is not healthy");
         assert!(apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Failed, 5));
         assert_eq!(c.replicas.len(), 1);
+        // The last replica survives any number of silent audits.
+        let mut last = c.clone();
+        for _ in 0..10 {
+            assert!(!apply_outcome(&mut last, &NodeId([3; 32]), Outcome::Silent, 6));
+        }
+        assert_eq!(last.replicas.len(), 1);
+        assert!(!is_healthy(&last.replicas[0], &never));
         assert!(!apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Passed, 9));
         assert_eq!((c.replicas[0].verified_ms, c.replicas[0].failures), (9, 0));
         assert!(!apply_outcome(&mut c, &NodeId([7; 32]), Outcome::NotFound, 9), "unknown node: no change");
