@@ -8,7 +8,7 @@ use common::*;
 use futures::StreamExt;
 use quloud::domain::identity::NodeIdentity;
 use quloud::domain::ids::{Addr, NodeId};
-use quloud::domain::wire::{AuditReply, AuditRequest};
+use quloud::domain::wire::{AuditBatch, AuditBatchReply, AuditReply, AuditRequest};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -201,10 +201,12 @@ async fn a_node_replaying_old_audit_proofs_is_caught() {
     let rec = recorded.clone();
     let snooper = tokio::spawn(async move {
         while let Some(msg) = snoop.next().await {
-            if let Ok(r) = AuditReply::decode(&msg.payload) {
-                if r.node == cheat_id {
-                    rec.lock().unwrap().insert(r.addr, r);
-                }
+            let replies = match AuditBatchReply::decode(&msg.payload) {
+                Ok(b) => b.0,
+                Err(_) => AuditReply::decode(&msg.payload).into_iter().collect(),
+            };
+            for r in replies.into_iter().filter(|r| r.node == cheat_id) {
+                rec.lock().unwrap().insert(r.addr, r);
             }
         }
     });
@@ -222,22 +224,34 @@ async fn a_node_replaying_old_audit_proofs_is_caught() {
     let identity = NodeIdentity::from_bytes(&key.as_slice().try_into().unwrap());
     fabric.nodes[victim].kill9();
     std::fs::remove_dir_all(&fabric.nodes[victim].data).unwrap();
-    let mut requests = client.subscribe(format!("quloud.v1.node.{cheat_id}.audit")).await.unwrap();
+    let mut requests = client.subscribe(format!("quloud.v1.node.{cheat_id}.>")).await.unwrap();
     let answers = client.clone();
     let rec = recorded.clone();
     let cheater = tokio::spawn(async move {
         let mut flip = false;
-        while let Some(msg) = requests.next().await {
-            let (Ok(req), Some(reply_to)) = (AuditRequest::decode(&msg.payload), msg.reply) else { continue };
-            let Some(old) = rec.lock().unwrap().get(&req.addr).cloned() else { continue };
+        // Alternately a stale reply (old seed) and old leaves re-signed for the new seed.
+        let mut answer = |req: &AuditRequest| {
+            let old = rec.lock().unwrap().get(&req.addr).cloned()?;
             flip = !flip;
-            let reply = if flip {
-                old // a stale reply, for the old seed
+            Some(if flip {
+                old
             } else {
                 AuditReply::sign(&identity, old.addr, req.seed, old.status, old.proofs)
-                // old leaves, new seed
+            })
+        };
+        while let Some(msg) = requests.next().await {
+            let Some(reply_to) = msg.reply else { continue };
+            let bytes = if let Ok(batch) = AuditBatch::decode(&msg.payload) {
+                let replies: Option<Vec<AuditReply>> = batch.0.iter().map(&mut answer).collect();
+                let Some(replies) = replies else { continue };
+                AuditBatchReply(replies).encode()
+            } else if let Ok(req) = AuditRequest::decode(&msg.payload) {
+                let Some(reply) = answer(&req) else { continue };
+                reply.encode()
+            } else {
+                continue;
             };
-            let _ = answers.publish(reply_to, reply.encode().into()).await;
+            let _ = answers.publish(reply_to, bytes.into()).await;
         }
     });
 

@@ -158,7 +158,7 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
         .unwrap();
     // Garbage on node request subjects and the broadcast subject.
     for n in &fabric.nodes {
-        for op in ["get", "audit", "renew", "delete", "bogus"] {
+        for op in ["get", "audit", "audits", "renew", "delete", "bogus"] {
             for h in &hostile[..6] {
                 client
                     .publish_with_reply(node_subject(&n.id, op), client.new_inbox(), h.clone().into())

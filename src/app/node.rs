@@ -11,8 +11,8 @@ use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose};
 use crate::domain::wire::{
-    AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
-    MAX_MESSAGE,
+    AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
+    StoreAck, StoreRequest, MAX_MESSAGE,
 };
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
 use std::collections::HashSet;
@@ -394,6 +394,38 @@ impl<S: ChunkStore> NodeService<S> {
                 return None;
             }
         };
+        self.check_audit(&req, now_ms)?;
+        let proven = self.prove_items(&[(req.addr, req.context(), req.proof)]);
+        self.answer_audit(&req, proven.into_iter().next().flatten(), now_ms)
+    }
+
+    /// Answers a batch of challenges: their proofs are verified together; each is then answered
+    /// exactly as if it had come alone. `None` when the batch is dropped (malformed, addressed to
+    /// another node, or stale).
+    pub fn handle_audit_batch(&self, bytes: &[u8], now_ms: u64) -> Option<AuditBatchReply> {
+        let batch = match AuditBatch::decode(bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                self.drop_msg("audit batch", e);
+                return None;
+            }
+        };
+        for req in &batch.0 {
+            self.check_audit(req, now_ms)?;
+        }
+        let items: Vec<_> = batch.0.iter().map(|q| (q.addr, q.context(), q.proof)).collect();
+        let proven = self.prove_items(&items);
+        let replies = batch
+            .0
+            .iter()
+            .zip(proven)
+            .map(|(req, meta)| self.answer_audit(req, meta, now_ms))
+            .collect::<Option<Vec<_>>>()?;
+        Some(AuditBatchReply(replies))
+    }
+
+    /// Target and freshness of a challenge; `None` (logged) if it must be dropped.
+    fn check_audit(&self, req: &AuditRequest, now_ms: u64) -> Option<()> {
         if req.target != self.id.id() {
             self.drop_msg("audit request", "not addressed to this node");
             return None;
@@ -402,16 +434,22 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg("audit request", why);
             return None;
         }
-        let proven = self.prove_items(&[(req.addr, req.context(), req.proof)]);
+        Some(())
+    }
+
+    /// The signed answer to one challenge whose proof verified (`proven`) or not.
+    fn answer_audit(
+        &self,
+        req: &AuditRequest,
+        proven: Option<StoredChunk>,
+        now_ms: u64,
+    ) -> Option<AuditReply> {
         let sign = |status, proofs| Some(AuditReply::sign(&self.id, req.addr, req.seed, status, proofs));
-        let Some(Some(_)) = proven.first() else {
-            return sign(Status::NotFound, Vec::new());
-        };
+        let Some(meta) = proven else { return sign(Status::NotFound, Vec::new()) };
         if let Err(why) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
             self.drop_msg("audit request", why);
             return None;
         }
-        let Some(Some(meta)) = proven.into_iter().next() else { return sign(Status::NotFound, Vec::new()) };
         let picks = select_leaves(&req.seed, meta.len as u64, req.leaves as usize);
         match self.store.audit_proofs(&req.addr, &picks) {
             Ok(Some(proofs)) => {

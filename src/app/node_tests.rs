@@ -202,6 +202,38 @@ fn audit_passes_honestly_and_fails_after_corruption() {
     assert!(svc.store().meta(&a.addr).unwrap().is_none(), "corrupt copy should be dropped");
 }
 
+/// A batch is answered item by item exactly as single challenges are: held and proven chunks with
+/// proofs, the rest "not found"; a batch with any challenge for another node is dropped.
+#[test]
+fn audit_batches_answer_each_challenge() {
+    let (svc, keys) = setup(1 << 22);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3) as u8).collect();
+    let (a, bytes) = store_req(&keys, &data, 0);
+    svc.handle_store(&bytes, NOW);
+    let unheld = Addr([9; 32]);
+    let mut forged = audit_req(&keys, svc.node_id(), a.addr);
+    forged.seed = [8; 32]; // the proof no longer matches the statement
+    let batch = AuditBatch(vec![
+        audit_req(&keys, svc.node_id(), a.addr),
+        audit_req(&keys, svc.node_id(), unheld),
+        forged,
+    ]);
+    let replies = svc.handle_audit_batch(&batch.encode(), NOW).expect("answered").0;
+    assert_eq!(replies.len(), 3);
+    assert!(replies.iter().all(|r| r.verify_signature() && r.node == svc.node_id()));
+    assert_eq!(
+        replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Status::Ok, Status::NotFound, Status::NotFound]
+    );
+    verify_audit(&a.addr.0, a.ciphertext.len() as u64, &[7; 32], 4, &replies[0].proofs).unwrap();
+    // Replayed: the same request ids again are refused.
+    assert!(svc.handle_audit_batch(&batch.encode(), NOW).is_none());
+    let elsewhere =
+        AuditBatch(vec![audit_req(&keys, svc.node_id(), a.addr), audit_req(&keys, NodeId([5; 32]), a.addr)]);
+    assert!(svc.handle_audit_batch(&elsewhere.encode(), NOW).is_none());
+    assert!(svc.handle_audit_batch(b"\x01\x08garbage", NOW).is_none());
+}
+
 #[test]
 fn renew_and_delete_need_proofs() {
     let (svc, keys) = setup(1 << 20);

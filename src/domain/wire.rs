@@ -19,6 +19,11 @@ pub const VERSION: u8 = 1;
 pub const MAX_CIPHERTEXT: usize = MAX_CHUNK + TAG_LEN;
 /// Most addrs in one get, renew or delete request.
 pub const MAX_ITEMS: usize = 64;
+/// Most challenges in one `AuditBatch`.
+pub const MAX_AUDIT_BATCH: usize = 32;
+/// Most leaves asked for by one `AuditBatch` in total, so that the reply (≤ ~3.1 KiB per leaf with
+/// its path) stays under NATS's default 1 MiB payload.
+pub const MAX_BATCH_LEAVES: usize = 256;
 /// Longest Merkle path accepted in an audit reply.
 pub const MAX_PATH: usize = 64;
 /// Upper bound on any encoded message, for transports that check before decoding.
@@ -42,6 +47,10 @@ pub enum Kind {
     AuditReply = 6,
     /// Node → owner: signed per-addr outcome of a renew or delete.
     ControlReply = 7,
+    /// Owner → node: several proof-of-storage challenges in one message.
+    AuditBatch = 8,
+    /// Node → owner: the answers to an `AuditBatch`, in order.
+    AuditBatchReply = 9,
 }
 
 /// What went wrong decoding a message.
@@ -747,3 +756,85 @@ impl AuditReply {
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;
+
+/// Bound on one encoded `AuditRequest` inside a batch.
+const AUDIT_REQUEST_MAX: usize = 256;
+/// Bound on one encoded `AuditReply` inside a batch reply: 16 leaves, each with a full path.
+const AUDIT_REPLY_MAX: usize = 200 + MAX_LEAVES_PER_AUDIT * (12 + LEAF_SIZE + MAX_PATH * 32);
+
+/// Several complete `AuditRequest`s to one node in one message, so the node can verify their
+/// proofs as a batch and the bus carries one request and one reply instead of many. Each
+/// challenge keeps its own request id, timestamp, seed and proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditBatch(pub Vec<AuditRequest>);
+
+impl AuditBatch {
+    /// Encodes the batch.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::AuditBatch, 1 + self.0.len() * 200);
+        w.u8(self.0.len() as u8);
+        for req in &self.0 {
+            let b = req.encode();
+            w.u32(b.len() as u32).raw(&b);
+        }
+        w.0
+    }
+
+    /// Decodes a batch of 1..=`MAX_AUDIT_BATCH` challenges asking for at most
+    /// `MAX_BATCH_LEAVES` leaves in total.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::AuditBatch)?;
+        let n = r.u8()? as usize;
+        if n == 0 || n > MAX_AUDIT_BATCH {
+            return Err(WireError::TooLarge { what: "audit batch", len: n, max: MAX_AUDIT_BATCH });
+        }
+        let mut reqs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = r.u32()? as usize;
+            reqs.push(AuditRequest::decode(r.bounded(len, "audit request", AUDIT_REQUEST_MAX)?)?);
+        }
+        r.finish()?;
+        let leaves: usize = reqs.iter().map(|q| q.leaves as usize).sum();
+        if leaves > MAX_BATCH_LEAVES {
+            return Err(WireError::TooLarge {
+                what: "leaves in a batch",
+                len: leaves,
+                max: MAX_BATCH_LEAVES,
+            });
+        }
+        Ok(AuditBatch(reqs))
+    }
+}
+
+/// A node's answers to an `AuditBatch`: one complete signed `AuditReply` per challenge, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditBatchReply(pub Vec<AuditReply>);
+
+impl AuditBatchReply {
+    /// Encodes the replies.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W::new(Kind::AuditBatchReply, 1 + self.0.len() * 6000);
+        w.u8(self.0.len() as u8);
+        for reply in &self.0 {
+            let b = reply.encode();
+            w.u32(b.len() as u32).raw(&b);
+        }
+        w.0
+    }
+
+    /// Decodes the replies (each is checked by the owner like a single audit reply).
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = R::open(buf, Kind::AuditBatchReply)?;
+        let n = r.u8()? as usize;
+        if n > MAX_AUDIT_BATCH {
+            return Err(WireError::TooLarge { what: "audit batch reply", len: n, max: MAX_AUDIT_BATCH });
+        }
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = r.u32()? as usize;
+            replies.push(AuditReply::decode(r.bounded(len, "audit reply", AUDIT_REPLY_MAX)?)?);
+        }
+        r.finish()?;
+        Ok(AuditBatchReply(replies))
+    }
+}

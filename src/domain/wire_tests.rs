@@ -85,7 +85,30 @@ fn samples() -> Vec<(Vec<u8>, Accepts)> {
         ),
         (audit_request().encode(), |b| AuditRequest::decode(b).is_ok()),
         (audit_reply().encode(), |b| AuditReply::decode(b).is_ok()),
+        (AuditBatch(vec![audit_request(), audit_request()]).encode(), |b| AuditBatch::decode(b).is_ok()),
+        (AuditBatchReply(vec![audit_reply(), audit_reply()]).encode(), |b| {
+            AuditBatchReply::decode(b).is_ok()
+        }),
     ]
+}
+
+#[test]
+fn audit_batches_round_trip_and_are_bounded() {
+    let batch = AuditBatch(vec![audit_request(); 3]);
+    assert_eq!(AuditBatch::decode(&batch.encode()).unwrap(), batch);
+    let replies = AuditBatchReply(vec![audit_reply(); 2]);
+    assert_eq!(AuditBatchReply::decode(&replies.encode()).unwrap(), replies);
+    // Empty, too many challenges, too many leaves in total, or a huge inner length: refused.
+    assert!(AuditBatch::decode(&AuditBatch(vec![]).encode()).is_err());
+    let too_many = AuditBatch(vec![audit_request(); MAX_AUDIT_BATCH + 1]).encode();
+    assert!(matches!(AuditBatch::decode(&too_many), Err(WireError::TooLarge { .. })));
+    let mut greedy = audit_request();
+    greedy.leaves = 16;
+    let greedy = AuditBatch(vec![greedy; 17]).encode();
+    assert!(matches!(AuditBatch::decode(&greedy), Err(WireError::TooLarge { .. })));
+    let mut huge = batch.encode();
+    huge[3..7].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(AuditBatch::decode(&huge), Err(WireError::TooLarge { .. })));
 }
 
 #[test]

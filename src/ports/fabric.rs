@@ -112,6 +112,13 @@ pub trait ChunkFabric: Send + Sync {
         secret: &ProofSecret,
         len: u64,
     ) -> impl Future<Output = Result<AuditVerdict, FabricError>> + Send;
+    /// Challenges `node` for several chunks (addr, secret, ciphertext length) at once; returns
+    /// one verdict per item, in order. Each is judged exactly like a single `audit`.
+    fn audit_many(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret, u64)],
+    ) -> impl Future<Output = Result<Vec<AuditVerdict>, FabricError>> + Send;
     /// Extends leases at `node`; returns the node's per-addr outcome.
     fn renew(
         &self,

@@ -9,8 +9,8 @@ use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::unix_ms;
 use crate::domain::wire::{
-    AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
-    MAX_ITEMS,
+    AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
+    StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
 };
 use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, StoreGoal};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
@@ -429,6 +429,28 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
     }
 }
 
+fn fresh_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    crate::domain::random_bytes(&mut seed);
+    seed
+}
+
+/// The verdict on one audit reply: signed by the node challenged, for this chunk and this seed,
+/// with leaves that verify against the addr.
+fn judge(reply: &AuditReply, node: NodeId, addr: Addr, seed: &[u8; 32], len: u64) -> AuditVerdict {
+    if reply.node != node || reply.addr != addr || reply.seed != *seed || !reply.verify_signature() {
+        return AuditVerdict::Failed("reply not signed by the node for this challenge".into());
+    }
+    match reply.status {
+        Status::Ok => match verify_audit(&addr.0, len, seed, AUDIT_LEAVES as usize, &reply.proofs) {
+            Ok(()) => AuditVerdict::Passed,
+            Err(e) => AuditVerdict::Failed(e.to_string()),
+        },
+        Status::NotFound => AuditVerdict::NotFound,
+        other => AuditVerdict::Failed(format!("node answered {other:?}")),
+    }
+}
+
 impl ChunkFabric for NatsFabric {
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
         let _slot = self.store_slots.acquire().await.map_err(broker)?;
@@ -487,25 +509,49 @@ impl ChunkFabric for NatsFabric {
         secret: &ProofSecret,
         len: u64,
     ) -> Result<AuditVerdict, FabricError> {
-        let mut seed = [0u8; 32];
-        crate::domain::random_bytes(&mut seed);
+        let seed = fresh_seed();
         let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, now_ms());
         let bytes = self.request(node_subject(&node, "audit"), req.encode(), node).await?;
-        let reply = match AuditReply::decode(&bytes) {
-            Ok(r) => r,
-            Err(e) => return Ok(AuditVerdict::Failed(format!("malformed reply: {e}"))),
-        };
-        if reply.node != node || reply.addr != addr || reply.seed != seed || !reply.verify_signature() {
-            return Ok(AuditVerdict::Failed("reply not signed by the node for this challenge".into()));
-        }
-        Ok(match reply.status {
-            Status::Ok => match verify_audit(&addr.0, len, &seed, AUDIT_LEAVES as usize, &reply.proofs) {
-                Ok(()) => AuditVerdict::Passed,
-                Err(e) => AuditVerdict::Failed(e.to_string()),
-            },
-            Status::NotFound => AuditVerdict::NotFound,
-            other => AuditVerdict::Failed(format!("node answered {other:?}")),
+        Ok(match AuditReply::decode(&bytes) {
+            Ok(reply) => judge(&reply, node, addr, &seed, len),
+            Err(e) => AuditVerdict::Failed(format!("malformed reply: {e}")),
         })
+    }
+
+    async fn audit_many(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret, u64)],
+    ) -> Result<Vec<AuditVerdict>, FabricError> {
+        let mut out = Vec::with_capacity(items.len());
+        for part in items.chunks(MAX_AUDIT_BATCH) {
+            let ts = now_ms();
+            let seeds: Vec<[u8; 32]> = part.iter().map(|_| fresh_seed()).collect();
+            let reqs = part
+                .iter()
+                .zip(&seeds)
+                .map(|((addr, secret, _), seed)| {
+                    AuditRequest::build(secret, node, *addr, *seed, AUDIT_LEAVES, ts)
+                })
+                .collect();
+            let bytes = self.request(node_subject(&node, "audits"), AuditBatch(reqs).encode(), node).await?;
+            let replies = match AuditBatchReply::decode(&bytes) {
+                Ok(r) if r.0.len() == part.len() => r.0,
+                Ok(r) => {
+                    let why = format!("{} answers to {} challenges", r.0.len(), part.len());
+                    out.extend(part.iter().map(|_| AuditVerdict::Failed(why.clone())));
+                    continue;
+                }
+                Err(e) => {
+                    out.extend(part.iter().map(|_| AuditVerdict::Failed(format!("malformed reply: {e}"))));
+                    continue;
+                }
+            };
+            for (((addr, _, len), seed), reply) in part.iter().zip(&seeds).zip(&replies) {
+                out.push(judge(reply, node, *addr, seed, *len));
+            }
+        }
+        Ok(out)
     }
 
     async fn renew(

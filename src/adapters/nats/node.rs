@@ -268,6 +268,9 @@ async fn answer<S: ChunkStore>(
         "audit" if route == Route::Targeted => {
             worker.handle_audit(&payload, now_ms()).map(|r| Answer::Single(r.encode()))
         }
+        "audits" if route == Route::Targeted => {
+            worker.handle_audit_batch(&payload, now_ms()).map(|r| Answer::Single(r.encode()))
+        }
         "get" | "renew" | "delete" => {
             match worker.handle_proven(&payload, route, purpose_of(&op), now_ms()) {
                 ProvenOutcome::Silent => None,

@@ -41,7 +41,9 @@ impl Default for HealthOptions {
 }
 
 /// Challenges in flight at once in a foreground pass.
-const AUDIT_CONCURRENCY: usize = 64;
+const AUDIT_CONCURRENCY: usize = 256;
+/// Challenges sent to one node in one request (its proofs are verified as a batch).
+const AUDIT_BATCH: usize = 32;
 /// Chunks healed at once (each waits for one node's fsync and signed ack).
 const HEAL_CONCURRENCY: usize = 32;
 /// Audit results applied to the manifest per transaction.
@@ -181,6 +183,41 @@ struct Target {
     addr: Addr,
     node: NodeId,
     ct_len: u64,
+}
+
+/// The verdict of one challenge as an outcome for the replica's record.
+fn outcome_of(v: AuditVerdict, t: &Target) -> Outcome {
+    match v {
+        AuditVerdict::Passed => Outcome::Passed,
+        AuditVerdict::NotFound => Outcome::NotFound,
+        AuditVerdict::Failed(why) => {
+            tracing::warn!(node = ?t.node, addr = ?t.addr, %why, "audit failed");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Splits targets into per-node batches of at most `size`, taking one batch from each node in
+/// turn so that nodes are challenged side by side; each batch carries the number of challenges
+/// before it (for rate limiting).
+fn batches_by_node(targets: Vec<Target>, size: usize) -> Vec<(usize, NodeId, Vec<Target>)> {
+    let mut by_node: BTreeMap<NodeId, std::collections::VecDeque<Target>> = BTreeMap::new();
+    for t in targets {
+        by_node.entry(t.node).or_default().push_back(t);
+    }
+    let mut out = Vec::new();
+    let mut first = 0;
+    while by_node.values().any(|q| !q.is_empty()) {
+        for (node, q) in by_node.iter_mut() {
+            let take = q.len().min(size);
+            if take > 0 {
+                let batch: Vec<Target> = q.drain(..take).collect();
+                out.push((first, *node, batch));
+                first += take;
+            }
+        }
+    }
+    out
 }
 
 /// What a pass covers: each chunk and the first file that uses it.
@@ -343,7 +380,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(report)
     }
 
-    /// Sends the challenges (rate-limited in the background) and records their outcomes.
+    /// Sends the challenges, batched per node and interleaved across nodes (rate-limited in
+    /// the background), and records their outcomes.
     async fn challenge(
         &self,
         fabric: &F,
@@ -354,43 +392,42 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<(), FsError> {
         let total = targets.len() as u64;
         progress(0, total);
+        let batches = batches_by_node(targets, AUDIT_BATCH);
         let spacing = Duration::from_secs_f64(1.0 / self.health.audit_rate.max(1) as f64);
-        let concurrency = if background { 8 } else { AUDIT_CONCURRENCY };
+        let concurrency = if background { 2 } else { AUDIT_CONCURRENCY / AUDIT_BATCH };
         let start = tokio::time::Instant::now();
-        let mut results = futures::stream::iter(targets.into_iter().enumerate())
-            .map(|(i, t)| async move {
+        let mut results = futures::stream::iter(batches)
+            .map(|(first, node, batch)| async move {
                 if background {
-                    tokio::time::sleep_until(start + spacing * i as u32).await;
+                    tokio::time::sleep_until(start + spacing * first as u32).await;
                 }
-                let secret = self.keys.proof_secret(&t.addr);
+                let items: Vec<_> =
+                    batch.iter().map(|t| (t.addr, self.keys.proof_secret(&t.addr), t.ct_len)).collect();
                 let sent = Instant::now();
-                let verdict = fabric.audit(t.node, t.addr, &secret, t.ct_len).await;
-                let outcome = match verdict {
-                    Ok(AuditVerdict::Passed) => Some(Outcome::Passed),
-                    Ok(AuditVerdict::NotFound) => Some(Outcome::NotFound),
-                    Ok(AuditVerdict::Failed(why)) => {
-                        tracing::warn!(node = ?t.node, addr = ?t.addr, %why, "audit failed");
-                        Some(Outcome::Failed)
-                    }
-                    Err(FabricError::Timeout(_)) => Some(Outcome::Silent),
+                let verdicts = fabric.audit_many(node, &items).await;
+                let latency = sent.elapsed().as_micros() as u64;
+                let outcomes: Vec<Option<Outcome>> = match verdicts {
+                    Ok(v) => v.into_iter().zip(&batch).map(|(v, t)| Some(outcome_of(v, t))).collect(),
+                    Err(FabricError::Timeout(_)) => vec![Some(Outcome::Silent); batch.len()],
                     Err(FabricError::BadReply { why, .. }) => {
-                        tracing::warn!(node = ?t.node, addr = ?t.addr, %why, "audit reply invalid");
-                        Some(Outcome::Failed)
+                        tracing::warn!(?node, %why, "audit reply invalid");
+                        vec![Some(Outcome::Failed); batch.len()]
                     }
                     // Our own connection failed: not the node's fault, so not held against it.
                     Err(e) => {
-                        tracing::debug!(error = %e, "audit not sent");
-                        None
+                        tracing::debug!(error = %e, "audits not sent");
+                        vec![None; batch.len()]
                     }
                 };
-                (t, outcome, sent.elapsed().as_micros() as u64)
+                (batch, outcomes, latency)
             })
-            .buffer_unordered(concurrency);
-        let mut batch = Vec::with_capacity(APPLY_BATCH);
+            .buffer_unordered(concurrency.max(1));
+        let mut pending = Vec::with_capacity(APPLY_BATCH);
         let mut done = 0;
-        while let Some((t, outcome, latency)) = results.next().await {
-            done += 1;
-            if let Some(o) = outcome {
+        while let Some((batch, outcomes, latency)) = results.next().await {
+            for (t, outcome) in batch.into_iter().zip(outcomes) {
+                done += 1;
+                let Some(o) = outcome else { continue };
                 report.checked += 1;
                 match o {
                     Outcome::Passed => report.passed += 1,
@@ -402,16 +439,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 if o != Outcome::Passed {
                     self.health_stats.failed.fetch_add(1, Ordering::Relaxed);
                 }
-                batch.push((t.addr, t.node, o, latency));
+                pending.push((t.addr, t.node, o, latency));
             }
-            if batch.len() >= APPLY_BATCH {
-                self.record_outcomes(std::mem::take(&mut batch))?;
+            if pending.len() >= APPLY_BATCH {
+                self.record_outcomes(std::mem::take(&mut pending))?;
             }
-            if done % 64 == 0 || done == total {
-                progress(done, total);
-            }
+            progress(done, total);
         }
-        self.record_outcomes(batch)
+        self.record_outcomes(pending)
     }
 
     fn record_outcomes(&self, batch: Vec<(Addr, NodeId, Outcome, u64)>) -> Result<(), FsError> {
