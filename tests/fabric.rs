@@ -275,3 +275,43 @@ async fn storing_a_chunk_again_is_not_deduplicated_away() {
     let again = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("second store delivered");
     assert_eq!(again.len(), 2);
 }
+
+/// Two nodes can end up holding one slot (a retry during heavy load). With N nodes in the
+/// fabric, the remaining slot is then declined by everyone; the node holding a duplicate slot
+/// must still make itself known (it re-acks the slot it holds when declining), or the store
+/// would wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_slot_holder_is_counted_when_it_declines() {
+    let fabric = Fabric::start(3, "1GiB");
+    let keys = vault(11);
+    let mut opts = test_options(&fabric.url());
+    opts.store_deadline = Duration::from_secs(20);
+    let owner = owner(&keys, opts).await;
+    let chunk = keys.seal(&bytes(30_000, 11));
+    let first = owner.store(publish(&chunk), StoreGoal::fresh(2)).await.expect("two replicas");
+    let holders: HashSet<NodeId> = first.iter().map(|a| a.node).collect();
+    let third = fabric.nodes.iter().find(|n| !holders.contains(&n.id)).unwrap();
+    let slot = first[0].slot;
+    // Publish more copies of that slot until the third node holds one too.
+    let js = async_nats::jetstream::new(owner.client().clone());
+    let req = quloud::domain::wire::StoreRequest {
+        ack_token: keys.ack_token(),
+        addr: chunk.addr,
+        slot,
+        commitment: chunk.commitment,
+        lease_expiry_ms: quloud::domain::unix_ms(std::time::SystemTime::now()) + 3_600_000,
+        ciphertext: chunk.ciphertext.clone(),
+    };
+    for _ in 0..100 {
+        if !third.bodies().is_empty() {
+            break;
+        }
+        js.publish(quloud::adapters::nats::STORE_SUBJECT, req.encode().into()).await.unwrap().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!third.bodies().is_empty(), "could not make the third node hold a duplicate slot");
+    // Every node now holds the chunk; the free slot is declined by all three.
+    let acks = owner.store(publish(&chunk), StoreGoal::fresh(3)).await.expect("quorum with a duplicate slot");
+    let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
+    assert_eq!(nodes.len(), 3, "{acks:?}");
+}

@@ -52,6 +52,10 @@ pub enum StoreDecision {
     AlreadyHeld(StoreAck, AckToken),
     /// Let another node take it (held for another slot, or no space): negative-acknowledge.
     Decline(&'static str),
+    /// Held for another slot: publish the ack of the slot held (so the owner learns of this
+    /// holder even when that slot was already claimed by another node), then negative-acknowledge
+    /// so that another node takes the slot asked for.
+    DeclineHeld(StoreAck, AckToken),
     /// Malformed or invalid: drop it for good (terminate), never store.
     Reject(String),
 }
@@ -192,9 +196,14 @@ impl<S: ChunkStore> NodeService<S> {
                 let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, req.slot, lease, now_ms);
                 return StoreDecision::AlreadyHeld(ack, req.ack_token);
             }
-            Ok(Some(_)) => {
+            Ok(Some(held)) => {
                 self.stats.declined.fetch_add(1, Ordering::Relaxed);
-                return StoreDecision::Decline("already holds this chunk for another slot");
+                let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
+                if lease != held.lease_expiry_ms {
+                    let _ = self.store.set_lease(&req.addr, lease);
+                }
+                let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, held.slot, lease, now_ms);
+                return StoreDecision::DeclineHeld(ack, req.ack_token);
             }
             Ok(None) => {}
             Err(e) => {

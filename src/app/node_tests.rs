@@ -69,7 +69,12 @@ fn store_then_redelivery_is_idempotent_and_other_slot_declined() {
     assert_eq!((ack.addr, ack.slot, ack.node), (req.addr, 0, svc.node_id()));
     assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::AlreadyHeld(..)));
     let (_, other_slot) = store_req(&keys, b"chunk", 1);
-    assert!(matches!(svc.handle_store(&other_slot, NOW), StoreDecision::Decline(_)));
+    // Declined, but with an ack of the slot it holds, so the owner learns of this holder.
+    let StoreDecision::DeclineHeld(held, _) = svc.handle_store(&other_slot, NOW) else {
+        panic!("not declined")
+    };
+    assert_eq!(held.slot, ack.slot);
+    assert!(held.verify(&req.commitment));
 }
 
 #[test]

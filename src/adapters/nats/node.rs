@@ -217,6 +217,20 @@ async fn handle_store_message<S: ChunkStore>(
             tracing::debug!(why, "declining store request");
             msg.ack_with(AckKind::Nak(Some(Duration::from_millis(100)))).await
         }
+        StoreDecision::DeclineHeld(ack, token) => {
+            // Tell the owner about the copy held for another slot, then let another node take
+            // this one. The ack is best effort: the nak happens either way.
+            match js.publish(ack_subject(&token), ack.encode().into()).await {
+                Ok(fut) => {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(error = %e, "publishing the held slot's ack failed");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "publishing the held slot's ack failed"),
+            }
+            tracing::debug!(slot = ack.slot, "declining: holds this chunk for another slot");
+            msg.ack_with(AckKind::Nak(Some(Duration::from_millis(100)))).await
+        }
         StoreDecision::Reject(_) => msg.ack_with(AckKind::Term).await,
     };
     if let Err(e) = outcome {
