@@ -129,9 +129,15 @@ impl VaultStatus {
 
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// The live status of a mounted vault.
+    ///
+    /// The staged files are counted *before* the manifest snapshot is taken: the chunker commits
+    /// a file's chunks to the manifest before it clears the file's staging state, so a file no
+    /// longer seen as staged is in the snapshot (the other order could report a just-chunked file
+    /// as neither staged nor chunked).
     pub fn status(&self) -> Result<VaultStatus, FsError> {
+        let staged = Self::lock(&self.files).values().filter(|f| f.staging.is_some()).count() as u64;
         let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
-        s.staged_files = Self::lock(&self.files).values().filter(|f| f.staging.is_some()).count() as u64;
+        s.staged_files = staged;
         Ok(s)
     }
 }
