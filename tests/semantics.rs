@@ -45,6 +45,26 @@ fn reads_do_not_update_atime_but_explicit_sets_do() {
     assert_eq!(fs::metadata(&f).unwrap().atime(), 2_000_000, "an explicit atime was not stored");
 }
 
+/// A path component longer than 255 bytes is ENAMETOOLONG for every call, not ENOENT
+/// (pjdfstest `*::enametoolong_component`).
+#[test]
+fn an_overlong_name_component_is_enametoolong() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    std::fs::create_dir(m.path("d")).unwrap();
+    let long = m.path(&format!("d/{}/x", "n".repeat(256)));
+    let too_long = |r: std::io::Result<()>| r.unwrap_err().raw_os_error() == Some(libc::ENAMETOOLONG);
+    assert!(too_long(std::fs::metadata(&long).map(|_| ())), "stat");
+    assert!(too_long(std::fs::remove_file(&long)), "unlink");
+    assert!(too_long(std::fs::remove_dir(&long)), "rmdir");
+    assert!(too_long(std::fs::rename(&long, m.path("d/y"))), "rename");
+    assert!(too_long(std::fs::hard_link(&long, m.path("d/z"))), "link");
+    assert!(too_long(std::fs::write(&long, b"x")), "create");
+    // 255 bytes is fine.
+    std::fs::write(m.path(&format!("d/{}", "n".repeat(255))), b"ok").unwrap();
+}
+
 #[test]
 fn an_unlinked_open_file_stays_readable_until_closed() {
     let fabric = Fabric::start(3, "1GiB");

@@ -271,6 +271,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Looks up `name` in `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        // A name that could never exist: ENAMETOOLONG, as POSIX wants, not ENOENT.
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
         let rx = self.m.read()?;
         let dir = rx.inode(parent)?;
         if dir.kind != Kind::Dir {
