@@ -771,29 +771,14 @@ pub struct AuditBatch(pub Vec<AuditRequest>);
 impl AuditBatch {
     /// Encodes the batch.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::AuditBatch, 1 + self.0.len() * 200);
-        w.u8(self.0.len() as u8);
-        for req in &self.0 {
-            let b = req.encode();
-            w.u32(b.len() as u32).raw(&b);
-        }
-        w.0
+        encode_list(Kind::AuditBatch, self.0.iter().map(AuditRequest::encode), self.0.len(), 200)
     }
 
     /// Decodes a batch of 1..=`MAX_AUDIT_BATCH` challenges asking for at most
     /// `MAX_BATCH_LEAVES` leaves in total.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::AuditBatch)?;
-        let n = r.u8()? as usize;
-        if n == 0 || n > MAX_AUDIT_BATCH {
-            return Err(WireError::TooLarge { what: "audit batch", len: n, max: MAX_AUDIT_BATCH });
-        }
-        let mut reqs = Vec::with_capacity(n);
-        for _ in 0..n {
-            let len = r.u32()? as usize;
-            reqs.push(AuditRequest::decode(r.bounded(len, "audit request", AUDIT_REQUEST_MAX)?)?);
-        }
-        r.finish()?;
+        let list = List { kind: Kind::AuditBatch, what: "audit batch", min: 1, item: "audit request" };
+        let reqs = list.decode(buf, AUDIT_REQUEST_MAX, AuditRequest::decode)?;
         let leaves: usize = reqs.iter().map(|q| q.leaves as usize).sum();
         if leaves > MAX_BATCH_LEAVES {
             return Err(WireError::TooLarge {
@@ -813,28 +798,53 @@ pub struct AuditBatchReply(pub Vec<AuditReply>);
 impl AuditBatchReply {
     /// Encodes the replies.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::AuditBatchReply, 1 + self.0.len() * 6000);
-        w.u8(self.0.len() as u8);
-        for reply in &self.0 {
-            let b = reply.encode();
-            w.u32(b.len() as u32).raw(&b);
-        }
-        w.0
+        encode_list(Kind::AuditBatchReply, self.0.iter().map(AuditReply::encode), self.0.len(), 6000)
     }
 
     /// Decodes the replies (each is checked by the owner like a single audit reply).
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::AuditBatchReply)?;
+        let list =
+            List { kind: Kind::AuditBatchReply, what: "audit batch reply", min: 0, item: "audit reply" };
+        Ok(AuditBatchReply(list.decode(buf, AUDIT_REPLY_MAX, AuditReply::decode)?))
+    }
+}
+
+/// A message that is a count (u8) of complete inner messages, each prefixed by its u32 length.
+fn encode_list(kind: Kind, items: impl Iterator<Item = Vec<u8>>, n: usize, each: usize) -> Vec<u8> {
+    let mut w = W::new(kind, 1 + n * each);
+    w.u8(n as u8);
+    for b in items {
+        w.u32(b.len() as u32).raw(&b);
+    }
+    w.0
+}
+
+/// How to read an `encode_list` message: its kind, between `min` and `MAX_AUDIT_BATCH` items.
+struct List {
+    kind: Kind,
+    what: &'static str,
+    min: usize,
+    item: &'static str,
+}
+
+impl List {
+    fn decode<T>(
+        &self,
+        buf: &[u8],
+        item_max: usize,
+        decode: fn(&[u8]) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let mut r = R::open(buf, self.kind)?;
         let n = r.u8()? as usize;
-        if n > MAX_AUDIT_BATCH {
-            return Err(WireError::TooLarge { what: "audit batch reply", len: n, max: MAX_AUDIT_BATCH });
+        if n < self.min || n > MAX_AUDIT_BATCH {
+            return Err(WireError::TooLarge { what: self.what, len: n, max: MAX_AUDIT_BATCH });
         }
-        let mut replies = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let len = r.u32()? as usize;
-            replies.push(AuditReply::decode(r.bounded(len, "audit reply", AUDIT_REPLY_MAX)?)?);
+            out.push(decode(r.bounded(len, self.item, item_max)?)?);
         }
         r.finish()?;
-        Ok(AuditBatchReply(replies))
+        Ok(out)
     }
 }

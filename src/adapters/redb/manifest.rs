@@ -174,6 +174,11 @@ macro_rules! readers {
             Ok(out)
         }
 
+        /// Nodes written off after repeated audit failures.
+        pub fn written_off(&self) -> Result<std::collections::HashSet<NodeId>, FsError> {
+            Ok(self.nodes()?.into_iter().filter(|(_, n)| n.written_off).map(|(id, _)| id).collect())
+        }
+
         /// Chunks unreferenced since at or before `before_ms` (up to `limit`).
         pub fn unreferenced(&self, before_ms: u64, limit: usize) -> Result<Vec<Addr>, FsError> {
             let t = self.0.open_table(UNREFERENCED).map_err(err)?;

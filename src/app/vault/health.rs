@@ -237,7 +237,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     fn written_off(&self) -> Result<HashSet<NodeId>, FsError> {
-        Ok(self.m.read()?.nodes()?.into_iter().filter(|(_, n)| n.written_off).map(|(id, _)| id).collect())
+        self.m.read()?.written_off()
     }
 
     /// Healthy replicas of a chunk.

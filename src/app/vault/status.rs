@@ -43,8 +43,7 @@ impl VaultStatus {
         let crate::adapters::redb::manifest::Summary { inodes, chunks, .. } = rx.summary()?;
         let mut s =
             VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
-        let off: std::collections::HashSet<NodeId> =
-            rx.nodes()?.into_iter().filter(|(_, n)| n.written_off).map(|(id, _)| id).collect();
+        let off = rx.written_off()?;
         s.unreferenced = chunks.iter().filter(|(_, c)| c.refs == 0).count() as u64;
         if let Some(at) = rx.meta("last_audit_ms")? {
             let checked = rx.meta("last_audit_checked")?.unwrap_or(0);
