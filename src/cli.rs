@@ -68,6 +68,90 @@ pub enum Command {
     /// List the storage nodes holding this vault's chunks: replicas held, audits passed and
     /// failed, latency, last seen, and whether the node is written off.
     Nodes(NodesArgs),
+    /// Snapshot the vault's manifest into the fabric now (encrypted, stored with quorum) and
+    /// publish a signed root record pointing at it.
+    ///
+    /// The mount also snapshots every --snapshot-interval when something changed, and at
+    /// unmount. A snapshot waits until nothing is pending upload.
+    Snapshot(SnapshotArgs),
+    /// List the snapshots kept in the fabric (mount one with `quloud mount --snapshot ID`).
+    Snapshots(SnapshotsArgs),
+    /// Rebuild a lost vault from the fabric with nothing but the paper key, then mount it.
+    ///
+    /// Finds the vault's newest validly signed root record, fetches and verifies the newest
+    /// snapshot (or --snapshot ID) with a progress bar, writes a new home (key and manifest) and
+    /// mounts it at MOUNTPOINT. A wrong or mistyped key writes nothing.
+    Restore(RestoreArgs),
+    /// Print a read capability for a file or directory tree: whoever holds it can mount that
+    /// subtree read-only with `quloud mount --share CAP`, and nothing else.
+    ///
+    /// The capability carries the secrets of that subtree's chunks only, never the master key.
+    /// It cannot be revoked once handed out: to cut off a recipient, copy the files to a new
+    /// name (new chunks) and delete the old ones.
+    Share(ShareArgs),
+}
+
+/// `quloud snapshot …`
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// Broker connection (used only when the vault is not mounted).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `quloud snapshots …`
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotsArgs {
+    /// Broker connection (used when the vault is not mounted and has no local manifest).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `quloud restore …`
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// Where to mount the restored vault.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// The paper key (QK1-…). Prefer --key-file: a key on the command line lands in shell history.
+    #[arg(long, value_name = "PAPERKEY", conflicts_with = "key_file", required_unless_present = "key_file")]
+    pub key: Option<String>,
+    /// A file holding the paper key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Restore this snapshot instead of the newest.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<u64>,
+    /// Rebuild the home but do not mount.
+    #[arg(long)]
+    pub no_mount: bool,
+    /// Broker connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Options of the mount that follows.
+    #[command(flatten)]
+    pub opts: MountOpts,
+}
+
+/// `quloud share …`
+#[derive(Debug, Clone, Args)]
+pub struct ShareArgs {
+    /// The file or directory to share: a path inside the mount (e.g. ~/vault/photos) or a path
+    /// from the vault's root (e.g. /photos).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Also print the capability as a QR code.
+    #[arg(long)]
+    pub qr: bool,
+    /// Broker connection (used only when the vault is not mounted).
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// `quloud key …`
@@ -125,6 +209,13 @@ pub struct MountArgs {
     /// Broker connection.
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// Mount snapshot ID of this vault read-only (time travel; see `quloud snapshots`).
+    #[arg(long, value_name = "ID", conflicts_with = "share")]
+    pub snapshot: Option<u64>,
+    /// Mount the subtree a capability (QS1-…, from `quloud share`) grants, read-only. Needs no
+    /// master key and no home of its own.
+    #[arg(long, value_name = "CAP")]
+    pub share: Option<String>,
     /// Mount options shared with `quloud up`.
     #[command(flatten)]
     pub opts: MountOpts,
@@ -162,6 +253,17 @@ pub struct MountOpts {
     /// How long a chunk no file references any more is kept before it is deleted from its nodes.
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub gc_grace: Duration,
+    /// Snapshot the manifest into the fabric this often when it changed (0 = only at unmount
+    /// and on `quloud snapshot`).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    pub snapshot_interval: Duration,
+    /// Keep the newest N snapshots...
+    #[arg(long, default_value_t = 24, value_name = "N")]
+    pub keep_last: usize,
+    /// ...plus the newest snapshot of each of the last D days that have one. Deleted data stays
+    /// in the fabric while a kept snapshot may name it.
+    #[arg(long, default_value_t = 30, value_name = "D")]
+    pub keep_daily: usize,
 }
 
 /// `quloud audit …`

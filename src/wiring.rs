@@ -18,6 +18,7 @@ mod audit;
 mod check;
 mod files;
 mod mount;
+mod recovery;
 mod up;
 
 pub use check::{run_check, CheckReport};
@@ -30,11 +31,23 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { reveal, qr }) => key_show(&home, reveal, qr),
         Command::Node(args) => node(args).await,
         Command::Up(args) => up::up(&home, args).await,
-        Command::Mount(args) => mount::mount(&home, &args.nats.nats, &args.mountpoint, &args.opts).await,
+        Command::Mount(args) => match (args.snapshot, &args.share) {
+            (Some(id), _) => {
+                recovery::mount_snapshot(&home, &args.nats.nats, &args.mountpoint, id, &args.opts).await
+            }
+            (None, Some(cap)) => {
+                recovery::mount_share(&args.nats.nats, &args.mountpoint, cap, &args.opts).await
+            }
+            (None, None) => mount::mount(&home, &args.nats.nats, &args.mountpoint, &args.opts).await,
+        },
         Command::Status(args) => mount::status(&home, args.json).await,
         Command::Check(args) => check(args).await,
         Command::Audit(args) => audit::audit(&home, args).await,
         Command::Nodes(args) => audit::nodes(&home, args.json).await,
+        Command::Snapshot(args) => recovery::snapshot(&home, args).await,
+        Command::Snapshots(args) => recovery::snapshots(&home, args).await,
+        Command::Restore(args) => recovery::restore(&home, args).await,
+        Command::Share(args) => recovery::share(&home, args).await,
     }
 }
 
@@ -52,7 +65,7 @@ pub fn resolve_home(flag: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-fn key_path(home: &Path) -> PathBuf {
+pub(crate) fn key_path(home: &Path) -> PathBuf {
     home.join("master.key")
 }
 
@@ -65,7 +78,7 @@ pub fn load_master_key(home: &Path) -> Result<MasterKey> {
     paper::decode(text.trim()).with_context(|| format!("master key file {} is damaged", path.display()))
 }
 
-fn qr(text: &str) -> Result<String> {
+pub(crate) fn qr(text: &str) -> Result<String> {
     use qrcode::render::unicode::Dense1x2;
     let code = qrcode::QrCode::new(text.as_bytes()).context("cannot render the QR code")?;
     Ok(code.render::<Dense1x2>().quiet_zone(true).build())

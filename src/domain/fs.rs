@@ -410,6 +410,9 @@ pub enum FsError {
     /// ERANGE.
     #[error("value too large")]
     Range,
+    /// EROFS: a snapshot or a share is mounted read-only.
+    #[error("read-only file system")]
+    ReadOnly,
     /// EIO: the fabric could not deliver data in time.
     #[error("data unavailable: {0}")]
     Unavailable(String),

@@ -18,6 +18,11 @@ const CTX_MANIFEST: &str = "quloud v1 manifest key";
 const CTX_ROOT_SIGNING: &str = "quloud v1 root signing key";
 const CTX_ACK_TOKEN: &str = "quloud v1 ack token";
 const CTX_CHUNKER_SEED: &str = "quloud v1 chunker seed";
+const CTX_SNAPSHOT_ID: &str = "quloud v1 snapshot chunk-id key";
+const CTX_SNAPSHOT_CONTENT: &str = "quloud v1 snapshot content key";
+const CTX_ROOT_BODY: &str = "quloud v1 root record body key";
+const CTX_SHARE_ID: &str = "quloud v1 share chunk-id key";
+const CTX_SHARE_CONTENT: &str = "quloud v1 share content key";
 
 /// The owner's 32-byte master secret M. Everything else follows from it.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,11 +52,13 @@ impl MasterKey {
         let ack = d(CTX_ACK_TOKEN);
         let mut token = [0u8; 16];
         token.copy_from_slice(&ack[..16]);
+        let proof = d(CTX_PROOF);
+        let manifest = d(CTX_MANIFEST);
+        let m = |ctx: &str| blake3::derive_key(ctx, &manifest);
         VaultKeys {
-            chunk_id: d(CTX_CHUNK_ID),
-            content: d(CTX_CONTENT),
-            proof: d(CTX_PROOF),
-            manifest: d(CTX_MANIFEST),
+            data: ChunkKeys { chunk_id: d(CTX_CHUNK_ID), content: d(CTX_CONTENT), proof },
+            snapshot: ChunkKeys { chunk_id: m(CTX_SNAPSHOT_ID), content: m(CTX_SNAPSHOT_CONTENT), proof },
+            manifest,
             root_signing: SigningKey::from_bytes(&d(CTX_ROOT_SIGNING)),
             ack_token: AckToken(token),
             chunker_seed: u64::from_le_bytes(first8(&d(CTX_CHUNKER_SEED))),
@@ -65,12 +72,50 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// The keys derived from the master secret, held by the owner's processes.
+/// The three keys that turn plaintext chunks into sealed, provable chunks: `chunk_id` names a
+/// plaintext, `content` derives its encryption key from that id, `proof` derives the proof secret
+/// of its addr. File data uses the vault's own; manifest snapshots and shared manifests use
+/// their own `chunk_id` and `content` keys (from the manifest key or a share secret), so holding
+/// them reveals nothing about file data, but the vault's `proof` key, so every chunk the owner
+/// stores is audited, renewed and healed alike.
 #[derive(Clone)]
-pub struct VaultKeys {
+pub struct ChunkKeys {
     chunk_id: [u8; 32],
     content: [u8; 32],
     proof: [u8; 32],
+}
+
+impl ChunkKeys {
+    /// `chunk_id = keyed_hash(chunk-id key, plaintext)`.
+    pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
+        ChunkId(*blake3::keyed_hash(&self.chunk_id, plaintext).as_bytes())
+    }
+
+    /// Per-chunk encryption key `K_c = keyed_hash(content key, chunk_id)`.
+    pub fn content_key(&self, id: &ChunkId) -> [u8; 32] {
+        *blake3::keyed_hash(&self.content, &id.0).as_bytes()
+    }
+
+    /// The seed of a chunk's proof secret, `keyed_hash(proof key, addr)`: what a share
+    /// capability hands over for each chunk (it reveals `x` for that chunk only).
+    pub fn proof_seed(&self, addr: &Addr) -> [u8; 32] {
+        *blake3::keyed_hash(&self.proof, &addr.0).as_bytes()
+    }
+
+    /// Per-chunk proof secret `x = to_scalar(keyed_hash(proof key, addr))`.
+    pub fn proof_secret(&self, addr: &Addr) -> ProofSecret {
+        ProofSecret::from_seed(&self.proof_seed(addr))
+    }
+}
+
+/// Length of a share secret.
+pub const SHARE_SECRET_LEN: usize = 32;
+
+/// The keys derived from the master secret, held by the owner's processes.
+#[derive(Clone)]
+pub struct VaultKeys {
+    data: ChunkKeys,
+    snapshot: ChunkKeys,
     manifest: [u8; 32],
     root_signing: SigningKey,
     ack_token: AckToken,
@@ -86,22 +131,37 @@ fn first8(b: &[u8; 32]) -> [u8; 8] {
 impl VaultKeys {
     /// `chunk_id = keyed_hash(chunk-id key, plaintext)`.
     pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
-        ChunkId(*blake3::keyed_hash(&self.chunk_id, plaintext).as_bytes())
+        self.data.chunk_id(plaintext)
     }
 
     /// Per-chunk encryption key `K_c = keyed_hash(content key, chunk_id)`.
     pub fn content_key(&self, id: &ChunkId) -> [u8; 32] {
-        *blake3::keyed_hash(&self.content, &id.0).as_bytes()
+        self.data.content_key(id)
     }
 
     /// Per-chunk proof secret `x = to_scalar(keyed_hash(proof key, addr))`.
     pub fn proof_secret(&self, addr: &Addr) -> ProofSecret {
-        ProofSecret::from_seed(blake3::keyed_hash(&self.proof, &addr.0).as_bytes())
+        self.data.proof_secret(addr)
     }
 
-    /// Key that encrypts manifest snapshots.
-    pub fn manifest_key(&self) -> &[u8; 32] {
-        &self.manifest
+    /// The keys of file data chunks.
+    pub fn data(&self) -> &ChunkKeys {
+        &self.data
+    }
+
+    /// The keys of manifest snapshot pieces (from the manifest key; the vault's proof key).
+    pub fn snapshot(&self) -> &ChunkKeys {
+        &self.snapshot
+    }
+
+    /// The keys of a shared manifest's pieces, from its random share secret.
+    pub fn share(&self, secret: &[u8; SHARE_SECRET_LEN]) -> ChunkKeys {
+        ChunkKeys { proof: self.data.proof, ..share_piece_keys(secret) }
+    }
+
+    /// Key that encrypts the body of the vault's root records (from the manifest key).
+    pub fn root_body_key(&self) -> [u8; 32] {
+        blake3::derive_key(CTX_ROOT_BODY, &self.manifest)
     }
 
     /// Key that signs the vault's root record.
@@ -117,6 +177,19 @@ impl VaultKeys {
     /// Token naming this vault's ack subject.
     pub fn ack_token(&self) -> AckToken {
         self.ack_token
+    }
+}
+
+/// The keys a share recipient derives from the share secret: enough to open the shared
+/// manifest's pieces, whose proof secrets travel with the capability.
+pub fn share_piece_keys(secret: &[u8; SHARE_SECRET_LEN]) -> ChunkKeys {
+    let d = |ctx: &str| blake3::derive_key(ctx, secret);
+    ChunkKeys { chunk_id: d(CTX_SHARE_ID), content: d(CTX_SHARE_CONTENT), proof: [0; 32] }
+}
+
+impl fmt::Debug for ChunkKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChunkKeys(<secret>)")
     }
 }
 
@@ -136,7 +209,16 @@ mod tests {
         let a = m.derive();
         let b = m.derive();
         assert_eq!(a.chunk_id(b"x"), b.chunk_id(b"x"));
-        let keys = [a.chunk_id, a.content, a.proof, a.manifest, a.root_signing.to_bytes()];
+        let keys = [
+            a.data.chunk_id,
+            a.data.content,
+            a.data.proof,
+            a.snapshot.chunk_id,
+            a.snapshot.content,
+            a.manifest,
+            a.root_body_key(),
+            a.root_signing.to_bytes(),
+        ];
         for i in 0..keys.len() {
             assert_ne!(keys[i], *m.as_bytes());
             for j in i + 1..keys.len() {

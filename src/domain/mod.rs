@@ -12,7 +12,9 @@ pub mod keys;
 pub mod paper;
 pub mod proof;
 pub mod seal;
+pub mod share;
 pub mod size;
+pub mod snapshot;
 pub mod wire;
 
 /// Fills `buf` from the operating system's CSPRNG.

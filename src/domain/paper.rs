@@ -39,9 +39,16 @@ fn checksum(key: &[u8]) -> [u8; CHECK_LEN] {
 pub fn encode(key: &MasterKey) -> String {
     let mut payload = key.as_bytes().to_vec();
     payload.extend_from_slice(&checksum(key.as_bytes()));
-    let mut chars = String::with_capacity(CHARS);
+    let chars = to_base32(&payload);
+    let groups: Vec<&str> = (0..CHARS / 4).map(|i| &chars[i * 4..i * 4 + 4]).collect();
+    format!("{PREFIX}-{}", groups.join("-"))
+}
+
+/// Crockford base32 of `bytes` (the last character padded with zero bits).
+pub(crate) fn to_base32(bytes: &[u8]) -> String {
+    let mut chars = String::with_capacity(bytes.len() * 8 / 5 + 1);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for b in payload {
+    for &b in bytes {
         acc = (acc << 8) | b as u32;
         bits += 8;
         while bits >= 5 {
@@ -49,8 +56,25 @@ pub fn encode(key: &MasterKey) -> String {
             chars.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
         }
     }
-    let groups: Vec<&str> = (0..CHARS / 4).map(|i| &chars[i * 4..i * 4 + 4]).collect();
-    format!("{PREFIX}-{}", groups.join("-"))
+    if bits > 0 {
+        chars.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    chars
+}
+
+/// Bytes of Crockford base32 text (upper case, no separators), forgiving look-alikes.
+pub(crate) fn from_base32(text: &str) -> Result<Vec<u8>, PaperKeyError> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.chars() {
+        acc = ((acc << 5) | value_of(c)?) & 0xffff;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
 }
 
 fn value_of(c: char) -> Result<u32, PaperKeyError> {
@@ -71,16 +95,7 @@ pub fn decode(text: &str) -> Result<MasterKey, PaperKeyError> {
     if n != CHARS {
         return Err(PaperKeyError::Length(n));
     }
-    let mut out = Vec::with_capacity(PAYLOAD_LEN);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in body.chars() {
-        acc = (acc << 5) | value_of(c)?;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
+    let out = from_base32(body)?;
     let (key, check) = out.split_at(MASTER_KEY_LEN);
     if check != checksum(key) {
         return Err(PaperKeyError::Checksum);

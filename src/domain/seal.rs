@@ -5,7 +5,7 @@
 //! identical ciphertext (re-publishing is idempotent).
 
 use crate::domain::ids::{Addr, ChunkId};
-use crate::domain::keys::VaultKeys;
+use crate::domain::keys::{ChunkKeys, VaultKeys};
 use crate::domain::proof::Commitment;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
@@ -72,6 +72,18 @@ pub fn decrypt_with_key(key: &[u8; 32], addr: &Addr, ciphertext: &[u8]) -> Resul
 }
 
 impl VaultKeys {
+    /// Chunk id, encryption, address and proof commitment for one plaintext data chunk.
+    pub fn seal(&self, plaintext: &[u8]) -> SealedChunk {
+        self.data().seal(plaintext)
+    }
+
+    /// Checks `ciphertext` against `addr`, decrypts it and checks the plaintext against `id`.
+    pub fn open(&self, id: &ChunkId, addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.data().open(id, addr, ciphertext)
+    }
+}
+
+impl ChunkKeys {
     /// Chunk id, encryption, address and proof commitment for one plaintext chunk.
     pub fn seal(&self, plaintext: &[u8]) -> SealedChunk {
         let id = self.chunk_id(plaintext);

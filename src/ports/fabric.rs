@@ -77,6 +77,9 @@ impl StoreGoal<'_> {
     }
 }
 
+/// Root records as served: (source name, records it holds, oldest first).
+pub type RootsServed = Vec<(String, Vec<Vec<u8>>)>;
+
 /// The outcome of one audit of one replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditVerdict {
@@ -126,6 +129,15 @@ pub trait ChunkFabric: Send + Sync {
         items: &[(Addr, ProofSecret)],
         lease_expiry_ms: u64,
     ) -> impl Future<Output = Result<Vec<(Addr, Status)>, FabricError>> + Send;
+    /// Publishes a vault's signed root record under `locator` (kept with its predecessors).
+    fn publish_root(
+        &self,
+        locator: &str,
+        record: &[u8],
+    ) -> impl Future<Output = Result<(), FabricError>> + Send;
+    /// Every root record the fabric holds under `locator`, per source (e.g. the broker's history,
+    /// oldest first). The caller verifies them: sources are not trusted.
+    fn fetch_roots(&self, locator: &str) -> impl Future<Output = Result<RootsServed, FabricError>> + Send;
     /// Asks `node` to delete chunks; returns the node's per-addr outcome.
     fn delete(
         &self,

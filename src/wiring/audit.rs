@@ -86,11 +86,24 @@ pub async fn audit(home: &Path, args: AuditArgs) -> Result<()> {
 
 /// Opens the vault here (it is not mounted), connects to the fabric and runs the pass.
 async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<AuditReport> {
+    let (vault, _) = open_unmounted(home, &args.nats.nats, args.replicas).await?;
+    let report = vault.audit(&Scope::Path(path.to_string()), args.now, false, &progress).await;
+    vault.checkpoint().context("saving the manifest")?;
+    Ok(report?)
+}
+
+/// Opens the vault of `home` here (it is not mounted) with the defaults of `quloud mount`, and
+/// hands it a fabric connection. `replicas` defaults to the number it was last mounted with.
+pub(super) async fn open_unmounted(
+    home: &Path,
+    url: &str,
+    replicas: Option<usize>,
+) -> Result<(Arc<Vault<NatsFabric>>, MountOpts)> {
     let key = load_master_key(home)?;
     if !home.join("manifest.redb").exists() {
         bail!("no vault manifest in {} (mount the vault once, or pass --home)", home.display());
     }
-    let replicas = match args.replicas {
+    let replicas = match replicas {
         Some(n) => n.max(1),
         None => {
             // SAFETY: getuid/getgid have no preconditions.
@@ -114,12 +127,10 @@ async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<Au
     let token = keys.ack_token();
     let vault = Vault::<NatsFabric>::load(home, keys, opts)
         .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
-    let mut fabric_opts = FabricOptions::new(&args.nats.nats);
+    let mut fabric_opts = FabricOptions::new(url);
     fabric_opts.lease = defaults.lease;
     vault.set_fabric(Arc::new(NatsFabric::connect(token, fabric_opts, None).await?));
-    let report = vault.audit(&Scope::Path(path.to_string()), args.now, false, &progress).await;
-    vault.checkpoint().context("saving the manifest")?;
-    Ok(report?)
+    Ok((Arc::new(vault), defaults))
 }
 
 /// `quloud nodes [--json]`.

@@ -5,8 +5,8 @@ use super::{cancel_on_signal, load_master_key};
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::app::vault::{
-    nodes_json, nodes_render, run_maintenance, run_pipeline, HealthOptions, PipelineStats, Scope, Vault,
-    VaultOptions, VaultStatus,
+    nodes_json, nodes_render, run_maintenance, run_pipeline, HealthOptions, PipelineStats, Scope,
+    SnapshotOutcome, Vault, VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
 use anyhow::{bail, Context, Result};
@@ -99,7 +99,11 @@ fn vault_path(mountpoint: &Path, given: &str) -> String {
     }
 }
 
-/// Answers one control connection: `status [text]`, `nodes [text]`, or
+/// How long `quloud snapshot` and `quloud share` wait for their pieces to be quorum-durable.
+pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
+
+/// Answers one control connection: `status [text]`, `nodes [text]`, `snapshot`, `snapshots`,
+/// `share <path>`, or
 /// `audit <now|due> <json|text> <path>`, which streams `progress DONE TOTAL` lines and ends with
 /// `result <0|1>` and the report.
 async fn control_conn(
@@ -112,12 +116,23 @@ async fn control_conn(
     if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
         return;
     }
-    let words: Vec<&str> = line.trim_end_matches('\n').splitn(4, ' ').collect();
+    let line = line.trim_end_matches('\n');
+    let words: Vec<&str> = match line.strip_prefix("share ") {
+        Some(path) => vec!["share", path],
+        None => line.splitn(4, ' ').collect(),
+    };
     let reply = match words.as_slice() {
         ["status"] => vault.status().map(|s| s.to_json()),
         ["status", "text"] => vault.status().map(|s| s.render()),
         ["nodes"] => vault.nodes().map(|n| nodes_json(&n)),
         ["nodes", "text"] => vault.nodes().map(|n| nodes_render(&n)),
+        ["snapshot"] => vault.snapshot(true, SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
+        ["snapshots"] => vault.snapshots().map(|s| super::recovery::snapshots_json(&s)),
+        ["snapshots", "text"] => vault.snapshots().map(|s| super::recovery::render(&s)),
+        ["share", path] => vault
+            .share(&vault_path(&mountpoint, path), SNAPSHOT_WAIT)
+            .await
+            .map(|cap| format!("{{\"capability\":{:?}}}", cap.encode())),
         ["audit", when, format, path] => {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
             let scope = Scope::Path(vault_path(&mountpoint, path));
@@ -183,6 +198,8 @@ pub fn health_options(opts: &MountOpts) -> HealthOptions {
         audit_rate: opts.audit_rate.max(1),
         lease: opts.lease.max(Duration::from_secs(10)),
         gc_grace: opts.gc_grace,
+        snapshot_interval: opts.snapshot_interval,
+        retention: crate::domain::snapshot::Retention { last: opts.keep_last.max(1), daily: opts.keep_daily },
     }
 }
 
@@ -218,12 +235,42 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
         threads: 4,
         fsname: format!("quloud:{}", home.display()),
     };
-    let session = fuse_mount(vault.clone(), tokio::runtime::Handle::current(), mountpoint, &settings)
-        .with_context(|| {
+    serve_fuse(vault.clone(), mountpoint, &settings, "vault").await?;
+    // The last snapshot: while the uploader still runs (its pieces go through it).
+    if vault.fabric_within(Duration::ZERO).await.is_some() {
+        let snap =
+            tokio::time::timeout(Duration::from_secs(120), vault.snapshot(false, Duration::from_secs(60)));
+        match snap.await {
+            Ok(Ok(SnapshotOutcome::Taken(s))) => println!("snapshot {} stored in the fabric", s.id),
+            Ok(Ok(SnapshotOutcome::Pending)) => {
+                println!("no snapshot at unmount: uploads are pending; the next mount takes one once they are durable")
+            }
+            Ok(Ok(SnapshotOutcome::Unchanged)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "snapshot at unmount failed"),
+            Err(_) => tracing::warn!("snapshot at unmount timed out; the next mount takes one"),
+        }
+    }
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    vault.checkpoint().context("saving the manifest at unmount")?;
+    println!("vault unmounted");
+    Ok(())
+}
+
+/// Mounts `vault` at `mountpoint` and serves it until SIGINT/SIGTERM or an external unmount;
+/// returns once it is unmounted.
+pub(super) async fn serve_fuse(
+    vault: Arc<Vault<NatsFabric>>,
+    mountpoint: &Path,
+    settings: &MountSettings,
+    what: &str,
+) -> Result<()> {
+    let session =
+        fuse_mount(vault, tokio::runtime::Handle::current(), mountpoint, settings).with_context(|| {
             format!("cannot mount at {} (is fuse3 installed and /dev/fuse usable?)", mountpoint.display())
         })?;
     println!(
-        "vault mounted at {} (Ctrl-C or `fusermount3 -u {}` to unmount)",
+        "{what} mounted at {} (Ctrl-C or `fusermount3 -u {}` to unmount)",
         mountpoint.display(),
         mountpoint.display()
     );
@@ -246,15 +293,16 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
     })
     .await
     .ok();
-    cancel.cancel();
-    while tasks.join_next().await.is_some() {}
-    vault.checkpoint().context("saving the manifest at unmount")?;
-    println!("vault unmounted");
     Ok(())
 }
 
 /// Sends one short command to the running mount of `home`; `None` when it is not mounted.
 pub(super) async fn ask(home: &Path, command: &str) -> Option<String> {
+    ask_within(home, command, Duration::from_secs(5)).await
+}
+
+/// `ask` for a command that may take up to `within`.
+pub(super) async fn ask_within(home: &Path, command: &str, within: Duration) -> Option<String> {
     let live = async {
         let mut s = tokio::net::UnixStream::connect(control_socket(home)).await.ok()?;
         s.write_all(format!("{command}\n").as_bytes()).await.ok()?;
@@ -262,7 +310,7 @@ pub(super) async fn ask(home: &Path, command: &str) -> Option<String> {
         s.read_to_string(&mut out).await.ok()?;
         Some(out)
     };
-    tokio::time::timeout(Duration::from_secs(5), live).await.ok().flatten()
+    tokio::time::timeout(within, live).await.ok().flatten()
 }
 
 /// Prints the status of the vault in `home`, asking the running mount if there is one.

@@ -25,6 +25,7 @@ pub fn errno(e: &FsError) -> Errno {
             Errno::EIO
         }
         FsError::NotSupported => Errno::EOPNOTSUPP,
+        FsError::ReadOnly => Errno::EROFS,
         FsError::Permission => Errno::EPERM,
         FsError::BadHandle => Errno::EBADF,
     }

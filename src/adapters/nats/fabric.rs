@@ -2,7 +2,8 @@
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
 use super::{
-    ack_subject, connect, ensure_streams, node_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
+    ack_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject, Layout, ACK_STREAM,
+    BROADCAST_GET, STORE_SUBJECT,
 };
 use crate::domain::audit::verify_audit;
 use crate::domain::ids::{AckToken, Addr, NodeId};
@@ -12,7 +13,7 @@ use crate::domain::wire::{
     AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
     StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
 };
-use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, StoreGoal};
+use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, RootsServed, StoreGoal};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,9 @@ pub struct FabricOptions {
     pub reply_timeout: Duration,
     /// Chunks being stored at once.
     pub max_in_flight: usize,
+    /// Collect this vault's store acks (off for read-only mounts, which never store: no durable
+    /// consumer is left on the broker for them).
+    pub collect_acks: bool,
 }
 
 impl FabricOptions {
@@ -54,6 +58,7 @@ impl FabricOptions {
             store_deadline: Duration::from_secs(120),
             reply_timeout: Duration::from_secs(5),
             max_in_flight: 64,
+            collect_acks: true,
         }
     }
 }
@@ -101,6 +106,31 @@ impl NatsFabric {
         let client = connect(&opts.url, "quloud-owner").await?;
         let js = jetstream::new(client.clone());
         let (_, acks) = ensure_streams(&js, &opts.layout).await?;
+        let pending: PendingMap = Arc::default();
+        let cancel = CancellationToken::new();
+        if opts.collect_acks {
+            Self::collect_acks(&acks, token, &opts, pending.clone(), unsolicited, cancel.clone()).await?;
+        }
+        Ok(NatsFabric {
+            client,
+            js,
+            token,
+            store_slots: Arc::new(Semaphore::new(opts.max_in_flight)),
+            opts,
+            pending,
+            cancel,
+        })
+    }
+
+    /// Binds this vault's durable ack consumer and collects its acks in the background.
+    async fn collect_acks(
+        acks: &jetstream::stream::Stream,
+        token: AckToken,
+        opts: &FabricOptions,
+        pending: PendingMap,
+        unsolicited: Option<mpsc::Sender<StoreAck>>,
+        cancel: CancellationToken,
+    ) -> Result<(), FabricError> {
         let durable = format!("owner-{token}");
         let config = consumer::pull::Config {
             durable_name: Some(durable.clone()),
@@ -112,19 +142,9 @@ impl NatsFabric {
             ..Default::default()
         };
         let ack_consumer = acks.get_or_create_consumer(&durable, config).await.map_err(broker)?;
-        let pending: PendingMap = Arc::default();
-        let cancel = CancellationToken::new();
-        tokio::spawn(ack_loop(ack_consumer, pending.clone(), unsolicited, cancel.clone()));
+        tokio::spawn(ack_loop(ack_consumer, pending, unsolicited, cancel));
         tracing::debug!(stream = ACK_STREAM, %durable, "collecting store acks");
-        Ok(NatsFabric {
-            client,
-            js,
-            token,
-            store_slots: Arc::new(Semaphore::new(opts.max_in_flight)),
-            opts,
-            pending,
-            cancel,
-        })
+        Ok(())
     }
 
     /// Removes this vault's durable ack consumer from the broker (for throwaway vaults such as
@@ -451,7 +471,55 @@ fn judge(reply: &AuditReply, node: NodeId, addr: Addr, seed: &[u8; 32], len: u64
     }
 }
 
+impl NatsFabric {
+    /// The broker's history of root records under `locator`, oldest first.
+    async fn broker_roots(&self, locator: &str) -> Result<Vec<Vec<u8>>, FabricError> {
+        let stream = ensure_root_stream(&self.js, &self.opts.layout).await?;
+        let config = consumer::pull::Config {
+            filter_subject: root_subject(locator),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let mut c = stream.create_consumer(config).await.map_err(broker)?;
+        let pending = c.info().await.map_err(broker)?.num_pending as usize;
+        let mut out = Vec::with_capacity(pending);
+        if pending > 0 {
+            let mut batch = c
+                .fetch()
+                .max_messages(pending)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(broker)?;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(broker)?;
+                if m.payload.len() <= crate::domain::snapshot::MAX_ROOT_RECORD {
+                    out.push(m.payload.to_vec());
+                }
+                if out.len() >= pending {
+                    break;
+                }
+            }
+        }
+        let _ = stream.delete_consumer(&c.cached_info().name).await;
+        Ok(out)
+    }
+}
+
 impl ChunkFabric for NatsFabric {
+    async fn publish_root(&self, locator: &str, record: &[u8]) -> Result<(), FabricError> {
+        ensure_root_stream(&self.js, &self.opts.layout).await?;
+        let ack = self.js.publish(root_subject(locator), record.to_vec().into()).await.map_err(broker)?;
+        ack.await.map_err(broker)?;
+        Ok(())
+    }
+
+    async fn fetch_roots(&self, locator: &str) -> Result<RootsServed, FabricError> {
+        Ok(vec![("the broker".to_string(), self.broker_roots(locator).await?)])
+    }
+
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
         let _slot = self.store_slots.acquire().await.map_err(broker)?;
         let lease = now_ms() + self.opts.lease.as_millis() as u64;

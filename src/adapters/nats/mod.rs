@@ -18,12 +18,21 @@ pub const STORE_STREAM: &str = "QULOUD_STORE_V1";
 pub const STORE_CONSUMER: &str = "quloud-nodes-v1";
 /// Stream keeping signed store acks until their vault's owner collects them.
 pub const ACK_STREAM: &str = "QULOUD_ACKS_V1";
+/// Stream keeping each vault's signed root records (its recent history, per subject).
+pub const ROOT_STREAM: &str = "QULOUD_ROOTS_V1";
+/// Root records kept per vault: enough history to see a replayed older record for what it is.
+pub const ROOTS_KEPT: i64 = 64;
 /// Broadcast subject for get requests any holder may answer.
 pub const BROADCAST_GET: &str = "quloud.v1.any.get";
 
 /// The subject a vault's acks are published on.
 pub fn ack_subject(token: &AckToken) -> String {
     format!("quloud.v1.ack.{token}")
+}
+
+/// The subject a vault's root records are published on (`locator` from the root key).
+pub fn root_subject(locator: &str) -> String {
+    format!("quloud.v1.root.{locator}")
 }
 
 /// A node's request subject for `op` (`get`, `audit`, `renew`, `delete`).
@@ -94,6 +103,28 @@ fn ack_stream_config(layout: &Layout) -> stream::Config {
         num_replicas: layout.stream_replicas,
         ..Default::default()
     }
+}
+
+fn root_stream_config(layout: &Layout) -> stream::Config {
+    stream::Config {
+        name: ROOT_STREAM.into(),
+        description: Some("Quloud signed root records, per vault subject".into()),
+        subjects: vec!["quloud.v1.root.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_messages_per_subject: ROOTS_KEPT,
+        max_message_size: crate::domain::snapshot::MAX_ROOT_RECORD as i32,
+        num_replicas: layout.stream_replicas,
+        ..Default::default()
+    }
+}
+
+/// Creates the root record stream, or binds to it.
+pub async fn ensure_root_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<stream::Stream, FabricError> {
+    ensure_stream(js, root_stream_config(layout)).await
 }
 
 async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<stream::Stream, FabricError> {

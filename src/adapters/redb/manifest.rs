@@ -7,16 +7,17 @@
 //! one durable commit, and a crash loses at most what no fsync acknowledged.
 
 use super::{
-    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SMALL_OUTBOX, STAGED, SYMLINKS, UNREFERENCED, UPLOADS,
-    XATTRS,
+    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SHARES, SHARE_SECRETS, SMALL_OUTBOX, SNAPSHOTS, STAGED,
+    SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::snapshot::BlobRow;
 use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use std::path::Path;
 
-fn err<E: Into<redb::Error>>(e: E) -> FsError {
+pub(super) fn err<E: Into<redb::Error>>(e: E) -> FsError {
     FsError::Io(format!("manifest: {}", e.into()))
 }
 
@@ -41,6 +42,7 @@ pub struct Summary {
 /// The manifest database.
 pub struct Manifest {
     db: Database,
+    read_only: bool,
 }
 
 /// A write transaction with typed helpers.
@@ -195,6 +197,32 @@ macro_rules! readers {
             Ok(out)
         }
 
+        /// Snapshots (or shares) the owner keeps in the fabric, oldest first.
+        pub fn blobs(&self, shares: bool) -> Result<Vec<BlobRow>, FsError> {
+            let t = self.0.open_table(if shares { SHARES } else { SNAPSHOTS }).map_err(err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                out.push(
+                    BlobRow::decode(v.value())
+                        .ok_or_else(|| FsError::Io(format!("snapshot/share row {} is damaged", k.value())))?,
+                );
+            }
+            Ok(out)
+        }
+
+        /// A shared chunk's content key and proof-secret seed (in a share's manifest).
+        pub fn share_secret(&self, addr: &Addr) -> Result<Option<([u8; 32], [u8; 32])>, FsError> {
+            let t = self.0.open_table(SHARE_SECRETS).map_err(err)?;
+            let Some(v) = t.get(&addr.0).map_err(err)? else { return Ok(None) };
+            let v = v.value();
+            match (v.get(..32).and_then(|k| k.try_into().ok()), v.get(32..64).and_then(|s| s.try_into().ok()))
+            {
+                (Some(k), Some(s)) if v.len() == 64 => Ok(Some((k, s))),
+                _ => Err(FsError::Io("shared chunk secret is damaged".into())),
+            }
+        }
+
         /// Whether an inode's content is staged locally.
         pub fn is_staged(&self, ino: Ino) -> Result<bool, FsError> {
             Ok(self.0.open_table(STAGED).map_err(err)?.get(ino).map_err(err)?.is_some())
@@ -204,6 +232,10 @@ macro_rules! readers {
 
 impl Rx {
     readers!();
+
+    pub(super) fn raw(&self) -> &ReadTransaction {
+        &self.0
+    }
 
     /// Up to `limit` queued uploads.
     pub fn uploads(&self, limit: usize) -> Result<Vec<Addr>, FsError> {
@@ -264,6 +296,10 @@ impl Rx {
 
 impl Tx<'_> {
     readers!();
+
+    pub(super) fn raw(&self) -> &WriteTransaction {
+        self.0
+    }
 
     /// Writes an inode.
     pub fn put_inode(&self, a: &Attr) -> Result<(), FsError> {
@@ -345,7 +381,7 @@ impl Tx<'_> {
 
     /// Adjusts a chunk's reference count; a chunk that drops to zero references starts its
     /// garbage-collection grace period, one referenced again leaves it.
-    fn adjust_refs(&self, addr: &Addr, delta: i64) -> Result<(), FsError> {
+    pub fn adjust_refs(&self, addr: &Addr, delta: i64) -> Result<(), FsError> {
         if let Some(mut c) = self.chunk(addr)? {
             let before = c.refs;
             c.refs = (c.refs as i64 + delta).max(0) as u64;
@@ -367,6 +403,24 @@ impl Tx<'_> {
         self.0.open_table(UNREFERENCED).map_err(err)?.remove(&addr.0).map_err(err)?;
         self.set_upload(addr, None)?;
         self.set_small_outbox(addr, None)
+    }
+
+    /// Records a snapshot (or a share) and pins its addrs, or drops one and unpins them.
+    pub fn put_blob(&self, shares: bool, row: &BlobRow, keep: bool) -> Result<(), FsError> {
+        let mut t = self.0.open_table(if shares { SHARES } else { SNAPSHOTS }).map_err(err)?;
+        let had = t.get(row.info.id).map_err(err)?.is_some();
+        if keep && !had {
+            t.insert(row.info.id, row.encode().as_slice()).map_err(err)?;
+        } else if !keep && had {
+            t.remove(row.info.id).map_err(err)?;
+        }
+        drop(t);
+        if keep != had {
+            for a in &row.pins {
+                self.adjust_refs(a, if keep { 1 } else { -1 })?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes what the owner knows about a node.
@@ -423,7 +477,7 @@ impl Manifest {
     /// mounting user.
     pub fn open(path: &Path, uid: u32, gid: u32) -> Result<Manifest, FsError> {
         let db = Database::create(path).map_err(err)?;
-        let m = Manifest { db };
+        let m = Manifest::from_db(db);
         m.write_durable(|tx| {
             for t in [INODES, SYMLINKS] {
                 let _ = tx.0.open_table(t).map_err(err)?;
@@ -438,12 +492,30 @@ impl Manifest {
             let _ = tx.0.open_table(SMALL_OUTBOX).map_err(err)?;
             let _ = tx.0.open_table(UNREFERENCED).map_err(err)?;
             let _ = tx.0.open_table(NODES).map_err(err)?;
+            let _ = tx.0.open_table(SNAPSHOTS).map_err(err)?;
+            let _ = tx.0.open_table(SHARES).map_err(err)?;
+            let _ = tx.0.open_table(SHARE_SECRETS).map_err(err)?;
             if matches!(tx.inode(ROOT_INO), Err(FsError::NotFound)) {
                 tx.put_inode(&Attr::new(ROOT_INO, Kind::Dir, 0o755, uid, gid))?;
             }
             Ok(())
         })?;
         Ok(m)
+    }
+
+    pub(super) fn from_db(db: Database) -> Manifest {
+        Manifest { db, read_only: false }
+    }
+
+    /// Opens an existing manifest that no call may change (a snapshot or a share).
+    pub fn open_read_only(path: &Path) -> Result<Manifest, FsError> {
+        let m = Manifest::open(path, 0, 0)?;
+        Ok(Manifest { read_only: true, ..m })
+    }
+
+    /// Whether changes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// A read transaction.
@@ -456,6 +528,9 @@ impl Manifest {
         durability: Durability,
         f: impl FnOnce(&Tx) -> Result<T, FsError>,
     ) -> Result<T, FsError> {
+        if self.read_only {
+            return Err(FsError::ReadOnly);
+        }
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(durability);
         let out = f(&Tx(&txn));

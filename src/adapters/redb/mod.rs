@@ -1,6 +1,7 @@
 //! Every redb table definition, with versioned names, and the vault manifest built on them.
 //! Nothing else defines a table.
 
+pub mod dump;
 pub mod manifest;
 
 use redb::TableDefinition;
@@ -32,5 +33,11 @@ pub const SMALL_OUTBOX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new
 pub const UNREFERENCED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("unreferenced-v1");
 /// Manifest: what the owner knows about each storage node, node id → encoded `NodeRecord`.
 pub const NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("nodes-v1");
+/// Manifest: snapshots of this manifest kept in the fabric, id → encoded `SnapshotRow`.
+pub const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots-v1");
+/// Manifest: shares this vault handed out, id → encoded `ShareRow` (their pieces stay pinned).
+pub const SHARES: TableDefinition<u64, &[u8]> = TableDefinition::new("shares-v1");
+/// A shared manifest (mounted with `--share`): addr → content key ‖ proof-secret seed.
+pub const SHARE_SECRETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("share-secrets-v1");
 /// Manifest: counters and format version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");

@@ -5,7 +5,7 @@
 //! fsync makes the staging file and the manifest durable; after the last writer closes, the
 //! pipeline chunks the file into the outbox and drops the staging copy.
 
-use super::{Caller, Fh, FsError, SetAttr, TimeSet, Vault};
+use super::{Caller, Fh, FsError, Secrets, SetAttr, TimeSet, Vault};
 use crate::domain::fs::{Attr, Extent, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;
 use std::fs::File;
@@ -470,8 +470,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Ok(ct) => ct,
             Err(_) => self.fetch(e).await?,
         };
-        let plain =
-            self.keys.open(&e.id, &e.addr, &ct).map_err(|err| FsError::Unavailable(err.to_string()))?;
+        let opened = match self.secrets {
+            Secrets::Owner => self.keys.open(&e.id, &e.addr, &ct),
+            Secrets::Shared => {
+                let (key, _) = self.shared_secret(&e.addr)?;
+                crate::domain::seal::decrypt_with_key(&key, &e.addr, &ct)
+            }
+        };
+        let plain = opened.map_err(|err| FsError::Unavailable(err.to_string()))?;
         let plain = Arc::new(plain);
         Self::lock(&self.cache).put(e.id, plain.clone());
         Ok(plain)
@@ -493,7 +499,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let first = e.addr.0[0] as usize % hints.len();
             hints.rotate_left(first);
         }
-        let items = [(e.addr, self.keys.proof_secret(&e.addr))];
+        let items = [(e.addr, self.proof_secret(&e.addr)?)];
         match tokio::time::timeout(timeout, fabric.get(&items, &hints)).await {
             Ok(Ok(mut got)) if !got.is_empty() => Ok(got.swap_remove(0).1),
             Ok(Ok(_)) => Err(unavailable("no node returned it")),
@@ -502,8 +508,27 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
     }
 
+    /// A shared chunk's content key and proof-secret seed, from the share's manifest.
+    fn shared_secret(&self, addr: &crate::domain::ids::Addr) -> Result<([u8; 32], [u8; 32]), FsError> {
+        self.m
+            .read()?
+            .share_secret(addr)?
+            .ok_or_else(|| FsError::Unavailable(format!("chunk {addr:?} is not part of this share")))
+    }
+
+    /// The proof secret that lets this vault fetch `addr`.
+    pub(super) fn proof_secret(
+        &self,
+        addr: &crate::domain::ids::Addr,
+    ) -> Result<crate::domain::proof::ProofSecret, FsError> {
+        match self.secrets {
+            Secrets::Owner => Ok(self.keys.proof_secret(addr)),
+            Secrets::Shared => Ok(crate::domain::proof::ProofSecret::from_seed(&self.shared_secret(addr)?.1)),
+        }
+    }
+
     /// The fabric, waiting up to `within` for it to connect.
-    pub(super) async fn fabric_within(&self, within: std::time::Duration) -> Option<Arc<F>> {
+    pub async fn fabric_within(&self, within: std::time::Duration) -> Option<Arc<F>> {
         let mut rx = self.fabric.subscribe();
         let found = match tokio::time::timeout(within, rx.wait_for(|f| f.is_some())).await {
             Ok(Ok(f)) => f.clone(),

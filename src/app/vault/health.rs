@@ -27,6 +27,11 @@ pub struct HealthOptions {
     pub lease: Duration,
     /// How long an unreferenced chunk waits before it is deleted from its replicas.
     pub gc_grace: Duration,
+    /// How often the manifest is snapshotted into the fabric when it changed (zero: only at
+    /// unmount and on request).
+    pub snapshot_interval: Duration,
+    /// Which snapshots are kept.
+    pub retention: crate::domain::snapshot::Retention,
 }
 
 impl Default for HealthOptions {
@@ -36,6 +41,8 @@ impl Default for HealthOptions {
             audit_rate: 200,
             lease: Duration::from_secs(90 * 24 * 3600),
             gc_grace: Duration::from_secs(3600),
+            snapshot_interval: Duration::from_secs(3600),
+            retention: crate::domain::snapshot::Retention::default(),
         }
     }
 }
@@ -246,7 +253,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Resolves a vault path ("/a/b") to its inode.
-    fn resolve(&self, path: &str) -> Result<Ino, FsError> {
+    pub(super) fn resolve(&self, path: &str) -> Result<Ino, FsError> {
         let rx = self.m.read()?;
         let mut ino = ROOT_INO;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
@@ -639,7 +646,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Deletes chunks unreferenced for longer than the grace period from their replicas, then
     /// forgets them. Returns how many were collected.
     pub(super) async fn collect_garbage(&self, fabric: &F) -> Result<u64, FsError> {
-        let before = now_ms().saturating_sub(self.health.gc_grace.as_millis() as u64);
+        let mut before = now_ms().saturating_sub(self.health.gc_grace.as_millis() as u64);
+        // A chunk unreferenced after the oldest retained snapshot was taken may be named by a
+        // snapshot: it stays until retention drops every snapshot older than its unreferencing.
+        if let Some(oldest) = self.oldest_snapshot_ms()? {
+            before = before.min(oldest);
+        }
         let candidates = self.m.read()?.unreferenced(before, 1024)?;
         let mut collected = 0;
         for addr in candidates {
@@ -761,8 +773,10 @@ pub async fn run_maintenance<F: ChunkFabric + 'static>(vault: Arc<Vault<F>>, can
         .min()
         .unwrap_or(Duration::from_secs(60))
         .max(Duration::from_secs(1));
+    let every = if h.snapshot_interval.is_zero() { every } else { every.min(h.snapshot_interval) };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_snapshot = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -770,6 +784,13 @@ pub async fn run_maintenance<F: ChunkFabric + 'static>(vault: Arc<Vault<F>>, can
         }
         let Some(fabric) = vault.fabric_within(Duration::ZERO).await else { continue };
         let pass = async {
+            if !h.snapshot_interval.is_zero() && last_snapshot.elapsed() >= h.snapshot_interval {
+                match vault.snapshot(false, Duration::from_secs(600)).await {
+                    Ok(super::SnapshotOutcome::Pending) => {} // tried again at the next tick
+                    Ok(_) => last_snapshot = tokio::time::Instant::now(),
+                    Err(e) => tracing::warn!(error = %e, "periodic snapshot failed; retrying later"),
+                }
+            }
             if let Err(e) = vault.collect_garbage(&*fabric).await {
                 tracing::warn!(error = %e, "garbage collection failed");
             }

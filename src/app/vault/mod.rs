@@ -11,6 +11,7 @@ mod cache;
 mod data;
 mod health;
 mod pipeline;
+mod snapshot;
 mod status;
 
 use crate::adapters::redb::manifest::Manifest;
@@ -31,6 +32,9 @@ pub use health::{
     nodes_json, nodes_render, nodes_view, run_maintenance, AuditReport, HealthOptions, HealthStats, Scope,
 };
 pub use pipeline::{run_pipeline, PipelineStats};
+pub use snapshot::{
+    fetch_blob, find_root, materialize_share, materialize_snapshot, RootFound, SnapshotOutcome,
+};
 pub use status::VaultStatus;
 
 /// A file handle.
@@ -176,6 +180,19 @@ pub struct Vault<F> {
     health: HealthOptions,
     /// Maintenance counters.
     pub health_stats: HealthStats,
+    /// Whose secrets open the chunks: the owner's keys, or a share's per-chunk secrets.
+    secrets: Secrets,
+    /// One snapshot at a time, and the hash of the manifest as of the last one.
+    snapshotting: tokio::sync::Mutex<Option<[u8; 32]>>,
+}
+
+/// Where a vault's chunk secrets come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// Derived from the owner's master key.
+    Owner,
+    /// Listed per chunk in a share's manifest (a recipient mounting a capability).
+    Shared,
 }
 
 /// What to create in `make`.
@@ -215,8 +232,39 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
         m.write_durable(|tx| tx.set_meta("replicas", opts.replicas as u64))?;
+        let vault = Self::build(m, keys, opts, staging, outbox, Secrets::Owner);
+        vault.recover()?;
+        Ok(vault)
+    }
+
+    /// Opens a snapshot's or a share's manifest read-only: every change fails with EROFS, and
+    /// nothing is staged, uploaded or maintained.
+    pub fn load_read_only(
+        manifest: &Path,
+        keys: Arc<VaultKeys>,
+        opts: VaultOptions,
+        secrets: Secrets,
+    ) -> Result<Self, FsError> {
+        let m = Manifest::open_read_only(manifest)?;
+        let none = manifest.with_extension("no-local-data");
+        Ok(Self::build(m, keys, opts, none.clone(), none, secrets))
+    }
+
+    /// Whether this vault refuses changes.
+    pub fn is_read_only(&self) -> bool {
+        self.m.is_read_only()
+    }
+
+    fn build(
+        m: Manifest,
+        keys: Arc<VaultKeys>,
+        opts: VaultOptions,
+        staging: PathBuf,
+        outbox: PathBuf,
+        secrets: Secrets,
+    ) -> Self {
         let opts_health = opts.health.clone();
-        let vault = Vault {
+        Vault {
             m,
             keys,
             fabric: watch::channel(None).0,
@@ -238,9 +286,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             busy: Mutex::default(),
             health: opts_health,
             health_stats: HealthStats::default(),
-        };
-        vault.recover()?;
-        Ok(vault)
+            secrets,
+            snapshotting: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Hands the vault a connected fabric (it starts without one, e.g. when offline).
@@ -677,6 +725,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Makes every manifest change so far durable (called periodically and at unmount).
     pub fn checkpoint(&self) -> Result<(), FsError> {
+        if self.m.is_read_only() {
+            return Ok(());
+        }
         self.m.checkpoint()
     }
 

@@ -41,7 +41,7 @@ pub(super) struct Prepared {
 
 /// Chunks up to this size wait in the manifest rather than in an outbox file of their own
 /// (creating and deleting many tiny files costs more than the data).
-const SMALL_CHUNK: usize = 64 * 1024;
+pub(super) const SMALL_CHUNK: usize = 64 * 1024;
 
 /// Reads a file from offset 0 with positional reads (no shared cursor).
 struct PosReader<'a> {

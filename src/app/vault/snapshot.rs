@@ -1,0 +1,439 @@
+//! Disaster recovery and sharing (DESIGN §8, §4): manifest snapshots stored in the fabric, the
+//! signed root record that points at them, and read capabilities for a subtree.
+//!
+//! A snapshot is taken only when the vault is settled (nothing staged, nothing waiting for
+//! upload), so every chunk it names is already in the fabric. Its pieces go through the ordinary
+//! upload queue, and the root record is published only once they are quorum-durable: a root
+//! record never points at data that could be missing.
+
+use super::{FsError, Vault};
+use crate::adapters::redb::dump::DumpWriter;
+use crate::adapters::redb::manifest::Manifest;
+use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Ino, Kind, ROOT_INO};
+use crate::domain::ids::Addr;
+use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};
+use crate::domain::share::Capability;
+use crate::domain::snapshot::{
+    choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobRow, PieceRef, RootChoice,
+    RootRecord, SealedBlob, SnapshotInfo,
+};
+use crate::domain::unix_ms;
+use crate::ports::fabric::ChunkFabric;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// Pieces fetched per request when reading a blob back.
+const FETCH_BATCH: usize = 8;
+
+/// What `snapshot` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotOutcome {
+    /// A snapshot was stored and the root record now points at it.
+    Taken(SnapshotInfo),
+    /// Nothing changed since the last snapshot.
+    Unchanged,
+    /// Files are still staged or uploading; a snapshot would name data not yet in the fabric.
+    Pending,
+}
+
+/// What the fabric holds as this vault's root: the chosen record and what was wrong elsewhere.
+pub struct RootFound {
+    /// The newest validly signed record, opened.
+    pub record: RootRecord,
+    /// Sources that served an older record, and refused records.
+    pub choice: RootChoice,
+}
+
+impl RootFound {
+    /// Warnings for the user: rollbacks and forgeries seen.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for (source, v) in &self.choice.rolled_back {
+            w.push(format!(
+                "rollback detected: {source} serves root record version {v}, but version {} exists; using the newest",
+                self.record.version
+            ));
+        }
+        for (source, e) in &self.choice.refused {
+            w.push(format!("refused a root record from {source}: {e}"));
+        }
+        w
+    }
+}
+
+fn fs_err(e: impl std::fmt::Display) -> FsError {
+    FsError::Unavailable(e.to_string())
+}
+
+/// Finds the vault's newest validly signed root record in the fabric. `Ok(None)` when there is
+/// none (a new vault, or a key that never made a snapshot).
+pub async fn find_root<F: ChunkFabric>(fabric: &F, keys: &VaultKeys) -> Result<Option<RootFound>, FsError> {
+    let vk = keys.root_signing_key().verifying_key();
+    let served = fabric.fetch_roots(&root_locator(&vk)).await.map_err(fs_err)?;
+    let choice = choose_root(&served, &vk);
+    let Some((_, bytes)) = &choice.newest else {
+        for (source, e) in &choice.refused {
+            tracing::warn!(%source, error = %e, "refused a root record");
+        }
+        return Ok(None);
+    };
+    let record = RootRecord::open(bytes, &vk, &keys.root_body_key()).map_err(fs_err)?;
+    Ok(Some(RootFound { record, choice }))
+}
+
+/// Fetches a blob's head and pieces, verifying each against its addr, and returns the payload.
+/// `progress` gets (pieces done, total).
+pub async fn fetch_blob<F: ChunkFabric>(
+    fabric: &F,
+    keys: &ChunkKeys,
+    head: &PieceRef,
+    timeout: Duration,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Vec<u8>, FsError> {
+    let get = |items: Vec<(Addr, crate::domain::proof::ProofSecret)>| async move {
+        tokio::time::timeout(timeout, fabric.get(&items, &[]))
+            .await
+            .map_err(|_| FsError::Unavailable("no node answered in time".into()))?
+            .map_err(fs_err)
+    };
+    let got = get(vec![(head.addr, head.secret())]).await?;
+    let ct =
+        got.into_iter().find(|(a, _)| *a == head.addr).map(|(_, ct)| ct).ok_or_else(|| {
+            FsError::Unavailable(format!("no node holds the head {:?} any more", head.addr))
+        })?;
+    let head = open_head(keys, head, &ct).map_err(fs_err)?;
+    let total = head.pieces.len() as u64;
+    let mut plain: HashMap<Addr, Vec<u8>> = HashMap::new();
+    let distinct: Vec<&PieceRef> = {
+        let mut seen = HashSet::new();
+        head.pieces.iter().filter(|p| seen.insert(p.addr)).collect()
+    };
+    let mut done = 0;
+    progress(0, total);
+    for batch in distinct.chunks(FETCH_BATCH) {
+        let got = get(batch.iter().map(|p| (p.addr, p.secret())).collect()).await?;
+        for p in batch {
+            let ct = got.iter().find(|(a, _)| *a == p.addr).map(|(_, ct)| ct).ok_or_else(|| {
+                FsError::Unavailable(format!("piece {:?} could not be retrieved from any node", p.addr))
+            })?;
+            plain.insert(p.addr, open_piece(keys, p, ct).map_err(fs_err)?);
+            done += 1;
+            progress(done, total);
+        }
+    }
+    let mut out = Vec::with_capacity(head.len as usize);
+    for p in &head.pieces {
+        out.extend_from_slice(&plain[&p.addr]);
+    }
+    if out.len() as u64 != head.len {
+        return Err(FsError::Unavailable("blob length does not match its head".into()));
+    }
+    Ok(out)
+}
+
+/// Rebuilds a manifest at `path` from snapshot `info` of the vault: fetches and verifies it,
+/// imports it, and records the snapshot itself (so it stays pinned and listed).
+pub async fn materialize_snapshot<F: ChunkFabric>(
+    fabric: &F,
+    keys: &VaultKeys,
+    root: &RootRecord,
+    info: &SnapshotInfo,
+    path: &Path,
+    timeout: Duration,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Manifest, FsError> {
+    let dump = fetch_blob(fabric, keys.snapshot(), &info.head, timeout, progress).await?;
+    // The head's pieces, to pin them in the rebuilt manifest.
+    let head_ct = fabric
+        .get(&[(info.head.addr, info.head.secret())], &[])
+        .await
+        .map_err(fs_err)?
+        .into_iter()
+        .next()
+        .map(|(_, ct)| ct)
+        .ok_or_else(|| FsError::Unavailable("snapshot head vanished".into()))?;
+    let head = open_head(keys.snapshot(), &info.head, &head_ct).map_err(fs_err)?;
+    let tmp = path.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    let m = Manifest::import(&tmp, &dump, &|_, _| {})?;
+    m.write_durable(|tx| {
+        let mut pins = vec![info.head];
+        pins.extend(head.pieces.iter().copied());
+        let mut seen = HashSet::new();
+        for p in pins.iter().filter(|p| seen.insert(p.addr)) {
+            if tx.chunk(&p.addr)?.is_none() {
+                let rec = ChunkRecord {
+                    id: p.id,
+                    ct_len: p.len,
+                    refs: 0,
+                    state: ChunkState::Durable,
+                    replicas: Vec::new(),
+                };
+                tx.put_chunk(&p.addr, &rec)?;
+            }
+        }
+        let row = BlobRow { info: *info, pins: seen.into_iter().collect(), path: Vec::new() };
+        tx.put_blob(false, &row, true)?;
+        let last = root.snapshots.iter().map(|s| s.id).max().unwrap_or(info.id);
+        tx.set_meta("last_snapshot", last)?;
+        tx.set_meta("root_version", root.version)
+    })?;
+    drop(m);
+    std::fs::rename(&tmp, path)?;
+    Manifest::open(path, 0, 0)
+}
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// Snapshots the manifest into the fabric and publishes a root record pointing at it.
+    /// Waits up to `wait` for the snapshot's pieces to become quorum-durable.
+    pub async fn snapshot(&self, force: bool, wait: Duration) -> Result<SnapshotOutcome, FsError> {
+        if self.is_read_only() {
+            return Err(FsError::ReadOnly);
+        }
+        let mut last_hash = self.snapshotting.lock().await;
+        let fabric = self
+            .fabric_within(self.opts.fetch_timeout)
+            .await
+            .ok_or_else(|| FsError::Unavailable("the fabric is unreachable".into()))?;
+        let (dump, files, bytes, id) = {
+            let rx = self.m.read()?;
+            if !rx.staged()?.is_empty() || !rx.uploads(1)?.is_empty() {
+                return Ok(SnapshotOutcome::Pending);
+            }
+            let (dump, files, bytes) = rx.dump()?;
+            (dump, files, bytes, rx.meta("last_snapshot")?.unwrap_or(0) + 1)
+        };
+        let hash = *blake3::hash(&dump).as_bytes();
+        if !force && *last_hash == Some(hash) {
+            return Ok(SnapshotOutcome::Unchanged);
+        }
+        let blob = seal_blob(self.keys.snapshot(), &dump, self.keys.chunker_seed()).map_err(fs_err)?;
+        let now = unix_ms(SystemTime::now());
+        let info = SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes };
+        let row = BlobRow { info, pins: blob.addrs(), path: Vec::new() };
+        self.store_blob(&blob, &row, false, wait).await?;
+        // Retention: drop what the policy no longer keeps (their pieces become garbage).
+        let rows = self.m.read()?.blobs(false)?;
+        let keep = retain(
+            &rows.iter().map(|r| (r.info.id, r.info.taken_ms)).collect::<Vec<_>>(),
+            self.health.retention,
+        );
+        let dropped: Vec<&BlobRow> = rows.iter().filter(|r| !keep.contains(&r.info.id)).collect();
+        self.m.write_durable(|tx| dropped.iter().try_for_each(|r| tx.put_blob(false, r, false)))?;
+        let kept: Vec<SnapshotInfo> =
+            rows.iter().filter(|r| keep.contains(&r.info.id)).map(|r| r.info).collect();
+        self.publish_root(&*fabric, kept).await?;
+        // The manifest as it stands now (with this snapshot recorded) is what "unchanged" means.
+        *last_hash = Some(*blake3::hash(&self.m.read()?.dump()?.0).as_bytes());
+        tracing::info!(id, files, pieces = row.pins.len(), "snapshot stored");
+        Ok(SnapshotOutcome::Taken(info))
+    }
+
+    /// Retained snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, FsError> {
+        Ok(self.m.read()?.blobs(false)?.into_iter().map(|r| r.info).collect())
+    }
+
+    /// The oldest retained snapshot's time: chunks unreferenced before it may still be named by
+    /// a snapshot, so garbage collection keeps them.
+    pub(super) fn oldest_snapshot_ms(&self) -> Result<Option<u64>, FsError> {
+        Ok(self.snapshots()?.iter().map(|s| s.taken_ms).min())
+    }
+
+    /// Signs and publishes a root record listing `snapshots`, with a version above any seen.
+    async fn publish_root(&self, fabric: &F, snapshots: Vec<SnapshotInfo>) -> Result<u64, FsError> {
+        let local = self.m.read()?.meta("root_version")?.unwrap_or(0);
+        let seen = match find_root(fabric, &self.keys).await? {
+            Some(found) => {
+                for w in found.warnings() {
+                    tracing::warn!("{w}");
+                }
+                if found.record.version < local {
+                    tracing::warn!(
+                        fabric = found.record.version,
+                        local,
+                        "rollback detected: the fabric's newest root record is older than the last one this vault published; publishing a newer one"
+                    );
+                }
+                found.record.version
+            }
+            None => 0,
+        };
+        let version = local.max(seen) + 1;
+        let record = RootRecord { version, written_ms: unix_ms(SystemTime::now()), snapshots };
+        let bytes = record.seal(self.keys.root_signing_key(), &self.keys.root_body_key());
+        let locator = root_locator(&self.keys.root_signing_key().verifying_key());
+        fabric.publish_root(&locator, &bytes).await.map_err(fs_err)?;
+        self.m.write_durable(|tx| tx.set_meta("root_version", version))?;
+        Ok(version)
+    }
+
+    /// Queues a blob's pieces for upload (pinning them with `row`) and waits until they are
+    /// quorum-durable.
+    async fn store_blob(
+        &self,
+        blob: &SealedBlob,
+        row: &BlobRow,
+        share: bool,
+        wait: Duration,
+    ) -> Result<(), FsError> {
+        let mut fresh = Vec::new();
+        {
+            let rx = self.m.read()?;
+            let mut seen = HashSet::new();
+            for p in std::iter::once(&blob.head).chain(&blob.pieces) {
+                if seen.insert(p.addr) && rx.chunk(&p.addr)?.is_none_or(|c| c.refs == 0) {
+                    fresh.push(p);
+                }
+            }
+        }
+        for p in fresh.iter().filter(|p| p.ciphertext.len() > super::pipeline::SMALL_CHUNK) {
+            std::fs::write(self.outbox.join(p.addr.to_hex()), &p.ciphertext)?;
+        }
+        let outbox = std::fs::File::open(&self.outbox)?;
+        outbox.sync_all()?;
+        let now = unix_ms(SystemTime::now());
+        self.m.write_durable(|tx| {
+            for p in &fresh {
+                if tx.chunk(&p.addr)?.is_none() {
+                    let rec = ChunkRecord {
+                        id: p.id,
+                        ct_len: p.ciphertext.len() as u32,
+                        refs: 0,
+                        state: ChunkState::Pending,
+                        replicas: Vec::new(),
+                    };
+                    tx.put_chunk(&p.addr, &rec)?;
+                }
+                tx.set_upload(&p.addr, Some(now))?;
+                if p.ciphertext.len() <= super::pipeline::SMALL_CHUNK {
+                    tx.set_small_outbox(&p.addr, Some(&p.ciphertext))?;
+                }
+            }
+            tx.set_meta(if share { "last_share" } else { "last_snapshot" }, row.info.id)?;
+            tx.put_blob(share, row, true)
+        })?;
+        self.upload_work.notify_one();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.uploaded.notified();
+            let rx = self.m.read()?;
+            let mut waiting = 0;
+            for a in &row.pins {
+                waiting += usize::from(rx.upload_queued(a)?);
+            }
+            drop(rx);
+            if waiting == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(FsError::Unavailable(format!(
+                    "{waiting} snapshot pieces are not quorum-durable yet; they keep uploading in the background"
+                )));
+            }
+        }
+    }
+
+    /// Creates a read capability for the file or directory tree at `path` (from the vault's
+    /// root): stores the subtree's manifest, with each chunk's content key and proof-secret
+    /// seed, as a blob under a fresh share secret, and pins it.
+    pub async fn share(&self, path: &str, wait: Duration) -> Result<Capability, FsError> {
+        if self.is_read_only() {
+            return Err(FsError::ReadOnly);
+        }
+        let (dump, files, bytes) = {
+            let rx = self.m.read()?;
+            let target = self.resolve(path)?;
+            let mut w = DumpWriter::default();
+            let attr = rx.inode(target)?;
+            let mut queue: Vec<(Ino, Ino)> = Vec::new(); // (real ino, ino in the share)
+            if attr.kind == Kind::Dir {
+                queue.push((target, ROOT_INO));
+            } else {
+                let mut root = Attr::new(ROOT_INO, Kind::Dir, 0o555, attr.uid, attr.gid);
+                root.mtime = attr.mtime;
+                w.inode(&root);
+                let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("file");
+                w.dirent(ROOT_INO, name.as_bytes(), target);
+                queue.push((target, target));
+            }
+            let mut seen_chunks = HashSet::new();
+            let mut seen_inodes = HashSet::new();
+            while let Some((real, ino)) = queue.pop() {
+                if !seen_inodes.insert(real) {
+                    continue;
+                }
+                if rx.is_staged(real)? {
+                    return Err(FsError::Unavailable(format!(
+                        "{path} has files not yet uploaded; share it once `quloud status` shows nothing pending"
+                    )));
+                }
+                let mut a = rx.inode(real)?;
+                a.ino = ino;
+                w.inode(&a);
+                match a.kind {
+                    Kind::Dir => {
+                        for (name, child) in rx.children(real)? {
+                            w.dirent(ino, &name, child);
+                            queue.push((child, child));
+                        }
+                    }
+                    Kind::Symlink => w.symlink(ino, &rx.symlink(real)?),
+                    _ => {}
+                }
+                for name in rx.xattr_names(real)? {
+                    if let Some(v) = rx.xattr(real, &name)? {
+                        w.xattr(ino, &name, &v);
+                    }
+                }
+                for e in rx.extents(real, 0, u64::MAX)? {
+                    w.extent(ino, &e);
+                    if seen_chunks.insert(e.addr) {
+                        let mut c =
+                            rx.chunk(&e.addr)?.ok_or_else(|| FsError::Io("extent without chunk".into()))?;
+                        if rx.upload_queued(&e.addr)? {
+                            return Err(FsError::Unavailable(format!(
+                                "{path} has chunks not yet uploaded; share it once `quloud status` shows nothing pending"
+                            )));
+                        }
+                        c.refs = 1;
+                        w.chunk(&e.addr, &c);
+                        w.share_secret(
+                            &e.addr,
+                            &self.keys.content_key(&e.id),
+                            &self.keys.data().proof_seed(&e.addr),
+                        );
+                    }
+                }
+            }
+            let (files, bytes) = w.counts();
+            (w.finish(), files, bytes)
+        };
+        let mut secret = [0u8; SHARE_SECRET_LEN];
+        crate::domain::random_bytes(&mut secret);
+        let keys = self.keys.share(&secret);
+        let blob = seal_blob(&keys, &dump, self.keys.chunker_seed()).map_err(fs_err)?;
+        let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
+        let info =
+            SnapshotInfo { id, taken_ms: unix_ms(SystemTime::now()), head: blob.head_ref, files, bytes };
+        let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
+        self.store_blob(&blob, &row, true, wait).await?;
+        Ok(Capability { secret, head: blob.head_ref })
+    }
+}
+
+/// Fetches a share's manifest with its capability and writes it to `path`.
+pub async fn materialize_share<F: ChunkFabric>(
+    fabric: &F,
+    cap: &Capability,
+    path: &Path,
+    timeout: Duration,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(), FsError> {
+    let keys = crate::domain::keys::share_piece_keys(&cap.secret);
+    let dump = fetch_blob(fabric, &keys, &cap.head, timeout, progress).await?;
+    let _ = std::fs::remove_file(path);
+    drop(Manifest::import(path, &dump, &|_, _| {})?);
+    Ok(())
+}

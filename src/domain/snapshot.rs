@@ -1,0 +1,575 @@
+//! Manifest snapshots and the vault's root record (DESIGN §8), and the blobs both build on.
+//!
+//! - A **blob** is a byte string stored in the fabric like file data: split by FastCDC into
+//!   pieces, each sealed deterministically (so consecutive snapshots share most pieces), plus a
+//!   *head* piece listing the pieces. A `PieceRef` names a piece and carries the seed of its
+//!   proof secret, so whoever holds a blob's head can fetch and open exactly that blob.
+//! - A **snapshot** is a blob of the manifest, sealed with keys derived from the manifest key.
+//! - The **root record** lists the retained snapshots. Its body is encrypted with a key derived
+//!   from the manifest key; the whole record is signed with the root signing key and carries a
+//!   version that only grows, so the newest validly signed record wins and an older one served
+//!   later is recognised as a rollback.
+
+use crate::domain::chunker::{chunk_ranges, MAX_CHUNK};
+use crate::domain::ids::{Addr, ChunkId};
+use crate::domain::keys::ChunkKeys;
+use crate::domain::proof::ProofSecret;
+use crate::domain::seal::{SealError, SealedChunk};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use std::collections::BTreeSet;
+
+/// Encoded length of a `PieceRef`.
+pub const PIECE_REF_LEN: usize = 32 + 32 + 4 + 32;
+/// Most pieces one blob may have (its head must fit in one chunk).
+pub const MAX_PIECES: usize = (MAX_CHUNK - 16) / PIECE_REF_LEN;
+/// Largest root record accepted.
+pub const MAX_ROOT_RECORD: usize = 64 * 1024;
+/// Most snapshots one root record lists.
+pub const MAX_LISTED: usize = 400;
+
+const HEAD_VERSION: u8 = 1;
+const ROOT_VERSION: u8 = 1;
+const ROOT_DOMAIN: &[u8] = b"quloud v1 root record";
+const ROOT_HEADER: usize = 1 + 32 + 8 + 8 + 12 + 4;
+
+/// One piece of a blob: its chunk id, addr, ciphertext length and proof-secret seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PieceRef {
+    /// Keyed hash of the piece's plaintext (derives its content key).
+    pub id: ChunkId,
+    /// `blake3(ciphertext)`.
+    pub addr: Addr,
+    /// Ciphertext length.
+    pub len: u32,
+    /// Seed of the piece's proof secret.
+    pub seed: [u8; 32],
+}
+
+impl PieceRef {
+    /// The reference of a sealed piece.
+    pub fn of(keys: &ChunkKeys, s: &SealedChunk) -> PieceRef {
+        PieceRef { id: s.id, addr: s.addr, len: s.ciphertext.len() as u32, seed: keys.proof_seed(&s.addr) }
+    }
+
+    /// The proof secret that lets its holder fetch this piece.
+    pub fn secret(&self) -> ProofSecret {
+        ProofSecret::from_seed(&self.seed)
+    }
+
+    /// Appends the encoding.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.addr.0);
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.seed);
+    }
+
+    /// Decodes one reference from exactly `PIECE_REF_LEN` bytes.
+    pub fn decode(b: &[u8]) -> Option<PieceRef> {
+        if b.len() != PIECE_REF_LEN {
+            return None;
+        }
+        Some(PieceRef {
+            id: ChunkId(b[..32].try_into().ok()?),
+            addr: Addr(b[32..64].try_into().ok()?),
+            len: u32::from_le_bytes(b[64..68].try_into().ok()?),
+            seed: b[68..100].try_into().ok()?,
+        })
+    }
+}
+
+/// Why a blob, a root record or a capability could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlobError {
+    /// A piece failed verification or decryption.
+    #[error("{0}")]
+    Seal(#[from] SealError),
+    /// The bytes do not parse.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// The payload is larger than one blob may be.
+    #[error("the manifest is too large for one snapshot ({0} pieces, at most {MAX_PIECES})")]
+    TooLarge(usize),
+}
+
+/// A blob sealed and ready to store: its head and its pieces.
+pub struct SealedBlob {
+    /// The head piece (lists the others).
+    pub head: SealedChunk,
+    /// Reference to the head: all a reader needs besides the keys.
+    pub head_ref: PieceRef,
+    /// The payload pieces, in order (a repeated piece appears once per occurrence).
+    pub pieces: Vec<SealedChunk>,
+}
+
+impl SealedBlob {
+    /// Every distinct addr the blob occupies, head first.
+    pub fn addrs(&self) -> Vec<Addr> {
+        let mut seen = BTreeSet::new();
+        std::iter::once(&self.head)
+            .chain(&self.pieces)
+            .filter(|p| seen.insert(p.addr))
+            .map(|p| p.addr)
+            .collect()
+    }
+}
+
+/// Splits `payload` into content-defined pieces and seals them and their head with `keys`.
+pub fn seal_blob(keys: &ChunkKeys, payload: &[u8], chunker_seed: u64) -> Result<SealedBlob, BlobError> {
+    let pieces: Vec<SealedChunk> =
+        chunk_ranges(payload, chunker_seed).map(|r| keys.seal(&payload[r])).collect();
+    if pieces.len() > MAX_PIECES {
+        return Err(BlobError::TooLarge(pieces.len()));
+    }
+    let mut head = Vec::with_capacity(13 + pieces.len() * PIECE_REF_LEN);
+    head.push(HEAD_VERSION);
+    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
+    for p in &pieces {
+        PieceRef::of(keys, p).encode_into(&mut head);
+    }
+    let head = keys.seal(&head);
+    let head_ref = PieceRef::of(keys, &head);
+    Ok(SealedBlob { head, head_ref, pieces })
+}
+
+/// A blob's head, opened: the payload length and its pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobHead {
+    /// Bytes of payload.
+    pub len: u64,
+    /// Its pieces, in order.
+    pub pieces: Vec<PieceRef>,
+}
+
+/// Verifies and opens a head fetched for `head`.
+pub fn open_head(keys: &ChunkKeys, head: &PieceRef, ciphertext: &[u8]) -> Result<BlobHead, BlobError> {
+    let plain = keys.open(&head.id, &head.addr, ciphertext)?;
+    let bad = || BlobError::Malformed("snapshot or share head");
+    if plain.len() < 13 || plain[0] != HEAD_VERSION {
+        return Err(bad());
+    }
+    let len = u64::from_le_bytes(plain[1..9].try_into().map_err(|_| bad())?);
+    let count = u32::from_le_bytes(plain[9..13].try_into().map_err(|_| bad())?) as usize;
+    let body = &plain[13..];
+    if count > MAX_PIECES || body.len() != count * PIECE_REF_LEN {
+        return Err(bad());
+    }
+    let pieces: Option<Vec<PieceRef>> = body.chunks_exact(PIECE_REF_LEN).map(PieceRef::decode).collect();
+    let pieces = pieces.ok_or_else(bad)?;
+    if pieces.iter().map(|p| p.len as u64).sum::<u64>() != len + 16 * count as u64 {
+        return Err(bad());
+    }
+    Ok(BlobHead { len, pieces })
+}
+
+/// Verifies and opens one payload piece.
+pub fn open_piece(keys: &ChunkKeys, piece: &PieceRef, ciphertext: &[u8]) -> Result<Vec<u8>, BlobError> {
+    Ok(keys.open(&piece.id, &piece.addr, ciphertext)?)
+}
+
+/// A snapshot as the root record lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Number, growing with each snapshot of the vault.
+    pub id: u64,
+    /// When it was taken (Unix ms).
+    pub taken_ms: u64,
+    /// Its head.
+    pub head: PieceRef,
+    /// Files in it.
+    pub files: u64,
+    /// Bytes of file data in it.
+    pub bytes: u64,
+}
+
+/// Encoded length of a `SnapshotInfo`.
+pub const SNAPSHOT_INFO_LEN: usize = 8 + 8 + PIECE_REF_LEN + 8 + 8;
+
+impl SnapshotInfo {
+    /// Appends the encoding.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.taken_ms.to_le_bytes());
+        self.head.encode_into(out);
+        out.extend_from_slice(&self.files.to_le_bytes());
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+    }
+
+    /// Decodes exactly `SNAPSHOT_INFO_LEN` bytes.
+    pub fn decode(b: &[u8]) -> Option<SnapshotInfo> {
+        if b.len() != SNAPSHOT_INFO_LEN {
+            return None;
+        }
+        let u = |r: std::ops::Range<usize>| b[r].try_into().ok().map(u64::from_le_bytes);
+        Some(SnapshotInfo {
+            id: u(0..8)?,
+            taken_ms: u(8..16)?,
+            head: PieceRef::decode(&b[16..16 + PIECE_REF_LEN])?,
+            files: u(16 + PIECE_REF_LEN..24 + PIECE_REF_LEN)?,
+            bytes: u(24 + PIECE_REF_LEN..32 + PIECE_REF_LEN)?,
+        })
+    }
+}
+
+/// The vault's root record: the retained snapshots, newest last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootRecord {
+    /// Grows with every record the vault publishes.
+    pub version: u64,
+    /// When it was written (Unix ms).
+    pub written_ms: u64,
+    /// Retained snapshots, oldest first.
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// Why a root record was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RootError {
+    /// Does not parse, or is too large.
+    #[error("malformed root record")]
+    Malformed,
+    /// Signed by another key than this vault's root signing key.
+    #[error("root record is not signed by this vault's key")]
+    WrongKey,
+    /// The signature does not verify: forged or altered.
+    #[error("root record signature does not verify (forged or altered)")]
+    BadSignature,
+    /// Signed correctly, but the body does not decrypt (a bug or a key mix-up).
+    #[error("root record body does not decrypt")]
+    Body,
+}
+
+/// The subject token under which a vault's root records are kept: derived from the root
+/// verifying key, so nodes can check that a record belongs where it is filed.
+pub fn root_locator(key: &VerifyingKey) -> String {
+    crate::domain::ids::to_hex(&blake3::derive_key("quloud v1 root locator", key.as_bytes())[..16])
+}
+
+impl RootRecord {
+    /// Encrypts, signs and encodes the record.
+    pub fn seal(&self, signing: &SigningKey, body_key: &[u8; 32]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(4 + self.snapshots.len() * SNAPSHOT_INFO_LEN);
+        body.extend_from_slice(&(self.snapshots.len() as u32).to_le_bytes());
+        for s in self.snapshots.iter().rev().take(MAX_LISTED).rev() {
+            s.encode_into(&mut body);
+        }
+        let mut nonce = [0u8; 12];
+        crate::domain::random_bytes(&mut nonce);
+        let mut out = Vec::with_capacity(ROOT_HEADER + body.len() + 16 + 64);
+        out.push(ROOT_VERSION);
+        out.extend_from_slice(signing.verifying_key().as_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.written_ms.to_le_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&((body.len() + 16) as u32).to_le_bytes());
+        let sealed = ChaCha20Poly1305::new(Key::from_slice(body_key))
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &body, aad: &out[..ROOT_HEADER] })
+            .unwrap_or_else(|_| unreachable!("root record body within the ChaCha20 limit"));
+        out.extend_from_slice(&sealed);
+        let sig = signing.sign(&signed_bytes(&out));
+        out.extend_from_slice(&sig.to_bytes());
+        out
+    }
+
+    /// The version a record claims, after checking only its signature against `key` (used to
+    /// compare records without decrypting them; a node can run this check too).
+    pub fn verified_version(bytes: &[u8], key: &VerifyingKey) -> Result<u64, RootError> {
+        if bytes.len() > MAX_ROOT_RECORD || bytes.len() < ROOT_HEADER + 16 + 64 || bytes[0] != ROOT_VERSION {
+            return Err(RootError::Malformed);
+        }
+        let (msg, sig) = bytes.split_at(bytes.len() - 64);
+        let body_len = u32::from_le_bytes(
+            msg[ROOT_HEADER - 4..ROOT_HEADER].try_into().map_err(|_| RootError::Malformed)?,
+        );
+        if msg.len() != ROOT_HEADER + body_len as usize {
+            return Err(RootError::Malformed);
+        }
+        if &msg[1..33] != key.as_bytes() {
+            return Err(RootError::WrongKey);
+        }
+        let sig = Signature::from_slice(sig).map_err(|_| RootError::Malformed)?;
+        key.verify(&signed_bytes(msg), &sig).map_err(|_| RootError::BadSignature)?;
+        Ok(u64::from_le_bytes(msg[33..41].try_into().map_err(|_| RootError::Malformed)?))
+    }
+
+    /// Verifies the signature against `key` and decrypts the body.
+    pub fn open(bytes: &[u8], key: &VerifyingKey, body_key: &[u8; 32]) -> Result<RootRecord, RootError> {
+        let version = Self::verified_version(bytes, key)?;
+        let msg = &bytes[..bytes.len() - 64];
+        let written_ms = u64::from_le_bytes(msg[41..49].try_into().map_err(|_| RootError::Malformed)?);
+        let nonce = &msg[49..61];
+        let body = ChaCha20Poly1305::new(Key::from_slice(body_key))
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: &msg[ROOT_HEADER..], aad: &msg[..ROOT_HEADER] })
+            .map_err(|_| RootError::Body)?;
+        if body.len() < 4 {
+            return Err(RootError::Malformed);
+        }
+        let count = u32::from_le_bytes(body[..4].try_into().map_err(|_| RootError::Malformed)?) as usize;
+        if count > MAX_LISTED || body.len() != 4 + count * SNAPSHOT_INFO_LEN {
+            return Err(RootError::Malformed);
+        }
+        let snapshots: Option<Vec<_>> =
+            body[4..].chunks_exact(SNAPSHOT_INFO_LEN).map(SnapshotInfo::decode).collect();
+        Ok(RootRecord { version, written_ms, snapshots: snapshots.ok_or(RootError::Malformed)? })
+    }
+}
+
+fn signed_bytes(msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ROOT_DOMAIN.len() + msg.len());
+    v.extend_from_slice(ROOT_DOMAIN);
+    v.extend_from_slice(msg);
+    v
+}
+
+/// What the fabric said about a vault's root records.
+#[derive(Debug, Default)]
+pub struct RootChoice {
+    /// The newest validly signed record (bytes), if any.
+    pub newest: Option<(u64, Vec<u8>)>,
+    /// Sources that served an older record than the newest: (source, version served).
+    pub rolled_back: Vec<(String, u64)>,
+    /// Records refused (source, reason).
+    pub refused: Vec<(String, RootError)>,
+}
+
+/// Picks the newest validly signed record among what each source served (source name, the
+/// records it holds, newest it holds last). A source whose newest valid record is older than
+/// the overall newest is reported as rolled back; forged or damaged records are refused.
+pub fn choose_root(served: &[(String, Vec<Vec<u8>>)], key: &VerifyingKey) -> RootChoice {
+    let mut choice = RootChoice::default();
+    let mut per_source = Vec::new();
+    for (source, records) in served {
+        for r in records {
+            match RootRecord::verified_version(r, key) {
+                Ok(v) => {
+                    if choice.newest.as_ref().is_none_or(|(n, _)| v > *n) {
+                        choice.newest = Some((v, r.clone()));
+                    }
+                }
+                Err(e) => choice.refused.push((source.clone(), e)),
+            }
+        }
+        // What the source would serve as current: its last valid record.
+        let last = records.iter().rev().find_map(|r| RootRecord::verified_version(r, key).ok());
+        if let Some(l) = last {
+            per_source.push((source.clone(), l));
+        }
+    }
+    if let Some((newest, _)) = &choice.newest {
+        choice.rolled_back = per_source.into_iter().filter(|(_, v)| v < newest).collect();
+    }
+    choice
+}
+
+/// How many snapshots to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest this many, whatever their age.
+    pub last: usize,
+    /// Plus the newest snapshot of each of this many most recent days (UTC) that have one.
+    pub daily: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { last: 24, daily: 30 }
+    }
+}
+
+/// The ids of the snapshots (id, taken_ms) to keep under `policy`. The newest is always kept.
+pub fn retain(snapshots: &[(u64, u64)], policy: Retention) -> BTreeSet<u64> {
+    let mut by_age: Vec<(u64, u64)> = snapshots.to_vec();
+    by_age.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    let mut keep: BTreeSet<u64> = by_age.iter().take(policy.last.max(1)).map(|s| s.0).collect();
+    let mut days = BTreeSet::new();
+    for (id, taken) in &by_age {
+        let day = taken / 86_400_000;
+        if days.len() >= policy.daily && !days.contains(&day) {
+            break;
+        }
+        if days.insert(day) {
+            keep.insert(*id);
+        }
+    }
+    keep
+}
+
+/// A blob the owner keeps in the fabric (a snapshot or a shared manifest), as the manifest
+/// remembers it: what it is, and every addr it pins (their references keep them from garbage
+/// collection and in the audit, renewal and healing rounds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobRow {
+    /// The snapshot as listed in root records (for a share: id, creation time, head, counts).
+    pub info: SnapshotInfo,
+    /// Distinct addrs of the head and pieces.
+    pub pins: Vec<Addr>,
+    /// What was shared (empty for a snapshot).
+    pub path: Vec<u8>,
+}
+
+impl BlobRow {
+    /// Encodes for the manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + SNAPSHOT_INFO_LEN + 8 + self.path.len() + self.pins.len() * 32);
+        v.push(1);
+        self.info.encode_into(&mut v);
+        v.extend_from_slice(&(self.path.len() as u32).to_le_bytes());
+        v.extend_from_slice(&self.path);
+        v.extend_from_slice(&(self.pins.len() as u32).to_le_bytes());
+        for a in &self.pins {
+            v.extend_from_slice(&a.0);
+        }
+        v
+    }
+
+    /// Decodes a manifest row.
+    pub fn decode(b: &[u8]) -> Option<BlobRow> {
+        let (&version, rest) = b.split_first()?;
+        if version != 1 || rest.len() < SNAPSHOT_INFO_LEN + 4 {
+            return None;
+        }
+        let info = SnapshotInfo::decode(&rest[..SNAPSHOT_INFO_LEN])?;
+        let rest = &rest[SNAPSHOT_INFO_LEN..];
+        let plen = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
+        let rest = &rest[4..];
+        if rest.len() < plen + 4 {
+            return None;
+        }
+        let path = rest[..plen].to_vec();
+        let rest = &rest[plen..];
+        let n = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
+        let rest = &rest[4..];
+        if rest.len() != n.checked_mul(32)? {
+            return None;
+        }
+        let pins = rest.chunks_exact(32).map(|c| Addr(c.try_into().unwrap_or([0; 32]))).collect();
+        Some(BlobRow { info, pins, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::keys::MasterKey;
+    use proptest::prelude::*;
+
+    fn keys() -> crate::domain::keys::VaultKeys {
+        MasterKey::from_bytes([5; 32]).derive()
+    }
+
+    fn record(version: u64) -> Vec<u8> {
+        let k = keys();
+        let s = seal_blob(k.snapshot(), b"manifest bytes", 1).unwrap();
+        let info =
+            SnapshotInfo { id: version, taken_ms: 1000 * version, head: s.head_ref, files: 3, bytes: 9 };
+        RootRecord { version, written_ms: 7, snapshots: vec![info] }
+            .seal(k.root_signing_key(), &k.root_body_key())
+    }
+
+    #[test]
+    fn blob_round_trip_and_tamper() {
+        let k = keys();
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let blob = seal_blob(k.snapshot(), &payload, 9).unwrap();
+        assert!(blob.pieces.len() > 2);
+        let head = open_head(k.snapshot(), &blob.head_ref, &blob.head.ciphertext).unwrap();
+        let mut back = Vec::new();
+        for (r, p) in head.pieces.iter().zip(&blob.pieces) {
+            assert_eq!(r.secret().commitment(), p.commitment, "a piece's seed proves for it");
+            back.extend(open_piece(k.snapshot(), r, &p.ciphertext).unwrap());
+        }
+        assert_eq!(back, payload);
+        let mut bad = blob.head.ciphertext.clone();
+        bad[3] ^= 1;
+        assert!(open_head(k.snapshot(), &blob.head_ref, &bad).is_err());
+        // Data keys cannot open snapshot pieces.
+        assert!(open_head(k.data(), &blob.head_ref, &blob.head.ciphertext).is_err());
+    }
+
+    #[test]
+    fn root_record_round_trip() {
+        let k = keys();
+        let bytes = record(4);
+        let vk = k.root_signing_key().verifying_key();
+        let r = RootRecord::open(&bytes, &vk, &k.root_body_key()).unwrap();
+        assert_eq!(r.version, 4);
+        assert_eq!(r.snapshots.len(), 1);
+        assert_eq!(r.snapshots[0].files, 3);
+    }
+
+    #[test]
+    fn forged_altered_and_foreign_records_are_refused() {
+        let k = keys();
+        let vk = k.root_signing_key().verifying_key();
+        let good = record(2);
+        // Any flipped byte is caught.
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(RootRecord::open(&bad, &vk, &k.root_body_key()).is_err(), "flip at {i} accepted");
+        }
+        // A record signed by another key, even one claiming this key, is refused.
+        let other = MasterKey::from_bytes([6; 32]).derive();
+        let foreign = RootRecord { version: 99, written_ms: 1, snapshots: vec![] }
+            .seal(other.root_signing_key(), &other.root_body_key());
+        assert_eq!(RootRecord::verified_version(&foreign, &vk), Err(RootError::WrongKey));
+        let mut spoof = foreign.clone();
+        spoof[1..33].copy_from_slice(vk.as_bytes());
+        assert_eq!(RootRecord::verified_version(&spoof, &vk), Err(RootError::BadSignature));
+        assert_eq!(RootRecord::verified_version(&good[..10], &vk), Err(RootError::Malformed));
+    }
+
+    #[test]
+    fn newest_valid_record_wins_and_rollback_is_reported() {
+        let vk = keys().root_signing_key().verifying_key();
+        let other = MasterKey::from_bytes([8; 32]).derive();
+        let forged = RootRecord { version: 50, written_ms: 1, snapshots: vec![] }
+            .seal(other.root_signing_key(), &other.root_body_key());
+        let served = vec![
+            ("broker".to_string(), vec![record(1), record(2), record(3), forged, record(1)]),
+            ("node a".to_string(), vec![record(3)]),
+            ("node b".to_string(), vec![record(2)]),
+        ];
+        let c = choose_root(&served, &vk);
+        assert_eq!(c.newest.as_ref().map(|n| n.0), Some(3));
+        let rolled: Vec<_> = c.rolled_back.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+        assert_eq!(rolled, vec![("broker", 1), ("node b", 2)]);
+        assert_eq!(c.refused.len(), 1);
+    }
+
+    #[test]
+    fn retention_keeps_recent_and_one_per_day() {
+        let day = 86_400_000u64;
+        // 10 days, 6 snapshots a day.
+        let snaps: Vec<(u64, u64)> = (0..60).map(|i| (i, (i / 6) * day + (i % 6) * 3_600_000)).collect();
+        let keep = retain(&snaps, Retention { last: 4, daily: 3 });
+        // The newest 4, plus the newest of days 9 (already in), 8 and 7.
+        assert_eq!(keep.into_iter().collect::<Vec<_>>(), vec![47, 53, 56, 57, 58, 59]);
+        assert_eq!(retain(&snaps, Retention { last: 0, daily: 0 }).len(), 1);
+        assert!(retain(&[], Retention::default()).is_empty());
+    }
+
+    #[test]
+    fn blob_row_round_trip() {
+        let k = keys();
+        let s = seal_blob(k.snapshot(), b"x", 1).unwrap();
+        let info = SnapshotInfo { id: 3, taken_ms: 9, head: s.head_ref, files: 1, bytes: 1 };
+        let row = BlobRow { info, pins: s.addrs(), path: b"/photos".to_vec() };
+        assert_eq!(BlobRow::decode(&row.encode()), Some(row));
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let k = keys();
+            let vk = k.root_signing_key().verifying_key();
+            let _ = RootRecord::open(&bytes, &vk, &k.root_body_key());
+            let _ = SnapshotInfo::decode(&bytes);
+            let _ = PieceRef::decode(&bytes);
+            let _ = BlobRow::decode(&bytes);
+        }
+    }
+}
