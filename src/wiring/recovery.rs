@@ -185,8 +185,8 @@ pub async fn snapshots(home: &Path, args: SnapshotsArgs) -> Result<()> {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&home.join("manifest.redb"), uid, gid)
             .with_context(|| format!("cannot open the vault in {}", home.display()))?;
-        let list = m.read()?.blobs(false)?.into_iter().map(|r| r.info).collect();
-        list
+        let rows = m.read()?.blobs(false)?;
+        rows.into_iter().map(|r| r.info).collect()
     } else {
         let keys = load_master_key(home)?.derive();
         let fabric = connect_read_only(&args.nats.nats, &keys).await?;

@@ -352,6 +352,8 @@ pub struct Mount {
     url: String,
     extra: Vec<String>,
     spawns: usize,
+    /// The subcommand and its leading arguments (`mount` unless started otherwise).
+    verb: Vec<String>,
 }
 
 impl Mount {
@@ -368,6 +370,26 @@ impl Mount {
             url: url.into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             spawns: 0,
+            verb: vec!["mount".into()],
+        };
+        m.spawn();
+        m
+    }
+
+    /// Runs `quloud VERB… MOUNTPOINT --nats URL EXTRA…` (e.g. `restore`) as the mount process;
+    /// returns once it has mounted.
+    pub fn start_verb(home: &Path, mp: &Path, url: &str, verb: &[&str], extra: &[&str]) -> Mount {
+        require_tool("fusermount3", "apt-get install -y fuse3");
+        std::fs::create_dir_all(mp).unwrap();
+        let mut m = Mount {
+            child: None,
+            home: home.to_path_buf(),
+            mp: mp.canonicalize().unwrap(),
+            log: PathBuf::new(),
+            url: url.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            spawns: 0,
+            verb: verb.iter().map(|s| s.to_string()).collect(),
         };
         m.spawn();
         m
@@ -398,9 +420,9 @@ impl Mount {
         assert!(self.child.is_none(), "the mount process is still running");
         assert!(!is_mounted(&self.mp), "{} is still mounted", self.mp.display());
         self.spawns += 1;
-        self.log = PathBuf::from(format!("{}.mount-{}.log", self.home.display(), self.spawns));
+        self.log = PathBuf::from(format!("{}.mount-{}.log", self.mp.display(), self.spawns));
         let child = quloud(&self.home)
-            .arg("mount")
+            .args(&self.verb)
             .arg(&self.mp)
             .args(["--nats", &self.url])
             .args(&self.extra)
@@ -416,7 +438,7 @@ impl Mount {
                 self.child = None;
                 panic!("quloud mount exited with {status} before mounting; log:\n{}", self.log_text());
             }
-            if self.log_text().contains("vault mounted at") && is_mounted(&self.mp) {
+            if self.log_text().contains(" mounted at ") && is_mounted(&self.mp) {
                 return;
             }
             assert!(
@@ -462,7 +484,7 @@ impl Mount {
         };
         let text = self.log_text();
         assert!(status.success(), "quloud mount exited with {status} at unmount; log:\n{}", tail(&text, 40));
-        assert!(text.contains("vault unmounted"), "no \"vault unmounted\" in the log:\n{}", tail(&text, 40));
+        assert!(text.contains(" unmounted\n"), "no \"… unmounted\" in the log:\n{}", tail(&text, 40));
         assert!(
             !is_mounted(&self.mp),
             "{} is still mounted after the mount process exited",
