@@ -235,6 +235,28 @@ fn forged_and_rolled_back_root_records_are_refused() {
     let mut r = Mount::start(&new_home, &tmp.path().join("restored"), &fabric.url(), &[]);
     assert_eq!(std::fs::read(r.path("v.txt")).unwrap(), b"version two");
     r.unmount();
+
+    // A broker that lost every newer record and serves only the oldest: the vault that
+    // published the newer ones notices when it mounts.
+    rt().block_on(async {
+        let (client, records) = broker_roots(&fabric.url(), &locator).await;
+        let oldest = records
+            .iter()
+            .filter(|r| RootRecord::verified_version(r, &vk).is_ok())
+            .min_by_key(|r| RootRecord::verified_version(r, &vk).unwrap())
+            .unwrap()
+            .clone();
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = js.get_stream("QULOUD_ROOTS_V1").await.unwrap();
+        stream.purge().filter(subject.clone()).await.unwrap();
+        client.publish(subject.clone(), oldest.into()).await.unwrap();
+        client.flush().await.unwrap();
+    });
+    m.spawn();
+    wait_until(Duration::from_secs(20), "the rollback warning", || {
+        m.log_text().contains("rollback detected")
+    });
+    m.unmount();
 }
 
 #[test]

@@ -73,6 +73,9 @@ async fn connect_in_background(
             Ok(f) => {
                 tracing::info!(%url, "connected to the fabric");
                 vault.set_fabric(Arc::new(f));
+                if let Err(e) = vault.check_root().await {
+                    tracing::warn!(error = %e, "cannot check the vault's root record");
+                }
                 return;
             }
             Err(e) => {

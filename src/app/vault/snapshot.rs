@@ -230,6 +230,26 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(SnapshotOutcome::Taken(info))
     }
 
+    /// Compares the fabric's newest root record with the last one this vault published: a
+    /// broker that lost or withheld newer records is a rollback, reported (and healed by the
+    /// next snapshot, which publishes a version above both). Returns the warnings.
+    pub async fn check_root(&self) -> Result<Vec<String>, FsError> {
+        let Some(fabric) = self.fabric_within(Duration::ZERO).await else { return Ok(Vec::new()) };
+        let local = self.m.read()?.meta("root_version")?.unwrap_or(0);
+        let found = find_root(&*fabric, &self.keys).await?;
+        let mut warnings = found.as_ref().map(|f| f.warnings()).unwrap_or_default();
+        let served = found.map(|f| f.record.version).unwrap_or(0);
+        if served < local {
+            warnings.push(format!(
+                "rollback detected: the fabric's newest root record is version {served}, but this vault published version {local}; the next snapshot publishes a newer one"
+            ));
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(warnings)
+    }
+
     /// Retained snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, FsError> {
         Ok(self.m.read()?.blobs(false)?.into_iter().map(|r| r.info).collect())
