@@ -14,8 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-/// Draws a progress bar on stderr when it is a terminal.
+/// The audit's progress bar.
 fn progress(done: u64, total: u64) {
+    progress_bar(done, total, "replicas challenged");
+}
+
+/// Draws a progress bar on stderr when it is a terminal: `done` of `total` `what`.
+pub(super) fn progress_bar(done: u64, total: u64, what: &str) {
     let mut err = std::io::stderr();
     if !err.is_terminal() || total == 0 {
         return;
@@ -24,7 +29,7 @@ fn progress(done: u64, total: u64) {
     let filled = (done * width / total.max(1)) as usize;
     let _ = write!(
         err,
-        "\r[{}{}] {done}/{total} replicas challenged",
+        "\r[{}{}] {done}/{total} {what}",
         "#".repeat(filled),
         ".".repeat(width as usize - filled)
     );

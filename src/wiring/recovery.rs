@@ -1,7 +1,7 @@
 //! `quloud snapshot`, `snapshots`, `restore`, `share`, and the read-only mounts of a snapshot
 //! (`mount --snapshot ID`) and of a share (`mount --share CAP`).
 
-use super::audit::open_unmounted;
+use super::audit::{open_unmounted, progress_bar};
 use super::mount::{ask, ask_within, serve_fuse, SNAPSHOT_WAIT};
 use super::{files, key_path, load_master_key, qr};
 use crate::adapters::fuse::MountSettings;
@@ -18,7 +18,6 @@ use crate::domain::share::Capability;
 use crate::domain::size::format_size;
 use crate::domain::snapshot::SnapshotInfo;
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,26 +81,9 @@ pub fn render(list: &[SnapshotInfo]) -> String {
     out
 }
 
-/// Draws a progress bar on stderr when it is a terminal.
+/// A progress bar callback for `what`.
 fn progress(what: &'static str) -> impl Fn(u64, u64) + Sync {
-    move |done, total| {
-        let mut err = std::io::stderr();
-        if !err.is_terminal() || total == 0 {
-            return;
-        }
-        let width = 30;
-        let filled = (done * width / total.max(1)) as usize;
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{total} {what}",
-            "#".repeat(filled),
-            ".".repeat(width as usize - filled)
-        );
-        if done == total {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
-    }
+    move |done, total| progress_bar(done, total, what)
 }
 
 /// A read-only connection: it never stores, so it leaves no ack consumer on the broker.
@@ -140,21 +122,45 @@ fn pick(found: &RootFound, id: Option<u64>) -> Result<SnapshotInfo> {
     }
 }
 
+/// Opens the unmounted vault of `home` with its uploader running, runs `f`, and saves.
+async fn unmounted<T, Fut>(home: &Path, url: &str, f: impl FnOnce(Arc<Vault<NatsFabric>>) -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, crate::app::vault::FsError>>,
+{
+    let (vault, _) = open_unmounted(home, url, None).await?;
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(PipelineStats::default());
+    let pipeline = tokio::spawn(run_pipeline(vault.clone(), stats, cancel.clone()));
+    let out = f(vault.clone()).await;
+    cancel.cancel();
+    let _ = pipeline.await;
+    vault.checkpoint().context("saving the manifest")?;
+    Ok(out?)
+}
+
+/// Rebuilds snapshot `info` into a manifest at `path`, with a progress bar.
+async fn fetch_snapshot(
+    fabric: &NatsFabric,
+    keys: &VaultKeys,
+    found: &RootFound,
+    info: &SnapshotInfo,
+    path: &Path,
+) -> Result<()> {
+    let progress = progress("snapshot pieces");
+    materialize_snapshot(fabric, keys, &found.record, info, path, FETCH_TIMEOUT, &progress)
+        .await
+        .context("rebuilding the manifest from the snapshot")?;
+    Ok(())
+}
+
 /// `quloud snapshot`.
 pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
     let reply = match ask_within(home, "snapshot", SNAPSHOT_WAIT + Duration::from_secs(30)).await {
         Some(r) => r,
-        None => {
-            let (vault, _) = open_unmounted(home, &args.nats.nats, None).await?;
-            let cancel = CancellationToken::new();
-            let pipeline =
-                tokio::spawn(run_pipeline(vault.clone(), Arc::new(PipelineStats::default()), cancel.clone()));
-            let out = vault.snapshot(true, SNAPSHOT_WAIT).await;
-            cancel.cancel();
-            let _ = pipeline.await;
-            vault.checkpoint().context("saving the manifest")?;
-            outcome_json(&out?)
-        }
+        None => outcome_json(
+            &unmounted(home, &args.nats.nats, |v| async move { v.snapshot(true, SNAPSHOT_WAIT).await })
+                .await?,
+        ),
     };
     if reply.starts_with("{\"error\"") {
         bail!("snapshot failed: {reply}");
@@ -231,17 +237,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
     );
     files::create_private_dir(home)?;
     let manifest = home.join("manifest.redb");
-    materialize_snapshot(
-        &fabric,
-        &keys,
-        &found.record,
-        &info,
-        &manifest,
-        FETCH_TIMEOUT,
-        &progress("snapshot pieces"),
-    )
-    .await
-    .context("rebuilding the manifest")?;
+    fetch_snapshot(&fabric, &keys, &found, &info, &manifest).await?;
     files::write_new_private(&key_path(home), format!("{}\n", paper::encode(&key)).as_bytes())
         .with_context(|| format!("cannot write the master key to {}", key_path(home).display()))?;
     println!("vault restored into {} from snapshot {}", home.display(), info.id);
@@ -256,28 +252,23 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
 pub async fn share(home: &Path, args: ShareArgs) -> Result<()> {
     let given = args.path.canonicalize().unwrap_or_else(|_| args.path.clone());
     let given = given.to_string_lossy().into_owned();
-    let text = match ask_within(home, &format!("share {given}"), SNAPSHOT_WAIT + Duration::from_secs(30))
-        .await
-    {
-        Some(reply) => {
-            let cap = reply.split("\"capability\":\"").nth(1).and_then(|r| r.split('"').next());
-            match cap {
-                Some(c) => c.to_string(),
-                None => bail!("cannot share {}: {reply}", args.path.display()),
+    let text =
+        match ask_within(home, &format!("share {given}"), SNAPSHOT_WAIT + Duration::from_secs(30)).await {
+            Some(reply) => {
+                let cap = reply.split("\"capability\":\"").nth(1).and_then(|r| r.split('"').next());
+                match cap {
+                    Some(c) => c.to_string(),
+                    None => bail!("cannot share {}: {reply}", args.path.display()),
+                }
             }
-        }
-        None => {
-            let (vault, _) = open_unmounted(home, &args.nats.nats, None).await?;
-            let cancel = CancellationToken::new();
-            let pipeline =
-                tokio::spawn(run_pipeline(vault.clone(), Arc::new(PipelineStats::default()), cancel.clone()));
-            let out = vault.share(&given, SNAPSHOT_WAIT).await;
-            cancel.cancel();
-            let _ = pipeline.await;
-            vault.checkpoint().context("saving the manifest")?;
-            out.with_context(|| format!("cannot share {}", args.path.display()))?.encode()
-        }
-    };
+            None => {
+                let given = given.clone();
+                unmounted(home, &args.nats.nats, |v| async move { v.share(&given, SNAPSHOT_WAIT).await })
+                    .await
+                    .with_context(|| format!("cannot share {}", args.path.display()))?
+                    .encode()
+            }
+        };
     println!(
         "Read capability for {} (anyone holding it can read that subtree; it cannot be revoked):\n",
         args.path.display()
@@ -310,19 +301,7 @@ pub async fn mount_snapshot(
     files::create_private_dir(&dir)?;
     let manifest = dir.join(format!("{id}.redb"));
     if !manifest.exists() {
-        drop(
-            materialize_snapshot(
-                &fabric,
-                &keys,
-                &found.record,
-                &info,
-                &manifest,
-                FETCH_TIMEOUT,
-                &progress("snapshot pieces"),
-            )
-            .await
-            .context("fetching the snapshot")?,
-        );
+        fetch_snapshot(&fabric, &keys, &found, &info, &manifest).await?;
     }
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
     let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Owner)?);

@@ -360,20 +360,7 @@ impl Mount {
     /// Mounts the (initialized) vault of `home` at `mp` (created if missing) against `url`, with
     /// `extra` mount flags; returns once the mount point is in the mount table.
     pub fn start(home: &Path, mp: &Path, url: &str, extra: &[&str]) -> Mount {
-        require_tool("fusermount3", "apt-get install -y fuse3");
-        std::fs::create_dir_all(mp).unwrap();
-        let mut m = Mount {
-            child: None,
-            home: home.to_path_buf(),
-            mp: mp.canonicalize().unwrap(),
-            log: PathBuf::new(),
-            url: url.into(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            spawns: 0,
-            verb: vec!["mount".into()],
-        };
-        m.spawn();
-        m
+        Mount::start_verb(home, mp, url, &["mount"], extra)
     }
 
     /// Runs `quloud VERB… MOUNTPOINT --nats URL EXTRA…` (e.g. `restore`) as the mount process;
