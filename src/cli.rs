@@ -86,8 +86,9 @@ pub enum Command {
     /// subtree read-only with `quloud mount --share CAP`, and nothing else.
     ///
     /// The capability carries the secrets of that subtree's chunks only, never the master key.
-    /// It cannot be revoked once handed out: to cut off a recipient, copy the files to a new
-    /// name (new chunks) and delete the old ones.
+    /// It cannot be revoked once handed out. Sealing is deterministic, so a copy of a file has
+    /// the same chunks: only changed content, or deleting every copy (freed once retention drops
+    /// older snapshots), puts data out of a recipient's reach. See docs/SECURITY.md.
     Share(ShareArgs),
 }
 

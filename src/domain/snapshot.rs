@@ -251,9 +251,11 @@ pub fn root_locator(key: &VerifyingKey) -> String {
 impl RootRecord {
     /// Encrypts, signs and encodes the record.
     pub fn seal(&self, signing: &SigningKey, body_key: &[u8; 32]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(4 + self.snapshots.len() * SNAPSHOT_INFO_LEN);
-        body.extend_from_slice(&(self.snapshots.len() as u32).to_le_bytes());
-        for s in self.snapshots.iter().rev().take(MAX_LISTED).rev() {
+        // At most the newest MAX_LISTED (a record must stay within MAX_ROOT_RECORD).
+        let listed = &self.snapshots[self.snapshots.len().saturating_sub(MAX_LISTED)..];
+        let mut body = Vec::with_capacity(4 + listed.len() * SNAPSHOT_INFO_LEN);
+        body.extend_from_slice(&(listed.len() as u32).to_le_bytes());
+        for s in listed {
             s.encode_into(&mut body);
         }
         let mut nonce = [0u8; 12];
@@ -487,6 +489,21 @@ mod tests {
         assert!(open_head(k.snapshot(), &blob.head_ref, &bad).is_err());
         // Data keys cannot open snapshot pieces.
         assert!(open_head(k.data(), &blob.head_ref, &blob.head.ciphertext).is_err());
+    }
+
+    #[test]
+    fn a_root_record_lists_at_most_the_newest_max_listed() {
+        let k = keys();
+        let head = seal_blob(k.snapshot(), b"m", 1).unwrap().head_ref;
+        let snapshots: Vec<SnapshotInfo> = (0..MAX_LISTED as u64 + 50)
+            .map(|id| SnapshotInfo { id, taken_ms: id, head, files: 0, bytes: 0 })
+            .collect();
+        let bytes = RootRecord { version: 1, written_ms: 1, snapshots }
+            .seal(k.root_signing_key(), &k.root_body_key());
+        assert!(bytes.len() <= MAX_ROOT_RECORD);
+        let r = RootRecord::open(&bytes, &k.root_signing_key().verifying_key(), &k.root_body_key()).unwrap();
+        assert_eq!(r.snapshots.len(), MAX_LISTED);
+        assert_eq!(r.snapshots.last().unwrap().id, MAX_LISTED as u64 + 49);
     }
 
     #[test]

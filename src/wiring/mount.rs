@@ -246,7 +246,7 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
         match snap.await {
             Ok(Ok(SnapshotOutcome::Taken(s))) => println!("snapshot {} stored in the fabric", s.id),
             Ok(Ok(SnapshotOutcome::Pending)) => {
-                println!("no snapshot at unmount: uploads are pending; the next mount takes one once they are durable")
+                println!("no snapshot at unmount: uploads are pending; the next mount takes one once they are durable, or run `quloud snapshot`")
             }
             Ok(Ok(SnapshotOutcome::Unchanged)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "snapshot at unmount failed"),

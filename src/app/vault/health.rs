@@ -776,7 +776,15 @@ pub async fn run_maintenance<F: ChunkFabric + 'static>(vault: Arc<Vault<F>>, can
     let every = if h.snapshot_interval.is_zero() { every } else { every.min(h.snapshot_interval) };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_snapshot = tokio::time::Instant::now();
+    // The next snapshot is due one interval after the newest one kept (at once when that is
+    // long past, e.g. the last mount ended with uploads pending); a vault without any, one
+    // interval after mounting.
+    let newest = vault.snapshots().ok().and_then(|s| s.iter().map(|s| s.taken_ms).max());
+    let now = tokio::time::Instant::now();
+    let mut last_snapshot = match newest {
+        None => Some(now),
+        Some(ms) => now.checked_sub(Duration::from_millis(now_ms().saturating_sub(ms))),
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -784,10 +792,11 @@ pub async fn run_maintenance<F: ChunkFabric + 'static>(vault: Arc<Vault<F>>, can
         }
         let Some(fabric) = vault.fabric_within(Duration::ZERO).await else { continue };
         let pass = async {
-            if !h.snapshot_interval.is_zero() && last_snapshot.elapsed() >= h.snapshot_interval {
+            let due = last_snapshot.is_none_or(|t| t.elapsed() >= h.snapshot_interval);
+            if !h.snapshot_interval.is_zero() && due {
                 match vault.snapshot(false, Duration::from_secs(600)).await {
                     Ok(super::SnapshotOutcome::Pending) => {} // tried again at the next tick
-                    Ok(_) => last_snapshot = tokio::time::Instant::now(),
+                    Ok(_) => last_snapshot = Some(tokio::time::Instant::now()),
                     Err(e) => tracing::warn!(error = %e, "periodic snapshot failed; retrying later"),
                 }
             }
