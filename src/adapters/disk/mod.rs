@@ -350,13 +350,7 @@ impl DiskChunkStore {
         meta: &StoredChunk,
         audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
-        let sealed = self.sealed_record(locator, meta, audit);
-        let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
-            table.insert(locator, sealed.as_slice()).map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
+        self.commit_records(&[(*locator, self.sealed_record(locator, meta, audit))])
     }
 
     /// A record sealed under the record key, bound to its locator.

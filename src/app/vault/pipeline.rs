@@ -2,6 +2,7 @@
 //! staging copy goes), upload the outbox with quorum, and checkpoint the manifest.
 
 use super::Vault;
+use crate::adapters::redb::manifest::Tx;
 use crate::domain::chunker::chunk_stream;
 use crate::domain::fs::{ChunkRecord, ChunkState, Extent, FsError, Ino, Replica};
 use crate::domain::ids::Addr;
@@ -174,6 +175,33 @@ async fn upload_loop<F: ChunkFabric + 'static>(
     }
 }
 
+/// Records a sealed chunk (if new) and queues it for upload, unless it is already stored and
+/// referenced. A chunk waiting for garbage collection is uploaded again (holders re-ack, and a
+/// copy deleted meanwhile is stored anew). A small chunk's ciphertext (`small`) is kept in the
+/// manifest; a larger one must already be in the outbox.
+pub(super) fn queue_upload(
+    tx: &Tx<'_>,
+    addr: &Addr,
+    rec: &ChunkRecord,
+    small: Option<&[u8]>,
+    now: u64,
+) -> Result<(), FsError> {
+    let queue = match tx.chunk(addr)? {
+        None => {
+            tx.put_chunk(addr, rec)?;
+            true
+        }
+        Some(c) => c.refs == 0,
+    };
+    if queue {
+        tx.set_upload(addr, Some(now))?;
+        if let Some(ct) = small {
+            tx.set_small_outbox(addr, Some(ct))?;
+        }
+    }
+    Ok(())
+}
+
 impl<F: ChunkFabric + 'static> Vault<F> {
     fn outbox_path(&self, addr: &Addr) -> std::path::PathBuf {
         self.outbox.join(addr.to_hex())
@@ -276,21 +304,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                     continue;
                 }
                 for (addr, rec) in &p.fresh {
-                    let queue = match tx.chunk(addr)? {
-                        None => {
-                            tx.put_chunk(addr, rec)?;
-                            true
-                        }
-                        // Waiting for garbage collection: upload it again (holders re-ack, and
-                        // a copy deleted meanwhile is stored anew).
-                        Some(c) => c.refs == 0,
-                    };
-                    if queue {
-                        tx.set_upload(addr, Some(now))?;
-                        if let Some((_, ct)) = p.small.iter().find(|(a, _)| a == addr) {
-                            tx.set_small_outbox(addr, Some(ct))?;
-                        }
-                    }
+                    let small = p.small.iter().find(|(a, _)| a == addr).map(|(_, ct)| ct.as_slice());
+                    queue_upload(tx, addr, rec, small, now)?;
                 }
                 tx.set_extents(p.ino, &p.extents)?;
                 a.size = p.size;

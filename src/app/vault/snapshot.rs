@@ -6,6 +6,7 @@
 //! upload queue, and the root record is published only once they are quorum-durable: a root
 //! record never points at data that could be missing.
 
+use super::pipeline::{queue_upload, SMALL_CHUNK};
 use super::{FsError, Vault};
 use crate::adapters::redb::dump::DumpWriter;
 use crate::adapters::redb::manifest::Manifest;
@@ -14,8 +15,8 @@ use crate::domain::ids::Addr;
 use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};
 use crate::domain::share::Capability;
 use crate::domain::snapshot::{
-    choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobRow, PieceRef, RootChoice,
-    RootRecord, SealedBlob, SnapshotInfo,
+    choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobHead, BlobRow, PieceRef,
+    RootChoice, RootRecord, SealedBlob, SnapshotInfo,
 };
 use crate::domain::unix_ms;
 use crate::ports::fabric::ChunkFabric;
@@ -82,15 +83,15 @@ pub async fn find_root<F: ChunkFabric>(fabric: &F, keys: &VaultKeys) -> Result<O
     Ok(Some(RootFound { record, choice }))
 }
 
-/// Fetches a blob's head and pieces, verifying each against its addr, and returns the payload.
-/// `progress` gets (pieces done, total).
+/// Fetches a blob's head and pieces, verifying each against its addr, and returns the head and
+/// the payload. `progress` gets (pieces done, total).
 pub async fn fetch_blob<F: ChunkFabric>(
     fabric: &F,
     keys: &ChunkKeys,
     head: &PieceRef,
     timeout: Duration,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<Vec<u8>, FsError> {
+) -> Result<(BlobHead, Vec<u8>), FsError> {
     let get = |items: Vec<(Addr, crate::domain::proof::ProofSecret)>| async move {
         tokio::time::timeout(timeout, fabric.get(&items, &[]))
             .await
@@ -129,7 +130,7 @@ pub async fn fetch_blob<F: ChunkFabric>(
     if out.len() as u64 != head.len {
         return Err(FsError::Unavailable("blob length does not match its head".into()));
     }
-    Ok(out)
+    Ok((head, out))
 }
 
 /// Rebuilds a manifest at `path` from snapshot `info` of the vault: fetches and verifies it,
@@ -143,17 +144,7 @@ pub async fn materialize_snapshot<F: ChunkFabric>(
     timeout: Duration,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Manifest, FsError> {
-    let dump = fetch_blob(fabric, keys.snapshot(), &info.head, timeout, progress).await?;
-    // The head's pieces, to pin them in the rebuilt manifest.
-    let head_ct = fabric
-        .get(&[(info.head.addr, info.head.secret())], &[])
-        .await
-        .map_err(fs_err)?
-        .into_iter()
-        .next()
-        .map(|(_, ct)| ct)
-        .ok_or_else(|| FsError::Unavailable("snapshot head vanished".into()))?;
-    let head = open_head(keys.snapshot(), &info.head, &head_ct).map_err(fs_err)?;
+    let (head, dump) = fetch_blob(fabric, keys.snapshot(), &info.head, timeout, progress).await?;
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
     let m = Manifest::import(&tmp, &dump, &|_, _| {})?;
@@ -308,7 +299,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 }
             }
         }
-        for p in fresh.iter().filter(|p| p.ciphertext.len() > super::pipeline::SMALL_CHUNK) {
+        for p in fresh.iter().filter(|p| p.ciphertext.len() > SMALL_CHUNK) {
             std::fs::write(self.outbox.join(p.addr.to_hex()), &p.ciphertext)?;
         }
         let outbox = std::fs::File::open(&self.outbox)?;
@@ -316,20 +307,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let now = unix_ms(SystemTime::now());
         self.m.write_durable(|tx| {
             for p in &fresh {
-                if tx.chunk(&p.addr)?.is_none() {
-                    let rec = ChunkRecord {
-                        id: p.id,
-                        ct_len: p.ciphertext.len() as u32,
-                        refs: 0,
-                        state: ChunkState::Pending,
-                        replicas: Vec::new(),
-                    };
-                    tx.put_chunk(&p.addr, &rec)?;
-                }
-                tx.set_upload(&p.addr, Some(now))?;
-                if p.ciphertext.len() <= super::pipeline::SMALL_CHUNK {
-                    tx.set_small_outbox(&p.addr, Some(&p.ciphertext))?;
-                }
+                let rec = ChunkRecord {
+                    id: p.id,
+                    ct_len: p.ciphertext.len() as u32,
+                    refs: 0,
+                    state: ChunkState::Pending,
+                    replicas: Vec::new(),
+                };
+                let small = (p.ciphertext.len() <= SMALL_CHUNK).then_some(p.ciphertext.as_slice());
+                queue_upload(tx, &p.addr, &rec, small, now)?;
             }
             tx.set_meta(if share { "last_share" } else { "last_snapshot" }, row.info.id)?;
             tx.put_blob(share, row, true)
@@ -452,7 +438,7 @@ pub async fn materialize_share<F: ChunkFabric>(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(), FsError> {
     let keys = crate::domain::keys::share_piece_keys(&cap.secret);
-    let dump = fetch_blob(fabric, &keys, &cap.head, timeout, progress).await?;
+    let (_, dump) = fetch_blob(fabric, &keys, &cap.head, timeout, progress).await?;
     let _ = std::fs::remove_file(path);
     drop(Manifest::import(path, &dump, &|_, _| {})?);
     Ok(())
