@@ -170,6 +170,17 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
     for h in &hostile[..6] {
         client.publish_with_reply(BROADCAST_GET, client.new_inbox(), h.clone().into()).await.unwrap();
     }
+    // Garbage root records filed under this vault (kept by the broker's root stream, read by
+    // every node) and garbage root requests.
+    let locator = quloud::domain::snapshot::root_locator(&keys.root_signing_key().verifying_key());
+    for h in &hostile[..6] {
+        let subject = quloud::adapters::nats::root_subject(&locator);
+        if let Ok(ack) = js.publish(subject, h.clone().into()).await {
+            let _ = ack.await; // oversized ones are refused by the stream itself
+        }
+        let ask_roots = quloud::adapters::nats::roots_request_subject(&locator);
+        client.publish_with_reply(ask_roots, client.new_inbox(), h.clone().into()).await.unwrap();
+    }
     let mut ask_bad = ProvenRequest::build(Purpose::Get, NodeId::ANY, now(), 0, &[]);
     ask_bad.request_id = RequestId([0; 16]);
     client.publish(BROADCAST_GET, ask_bad.encode().into()).await.unwrap();
@@ -206,6 +217,12 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
         let got = owner.get(&[(good.addr, keys.proof_secret(&good.addr))], &[n.id]).await.unwrap();
         assert_eq!(got.len(), 1, "node still serves");
     }
+    // No node kept a garbage root record.
+    let served = owner.fetch_roots(&locator).await.unwrap();
+    assert!(
+        served.iter().all(|(source, _)| source == "the broker"),
+        "a node kept a garbage root record: {served:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -252,6 +252,24 @@ fn forged_and_rolled_back_root_records_are_refused() {
         client.publish(subject.clone(), oldest.into()).await.unwrap();
         client.flush().await.unwrap();
     });
+    // A fresh machine against that broker: the storage nodes kept the newest record, so it wins
+    // and the broker is named as rolled back.
+    let third = tmp.path().join("third-home");
+    let out = ok(
+        quloud(&third)
+            .arg("restore")
+            .arg(tmp.path().join("unused-mp"))
+            .args(["--nats", &fabric.url(), "--no-mount", "--key-file"])
+            .arg(&key_file),
+        "quloud restore --no-mount against a rolled-back broker",
+    );
+    assert!(out.contains("rollback detected: the broker"), "the broker's rollback was not reported: {out}");
+    let mut r3 = Mount::start(&third, &tmp.path().join("third-mp"), &fabric.url(), &[]);
+    assert_eq!(std::fs::read(r3.path("v.txt")).unwrap(), b"version two", "restored an old snapshot");
+    // Leave without the unmount snapshot, so the broker stays rolled back for the next check.
+    r3.kill9();
+    r3.clear_stale();
+
     m.spawn();
     wait_until(Duration::from_secs(20), "the rollback warning", || {
         m.log_text().contains("rollback detected")

@@ -10,6 +10,7 @@ use crate::domain::audit::select_leaves;
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose};
+use crate::domain::snapshot::RootRecord;
 use crate::domain::wire::{
     AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
     StoreAck, StoreRequest, MAX_MESSAGE,
@@ -97,6 +98,9 @@ pub struct NodeStats {
     /// Audits answered.
     pub audits: AtomicU64,
 }
+
+/// Most vaults whose root records one node keeps (each at most `MAX_ROOT_RECORD` bytes).
+pub const MAX_ROOTS_HELD: u64 = 10_000;
 
 /// A storage node's request handling over a chunk store.
 pub struct NodeService<S> {
@@ -476,6 +480,47 @@ impl<S: ChunkStore> NodeService<S> {
                 sign(Status::Busy, Vec::new())
             }
         }
+    }
+
+    /// Keeps a root record published under `locator` if it is validly signed by the vault it is
+    /// filed under and newer than the one held. Anything else is dropped with a log line.
+    /// Returns whether it was kept.
+    pub fn keep_root(&self, locator: &str, record: &[u8]) -> bool {
+        let version = match RootRecord::check_filed(record, locator) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(%locator, error = %e, "dropped a root record");
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        let held = match self.store.root(locator) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a root record failed");
+                return false;
+            }
+        };
+        match held.as_deref().map(|h| RootRecord::check_filed(h, locator)) {
+            Some(Ok(v)) if v >= version => return false,
+            None if matches!(self.store.roots_held(), Ok(n) if n >= MAX_ROOTS_HELD) => {
+                tracing::warn!(%locator, "root record of a new vault dropped: this node keeps {MAX_ROOTS_HELD} vaults' records");
+                return false;
+            }
+            _ => {}
+        }
+        match self.store.put_root(locator, record) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "keeping a root record failed");
+                false
+            }
+        }
+    }
+
+    /// The root record held for `locator`, if any.
+    pub fn root(&self, locator: &str) -> Option<Vec<u8>> {
+        self.store.root(locator).ok().flatten()
     }
 
     /// Drops every chunk whose lease has ended; returns how many.

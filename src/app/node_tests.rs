@@ -348,3 +348,42 @@ fn proofless_requests_do_not_consume_replay_memory() {
     let out = svc.handle_proven(&ok.encode(), Route::Targeted, Purpose::Get, NOW);
     assert_eq!(statuses_on(&svc, Route::Targeted, out), vec![Status::Ok]);
 }
+
+fn root_record(keys: &VaultKeys, version: u64) -> Vec<u8> {
+    use crate::domain::snapshot::RootRecord;
+    RootRecord { version, written_ms: NOW, snapshots: Vec::new() }
+        .seal(keys.root_signing_key(), &keys.root_body_key())
+}
+
+#[test]
+fn a_node_keeps_only_the_newest_validly_signed_root_record_filed_under_its_vault() {
+    use crate::domain::snapshot::{root_locator, RootRecord};
+    let (svc, keys) = setup(1 << 20);
+    let locator = root_locator(&keys.root_signing_key().verifying_key());
+    let vk = keys.root_signing_key().verifying_key();
+    let held = |svc: &NodeService<MemoryChunkStore>| {
+        svc.root(&locator).map(|r| RootRecord::verified_version(&r, &vk).unwrap())
+    };
+    assert!(svc.keep_root(&locator, &root_record(&keys, 2)));
+    assert_eq!(held(&svc), Some(2));
+    // Older or equal versions do not replace it (no rollback through a node).
+    assert!(!svc.keep_root(&locator, &root_record(&keys, 1)));
+    assert!(!svc.keep_root(&locator, &root_record(&keys, 2)));
+    assert_eq!(held(&svc), Some(2));
+    // Another vault's record filed under this vault's locator, a forgery claiming this vault's
+    // key, and garbage: all dropped.
+    let other = MasterKey::from_bytes([9; 32]).derive();
+    assert!(!svc.keep_root(&locator, &root_record(&other, 50)));
+    let mut forged = root_record(&other, 60);
+    forged[1..33].copy_from_slice(vk.as_bytes());
+    assert!(!svc.keep_root(&locator, &forged));
+    assert!(!svc.keep_root(&locator, &[1u8; 300]));
+    assert!(!svc.keep_root(&locator, &[]));
+    assert_eq!(held(&svc), Some(2));
+    assert!(svc.keep_root(&locator, &root_record(&keys, 3)));
+    assert_eq!(held(&svc), Some(3));
+    // The other vault's record under its own locator is kept separately.
+    let other_loc = root_locator(&other.root_signing_key().verifying_key());
+    assert!(svc.keep_root(&other_loc, &root_record(&other, 50)));
+    assert_eq!(held(&svc), Some(3));
+}

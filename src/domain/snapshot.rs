@@ -297,6 +297,25 @@ impl RootRecord {
         Ok(u64::from_le_bytes(msg[33..41].try_into().map_err(|_| RootError::Malformed)?))
     }
 
+    /// The verifying key a record claims to be signed by (unverified), if it parses that far.
+    pub fn claimed_key(bytes: &[u8]) -> Option<VerifyingKey> {
+        if bytes.len() > MAX_ROOT_RECORD || bytes.len() < 33 || bytes[0] != ROOT_VERSION {
+            return None;
+        }
+        VerifyingKey::from_bytes(bytes[1..33].try_into().ok()?).ok()
+    }
+
+    /// What a storage node checks before keeping a record published under `locator`: it is
+    /// signed by the key it claims, and that key's locator is `locator` (so nobody can file a
+    /// record under another vault). Returns the record's version.
+    pub fn check_filed(bytes: &[u8], locator: &str) -> Result<u64, RootError> {
+        let key = Self::claimed_key(bytes).ok_or(RootError::Malformed)?;
+        if root_locator(&key) != locator {
+            return Err(RootError::WrongKey);
+        }
+        Self::verified_version(bytes, &key)
+    }
+
     /// Verifies the signature against `key` and decrypts the body.
     pub fn open(bytes: &[u8], key: &VerifyingKey, body_key: &[u8; 32]) -> Result<RootRecord, RootError> {
         let version = Self::verified_version(bytes, key)?;

@@ -78,4 +78,11 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn expired(&self, now_ms: u64) -> Result<Vec<Addr>, StoreError>;
     /// Current space accounting.
     fn usage(&self) -> Usage;
+    /// The root record kept for a vault `locator` (see `domain::snapshot::root_locator`).
+    fn root(&self, locator: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Keeps `record` as the root record of `locator` (the caller has verified it is newer),
+    /// durably.
+    fn put_root(&self, locator: &str, record: &[u8]) -> Result<(), StoreError>;
+    /// How many vaults' root records are kept.
+    fn roots_held(&self) -> Result<u64, StoreError>;
 }

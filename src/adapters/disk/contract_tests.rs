@@ -54,6 +54,13 @@ fn contract(store: &dyn ChunkStore) {
     let (big, cbig) = chunk(3, 200_000);
     assert!(matches!(store.put(&big, &cbig), Err(StoreError::Full { .. })));
     assert_eq!(store.meta(&big.addr).unwrap(), None);
+    // Root records: one per locator, replaced in place.
+    assert_eq!(store.root("aa").unwrap(), None);
+    store.put_root("aa", b"first").unwrap();
+    store.put_root("bb", b"other").unwrap();
+    store.put_root("aa", b"second").unwrap();
+    assert_eq!(store.root("aa").unwrap(), Some(b"second".to_vec()));
+    assert_eq!(store.roots_held().unwrap(), 2);
 }
 
 #[test]

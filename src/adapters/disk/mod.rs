@@ -12,7 +12,7 @@
 //! fsynced before the index commit (redb, immediate durability). At open, leftovers in `tmp/`
 //! and bodies without an index entry are removed, and index entries without a body are dropped.
 
-use crate::adapters::redb::NODE_CHUNKS;
+use crate::adapters::redb::{NODE_CHUNKS, NODE_ROOTS};
 use crate::domain::audit::{prove_leaves, prove_leaves_from_segments, segment_cvs, LeafProof, SEGMENT};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{to_hex, Addr};
@@ -170,6 +170,7 @@ impl DiskChunkStore {
         {
             let txn = db.begin_write().map_err(db_err)?;
             txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            txn.open_table(NODE_ROOTS).map_err(db_err)?;
             txn.commit().map_err(db_err)?;
         }
         let store = DiskChunkStore {
@@ -505,6 +506,23 @@ impl ChunkStore for DiskChunkStore {
             capacity: self.capacity,
             chunks: self.chunks.load(Ordering::SeqCst),
         }
+    }
+
+    fn root(&self, locator: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(NODE_ROOTS).map_err(db_err)?;
+        Ok(table.get(locator).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_root(&self, locator: &str, record: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(NODE_ROOTS).map_err(db_err)?.insert(locator, record).map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn roots_held(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        txn.open_table(NODE_ROOTS).map_err(db_err)?.len().map_err(db_err)
     }
 }
 

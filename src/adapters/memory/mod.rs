@@ -10,12 +10,13 @@ use std::sync::Mutex;
 pub struct MemoryChunkStore {
     capacity: u64,
     inner: Mutex<HashMap<Addr, (StoredChunk, Vec<u8>)>>,
+    roots: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl MemoryChunkStore {
     /// An empty store with a capacity limit in bytes.
     pub fn new(capacity: u64) -> Self {
-        MemoryChunkStore { capacity, inner: Mutex::new(HashMap::new()) }
+        MemoryChunkStore { capacity, inner: Mutex::default(), roots: Mutex::default() }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Addr, (StoredChunk, Vec<u8>)>> {
@@ -75,5 +76,18 @@ impl ChunkStore for MemoryChunkStore {
             capacity: self.capacity,
             chunks: map.len() as u64,
         }
+    }
+
+    fn root(&self, locator: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.roots.lock().unwrap_or_else(|p| p.into_inner()).get(locator).cloned())
+    }
+
+    fn put_root(&self, locator: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.roots.lock().unwrap_or_else(|p| p.into_inner()).insert(locator.to_string(), record.to_vec());
+        Ok(())
+    }
+
+    fn roots_held(&self) -> Result<u64, StoreError> {
+        Ok(self.roots.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
     }
 }

@@ -2,12 +2,13 @@
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
 use super::{
-    ack_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject, Layout, ACK_STREAM,
-    BROADCAST_GET, STORE_SUBJECT,
+    ack_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
+    roots_request_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
 };
 use crate::domain::audit::verify_audit;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{Commitment, ProofSecret, Purpose};
+use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::unix_ms;
 use crate::domain::wire::{
     AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
@@ -495,7 +496,7 @@ impl NatsFabric {
                 .map_err(broker)?;
             while let Some(m) = batch.next().await {
                 let m = m.map_err(broker)?;
-                if m.payload.len() <= crate::domain::snapshot::MAX_ROOT_RECORD {
+                if m.payload.len() <= MAX_ROOT_RECORD {
                     out.push(m.payload.to_vec());
                 }
                 if out.len() >= pending {
@@ -504,6 +505,38 @@ impl NatsFabric {
             }
         }
         let _ = stream.delete_consumer(&c.cached_info().name).await;
+        Ok(out)
+    }
+}
+
+impl NatsFabric {
+    /// The root records storage nodes keep under `locator`: every node that holds one answers;
+    /// collected for up to a second (300 ms after the last answer).
+    async fn node_roots(&self, locator: &str) -> Result<RootsServed, FabricError> {
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(broker)?;
+        self.client
+            .publish_with_reply(roots_request_subject(locator), inbox, bytes::Bytes::new())
+            .await
+            .map_err(broker)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut out = Vec::new();
+        loop {
+            let quiet = if out.is_empty() {
+                deadline
+            } else {
+                tokio::time::Instant::now() + Duration::from_millis(300)
+            };
+            match tokio::time::timeout_at(quiet.min(deadline), sub.next()).await {
+                Ok(Some(m)) if m.payload.len() > 32 && m.payload.len() <= 32 + MAX_ROOT_RECORD => {
+                    let node = crate::domain::ids::to_hex(&m.payload[..6]);
+                    out.push((format!("node {node}…"), vec![m.payload[32..].to_vec()]));
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        let _ = sub.unsubscribe().await;
         Ok(out)
     }
 }
@@ -517,7 +550,9 @@ impl ChunkFabric for NatsFabric {
     }
 
     async fn fetch_roots(&self, locator: &str) -> Result<RootsServed, FabricError> {
-        Ok(vec![("the broker".to_string(), self.broker_roots(locator).await?)])
+        let mut served = vec![("the broker".to_string(), self.broker_roots(locator).await?)];
+        served.extend(self.node_roots(locator).await?);
+        Ok(served)
     }
 
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {

@@ -35,6 +35,12 @@ pub fn root_subject(locator: &str) -> String {
     format!("quloud.v1.root.{locator}")
 }
 
+/// The subject on which storage nodes answer with the root record they keep for `locator`
+/// (every node keeps the newest validly signed record of every vault).
+pub fn roots_request_subject(locator: &str) -> String {
+    format!("quloud.v1.roots.{locator}")
+}
+
 /// A node's request subject for `op` (`get`, `audit`, `renew`, `delete`).
 pub fn node_subject(node: &NodeId, op: &str) -> String {
     format!("quloud.v1.node.{node}.{op}")

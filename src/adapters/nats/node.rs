@@ -1,7 +1,9 @@
 //! Storage node side of the NATS fabric: pulls store requests from the shared work-queue
 //! consumer and answers proof-gated requests on its own subject and on the broadcast subject.
 
-use super::{ack_subject, connect, ensure_streams, store_consumer, Layout, BROADCAST_GET};
+use super::{
+    ack_subject, connect, ensure_root_stream, ensure_streams, store_consumer, Layout, BROADCAST_GET,
+};
 use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision};
 use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
@@ -93,6 +95,7 @@ pub async fn run_node<S: ChunkStore>(
         cancel.clone(),
     ));
     tasks.spawn(sweep_loop(svc.clone(), opts.sweep_interval, cancel.clone()));
+    tasks.spawn(roots_loop(svc.clone(), client.clone(), js.clone(), opts.layout.clone(), cancel.clone()));
     while tasks.join_next().await.is_some() {}
     let _ = client.flush().await;
     tracing::info!(node = %svc.node_id(), "storage node stopped");
@@ -332,6 +335,78 @@ fn purpose_of(op: &str) -> Purpose {
 enum Answer {
     Single(Vec<u8>),
     Chunks(Vec<(crate::domain::ids::Addr, bool)>),
+}
+
+/// Keeps the newest validly signed root record of every vault (read from the root stream with
+/// this node's own durable consumer, so records published while it was down arrive later) and
+/// answers `quloud.v1.roots.<locator>` with it: a second source, so a broker that loses or
+/// withholds newer records is caught. Retries after broker trouble until cancelled.
+async fn roots_loop<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    layout: Layout,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        if let Err(e) = serve_roots(&svc, &client, &js, &layout, &cancel).await {
+            tracing::warn!(error = %e, "root record service interrupted; retrying in 2 s");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+async fn serve_roots<S: ChunkStore>(
+    svc: &Arc<NodeService<S>>,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    layout: &Layout,
+    cancel: &CancellationToken,
+) -> Result<(), FabricError> {
+    let broker = |e: &dyn std::fmt::Display| FabricError::Broker(e.to_string());
+    let stream = ensure_root_stream(js, layout).await?;
+    let name = format!("node-roots-{}", svc.node_id());
+    let config = jetstream::consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        inactive_threshold: Duration::from_secs(30 * 24 * 3600),
+        num_replicas: layout.stream_replicas,
+        ..Default::default()
+    };
+    let consumer = stream.get_or_create_consumer(&name, config).await.map_err(|e| broker(&e))?;
+    let mut records = consumer.messages().await.map_err(|e| broker(&e))?;
+    let mut requests = client.subscribe("quloud.v1.roots.*").await.map_err(|e| broker(&e))?;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            m = records.next() => {
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(broker(&e)),
+                    None => return Err(FabricError::Broker("root record feed ended".into())),
+                };
+                let locator = m.subject.rsplit('.').next().unwrap_or_default().to_string();
+                let (worker, payload) = (svc.clone(), m.payload.clone());
+                let _ = tokio::task::spawn_blocking(move || worker.keep_root(&locator, &payload)).await;
+                let _ = m.ack().await;
+            }
+            r = requests.next() => {
+                let Some(r) = r else { return Err(FabricError::Broker("subscription ended".into())) };
+                let Some(reply) = r.reply else { continue };
+                let locator = r.subject.rsplit('.').next().unwrap_or_default().to_string();
+                let worker = svc.clone();
+                if let Ok(Some(record)) = tokio::task::spawn_blocking(move || worker.root(&locator)).await {
+                    let mut out = svc.node_id().0.to_vec();
+                    out.extend_from_slice(&record);
+                    let _ = client.publish(reply, out.into()).await;
+                }
+            }
+        }
+    }
 }
 
 async fn sweep_loop<S: ChunkStore>(svc: Arc<NodeService<S>>, every: Duration, cancel: CancellationToken) {

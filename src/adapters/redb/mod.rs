@@ -9,6 +9,9 @@ use redb::TableDefinition;
 /// Storage node index: on-disk locator (keyed hash of addr) → sealed chunk record.
 pub const NODE_CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("node-chunks-v1");
 
+/// Storage node: vault root locator → the newest validly signed root record seen for it.
+pub const NODE_ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("node-roots-v1");
+
 /// Manifest: inode → encoded `Attr`.
 pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes-v1");
 /// Manifest: parent ino (big-endian) ‖ name → child ino.
