@@ -1,7 +1,7 @@
 //! The command line (clap derive). No logic lives here: `wiring` runs each command.
 
 use crate::domain::size::{parse_duration, parse_size};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,6 +90,13 @@ pub enum Command {
     /// the same chunks: only changed content, or deleting every copy (freed once retention drops
     /// older snapshots), puts data out of a recipient's reach. See docs/SECURITY.md.
     Share(ShareArgs),
+    /// Print the nats-server `users` entry that lets a storage node, or this vault's owner, use
+    /// exactly the subjects it needs and nothing else (docs/OPERATIONS.md).
+    ///
+    /// A node so restricted cannot read any vault's acks or other clients' replies. With --nkey
+    /// FILE the entry names an nkey user (FILE is created, mode 0600, if missing): start the
+    /// node or the mount with --nats-nkey FILE.
+    NatsUser(NatsUserArgs),
 }
 
 /// `quloud snapshot …`
@@ -169,12 +176,40 @@ pub enum KeyCommand {
     },
 }
 
-/// Connection to the broker.
+/// Connection to the broker (docs/OPERATIONS.md shows cluster, leaf-node, TLS and permission
+/// set-ups).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Broker connection")]
 pub struct NatsArgs {
-    /// NATS server URL.
-    #[arg(long, env = "QULOUD_NATS", default_value = "nats://127.0.0.1:4222", value_name = "URL")]
+    /// NATS server URL, or several servers of a cluster separated by commas: the first that
+    /// answers is used, and the connection moves to another when it fails. tls:// needs TLS.
+    #[arg(long, env = "QULOUD_NATS", default_value = "nats://127.0.0.1:4222", value_name = "URL[,URL…]")]
     pub nats: String,
+    /// NATS credentials file (user JWT and seed, from `nsc`) for servers in operator mode.
+    #[arg(long, env = "QULOUD_NATS_CREDS", value_name = "FILE", conflicts_with = "nats_nkey")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an nkey user seed (SU…), for nkey users in the server config. Create one
+    /// with `quloud nats-user ROLE --nkey FILE`.
+    #[arg(long, env = "QULOUD_NATS_NKEY", value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for tls:// servers (e.g. your own CA).
+    #[arg(long, env = "QULOUD_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with --nats-client-key).
+    #[arg(long, env = "QULOUD_NATS_CLIENT_CERT", value_name = "FILE", requires = "nats_client_key")]
+    pub nats_client_cert: Option<PathBuf>,
+    /// PEM private key of --nats-client-cert.
+    #[arg(long, env = "QULOUD_NATS_CLIENT_KEY", value_name = "FILE", requires = "nats_client_cert")]
+    pub nats_client_key: Option<PathBuf>,
+    /// Prefix of this client's reply subjects (default _INBOX). Give each NATS user its own
+    /// (e.g. _INBOX_node1) and allow it only that one, so no user can read others' replies.
+    #[arg(long, env = "QULOUD_NATS_INBOX_PREFIX", value_name = "PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
+    /// JetStream replicas of the streams this command creates if they do not exist yet: 1 on
+    /// one server, 3 on a cluster. Default: 1, and accept existing streams as they are
+    /// (given, a differing existing stream is reported).
+    #[arg(long, env = "QULOUD_JS_REPLICAS", value_name = "R")]
+    pub js_replicas: Option<usize>,
 }
 
 /// `quloud node …`
@@ -339,4 +374,34 @@ pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Who a NATS user is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NatsRole {
+    /// A storage node (`quloud node --data DIR`).
+    Node,
+    /// The owner of the vault in --home (`quloud mount` and the other vault commands).
+    Owner,
+}
+
+/// `quloud nats-user …`
+#[derive(Debug, Clone, Args)]
+pub struct NatsUserArgs {
+    /// node: a storage node (give --data or --key); owner: the vault of --home.
+    #[arg(value_enum, value_name = "ROLE")]
+    pub role: NatsRole,
+    /// The node's data directory (its identity is DIR/node.key, created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The node's identity file, when not DIR/node.key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// An nkey seed file for this user, created (mode 0600) if missing; the entry names its
+    /// public key. Without it the entry has a user and password to fill in.
+    #[arg(long, value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// The reply-subject prefix the client runs with, when given --nats-inbox-prefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub inbox_prefix: Option<String>,
 }

@@ -1,10 +1,11 @@
 //! Composition root: turns a parsed command line into adapters and services and runs them.
 
 use crate::adapters::disk::DiskChunkStore;
-use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::nats::fabric::FabricOptions;
 use crate::adapters::nats::node::{run_node, NodeRunOptions};
+use crate::adapters::nats::{connect::split_urls, BrokerConfig, Layout};
 use crate::app::node::{NodePolicy, NodeService};
-use crate::cli::{CheckArgs, Cli, Command, KeyCommand, NodeArgs};
+use crate::cli::{CheckArgs, Cli, Command, KeyCommand, NatsArgs, NodeArgs};
 use crate::domain::identity::{NodeIdentity, IDENTITY_LEN};
 use crate::domain::keys::MasterKey;
 use crate::domain::{paper, unix_ms};
@@ -18,6 +19,7 @@ mod audit;
 mod check;
 mod files;
 mod mount;
+mod nats_user;
 mod recovery;
 mod up;
 
@@ -31,15 +33,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { reveal, qr }) => key_show(&home, reveal, qr),
         Command::Node(args) => node(args).await,
         Command::Up(args) => up::up(&home, args).await,
-        Command::Mount(args) => match (args.snapshot, &args.share) {
-            (Some(id), _) => {
-                recovery::mount_snapshot(&home, &args.nats.nats, &args.mountpoint, id, &args.opts).await
+        Command::Mount(args) => {
+            let bus = Bus::from_args(&args.nats)?;
+            match (args.snapshot, &args.share) {
+                (Some(id), _) => recovery::mount_snapshot(&home, &bus, &args.mountpoint, id, &args.opts).await,
+                (None, Some(cap)) => recovery::mount_share(&bus, &args.mountpoint, cap, &args.opts).await,
+                (None, None) => mount::mount(&home, &bus, &args.mountpoint, &args.opts).await,
             }
-            (None, Some(cap)) => {
-                recovery::mount_share(&args.nats.nats, &args.mountpoint, cap, &args.opts).await
-            }
-            (None, None) => mount::mount(&home, &args.nats.nats, &args.mountpoint, &args.opts).await,
-        },
+        }
         Command::Status(args) => mount::status(&home, args.json).await,
         Command::Check(args) => check(args).await,
         Command::Audit(args) => audit::audit(&home, args).await,
@@ -48,6 +49,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Snapshots(args) => recovery::snapshots(&home, args).await,
         Command::Restore(args) => recovery::restore(&home, args).await,
         Command::Share(args) => recovery::share(&home, args).await,
+        Command::NatsUser(args) => nats_user::nats_user(&home, &args),
     }
 }
 
@@ -153,7 +155,9 @@ async fn node(args: NodeArgs) -> Result<()> {
     println!("node id: {node_id}");
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    let mut opts = NodeRunOptions::new(&args.nats.nats);
+    let bus = Bus::from_args(&args.nats)?;
+    let mut opts = NodeRunOptions::new(bus.broker);
+    opts.layout = bus.layout;
     opts.store_concurrency = args.store_concurrency.max(1);
     opts.sweep_interval = args.sweep_interval.max(std::time::Duration::from_millis(100));
     run_node(svc, opts, cancel).await?;
@@ -176,7 +180,7 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 }
 
 async fn check(args: CheckArgs) -> Result<()> {
-    let report = run_check(&args.nats.nats, args.size, args.replicas).await?;
+    let report = run_check(&Bus::from_args(&args.nats)?, args.size, args.replicas).await?;
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -185,12 +189,50 @@ async fn check(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// Options shared by the owner-side commands.
-pub fn fabric_options(url: &str) -> FabricOptions {
-    FabricOptions::new(url)
+/// The broker connection a command was given: servers, TLS, credentials and stream layout.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    /// Servers, TLS and credentials.
+    pub broker: BrokerConfig,
+    /// Streams' replica count.
+    pub layout: Layout,
 }
 
-/// Connects the owner side for a vault.
-pub async fn connect_fabric(key: &MasterKey, opts: FabricOptions) -> Result<NatsFabric> {
-    Ok(NatsFabric::connect(key.derive().ack_token(), opts, None).await?)
+impl Bus {
+    /// From the command line, checked (URLs parse, files exist) before anything connects.
+    pub fn from_args(args: &NatsArgs) -> Result<Bus> {
+        let broker = BrokerConfig {
+            servers: split_urls(&args.nats),
+            creds: args.nats_creds.clone(),
+            nkey: args.nats_nkey.clone(),
+            ca: args.nats_ca.clone(),
+            client_cert: args.nats_client_cert.clone().zip(args.nats_client_key.clone()),
+            inbox_prefix: args.nats_inbox_prefix.clone(),
+        };
+        broker.validate()?;
+        if let Some(r) = args.js_replicas {
+            if !(1..=5).contains(&r) {
+                bail!("--js-replicas must be 1 to 5 (1 on one server, 3 on a cluster), not {r}");
+            }
+        }
+        let layout = Layout { stream_replicas: args.js_replicas, ..Layout::default() };
+        Ok(Bus { broker, layout })
+    }
+
+    /// A plain connection to `url` (one server or a comma-separated list), default layout.
+    pub fn url(url: &str) -> Bus {
+        Bus { broker: BrokerConfig::from(url), layout: Layout::default() }
+    }
+
+    /// Owner-side fabric options over this connection.
+    pub fn fabric_options(&self) -> FabricOptions {
+        let mut opts = FabricOptions::new(self.broker.clone());
+        opts.layout = self.layout.clone();
+        opts
+    }
+
+    /// The servers, for messages.
+    pub fn display(&self) -> String {
+        self.broker.display()
+    }
 }

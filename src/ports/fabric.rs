@@ -40,6 +40,9 @@ pub enum FabricError {
         /// What was wrong.
         why: String,
     },
+    /// The connection settings are unusable (bad URL, missing credentials or certificate file).
+    #[error("NATS connection settings: {0}")]
+    Config(String),
     /// The broker or the stream refused the operation.
     #[error("NATS operation failed: {0}")]
     Broker(String),

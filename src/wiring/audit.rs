@@ -1,9 +1,9 @@
 //! `quloud audit` and `quloud nodes`: through the running mount's control socket when the vault
 //! is mounted, otherwise by opening the vault here.
 
-use super::load_master_key;
+use super::{load_master_key, Bus};
 use super::mount::{ask, control_socket, health_options};
-use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::Manifest;
 use crate::app::vault::{nodes_json, nodes_render, nodes_view, AuditReport, Scope, Vault, VaultOptions};
 use crate::cli::{AuditArgs, MountOpts};
@@ -91,7 +91,7 @@ pub async fn audit(home: &Path, args: AuditArgs) -> Result<()> {
 
 /// Opens the vault here (it is not mounted), connects to the fabric and runs the pass.
 async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<AuditReport> {
-    let (vault, _) = open_unmounted(home, &args.nats.nats, args.replicas).await?;
+    let (vault, _) = open_unmounted(home, &Bus::from_args(&args.nats)?, args.replicas).await?;
     let report = vault.audit(&Scope::Path(path.to_string()), args.now, false, &progress).await;
     vault.checkpoint().context("saving the manifest")?;
     Ok(report?)
@@ -101,7 +101,7 @@ async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<Au
 /// hands it a fabric connection. `replicas` defaults to the number it was last mounted with.
 pub(super) async fn open_unmounted(
     home: &Path,
-    url: &str,
+    bus: &Bus,
     replicas: Option<usize>,
 ) -> Result<(Arc<Vault<NatsFabric>>, MountOpts)> {
     let key = load_master_key(home)?;
@@ -132,7 +132,7 @@ pub(super) async fn open_unmounted(
     let token = keys.ack_token();
     let vault = Vault::<NatsFabric>::load(home, keys, opts)
         .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
-    let mut fabric_opts = FabricOptions::new(url);
+    let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = defaults.lease;
     vault.set_fabric(Arc::new(NatsFabric::connect(token, fabric_opts, None).await?));
     Ok((Arc::new(vault), defaults))

@@ -3,7 +3,8 @@
 //! Uses a throwaway vault key and a one-hour lease, and deletes what it stored at the end, so
 //! checking a fabric leaves nothing behind on friends' disks.
 
-use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::nats::fabric::NatsFabric;
+use super::Bus;
 use crate::domain::chunker::chunk_ranges;
 use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -103,12 +104,12 @@ async fn seal_all(
 
 /// Stores `size` random bytes with `replicas` replicas, reads them back, audits every replica,
 /// deletes everything, and reports.
-pub async fn run_check(url: &str, size: u64, replicas: usize) -> Result<CheckReport> {
+pub async fn run_check(bus: &Bus, size: u64, replicas: usize) -> Result<CheckReport> {
     if replicas == 0 {
         bail!("--replicas must be at least 1");
     }
     let keys = Arc::new(MasterKey::generate().derive());
-    let mut opts = FabricOptions::new(url);
+    let mut opts = bus.fabric_options();
     opts.lease = Duration::from_secs(3600);
     let fabric = NatsFabric::connect(keys.ack_token(), opts, None).await?;
     let data = Arc::new(random_data(size));

@@ -1,7 +1,7 @@
 //! `quloud mount` and `quloud status`: wires the manifest, the fabric, the pipeline and FUSE,
 //! serves the control socket, and unmounts in order.
 
-use super::{cancel_on_signal, load_master_key};
+use super::{cancel_on_signal, load_master_key, Bus};
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::app::vault::{
@@ -66,7 +66,7 @@ async fn connect_in_background(
     opts: FabricOptions,
     cancel: CancellationToken,
 ) {
-    let url = opts.url.clone();
+    let url = opts.broker.display();
     let mut warned = false;
     loop {
         match NatsFabric::connect(token, opts.clone(), None).await {
@@ -210,7 +210,7 @@ pub fn health_options(opts: &MountOpts) -> HealthOptions {
 }
 
 /// Mounts the vault of `home` and serves it until a signal or an external unmount.
-pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) -> Result<()> {
+pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) -> Result<()> {
     let key = load_master_key(home)?;
     clear_stale_mount(mountpoint)?;
     let keys = Arc::new(key.derive());
@@ -228,7 +228,7 @@ pub async fn mount(home: &Path, url: &str, mountpoint: &Path, opts: &MountOpts) 
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
     let mut tasks = tokio::task::JoinSet::new();
-    let mut fabric_opts = FabricOptions::new(url);
+    let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = opts.lease;
     tasks.spawn(connect_in_background(vault.clone(), token, fabric_opts, cancel.clone()));
     tasks.spawn(run_pipeline(vault.clone(), stats, cancel.clone()));

@@ -3,9 +3,9 @@
 
 use super::audit::{open_unmounted, progress_bar};
 use super::mount::{ask, ask_within, serve_fuse, SNAPSHOT_WAIT};
-use super::{files, key_path, load_master_key, qr};
+use super::{files, key_path, load_master_key, qr, Bus};
 use crate::adapters::fuse::MountSettings;
-use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::Manifest;
 use crate::app::vault::{
     find_root, materialize_share, materialize_snapshot, run_pipeline, PipelineStats, RootFound, Secrets,
@@ -87,14 +87,15 @@ fn progress(what: &'static str) -> impl Fn(u64, u64) + Sync {
 }
 
 /// A read-only connection: it never stores, so it leaves no ack consumer on the broker.
-async fn connect_read_only(url: &str, keys: &VaultKeys) -> Result<NatsFabric> {
-    let mut opts = FabricOptions::new(url);
+async fn connect_read_only(bus: &Bus, keys: &VaultKeys) -> Result<NatsFabric> {
+    let mut opts = bus.fabric_options();
     opts.collect_acks = false;
     Ok(NatsFabric::connect(keys.ack_token(), opts, None).await?)
 }
 
 /// The vault's root record, with rollbacks and forgeries reported on stderr.
-async fn root(fabric: &NatsFabric, keys: &VaultKeys, url: &str) -> Result<RootFound> {
+async fn root(fabric: &NatsFabric, keys: &VaultKeys, bus: &Bus) -> Result<RootFound> {
+    let url = bus.display();
     let found = find_root(fabric, keys).await?.ok_or_else(|| {
         anyhow!(
             "no snapshot of this vault found at {url}: either the key belongs to another vault \
@@ -123,11 +124,11 @@ fn pick(found: &RootFound, id: Option<u64>) -> Result<SnapshotInfo> {
 }
 
 /// Opens the unmounted vault of `home` with its uploader running, runs `f`, and saves.
-async fn unmounted<T, Fut>(home: &Path, url: &str, f: impl FnOnce(Arc<Vault<NatsFabric>>) -> Fut) -> Result<T>
+async fn unmounted<T, Fut>(home: &Path, bus: &Bus, f: impl FnOnce(Arc<Vault<NatsFabric>>) -> Fut) -> Result<T>
 where
     Fut: std::future::Future<Output = Result<T, crate::app::vault::FsError>>,
 {
-    let (vault, _) = open_unmounted(home, url, None).await?;
+    let (vault, _) = open_unmounted(home, bus, None).await?;
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
     let pipeline = tokio::spawn(run_pipeline(vault.clone(), stats, cancel.clone()));
@@ -158,7 +159,7 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
     let reply = match ask_within(home, "snapshot", SNAPSHOT_WAIT + Duration::from_secs(30)).await {
         Some(r) => r,
         None => outcome_json(
-            &unmounted(home, &args.nats.nats, |v| async move { v.snapshot(true, SNAPSHOT_WAIT).await })
+            &unmounted(home, &Bus::from_args(&args.nats)?, |v| async move { v.snapshot(true, SNAPSHOT_WAIT).await })
                 .await?,
         ),
     };
@@ -195,8 +196,9 @@ pub async fn snapshots(home: &Path, args: SnapshotsArgs) -> Result<()> {
         rows.into_iter().map(|r| r.info).collect()
     } else {
         let keys = load_master_key(home)?.derive();
-        let fabric = connect_read_only(&args.nats.nats, &keys).await?;
-        root(&fabric, &keys, &args.nats.nats).await?.record.snapshots
+        let bus = Bus::from_args(&args.nats)?;
+        let fabric = connect_read_only(&bus, &keys).await?;
+        root(&fabric, &keys, &bus).await?.record.snapshots
     };
     if args.json {
         println!("{}", snapshots_json(&list));
@@ -224,9 +226,9 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
         );
     }
     let keys = key.derive();
-    let url = &args.nats.nats;
-    let fabric = connect_read_only(url, &keys).await?;
-    let found = root(&fabric, &keys, url).await?;
+    let bus = Bus::from_args(&args.nats)?;
+    let fabric = connect_read_only(&bus, &keys).await?;
+    let found = root(&fabric, &keys, &bus).await?;
     let info = pick(&found, args.snapshot)?;
     eprintln!(
         "restoring snapshot {} of {} ({} files, {})",
@@ -245,7 +247,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
     if args.no_mount {
         return Ok(());
     }
-    super::mount::mount(home, url, &args.mountpoint, &args.opts).await
+    super::mount::mount(home, &bus, &args.mountpoint, &args.opts).await
 }
 
 /// `quloud share PATH [--qr]`.
@@ -263,7 +265,7 @@ pub async fn share(home: &Path, args: ShareArgs) -> Result<()> {
             }
             None => {
                 let given = given.clone();
-                unmounted(home, &args.nats.nats, |v| async move { v.share(&given, SNAPSHOT_WAIT).await })
+                unmounted(home, &Bus::from_args(&args.nats)?, |v| async move { v.share(&given, SNAPSHOT_WAIT).await })
                     .await
                     .with_context(|| format!("cannot share {}", args.path.display()))?
                     .encode()
@@ -288,14 +290,14 @@ fn read_only_settings(opts: &MountOpts, fsname: String) -> MountSettings {
 /// `quloud mount MOUNTPOINT --snapshot ID`: a past state of the vault, read-only.
 pub async fn mount_snapshot(
     home: &Path,
-    url: &str,
+    bus: &Bus,
     mountpoint: &Path,
     id: u64,
     opts: &MountOpts,
 ) -> Result<()> {
     let keys = Arc::new(load_master_key(home)?.derive());
-    let fabric = connect_read_only(url, &keys).await?;
-    let found = root(&fabric, &keys, url).await?;
+    let fabric = connect_read_only(bus, &keys).await?;
+    let found = root(&fabric, &keys, bus).await?;
     let info = pick(&found, Some(id))?;
     let dir = home.join("snapshots");
     files::create_private_dir(&dir)?;
@@ -313,12 +315,12 @@ pub async fn mount_snapshot(
 }
 
 /// `quloud mount MOUNTPOINT --share CAP`: the subtree a capability grants, read-only.
-pub async fn mount_share(url: &str, mountpoint: &Path, cap: &str, opts: &MountOpts) -> Result<()> {
+pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOpts) -> Result<()> {
     let cap = Capability::decode(cap)?;
     // A recipient has no vault: this throwaway key only names the connection; every chunk is
     // opened and proven for with the secrets the share lists.
     let keys = Arc::new(MasterKey::generate().derive());
-    let fabric = connect_read_only(url, &keys).await?;
+    let fabric = connect_read_only(bus, &keys).await?;
     let dir = tempfile_dir()?;
     let manifest = dir.join("share.redb");
     let fetched = materialize_share(&fabric, &cap, &manifest, FETCH_TIMEOUT, &progress("share pieces")).await;

@@ -112,7 +112,8 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
     }
     println!("{} storage nodes started (data and logs under {})", args.nodes, dir.display());
 
-    let outcome = match run_check(&url, 16 << 20, args.mount.replicas).await {
+    let bus = super::Bus::url(&url);
+    let outcome = match run_check(&bus, 16 << 20, args.mount.replicas).await {
         Ok(report) => {
             println!("fabric check passed:");
             report.print();
@@ -123,7 +124,7 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
     let outcome = match (outcome, &args.mountpoint) {
         (Ok(()), Some(mp)) if !args.once => {
             println!("\nFabric is up at {url}. Mounting your vault…");
-            super::mount::mount(home, &url, mp, &args.mount).await
+            super::mount::mount(home, &bus, mp, &args.mount).await
         }
         (Ok(()), None) if !args.once => {
             println!("\nFabric is up. Connect with --nats {url}. Press Ctrl-C to stop.");

@@ -28,7 +28,7 @@ pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -45,20 +45,25 @@ pub struct Nats {
 
 impl Nats {
     pub fn start(dir: &Path) -> Nats {
-        std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
-        let conf = dir.join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
-                dir.join("js").display()
-            ),
-        )
-        .unwrap();
+        let conf = format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+            dir.join("js").display()
+        );
+        Nats::with_config(dir, port, &conf)
+    }
+
+    /// A nats-server on `port` with the config text `conf` (written to DIR/nats.conf).
+    pub fn with_config(dir: &Path, port: u16, conf: &str) -> Nats {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("nats.conf"), conf).unwrap();
         let mut n = Nats { child: None, port, dir: dir.to_path_buf() };
         n.spawn();
         n
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
     }
 
     /// Starts nats-server on this instance's config and waits until it listens.
@@ -594,4 +599,5 @@ impl Rng {
     }
 }
 
+pub mod cluster;
 pub mod tree;

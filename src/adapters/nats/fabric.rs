@@ -2,6 +2,7 @@
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
 use super::{
+    BrokerConfig,
     ack_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
     roots_request_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
 };
@@ -29,8 +30,8 @@ pub const AUDIT_LEAVES: u8 = 4;
 /// Owner-side knobs.
 #[derive(Clone, Debug)]
 pub struct FabricOptions {
-    /// Broker URL.
-    pub url: String,
+    /// Broker servers, TLS and credentials.
+    pub broker: BrokerConfig,
     /// Stream layout.
     pub layout: Layout,
     /// Lease requested for newly stored chunks.
@@ -49,10 +50,10 @@ pub struct FabricOptions {
 }
 
 impl FabricOptions {
-    /// Defaults for `url`.
-    pub fn new(url: &str) -> Self {
+    /// Defaults for `broker` (a URL, a comma-separated list, or a full `BrokerConfig`).
+    pub fn new(broker: impl Into<BrokerConfig>) -> Self {
         FabricOptions {
-            url: url.to_string(),
+            broker: broker.into(),
             layout: Layout::default(),
             lease: Duration::from_secs(90 * 24 * 3600),
             retry_after: Duration::from_secs(10),
@@ -104,13 +105,15 @@ impl NatsFabric {
         opts: FabricOptions,
         unsolicited: Option<mpsc::Sender<StoreAck>>,
     ) -> Result<Self, FabricError> {
-        let client = connect(&opts.url, "quloud-owner").await?;
+        let mut broker = opts.broker.clone();
+        broker.inbox_prefix.get_or_insert_with(|| super::permissions::owner_inbox(&token));
+        let client = connect(&broker, "quloud-owner").await?;
         let js = jetstream::new(client.clone());
         let (_, acks) = ensure_streams(&js, &opts.layout).await?;
         let pending: PendingMap = Arc::default();
         let cancel = CancellationToken::new();
         if opts.collect_acks {
-            Self::collect_acks(&acks, token, &opts, pending.clone(), unsolicited, cancel.clone()).await?;
+            Self::collect_acks(&acks, token, pending.clone(), unsolicited, cancel.clone()).await?;
         }
         Ok(NatsFabric {
             client,
@@ -127,19 +130,17 @@ impl NatsFabric {
     async fn collect_acks(
         acks: &jetstream::stream::Stream,
         token: AckToken,
-        opts: &FabricOptions,
         pending: PendingMap,
         unsolicited: Option<mpsc::Sender<StoreAck>>,
         cancel: CancellationToken,
     ) -> Result<(), FabricError> {
-        let durable = format!("owner-{token}");
+        let durable = super::permissions::owner_ack_consumer(&token);
         let config = consumer::pull::Config {
             durable_name: Some(durable.clone()),
             filter_subject: ack_subject(&token),
             ack_policy: consumer::AckPolicy::Explicit,
             deliver_policy: consumer::DeliverPolicy::All,
             inactive_threshold: Duration::from_secs(30 * 24 * 3600),
-            num_replicas: opts.layout.stream_replicas,
             ..Default::default()
         };
         let ack_consumer = acks.get_or_create_consumer(&durable, config).await.map_err(broker)?;
@@ -152,7 +153,7 @@ impl NatsFabric {
     /// `quloud check`; a real vault keeps it so acks that arrive while it is offline wait).
     pub async fn delete_ack_consumer(&self) -> Result<(), FabricError> {
         let stream = self.js.get_stream(ACK_STREAM).await.map_err(broker)?;
-        stream.delete_consumer(&format!("owner-{}", self.token)).await.map_err(broker)?;
+        stream.delete_consumer(&super::permissions::owner_ack_consumer(&self.token)).await.map_err(broker)?;
         Ok(())
     }
 

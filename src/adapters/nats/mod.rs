@@ -1,8 +1,12 @@
 //! The fabric over NATS JetStream (DESIGN §5, docs/PROTOCOL.md): subjects, stream and consumer
 //! layout, connecting, and the node-side and owner-side adapters.
 
+pub mod connect;
 pub mod fabric;
 pub mod node;
+pub mod permissions;
+
+pub use connect::{connect, BrokerConfig};
 
 use crate::domain::ids::{AckToken, NodeId};
 use crate::domain::wire::MAX_MESSAGE;
@@ -49,8 +53,10 @@ pub fn node_subject(node: &NodeId, op: &str) -> String {
 /// How streams are laid out on the broker.
 #[derive(Clone, Debug)]
 pub struct Layout {
-    /// JetStream replicas per stream: 1 on one server, 3 on a cluster.
-    pub stream_replicas: usize,
+    /// JetStream replicas of each stream this process creates: 1 on one server, 3 on a cluster.
+    /// `None`: create with 1 and accept whatever count an existing stream has. Consumers always
+    /// inherit their stream's count.
+    pub stream_replicas: Option<usize>,
     /// Bytes of pending store requests the broker may hold.
     pub store_max_bytes: i64,
     /// Keep pending store requests in broker memory rather than on its disk. The owner keeps
@@ -59,21 +65,17 @@ pub struct Layout {
     pub store_in_memory: bool,
 }
 
-impl Default for Layout {
-    fn default() -> Self {
-        Layout { stream_replicas: 1, store_max_bytes: 1 << 30, store_in_memory: true }
+impl Layout {
+    /// Replicas of a stream created now.
+    pub fn replicas(&self) -> usize {
+        self.stream_replicas.unwrap_or(1)
     }
 }
 
-/// Connects to NATS, failing fast with a clear error when the broker is unreachable.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, FabricError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_secs(10)))
-        .connect(url)
-        .await
-        .map_err(|e| FabricError::Unreachable { url: url.to_string(), reason: e.to_string() })
+impl Default for Layout {
+    fn default() -> Self {
+        Layout { stream_replicas: None, store_max_bytes: 1 << 30, store_in_memory: true }
+    }
 }
 
 fn broker<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> FabricError {
@@ -92,7 +94,7 @@ fn store_stream_config(layout: &Layout) -> stream::Config {
         max_age: Duration::from_secs(24 * 3600),
         max_message_size: MAX_MESSAGE as i32,
         duplicate_window: Duration::from_secs(120),
-        num_replicas: layout.stream_replicas,
+        num_replicas: layout.replicas(),
         ..Default::default()
     }
 }
@@ -106,7 +108,7 @@ fn ack_stream_config(layout: &Layout) -> stream::Config {
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(14 * 24 * 3600),
         max_message_size: 1024,
-        num_replicas: layout.stream_replicas,
+        num_replicas: layout.replicas(),
         ..Default::default()
     }
 }
@@ -120,7 +122,7 @@ fn root_stream_config(layout: &Layout) -> stream::Config {
         storage: stream::StorageType::File,
         max_messages_per_subject: ROOTS_KEPT,
         max_message_size: crate::domain::snapshot::MAX_ROOT_RECORD as i32,
-        num_replicas: layout.stream_replicas,
+        num_replicas: layout.replicas(),
         ..Default::default()
     }
 }
@@ -130,10 +132,14 @@ pub async fn ensure_root_stream(
     js: &jetstream::Context,
     layout: &Layout,
 ) -> Result<stream::Stream, FabricError> {
-    ensure_stream(js, root_stream_config(layout)).await
+    ensure_stream(js, root_stream_config(layout), layout).await
 }
 
-async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<stream::Stream, FabricError> {
+async fn ensure_stream(
+    js: &jetstream::Context,
+    want: stream::Config,
+    layout: &Layout,
+) -> Result<stream::Stream, FabricError> {
     let name = want.name.clone();
     let mut s = match js.get_stream(&name).await {
         Ok(s) => s,
@@ -148,7 +154,7 @@ async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<
         (have.subjects != want.subjects, "subjects"),
         (have.retention != want.retention, "retention"),
         (have.storage != want.storage, "storage"),
-        (have.num_replicas != want.num_replicas, "replicas"),
+        (layout.stream_replicas.is_some_and(|r| r != have.num_replicas), "replicas"),
         (have.max_message_size < want.max_message_size, "max message size"),
     ];
     for (differs, what) in drift {
@@ -166,16 +172,13 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     layout: &Layout,
 ) -> Result<(stream::Stream, stream::Stream), FabricError> {
-    let store = ensure_stream(js, store_stream_config(layout)).await?;
-    let acks = ensure_stream(js, ack_stream_config(layout)).await?;
+    let store = ensure_stream(js, store_stream_config(layout), layout).await?;
+    let acks = ensure_stream(js, ack_stream_config(layout), layout).await?;
     Ok((store, acks))
 }
 
 /// The shared durable consumer storage nodes pull store requests from.
-pub async fn store_consumer(
-    store: &stream::Stream,
-    layout: &Layout,
-) -> Result<consumer::PullConsumer, FabricError> {
+pub async fn store_consumer(store: &stream::Stream) -> Result<consumer::PullConsumer, FabricError> {
     let config = consumer::pull::Config {
         durable_name: Some(STORE_CONSUMER.into()),
         description: Some("all Quloud storage nodes".into()),
@@ -183,7 +186,6 @@ pub async fn store_consumer(
         ack_wait: Duration::from_secs(30),
         max_deliver: 200,
         max_ack_pending: 4096,
-        num_replicas: layout.stream_replicas,
         ..Default::default()
     };
     store.get_or_create_consumer(STORE_CONSUMER, config).await.map_err(broker("binding store consumer"))

@@ -2,7 +2,7 @@
 //! consumer and answers proof-gated requests on its own subject and on the broadcast subject.
 
 use super::{
-    ack_subject, connect, ensure_root_stream, ensure_streams, store_consumer, Layout, BROADCAST_GET,
+    ack_subject, connect, ensure_root_stream, BrokerConfig, ensure_streams, store_consumer, Layout, BROADCAST_GET,
 };
 use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision};
 use crate::domain::proof::Purpose;
@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// How a node runs.
 #[derive(Clone, Debug)]
 pub struct NodeRunOptions {
-    /// Broker URL.
-    pub url: String,
+    /// Broker servers, TLS and credentials.
+    pub broker: BrokerConfig,
     /// Stream layout.
     pub layout: Layout,
     /// Store requests processed at once.
@@ -33,10 +33,10 @@ pub struct NodeRunOptions {
 }
 
 impl NodeRunOptions {
-    /// Defaults for `url`.
-    pub fn new(url: &str) -> Self {
+    /// Defaults for `broker` (a URL, a comma-separated list, or a full `BrokerConfig`).
+    pub fn new(broker: impl Into<BrokerConfig>) -> Self {
         NodeRunOptions {
-            url: url.to_string(),
+            broker: broker.into(),
             layout: Layout::default(),
             store_concurrency: 8,
             request_concurrency: 8,
@@ -55,17 +55,19 @@ pub async fn run_node<S: ChunkStore>(
     opts: NodeRunOptions,
     cancel: CancellationToken,
 ) -> Result<(), FabricError> {
-    let client = connect(&opts.url, &format!("quloud-node-{}", svc.node_id())).await?;
+    let mut broker = opts.broker.clone();
+    broker.inbox_prefix.get_or_insert_with(|| super::permissions::node_inbox(&svc.node_id()));
+    let client = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
     let js = jetstream::new(client.clone());
     let (store, _) = ensure_streams(&js, &opts.layout).await?;
-    let consumer = store_consumer(&store, &opts.layout).await?;
+    let consumer = store_consumer(&store).await?;
     let own = client
         .subscribe(format!("quloud.v1.node.{}.>", svc.node_id()))
         .await
         .map_err(|e| FabricError::Broker(e.to_string()))?;
     let broadcast = client.subscribe(BROADCAST_GET).await.map_err(|e| FabricError::Broker(e.to_string()))?;
     client.flush().await.map_err(|e| FabricError::Broker(e.to_string()))?;
-    tracing::info!(node = %svc.node_id(), url = %opts.url, "storage node serving");
+    tracing::info!(node = %svc.node_id(), servers = %opts.broker.display(), "storage node serving");
 
     let mut tasks = JoinSet::new();
     let layout = opts.layout.clone();
@@ -180,7 +182,7 @@ async fn rebind(
     layout: &super::Layout,
 ) -> Result<jetstream::consumer::PullConsumer, FabricError> {
     let (store, _) = ensure_streams(js, layout).await?;
-    store_consumer(&store, layout).await
+    store_consumer(&store).await
 }
 
 async fn handle_store_message<S: ChunkStore>(
@@ -368,13 +370,12 @@ async fn serve_roots<S: ChunkStore>(
 ) -> Result<(), FabricError> {
     let broker = |e: &dyn std::fmt::Display| FabricError::Broker(e.to_string());
     let stream = ensure_root_stream(js, layout).await?;
-    let name = format!("node-roots-{}", svc.node_id());
+    let name = super::permissions::node_roots_consumer(&svc.node_id());
     let config = jetstream::consumer::pull::Config {
         durable_name: Some(name.clone()),
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         inactive_threshold: Duration::from_secs(30 * 24 * 3600),
-        num_replicas: layout.stream_replicas,
         ..Default::default()
     };
     let consumer = stream.get_or_create_consumer(&name, config).await.map_err(|e| broker(&e))?;

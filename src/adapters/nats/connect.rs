@@ -1,0 +1,204 @@
+//! Connecting to the broker as it is deployed for real: several servers of a cluster (the client
+//! reconnects across them and learns the rest from the cluster), TLS with a custom CA and client
+//! certificates, NATS credentials or nkey seed files, and a private inbox prefix so that account
+//! permissions can keep one client from reading another's replies (docs/OPERATIONS.md).
+
+use crate::ports::fabric::FabricError;
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where and how to connect. Built from the command line (`--nats`, `--nats-creds`, …).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Server URLs (`nats://`, `tls://`), tried in turn and used for reconnecting.
+    pub servers: Vec<String>,
+    /// A NATS credentials file (user JWT + nkey seed), for operator-mode deployments.
+    pub creds: Option<PathBuf>,
+    /// A file holding an nkey user seed (`SU…`), for nkey users in the server config.
+    pub nkey: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for `tls://` servers (added to the system roots).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Prefix of this client's reply subjects (default `_INBOX`). Give each user its own and
+    /// allow it only that prefix, so nobody reads another client's replies.
+    pub inbox_prefix: Option<String>,
+}
+
+impl From<&str> for BrokerConfig {
+    /// One URL or a comma-separated list, no TLS files, no credentials.
+    fn from(urls: &str) -> Self {
+        BrokerConfig { servers: split_urls(urls), ..Default::default() }
+    }
+}
+
+impl From<String> for BrokerConfig {
+    fn from(urls: String) -> Self {
+        BrokerConfig::from(urls.as_str())
+    }
+}
+
+/// Splits a comma-separated list of URLs, dropping blanks.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect()
+}
+
+impl BrokerConfig {
+    /// The servers as one line, for messages (`nats://a:4222,nats://b:4222`).
+    pub fn display(&self) -> String {
+        self.servers.join(",")
+    }
+
+    /// Checks everything that can be checked before connecting: at least one server, every URL
+    /// parses, files exist, one kind of credentials at most.
+    pub fn validate(&self) -> Result<Vec<ServerAddr>, FabricError> {
+        let bad = |reason: String| FabricError::Config(reason);
+        if self.servers.is_empty() {
+            return Err(bad("no NATS server given: pass --nats URL (several separated by commas)".into()));
+        }
+        let mut addrs = Vec::with_capacity(self.servers.len());
+        for url in &self.servers {
+            let addr: ServerAddr = url
+                .parse()
+                .map_err(|e| bad(format!("bad NATS server URL {url:?}: {e} (expected nats://HOST:PORT or tls://HOST:PORT)")))?;
+            addrs.push(addr);
+        }
+        if self.creds.is_some() && self.nkey.is_some() {
+            return Err(bad("give either --nats-creds or --nats-nkey, not both".into()));
+        }
+        let files = [self.creds.as_deref(), self.nkey.as_deref(), self.ca.as_deref()]
+            .into_iter()
+            .chain(self.client_cert.iter().flat_map(|(c, k)| [Some(c.as_path()), Some(k.as_path())]));
+        for file in files.flatten() {
+            if !file.is_file() {
+                return Err(bad(format!("{} does not exist or is not a file", file.display())));
+            }
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            let valid = !prefix.is_empty()
+                && !prefix.starts_with('.')
+                && !prefix.ends_with('.')
+                && !prefix.contains([' ', '*', '>', '\t']);
+            if !valid {
+                return Err(bad(format!("bad inbox prefix {prefix:?}: use subject tokens such as _INBOX_node1")));
+            }
+        }
+        Ok(addrs)
+    }
+
+    async fn options(&self, name: &str) -> Result<ConnectOptions, FabricError> {
+        let mut opts = match (&self.creds, &self.nkey) {
+            (Some(creds), _) => ConnectOptions::with_credentials_file(creds).await.map_err(|e| {
+                FabricError::Config(format!("cannot use NATS credentials file {}: {e}", creds.display()))
+            })?,
+            (None, Some(nkey)) => ConnectOptions::with_nkey(read_seed(nkey)?),
+            (None, None) => ConnectOptions::new(),
+        };
+        if let Some(ca) = &self.ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
+        let who = name.to_string();
+        Ok(opts
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(10)))
+            .event_callback(move |event| {
+                let who = who.clone();
+                async move { log_event(&who, event) }
+            }))
+    }
+}
+
+/// Reads an nkey user seed from `path` and checks that it is one.
+pub fn read_seed(path: &Path) -> Result<String, FabricError> {
+    let bad = |why: String| FabricError::Config(format!("cannot use nkey seed file {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let seed = text.lines().map(str::trim).find(|l| l.starts_with("SU")).ok_or_else(|| {
+        bad("no user seed (a line starting with SU) in it; create one with `quloud nats-user ROLE --nkey FILE`".into())
+    })?;
+    nkeys::KeyPair::from_seed(seed).map_err(|e| bad(e.to_string()))?;
+    Ok(seed.to_string())
+}
+
+fn log_event(who: &str, event: Event) {
+    match event {
+        Event::Connected => tracing::info!(client = who, "connected to NATS"),
+        Event::Disconnected => tracing::warn!(client = who, "lost the NATS connection; reconnecting"),
+        Event::ServerError(e) => tracing::warn!(client = who, error = %e,
+            "NATS server error (a permissions violation means the account lacks a subject: see docs/OPERATIONS.md)"),
+        Event::SlowConsumer(_) => tracing::warn!(client = who, "NATS slow consumer: messages were dropped"),
+        Event::LameDuckMode => tracing::info!(client = who, "NATS server is shutting down; moving to another"),
+        other => tracing::debug!(client = who, event = %other, "NATS event"),
+    }
+}
+
+/// Connects to one of the servers, failing fast with a clear error when none can be reached.
+/// Once connected, the client reconnects across all of them (and the cluster's other servers)
+/// for as long as it lives.
+pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<async_nats::Client, FabricError> {
+    let addrs = broker.validate()?;
+    broker
+        .options(name)
+        .await?
+        .connect(addrs)
+        .await
+        .map_err(|e| FabricError::Unreachable { url: broker.display(), reason: e.to_string() })
+}
+
+/// Generates an nkey user: returns (seed, public key).
+pub fn new_user_nkey() -> (String, String) {
+    let pair = nkeys::KeyPair::new_user();
+    (pair.seed().unwrap_or_default(), pair.public_key())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_on_commas_and_blanks_are_dropped() {
+        let b = BrokerConfig::from(" nats://a:1, tls://b:2 ,,");
+        assert_eq!(b.servers, vec!["nats://a:1", "tls://b:2"]);
+        assert_eq!(b.validate().unwrap().len(), 2);
+        assert_eq!(b.display(), "nats://a:1,tls://b:2");
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_a_reason() {
+        let e = BrokerConfig::from("").validate().unwrap_err().to_string();
+        assert!(e.contains("no NATS server"), "{e}");
+        let e = BrokerConfig::from("http://[::1").validate().unwrap_err().to_string();
+        assert!(e.contains("bad NATS server URL"), "{e}");
+        let mut b = BrokerConfig::from("nats://a:1");
+        b.ca = Some("/nonexistent/ca.pem".into());
+        assert!(b.validate().unwrap_err().to_string().contains("does not exist"));
+        let mut b = BrokerConfig::from("nats://a:1");
+        b.creds = Some("/etc/hostname".into());
+        b.nkey = Some("/etc/hostname".into());
+        assert!(b.validate().unwrap_err().to_string().contains("not both"));
+        let mut b = BrokerConfig::from("nats://a:1");
+        b.inbox_prefix = Some("_INBOX.>".into());
+        assert!(b.validate().unwrap_err().to_string().contains("inbox prefix"));
+    }
+
+    #[test]
+    fn a_seed_file_must_hold_a_user_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed");
+        std::fs::write(&path, "not a seed\n").unwrap();
+        assert!(read_seed(&path).unwrap_err().to_string().contains("no user seed"));
+        std::fs::write(&path, "SUAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n").unwrap();
+        assert!(read_seed(&path).is_err());
+        let (seed, public) = new_user_nkey();
+        assert!(public.starts_with('U'));
+        std::fs::write(&path, format!("# comment\n{seed}\n")).unwrap();
+        assert_eq!(read_seed(&path).unwrap(), seed);
+    }
+}

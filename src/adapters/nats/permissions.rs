@@ -1,0 +1,163 @@
+//! The NATS subjects each role needs, as nats-server `permissions` blocks: one place that knows
+//! every subject, stream and consumer a storage node or a vault owner touches, so the least
+//! privilege an operator grants always matches the code (`quloud nats-user`, docs/OPERATIONS.md).
+//!
+//! A node may pull store requests, publish signed acks (signatures, not subjects, keep it from
+//! acking for another node), answer requests on its own subject and the broadcast subject, and
+//! read its own inbox. It can read no vault's ack subject, no ack stream message and no other
+//! client's replies. An owner may publish store requests and requests to nodes, and read only
+//! its own vault's acks (its durable consumer's filter is part of the create subject) and root
+//! records.
+
+use super::{
+    ack_subject, root_subject, roots_request_subject, ACK_STREAM, BROADCAST_GET, ROOT_STREAM, STORE_CONSUMER,
+    STORE_STREAM, STORE_SUBJECT,
+};
+use crate::domain::ids::{AckToken, NodeId};
+use crate::domain::wire::MAX_ITEMS;
+
+/// The name of a node's durable consumer on the root record stream.
+pub fn node_roots_consumer(node: &NodeId) -> String {
+    format!("node-roots-{node}")
+}
+
+/// The name of a vault's durable consumer on the ack stream.
+pub fn owner_ack_consumer(token: &AckToken) -> String {
+    format!("owner-{token}")
+}
+
+/// A node's reply-subject prefix unless `--nats-inbox-prefix` says otherwise: its own, so its
+/// account can be allowed that one and no other client's replies.
+pub fn node_inbox(node: &NodeId) -> String {
+    format!("_INBOX_node_{}", &node.to_string()[..16])
+}
+
+/// A vault owner's reply-subject prefix unless `--nats-inbox-prefix` says otherwise.
+pub fn owner_inbox(token: &AckToken) -> String {
+    format!("_INBOX_owner_{}", &token.to_string()[..16])
+}
+
+/// What one NATS user may publish and subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Subjects it may publish to.
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+    /// Replies it may send to each request it received (0: none).
+    pub responses: usize,
+}
+
+fn api(s: &str) -> String {
+    format!("$JS.API.{s}")
+}
+
+/// Binding (and, on an empty broker, creating) Quloud's three streams.
+fn stream_access() -> Vec<String> {
+    [STORE_STREAM, ACK_STREAM, ROOT_STREAM]
+        .iter()
+        .flat_map(|s| [api(&format!("STREAM.INFO.{s}")), api(&format!("STREAM.CREATE.{s}"))])
+        .chain([api("INFO")])
+        .collect()
+}
+
+/// Binding and pulling from one durable consumer, and acknowledging its messages.
+fn durable_access(stream: &str, consumer: &str, filter: Option<&str>) -> Vec<String> {
+    let create = match filter {
+        Some(f) => api(&format!("CONSUMER.CREATE.{stream}.{consumer}.{f}")),
+        None => api(&format!("CONSUMER.CREATE.{stream}.{consumer}")),
+    };
+    vec![
+        create,
+        api(&format!("CONSUMER.INFO.{stream}.{consumer}")),
+        api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}")),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+    ]
+}
+
+/// A storage node's permissions; `inbox` is its `--nats-inbox-prefix`.
+pub fn node_permissions(node: &NodeId, inbox: &str) -> Permissions {
+    let mut publish = stream_access();
+    publish.extend(durable_access(STORE_STREAM, STORE_CONSUMER, None));
+    publish.extend(durable_access(ROOT_STREAM, &node_roots_consumer(node), None));
+    publish.push("quloud.v1.ack.*".into());
+    Permissions {
+        publish,
+        subscribe: vec![
+            format!("{inbox}.>"),
+            format!("quloud.v1.node.{node}.>"),
+            BROADCAST_GET.into(),
+            roots_request_subject("*"),
+        ],
+        // A get answers each chunk in its own message.
+        responses: MAX_ITEMS + 1,
+    }
+}
+
+/// A vault owner's permissions; `locator` names its root records, `inbox` is its prefix.
+pub fn owner_permissions(token: &AckToken, locator: &str, inbox: &str) -> Permissions {
+    let acks = owner_ack_consumer(token);
+    let mut publish = stream_access();
+    publish.extend(durable_access(ACK_STREAM, &acks, Some(&ack_subject(token))));
+    publish.push(api(&format!("CONSUMER.DELETE.{ACK_STREAM}.{acks}")));
+    // Reading its root record history: a short-lived consumer whose name the server picks.
+    // Root records are signed and encrypted, so reading another vault's gains nothing.
+    publish.push(api(&format!("CONSUMER.CREATE.{ROOT_STREAM}")));
+    publish.extend(["INFO", "MSG.NEXT", "DELETE"].map(|op| api(&format!("CONSUMER.{op}.{ROOT_STREAM}.*"))));
+    publish.extend([
+        STORE_SUBJECT.to_string(),
+        root_subject(locator),
+        roots_request_subject(locator),
+        "quloud.v1.node.*.*".into(),
+        BROADCAST_GET.into(),
+    ]);
+    Permissions { publish, subscribe: vec![format!("{inbox}.>")], responses: 0 }
+}
+
+impl Permissions {
+    /// A `users` entry for a nats-server config: `auth` is the identity part (for example
+    /// `nkey: UAB…` or `user: node1, password: …`).
+    pub fn user_entry(&self, auth: &str) -> String {
+        let list = |items: &[String]| {
+            items.iter().map(|s| format!("          \"{s}\"")).collect::<Vec<_>>().join(",\n")
+        };
+        let responses = if self.responses > 0 {
+            format!("\n      allow_responses: {{ max: {}, expires: \"2m\" }}", self.responses)
+        } else {
+            String::new()
+        };
+        format!(
+            "  {{\n    {auth}\n    permissions: {{\n      publish: {{ allow: [\n{}\n      ] }}\n      subscribe: {{ allow: [\n{}\n      ] }}{responses}\n    }}\n  }}\n",
+            list(&self.publish),
+            list(&self.subscribe),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_may_read_no_ack_subject_and_only_its_own_inbox_and_subject() {
+        let node = NodeId([7; 32]);
+        let p = node_permissions(&node, "_INBOX_n1");
+        assert!(p.subscribe.iter().all(|s| !s.contains("ack") && !s.starts_with("_INBOX.")));
+        assert!(p.subscribe.contains(&format!("quloud.v1.node.{node}.>")));
+        assert!(p.publish.iter().all(|s| !s.contains(ACK_STREAM) || s.starts_with("$JS.API.STREAM.")));
+        assert!(p.publish.iter().all(|s| !s.contains("DIRECT.GET") && !s.contains("MSG.GET")));
+    }
+
+    #[test]
+    fn an_owner_reads_only_its_own_acks() {
+        let token = AckToken([3; 16]);
+        let p = owner_permissions(&token, "loc", "_INBOX_me");
+        let filtered = format!("$JS.API.CONSUMER.CREATE.{ACK_STREAM}.owner-{token}.quloud.v1.ack.{token}");
+        assert!(p.publish.contains(&filtered));
+        assert!(p.publish.contains(&"$JS.API.CONSUMER.INFO.QULOUD_ROOTS_V1.*".to_string()));
+        assert!(p.publish.contains(&"$JS.API.CONSUMER.CREATE.QULOUD_ROOTS_V1".to_string()));
+        assert_eq!(p.subscribe, vec!["_INBOX_me.>".to_string()]);
+        let conf = p.user_entry("nkey: UABC");
+        assert!(conf.contains("nkey: UABC") && conf.contains(&filtered) && !conf.contains("allow_responses"));
+    }
+}
