@@ -36,7 +36,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Mount(args) => {
             let bus = Bus::from_args(&args.nats)?;
             match (args.snapshot, &args.share) {
-                (Some(id), _) => recovery::mount_snapshot(&home, &bus, &args.mountpoint, id, &args.opts).await,
+                (Some(id), _) => {
+                    recovery::mount_snapshot(&home, &bus, &args.mountpoint, id, &args.opts).await
+                }
                 (None, Some(cap)) => recovery::mount_share(&bus, &args.mountpoint, cap, &args.opts).await,
                 (None, None) => mount::mount(&home, &bus, &args.mountpoint, &args.opts).await,
             }

@@ -50,9 +50,8 @@ async fn stopping_a_server_mid_upload_loses_nothing_and_the_cluster_converges() 
     let mut cluster = Cluster::start(&dir.path().join("nats"), 3);
     let urls = cluster.urls();
     let r3 = ["--js-replicas", "3"];
-    let _nodes: Vec<Node> = (0..4)
-        .map(|i| Node::start_with(&urls, &dir.path().join(format!("node-{i}")), "2GiB", &r3))
-        .collect();
+    let _nodes: Vec<Node> =
+        (0..4).map(|i| Node::start_with(&urls, &dir.path().join(format!("node-{i}")), "2GiB", &r3)).collect();
     let mut m = Mount::new_vault(dir.path(), "v", &urls, &r3);
     wait_converged(&urls, Duration::from_secs(30)).await;
 

@@ -1,8 +1,8 @@
 //! `quloud audit` and `quloud nodes`: through the running mount's control socket when the vault
 //! is mounted, otherwise by opening the vault here.
 
-use super::{load_master_key, Bus};
 use super::mount::{ask, control_socket, health_options};
+use super::{load_master_key, Bus};
 use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::Manifest;
 use crate::app::vault::{nodes_json, nodes_render, nodes_view, AuditReport, Scope, Vault, VaultOptions};

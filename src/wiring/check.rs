@@ -3,8 +3,8 @@
 //! Uses a throwaway vault key and a one-hour lease, and deletes what it stored at the end, so
 //! checking a fabric leaves nothing behind on friends' disks.
 
-use crate::adapters::nats::fabric::NatsFabric;
 use super::Bus;
+use crate::adapters::nats::fabric::NatsFabric;
 use crate::domain::chunker::chunk_ranges;
 use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::{MasterKey, VaultKeys};

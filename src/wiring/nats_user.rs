@@ -30,7 +30,11 @@ pub fn nats_user(home: &Path, args: &NatsUserArgs) -> Result<()> {
             let token = keys.ack_token();
             let locator = root_locator(&keys.root_signing_key().verifying_key());
             let inbox = args.inbox_prefix.clone().unwrap_or_else(|| owner_inbox(&token));
-            (format!("the owner of the vault in {}", home.display()), owner_permissions(&token, &locator, &inbox), owner_inbox(&token))
+            (
+                format!("the owner of the vault in {}", home.display()),
+                owner_permissions(&token, &locator, &inbox),
+                owner_inbox(&token),
+            )
         }
     };
     let auth = match &args.nkey {

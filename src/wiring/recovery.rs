@@ -159,8 +159,10 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
     let reply = match ask_within(home, "snapshot", SNAPSHOT_WAIT + Duration::from_secs(30)).await {
         Some(r) => r,
         None => outcome_json(
-            &unmounted(home, &Bus::from_args(&args.nats)?, |v| async move { v.snapshot(true, SNAPSHOT_WAIT).await })
-                .await?,
+            &unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
+                v.snapshot(true, SNAPSHOT_WAIT).await
+            })
+            .await?,
         ),
     };
     if reply.starts_with("{\"error\"") {
@@ -265,10 +267,12 @@ pub async fn share(home: &Path, args: ShareArgs) -> Result<()> {
             }
             None => {
                 let given = given.clone();
-                unmounted(home, &Bus::from_args(&args.nats)?, |v| async move { v.share(&given, SNAPSHOT_WAIT).await })
-                    .await
-                    .with_context(|| format!("cannot share {}", args.path.display()))?
-                    .encode()
+                unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
+                    v.share(&given, SNAPSHOT_WAIT).await
+                })
+                .await
+                .with_context(|| format!("cannot share {}", args.path.display()))?
+                .encode()
             }
         };
     println!(

@@ -59,9 +59,11 @@ impl BrokerConfig {
         }
         let mut addrs = Vec::with_capacity(self.servers.len());
         for url in &self.servers {
-            let addr: ServerAddr = url
-                .parse()
-                .map_err(|e| bad(format!("bad NATS server URL {url:?}: {e} (expected nats://HOST:PORT or tls://HOST:PORT)")))?;
+            let addr: ServerAddr = url.parse().map_err(|e| {
+                bad(format!(
+                    "bad NATS server URL {url:?}: {e} (expected nats://HOST:PORT or tls://HOST:PORT)"
+                ))
+            })?;
             addrs.push(addr);
         }
         if self.creds.is_some() && self.nkey.is_some() {
@@ -81,7 +83,9 @@ impl BrokerConfig {
                 && !prefix.ends_with('.')
                 && !prefix.contains([' ', '*', '>', '\t']);
             if !valid {
-                return Err(bad(format!("bad inbox prefix {prefix:?}: use subject tokens such as _INBOX_node1")));
+                return Err(bad(format!(
+                    "bad inbox prefix {prefix:?}: use subject tokens such as _INBOX_node1"
+                )));
             }
         }
         Ok(addrs)
@@ -118,7 +122,8 @@ impl BrokerConfig {
 
 /// Reads an nkey user seed from `path` and checks that it is one.
 pub fn read_seed(path: &Path) -> Result<String, FabricError> {
-    let bad = |why: String| FabricError::Config(format!("cannot use nkey seed file {}: {why}", path.display()));
+    let bad =
+        |why: String| FabricError::Config(format!("cannot use nkey seed file {}: {why}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let seed = text.lines().map(str::trim).find(|l| l.starts_with("SU")).ok_or_else(|| {
         bad("no user seed (a line starting with SU) in it; create one with `quloud nats-user ROLE --nkey FILE`".into())
@@ -134,7 +139,9 @@ fn log_event(who: &str, event: Event) {
         Event::ServerError(e) => tracing::warn!(client = who, error = %e,
             "NATS server error (a permissions violation means the account lacks a subject: see docs/OPERATIONS.md)"),
         Event::SlowConsumer(_) => tracing::warn!(client = who, "NATS slow consumer: messages were dropped"),
-        Event::LameDuckMode => tracing::info!(client = who, "NATS server is shutting down; moving to another"),
+        Event::LameDuckMode => {
+            tracing::info!(client = who, "NATS server is shutting down; moving to another")
+        }
         other => tracing::debug!(client = who, event = %other, "NATS event"),
     }
 }

@@ -2,9 +2,8 @@
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
 use super::{
-    BrokerConfig,
     ack_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
-    roots_request_subject, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
+    roots_request_subject, BrokerConfig, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
 };
 use crate::domain::audit::verify_audit;
 use crate::domain::ids::{AckToken, Addr, NodeId};

@@ -2,7 +2,8 @@
 //! consumer and answers proof-gated requests on its own subject and on the broadcast subject.
 
 use super::{
-    ack_subject, connect, ensure_root_stream, BrokerConfig, ensure_streams, store_consumer, Layout, BROADCAST_GET,
+    ack_subject, connect, ensure_root_stream, ensure_streams, store_consumer, BrokerConfig, Layout,
+    BROADCAST_GET,
 };
 use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision};
 use crate::domain::proof::Purpose;

@@ -142,26 +142,33 @@ async fn upload_loop<F: ChunkFabric + 'static>(
             continue;
         };
         let before = stats.chunks_uploaded.load(Ordering::Relaxed);
-        futures::stream::iter(queue)
-            .for_each_concurrent(vault.opts.upload_concurrency, |addr| {
-                let (vault, fabric, stats) = (vault.clone(), fabric.clone(), stats.clone());
-                async move {
-                    match vault.upload_one(&*fabric, addr).await {
-                        Ok(false) => {} // being collected or healed: next round
-                        Ok(true) => {
-                            stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
-                            if Vault::<F>::lock(&vault.uploads_done).len() >= 64 {
-                                vault.commit_uploads();
-                            }
-                        }
-                        Err(e) => {
-                            stats.upload_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(?addr, error = %e, "upload failed; will retry");
+        let batch = futures::stream::iter(queue).for_each_concurrent(vault.opts.upload_concurrency, |addr| {
+            let (vault, fabric, stats) = (vault.clone(), fabric.clone(), stats.clone());
+            async move {
+                match vault.upload_one(&*fabric, addr).await {
+                    Ok(false) => {} // being collected or healed: next round
+                    Ok(true) => {
+                        stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
+                        if Vault::<F>::lock(&vault.uploads_done).len() >= 64 {
+                            vault.commit_uploads();
                         }
                     }
+                    Err(e) => {
+                        stats.upload_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(?addr, error = %e, "upload failed; will retry");
+                    }
                 }
-            })
-            .await;
+            }
+        });
+        // An unmount does not wait for stores that cannot reach quorum (too few nodes): the
+        // chunks stay queued, and the next mount publishes them again (nodes re-ack what they hold).
+        tokio::select! {
+            _ = batch => {}
+            _ = cancel.cancelled() => {
+                vault.commit_uploads();
+                return;
+            }
+        }
         vault.commit_uploads();
         if stats.chunks_uploaded.load(Ordering::Relaxed) == before {
             tokio::select! {
