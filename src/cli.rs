@@ -231,6 +231,14 @@ pub struct NodeArgs {
     /// Store requests handled at once (they share index commits, so more overlap is cheaper).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub store_concurrency: usize,
+    /// Store bytes per second each vault may send this node (0 = no limit). A vault over its
+    /// rate waits a second, or another node takes its chunk.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub store_rate: u64,
+    /// Proof items per second each client may ask this node to check in gets, audits, renews
+    /// and deletes (0 = no limit); requests beyond it are dropped.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub request_rate: u64,
     /// How often chunks whose lease ran out are deleted (e.g. 60s, 10m).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub sweep_interval: Duration,

@@ -5,6 +5,7 @@ use crate::adapters::nats::fabric::FabricOptions;
 use crate::adapters::nats::node::{run_node, NodeRunOptions};
 use crate::adapters::nats::{connect::split_urls, BrokerConfig, Layout};
 use crate::app::node::{NodePolicy, NodeService};
+use crate::app::rate::RateLimit;
 use crate::cli::{CheckArgs, Cli, Command, KeyCommand, NatsArgs, NodeArgs};
 use crate::domain::identity::{NodeIdentity, IDENTITY_LEN};
 use crate::domain::keys::MasterKey;
@@ -152,8 +153,12 @@ async fn node(args: NodeArgs) -> Result<()> {
     let node_id = id.id();
     let store = DiskChunkStore::open(&args.data, id.clone(), args.capacity)
         .with_context(|| format!("cannot open the node's data directory {}", args.data.display()))?;
-    let svc =
-        Arc::new(NodeService::new(id, Arc::new(store), NodePolicy::default(), unix_ms(SystemTime::now())));
+    let policy = NodePolicy {
+        store_rate: RateLimit::per_second(args.store_rate),
+        request_rate: RateLimit::per_second(args.request_rate),
+        ..NodePolicy::default()
+    };
+    let svc = Arc::new(NodeService::new(id, Arc::new(store), policy, unix_ms(SystemTime::now())));
     println!("node id: {node_id}");
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -210,6 +215,7 @@ impl Bus {
             ca: args.nats_ca.clone(),
             client_cert: args.nats_client_cert.clone().zip(args.nats_client_key.clone()),
             inbox_prefix: args.nats_inbox_prefix.clone(),
+            subscription_capacity: None,
         };
         broker.validate()?;
         if let Some(r) = args.js_replicas {

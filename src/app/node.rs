@@ -5,6 +5,7 @@
 //! Nothing a peer sends can make it panic; anything malformed is dropped with a log line and a
 //! counter.
 
+use crate::app::rate::{RateLimit, SourceLimiter};
 use crate::app::replay::{Freshness, ReplayGuard};
 use crate::domain::audit::select_leaves;
 use crate::domain::identity::NodeIdentity;
@@ -13,7 +14,7 @@ use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext
 use crate::domain::snapshot::RootRecord;
 use crate::domain::wire::{
     AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
-    StoreAck, StoreRequest, MAX_MESSAGE,
+    StoreAck, StoreRequest, MAX_MESSAGE, MAX_REQUEST,
 };
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
 use std::collections::HashSet;
@@ -31,6 +32,13 @@ pub struct NodePolicy {
     pub replay_capacity: usize,
     /// Highest replica slot accepted.
     pub max_slot: u8,
+    /// Store bytes per second each vault (ack token) may send this node.
+    pub store_rate: RateLimit,
+    /// Proof items per second each request source (reply inbox prefix) may ask this node to
+    /// check: gets, audits, renews and deletes.
+    pub request_rate: RateLimit,
+    /// Sources whose rate is tracked at once (least recently seen forgotten first).
+    pub rate_sources: usize,
 }
 
 impl Default for NodePolicy {
@@ -40,6 +48,9 @@ impl Default for NodePolicy {
             max_lease_ms: 400 * 24 * 3600 * 1000,
             replay_capacity: 1 << 20,
             max_slot: 63,
+            store_rate: RateLimit::per_second(256 << 20),
+            request_rate: RateLimit::per_second(4096),
+            rate_sources: 4096,
         }
     }
 }
@@ -97,6 +108,17 @@ pub struct NodeStats {
     pub served: AtomicU64,
     /// Audits answered.
     pub audits: AtomicU64,
+    /// Requests declined or dropped because their source went over its rate.
+    pub rate_limited: AtomicU64,
+}
+
+/// Why a store request was declined when its vault went over its store rate (the message is
+/// offered again after a pause, or taken by another node).
+pub const RATE_LIMITED: &str = "rate limited";
+
+/// The cost, in proof items, of a request of `len` bytes (each item carries a 128-byte proof).
+fn request_cost(len: usize) -> u64 {
+    1 + (len / 128) as u64
 }
 
 /// Most vaults whose root records one node keeps (each at most `MAX_ROOT_RECORD` bytes).
@@ -112,6 +134,10 @@ pub struct NodeService<S> {
     dummy: Commitment,
     /// Addrs being stored right now, so concurrent slots of one chunk never both land here.
     storing: Mutex<HashSet<Addr>>,
+    /// Store bytes per vault.
+    store_rate: Mutex<SourceLimiter>,
+    /// Proof items per request source.
+    request_rate: Mutex<SourceLimiter>,
     /// Public counters.
     pub stats: NodeStats,
 }
@@ -122,9 +148,18 @@ impl<S: ChunkStore> NodeService<S> {
         let replay = Mutex::new(ReplayGuard::new(policy.window_ms, now_ms, policy.replay_capacity));
         let dummy =
             ProofSecret::from_seed(&blake3::derive_key("quloud v1 node dummy commitment", &[])).commitment();
+        let store_rate =
+            Mutex::new(SourceLimiter::new(policy.store_rate, MAX_MESSAGE as u64, policy.rate_sources));
+        let request_rate = Mutex::new(SourceLimiter::new(
+            policy.request_rate,
+            request_cost(MAX_REQUEST),
+            policy.rate_sources,
+        ));
         NodeService {
             id,
             store,
+            store_rate,
+            request_rate,
             policy,
             replay,
             dummy,
@@ -167,6 +202,15 @@ impl<S: ChunkStore> NodeService<S> {
         if req.lease_expiry_ms <= now_ms || req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
             return reject(format!("lease expiry {} out of range", req.lease_expiry_ms));
         }
+        let admitted = self.store_rate.lock().unwrap_or_else(|p| p.into_inner()).admit(
+            &req.ack_token.0,
+            bytes.len() as u64,
+            now_ms,
+        );
+        if !admitted {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return StoreDecision::Decline(RATE_LIMITED);
+        }
         if !req.verify_addr() {
             return reject(format!("ciphertext does not hash to {:?}", req.addr));
         }
@@ -178,6 +222,20 @@ impl<S: ChunkStore> NodeService<S> {
         let decision = self.store_locked(req, now_ms);
         self.storing.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
         decision
+    }
+
+    /// Whether a request of `len` bytes from `source` (its reply inbox prefix) is within the
+    /// source's rate; counts it if not. Checked before any proof is verified.
+    pub fn admit_request(&self, source: &[u8], len: usize, now_ms: u64) -> bool {
+        let ok = self.request_rate.lock().unwrap_or_else(|p| p.into_inner()).admit(
+            source,
+            request_cost(len),
+            now_ms,
+        );
+        if !ok {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     fn lock_addr(&self, addr: Addr) -> bool {

@@ -387,3 +387,41 @@ fn a_node_keeps_only_the_newest_validly_signed_root_record_filed_under_its_vault
     assert!(svc.keep_root(&other_loc, &root_record(&other, 50)));
     assert_eq!(held(&svc), Some(3));
 }
+
+#[test]
+fn a_vault_over_its_store_rate_is_declined_and_others_are_not() {
+    let policy = NodePolicy { store_rate: RateLimit { per_sec: 1, burst: 1 }, ..NodePolicy::default() };
+    let svc =
+        NodeService::new(NodeIdentity::generate(), Arc::new(MemoryChunkStore::new(1 << 30)), policy, NOW);
+    let (busy, other) = (MasterKey::from_bytes([5; 32]).derive(), MasterKey::from_bytes([6; 32]).derive());
+    // The burst is raised to one largest message: a few big chunks fit, then the vault waits.
+    let big = vec![7u8; 400_000];
+    let mut outcomes = Vec::new();
+    for i in 0..6u8 {
+        let mut data = big.clone();
+        data[0] = i;
+        outcomes.push(svc.handle_store(&store_req(&busy, &data, 0).1, NOW));
+    }
+    let limited = outcomes.iter().filter(|d| matches!(d, StoreDecision::Decline(RATE_LIMITED))).count();
+    assert!((1..6).contains(&limited), "{outcomes:?}");
+    assert_eq!(svc.stats.rate_limited.load(Ordering::Relaxed), limited as u64);
+    assert!(matches!(svc.handle_store(&store_req(&other, &big, 0).1, NOW), StoreDecision::Stored(..)));
+    // Refilled after long enough: 1 byte per second, so try far later.
+    let mut data = big.clone();
+    data[0] = 99;
+    let later = NOW + 2_000_000_000;
+    let mut req = store_req(&busy, &data, 0).0;
+    req.lease_expiry_ms = later + 60_000;
+    assert!(matches!(svc.handle_store(&req.encode(), later), StoreDecision::Stored(..)));
+}
+
+#[test]
+fn a_request_source_over_its_rate_is_refused_before_any_proof_is_checked() {
+    let policy = NodePolicy { request_rate: RateLimit { per_sec: 1, burst: 1 }, ..NodePolicy::default() };
+    let svc =
+        NodeService::new(NodeIdentity::generate(), Arc::new(MemoryChunkStore::new(1 << 20)), policy, NOW);
+    let admitted = (0..200).filter(|_| svc.admit_request(b"_INBOX_a", 200, NOW)).count();
+    assert!((10..200).contains(&admitted), "{admitted}");
+    assert!(svc.admit_request(b"_INBOX_b", 200, NOW));
+    assert_eq!(svc.stats.rate_limited.load(Ordering::Relaxed), 200 - admitted as u64);
+}

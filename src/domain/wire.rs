@@ -28,6 +28,9 @@ pub const MAX_BATCH_LEAVES: usize = 256;
 pub const MAX_PATH: usize = 64;
 /// Upper bound on any encoded message, for transports that check before decoding.
 pub const MAX_MESSAGE: usize = MAX_CIPHERTEXT + 1024;
+/// Upper bound on a request to a node (get, renew, delete, audit), far above the largest valid
+/// one (~8 KiB), so a node drops an oversized request before looking at it.
+pub const MAX_REQUEST: usize = 16 * 1024;
 
 /// Message kinds (second byte of every message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,6 +24,9 @@ pub struct BrokerConfig {
     /// Prefix of this client's reply subjects (default `_INBOX`). Give each user its own and
     /// allow it only that prefix, so nobody reads another client's replies.
     pub inbox_prefix: Option<String>,
+    /// Messages buffered per subscription before the client drops (and logs) the excess: with
+    /// messages of at most 1 MiB, this bounds what a flood can make a slow subscriber hold.
+    pub subscription_capacity: Option<usize>,
 }
 
 impl From<&str> for BrokerConfig {
@@ -107,6 +110,9 @@ impl BrokerConfig {
         }
         if let Some(prefix) = &self.inbox_prefix {
             opts = opts.custom_inbox_prefix(prefix);
+        }
+        if let Some(n) = self.subscription_capacity {
+            opts = opts.subscription_capacity(n.max(1));
         }
         let who = name.to_string();
         Ok(opts

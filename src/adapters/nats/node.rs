@@ -5,9 +5,10 @@ use super::{
     ack_subject, connect, ensure_root_stream, ensure_streams, store_consumer, BrokerConfig, Layout,
     BROADCAST_GET,
 };
-use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision};
+use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision, RATE_LIMITED};
 use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
+use crate::domain::wire::MAX_REQUEST;
 use crate::ports::chunk_store::ChunkStore;
 use crate::ports::fabric::FabricError;
 use async_nats::jetstream::{self, AckKind};
@@ -46,6 +47,10 @@ impl NodeRunOptions {
     }
 }
 
+/// Requests a node buffers per subscription while its handlers are busy (beyond that the client
+/// drops them as a slow consumer): at most 256 MiB even if every one were a 1 MiB message.
+pub const NODE_SUBSCRIPTION_CAPACITY: usize = 256;
+
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
@@ -58,6 +63,7 @@ pub async fn run_node<S: ChunkStore>(
 ) -> Result<(), FabricError> {
     let mut broker = opts.broker.clone();
     broker.inbox_prefix.get_or_insert_with(|| super::permissions::node_inbox(&svc.node_id()));
+    broker.subscription_capacity.get_or_insert(NODE_SUBSCRIPTION_CAPACITY);
     let client = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
     let js = jetstream::new(client.clone());
     let (store, _) = ensure_streams(&js, &opts.layout).await?;
@@ -221,7 +227,10 @@ async fn handle_store_message<S: ChunkStore>(
         }
         StoreDecision::Decline(why) => {
             tracing::debug!(why, "declining store request");
-            msg.ack_with(AckKind::Nak(Some(Duration::from_millis(100)))).await
+            // Over its rate, a vault's request waits a second (or goes to another node);
+            // otherwise another node should take it at once.
+            let pause = if why == RATE_LIMITED { Duration::from_secs(1) } else { Duration::from_millis(100) };
+            msg.ack_with(AckKind::Nak(Some(pause))).await
         }
         StoreDecision::DeclineHeld(ack, token) => {
             // Tell the owner about the copy held for another slot, then let another node take
@@ -262,6 +271,17 @@ async fn request_loop<S: ChunkStore>(
             tracing::debug!(subject = %msg.subject, "request without reply subject dropped");
             continue;
         };
+        if msg.payload.len() > MAX_REQUEST {
+            svc.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(len = msg.payload.len(), "oversized request dropped");
+            continue;
+        }
+        // The source is the client's inbox prefix (Quloud clients each have their own).
+        let source = reply.split('.').next().unwrap_or_default();
+        if !svc.admit_request(source.as_bytes(), msg.payload.len(), now_ms()) {
+            tracing::debug!(source, "request over its source's rate dropped");
+            continue;
+        }
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
         let (svc, client) = (svc.clone(), client.clone());
         inflight.spawn(async move {
@@ -434,6 +454,7 @@ async fn sweep_loop<S: ChunkStore>(svc: Arc<NodeService<S>>, every: Duration, ca
             refused = load(&s.refused),
             served = load(&s.served),
             audits = load(&s.audits),
+            rate_limited = load(&s.rate_limited),
             chunks = usage.chunks,
             used = usage.used,
             capacity = usage.capacity,
