@@ -168,7 +168,7 @@ async fn a_client_over_its_request_rate_is_held_back_and_others_are_served() {
         answered += 1;
     }
     // A burst of 129 items (the largest request) at 2 per single-chunk get, plus the refill.
-    assert!(answered >= 20 && answered <= 120, "mallory got {answered} of 300 gets answered");
+    assert!((20..=120).contains(&answered), "mallory got {answered} of 300 gets answered");
     let n = &fabric.nodes[0];
     poll_until(Duration::from_secs(10), Duration::from_millis(200), "the rate-limited counter", || {
         counter(n, "rate_limited") >= 150
