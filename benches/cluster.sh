@@ -79,6 +79,11 @@ cpu_sum() {
     echo "$total"
 }
 
+# CPU seconds the whole machine has been busy (all processes, all cores).
+machine_busy() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
+}
+
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 
 # N distinct free loopback ports (all bound at once, so they differ).
@@ -260,7 +265,7 @@ report_log_oddities() { # dir
     done
 }
 
-declare -A STORE GET NATS_CPU NODE_CPU CHECK_CPU WALL
+declare -A STORE GET NATS_CPU NODE_CPU CHECK_CPU OTHER_CPU WALL
 
 run_config() { # config run
     local cfg=$1 run=$2 dir="$TMP/$1-$2" i node_pids=() t0 t1 json
@@ -278,9 +283,10 @@ run_config() { # config run
     wait_settled
     log "$cfg: $NODES nodes serving on $URLS (js-replicas $JS_REPLICAS), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 
-    local nats0 node0 each0=() each=() p
+    local nats0 node0 busy0 each0=() each=() p
     for p in "${NATS_PIDS[@]}"; do each0+=("$(cpu_secs "$p")"); done
     nats0=$(cpu_sum "${NATS_PIDS[@]}")
+    busy0=$(machine_busy)
     node0=$(cpu_sum "${node_pids[@]}")
     t0=$(now)
     if ! json=$(/usr/bin/time -f '%U %S %M' -o "$dir/check.time" \
@@ -303,11 +309,15 @@ run_config() { # config run
     for i in "${!NATS_PIDS[@]}"; do each+=("s$i $(sub "$(cpu_secs "${NATS_PIDS[$i]}")" "${each0[$i]}")"); done
     NODE_CPU[$key]=$(sub "$(cpu_sum "${node_pids[@]}")" "$node0")
     CHECK_CPU[$key]=$(awk -v u="$cu" -v s="$cs" 'BEGIN { printf "%.2f", u + s }')
+    # Everything else the machine ran meanwhile (other builds/tests on a shared box), kernel threads
+    # included: large values mean the figure is contaminated.
+    OTHER_CPU[$key]=$(awk -v m="$(sub "$(machine_busy)" "$busy0")" -v a="${NATS_CPU[$key]}" -v b="${NODE_CPU[$key]}" \
+        -v c="${CHECK_CPU[$key]}" 'BEGIN { x = m - a - b - c; printf "%.1f", x < 0 ? 0 : x }')
     {
         printf '  %s run %d: store %s MiB/s, get %s MiB/s, wall %ss (incl. data generation, audit, delete)\n' \
             "$cfg" "$run" "${STORE[$key]}" "${GET[$key]}" "${WALL[$key]}"
-        printf '    cpu-s (user+sys): nats-server(s) %s (%s), nodes %s, check %s (max rss %d MiB); %s available on %d cores\n' \
-            "${NATS_CPU[$key]}" "$(IFS=,; echo "${each[*]}")" "${NODE_CPU[$key]}" "${CHECK_CPU[$key]}" "$((cmax / 1024))" \
+        printf '    cpu-s (user+sys): nats-server(s) %s (%s), nodes %s, check %s (max rss %d MiB); other processes %s; %s available on %d cores\n' \
+            "${NATS_CPU[$key]}" "$(IFS=,; echo "${each[*]}")" "${NODE_CPU[$key]}" "${CHECK_CPU[$key]}" "$((cmax / 1024))" "${OTHER_CPU[$key]}" \
             "$(awk -v w="${WALL[$key]}" -v c="$(nproc)" 'BEGIN { printf "%.1f", w * c }')" "$(nproc)"
         echo "    streams (from /jsz on each server):"
     } >&2
@@ -330,22 +340,22 @@ done
 
 # --- summary --------------------------------------------------------------------------------
 summary_row() { # config
-    local cfg=$1 run s=() g=() n=() d=() c=() w=()
+    local cfg=$1 run s=() g=() n=() d=() c=() o=() w=()
     for run in $(seq 1 "$RUNS"); do
         s+=("${STORE[$cfg.$run]}") g+=("${GET[$cfg.$run]}") n+=("${NATS_CPU[$cfg.$run]}")
-        d+=("${NODE_CPU[$cfg.$run]}") c+=("${CHECK_CPU[$cfg.$run]}") w+=("${WALL[$cfg.$run]}")
+        d+=("${NODE_CPU[$cfg.$run]}") c+=("${CHECK_CPU[$cfg.$run]}") o+=("${OTHER_CPU[$cfg.$run]}") w+=("${WALL[$cfg.$run]}")
     done
-    printf '| %-7s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cfg" \
+    printf '| %-7s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cfg" \
         "$(median "${s[@]}")" "$(median "${g[@]}")" "$(IFS=/; echo "${s[*]}")" "$(IFS=/; echo "${g[*]}")" \
-        "$(median "${n[@]}")" "$(median "${d[@]}")" "$(median "${c[@]}")" "$(median "${w[@]}")"
+        "$(median "${n[@]}")" "$(median "${d[@]}")" "$(median "${c[@]}")" "$(median "${o[@]}")" "$(median "${w[@]}")"
     MED_STORE[$cfg]=$(median "${s[@]}")
     MED_GET[$cfg]=$(median "${g[@]}")
 }
 declare -A MED_STORE MED_GET
 echo
 echo "SIZE=$SIZE RUNS=$RUNS NODES=$NODES replicas=$REPLICAS, $(nproc) cores"
-echo "| config  | store MiB/s (median) | get MiB/s (median) | store per run | get per run | nats cpu-s | nodes cpu-s | check cpu-s | wall s |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| config  | store MiB/s (median) | get MiB/s (median) | store per run | get per run | nats cpu-s | nodes cpu-s | check cpu-s | other procs cpu-s | check wall s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 summary_row single
 summary_row cluster
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

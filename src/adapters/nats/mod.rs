@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// Subject of store requests (captured by the store stream).
 pub const STORE_SUBJECT: &str = "quloud.v1.store";
+/// Pull requests the store consumer keeps waiting: one per node, so the most nodes served.
+pub const STORE_MAX_WAITING: i64 = 16_384;
 /// Work-queue stream holding store requests.
 pub const STORE_STREAM: &str = "QULOUD_STORE_V1";
 /// The one durable pull consumer all storage nodes share.
@@ -186,6 +188,9 @@ pub async fn store_consumer(store: &stream::Stream) -> Result<consumer::PullCons
         ack_wait: Duration::from_secs(30),
         max_deliver: 200,
         max_ack_pending: 4096,
+        // Every node keeps one pull waiting; the server's default of 512 would turn away the
+        // pulls of a fabric with more nodes than that (docs/SCALE.md).
+        max_waiting: STORE_MAX_WAITING,
         ..Default::default()
     };
     store.get_or_create_consumer(STORE_CONSUMER, config).await.map_err(broker("binding store consumer"))
