@@ -210,6 +210,10 @@ pub struct NatsArgs {
     /// (given, a differing existing stream is reported).
     #[arg(long, env = "QULOUD_JS_REPLICAS", value_name = "R")]
     pub js_replicas: Option<usize>,
+    /// JetStream domain of the cluster holding Quloud's streams, when connecting through a
+    /// leaf node (a NAS's local nats-server) to a hub whose JetStream has this domain.
+    #[arg(long, env = "QULOUD_JS_DOMAIN", value_name = "DOMAIN")]
+    pub js_domain: Option<String>,
 }
 
 /// `quloud node …`

@@ -216,6 +216,7 @@ impl Bus {
             client_cert: args.nats_client_cert.clone().zip(args.nats_client_key.clone()),
             inbox_prefix: args.nats_inbox_prefix.clone(),
             subscription_capacity: None,
+            js_domain: args.js_domain.clone(),
         };
         broker.validate()?;
         if let Some(r) = args.js_replicas {

@@ -109,3 +109,49 @@ async fn stopping_a_server_mid_upload_loses_nothing_and_the_cluster_converges() 
     wait_converged(&urls, Duration::from_secs(60)).await;
     m.unmount();
 }
+
+/// A NAS runs a leaf nats-server without JetStream that connects to the hub; its node and its
+/// owner connect to the leaf and reach the hub's JetStream through its domain (`--js-domain`).
+#[test]
+fn a_nas_behind_a_leaf_node_stores_and_reads_through_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_port, leaf_link, leaf_port) = (free_port(), free_port(), free_port());
+    let hub_conf = format!(
+        "server_name: hub\nhost: 127.0.0.1\nport: {hub_port}\n\
+         jetstream {{\n  store_dir: \"{}\"\n  domain: hub\n}}\n\
+         accounts {{\n  QULOUD {{\n    jetstream: enabled\n    users: [ {{ user: nas1, password: nas1-secret }} ]\n  }}\n}}\n\
+         leafnodes {{\n  host: 127.0.0.1\n  port: {leaf_link}\n}}\n",
+        dir.path().join("hub/js").display()
+    );
+    let _hub = Nats::with_config(&dir.path().join("hub"), hub_port, &hub_conf);
+    let leaf_conf = format!(
+        "server_name: nas1\nhost: 127.0.0.1\nport: {leaf_port}\n\
+         accounts {{\n  QULOUD {{ users: [ {{ user: local, password: local-secret }} ] }}\n}}\n\
+         leafnodes {{\n  remotes = [ {{ urls: [\"nats-leaf://nas1:nas1-secret@127.0.0.1:{leaf_link}\"], account: QULOUD }} ]\n}}\n"
+    );
+    let leaf = Nats::with_config(&dir.path().join("leaf"), leaf_port, &leaf_conf);
+    wait_until(Duration::from_secs(10), "the leaf node to connect to the hub", || {
+        leaf.log().contains("Leafnode connection created")
+    });
+    let url = format!("nats://local:local-secret@127.0.0.1:{leaf_port}");
+    let domain = ["--js-domain", "hub"];
+    let _nodes: Vec<Node> = (0..3)
+        .map(|i| Node::start_with(&url, &dir.path().join(format!("node-{i}")), "1GiB", &domain))
+        .collect();
+    let out = quloud(&dir.path().join("h"))
+        .args(["check", "--nats", &url, "--js-domain", "hub", "--size", "8MiB", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quloud check through the leaf failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| {
+        text.split(&format!("\"{k}\":")).nth(1).and_then(|r| r.split([',', '}']).next()).map(str::to_string)
+    };
+    assert_eq!(field("nodes").as_deref(), Some("3"), "{text}");
+    assert_eq!(field("audits_passed"), field("audits"), "{text}");
+    assert!(!text.contains("local-secret"), "the password leaked into the output: {text}");
+}

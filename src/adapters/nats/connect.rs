@@ -27,6 +27,9 @@ pub struct BrokerConfig {
     /// Messages buffered per subscription before the client drops (and logs) the excess: with
     /// messages of at most 1 MiB, this bounds what a flood can make a slow subscriber hold.
     pub subscription_capacity: Option<usize>,
+    /// The JetStream domain holding Quloud's streams, when they live on another cluster than
+    /// the server connected to (a NAS's leaf node reaching its hub: docs/OPERATIONS.md).
+    pub js_domain: Option<String>,
 }
 
 impl From<&str> for BrokerConfig {
@@ -48,9 +51,10 @@ pub fn split_urls(urls: &str) -> Vec<String> {
 }
 
 impl BrokerConfig {
-    /// The servers as one line, for messages (`nats://a:4222,nats://b:4222`).
+    /// The servers as one line, for messages (`nats://a:4222,nats://b:4222`), with any
+    /// password in them masked.
     pub fn display(&self) -> String {
-        self.servers.join(",")
+        self.servers.iter().map(|u| mask_password(u)).collect::<Vec<_>>().join(",")
     }
 
     /// Checks everything that can be checked before connecting: at least one server, every URL
@@ -80,6 +84,11 @@ impl BrokerConfig {
                 return Err(bad(format!("{} does not exist or is not a file", file.display())));
             }
         }
+        if let Some(domain) = &self.js_domain {
+            if domain.is_empty() || domain.contains(['.', ' ', '*', '>']) {
+                return Err(bad(format!("bad JetStream domain {domain:?}: one subject token, such as hub")));
+            }
+        }
         if let Some(prefix) = &self.inbox_prefix {
             let valid = !prefix.is_empty()
                 && !prefix.starts_with('.')
@@ -94,13 +103,19 @@ impl BrokerConfig {
         Ok(addrs)
     }
 
-    async fn options(&self, name: &str) -> Result<ConnectOptions, FabricError> {
-        let mut opts = match (&self.creds, &self.nkey) {
-            (Some(creds), _) => ConnectOptions::with_credentials_file(creds).await.map_err(|e| {
+    async fn options(&self, addrs: &[ServerAddr], name: &str) -> Result<ConnectOptions, FabricError> {
+        // A user and password (or a token) given in a URL, as in nats://USER:PASS@HOST:PORT.
+        let in_url = addrs
+            .iter()
+            .find_map(|a| a.username().map(|u| (u.to_string(), a.password().map(str::to_string))));
+        let mut opts = match (&self.creds, &self.nkey, in_url) {
+            (Some(creds), _, _) => ConnectOptions::with_credentials_file(creds).await.map_err(|e| {
                 FabricError::Config(format!("cannot use NATS credentials file {}: {e}", creds.display()))
             })?,
-            (None, Some(nkey)) => ConnectOptions::with_nkey(read_seed(nkey)?),
-            (None, None) => ConnectOptions::new(),
+            (None, Some(nkey), _) => ConnectOptions::with_nkey(read_seed(nkey)?),
+            (None, None, Some((user, Some(pass)))) => ConnectOptions::with_user_and_password(user, pass),
+            (None, None, Some((token, None))) => ConnectOptions::with_token(token),
+            (None, None, None) => ConnectOptions::new(),
         };
         if let Some(ca) = &self.ca {
             opts = opts.add_root_certificates(ca.clone());
@@ -123,6 +138,18 @@ impl BrokerConfig {
                 let who = who.clone();
                 async move { log_event(&who, event) }
             }))
+    }
+}
+
+/// `url` with the password between `:` and `@` replaced by `***`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.split_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_string(),
     }
 }
 
@@ -158,11 +185,19 @@ fn log_event(who: &str, event: Event) {
 pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<async_nats::Client, FabricError> {
     let addrs = broker.validate()?;
     broker
-        .options(name)
+        .options(&addrs, name)
         .await?
         .connect(addrs)
         .await
         .map_err(|e| FabricError::Unreachable { url: broker.display(), reason: e.to_string() })
+}
+
+/// The JetStream context for `client`: the server's own, or that of `broker.js_domain`.
+pub fn jetstream(broker: &BrokerConfig, client: async_nats::Client) -> async_nats::jetstream::Context {
+    match &broker.js_domain {
+        Some(domain) => async_nats::jetstream::with_domain(client, domain),
+        None => async_nats::jetstream::new(client),
+    }
 }
 
 /// Generates an nkey user: returns (seed, public key).
@@ -181,6 +216,13 @@ mod tests {
         assert_eq!(b.servers, vec!["nats://a:1", "tls://b:2"]);
         assert_eq!(b.validate().unwrap().len(), 2);
         assert_eq!(b.display(), "nats://a:1,tls://b:2");
+    }
+
+    #[test]
+    fn passwords_and_tokens_in_urls_are_masked_in_messages() {
+        let b = BrokerConfig::from("nats://alice:s3cret@a:1,nats://tok@b:2,tls://c:3");
+        assert_eq!(b.display(), "nats://alice:***@a:1,nats://***@b:2,tls://c:3");
+        assert!(!b.display().contains("s3cret") && !b.display().contains("tok@"));
     }
 
     #[test]

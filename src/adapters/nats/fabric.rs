@@ -107,7 +107,7 @@ impl NatsFabric {
         let mut broker = opts.broker.clone();
         broker.inbox_prefix.get_or_insert_with(|| super::permissions::owner_inbox(&token));
         let client = connect(&broker, "quloud-owner").await?;
-        let js = jetstream::new(client.clone());
+        let js = super::connect::jetstream(&broker, client.clone());
         let (_, acks) = ensure_streams(&js, &opts.layout).await?;
         let pending: PendingMap = Arc::default();
         let cancel = CancellationToken::new();

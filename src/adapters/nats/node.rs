@@ -65,7 +65,7 @@ pub async fn run_node<S: ChunkStore>(
     broker.inbox_prefix.get_or_insert_with(|| super::permissions::node_inbox(&svc.node_id()));
     broker.subscription_capacity.get_or_insert(NODE_SUBSCRIPTION_CAPACITY);
     let client = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
-    let js = jetstream::new(client.clone());
+    let js = super::connect::jetstream(&broker, client.clone());
     let (store, _) = ensure_streams(&js, &opts.layout).await?;
     let consumer = store_consumer(&store).await?;
     let own = client
