@@ -139,7 +139,26 @@ async fn handle(mut stream: TcpStream, exporter: Arc<dyn Exporter>, limits: Limi
         stream.write_all(&bytes).await?;
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout(limits.write_timeout, write).await;
+    if let Ok(Ok(())) = tokio::time::timeout(limits.write_timeout, write).await {
+        // Lingering close: read what the client still sends (a head cut off as too large, say)
+        // for a moment, so closing with unread input does not reset the connection before the
+        // client has read the response.
+        let _ = tokio::time::timeout(LINGER, drain(&mut stream)).await;
+    }
+}
+
+/// How long a closing connection's leftover input is read and discarded.
+const LINGER: Duration = Duration::from_secs(1);
+
+async fn drain(stream: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut left = 256 * 1024usize;
+    while left > 0 {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 /// Reads up to the blank line that ends a request head (`\r\n\r\n`, or `\n\n` from sloppy
