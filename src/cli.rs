@@ -2,6 +2,7 @@
 
 use crate::domain::size::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -246,6 +247,21 @@ pub struct NodeArgs {
     /// How often chunks whose lease ran out are deleted (e.g. 60s, 10m).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+    /// Metrics and health over HTTP.
+    #[command(flatten)]
+    pub metrics: NodeMetricsArgs,
+}
+
+/// `--metrics` of `quloud node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeMetricsArgs {
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /healthz) over plain HTTP
+    /// on this address, e.g. 127.0.0.1:9464. Off by default.
+    #[arg(long = "metrics", env = "QULOUD_NODE_METRICS", value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Allow --metrics on an address other than loopback (plain HTTP, no authentication).
+    #[arg(long = "metrics-public")]
+    pub public: bool,
 }
 
 /// `quloud mount …`
@@ -312,6 +328,14 @@ pub struct MountOpts {
     /// in the fabric while a kept snapshot may name it.
     #[arg(long, default_value_t = 30, value_name = "D")]
     pub keep_daily: usize,
+    /// Serve the mount's Prometheus metrics (GET /metrics) and a health check (GET /healthz)
+    /// over plain HTTP on this address, e.g. 127.0.0.1:9465. Off by default; not for read-only
+    /// mounts.
+    #[arg(long = "metrics", env = "QULOUD_MOUNT_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Allow --metrics on an address other than loopback (plain HTTP, no authentication).
+    #[arg(long = "metrics-public")]
+    pub metrics_public: bool,
 }
 
 /// `quloud audit …`

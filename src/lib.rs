@@ -11,7 +11,8 @@
 //!   the vault's filesystem service with its upload pipeline (`app::vault`).
 //! - [`adapters`] — implementations: `disk` (node store), `memory` (unit tests), `nats`
 //!   (JetStream fabric, node and owner side), `redb` (every table definition and the vault
-//!   manifest), `fuse` (the thin fuser adapter over `app::vault`).
+//!   manifest), `fuse` (the thin fuser adapter over `app::vault`), `metrics` (Prometheus text and
+//!   the small HTTP server behind `--metrics`).
 //! - [`cli`], [`wiring`] — the command line and the composition root; `main.rs` only parses,
 //!   starts logging and the runtime, and calls wiring.
 //!

@@ -1,6 +1,7 @@
 //! Composition root: turns a parsed command line into adapters and services and runs them.
 
 use crate::adapters::disk::DiskChunkStore;
+use crate::adapters::metrics::{http, node::NodeExporter, Exporter};
 use crate::adapters::nats::fabric::FabricOptions;
 use crate::adapters::nats::node::{run_node, NodeRunOptions};
 use crate::adapters::nats::{connect::split_urls, BrokerConfig, Layout};
@@ -34,6 +35,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { reveal, qr }) => key_show(&home, reveal, qr),
         Command::Node(args) => node(args).await,
         Command::Up(args) => up::up(&home, args).await,
+        Command::Mount(args)
+            if args.opts.metrics.is_some() && (args.snapshot.is_some() || args.share.is_some()) =>
+        {
+            bail!("--metrics is for the vault's own mount, not for --snapshot or --share mounts")
+        }
         Command::Mount(args) => {
             let bus = Bus::from_args(&args.nats)?;
             match (args.snapshot, &args.share) {
@@ -161,14 +167,42 @@ async fn node(args: NodeArgs) -> Result<()> {
     let svc = Arc::new(NodeService::new(id, Arc::new(store), policy, unix_ms(SystemTime::now())));
     println!("node id: {node_id}");
     let cancel = CancellationToken::new();
+    let metrics = match args.metrics.addr {
+        Some(addr) => {
+            let exporter = Arc::new(NodeExporter::new(svc.clone()));
+            Some(start_metrics(addr, args.metrics.public, exporter, cancel.clone()).await?)
+        }
+        None => None,
+    };
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let bus = Bus::from_args(&args.nats)?;
     let mut opts = NodeRunOptions::new(bus.broker);
     opts.layout = bus.layout;
     opts.store_concurrency = args.store_concurrency.max(1);
     opts.sweep_interval = args.sweep_interval.max(std::time::Duration::from_millis(100));
-    run_node(svc, opts, cancel).await?;
+    let outcome = run_node(svc, opts, cancel.clone()).await;
+    cancel.cancel();
+    if let Some(server) = metrics {
+        let _ = server.await;
+    }
+    outcome?;
     Ok(())
+}
+
+/// Binds the metrics endpoint (failing now if it cannot) and serves it until `cancel`.
+pub(crate) async fn start_metrics(
+    addr: std::net::SocketAddr,
+    public: bool,
+    exporter: Arc<dyn Exporter>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = http::bind(addr, public).await?;
+    let local = listener.local_addr().context("metrics listener")?;
+    if !local.ip().is_loopback() {
+        tracing::warn!(%local, "metrics are served on a non-loopback address, without authentication");
+    }
+    println!("metrics at http://{local}/metrics, health at http://{local}/healthz");
+    Ok(tokio::spawn(http::serve(listener, exporter, http::Limits::default(), cancel)))
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

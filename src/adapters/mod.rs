@@ -3,11 +3,13 @@
 //! - `disk`: the storage node's chunk store (files + redb index under the at-rest key)
 //! - `fuse`: the thin fuser adapter over the vault service, and the one errno mapping
 //! - `memory`: in-memory stores for unit tests of the core
+//! - `metrics`: Prometheus text rendering and the tiny HTTP server for `/metrics` and `/healthz`
 //! - `nats`: the fabric over NATS JetStream, node side and owner side
 //! - `redb`: every redb table definition, in one place
 
 pub mod disk;
 pub mod fuse;
 pub mod memory;
+pub mod metrics;
 pub mod nats;
 pub mod redb;

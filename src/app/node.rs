@@ -18,8 +18,12 @@ use crate::domain::wire::{
 };
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+
+#[path = "node_metrics.rs"]
+mod metrics;
+pub use metrics::{NodeStats, Op, Reason};
 
 /// Node policy knobs.
 #[derive(Clone, Debug)]
@@ -93,25 +97,6 @@ pub enum ProvenOutcome {
     Silent,
 }
 
-/// Counters, for logs and tests.
-#[derive(Debug, Default)]
-pub struct NodeStats {
-    /// Chunks stored.
-    pub stored: AtomicU64,
-    /// Store requests declined (held for another slot, or full).
-    pub declined: AtomicU64,
-    /// Messages dropped as malformed, invalid, stale, replayed or misaddressed.
-    pub dropped: AtomicU64,
-    /// Items refused for a proof that did not verify.
-    pub refused: AtomicU64,
-    /// Chunks served.
-    pub served: AtomicU64,
-    /// Audits answered.
-    pub audits: AtomicU64,
-    /// Requests declined or dropped because their source went over its rate.
-    pub rate_limited: AtomicU64,
-}
-
 /// Why a store request was declined when its vault went over its store rate (the message is
 /// offered again after a pause, or taken by another node).
 pub const RATE_LIMITED: &str = "rate limited";
@@ -164,7 +149,7 @@ impl<S: ChunkStore> NodeService<S> {
             replay,
             dummy,
             storing: Mutex::default(),
-            stats: NodeStats::default(),
+            stats: NodeStats::new(now_ms),
         }
     }
 
@@ -178,29 +163,33 @@ impl<S: ChunkStore> NodeService<S> {
         &self.store
     }
 
-    fn drop_msg(&self, what: &str, why: impl std::fmt::Display) {
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(what, %why, "dropped message");
+    fn drop_msg(&self, reason: Reason, what: &str, why: impl std::fmt::Display) {
+        self.stats.drop_for(reason);
+        tracing::warn!(what, reason = reason.name(), %why, "dropped message");
     }
 
     /// Validates and stores one replica slot (DESIGN §5 Store).
     pub fn handle_store(&self, bytes: &[u8], now_ms: u64) -> StoreDecision {
-        let reject = |why: String| {
-            self.drop_msg("store request", &why);
+        let reject = |reason: Reason, why: String| {
+            self.drop_msg(reason, "store request", &why);
             StoreDecision::Reject(why)
         };
         if bytes.len() > MAX_MESSAGE {
-            return reject(format!("{} bytes exceeds the {MAX_MESSAGE}-byte limit", bytes.len()));
+            let why = format!("{} bytes exceeds the {MAX_MESSAGE}-byte limit", bytes.len());
+            return reject(Reason::Oversized, why);
         }
         let req = match StoreRequest::decode(bytes) {
             Ok(r) => r,
-            Err(e) => return reject(e.to_string()),
+            Err(e) => return reject(Reason::Malformed, e.to_string()),
         };
         if req.slot > self.policy.max_slot {
-            return reject(format!("slot {} above {}", req.slot, self.policy.max_slot));
+            return reject(Reason::Malformed, format!("slot {} above {}", req.slot, self.policy.max_slot));
         }
-        if req.lease_expiry_ms <= now_ms || req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
-            return reject(format!("lease expiry {} out of range", req.lease_expiry_ms));
+        if req.lease_expiry_ms <= now_ms {
+            return reject(Reason::Expired, format!("lease expiry {} already passed", req.lease_expiry_ms));
+        }
+        if req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
+            return reject(Reason::BadLease, format!("lease expiry {} too far out", req.lease_expiry_ms));
         }
         let admitted = self.store_rate.lock().unwrap_or_else(|p| p.into_inner()).admit(
             &req.ack_token.0,
@@ -208,14 +197,14 @@ impl<S: ChunkStore> NodeService<S> {
             now_ms,
         );
         if !admitted {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.stats.decline_for(Reason::RateLimited);
             return StoreDecision::Decline(RATE_LIMITED);
         }
         if !req.verify_addr() {
-            return reject(format!("ciphertext does not hash to {:?}", req.addr));
+            return reject(Reason::BadHash, format!("ciphertext does not hash to {:?}", req.addr));
         }
         if !self.lock_addr(req.addr) {
-            self.stats.declined.fetch_add(1, Ordering::Relaxed);
+            self.stats.decline_for(Reason::HeldOtherSlot);
             return StoreDecision::Decline("storing this chunk for another slot right now");
         }
         let addr = req.addr;
@@ -233,7 +222,7 @@ impl<S: ChunkStore> NodeService<S> {
             now_ms,
         );
         if !ok {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.stats.drop_for(Reason::RateLimited);
         }
         ok
     }
@@ -247,7 +236,7 @@ impl<S: ChunkStore> NodeService<S> {
             Ok(Some(held)) if held.commitment != req.commitment => {
                 // Someone else already stored these bytes under another commitment: never ack
                 // the new commitment for a chunk whose proofs would not match it.
-                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                self.stats.decline_for(Reason::OtherCommitment);
                 return StoreDecision::Decline("holds this chunk under another commitment");
             }
             Ok(Some(held)) if held.slot == req.slot => {
@@ -259,7 +248,7 @@ impl<S: ChunkStore> NodeService<S> {
                 return StoreDecision::AlreadyHeld(ack, req.ack_token);
             }
             Ok(Some(held)) => {
-                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                self.stats.decline_for(Reason::HeldOtherSlot);
                 let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
                 if lease != held.lease_expiry_ms {
                     let _ = self.store.set_lease(&req.addr, lease);
@@ -270,6 +259,7 @@ impl<S: ChunkStore> NodeService<S> {
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "index lookup failed; declining store");
+                self.stats.decline_for(Reason::StorageError);
                 return StoreDecision::Decline("index error");
             }
         }
@@ -294,31 +284,31 @@ impl<S: ChunkStore> NodeService<S> {
                 StoreDecision::Stored(ack, req.ack_token)
             }
             Err(StoreError::Full { .. }) => {
-                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                self.stats.decline_for(Reason::Full);
                 StoreDecision::Decline("node is full")
             }
             Err(e) => {
                 tracing::error!(error = %e, "storing chunk failed; declining");
-                self.stats.declined.fetch_add(1, Ordering::Relaxed);
+                self.stats.decline_for(Reason::StorageError);
                 StoreDecision::Decline("storage error")
             }
         }
     }
 
     /// Cheap checks before any proof work: addressed to this node (or any) and timely.
-    fn timely(&self, ts: u64, target: &NodeId, now_ms: u64) -> Result<(), String> {
+    fn timely(&self, ts: u64, target: &NodeId, now_ms: u64) -> Result<(), (Reason, String)> {
         if *target != self.id.id() && *target != NodeId::ANY {
-            return Err(format!("addressed to another node {target:?}"));
+            return Err((Reason::Misaddressed, format!("addressed to another node {target:?}")));
         }
         let guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        guard.timely(ts, now_ms).map_err(|e: Freshness| e.to_string())
+        guard.timely(ts, now_ms).map_err(|e: Freshness| (Reason::from(&e), e.to_string()))
     }
 
     /// Records a request id once at least one of its proofs verified, so strangers cannot fill
     /// the replay memory with proof-less requests; a second use of the id is refused.
-    fn remember(&self, request_id: [u8; 16], ts: u64, now_ms: u64) -> Result<(), String> {
+    fn remember(&self, request_id: [u8; 16], ts: u64, now_ms: u64) -> Result<(), (Reason, String)> {
         let mut guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        guard.check(request_id, ts, now_ms).map_err(|e: Freshness| e.to_string())
+        guard.check(request_id, ts, now_ms).map_err(|e: Freshness| (Reason::from(&e), e.to_string()))
     }
 
     /// Looks up commitments and verifies the proofs of `items`; returns the index entry of each
@@ -341,8 +331,12 @@ impl<S: ChunkStore> NodeService<S> {
                 let ok = all_ok || verify(c, ctx, p).is_ok();
                 match m {
                     Some(m) if ok => Some(m),
-                    _ => {
-                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    Some(_) => {
+                        self.stats.refuse_bad_proof();
+                        None
+                    }
+                    None => {
+                        self.stats.refuse_not_held();
                         None
                     }
                 }
@@ -355,31 +349,31 @@ impl<S: ChunkStore> NodeService<S> {
         let req = match ProvenRequest::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
-                self.drop_msg("proven request", e);
+                self.drop_msg(Reason::Malformed, "proven request", e);
                 return ProvenOutcome::Silent;
             }
         };
         if req.purpose != expected {
-            self.drop_msg("proven request", "purpose does not match the subject");
+            self.drop_msg(Reason::Malformed, "proven request", "purpose does not match the subject");
             return ProvenOutcome::Silent;
         }
         if route == Route::Broadcast && (req.target != NodeId::ANY || req.purpose != Purpose::Get) {
-            self.drop_msg("broadcast request", "only untargeted gets may be broadcast");
+            self.drop_msg(Reason::Misaddressed, "broadcast request", "only untargeted gets may be broadcast");
             return ProvenOutcome::Silent;
         }
         if req.items.is_empty() {
-            self.drop_msg("proven request", "no items");
+            self.drop_msg(Reason::Malformed, "proven request", "no items");
             return ProvenOutcome::Silent;
         }
-        if let Err(why) = self.timely(req.timestamp_ms, &req.target, now_ms) {
-            self.drop_msg("proven request", why);
+        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, now_ms) {
+            self.drop_msg(reason, "proven request", why);
             return ProvenOutcome::Silent;
         }
         let items: Vec<_> = req.items.iter().map(|it| (it.addr, req.context(&it.addr), it.proof)).collect();
         let proven = self.prove_items(&items);
         if proven.iter().any(Option::is_some) {
-            if let Err(why) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
-                self.drop_msg("proven request", why);
+            if let Err((reason, why)) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
+                self.drop_msg(reason, "proven request", why);
                 return ProvenOutcome::Silent;
             }
         }
@@ -461,7 +455,7 @@ impl<S: ChunkStore> NodeService<S> {
         let req = match AuditRequest::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
-                self.drop_msg("audit request", e);
+                self.drop_msg(Reason::Malformed, "audit request", e);
                 return None;
             }
         };
@@ -477,7 +471,7 @@ impl<S: ChunkStore> NodeService<S> {
         let batch = match AuditBatch::decode(bytes) {
             Ok(b) => b,
             Err(e) => {
-                self.drop_msg("audit batch", e);
+                self.drop_msg(Reason::Malformed, "audit batch", e);
                 return None;
             }
         };
@@ -498,11 +492,11 @@ impl<S: ChunkStore> NodeService<S> {
     /// Target and freshness of a challenge; `None` (logged) if it must be dropped.
     fn check_audit(&self, req: &AuditRequest, now_ms: u64) -> Option<()> {
         if req.target != self.id.id() {
-            self.drop_msg("audit request", "not addressed to this node");
+            self.drop_msg(Reason::Misaddressed, "audit request", "not addressed to this node");
             return None;
         }
-        if let Err(why) = self.timely(req.timestamp_ms, &req.target, now_ms) {
-            self.drop_msg("audit request", why);
+        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, now_ms) {
+            self.drop_msg(reason, "audit request", why);
             return None;
         }
         Some(())
@@ -517,8 +511,8 @@ impl<S: ChunkStore> NodeService<S> {
     ) -> Option<AuditReply> {
         let sign = |status, proofs| Some(AuditReply::sign(&self.id, req.addr, req.seed, status, proofs));
         let Some(meta) = proven else { return sign(Status::NotFound, Vec::new()) };
-        if let Err(why) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
-            self.drop_msg("audit request", why);
+        if let Err((reason, why)) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
+            self.drop_msg(reason, "audit request", why);
             return None;
         }
         let picks = select_leaves(&req.seed, meta.len as u64, req.leaves as usize);
@@ -548,7 +542,7 @@ impl<S: ChunkStore> NodeService<S> {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(%locator, error = %e, "dropped a root record");
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.drop_for(Reason::BadSignature);
                 return false;
             }
         };
@@ -590,7 +584,9 @@ impl<S: ChunkStore> NodeService<S> {
                 return 0;
             }
         };
-        expired.iter().filter(|a| matches!(self.store.remove(a), Ok(true))).count()
+        let n = expired.iter().filter(|a| matches!(self.store.remove(a), Ok(true))).count();
+        self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 }
 

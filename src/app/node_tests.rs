@@ -404,7 +404,7 @@ fn a_vault_over_its_store_rate_is_declined_and_others_are_not() {
     }
     let limited = outcomes.iter().filter(|d| matches!(d, StoreDecision::Decline(RATE_LIMITED))).count();
     assert!((1..6).contains(&limited), "{outcomes:?}");
-    assert_eq!(svc.stats.rate_limited.load(Ordering::Relaxed), limited as u64);
+    assert_eq!(svc.stats.refusals(Reason::RateLimited), limited as u64);
     assert!(matches!(svc.handle_store(&store_req(&other, &big, 0).1, NOW), StoreDecision::Stored(..)));
     // Refilled after long enough: 1 byte per second, so try far later.
     let mut data = big.clone();
@@ -423,5 +423,81 @@ fn a_request_source_over_its_rate_is_refused_before_any_proof_is_checked() {
     let admitted = (0..200).filter(|_| svc.admit_request(b"_INBOX_a", 200, NOW)).count();
     assert!((10..200).contains(&admitted), "{admitted}");
     assert!(svc.admit_request(b"_INBOX_b", 200, NOW));
-    assert_eq!(svc.stats.rate_limited.load(Ordering::Relaxed), 200 - admitted as u64);
+    assert_eq!(svc.stats.refusals(Reason::RateLimited), 200 - admitted as u64);
+}
+
+#[test]
+fn every_drop_decline_and_refusal_counts_its_reason() {
+    let (svc, keys) = setup(300_000);
+    let me = svc.node_id();
+    let count = |r: Reason| svc.stats.refusals(r);
+    let (a, bytes) = store_req(&keys, &[1u8; 100_000], 0);
+    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::Stored(..)));
+    // Store: garbage, oversized, bad hash, lease already over, lease too long.
+    svc.handle_store(b"garbage", NOW);
+    svc.handle_store(&vec![0u8; MAX_MESSAGE + 1], NOW);
+    let mut bad = a.clone();
+    bad.ciphertext[0] ^= 1;
+    svc.handle_store(&bad.encode(), NOW);
+    let mut old = a.clone();
+    old.lease_expiry_ms = NOW - 1;
+    svc.handle_store(&old.encode(), NOW);
+    let mut long = a.clone();
+    long.lease_expiry_ms = NOW + 500 * 24 * 3600 * 1000;
+    svc.handle_store(&long.encode(), NOW);
+    // Declines: the same chunk for another slot; a chunk that does not fit.
+    let (_, other_slot) = store_req(&keys, &[1u8; 100_000], 1);
+    assert!(matches!(svc.handle_store(&other_slot, NOW), StoreDecision::DeclineHeld(..)));
+    let (_, big) = store_req(&keys, &[2u8; 250_000], 0);
+    assert!(matches!(svc.handle_store(&big, NOW), StoreDecision::Decline(_)));
+    for (r, n) in [
+        (Reason::Malformed, 1),
+        (Reason::Oversized, 1),
+        (Reason::BadHash, 1),
+        (Reason::Expired, 1),
+        (Reason::BadLease, 1),
+        (Reason::HeldOtherSlot, 1),
+        (Reason::Full, 1),
+    ] {
+        assert_eq!(count(r), n, "{}", r.name());
+    }
+    // Gets: forged proof, replay, stale, misaddressed; a chunk not held.
+    let stranger = MasterKey::from_bytes([5; 32]).derive();
+    let forged = get_req(&stranger, me, &[a.addr], NOW);
+    svc.handle_proven(&forged.encode(), Route::Targeted, Purpose::Get, NOW);
+    let ok = get_req(&keys, me, &[a.addr], NOW);
+    svc.handle_proven(&ok.encode(), Route::Targeted, Purpose::Get, NOW);
+    svc.handle_proven(&ok.encode(), Route::Targeted, Purpose::Get, NOW);
+    let stale = get_req(&keys, me, &[a.addr], NOW - 10 * 60_000);
+    svc.handle_proven(&stale.encode(), Route::Targeted, Purpose::Get, NOW);
+    let elsewhere = get_req(&keys, NodeId([9; 32]), &[a.addr], NOW);
+    svc.handle_proven(&elsewhere.encode(), Route::Targeted, Purpose::Get, NOW);
+    let absent = get_req(&keys, me, &[Addr([1; 32])], NOW);
+    svc.handle_proven(&absent.encode(), Route::Targeted, Purpose::Get, NOW);
+    svc.handle_proven(b"junk", Route::Targeted, Purpose::Get, NOW);
+    for (r, n) in
+        [(Reason::BadProof, 1), (Reason::Replayed, 1), (Reason::Stale, 1), (Reason::Misaddressed, 1)]
+    {
+        assert_eq!(count(r), n, "{}", r.name());
+    }
+    assert_eq!(count(Reason::Malformed), 2);
+    assert_eq!(svc.stats.not_held.load(Ordering::Relaxed), 1);
+    // The legacy totals keep their meaning and add up to their reasons.
+    let of = |rs: &[Reason]| rs.iter().map(|r| count(*r)).sum::<u64>();
+    assert_eq!(svc.stats.declined.load(Ordering::Relaxed), of(&[Reason::HeldOtherSlot, Reason::Full]));
+    assert_eq!(svc.stats.refused.load(Ordering::Relaxed), 2, "one bad proof, one chunk not held");
+    assert_eq!(
+        svc.stats.dropped.load(Ordering::Relaxed),
+        of(&[
+            Reason::Malformed,
+            Reason::Oversized,
+            Reason::BadHash,
+            Reason::Expired,
+            Reason::BadLease,
+            Reason::Replayed,
+            Reason::Stale,
+            Reason::Misaddressed
+        ])
+    );
+    assert_eq!(count(Reason::RateLimited), 0);
 }

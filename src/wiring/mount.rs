@@ -3,6 +3,7 @@
 
 use super::{cancel_on_signal, load_master_key, Bus};
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
+use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::app::vault::{
     nodes_json, nodes_render, run_maintenance, run_pipeline, HealthOptions, PipelineStats, Scope,
@@ -227,11 +228,25 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
     })?);
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
+    // Bound before anything starts, so a taken or refused address fails the mount cleanly.
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let started = crate::domain::unix_ms(std::time::SystemTime::now());
+            let exporter = Arc::new(VaultExporter::new(vault.clone(), stats.clone(), started));
+            Some(super::start_metrics(addr, opts.metrics_public, exporter, cancel.clone()).await?)
+        }
+        None => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(server) = metrics {
+        tasks.spawn(async move {
+            let _ = server.await;
+        });
+    }
     let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = opts.lease;
     tasks.spawn(connect_in_background(vault.clone(), token, fabric_opts, cancel.clone()));
-    tasks.spawn(run_pipeline(vault.clone(), stats, cancel.clone()));
+    tasks.spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));
     tasks.spawn(run_maintenance(vault.clone(), cancel.clone()));
     let canonical = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
     tasks.spawn(serve_control(vault.clone(), control_socket(home), canonical, cancel.clone()));

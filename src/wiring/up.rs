@@ -103,6 +103,8 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
         let child = Command::new(&exe)
             .args(["node", "--nats", &url, "--capacity", &args.node_capacity.to_string(), "--data"])
             .arg(&data)
+            // K nodes cannot share one metrics address; `--metrics` of `up` is the mount's.
+            .env_remove("QULOUD_NODE_METRICS")
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
             .kill_on_drop(true)

@@ -5,7 +5,7 @@ use super::{
     ack_subject, connect, ensure_root_stream, ensure_streams, store_consumer, BrokerConfig, Layout,
     BROADCAST_GET,
 };
-use crate::app::node::{NodeService, ProvenOutcome, Route, StoreDecision, RATE_LIMITED};
+use crate::app::node::{NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, RATE_LIMITED};
 use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
 use crate::domain::wire::MAX_REQUEST;
@@ -74,6 +74,7 @@ pub async fn run_node<S: ChunkStore>(
         .map_err(|e| FabricError::Broker(e.to_string()))?;
     let broadcast = client.subscribe(BROADCAST_GET).await.map_err(|e| FabricError::Broker(e.to_string()))?;
     client.flush().await.map_err(|e| FabricError::Broker(e.to_string()))?;
+    svc.stats.connected.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %svc.node_id(), servers = %opts.broker.display(), "storage node serving");
 
     let mut tasks = JoinSet::new();
@@ -105,7 +106,9 @@ pub async fn run_node<S: ChunkStore>(
     ));
     tasks.spawn(sweep_loop(svc.clone(), opts.sweep_interval, cancel.clone()));
     tasks.spawn(roots_loop(svc.clone(), client.clone(), js.clone(), opts.layout.clone(), cancel.clone()));
+    tasks.spawn(watch_connection(svc.clone(), client.clone(), cancel.clone()));
     while tasks.join_next().await.is_some() {}
+    svc.stats.connected.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = client.flush().await;
     tracing::info!(node = %svc.node_id(), "storage node stopped");
     Ok(())
@@ -192,8 +195,35 @@ async fn rebind(
     store_consumer(&store).await
 }
 
+/// Keeps `stats.connected` in step with the broker connection (read by the health endpoint).
+async fn watch_connection<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    client: async_nats::Client,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let up = client.connection_state() == async_nats::connection::State::Connected;
+        svc.stats.connected.store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn handle_store_message<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
+    js: jetstream::Context,
+    msg: jetstream::Message,
+) {
+    let started = std::time::Instant::now();
+    store_message(&svc, js, msg).await;
+    svc.stats.request(Op::Store, started.elapsed());
+}
+
+async fn store_message<S: ChunkStore>(
+    svc: &Arc<NodeService<S>>,
     js: jetstream::Context,
     msg: jetstream::Message,
 ) {
@@ -295,7 +325,34 @@ async fn request_loop<S: ChunkStore>(
     while inflight.join_next().await.is_some() {}
 }
 
+/// The operation a request subject names, for the counters (`None`: unknown).
+fn op_of(op: &str) -> Option<Op> {
+    match op {
+        "get" => Some(Op::Get),
+        "audit" | "audits" => Some(Op::Audit),
+        "renew" => Some(Op::Renew),
+        "delete" => Some(Op::Delete),
+        _ => None,
+    }
+}
+
 async fn answer<S: ChunkStore>(
+    svc: Arc<NodeService<S>>,
+    client: async_nats::Client,
+    op: String,
+    payload: bytes::Bytes,
+    reply: async_nats::Subject,
+    route: Route,
+) {
+    let started = std::time::Instant::now();
+    let counted = op_of(&op);
+    answer_op(svc.clone(), client, op, payload, reply, route).await;
+    if let Some(op) = counted {
+        svc.stats.request(op, started.elapsed());
+    }
+}
+
+async fn answer_op<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
     client: async_nats::Client,
     op: String,
@@ -319,7 +376,7 @@ async fn answer<S: ChunkStore>(
             }
         }
         other => {
-            worker.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            worker.stats.drop_for(Reason::UnknownOp);
             tracing::warn!(op = other, "request for unknown operation dropped");
             None
         }
@@ -419,6 +476,7 @@ async fn serve_roots<S: ChunkStore>(
             r = requests.next() => {
                 let Some(r) = r else { return Err(FabricError::Broker("subscription ended".into())) };
                 let Some(reply) = r.reply else { continue };
+                let started = std::time::Instant::now();
                 let locator = r.subject.rsplit('.').next().unwrap_or_default().to_string();
                 let worker = svc.clone();
                 if let Ok(Some(record)) = tokio::task::spawn_blocking(move || worker.root(&locator)).await {
@@ -426,6 +484,7 @@ async fn serve_roots<S: ChunkStore>(
                     out.extend_from_slice(&record);
                     let _ = client.publish(reply, out.into()).await;
                 }
+                svc.stats.request(Op::Roots, started.elapsed());
             }
         }
     }
@@ -454,7 +513,7 @@ async fn sweep_loop<S: ChunkStore>(svc: Arc<NodeService<S>>, every: Duration, ca
             refused = load(&s.refused),
             served = load(&s.served),
             audits = load(&s.audits),
-            rate_limited = load(&s.rate_limited),
+            rate_limited = s.refusals(Reason::RateLimited),
             chunks = usage.chunks,
             used = usage.used,
             capacity = usage.capacity,

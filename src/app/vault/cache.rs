@@ -22,6 +22,15 @@ impl ChunkCache {
         self.lru.get(id).cloned()
     }
 
+    /// Chunks, bytes and byte budget.
+    pub fn usage(&self) -> super::metrics::CacheUsage {
+        super::metrics::CacheUsage {
+            chunks: self.lru.len() as u64,
+            bytes: self.bytes,
+            capacity: self.capacity,
+        }
+    }
+
     /// Caches a chunk, evicting old ones to stay within capacity.
     pub fn put(&mut self, id: ChunkId, data: Arc<Vec<u8>>) {
         if data.len() as u64 > self.capacity {

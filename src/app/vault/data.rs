@@ -11,6 +11,7 @@ use crate::ports::fabric::ChunkFabric;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Chunks fetched ahead of a sequential reader (from different replicas, in parallel).
@@ -444,8 +445,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// plus read-ahead) share a single load.
     pub(super) async fn plaintext(&self, e: &Extent) -> Result<Arc<Vec<u8>>, FsError> {
         if let Some(p) = Self::lock(&self.cache).get(&e.id) {
+            self.read_stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p);
         }
+        self.read_stats.cache_misses.fetch_add(1, Ordering::Relaxed);
         let cell = Self::lock(&self.fetching).entry(e.id).or_default().clone();
         let result = cell.get_or_try_init(|| self.load_chunk(e)).await.cloned();
         let mut fetching = Self::lock(&self.fetching);
@@ -500,12 +503,18 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             hints.rotate_left(first);
         }
         let items = [(e.addr, self.proof_secret(&e.addr)?)];
-        match tokio::time::timeout(timeout, fabric.get(&items, &hints)).await {
+        let started = std::time::Instant::now();
+        let got = match tokio::time::timeout(timeout, fabric.get(&items, &hints)).await {
             Ok(Ok(mut got)) if !got.is_empty() => Ok(got.swap_remove(0).1),
             Ok(Ok(_)) => Err(unavailable("no node returned it")),
             Ok(Err(err)) => Err(unavailable(&err.to_string())),
             Err(_) => Err(unavailable("timed out")),
+        };
+        self.read_stats.fetches.observe(started.elapsed());
+        if got.is_err() {
+            self.read_stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
         }
+        got
     }
 
     /// A shared chunk's content key and proof-secret seed, from the share's manifest.

@@ -10,6 +10,7 @@
 mod cache;
 mod data;
 mod health;
+mod metrics;
 mod pipeline;
 mod snapshot;
 mod status;
@@ -31,6 +32,7 @@ use tokio::sync::{watch, Notify};
 pub use health::{
     nodes_json, nodes_render, nodes_view, run_maintenance, AuditReport, HealthOptions, HealthStats, Scope,
 };
+pub use metrics::{CacheUsage, ReadStats};
 pub use pipeline::{run_pipeline, PipelineStats};
 pub use snapshot::{
     fetch_blob, find_root, materialize_share, materialize_snapshot, RootFound, SnapshotOutcome,
@@ -180,6 +182,8 @@ pub struct Vault<F> {
     health: HealthOptions,
     /// Maintenance counters.
     pub health_stats: HealthStats,
+    /// Read-path counters (cache, fabric fetches).
+    pub read_stats: ReadStats,
     /// Whose secrets open the chunks: the owner's keys, or a share's per-chunk secrets.
     secrets: Secrets,
     /// One snapshot at a time, and the hash of the manifest as of the last one.
@@ -286,6 +290,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             busy: Mutex::default(),
             health: opts_health,
             health_stats: HealthStats::default(),
+            read_stats: ReadStats::default(),
             secrets,
             snapshotting: tokio::sync::Mutex::new(None),
         }

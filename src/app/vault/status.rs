@@ -4,9 +4,9 @@ use super::Vault;
 use crate::adapters::redb::manifest::Manifest;
 use crate::domain::fs::{ChunkState, FsError};
 use crate::domain::health::is_healthy;
-use crate::domain::ids::NodeId;
+use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::ChunkFabric;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 /// A vault's state at a glance.
@@ -34,15 +34,29 @@ pub struct VaultStatus {
     pub last_audit: Option<(u64, u64, u64)>,
     /// Chunks waiting out the grace period before garbage collection.
     pub unreferenced: u64,
+    /// Chunks in the upload queue (file chunks, snapshot pieces, chunks referenced again).
+    pub queued: u64,
+    /// Ciphertext bytes of the chunks in the upload queue.
+    pub queued_bytes: u64,
+    /// Snapshots retained.
+    pub snapshots: u64,
+    /// When the newest retained snapshot was taken (Unix ms).
+    pub last_snapshot_ms: Option<u64>,
 }
 
 impl VaultStatus {
     /// From a manifest (mounted or not).
     pub fn from_manifest(m: &Manifest, replicas: usize) -> Result<VaultStatus, FsError> {
         let rx = m.read()?;
-        let crate::adapters::redb::manifest::Summary { inodes, chunks, .. } = rx.summary()?;
+        let crate::adapters::redb::manifest::Summary { inodes, uploads, chunks } = rx.summary()?;
         let mut s =
             VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
+        let queue: HashSet<Addr> = rx.uploads(usize::MAX)?.into_iter().collect();
+        s.queued = uploads;
+        s.queued_bytes = chunks.iter().filter(|(a, _)| queue.contains(a)).map(|(_, c)| c.ct_len as u64).sum();
+        let snapshots = rx.blobs(false)?;
+        s.snapshots = snapshots.len() as u64;
+        s.last_snapshot_ms = snapshots.iter().map(|b| b.info.taken_ms).max();
         let off = rx.written_off()?;
         s.unreferenced = chunks.iter().filter(|(_, c)| c.refs == 0).count() as u64;
         if let Some(at) = rx.meta("last_audit_ms")? {
@@ -88,10 +102,11 @@ impl VaultStatus {
             }
             None => "null".to_string(),
         };
+        let last_snapshot = self.last_snapshot_ms.map_or("null".to_string(), |t| t.to_string());
         format!(
-            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit}}}",
+            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"queued\":{},\"queued_bytes\":{},\"snapshots\":{},\"last_snapshot_ms\":{last_snapshot},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit}}}",
             self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.unreferenced,
-            self.staged_files, self.replicas, nodes.join(",")
+            self.staged_files, self.queued, self.queued_bytes, self.snapshots, self.replicas, nodes.join(",")
         )
     }
 
@@ -105,7 +120,7 @@ impl VaultStatus {
             None => "never".to_string(),
         };
         let mut out = format!(
-            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nlast audit    {audit}\n",
+            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} chunks ({})\nsnapshots     {}\nlast audit    {audit}\n",
             self.inodes,
             self.chunks,
             crate::domain::size::format_size(self.bytes),
@@ -114,7 +129,10 @@ impl VaultStatus {
             self.replicas,
             self.degraded,
             self.unreferenced,
-            self.staged_files
+            self.staged_files,
+            self.queued,
+            crate::domain::size::format_size(self.queued_bytes),
+            self.snapshots
         );
         if !self.per_node.is_empty() {
             out.push_str("replicas per node\n");

@@ -1,0 +1,60 @@
+//! The mount's read-path counters (`ReadStats`: cache hits and misses, fabric fetch latency) and
+//! the cheap live figures an exporter reads without touching the manifest.
+
+use super::Vault;
+use crate::app::metrics::{Histogram, FETCH_BUCKETS};
+use crate::ports::fabric::ChunkFabric;
+use std::sync::atomic::AtomicU64;
+
+/// Counters of the read path.
+#[derive(Debug)]
+pub struct ReadStats {
+    /// Chunk reads served from the LRU cache of decrypted chunks.
+    pub cache_hits: AtomicU64,
+    /// Chunk reads that had to load the chunk (outbox or fabric), read-ahead included.
+    pub cache_misses: AtomicU64,
+    /// Fetches of one chunk from the fabric, successful or not.
+    pub fetches: Histogram,
+    /// Fabric fetches that failed (unreachable, timed out, no node had it).
+    pub fetch_failures: AtomicU64,
+}
+
+impl Default for ReadStats {
+    fn default() -> Self {
+        ReadStats {
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            fetches: Histogram::new(FETCH_BUCKETS),
+            fetch_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The read cache's occupancy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Chunks cached.
+    pub chunks: u64,
+    /// Plaintext bytes cached.
+    pub bytes: u64,
+    /// The byte budget (`--cache-size`).
+    pub capacity: u64,
+}
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// The read cache's occupancy (holds the cache lock for a moment).
+    pub fn cache_usage(&self) -> CacheUsage {
+        Self::lock(&self.cache).usage()
+    }
+
+    /// Whether the vault has a connected fabric (it starts without one and gets one once the
+    /// broker answers).
+    pub fn has_fabric(&self) -> bool {
+        self.fabric.borrow().is_some()
+    }
+
+    /// Whether the manifest can be read (one read transaction).
+    pub fn manifest_readable(&self) -> Result<(), String> {
+        self.m.read().map(|_| ()).map_err(|e| format!("manifest unreadable: {e}"))
+    }
+}
