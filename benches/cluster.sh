@@ -316,7 +316,7 @@ run_config() { # config run
     {
         printf '  %s run %d: store %s MiB/s, get %s MiB/s, wall %ss (incl. data generation, audit, delete)\n' \
             "$cfg" "$run" "${STORE[$key]}" "${GET[$key]}" "${WALL[$key]}"
-        printf '    cpu-s (user+sys): nats-server(s) %s (%s), nodes %s, check %s (max rss %d MiB); other processes %s; %s available on %d cores\n' \
+        printf '    cpu-s (user+sys): nats-server(s) %s (%s), nodes %s, check %s (max rss %d MiB); rest of machine (other processes, kernel threads) %s; %s available on %d cores\n' \
             "${NATS_CPU[$key]}" "$(IFS=,; echo "${each[*]}")" "${NODE_CPU[$key]}" "${CHECK_CPU[$key]}" "$((cmax / 1024))" "${OTHER_CPU[$key]}" \
             "$(awk -v w="${WALL[$key]}" -v c="$(nproc)" 'BEGIN { printf "%.1f", w * c }')" "$(nproc)"
         echo "    streams (from /jsz on each server):"
@@ -354,7 +354,7 @@ summary_row() { # config
 declare -A MED_STORE MED_GET
 echo
 echo "SIZE=$SIZE RUNS=$RUNS NODES=$NODES replicas=$REPLICAS, $(nproc) cores"
-echo "| config  | store MiB/s (median) | get MiB/s (median) | store per run | get per run | nats cpu-s | nodes cpu-s | check cpu-s | other procs cpu-s | check wall s |"
+echo "| config  | store MiB/s (median) | get MiB/s (median) | store per run | get per run | nats cpu-s | nodes cpu-s | check cpu-s | rest-of-machine cpu-s | check wall s |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 summary_row single
 summary_row cluster

@@ -440,4 +440,7 @@ pub struct NatsUserArgs {
     /// The reply-subject prefix the client runs with, when given --nats-inbox-prefix.
     #[arg(long, value_name = "PREFIX")]
     pub inbox_prefix: Option<String>,
+    /// The --js-domain the client runs with (its JetStream API subjects carry the domain).
+    #[arg(long, value_name = "DOMAIN")]
+    pub js_domain: Option<String>,
 }

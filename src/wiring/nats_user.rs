@@ -50,6 +50,10 @@ pub fn nats_user(home: &Path, args: &NatsUserArgs) -> Result<()> {
         (None, Some(p)) if *p != default_inbox => println!("# Connect with --nats-inbox-prefix {p}"),
         (None, _) => println!("# Connect with nats://USER:PASSWORD@HOST:PORT"),
     }
+    let perms = match &args.js_domain {
+        Some(domain) => perms.in_domain(domain),
+        None => perms,
+    };
     print!("{}", perms.user_entry(&auth));
     Ok(())
 }

@@ -115,6 +115,17 @@ pub fn owner_permissions(token: &AckToken, locator: &str, inbox: &str) -> Permis
 }
 
 impl Permissions {
+    /// The same permissions for a client that reaches JetStream through `domain` (its API
+    /// subjects are `$JS.<domain>.API.…`, mapped to `$JS.API.…` by the domain's servers).
+    pub fn in_domain(mut self, domain: &str) -> Permissions {
+        for s in &mut self.publish {
+            if let Some(rest) = s.strip_prefix("$JS.API.") {
+                *s = format!("$JS.{domain}.API.{rest}");
+            }
+        }
+        self
+    }
+
     /// A `users` entry for a nats-server config: `auth` is the identity part (for example
     /// `nkey: UAB…` or `user: node1, password: …`).
     pub fn user_entry(&self, auth: &str) -> String {
