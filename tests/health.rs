@@ -197,7 +197,8 @@ async fn a_node_replaying_old_audit_proofs_is_caught() {
 
     // Record the node's honest answers to one audit pass.
     let recorded: Arc<Mutex<HashMap<Addr, AuditReply>>> = Arc::default();
-    let mut snoop = client.subscribe("_INBOX.>").await.unwrap();
+    // Replies go to the owner's own inbox prefix (`_INBOX_owner_…`): listen to everything.
+    let mut snoop = client.subscribe(">").await.unwrap();
     let rec = recorded.clone();
     let snooper = tokio::spawn(async move {
         while let Some(msg) = snoop.next().await {
