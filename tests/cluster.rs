@@ -115,7 +115,8 @@ async fn stopping_a_server_mid_upload_loses_nothing_and_the_cluster_converges() 
 #[test]
 fn a_nas_behind_a_leaf_node_stores_and_reads_through_the_hub() {
     let dir = tempfile::tempdir().unwrap();
-    let (hub_port, leaf_link, leaf_port) = (free_port(), free_port(), free_port());
+    let ports = free_ports(3);
+    let (hub_port, leaf_link, leaf_port) = (ports[0], ports[1], ports[2]);
     let hub_conf = format!(
         "server_name: hub\nhost: 127.0.0.1\nport: {hub_port}\n\
          jetstream {{\n  store_dir: \"{}\"\n  domain: hub\n}}\n\

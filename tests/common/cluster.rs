@@ -1,7 +1,7 @@
 //! A three-server NATS cluster with JetStream on loopback: the deployment docs/OPERATIONS.md
 //! describes, for tests that stop one server while work is in flight.
 
-use super::{free_port, wait_until, Nats};
+use super::{free_ports, wait_until, Nats};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +14,8 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(dir: &Path, n: usize) -> Cluster {
-        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
+        let all = free_ports(3 * n);
+        let ports: Vec<(u16, u16, u16)> = all.chunks(3).map(|p| (p[0], p[1], p[2])).collect();
         let mut servers = Vec::new();
         for (i, (client, route, http)) in ports.iter().enumerate() {
             let routes: Vec<String> = ports

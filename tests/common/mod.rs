@@ -32,6 +32,12 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` distinct free ports (all held open at once while picking, so none is handed out twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
 fn log(path: &Path) -> Stdio {
     Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
 }
@@ -83,9 +89,15 @@ impl Nats {
 
     fn wait_ready(&self) {
         let port = self.port;
-        wait_until(Duration::from_secs(10), "nats-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on port {port} within 10 s; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self) -> String {
