@@ -11,17 +11,22 @@
 #            QULOUD_STORE_V1 is not R3.
 # The pair runs RUNS times in alternating order (single, cluster, cluster, single, ...) to cancel
 # drift; every configuration starts from fresh directories and all of its processes are stopped
-# before the next one starts.
+# before the next one starts. Node 1 starts alone (it creates the streams), the others once the
+# store consumer has a leader, and the check waits SETTLE seconds more (see wait_settled).
 #
 # Usage: SIZE=256MiB RUNS=2 benches/cluster.sh
 # Env:   BIN (default target/release/quloud; never builds), SIZE (256MiB), RUNS (2), NODES (3),
-#        CAPACITY (20GiB), SETTLE (6: seconds to wait, in both configurations, after the store
-#        consumer has a leader and before the check; SETTLE=0 measures the cold start),
+#        CAPACITY (20GiB), SETTLE (6: seconds to wait, in both configurations, after all nodes
+#        serve and the store consumer has a leader, before the check),
 #        KEEP=1 keeps the temp dir (logs, configs, jsz dumps; also kept when something fails),
-#        QULOUD_LOG (e.g. quloud=debug, passed to nodes and check; logs land in the temp dir).
-# Prints per run the store/get MiB/s and CPU seconds per process class, then a summary with
-# the medians and the cluster/single ratios. Target (docs/PERFORMANCE.md): cluster store
-# >= 0.5x single store. Exits non-zero if a check fails or the store stream is not R3.
+#        QULOUD_LOG (e.g. quloud=debug: nodes and check; default: nodes at
+#        info,quloud::adapters::nats::node=debug, check at info).
+# Prints per run the store/get MiB/s, CPU seconds per process class (and what the rest of the
+# machine used meanwhile: on a shared box that is the contamination), the longest pause between
+# two stored replicas (a ~10 s pause is a store waiting out the owner's retry_after), then a
+# summary with the medians and the cluster/single ratios. Target (docs/PERFORMANCE.md): cluster
+# store >= 0.5x single store. Exits non-zero if a check or a node fails, or if the store stream
+# is not R3 on all three servers; the trap stops every process it started.
 set -euo pipefail
 
 SIZE=${SIZE:-256MiB}
@@ -29,17 +34,19 @@ RUNS=${RUNS:-2}
 NODES=${NODES:-3}
 CAPACITY=${CAPACITY:-20GiB}
 SETTLE=${SETTLE:-6}
+# Nodes log each stored replica at debug (one line per replica, negligible next to the store):
+# the script reads those lines to find pauses in the store phase.
+NODE_LOG=${QULOUD_LOG:-info,quloud::adapters::nats::node=debug}
 REPLICAS=3
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/quloud}
 [[ -x $BIN ]] || { echo "no executable at BIN=$BIN (build with cargo build --release)" >&2; exit 2; }
-for tool in nats-server jq curl python3; do
+for tool in nats-server jq curl python3 /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 2; }
 done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/quloud-cluster.XXXXXX")
 PIDS=()       # every process started, for the trap
-FAILED=0
 
 cleanup() {
     local rc=$?
@@ -99,9 +106,14 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-wait_for_line() { # file pattern timeout_s
+wait_for_line() { # file pattern timeout_s [pid: fail at once if it exits]
     local deadline=$((SECONDS + $3))
     until grep -q "$2" "$1" 2>/dev/null; do
+        if [[ -n ${4:-} ]] && ! kill -0 "$4" 2>/dev/null; then
+            echo "process $4 exited before '$2' appeared in $1:" >&2
+            tail -20 "$1" >&2 || true
+            return 1
+        fi
         if ((SECONDS >= deadline)); then
             echo "timed out waiting for '$2' in $1:" >&2
             tail -20 "$1" >&2 || true
@@ -191,6 +203,19 @@ EOF
     URLS=$(IFS=,; echo "${urls[*]}")
     JS_REPLICAS=3
     for i in 0 1 2; do wait_healthy "${HTTP_PORTS[$i]}" 60; done
+    # /healthz turns 200 before the routes have settled: each server dials its peers, the dials
+    # that raced a peer's start are retried after 1 s and the duplicate routes this makes are
+    # then closed. A JetStream API request crossing a route as it closes is lost, and a node
+    # whose start-up `stream info` is lost times out after 10 s and exits. So wait until every
+    # server has exactly 2 routes, 2 s past the first retry, before starting anything.
+    sleep 2
+    local deadline=$((SECONDS + 30)) n
+    for i in 0 1 2; do
+        until n=$(curl -s "http://127.0.0.1:${HTTP_PORTS[$i]}/routez" | jq -r '.num_routes') && [[ $n == 2 ]]; do
+            ((SECONDS < deadline)) || { echo "s$i has ${n:-?} routes, expected 2" >&2; return 1; }
+            sleep 0.2
+        done
+    done
 }
 
 # Streams and consumers as the monitoring endpoints see them (/jsz on every server): per stream
@@ -227,7 +252,7 @@ report_streams() { # dir config
 # the nodes printed "storage node serving"), then SETTLE seconds more. A node's first fetch sent
 # before that election gets no answer, and async-nats only gives up on it after its expiry + 5 s
 # (5.5 s here): without the settle time the check's first seconds measure that start-up stall.
-wait_settled() {
+wait_settled() { # seconds
     local deadline=$((SECONDS + 30)) i leader=""
     while [[ -z $leader ]]; do
         for i in "${!HTTP_PORTS[@]}"; do
@@ -241,7 +266,17 @@ wait_settled() {
             sleep 0.2
         fi
     done
-    sleep "$SETTLE"
+    sleep "$1"
+}
+
+# The longest pause, in seconds, between two consecutive replicas stored (by any node) during
+# the store phase, from the nodes' "stored and acked" debug lines. ~10 s means a store waited
+# out the owner's retry_after for a slot request no node that lacked the chunk was offered.
+store_pause() { # dir
+    cat "$1"/node*.log | sed 's/\x1b\[[0-9;]*m//g' | grep 'stored and acked' | awk '{ print $1 }' |
+        sed 's/.*T//; s/Z$//' | sort | awk -F: '
+            { t = $1 * 3600 + $2 * 60 + $3; if (NR > 1 && t - p > g) { g = t - p; at = prev } p = t; prev = $0 }
+            END { if (NR < 2) print "n/a"; else printf "%.1f s (after %s)\n", g, substr(at, 1, 12) }'
 }
 
 # Which server each client connection sits on (cluster only, informative).
@@ -265,22 +300,32 @@ report_log_oddities() { # dir
     done
 }
 
-declare -A STORE GET NATS_CPU NODE_CPU CHECK_CPU OTHER_CPU WALL
+declare -A STORE GET NATS_CPU NODE_CPU CHECK_CPU OTHER_CPU WALL PAUSE
 
 run_config() { # config run
     local cfg=$1 run=$2 dir="$TMP/$1-$2" i node_pids=() t0 t1 json
     mkdir -p "$dir"
     log "run $run/$RUNS: $cfg"
     "start_$cfg" "$dir"
+    # Node 1 first, alone: it creates the streams and the shared store consumer. Started together
+    # against a fresh cluster, a node's start-up `stream info` request can go unanswered while
+    # another node's stream create is being placed, and that node exits after its 10 s request
+    # timeout ("reading stream info: timed out"). The others start once the consumer has a leader.
     for i in $(seq 1 "$NODES"); do
         mkdir -p "$dir/node$i"
-        "$BIN" node --nats "$URLS" --data "$dir/node$i" --capacity "$CAPACITY" \
+        QULOUD_LOG=$NODE_LOG "$BIN" node --nats "$URLS" --data "$dir/node$i" --capacity "$CAPACITY" \
             --js-replicas "$JS_REPLICAS" >"$dir/node$i.log" 2>&1 &
         node_pids+=($!)
         PIDS+=($!)
+        if ((i == 1)); then
+            wait_for_line "$dir/node1.log" "storage node serving" 60 "${node_pids[0]}"
+            wait_settled 0
+        fi
     done
-    for i in $(seq 1 "$NODES"); do wait_for_line "$dir/node$i.log" "storage node serving" 60; done
-    wait_settled
+    for i in $(seq 1 "$NODES"); do
+        wait_for_line "$dir/node$i.log" "storage node serving" 60 "${node_pids[$((i - 1))]}"
+    done
+    wait_settled "$SETTLE"
     log "$cfg: $NODES nodes serving on $URLS (js-replicas $JS_REPLICAS), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 
     local nats0 node0 busy0 each0=() each=() p
@@ -309,6 +354,7 @@ run_config() { # config run
     for i in "${!NATS_PIDS[@]}"; do each+=("s$i $(sub "$(cpu_secs "${NATS_PIDS[$i]}")" "${each0[$i]}")"); done
     NODE_CPU[$key]=$(sub "$(cpu_sum "${node_pids[@]}")" "$node0")
     CHECK_CPU[$key]=$(awk -v u="$cu" -v s="$cs" 'BEGIN { printf "%.2f", u + s }')
+    PAUSE[$key]=$(store_pause "$dir")
     # Everything else the machine ran meanwhile (other builds/tests on a shared box), kernel threads
     # included: large values mean the figure is contaminated.
     OTHER_CPU[$key]=$(awk -v m="$(sub "$(machine_busy)" "$busy0")" -v a="${NATS_CPU[$key]}" -v b="${NODE_CPU[$key]}" \
@@ -319,6 +365,7 @@ run_config() { # config run
         printf '    cpu-s (user+sys): nats-server(s) %s (%s), nodes %s, check %s (max rss %d MiB); rest of machine (other processes, kernel threads) %s; %s available on %d cores\n' \
             "${NATS_CPU[$key]}" "$(IFS=,; echo "${each[*]}")" "${NODE_CPU[$key]}" "${CHECK_CPU[$key]}" "$((cmax / 1024))" "${OTHER_CPU[$key]}" \
             "$(awk -v w="${WALL[$key]}" -v c="$(nproc)" 'BEGIN { printf "%.1f", w * c }')" "$(nproc)"
+        printf '    longest pause between two stored replicas: %s\n' "${PAUSE[$key]}"
         echo "    streams (from /jsz on each server):"
     } >&2
     report_streams "$dir" "$cfg"
@@ -340,22 +387,23 @@ done
 
 # --- summary --------------------------------------------------------------------------------
 summary_row() { # config
-    local cfg=$1 run s=() g=() n=() d=() c=() o=() w=()
+    local cfg=$1 run s=() g=() n=() d=() c=() o=() w=() z=()
     for run in $(seq 1 "$RUNS"); do
         s+=("${STORE[$cfg.$run]}") g+=("${GET[$cfg.$run]}") n+=("${NATS_CPU[$cfg.$run]}")
         d+=("${NODE_CPU[$cfg.$run]}") c+=("${CHECK_CPU[$cfg.$run]}") o+=("${OTHER_CPU[$cfg.$run]}") w+=("${WALL[$cfg.$run]}")
+        z+=("${PAUSE[$cfg.$run]%% *}")
     done
-    printf '| %-7s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cfg" \
+    printf '| %-7s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cfg" \
         "$(median "${s[@]}")" "$(median "${g[@]}")" "$(IFS=/; echo "${s[*]}")" "$(IFS=/; echo "${g[*]}")" \
-        "$(median "${n[@]}")" "$(median "${d[@]}")" "$(median "${c[@]}")" "$(median "${o[@]}")" "$(median "${w[@]}")"
+        "$(median "${n[@]}")" "$(median "${d[@]}")" "$(median "${c[@]}")" "$(median "${o[@]}")" "$(median "${w[@]}")" "$(IFS=/; echo "${z[*]}")"
     MED_STORE[$cfg]=$(median "${s[@]}")
     MED_GET[$cfg]=$(median "${g[@]}")
 }
 declare -A MED_STORE MED_GET
 echo
 echo "SIZE=$SIZE RUNS=$RUNS NODES=$NODES replicas=$REPLICAS, $(nproc) cores"
-echo "| config  | store MiB/s (median) | get MiB/s (median) | store per run | get per run | nats cpu-s | nodes cpu-s | check cpu-s | rest-of-machine cpu-s | check wall s |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| config  | store MiB/s (median) | get MiB/s (median) | store per run | get per run | nats cpu-s | nodes cpu-s | check cpu-s | rest-of-machine cpu-s | check wall s | longest store pause s, per run |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 summary_row single
 summary_row cluster
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

@@ -182,8 +182,9 @@ pub enum KeyCommand {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Broker connection")]
 pub struct NatsArgs {
-    /// NATS server URL, or several servers of a cluster separated by commas: the first that
-    /// answers is used, and the connection moves to another when it fails. tls:// needs TLS.
+    /// NATS server URL, or several servers of a cluster separated by commas: the client connects
+    /// to one of them (in random order, which spreads clients) and moves to another when it
+    /// fails. tls:// needs TLS.
     #[arg(long, env = "QULOUD_NATS", default_value = "nats://127.0.0.1:4222", value_name = "URL[,URL…]")]
     pub nats: String,
     /// NATS credentials file (user JWT and seed, from `nsc`) for servers in operator mode.
