@@ -66,8 +66,7 @@ pub async fn run_node<S: ChunkStore>(
     broker.subscription_capacity.get_or_insert(NODE_SUBSCRIPTION_CAPACITY);
     let client = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
     let js = super::connect::jetstream(&broker, client.clone());
-    let (store, _) = ensure_streams(&js, &opts.layout).await?;
-    let consumer = store_consumer(&store).await?;
+    let consumer = bind_store_consumer(&js, &opts.layout, &cancel).await?;
     let own = client
         .subscribe(format!("quloud.v1.node.{}.>", svc.node_id()))
         .await
@@ -185,6 +184,26 @@ async fn store_loop<S: ChunkStore>(
         }
     }
     while inflight.join_next().await.is_some() {}
+}
+
+/// A new cluster may still be electing stream and consumer leaders when a node starts: JetStream
+/// requests time out for a while. Keep trying for a minute (logging why) before giving up.
+async fn bind_store_consumer(
+    js: &jetstream::Context,
+    layout: &super::Layout,
+    cancel: &CancellationToken,
+) -> Result<jetstream::consumer::PullConsumer, FabricError> {
+    let started = std::time::Instant::now();
+    loop {
+        match rebind(js, layout).await {
+            Ok(c) => return Ok(c),
+            Err(e) if started.elapsed() < Duration::from_secs(60) && !cancel.is_cancelled() => {
+                tracing::warn!(error = %e, "cannot bind the store stream yet (a cluster electing leaders?); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn rebind(
