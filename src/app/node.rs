@@ -213,9 +213,14 @@ impl<S: ChunkStore> NodeService<S> {
         decision
     }
 
-    /// Whether a request of `len` bytes from `source` (its reply inbox prefix) is within the
-    /// source's rate; counts it if not. Checked before any proof is verified.
+    /// Whether a request of `len` bytes from `source` (its reply inbox prefix) is worth looking
+    /// at: no larger than `MAX_REQUEST` and within the source's rate. Counts the reason if not.
+    /// Checked before anything is decoded or any proof verified.
     pub fn admit_request(&self, source: &[u8], len: usize, now_ms: u64) -> bool {
+        if len > MAX_REQUEST {
+            self.stats.drop_for(Reason::Oversized);
+            return false;
+        }
         let ok = self.request_rate.lock().unwrap_or_else(|p| p.into_inner()).admit(
             source,
             request_cost(len),

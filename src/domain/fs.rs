@@ -270,6 +270,11 @@ pub struct ChunkRecord {
 }
 
 impl ChunkRecord {
+    /// A chunk just sealed: not yet referenced, pending upload, no replicas.
+    pub fn pending(id: ChunkId, ct_len: usize) -> Self {
+        ChunkRecord { id, ct_len: ct_len as u32, refs: 0, state: ChunkState::Pending, replicas: Vec::new() }
+    }
+
     /// Encodes for the manifest (record version 2: replicas carry their audit history).
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(47 + self.replicas.len() * REPLICA_V2);

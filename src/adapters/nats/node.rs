@@ -8,7 +8,6 @@ use super::{
 use crate::app::node::{NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, RATE_LIMITED};
 use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
-use crate::domain::wire::MAX_REQUEST;
 use crate::ports::chunk_store::ChunkStore;
 use crate::ports::fabric::FabricError;
 use async_nats::jetstream::{self, AckKind};
@@ -320,22 +319,25 @@ async fn request_loop<S: ChunkStore>(
             tracing::debug!(subject = %msg.subject, "request without reply subject dropped");
             continue;
         };
-        if msg.payload.len() > MAX_REQUEST {
-            svc.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(len = msg.payload.len(), "oversized request dropped");
-            continue;
-        }
         // The source is the client's inbox prefix (Quloud clients each have their own).
         let source = reply.split('.').next().unwrap_or_default();
         if !svc.admit_request(source.as_bytes(), msg.payload.len(), now_ms()) {
-            tracing::debug!(source, "request over its source's rate dropped");
+            tracing::debug!(
+                source,
+                len = msg.payload.len(),
+                "oversized request, or over its source's rate: dropped"
+            );
             continue;
         }
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
         let (svc, client) = (svc.clone(), client.clone());
         inflight.spawn(async move {
             let op = msg.subject.rsplit('.').next().unwrap_or("").to_string();
-            answer(svc, client, op, msg.payload, reply, route).await;
+            let (started, counted) = (std::time::Instant::now(), op_of(&op));
+            answer(svc.clone(), client, op, msg.payload, reply, route).await;
+            if let Some(op) = counted {
+                svc.stats.request(op, started.elapsed());
+            }
             drop(permit);
         });
         while inflight.try_join_next().is_some() {}
@@ -356,22 +358,6 @@ fn op_of(op: &str) -> Option<Op> {
 }
 
 async fn answer<S: ChunkStore>(
-    svc: Arc<NodeService<S>>,
-    client: async_nats::Client,
-    op: String,
-    payload: bytes::Bytes,
-    reply: async_nats::Subject,
-    route: Route,
-) {
-    let started = std::time::Instant::now();
-    let counted = op_of(&op);
-    answer_op(svc.clone(), client, op, payload, reply, route).await;
-    if let Some(op) = counted {
-        svc.stats.request(op, started.elapsed());
-    }
-}
-
-async fn answer_op<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
     client: async_nats::Client,
     op: String,

@@ -214,6 +214,18 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.outbox.join(addr.to_hex())
     }
 
+    /// Writes a sealed chunk's ciphertext into the outbox (not yet fsynced) unless it is there:
+    /// through a temporary name, so a crash never leaves a torn file under the addr.
+    pub(super) fn write_outbox(&self, addr: &Addr, ciphertext: &[u8]) -> std::io::Result<()> {
+        let path = self.outbox_path(addr);
+        if !path.exists() {
+            let tmp = path.with_extension("tmp");
+            File::create(&tmp)?.write_all(ciphertext)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
     /// Seals a staged file's chunks into the outbox (not yet fsynced) and returns what to commit;
     /// `None` when the file is still being written (it is queued again at its last close).
     fn prepare(&self, ino: Ino) -> Result<Option<Prepared>, FsError> {
@@ -248,22 +260,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             if known {
                 continue;
             }
-            let path = self.outbox_path(&sealed.addr);
             if sealed.ciphertext.len() <= SMALL_CHUNK {
                 p.small.push((sealed.addr, sealed.ciphertext.clone()));
-            } else if !path.exists() {
-                let tmp = path.with_extension("tmp");
-                File::create(&tmp)?.write_all(&sealed.ciphertext)?;
-                std::fs::rename(&tmp, &path)?;
+            } else {
+                self.write_outbox(&sealed.addr, &sealed.ciphertext)?;
             }
-            let record = ChunkRecord {
-                id: sealed.id,
-                ct_len: sealed.ciphertext.len() as u32,
-                refs: 0,
-                state: ChunkState::Pending,
-                replicas: Vec::new(),
-            };
-            p.fresh.push((sealed.addr, record));
+            p.fresh.push((sealed.addr, ChunkRecord::pending(sealed.id, sealed.ciphertext.len())));
         }
         Ok(Some(p))
     }

@@ -300,20 +300,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         for p in fresh.iter().filter(|p| p.ciphertext.len() > SMALL_CHUNK) {
-            std::fs::write(self.outbox.join(p.addr.to_hex()), &p.ciphertext)?;
+            self.write_outbox(&p.addr, &p.ciphertext)?;
         }
         let outbox = std::fs::File::open(&self.outbox)?;
         outbox.sync_all()?;
         let now = unix_ms(SystemTime::now());
         self.m.write_durable(|tx| {
             for p in &fresh {
-                let rec = ChunkRecord {
-                    id: p.id,
-                    ct_len: p.ciphertext.len() as u32,
-                    refs: 0,
-                    state: ChunkState::Pending,
-                    replicas: Vec::new(),
-                };
+                let rec = ChunkRecord::pending(p.id, p.ciphertext.len());
                 let small = (p.ciphertext.len() <= SMALL_CHUNK).then_some(p.ciphertext.as_slice());
                 queue_upload(tx, &p.addr, &rec, small, now)?;
             }
