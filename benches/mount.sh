@@ -7,7 +7,8 @@
 # Usage: benches/mount.sh                  (1 GiB, needs root for drop_caches)
 #        SIZE=256M NO_BUILD=1 benches/mount.sh
 # Env:   SIZE (default 1G; 256M, 1GiB, ... accepted), FILES (10000 small files), DIRS (100),
-#        CACHE_MIB (256, passed as --cache-size), REPLICAS (3), NODES (3), CAPACITY (20GiB),
+#        CACHE_MIB (256, passed as --cache-size), DISK_CACHE (2GiB, --disk-cache-size), REPLICAS (3),
+#        NODES (3), CAPACITY (20GiB),
 #        TIMEOUT (600 s per step), KEEP=1 keeps the temp dir, NO_BUILD=1 skips
 #        `cargo build --release`, QULOUD_BIN (binary to test; default target/release/quloud),
 #        LOGDIR (where logs are copied at the end).
@@ -16,8 +17,10 @@
 #   write    dd if=SRC of=MP/big.bin bs=1M conv=fsync (SRC: random file in /dev/shm, made once)
 #   durable  quloud only: from the start of the write until `status --json` reports
 #            pending == 0 && staged_files == 0 (polled every 0.2 s)
-#   read     drop caches, dd if=MP/big.bin of=/dev/null bs=1M (quloud: its LRU is warm)
-#   cold     quloud: unmount, remount (empty chunk cache), drop caches, read again from the nodes
+#   read     drop caches, dd if=MP/big.bin of=/dev/null bs=1M (quloud: its LRU and its disk cache
+#            of sealed chunks are warm)
+#   cold     quloud: unmount, empty the disk cache, remount (empty LRU), drop caches, read again
+#            from the nodes
 #            gocryptfs: unmount, remount, drop caches, read again
 #   rsync    rsync -a SRC_SMALL/ MP/small/  (FILES files of 1-8 KiB in DIRS dirs, made once)
 #   rss      quloud mount VmRSS sampled every 0.2 s from the start of the write until durable
@@ -30,6 +33,7 @@ SIZE=${SIZE:-1G}
 FILES=${FILES:-10000}
 DIRS=${DIRS:-100}
 CACHE_MIB=${CACHE_MIB:-256}
+DISK_CACHE=${DISK_CACHE:-2GiB}
 REPLICAS=${REPLICAS:-3}
 NODES=${NODES:-3}
 CAPACITY=${CAPACITY:-20GiB}
@@ -367,7 +371,7 @@ q_mount() {
     local before
     before=$(grep -c "vault mounted at" "$TMP/mount.log" || true)
     RUST_LOG=${RUST_LOG:-info} "$BIN" --home "$QHOME" mount "$QMNT" --nats "$URL" --replicas "$REPLICAS" \
-        --cache-size "${CACHE_MIB}MiB" >>"$TMP/mount.log" 2>&1 &
+        --cache-size "${CACHE_MIB}MiB" --disk-cache-size "$DISK_CACHE" >>"$TMP/mount.log" 2>&1 &
     QPID=$!
     PIDS+=("$QPID")
     MOUNTS+=("$QMNT")
@@ -482,8 +486,9 @@ cpu_end "quloud warm read"
 stop_samplers
 RSS_READ_KIB=$(cat "$TMP/rss-read.txt")
 
-log "quloud: unmount, remount, cold read"
+log "quloud: unmount, empty the disk cache, remount, cold read"
 q_umount
+rm -rf "$QHOME/chunks"
 q_mount
 drop_caches
 echo 0 >"$TMP/rss-cold.txt"
@@ -534,7 +539,7 @@ row() { # label metric unit(MiB/s|files/s) amount
 
 {
     echo
-    echo "Mount benchmark: $MIB MiB file, $FILES small files ($SMALL_MIB MiB) in $DIRS dirs; quloud N=$REPLICAS on $NODES local nodes, --cache-size ${CACHE_MIB}MiB"
+    echo "Mount benchmark: $MIB MiB file, $FILES small files ($SMALL_MIB MiB) in $DIRS dirs; quloud N=$REPLICAS on $NODES local nodes, --cache-size ${CACHE_MIB}MiB --disk-cache-size $DISK_CACHE"
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average at start $LOAD_START, at end $LOAD_END"
     echo "quloud: $BIN_INFO"
     echo "ratios are throughput ratios (= time of the other system / time of quloud; > 1 means quloud is faster)"

@@ -295,6 +295,11 @@ pub struct MountOpts {
     /// Memory for decrypted chunks (the read cache).
     #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Local disk for sealed (encrypted) chunks: uploaded chunks stay here and fetched ones are
+    /// kept, so recent data reads at local-disk speed and without the fabric. Under --home in
+    /// `chunks/`; safe to delete while unmounted. 0 keeps nothing.
+    #[arg(long, default_value = "2GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub disk_cache_size: u64,
     /// Let other users access the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
     #[arg(long)]
     pub allow_other: bool,

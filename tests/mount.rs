@@ -372,6 +372,83 @@ fn offline_broker() {
     assert_content(&m.path("dir/new/d"), &d, "d (written offline) after a remount");
 }
 
+/// Bytes of the chunk files in a vault's disk cache; each must hash to its name unless
+/// `damaged_ok` (a file the test itself damaged).
+fn disk_cache_bytes(home: &Path, damaged_ok: bool) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(home.join("chunks")).unwrap().flatten() {
+        let data = fs::read(e.path()).unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        assert!(
+            damaged_ok || quloud::domain::ids::Addr::of(&data).to_hex() == name,
+            "disk cache file {name} does not hash to its name"
+        );
+        total += data.len() as u64;
+    }
+    total
+}
+
+/// The disk cache keeps uploaded chunks within its budget, serves them with the broker down,
+/// and never returns a damaged copy: it is dropped and the chunk fetched again.
+#[test]
+fn disk_cache_serves_recent_data_offline_and_drops_damaged_copies() {
+    let mut fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let budget = 5 * MIB as u64;
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &["--disk-cache-size", "5MiB"]);
+    let (a, b) = (bytes(3 * MIB, 501), bytes(3 * MIB, 502));
+    fs::write(m.path("a"), &a).unwrap();
+    wait_durable(&m.home);
+    fs::write(m.path("b"), &b).unwrap();
+    wait_durable(&m.home);
+    let kept = disk_cache_bytes(&m.home, false);
+    assert!(kept > 3 * MIB as u64 && kept <= budget, "disk cache holds {kept} bytes (budget {budget})");
+    m.unmount();
+
+    // Offline, the newest file reads back from the disk cache alone; the older one lost chunks
+    // to the budget and fails with EIO in bounded time.
+    fabric.nats.kill9();
+    m.spawn();
+    let path = m.path("b");
+    let got = within(Duration::from_secs(10), "reading b from the disk cache", move || fs::read(path));
+    assert!(got.as_deref().ok() == Some(&b[..]), "b does not read back offline: {:?}", got.map(|v| v.len()));
+    let path = m.path("a");
+    match within(Duration::from_secs(30), "reading a offline", move || fs::read(path)) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => panic!(
+            "a is partly evicted: reading it offline must fail with EIO, got {:?}",
+            other.map(|v| v.len())
+        ),
+    }
+    m.unmount();
+
+    // Damaged copies are never served: offline that is EIO, online the chunk is fetched again.
+    for e in fs::read_dir(m.home.join("chunks")).unwrap().flatten() {
+        let mut data = fs::read(e.path()).unwrap();
+        data[100] ^= 0x40;
+        fs::write(e.path(), data).unwrap();
+    }
+    m.spawn();
+    let path = m.path("b");
+    match within(Duration::from_secs(30), "reading damaged b offline", move || fs::read(path)) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => panic!("a damaged disk cache must give EIO offline, got {:?}", other.map(|v| v.len())),
+    }
+    fabric.nats.restart();
+    let path = m.path("b");
+    let got = within(Duration::from_secs(60), "reading b once the broker is back", move || loop {
+        match fs::read(&path) {
+            Ok(v) => break v,
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    });
+    assert!(got == b, "b read back wrong after its disk cache copies were damaged");
+    assert_content(&m.path("a"), &a, "a, fetched from the fabric");
+    m.unmount();
+    let kept = disk_cache_bytes(&m.home, false);
+    assert!(kept <= budget, "disk cache holds {kept} bytes (budget {budget})");
+}
+
 /// Only one mount per home: a second `quloud mount` of the same home must exit with an error
 /// and mount nothing.
 fn second_mount_is_refused(first: &Mount, url: &str) {

@@ -108,18 +108,16 @@ pub(super) async fn open_unmounted(
     if !home.join("manifest.redb").exists() {
         bail!("no vault manifest in {} (mount the vault once, or pass --home)", home.display());
     }
-    let replicas = match replicas {
-        Some(n) => n.max(1),
-        None => {
-            // SAFETY: getuid/getgid have no preconditions.
-            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-            let m = Manifest::open(&home.join("manifest.redb"), uid, gid)
-                .with_context(|| format!("cannot open the vault in {}", home.display()))?;
-            let n = m.read()?.meta("replicas")?.unwrap_or(3) as usize;
-            drop(m);
-            n
-        }
+    // The replica count and disk cache budget the vault was last mounted with.
+    let (mounted_replicas, disk_cache_bytes) = {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let m = Manifest::open(&home.join("manifest.redb"), uid, gid)
+            .with_context(|| format!("cannot open the vault in {}", home.display()))?;
+        let rx = m.read()?;
+        (rx.meta("replicas")?, rx.meta("disk_cache_bytes")?)
     };
+    let replicas = replicas.unwrap_or(mounted_replicas.unwrap_or(3) as usize).max(1);
     // The defaults of `quloud mount` (lease, interval) apply to an unmounted audit.
     #[derive(Parser)]
     struct Defaults {
@@ -127,7 +125,12 @@ pub(super) async fn open_unmounted(
         opts: MountOpts,
     }
     let defaults = Defaults::try_parse_from(["mount"]).context("default mount options")?.opts;
-    let opts = VaultOptions { replicas, health: health_options(&defaults), ..VaultOptions::default() };
+    let opts = VaultOptions {
+        replicas,
+        disk_cache_bytes: disk_cache_bytes.unwrap_or(defaults.disk_cache_size),
+        health: health_options(&defaults),
+        ..VaultOptions::default()
+    };
     let keys = Arc::new(key.derive());
     let token = keys.ack_token();
     let vault = Vault::<NatsFabric>::load(home, keys, opts)

@@ -219,6 +219,7 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
     let vault_opts = VaultOptions {
         replicas: opts.replicas.max(1),
         cache_bytes: opts.cache_size,
+        disk_cache_bytes: opts.disk_cache_size,
         sync_quorum: opts.sync_quorum,
         health: health_options(opts),
         ..VaultOptions::default()

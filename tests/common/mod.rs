@@ -361,6 +361,16 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Mount flags for tests: the disk cache is off unless a test asks for it, so a read after a
+/// remount really comes from the fabric (the default keeps uploaded chunks on local disk).
+fn with_disk_cache_off(extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if !extra.contains(&"--disk-cache-size") {
+        flags.extend(["--disk-cache-size".to_string(), "0".to_string()]);
+    }
+    flags
+}
+
 /// A running `quloud mount` process.
 pub struct Mount {
     child: Option<Child>,
@@ -395,7 +405,7 @@ impl Mount {
             mp: mp.canonicalize().unwrap(),
             log: PathBuf::new(),
             url: url.into(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: with_disk_cache_off(extra),
             spawns: 0,
             verb: verb.iter().map(|s| s.to_string()).collect(),
         };

@@ -10,7 +10,7 @@ use super::text::{process_families, Exposition, Kind};
 use super::{now_ms, Exporter};
 use crate::app::metrics::HistogramSnapshot;
 use crate::app::vault::HealthStats;
-use crate::app::vault::{CacheUsage, PipelineStats, ReadStats, Vault, VaultStatus};
+use crate::app::vault::{CacheUsage, DiskCacheUsage, PipelineStats, ReadStats, Vault, VaultStatus};
 use crate::ports::fabric::ChunkFabric;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,7 @@ impl<F: ChunkFabric + 'static> Exporter for VaultExporter<F> {
         let live = Live {
             connected: self.vault.has_fabric(),
             cache: self.vault.cache_usage(),
+            disk: self.vault.disk_cache_usage(),
             read: &self.vault.read_stats,
             health: &self.vault.health_stats,
             pipeline: &self.pipeline,
@@ -84,6 +85,8 @@ pub struct Live<'a> {
     pub connected: bool,
     /// The read cache's occupancy.
     pub cache: CacheUsage,
+    /// The disk cache's occupancy.
+    pub disk: DiskCacheUsage,
     /// Read-path counters.
     pub read: &'a ReadStats,
     /// Maintenance counters.
@@ -135,7 +138,25 @@ pub fn render(
         "The read cache's budget (--cache-size).",
         c.capacity as f64,
     );
+    p.single(
+        "quloud_vault_disk_cache_bytes",
+        Kind::Gauge,
+        "Sealed chunk bytes kept on local disk (the disk cache).",
+        live.disk.bytes as f64,
+    );
+    p.single(
+        "quloud_vault_disk_cache_capacity_bytes",
+        Kind::Gauge,
+        "The disk cache's budget (--disk-cache-size).",
+        live.disk.capacity as f64,
+    );
     let r = live.read;
+    p.single(
+        "quloud_vault_disk_cache_hits_total",
+        Kind::Counter,
+        "Chunk loads served from the disk cache instead of the fabric.",
+        load(&r.disk_hits),
+    );
     p.single(
         "quloud_vault_cache_hits_total",
         Kind::Counter,
@@ -145,7 +166,7 @@ pub fn render(
     p.single(
         "quloud_vault_cache_misses_total",
         Kind::Counter,
-        "Chunk reads that loaded the chunk from the outbox or the fabric (read-ahead included).",
+        "Chunk reads that loaded the chunk from the outbox, the disk cache or the fabric (read-ahead included).",
         load(&r.cache_misses),
     );
     p.family(
@@ -281,6 +302,7 @@ mod tests {
         let live = Live {
             connected: true,
             cache: CacheUsage { chunks: 2, bytes: 1000, capacity: 4000 },
+            disk: DiskCacheUsage { chunks: 1, bytes: 600, capacity: 9000 },
             read: &read,
             health: &health,
             pipeline: &pipeline,
@@ -299,6 +321,8 @@ mod tests {
             "quloud_vault_chunks{state=\"durable\"} 7\n",
             "quloud_vault_cache_hits_total 5\n",
             "quloud_vault_cache_bytes 1000\n",
+            "quloud_vault_disk_cache_bytes 600\n",
+            "quloud_vault_disk_cache_capacity_bytes 9000\n",
             "quloud_vault_fabric_fetch_seconds_bucket{le=\"0.025\"} 1\n",
             "quloud_vault_fabric_fetch_seconds_count 1\n",
             "quloud_vault_audits_total{result=\"passed\"} 3\n",

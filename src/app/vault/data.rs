@@ -464,33 +464,69 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         // Bounds the memory of loads in flight (ciphertext + plaintext per load) beside the cache.
         let _slot = self.loads.acquire().await.map_err(|_| FsError::Unavailable("shutting down".into()))?;
-        let small = self.m.read()?.small_outbox(&e.addr)?;
-        let local = match small {
-            Some(ct) => Ok(ct),
-            None => tokio::fs::read(self.outbox.join(e.addr.to_hex())).await,
-        };
-        let ct = match local {
-            Ok(ct) => ct,
-            Err(_) => self.fetch(e).await?,
-        };
-        let opened = match self.secrets {
-            Secrets::Owner => self.keys.open(&e.id, &e.addr, &ct),
-            Secrets::Shared => {
-                let (key, _) = self.shared_secret(&e.addr)?;
-                crate::domain::seal::decrypt_with_key(&key, &e.addr, &ct)
+        let plain = match self.load_local(e).await? {
+            Some(plain) => plain,
+            None => {
+                let ct = self.fetch(e).await?;
+                let plain = self.open_chunk(e, &ct)?;
+                if let Some(disk) = &self.disk_cache {
+                    disk.put(&e.addr, &ct);
+                }
+                plain
             }
         };
-        let plain = opened.map_err(|err| FsError::Unavailable(err.to_string()))?;
         let plain = Arc::new(plain);
         Self::lock(&self.cache).put(e.id, plain.clone());
         Ok(plain)
     }
 
+    /// The plaintext from a local copy: the outbox (not uploaded yet) or the disk cache. A disk
+    /// cache copy that does not open is dropped (the fabric has the chunk).
+    async fn load_local(&self, e: &Extent) -> Result<Option<Vec<u8>>, FsError> {
+        let small = self.m.read()?.small_outbox(&e.addr)?;
+        let outbox = match small {
+            Some(ct) => Some(ct),
+            None => tokio::fs::read(self.outbox.join(e.addr.to_hex())).await.ok(),
+        };
+        if let Some(ct) = outbox {
+            return self.open_chunk(e, &ct).map(Some);
+        }
+        let Some(disk) = &self.disk_cache else { return Ok(None) };
+        let Some(ct) = tokio::task::block_in_place(|| disk.get(&e.addr)) else { return Ok(None) };
+        match self.open_chunk(e, &ct) {
+            Ok(plain) => {
+                self.read_stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(plain))
+            }
+            Err(err) => {
+                tracing::warn!(addr = ?e.addr, error = %err, "damaged chunk in the disk cache dropped; fetching it");
+                disk.forget(&e.addr);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Verifies a ciphertext against its address and decrypts it with this vault's secrets.
+    fn open_chunk(&self, e: &Extent, ct: &[u8]) -> Result<Vec<u8>, FsError> {
+        let opened = match self.secrets {
+            Secrets::Owner => self.keys.open(&e.id, &e.addr, ct),
+            Secrets::Shared => {
+                let (key, _) = self.shared_secret(&e.addr)?;
+                crate::domain::seal::decrypt_with_key(&key, &e.addr, ct)
+            }
+        };
+        opened.map_err(|err| FsError::Unavailable(err.to_string()))
+    }
+
     async fn fetch(&self, e: &Extent) -> Result<Vec<u8>, FsError> {
         let timeout = self.opts.fetch_timeout;
         let unavailable = |why: &str| FsError::Unavailable(format!("chunk {:?}: {why}", e.addr));
-        let fabric =
-            self.fabric_within(timeout).await.ok_or_else(|| unavailable("the fabric is unreachable"))?;
+        let wait = if self.offline.load(Ordering::Relaxed) { std::time::Duration::ZERO } else { timeout };
+        let Some(fabric) = self.fabric_within(wait).await else {
+            self.offline.store(true, Ordering::Relaxed);
+            self.read_stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(unavailable("the fabric is unreachable"));
+        };
         let mut hints: Vec<_> = self
             .m
             .read()?

@@ -557,7 +557,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(ct.len() as u64 * acks.len() as u64)
     }
 
-    /// A verified copy of a chunk's ciphertext: from the outbox, re-sealed from the cached
+    /// A verified copy of a chunk's ciphertext: from the outbox or the disk cache, re-sealed from the cached
     /// plaintext (sealing is deterministic), or fetched from a replica.
     async fn ciphertext_for_heal(
         &self,
@@ -568,6 +568,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<Vec<u8>, FsError> {
         if let Some(ct) = self.m.read()?.small_outbox(addr)? {
             return Ok(ct);
+        }
+        if let Some(disk) = &self.disk_cache {
+            match tokio::task::block_in_place(|| disk.get(addr)) {
+                Some(ct) if Addr::of(&ct) == *addr => return Ok(ct),
+                Some(_) => disk.forget(addr),
+                None => {}
+            }
         }
         if let Some(plain) = Self::lock(&self.cache).get(&c.id) {
             let sealed = self.keys.seal(&plain);
@@ -682,6 +689,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             })?;
             if forgotten {
                 let _ = std::fs::remove_file(self.outbox.join(addr.to_hex()));
+                if let Some(disk) = &self.disk_cache {
+                    disk.forget(&addr);
+                }
                 collected += 1;
             }
         }

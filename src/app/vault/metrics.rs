@@ -11,8 +11,10 @@ use std::sync::atomic::AtomicU64;
 pub struct ReadStats {
     /// Chunk reads served from the LRU cache of decrypted chunks.
     pub cache_hits: AtomicU64,
-    /// Chunk reads that had to load the chunk (outbox or fabric), read-ahead included.
+    /// Chunk reads that had to load the chunk (outbox, disk cache or fabric), read-ahead included.
     pub cache_misses: AtomicU64,
+    /// Chunk loads served from the disk cache of sealed chunks.
+    pub disk_hits: AtomicU64,
     /// Fetches of one chunk from the fabric, successful or not.
     pub fetches: Histogram,
     /// Fabric fetches that failed (unreachable, timed out, no node had it).
@@ -24,6 +26,7 @@ impl Default for ReadStats {
         ReadStats {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
             fetches: Histogram::new(FETCH_BUCKETS),
             fetch_failures: AtomicU64::new(0),
         }
@@ -45,6 +48,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// The read cache's occupancy (holds the cache lock for a moment).
     pub fn cache_usage(&self) -> CacheUsage {
         Self::lock(&self.cache).usage()
+    }
+
+    /// The disk cache's occupancy (zero for a read-only vault, which keeps none).
+    pub fn disk_cache_usage(&self) -> super::DiskCacheUsage {
+        self.disk_cache.as_ref().map(|d| d.usage()).unwrap_or_default()
     }
 
     /// Whether the vault has a connected fabric (it starts without one and gets one once the

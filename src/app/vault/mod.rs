@@ -9,6 +9,7 @@
 
 mod cache;
 mod data;
+mod disk_cache;
 mod health;
 mod metrics;
 mod pipeline;
@@ -22,6 +23,7 @@ use crate::domain::keys::VaultKeys;
 use crate::ports::fabric::ChunkFabric;
 use cache::ChunkCache;
 use data::OpenFile;
+use disk_cache::DiskCache;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+pub use disk_cache::DiskCacheUsage;
 pub use health::{
     nodes_json, nodes_render, nodes_view, run_maintenance, AuditReport, HealthOptions, HealthStats, Scope,
 };
@@ -128,6 +131,8 @@ pub struct VaultOptions {
     pub replicas: usize,
     /// Bytes of decrypted chunks kept in memory.
     pub cache_bytes: u64,
+    /// Bytes of sealed chunks kept on local disk after upload or fetch (0: none).
+    pub disk_cache_bytes: u64,
     /// fsync waits until the file's chunks are quorum-durable.
     pub sync_quorum: bool,
     /// How long a read waits for the fabric before failing with EIO.
@@ -143,6 +148,7 @@ impl Default for VaultOptions {
         VaultOptions {
             replicas: 3,
             cache_bytes: 256 << 20,
+            disk_cache_bytes: 2 << 30,
             sync_quorum: false,
             fetch_timeout: Duration::from_secs(10),
             upload_concurrency: 32,
@@ -163,6 +169,11 @@ pub struct Vault<F> {
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
     next_fh: AtomicU64,
     cache: Mutex<ChunkCache>,
+    /// Sealed chunks on local disk (none for read-only vaults).
+    disk_cache: Option<DiskCache>,
+    /// A read already waited out `fetch_timeout` for a first connection: until one comes, reads
+    /// that need the fabric fail at once instead of each waiting again.
+    offline: std::sync::atomic::AtomicBool,
     /// Chunk loads allowed at once (bounds read memory beyond the cache).
     loads: tokio::sync::Semaphore,
     /// Uploads acknowledged by quorum, waiting for their durable manifest commit.
@@ -226,7 +237,7 @@ fn check_name(name: &[u8]) -> Result<(), FsError> {
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    /// Opens the vault whose state lives in `home` (manifest, staging, outbox).
+    /// Opens the vault whose state lives in `home` (manifest, staging, outbox, disk cache).
     pub fn load(home: &Path, keys: Arc<VaultKeys>, opts: VaultOptions) -> Result<Self, FsError> {
         let staging = home.join("staging");
         let outbox = home.join("outbox");
@@ -235,8 +246,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
-        m.write_durable(|tx| tx.set_meta("replicas", opts.replicas as u64))?;
-        let vault = Self::build(m, keys, opts, staging, outbox, Secrets::Owner);
+        m.write_durable(|tx| {
+            tx.set_meta("replicas", opts.replicas as u64)?;
+            tx.set_meta("disk_cache_bytes", opts.disk_cache_bytes)
+        })?;
+        let disk_cache = DiskCache::open(&home.join("chunks"), opts.disk_cache_bytes)?;
+        let mut vault = Self::build(m, keys, opts, staging, outbox, Secrets::Owner);
+        vault.disk_cache = Some(disk_cache);
         vault.recover()?;
         Ok(vault)
     }
@@ -273,6 +289,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             keys,
             fabric: watch::channel(None).0,
             cache: Mutex::new(ChunkCache::new(opts.cache_bytes)),
+            disk_cache: None,
+            offline: std::sync::atomic::AtomicBool::new(false),
             fetching: Mutex::default(),
             loads: tokio::sync::Semaphore::new(MAX_LOADS),
             uploads_done: Mutex::default(),
@@ -299,6 +317,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Hands the vault a connected fabric (it starts without one, e.g. when offline).
     pub fn set_fabric(&self, fabric: Arc<F>) {
         self.fabric.send_replace(Some(fabric));
+        self.offline.store(false, Ordering::Relaxed);
         self.upload_work.notify_one();
     }
 

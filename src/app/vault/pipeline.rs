@@ -9,6 +9,7 @@ use crate::domain::ids::Addr;
 use crate::domain::unix_ms;
 use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -367,6 +368,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if done.is_empty() {
             return;
         }
+        // Small chunks live in the manifest until uploaded: keep their ciphertext for the disk
+        // cache before the commit drops it.
+        let small: HashMap<Addr, Vec<u8>> = match (&self.disk_cache, self.m.read()) {
+            (Some(_), Ok(rx)) => done
+                .iter()
+                .filter_map(|(a, _)| rx.small_outbox(a).ok().flatten().map(|ct| (*a, ct)))
+                .collect(),
+            _ => HashMap::new(),
+        };
         let result = self.m.write_durable(|tx| {
             for (addr, replicas) in &done {
                 if let Some(mut c) = tx.chunk(addr)? {
@@ -382,12 +392,23 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         match result {
             Ok(()) => {
                 for (addr, _) in &done {
-                    let _ = std::fs::remove_file(self.outbox_path(addr));
+                    self.retire_outbox(addr, small.get(addr).map(Vec::as_slice));
                 }
                 self.uploaded.notify_waiters();
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording uploads failed; they will be uploaded again");
+            }
+        }
+    }
+
+    /// An uploaded chunk leaves the outbox: into the disk cache when there is one.
+    fn retire_outbox(&self, addr: &Addr, small: Option<&[u8]>) {
+        match (&self.disk_cache, small) {
+            (Some(disk), Some(ct)) => disk.put(addr, ct),
+            (Some(disk), None) => disk.adopt(addr, &self.outbox_path(addr)),
+            (None, _) => {
+                let _ = std::fs::remove_file(self.outbox_path(addr));
             }
         }
     }

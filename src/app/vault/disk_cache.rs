@@ -1,0 +1,225 @@
+//! Sealed chunks kept on the owner's disk, bounded in bytes: uploaded chunks move here from the
+//! outbox and fetched ones are written here, so reads of recent data need no fabric round trip.
+//!
+//! Only ciphertext is kept (as in the outbox), one file per chunk named by its address. Nothing
+//! here is fsynced: it is a cache, and every file is checked against its address (and decrypted
+//! with its tag checked) before use, so a torn or damaged file is dropped and fetched again.
+//! Eviction is least recently used; after a restart the order is rebuilt from file mtimes.
+
+use crate::domain::ids::Addr;
+use lru::LruCache;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Sealed chunks on local disk, at most `capacity` bytes.
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    lru: LruCache<Addr, u64>,
+    bytes: u64,
+}
+
+/// Files, bytes and byte budget of the disk cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskCacheUsage {
+    /// Chunks kept.
+    pub chunks: u64,
+    /// Bytes kept.
+    pub bytes: u64,
+    /// Byte budget.
+    pub capacity: u64,
+}
+
+impl DiskCache {
+    /// Opens (creating) the cache in `dir`: indexes the chunks there, oldest first, removes
+    /// leftovers of interrupted writes and anything not named like a chunk, and evicts down to
+    /// `capacity`. A capacity of 0 empties the directory and keeps nothing.
+    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let path = entry.path();
+            let addr = path.file_name().and_then(|n| n.to_str()).and_then(Addr::from_hex);
+            let meta = entry.metadata();
+            match (addr, meta) {
+                (Some(addr), Ok(meta)) if meta.is_file() => {
+                    found.push((meta.modified().ok(), addr, meta.len()));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort();
+        let cache = DiskCache {
+            dir: dir.to_path_buf(),
+            capacity,
+            state: Mutex::new(State { lru: LruCache::unbounded(), bytes: 0 }),
+        };
+        for (_, addr, len) in found {
+            cache.admit(addr, len);
+        }
+        Ok(cache)
+    }
+
+    fn path(&self, addr: &Addr) -> PathBuf {
+        self.dir.join(addr.to_hex())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ciphertext kept for `addr`, if any. The caller verifies it (the chunk opener checks
+    /// the address and the tag) and calls [`DiskCache::forget`] when it does not verify.
+    pub fn get(&self, addr: &Addr) -> Option<Vec<u8>> {
+        self.lock().lru.get(addr)?; // also marks it most recently used
+        match std::fs::read(self.path(addr)) {
+            Ok(ct) => Some(ct),
+            Err(e) => {
+                tracing::debug!(?addr, error = %e, "disk cache file unreadable; dropped");
+                self.forget(addr);
+                None
+            }
+        }
+    }
+
+    /// Takes over an uploaded chunk's outbox file (a rename: no copy); removes it when the
+    /// cache keeps nothing or the rename fails.
+    pub fn adopt(&self, addr: &Addr, from: &Path) {
+        let len = std::fs::metadata(from).map(|m| m.len());
+        match len {
+            Ok(len) if len <= self.capacity && std::fs::rename(from, self.path(addr)).is_ok() => {
+                self.admit(*addr, len);
+            }
+            _ => {
+                let _ = std::fs::remove_file(from);
+            }
+        }
+    }
+
+    /// Keeps a copy of a verified ciphertext (written through a temporary name, not fsynced).
+    pub fn put(&self, addr: &Addr, ciphertext: &[u8]) {
+        let len = ciphertext.len() as u64;
+        if len > self.capacity || self.lock().lru.contains(addr) {
+            return;
+        }
+        let path = self.path(addr);
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(ciphertext))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => self.admit(*addr, len),
+            Err(e) => {
+                tracing::debug!(?addr, error = %e, "cannot keep a chunk in the disk cache");
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+    }
+
+    /// Drops a chunk (deleted from the vault, or its file did not verify).
+    pub fn forget(&self, addr: &Addr) {
+        let mut s = self.lock();
+        if let Some(len) = s.lru.pop(addr) {
+            s.bytes -= len;
+        }
+        drop(s);
+        let _ = std::fs::remove_file(self.path(addr));
+    }
+
+    /// Chunks, bytes and budget.
+    pub fn usage(&self) -> DiskCacheUsage {
+        let s = self.lock();
+        DiskCacheUsage { chunks: s.lru.len() as u64, bytes: s.bytes, capacity: self.capacity }
+    }
+
+    /// Records a chunk file and evicts the least recently used ones past the budget.
+    fn admit(&self, addr: Addr, len: u64) {
+        let mut evicted = Vec::new();
+        let mut s = self.lock();
+        if let Some(old) = s.lru.put(addr, len) {
+            s.bytes -= old;
+        }
+        s.bytes += len;
+        while s.bytes > self.capacity {
+            match s.lru.pop_lru() {
+                Some((a, l)) => {
+                    s.bytes -= l;
+                    evicted.push(a);
+                }
+                None => break,
+            }
+        }
+        drop(s);
+        for a in evicted {
+            let _ = std::fs::remove_file(self.path(&a));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(i: u8, len: usize) -> (Addr, Vec<u8>) {
+        let ct = vec![i; len];
+        (Addr::of(&ct), ct)
+    }
+
+    #[test]
+    fn keeps_within_its_budget_and_evicts_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 250).unwrap();
+        let (a, ca) = chunk(1, 100);
+        let (b, cb) = chunk(2, 100);
+        let (d, cd) = chunk(3, 100);
+        c.put(&a, &ca);
+        c.put(&b, &cb);
+        assert_eq!(c.get(&a), Some(ca.clone()), "a is now the most recently used");
+        c.put(&d, &cd);
+        assert_eq!(c.usage(), DiskCacheUsage { chunks: 2, bytes: 200, capacity: 250 });
+        assert!(c.get(&b).is_none(), "b was the least recently used");
+        assert!(!dir.path().join(b.to_hex()).exists(), "its file is gone");
+        assert_eq!(c.get(&d), Some(cd));
+        let (big, cbig) = chunk(4, 300);
+        c.put(&big, &cbig);
+        assert!(c.get(&big).is_none(), "a chunk larger than the budget is not kept");
+    }
+
+    #[test]
+    fn survives_a_restart_and_cleans_up_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ca) = chunk(1, 100);
+        DiskCache::open(dir.path(), 1000).unwrap().put(&a, &ca);
+        std::fs::write(dir.path().join("junk"), b"x").unwrap();
+        std::fs::write(dir.path().join(format!("{}.tmp", a.to_hex())), b"torn").unwrap();
+        let c = DiskCache::open(dir.path(), 1000).unwrap();
+        assert_eq!(c.get(&a), Some(ca));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the chunk is left");
+        let empty = DiskCache::open(dir.path(), 0).unwrap();
+        assert_eq!(empty.usage().chunks, 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "capacity 0 keeps nothing");
+    }
+
+    #[test]
+    fn adopts_outbox_files_by_renaming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(&dir.path().join("cache"), 1000).unwrap();
+        let (a, ca) = chunk(7, 100);
+        let from = outbox.path().join(a.to_hex());
+        std::fs::write(&from, &ca).unwrap();
+        c.adopt(&a, &from);
+        assert!(!from.exists());
+        assert_eq!(c.get(&a), Some(ca));
+        c.forget(&a);
+        assert!(c.get(&a).is_none());
+        assert_eq!(c.usage().bytes, 0);
+    }
+}
