@@ -43,8 +43,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes a staging copy that is no longer wanted.
     pub(super) fn discard_staging(&self, ino: Ino) {
-        Self::lock(&self.files).remove(&ino);
-        let _ = std::fs::remove_file(self.staging_path(ino));
+        let open = Self::lock(&self.files).remove(&ino).and_then(|f| f.staging);
+        self.spares.retire(&self.staging_path(ino), open);
     }
 
     /// Re-opens staged files after a restart and queues them for chunking.
@@ -132,9 +132,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<(Attr, Fh), FsError> {
         let new = super::NewNode { staged: true, ..super::NewNode::plain(Kind::File, mode, umask) };
         let attr = self.make(caller, parent, name, new)?;
-        let path = self.staging_path(attr.ino);
-        let file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let file = self.spares.create(&self.staging_path(attr.ino))?;
         let fh = self.open_handle(attr.ino, true);
         let mut files = Self::lock(&self.files);
         let f = files.entry(attr.ino).or_default();
@@ -273,8 +271,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let tmp = self
             .staging
             .join(format!("{ino}.{}.tmp", self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        let file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        let file = self.spares.create(&tmp)?;
         let keep = keep_bytes.min(attr.size);
         if keep > 0 {
             let extents = self.m.read()?.extents(ino, 0, keep)?;
@@ -290,7 +287,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let f = files.entry(ino).or_default();
         if let Some(existing) = f.staging.clone() {
             drop(files);
-            let _ = std::fs::remove_file(&tmp);
+            self.spares.retire(&tmp, Some(file));
             return Ok(existing);
         }
         std::fs::rename(&tmp, self.staging_path(ino))?;
@@ -469,8 +466,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             None => {
                 let ct = self.fetch(e).await?;
                 let plain = self.open_chunk(e, &ct)?;
-                if let Some(disk) = &self.disk_cache {
-                    disk.put(&e.addr, &ct);
+                // Kept for the next read, as uploads are (small chunks are not: see retire_outbox).
+                if let Some(disk) =
+                    self.disk_cache.as_ref().filter(|_| ct.len() > super::pipeline::SMALL_CHUNK)
+                {
+                    tokio::task::block_in_place(|| disk.put(&e.addr, &ct));
                 }
                 plain
             }

@@ -90,7 +90,7 @@ impl DiskCache {
     }
 
     /// Takes over an uploaded chunk's outbox file (a rename: no copy); removes it when the
-    /// cache keeps nothing or the rename fails.
+    /// cache keeps nothing or the rename fails. A missing file is ignored.
     pub fn adopt(&self, addr: &Addr, from: &Path) {
         let len = std::fs::metadata(from).map(|m| m.len());
         match len {

@@ -14,6 +14,7 @@ mod health;
 mod metrics;
 mod pipeline;
 mod snapshot;
+mod spares;
 mod status;
 
 use crate::adapters::redb::manifest::Manifest;
@@ -164,6 +165,8 @@ pub struct Vault<F> {
     fabric: watch::Sender<Option<Arc<F>>>,
     opts: VaultOptions,
     staging: PathBuf,
+    /// Empty staging files for reuse.
+    spares: spares::Spares,
     outbox: PathBuf,
     files: Mutex<HashMap<Ino, OpenFile>>,
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
@@ -295,6 +298,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             loads: tokio::sync::Semaphore::new(MAX_LOADS),
             uploads_done: Mutex::default(),
             opts,
+            spares: spares::Spares::new(&staging),
             staging,
             outbox,
             files: Mutex::default(),

@@ -9,7 +9,6 @@ use crate::domain::ids::Addr;
 use crate::domain::unix_ms;
 use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -326,25 +325,24 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
             Ok((done, retry))
         })?;
+        let mut retired = Vec::new();
         for p in &ready {
             if retry.contains(&p.ino) {
                 continue; // still staged; sealed again below
             }
-            let drop_entry = match files.get_mut(&p.ino) {
-                Some(f) if committed.contains(&p.ino) => {
-                    f.staging = None;
-                    f.handles == 0
-                }
-                Some(_) => true, // deleted meanwhile
-                None => false,
+            let (open, drop_entry) = match files.get_mut(&p.ino) {
+                Some(f) if committed.contains(&p.ino) => (f.staging.take(), f.handles == 0),
+                Some(f) => (f.staging.take(), true), // deleted meanwhile
+                None => (None, false),
             };
             if drop_entry {
                 files.remove(&p.ino);
             }
+            retired.push((p.ino, open));
         }
         drop(files);
-        for p in ready.iter().filter(|p| !retry.contains(&p.ino)) {
-            let _ = std::fs::remove_file(self.staging_path(p.ino));
+        for (ino, open) in retired {
+            self.spares.retire(&self.staging_path(ino), open);
         }
         if !retry.is_empty() {
             Self::lock(&self.chunk_queue).extend(&retry);
@@ -368,15 +366,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if done.is_empty() {
             return;
         }
-        // Small chunks live in the manifest until uploaded: keep their ciphertext for the disk
-        // cache before the commit drops it.
-        let small: HashMap<Addr, Vec<u8>> = match (&self.disk_cache, self.m.read()) {
-            (Some(_), Ok(rx)) => done
-                .iter()
-                .filter_map(|(a, _)| rx.small_outbox(a).ok().flatten().map(|ct| (*a, ct)))
-                .collect(),
-            _ => HashMap::new(),
-        };
         let result = self.m.write_durable(|tx| {
             for (addr, replicas) in &done {
                 if let Some(mut c) = tx.chunk(addr)? {
@@ -392,7 +381,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         match result {
             Ok(()) => {
                 for (addr, _) in &done {
-                    self.retire_outbox(addr, small.get(addr).map(Vec::as_slice));
+                    self.retire_outbox(addr);
                 }
                 self.uploaded.notify_waiters();
             }
@@ -402,13 +391,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
     }
 
-    /// An uploaded chunk leaves the outbox: into the disk cache when there is one.
-    fn retire_outbox(&self, addr: &Addr, small: Option<&[u8]>) {
-        match (&self.disk_cache, small) {
-            (Some(disk), Some(ct)) => disk.put(addr, ct),
-            (Some(disk), None) => disk.adopt(addr, &self.outbox_path(addr)),
-            (None, _) => {
-                let _ = std::fs::remove_file(self.outbox_path(addr));
+    /// An uploaded chunk leaves the outbox: into the disk cache when there is one. (Small
+    /// chunks live in the manifest until uploaded and are not kept: one file each would cost
+    /// more than fetching them.)
+    fn retire_outbox(&self, addr: &Addr) {
+        let path = self.outbox_path(addr);
+        match &self.disk_cache {
+            Some(disk) => disk.adopt(addr, &path),
+            None => {
+                let _ = std::fs::remove_file(path);
             }
         }
     }
