@@ -616,4 +616,5 @@ impl Rng {
 }
 
 pub mod cluster;
+pub mod jwt;
 pub mod tree;
