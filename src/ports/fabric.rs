@@ -16,6 +16,18 @@ pub enum FabricError {
         /// What the client said.
         reason: String,
     },
+    /// The broker refused this client's credentials (or required some and got none).
+    #[error("NATS at {url} refused {who}: {reason}; {hint}")]
+    Refused {
+        /// The URL tried.
+        url: String,
+        /// Which credentials, as given on the command line.
+        who: String,
+        /// What the server said.
+        reason: String,
+        /// What to check.
+        hint: String,
+    },
     /// Fewer than N distinct nodes acknowledged in time.
     #[error("quorum not reached for {addr:?}: {got} of {want} replicas acknowledged in time")]
     Quorum {

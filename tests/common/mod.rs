@@ -626,4 +626,5 @@ impl Rng {
 }
 
 pub mod cluster;
+pub mod jwt;
 pub mod tree;

@@ -4,9 +4,11 @@
 //! permissions can keep one client from reading another's replies (docs/OPERATIONS.md).
 
 use crate::ports::fabric::FabricError;
-use async_nats::{ConnectOptions, Event, ServerAddr};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr, ServerError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Where and how to connect. Built from the command line (`--nats`, `--nats-creds`, …).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,7 +105,12 @@ impl BrokerConfig {
         Ok(addrs)
     }
 
-    async fn options(&self, addrs: &[ServerAddr], name: &str) -> Result<ConnectOptions, FabricError> {
+    async fn options(
+        &self,
+        addrs: &[ServerAddr],
+        name: &str,
+        violations: &Violations,
+    ) -> Result<ConnectOptions, FabricError> {
         // A user and password (or a token) given in a URL, as in nats://USER:PASS@HOST:PORT.
         let in_url = addrs
             .iter()
@@ -129,12 +136,15 @@ impl BrokerConfig {
         if let Some(n) = self.subscription_capacity {
             opts = opts.subscription_capacity(n.max(1));
         }
-        let who = name.to_string();
+        let (who, violations) = (name.to_string(), violations.clone());
         Ok(opts
             .name(name)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(10)))
             .event_callback(move |event| {
+                if let Event::ServerError(e) = &event {
+                    violations.record(e);
+                }
                 let who = who.clone();
                 async move { log_event(&who, event) }
             }))
@@ -179,17 +189,111 @@ fn log_event(who: &str, event: Event) {
     }
 }
 
-/// Connects to one of the servers, failing fast with a clear error when none can be reached.
-/// Once connected, the client reconnects across all of them (and the cluster's other servers)
-/// for as long as it lives.
-pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<async_nats::Client, FabricError> {
+/// The newest permissions violation the server reported on a connection: the user lacks a
+/// subject its role needs. The server drops what it denies, so a denied JetStream request only
+/// times out; a command binding its streams waits on [`Violations::first`] alongside, to fail at
+/// once and say why ([`BrokerConfig::lacks_permission`]).
+#[derive(Clone, Debug)]
+pub struct Violations(Arc<watch::Sender<Option<String>>>);
+
+impl Default for Violations {
+    fn default() -> Self {
+        Violations(Arc::new(watch::channel(None).0))
+    }
+}
+
+impl Violations {
+    /// The newest violation, as the server worded it.
+    pub fn last(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    /// The first violation reported (at once if there was one already).
+    pub async fn first(&self) -> String {
+        let mut seen = self.0.subscribe();
+        loop {
+            if let Some(v) = seen.borrow_and_update().clone() {
+                return v;
+            }
+            // The sender lives in `self`: `changed` cannot fail while we wait.
+            let _ = seen.changed().await;
+        }
+    }
+
+    fn record(&self, error: &ServerError) {
+        let text = error.to_string();
+        let text = text.strip_prefix("nats: ").unwrap_or(&text);
+        if text.to_lowercase().starts_with("permissions violation") {
+            self.0.send_replace(Some(text.to_string()));
+        }
+    }
+}
+
+/// Connects to one of the servers, failing fast with a clear error when none can be reached or
+/// the server refuses the credentials. Once connected, the client reconnects across all of them
+/// (and the cluster's other servers) for as long as it lives; the connection's permissions
+/// violations are recorded in the [`Violations`] returned with it.
+pub async fn connect(
+    broker: &BrokerConfig,
+    name: &str,
+) -> Result<(async_nats::Client, Violations), FabricError> {
     let addrs = broker.validate()?;
-    broker
-        .options(&addrs, name)
-        .await?
-        .connect(addrs)
-        .await
-        .map_err(|e| FabricError::Unreachable { url: broker.display(), reason: e.to_string() })
+    let violations = Violations::default();
+    let client = broker.options(&addrs, name, &violations).await?.connect(addrs).await.map_err(|e| {
+        match e.kind() {
+            // The server's log says why (unknown user, revoked or expired JWT, untrusted issuer).
+            ConnectErrorKind::AuthorizationViolation => broker.refused(e.kind().to_string(), None),
+            ConnectErrorKind::Authentication => broker.refused(e.to_string(), None),
+            _ => FabricError::Unreachable { url: broker.display(), reason: e.to_string() },
+        }
+    })?;
+    Ok((client, violations))
+}
+
+impl BrokerConfig {
+    /// The error for a connection whose user lacks a subject: `violation` is what the server
+    /// said, `role` the argument of `quloud nats-user` that prints the permissions it needs.
+    pub fn lacks_permission(&self, violation: String, role: &str) -> FabricError {
+        let domain = self.js_domain.as_ref().map(|d| format!(" --js-domain {d}")).unwrap_or_default();
+        let hint = format!(
+            "the user lacks a subject a {} needs: grant it what `quloud nats-user {role}{domain}` prints \
+             (docs/OPERATIONS.md)",
+            if role == "node" { "storage node" } else { "vault owner" }
+        );
+        self.refused(violation, Some(hint))
+    }
+
+    /// The error for a server that refused this client, naming the credentials given and what
+    /// to check (`hint`, or what usually makes a server refuse those credentials).
+    fn refused(&self, reason: String, hint: Option<String>) -> FabricError {
+        let user_in_url =
+            self.servers.iter().any(|u| u.parse::<ServerAddr>().is_ok_and(|a| a.username().is_some()));
+        let (who, usual) = match (&self.creds, &self.nkey) {
+            (Some(f), _) => (
+                format!("the credentials in {} (--nats-creds)", f.display()),
+                "check that the server trusts the operator and account that signed its user JWT, \
+                 and that the JWT is neither expired nor revoked"
+                    .to_string(),
+            ),
+            (None, Some(f)) => (
+                format!("the nkey in {} (--nats-nkey)", f.display()),
+                format!(
+                    "check that the server's users list its public key (`quloud nats-user ROLE --nkey {}` \
+                     prints the entry)",
+                    f.display()
+                ),
+            ),
+            (None, None) if user_in_url => (
+                "the user and password (or token) in the URL".to_string(),
+                "check them against the server's users".to_string(),
+            ),
+            (None, None) => (
+                "this client (no credentials given)".to_string(),
+                "pass --nats-creds FILE, --nats-nkey FILE or nats://USER:PASS@HOST:PORT".to_string(),
+            ),
+        };
+        FabricError::Refused { url: self.display(), who, reason, hint: hint.unwrap_or(usual) }
+    }
 }
 
 /// The JetStream context for `client`: the server's own, or that of `broker.js_domain`.
@@ -241,6 +345,36 @@ mod tests {
         let mut b = BrokerConfig::from("nats://a:1");
         b.inbox_prefix = Some("_INBOX.>".into());
         assert!(b.validate().unwrap_err().to_string().contains("inbox prefix"));
+    }
+
+    #[test]
+    fn a_refusal_names_the_credentials_and_what_to_check() {
+        let reason = || "authorization violation".to_string();
+        let mut b = BrokerConfig::from("nats://alice:s3cret@a:1");
+        let e = b.refused(reason(), None).to_string();
+        assert!(e.starts_with("NATS at nats://alice:***@a:1 refused the user and password"), "{e}");
+        assert!(!e.contains("s3cret") && !e.contains('\n'), "{e}");
+        b.creds = Some("/etc/quloud/node.creds".into());
+        let e = b.refused(reason(), None).to_string();
+        assert!(e.contains("/etc/quloud/node.creds (--nats-creds): authorization violation; "), "{e}");
+        assert!(e.contains("revoked"), "{e}");
+        b.js_domain = Some("hub".into());
+        let e = b.lacks_permission("Permissions Violation for Publish to \"x\"".into(), "node").to_string();
+        assert!(e.contains("--nats-creds): Permissions Violation for Publish to \"x\"; "), "{e}");
+        assert!(e.contains("`quloud nats-user node --js-domain hub`"), "{e}");
+        let b = BrokerConfig { nkey: Some("n.nk".into()), ..BrokerConfig::from("nats://a:1") };
+        assert!(b.refused(reason(), None).to_string().contains("quloud nats-user ROLE --nkey n.nk"));
+        let e = BrokerConfig::from("nats://a:1").refused(reason(), None).to_string();
+        assert!(e.contains("no credentials given") && e.contains("--nats-creds FILE"), "{e}");
+    }
+
+    #[test]
+    fn only_permissions_violations_are_recorded() {
+        let v = Violations::default();
+        v.record(&ServerError::AuthorizationViolation);
+        assert_eq!(v.last(), None);
+        v.record(&ServerError::Other("Permissions Violation for Subscription to \"a.>\"".into()));
+        assert_eq!(v.last().as_deref(), Some("Permissions Violation for Subscription to \"a.>\""));
     }
 
     #[test]

@@ -106,13 +106,24 @@ impl NatsFabric {
     ) -> Result<Self, FabricError> {
         let mut broker = opts.broker.clone();
         broker.inbox_prefix.get_or_insert_with(|| super::permissions::owner_inbox(&token));
-        let client = connect(&broker, "quloud-owner").await?;
+        let (client, violations) = connect(&broker, "quloud-owner").await?;
         let js = super::connect::jetstream(&broker, client.clone());
-        let (_, acks) = ensure_streams(&js, &opts.layout).await?;
         let pending: PendingMap = Arc::default();
         let cancel = CancellationToken::new();
-        if opts.collect_acks {
-            Self::collect_acks(&acks, token, pending.clone(), unsolicited, cancel.clone()).await?;
+        let setup = async {
+            let (_, acks) = ensure_streams(&js, &opts.layout).await?;
+            if opts.collect_acks {
+                Self::collect_acks(&acks, token, pending.clone(), unsolicited, cancel.clone()).await?;
+            }
+            Ok::<_, FabricError>(())
+        };
+        // A user without the subjects an owner needs: say so rather than time out.
+        tokio::select! {
+            ready = setup => ready?,
+            v = violations.first() => {
+                cancel.cancel();
+                return Err(broker.lacks_permission(v, "owner"));
+            }
         }
         Ok(NatsFabric {
             client,

@@ -63,15 +63,27 @@ pub async fn run_node<S: ChunkStore>(
     let mut broker = opts.broker.clone();
     broker.inbox_prefix.get_or_insert_with(|| super::permissions::node_inbox(&svc.node_id()));
     broker.subscription_capacity.get_or_insert(NODE_SUBSCRIPTION_CAPACITY);
-    let client = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
+    let (client, violations) = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
     let js = super::connect::jetstream(&broker, client.clone());
-    let consumer = bind_store_consumer(&js, &opts.layout, &cancel).await?;
-    let own = client
-        .subscribe(format!("quloud.v1.node.{}.>", svc.node_id()))
-        .await
-        .map_err(|e| FabricError::Broker(e.to_string()))?;
-    let broadcast = client.subscribe(BROADCAST_GET).await.map_err(|e| FabricError::Broker(e.to_string()))?;
-    client.flush().await.map_err(|e| FabricError::Broker(e.to_string()))?;
+    let setup = async {
+        let consumer = bind_store_consumer(&js, &opts.layout, &cancel).await?;
+        let own = client
+            .subscribe(format!("quloud.v1.node.{}.>", svc.node_id()))
+            .await
+            .map_err(|e| FabricError::Broker(e.to_string()))?;
+        let broadcast =
+            client.subscribe(BROADCAST_GET).await.map_err(|e| FabricError::Broker(e.to_string()))?;
+        client.flush().await.map_err(|e| FabricError::Broker(e.to_string()))?;
+        Ok::<_, FabricError>((consumer, own, broadcast))
+    };
+    // A user without the subjects a node needs: say so now rather than retry for a minute.
+    let (consumer, own, broadcast) = tokio::select! {
+        ready = setup => ready?,
+        v = violations.first() => return Err(broker.lacks_permission(v, "node")),
+    };
+    if let Some(v) = violations.last() {
+        return Err(broker.lacks_permission(v, "node"));
+    }
     svc.stats.connected.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = %svc.node_id(), servers = %opts.broker.display(), "storage node serving");
 
