@@ -56,6 +56,11 @@ cpu_delta() {
     awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f user + %.2f sys", y[1] - x[1], y[2] - x[2] }'
 }
 
+# "in_bytes out_bytes" of nats-server so far (its monitoring endpoint).
+nats_bytes() {
+    curl -s --max-time 2 "http://127.0.0.1:$MON_PORT/varz" | jq -r '"\(.in_bytes) \(.out_bytes)"'
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -88,10 +93,12 @@ log "baseline disk write+fsync: $DISK_MIB_S MiB/s"
 
 # --- nats-server with JetStream -------------------------------------------------------------
 PORT=$(free_port)
+MON_PORT=$(free_port)
 URL="nats://127.0.0.1:$PORT"
 mkdir -p "$TMP/js"
 cat >"$TMP/nats.conf" <<EOF
 listen: 127.0.0.1:$PORT
+http: 127.0.0.1:$MON_PORT
 jetstream {
   store_dir: "$TMP/js"
 }
@@ -121,6 +128,7 @@ for run in $(seq 1 "$RUNS"); do
     declare -A before=()
     before[nats]=$(cpu_secs "$NATS_PID")
     for i in "${!NODE_PIDS[@]}"; do before[node$((i + 1))]=$(cpu_secs "${NODE_PIDS[$i]}"); done
+    read -r nats_in0 nats_out0 < <(nats_bytes)
     t0=$(now)
     # `times`-style accounting for the check process itself via /usr/bin/time if present.
     if [[ -x /usr/bin/time ]]; then
@@ -150,6 +158,10 @@ for run in $(seq 1 "$RUNS"); do
             n=node$((i + 1))
             printf '    %-10s %s\n' "$n" "$(cpu_delta "${before[$n]}" "$(cpu_secs "${NODE_PIDS[$i]}")")"
         done
+        read -r nats_in1 nats_out1 < <(nats_bytes)
+        printf '  nats-server moved %s MiB in, %s MiB out (out/in %s; a store is 1x in and 1x out per replica delivered once)\n' \
+            "$(((nats_in1 - nats_in0) >> 20))" "$(((nats_out1 - nats_out0) >> 20))" \
+            "$(awk -v i="$((nats_in1 - nats_in0))" -v o="$((nats_out1 - nats_out0))" 'BEGIN { printf "%.2f", o / (i ? i : 1) }')"
         printf '  jetstream store dir now: %s\n' "$(du -sh "$TMP/js" | cut -f1)"
     } >&2
     unset before

@@ -10,6 +10,7 @@ use crate::app::vault::{
     SnapshotOutcome, Vault, VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
+use crate::ports::fabric::FabricError;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,7 +82,11 @@ async fn connect_in_background(
             }
             Err(e) => {
                 if !warned {
-                    tracing::warn!(error = %e, "fabric unreachable; serving cached and staged data, accepting writes, retrying every 5 s");
+                    let why = match e {
+                        FabricError::Refused { .. } => "the broker refused the credentials",
+                        _ => "fabric unreachable",
+                    };
+                    tracing::warn!(error = %e, "{why}; serving cached and staged data, accepting writes, retrying every 5 s");
                     warned = true;
                 }
             }
