@@ -246,6 +246,13 @@ fn kill9_mid_rsync_then_remount() {
     let mut open = File::create(m.path("acked/open-at-kill")).unwrap();
     open.write_all(&acked(100)).unwrap();
     open.sync_all().unwrap();
+    // chmod and utimes while being written (kept with the staged content), fsynced, still open.
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let mut meta = File::create(m.path("acked/meta")).unwrap();
+    meta.write_all(&acked(300)).unwrap();
+    meta.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    meta.set_modified(old).unwrap();
+    meta.sync_all().unwrap();
     // Fsynced, then overwritten in place and fsynced again.
     fs::write(m.path("acked/rewritten"), acked(200)).unwrap();
     let mut rewritten = acked(200);
@@ -266,7 +273,7 @@ fn kill9_mid_rsync_then_remount() {
         assert!(Instant::now() < deadline, "rsync did not stop within 30 s of the mount's crash");
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(open);
+    drop((open, meta));
     m.clear_stale();
     m.spawn();
 
@@ -275,6 +282,14 @@ fn kill9_mid_rsync_then_remount() {
     }
     assert_content(&m.path("acked/open-at-kill"), &acked(100), "fsynced, still open at the crash");
     assert_content(&m.path("acked/rewritten"), &rewritten, "rewritten and fsynced before the crash");
+    assert_content(&m.path("acked/meta"), &acked(300), "chmod + utimes + fsync before the crash");
+    let st = fs::metadata(m.path("acked/meta")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&st.permissions()) & 0o7777,
+        0o640,
+        "mode lost in the crash"
+    );
+    assert_eq!(st.modified().unwrap(), old, "mtime lost in the crash");
 
     // --delete: the killed rsync left its temporary file behind.
     let mut rsync = Command::new("rsync");

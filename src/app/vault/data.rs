@@ -32,8 +32,33 @@ pub(super) struct OpenFile {
     pub mtime: Time,
     /// Bumped by every change to the staged content.
     pub generation: u64,
+    /// Mode and times set while staged, not yet in the manifest (see [`StagedMeta`]).
+    pub meta: Option<StagedMeta>,
     /// Generation last written to the manifest.
     pub flushed: u64,
+}
+
+/// chmod and utimes of a staged file, kept with its staged content and written to the manifest
+/// with it (when it is chunked, or at fsync): rsync, cp -a and tar set them on every file they
+/// write, and a manifest commit each would double the cost of a small file. The owner and group
+/// are not deferred (ownership decisions read the manifest).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StagedMeta {
+    /// Permission bits.
+    pub perm: u16,
+    /// Access time.
+    pub atime: Time,
+    /// Change time of the last deferred change.
+    pub ctime: Time,
+}
+
+impl StagedMeta {
+    /// Lays the deferred values over the manifest's.
+    pub fn apply(&self, a: &mut Attr) {
+        a.perm = self.perm;
+        a.atime = self.atime;
+        a.ctime = a.ctime.max(self.ctime);
+    }
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
@@ -200,24 +225,24 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Writes the staged size and times to the manifest (made durable by the caller).
     fn persist_attrs(&self, ino: Ino) -> Result<(), FsError> {
-        let pending = {
-            let files = Self::lock(&self.files);
-            files
-                .get(&ino)
-                .filter(|f| f.staging.is_some() && f.generation != f.flushed)
-                .map(|f| (f.size, f.mtime, f.generation))
-        };
-        let Some((size, mtime, generation)) = pending else { return Ok(()) };
+        let mut files = Self::lock(&self.files);
+        let Some(f) = files.get_mut(&ino).filter(|f| f.staging.is_some()) else { return Ok(()) };
+        if f.generation == f.flushed && f.meta.is_none() {
+            return Ok(());
+        }
+        // Under the files lock, so no deferred change slips in between the commit and the reset.
         self.m.write(|tx| {
             let mut a = tx.inode(ino)?;
-            a.size = size;
-            a.mtime = mtime;
-            a.ctime = a.ctime.max(mtime);
+            a.size = f.size;
+            a.mtime = f.mtime;
+            a.ctime = a.ctime.max(f.mtime);
+            if let Some(meta) = &f.meta {
+                meta.apply(&mut a);
+            }
             tx.put_inode(&a)
         })?;
-        if let Some(f) = Self::lock(&self.files).get_mut(&ino) {
-            f.flushed = f.flushed.max(generation);
-        }
+        f.flushed = f.flushed.max(f.generation);
+        f.meta = None;
         Ok(())
     }
 
@@ -402,9 +427,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             TimeSet::Now => now,
             TimeSet::At(t) => t,
         };
+        if c.size.is_none() && c.uid.is_none() && c.gid.is_none() && self.defer_meta(ino, &c, now)? {
+            return self.current_attr(ino);
+        }
         let staged_mtime = c.mtime.map(pick);
+        // A deferred change is folded into this commit (its values would otherwise win later).
+        let deferred = Self::lock(&self.files).get_mut(&ino).and_then(|f| f.meta.take());
         let a = self.m.write(|tx| {
             let mut a = tx.inode(ino)?;
+            if let Some(meta) = &deferred {
+                meta.apply(&mut a);
+            }
             if let Some(m) = c.mode {
                 a.perm = (m & 0o7777) as u16;
             }
@@ -435,6 +468,37 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         self.current_attr(a.ino)
+    }
+
+    /// Records a chmod/utimes of a staged file in memory (see [`StagedMeta`]); `false` when the
+    /// file is not staged and the change must go to the manifest.
+    fn defer_meta(&self, ino: Ino, c: &SetAttr, now: Time) -> Result<bool, FsError> {
+        let pick = |t: TimeSet| match t {
+            TimeSet::Now => now,
+            TimeSet::At(t) => t,
+        };
+        let mut files = Self::lock(&self.files);
+        let Some(f) = files.get_mut(&ino).filter(|f| f.staging.is_some()) else { return Ok(false) };
+        let mut meta = match f.meta {
+            Some(m) => m,
+            None => {
+                let a = self.m.read()?.inode(ino)?;
+                StagedMeta { perm: a.perm, atime: a.atime, ctime: a.ctime }
+            }
+        };
+        if let Some(m) = c.mode {
+            meta.perm = (m & 0o7777) as u16;
+        }
+        if let Some(t) = c.atime {
+            meta.atime = pick(t);
+        }
+        if let Some(t) = c.mtime {
+            f.mtime = pick(t);
+            f.generation += 1;
+        }
+        meta.ctime = c.ctime.unwrap_or(now);
+        f.meta = Some(meta);
+        Ok(true)
     }
 
     /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).

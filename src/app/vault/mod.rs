@@ -334,13 +334,18 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// manifest before it clears the in-memory state, so a file seen as no longer staged is
     /// already committed in any manifest snapshot taken afterwards.
     pub(super) fn current_attr(&self, ino: Ino) -> Result<Attr, FsError> {
-        let staged =
-            Self::lock(&self.files).get(&ino).filter(|f| f.staging.is_some()).map(|f| (f.size, f.mtime));
+        let staged = Self::lock(&self.files)
+            .get(&ino)
+            .filter(|f| f.staging.is_some())
+            .map(|f| (f.size, f.mtime, f.meta));
         let mut a = self.m.read()?.inode(ino)?;
-        if let Some((size, mtime)) = staged {
+        if let Some((size, mtime, meta)) = staged {
             a.size = size;
             a.mtime = mtime;
             a.ctime = a.ctime.max(mtime);
+            if let Some(meta) = meta {
+                meta.apply(&mut a);
+            }
         }
         Ok(a)
     }

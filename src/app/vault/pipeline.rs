@@ -319,6 +319,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 tx.set_extents(p.ino, &p.extents)?;
                 a.size = p.size;
                 a.mtime = p.mtime;
+                if let Some(meta) = files.get(&p.ino).and_then(|f| f.meta) {
+                    meta.apply(&mut a);
+                }
                 tx.put_inode(&a)?;
                 tx.set_staged(p.ino, false)?;
                 done.push(p.ino);
@@ -331,7 +334,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 continue; // still staged; sealed again below
             }
             let (open, drop_entry) = match files.get_mut(&p.ino) {
-                Some(f) if committed.contains(&p.ino) => (f.staging.take(), f.handles == 0),
+                Some(f) if committed.contains(&p.ino) => {
+                    f.meta = None; // written with the file
+                    (f.staging.take(), f.handles == 0)
+                }
                 Some(f) => (f.staging.take(), true), // deleted meanwhile
                 None => (None, false),
             };
@@ -344,6 +350,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         for (ino, open) in retired {
             self.spares.retire(&self.staging_path(ino), open);
         }
+        // Files changed while they were sealed (say, a utimes right after close) and no longer
+        // open for writing are sealed again; nothing else would queue them before a remount.
+        let mut retry = retry;
+        let files = Self::lock(&self.files);
+        retry.extend(
+            stale
+                .iter()
+                .map(|p| p.ino)
+                .filter(|i| files.get(i).is_some_and(|f| f.writers == 0 && f.staging.is_some())),
+        );
+        drop(files);
         if !retry.is_empty() {
             Self::lock(&self.chunk_queue).extend(&retry);
             self.chunk_work.notify_one();
