@@ -57,16 +57,21 @@ pub fn encrypt_with_key(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
 
 /// Verifies `ciphertext` against `addr`, then decrypts it under a per-chunk key.
 pub fn decrypt_with_key(key: &[u8; 32], addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
-    if Addr::of(ciphertext) != *addr {
+    decrypt_owned(key, addr, ciphertext.to_vec())
+}
+
+/// [`decrypt_with_key`] in place: the ciphertext's buffer becomes the plaintext (no copy).
+pub fn decrypt_owned(key: &[u8; 32], addr: &Addr, mut buf: Vec<u8>) -> Result<Vec<u8>, SealError> {
+    if Addr::of(&buf) != *addr {
         return Err(SealError::AddrMismatch(*addr));
     }
-    if ciphertext.len() < TAG_LEN {
-        return Err(SealError::TooShort(ciphertext.len()));
+    if buf.len() < TAG_LEN {
+        return Err(SealError::TooShort(buf.len()));
     }
-    let (body, tag) = ciphertext.split_at(ciphertext.len() - TAG_LEN);
-    let mut buf = body.to_vec();
+    let tag = *Tag::from_slice(&buf[buf.len() - TAG_LEN..]);
+    buf.truncate(buf.len() - TAG_LEN);
     ChaCha20Poly1305::new(Key::from_slice(key))
-        .decrypt_in_place_detached(&Nonce::default(), b"", &mut buf, Tag::from_slice(tag))
+        .decrypt_in_place_detached(&Nonce::default(), b"", &mut buf, &tag)
         .map_err(|_| SealError::Auth)?;
     Ok(buf)
 }
@@ -80,6 +85,11 @@ impl VaultKeys {
     /// Checks `ciphertext` against `addr`, decrypts it and checks the plaintext against `id`.
     pub fn open(&self, id: &ChunkId, addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
         self.data().open(id, addr, ciphertext)
+    }
+
+    /// [`VaultKeys::open`] in place.
+    pub fn open_owned(&self, id: &ChunkId, addr: &Addr, ciphertext: Vec<u8>) -> Result<Vec<u8>, SealError> {
+        self.data().open_owned(id, addr, ciphertext)
     }
 }
 
@@ -95,7 +105,12 @@ impl ChunkKeys {
 
     /// Checks `ciphertext` against `addr`, decrypts it and checks the plaintext against `id`.
     pub fn open(&self, id: &ChunkId, addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let plain = decrypt_with_key(&self.content_key(id), addr, ciphertext)?;
+        self.open_owned(id, addr, ciphertext.to_vec())
+    }
+
+    /// [`ChunkKeys::open`] in place (the read path owns the ciphertext it fetched or read).
+    pub fn open_owned(&self, id: &ChunkId, addr: &Addr, ciphertext: Vec<u8>) -> Result<Vec<u8>, SealError> {
+        let plain = decrypt_owned(&self.content_key(id), addr, ciphertext)?;
         if self.chunk_id(&plain) != *id {
             return Err(SealError::IdMismatch);
         }

@@ -529,14 +529,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Some(plain) => plain,
             None => {
                 let ct = self.fetch(e).await?;
-                let plain = self.open_chunk(e, &ct)?;
                 // Kept for the next read, as uploads are (small chunks are not: see retire_outbox).
+                // The fetch verified the ciphertext against its address.
                 if let Some(disk) =
                     self.disk_cache.as_ref().filter(|_| ct.len() > super::pipeline::SMALL_CHUNK)
                 {
                     tokio::task::block_in_place(|| disk.put(&e.addr, &ct));
                 }
-                plain
+                self.open_chunk(e, ct)?
             }
         };
         let plain = Arc::new(plain);
@@ -553,11 +553,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             None => tokio::fs::read(self.outbox.join(e.addr.to_hex())).await.ok(),
         };
         if let Some(ct) = outbox {
-            return self.open_chunk(e, &ct).map(Some);
+            return self.open_chunk(e, ct).map(Some);
         }
         let Some(disk) = &self.disk_cache else { return Ok(None) };
         let Some(ct) = tokio::task::block_in_place(|| disk.get(&e.addr)) else { return Ok(None) };
-        match self.open_chunk(e, &ct) {
+        match self.open_chunk(e, ct) {
             Ok(plain) => {
                 self.read_stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(plain))
@@ -571,12 +571,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Verifies a ciphertext against its address and decrypts it with this vault's secrets.
-    fn open_chunk(&self, e: &Extent, ct: &[u8]) -> Result<Vec<u8>, FsError> {
+    fn open_chunk(&self, e: &Extent, ct: Vec<u8>) -> Result<Vec<u8>, FsError> {
         let opened = match self.secrets {
-            Secrets::Owner => self.keys.open(&e.id, &e.addr, ct),
+            Secrets::Owner => self.keys.open_owned(&e.id, &e.addr, ct),
             Secrets::Shared => {
                 let (key, _) = self.shared_secret(&e.addr)?;
-                crate::domain::seal::decrypt_with_key(&key, &e.addr, ct)
+                crate::domain::seal::decrypt_owned(&key, &e.addr, ct)
             }
         };
         opened.map_err(|err| FsError::Unavailable(err.to_string()))
