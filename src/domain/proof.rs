@@ -23,7 +23,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use ark_bn254::{Fq, Fr, G1Affine};
-use ark_ec::{AffineRepr, CurveGroup};
+use ark_ec::CurveGroup;
 use ark_ff::{BigInt, BigInteger, Field, PrimeField, Zero};
 use rand_core::{OsRng, RngCore};
 
@@ -254,7 +254,7 @@ pub fn prove(secret: &ProofSecret, ctx: &ProofContext) -> Proof {
 pub fn verify(commitment: &Commitment, ctx: &ProofContext, proof: &Proof) -> Result<(), ProofError> {
     let c = challenge(&commitment.to_bytes(), &point_to_bytes(&proof.r), ctx);
     let mut terms = Terms::with_capacity(4);
-    terms.push_glv(G1Affine::generator(), &proof.s);
+    terms.push_generator(&proof.s);
     terms.push_glv(-commitment.0, &c);
     if terms.sum() == proof.r {
         Ok(())
@@ -300,7 +300,7 @@ pub fn batch_verify(items: &[(Commitment, ProofContext, Proof)]) -> Result<(), P
         terms.push(proof.r, (true, z));
         terms.push_glv(-p.0, &(z_fr * c));
     }
-    terms.push_glv(G1Affine::generator(), &s_sum);
+    terms.push_generator(&s_sum);
     if terms.sum().is_zero() {
         Ok(())
     } else {
@@ -423,6 +423,7 @@ fn point_from_bytes(b: &[u8; COMMITMENT_LEN]) -> Result<G1Affine, ProofError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ark_ec::AffineRepr;
     use ark_serialize::CanonicalSerialize;
 
     /// SplitMix64: tiny deterministic RNG for test inputs.
@@ -552,6 +553,56 @@ mod tests {
                 assert_eq!(verify(&p, &c, &q), fail);
             }
         }
+    }
+
+    #[test]
+    fn batch_verify_rejects_one_forgery_among_valid_proofs_at_every_size() {
+        let mut rng = TestRng(13);
+        let valid = batch(&mut rng, 256);
+        let fail = Err(ProofError::VerificationFailed);
+        // Sizes on both sides of the wNAF/Pippenger switch and of the window-width changes.
+        for n in [2usize, 3, 7, 8, 9, 16, 31, 32, 33, 64, 100, 255, 256] {
+            let items = &valid[..n];
+            assert_eq!(batch_verify(items), Ok(()), "n = {n}");
+            for at in [0, n / 2, n - 1] {
+                let other = valid[(at + 1) % n];
+                let forgeries = [
+                    (items[at].0, items[at].1, Proof { s: items[at].2.s + Fr::from(1u64), ..items[at].2 }),
+                    (items[at].0, items[at].1, Proof { r: other.2.r, ..items[at].2 }),
+                    (other.0, items[at].1, items[at].2),
+                    (items[at].0, ProofContext { request_id: [0; 16], ..items[at].1 }, items[at].2),
+                ];
+                for forged in forgeries {
+                    let mut bad = items.to_vec();
+                    bad[at] = forged;
+                    assert_eq!(batch_verify(&bad), fail, "n = {n}, at = {at}");
+                }
+            }
+            // Two errors that cancel under equal weights must still be caught.
+            let mut bad = items.to_vec();
+            let delta = Fr::from(rng.next());
+            bad[0].2.s += delta;
+            bad[n - 1].2.s -= delta;
+            assert_eq!(batch_verify(&bad), fail, "n = {n}, cancelling pair");
+        }
+    }
+
+    #[test]
+    fn batch_weights_are_fresh_per_call() {
+        let mut rng = TestRng(14);
+        let items = batch(&mut rng, 8);
+        let challenges: Vec<Fr> =
+            items.iter().map(|(p, c, q)| challenge(&p.to_bytes(), &point_to_bytes(&q.r), c)).collect();
+        let first = batch_weights(&items, &challenges);
+        let second = batch_weights(&items, &challenges);
+        assert_eq!(first.len(), items.len());
+        assert_ne!(first, second, "same batch, same weights twice");
+        let mut all: Vec<u128> = first.iter().chain(&second).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 2 * items.len(), "weights repeat");
+        // Full 128-bit range in use: some weight has its top byte set.
+        assert!(first.iter().chain(&second).any(|z| z >> 120 != 0));
     }
 
     #[test]

@@ -101,56 +101,109 @@ pub(super) fn mul_generator(k: &Fr) -> G1Projective {
     acc
 }
 
-/// Terms `k_i·B_i` of a multi-scalar multiplication, every `k_i` below `2^128`
-/// (signs are folded into the bases).
+/// How a term's base relates to the others (lets wNAF reuse or skip its table).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Any point.
+    Plain,
+    /// `φ` of the previous term's base.
+    Phi,
+    /// The generator `G`.
+    Generator,
+    /// `φ(G)`.
+    GeneratorPhi,
+}
+
+/// Terms `±k_i·B_i` of a multi-scalar multiplication, every `k_i` below `2^128`.
 pub(super) struct Terms {
     bases: Vec<G1Affine>,
-    scalars: Vec<u128>,
+    scalars: Vec<Short>,
+    kinds: Vec<Kind>,
 }
 
 impl Terms {
     pub(super) fn with_capacity(n: usize) -> Self {
-        Self { bases: Vec::with_capacity(n), scalars: Vec::with_capacity(n) }
+        Self { bases: Vec::with_capacity(n), scalars: Vec::with_capacity(n), kinds: Vec::with_capacity(n) }
     }
 
     /// Adds `±k·base`.
-    pub(super) fn push(&mut self, base: G1Affine, (negative, k): Short) {
-        self.bases.push(if negative { -base } else { base });
-        self.scalars.push(k);
+    pub(super) fn push(&mut self, base: G1Affine, k: Short) {
+        self.push_kind(base, k, Kind::Plain);
     }
 
     /// Adds `k·base` as `k1·base + k2·φ(base)` ([`glv_split`]).
     pub(super) fn push_glv(&mut self, base: G1Affine, k: &Fr) {
         let (k1, k2) = glv_split(k);
-        self.push(base, k1);
-        self.push(endomorphism(&base), k2);
+        self.push_kind(base, k1, Kind::Plain);
+        self.push_kind(endomorphism(&base), k2, Kind::Phi);
     }
 
-    /// `Σ k_i·B_i`, by interleaved wNAF for few terms and by Pippenger for many.
+    /// Adds `k·G`; wNAF uses precomputed tables for it.
+    pub(super) fn push_generator(&mut self, k: &Fr) {
+        let (k1, k2) = glv_split(k);
+        let g = G1Affine::generator();
+        self.push_kind(g, k1, Kind::Generator);
+        self.push_kind(endomorphism(&g), k2, Kind::GeneratorPhi);
+    }
+
+    fn push_kind(&mut self, base: G1Affine, k: Short, kind: Kind) {
+        self.bases.push(base);
+        self.scalars.push(k);
+        self.kinds.push(kind);
+    }
+
+    /// `Σ ±k_i·B_i`, by interleaved wNAF for few terms and by Pippenger for many.
     pub(super) fn sum(&self) -> G1Projective {
         if self.bases.len() < STRAUS_MAX_TERMS {
-            straus(&self.bases, &self.scalars)
+            self.straus()
         } else {
-            pippenger(&self.bases, &self.scalars)
+            self.pippenger()
         }
     }
 
     #[cfg(test)]
     pub(super) fn sum_with(&self, straus_path: bool) -> G1Projective {
         if straus_path {
-            straus(&self.bases, &self.scalars)
+            self.straus()
         } else {
-            pippenger(&self.bases, &self.scalars)
+            self.pippenger()
         }
     }
 }
 
 /// Below this many terms interleaved wNAF beats Pippenger (measured, see PERFORMANCE.md §2).
-const STRAUS_MAX_TERMS: usize = 26;
+const STRAUS_MAX_TERMS: usize = 40;
 /// Scalar width handled by the MSMs.
 const SCALAR_BITS: usize = 128;
 /// wNAF window for per-call tables (odd multiples `1·B … 15·B`).
 const WNAF_BITS: usize = 5;
+/// wNAF window for the static tables of `G` and `φ(G)` (odd multiples up to `127·G`).
+const GEN_WNAF_BITS: usize = 8;
+
+/// Odd multiples `G, 3G, …, 127G` and the same of `φ(G)`, built once (~9 KiB).
+fn generator_wnaf_tables() -> &'static (Vec<G1Affine>, Vec<G1Affine>) {
+    static TABLES: OnceLock<(Vec<G1Affine>, Vec<G1Affine>)> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let g = G1Affine::generator();
+        let table = odd_multiples(&[g], 1 << (GEN_WNAF_BITS - 2));
+        let phi = table.iter().map(endomorphism).collect();
+        (table, phi)
+    })
+}
+
+/// `B, 3B, …, (2·per_base − 1)·B` for every base, normalised with one shared inversion.
+fn odd_multiples(bases: &[G1Affine], per_base: usize) -> Vec<G1Affine> {
+    let mut out = Vec::with_capacity(bases.len() * per_base);
+    for base in bases {
+        let double = G1Projective::from(*base).double();
+        let mut acc = G1Projective::from(*base);
+        for _ in 0..per_base {
+            out.push(acc);
+            acc += double;
+        }
+    }
+    G1Projective::normalize_batch(&out)
+}
 
 /// Width-`w` NAF of `k < 2^128`, least significant digit first (at most 129 digits):
 /// every non-zero digit is odd and below `2^(w−1)` in magnitude.
@@ -181,37 +234,49 @@ fn wnaf(k: u128, w: usize, out: &mut [i8; SCALAR_BITS + 1]) -> usize {
     len
 }
 
-/// `Σ k_i·B_i` by interleaved wNAF: one shared doubling chain, a table of odd multiples per
-/// base (built in projective coordinates, then normalised with one shared inversion).
-fn straus(bases: &[G1Affine], scalars: &[u128]) -> G1Projective {
-    let per_table = 1 << (WNAF_BITS - 2);
-    let mut tables = Vec::with_capacity(bases.len() * per_table);
-    for base in bases {
-        let double = G1Projective::from(*base).double();
-        let mut acc = G1Projective::from(*base);
-        for _ in 0..per_table {
-            tables.push(acc);
-            acc += double;
+impl Terms {
+    /// Interleaved wNAF: one shared doubling chain; odd-multiple tables built per call for
+    /// plain bases, derived with `φ` for a `φ` base, static for the generator.
+    fn straus(&self) -> G1Projective {
+        let plain: Vec<G1Affine> =
+            self.bases.iter().zip(&self.kinds).filter(|(_, k)| **k == Kind::Plain).map(|(b, _)| *b).collect();
+        let per_table = 1 << (WNAF_BITS - 2);
+        let built = odd_multiples(&plain, per_table);
+        let (gen, gen_phi) = generator_wnaf_tables();
+        let mut tables: Vec<std::borrow::Cow<'_, [G1Affine]>> = Vec::with_capacity(self.bases.len());
+        let mut digits = vec![[0i8; SCALAR_BITS + 1]; self.bases.len()];
+        let mut next_plain = built.chunks_exact(per_table);
+        let mut top = 0;
+        for (i, kind) in self.kinds.iter().enumerate() {
+            let (table, w): (std::borrow::Cow<'_, [G1Affine]>, usize) = match kind {
+                Kind::Plain => (next_plain.next().unwrap_or_default().into(), WNAF_BITS),
+                Kind::Phi => match tables.last() {
+                    Some(t) if t.len() == per_table => (t.iter().map(endomorphism).collect(), WNAF_BITS),
+                    _ => (odd_multiples(&self.bases[i..=i], per_table).into(), WNAF_BITS),
+                },
+                Kind::Generator => (gen.as_slice().into(), GEN_WNAF_BITS),
+                Kind::GeneratorPhi => (gen_phi.as_slice().into(), GEN_WNAF_BITS),
+            };
+            tables.push(table);
+            top = top.max(wnaf(self.scalars[i].1, w, &mut digits[i]));
         }
-    }
-    let tables = G1Projective::normalize_batch(&tables);
-    let mut digits = vec![[0i8; SCALAR_BITS + 1]; bases.len()];
-    let mut top = 0;
-    for (k, d) in scalars.iter().zip(digits.iter_mut()) {
-        top = top.max(wnaf(*k, WNAF_BITS, d));
-    }
-    let mut acc = G1Projective::zero();
-    for bit in (0..top).rev() {
-        acc.double_in_place();
-        for (d, table) in digits.iter().zip(tables.chunks_exact(per_table)) {
-            match d[bit] {
-                0 => {}
-                d if d > 0 => acc += &table[(d as usize) / 2],
-                d => acc -= &table[(d.unsigned_abs() as usize) / 2],
+        let mut acc = G1Projective::zero();
+        for bit in (0..top).rev() {
+            acc.double_in_place();
+            for ((d, table), (negative, _)) in digits.iter().zip(&tables).zip(&self.scalars) {
+                let d = d[bit];
+                if d != 0 {
+                    let p = &table[(d.unsigned_abs() / 2) as usize];
+                    if (d < 0) == *negative {
+                        acc += p;
+                    } else {
+                        acc -= p;
+                    }
+                }
             }
         }
+        acc
     }
-    acc
 }
 
 /// Windows of `c`-bit signed digits that cover a 128-bit scalar and its final carry.
@@ -220,9 +285,15 @@ fn window_count(c: usize) -> usize {
 }
 
 /// Window width minimising the estimated field multiplications: per window, one batch-affine
-/// addition (~6) per term and a running sum over `2^(c−1)` buckets (~24 each).
+/// addition (~6) per term not landing in an empty bucket, and two projective additions
+/// (~24 together) per bucket for the running sums.
 fn window_bits(n: usize) -> usize {
-    (2..=16).min_by_key(|&c| window_count(c) * (6 * n + (24 << (c - 1)))).unwrap_or(4)
+    let cost = |c: usize| {
+        let (w, h) = (window_count(c) as f64, (1u64 << (c - 1)) as f64);
+        let filled = h * (1.0 - (-(n as f64) / h).exp());
+        w * (6.0 * (n as f64 - filled) + 24.0 * h)
+    };
+    (2..=16).min_by(|&a, &b| cost(a).total_cmp(&cost(b))).unwrap_or(4)
 }
 
 /// Signed base-`2^c` digits of `k` in `(−2^(c−1), 2^(c−1)]`, least significant first.
@@ -242,56 +313,67 @@ fn signed_digits(k: u128, c: usize, windows: usize, out: &mut Vec<i32>) {
     }
 }
 
-/// `Σ k_i·B_i` by Pippenger's bucket method with signed digits. Each bucket's points are
-/// summed in affine coordinates, pairwise, with one inversion per round for all buckets of
-/// all windows (Montgomery's trick); the running sums then use projective coordinates.
-fn pippenger(bases: &[G1Affine], scalars: &[u128]) -> G1Projective {
-    let c = window_bits(bases.len());
-    let (windows, half) = (window_count(c), 1usize << (c - 1));
-    let mut digits = Vec::with_capacity(bases.len() * windows);
-    for k in scalars {
-        signed_digits(*k, c, windows, &mut digits);
-    }
-    let bucket = |i: usize, d: i32| (i % windows) * half + d.unsigned_abs() as usize - 1;
-    // Counting sort of the (bucket, ±base) pairs: bucket b owns points[starts[b]..][..lens[b]].
-    let mut lens = vec![0usize; windows * half];
-    for (i, &d) in digits.iter().enumerate() {
-        if d != 0 {
-            lens[bucket(i, d)] += 1;
+impl Terms {
+    /// Pippenger's bucket method with signed digits. Each bucket is summed in affine
+    /// coordinates, pairwise, with one inversion per round for all buckets of all windows
+    /// (Montgomery's trick); the running sums over the buckets are projective (running them
+    /// in affine, windows in lock step, measured slower: an inversion per bucket step costs
+    /// more than it saves).
+    fn pippenger(&self) -> G1Projective {
+        let c = window_bits(self.bases.len());
+        let (windows, half) = (window_count(c), 1usize << (c - 1));
+        let mut digits = Vec::with_capacity(self.bases.len() * windows);
+        for (_, k) in &self.scalars {
+            signed_digits(*k, c, windows, &mut digits);
         }
-    }
-    let mut starts = Vec::with_capacity(lens.len());
-    let mut total = 0;
-    for len in &lens {
-        starts.push(total);
-        total += len;
-    }
-    let mut fill = starts.clone();
-    let mut points = vec![G1Affine::zero(); total];
-    for (i, &d) in digits.iter().enumerate() {
-        if d != 0 {
-            let b = bucket(i, d);
-            let base = bases[i / windows];
-            points[fill[b]] = if d < 0 { -base } else { base };
-            fill[b] += 1;
-        }
-    }
-    sum_buckets(&mut points, &starts, &mut lens);
-    let mut sum = G1Projective::zero();
-    for w in (0..windows).rev() {
-        for _ in 0..c {
-            sum.double_in_place();
-        }
-        let (mut running, mut window) = (G1Projective::zero(), G1Projective::zero());
-        for b in (w * half..(w + 1) * half).rev() {
-            if lens[b] != 0 {
-                running += &points[starts[b]];
+        let bucket = |i: usize, d: i32| (i % windows) * half + d.unsigned_abs() as usize - 1;
+        // Counting sort of the (bucket, ±base) pairs: bucket b owns points[starts[b]..][..lens[b]].
+        let mut lens = vec![0usize; windows * half];
+        for (i, &d) in digits.iter().enumerate() {
+            if d != 0 {
+                lens[bucket(i, d)] += 1;
             }
-            window += &running;
         }
-        sum += window;
+        let mut starts = Vec::with_capacity(lens.len());
+        let mut total = 0;
+        for len in &lens {
+            starts.push(total);
+            total += len;
+        }
+        let mut fill = starts.clone();
+        let mut points = vec![G1Affine::zero(); total];
+        for (i, &d) in digits.iter().enumerate() {
+            if d != 0 {
+                let (b, t) = (bucket(i, d), i / windows);
+                let base = self.bases[t];
+                points[fill[b]] = if (d < 0) != self.scalars[t].0 { -base } else { base };
+                fill[b] += 1;
+            }
+        }
+        sum_buckets(&mut points, &starts, &mut lens);
+        let bucket_sum = |w: usize, b: usize| {
+            let i = w * half + b;
+            if lens[i] == 0 {
+                G1Affine::zero()
+            } else {
+                points[starts[i]]
+            }
+        };
+        let mut sum = G1Projective::zero();
+        for w in (0..windows).rev() {
+            for _ in 0..c {
+                sum.double_in_place();
+            }
+            // Σ_b (b + 1)·bucket(w, b) by running sums from the top bucket down.
+            let (mut running, mut window) = (G1Projective::zero(), G1Projective::zero());
+            for b in (0..half).rev() {
+                running += bucket_sum(w, b);
+                window += &running;
+            }
+            sum += window;
+        }
+        sum
     }
-    sum
 }
 
 /// Sums each bucket in place, pairwise in rounds; every round shares one inversion among all
@@ -470,6 +552,11 @@ mod tests {
                 let k = rng.scalar();
                 terms.push_glv(base, &k);
                 expected += G1Projective::from(base) * (signed(&(negative, short)) + k);
+                if i % 7 == 3 {
+                    let k = rng.scalar();
+                    terms.push_generator(&k);
+                    expected += G1Projective::generator() * k;
+                }
             }
             assert_eq!(terms.sum_with(true), expected, "straus, n = {n}");
             assert_eq!(terms.sum_with(false), expected, "pippenger, n = {n}");
