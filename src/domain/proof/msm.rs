@@ -284,14 +284,14 @@ fn window_count(c: usize) -> usize {
     (SCALAR_BITS + 1).div_ceil(c)
 }
 
-/// Window width minimising the estimated field multiplications: per window, one batch-affine
-/// addition (~6) per term not landing in an empty bucket, and two projective additions
-/// (~24 together) per bucket for the running sums.
+/// Window width minimising the estimated cost in field multiplications: per window, one
+/// batch-affine addition (~6) per term not landing in an empty bucket and two per bucket for
+/// the running sums; per bucket index, one inversion (~200, measured) shared by all windows.
 fn window_bits(n: usize) -> usize {
     let cost = |c: usize| {
         let (w, h) = (window_count(c) as f64, (1u64 << (c - 1)) as f64);
         let filled = h * (1.0 - (-(n as f64) / h).exp());
-        w * (6.0 * (n as f64 - filled) + 24.0 * h)
+        w * (6.0 * (n as f64 - filled) + 12.0 * h) + 200.0 * h
     };
     (2..=16).min_by(|&a, &b| cost(a).total_cmp(&cost(b))).unwrap_or(4)
 }
@@ -314,11 +314,10 @@ fn signed_digits(k: u128, c: usize, windows: usize, out: &mut Vec<i32>) {
 }
 
 impl Terms {
-    /// Pippenger's bucket method with signed digits. Each bucket is summed in affine
-    /// coordinates, pairwise, with one inversion per round for all buckets of all windows
-    /// (Montgomery's trick); the running sums over the buckets are projective (running them
-    /// in affine, windows in lock step, measured slower: an inversion per bucket step costs
-    /// more than it saves).
+    /// Pippenger's bucket method with signed digits, in affine coordinates with shared
+    /// inversions (Montgomery's trick): each bucket is summed pairwise, one inversion per
+    /// round for all buckets of all windows; then the windows' running sums advance in lock
+    /// step, one inversion per bucket index. Only the final combination is projective.
     fn pippenger(&self) -> G1Projective {
         let c = window_bits(self.bases.len());
         let (windows, half) = (window_count(c), 1usize << (c - 1));
@@ -359,20 +358,44 @@ impl Terms {
                 points[starts[i]]
             }
         };
+        let window_sums = running_sums(windows, half, bucket_sum);
         let mut sum = G1Projective::zero();
-        for w in (0..windows).rev() {
+        for window in window_sums.iter().rev() {
             for _ in 0..c {
                 sum.double_in_place();
-            }
-            // Σ_b (b + 1)·bucket(w, b) by running sums from the top bucket down.
-            let (mut running, mut window) = (G1Projective::zero(), G1Projective::zero());
-            for b in (0..half).rev() {
-                running += bucket_sum(w, b);
-                window += &running;
             }
             sum += window;
         }
         sum
+    }
+}
+
+/// `Σ_b (b + 1)·bucket(w, b)` for every window `w` by running sums from the top bucket down:
+/// with `S_b = Σ_{b' ≥ b} bucket(w, b')` the result is `Σ_b S_b`. Each step adds the previous
+/// running sum into the total while the running sum takes its next bucket; the two additions
+/// are independent, so all windows' additions of a step share one inversion.
+fn running_sums(windows: usize, half: usize, bucket: impl Fn(usize, usize) -> G1Affine) -> Vec<G1Projective> {
+    // lanes[..windows] are the totals, lanes[windows..] the running sums.
+    let mut lanes = vec![G1Affine::zero(); 2 * windows];
+    let mut operands = Vec::with_capacity(2 * windows);
+    let mut inverses = Vec::with_capacity(2 * windows);
+    for b in (0..half).rev() {
+        operands.clear();
+        operands.extend_from_slice(&lanes[windows..]);
+        operands.extend((0..windows).map(|w| bucket(w, b)));
+        add_in_place(&mut lanes, &operands, &mut inverses);
+    }
+    let (totals, running) = lanes.split_at(windows);
+    totals.iter().zip(running).map(|(t, r)| *t + r).collect()
+}
+
+/// `acc[i] += add[i]` for all `i`, with one shared inversion.
+fn add_in_place(acc: &mut [G1Affine], add: &[G1Affine], inverses: &mut Vec<Fq>) {
+    inverses.clear();
+    inverses.extend(acc.iter().zip(add).map(|(a, b)| denominator(a, b)));
+    batch_inversion(inverses);
+    for ((a, b), inv) in acc.iter_mut().zip(add).zip(inverses.iter()) {
+        *a = add_with_inverse(a, b, inv);
     }
 }
 
