@@ -321,7 +321,11 @@ impl Terms {
     /// round for all buckets of all windows; then the windows' running sums advance in lock
     /// step, one inversion per bucket index. Only the final combination is projective.
     fn pippenger(&self) -> G1Projective {
-        let c = window_bits(self.bases.len());
+        self.pippenger_window(window_bits(self.bases.len()))
+    }
+
+    /// [`Terms::pippenger`] with `c`-bit windows, `2 ≤ c ≤ 16`.
+    fn pippenger_window(&self, c: usize) -> G1Projective {
         let (windows, half) = (window_count(c), 1usize << (c - 1));
         let mut digits = Vec::with_capacity(self.bases.len() * windows);
         for (_, k) in &self.scalars {
