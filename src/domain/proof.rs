@@ -31,6 +31,9 @@ use msm::{mul_generator, Terms};
 
 mod msm;
 
+#[cfg(test)]
+mod adversarial_tests;
+
 /// Byte length of an encoded [`Commitment`] (uncompressed affine `x ‖ y`).
 pub const COMMITMENT_LEN: usize = 64;
 /// Byte length of an encoded [`Proof`] (`R ‖ s`).
