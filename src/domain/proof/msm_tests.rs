@@ -477,3 +477,20 @@ fn identity_and_zero_scalars_are_harmless() {
         assert_eq!(terms.sum_with(straus_path), -p);
     }
 }
+
+#[test]
+fn phi_term_without_a_plain_predecessor_builds_its_own_table() {
+    let mut rng = TestRng(30);
+    let p = rng.point();
+    let phi = endomorphism(&p);
+    let lambda = ark_bn254::g1::Config::LAMBDA;
+    // A φ term first, and one right after a generator term (whose table is the static one).
+    let mut terms = Terms::with_capacity(4);
+    terms.push_kind(phi, (false, rng.u128()), Kind::Phi);
+    terms.push_generator(&rng.scalar());
+    terms.push_kind(-phi, (true, u128::MAX), Kind::Phi);
+    let want = naive(&terms);
+    assert_eq!(terms.sum_with(true), want);
+    assert_eq!(terms.sum_with(false), want);
+    assert_eq!(G1Projective::from(phi), G1Projective::from(p) * lambda);
+}
