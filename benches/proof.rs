@@ -38,7 +38,7 @@ fn bench_single(c: &mut Criterion) {
 
 fn bench_batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_verify");
-    for n in [16u64, 64, 256] {
+    for n in [2u64, 4, 8, 16, 32, 64, 256] {
         let items: Vec<_> = (0..n)
             .map(|i| {
                 let sk = secret(i);

@@ -22,11 +22,17 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use ark_bn254::{Fq, Fr, G1Affine, G1Projective};
-use ark_ec::scalar_mul::glv::GLVConfig;
-use ark_ec::{AffineRepr, CurveGroup, PrimeGroup, VariableBaseMSM};
+use ark_bn254::{Fq, Fr, G1Affine};
+use ark_ec::CurveGroup;
 use ark_ff::{BigInt, BigInteger, Field, PrimeField, Zero};
 use rand_core::{OsRng, RngCore};
+
+use msm::{mul_generator, Terms};
+
+mod msm;
+
+#[cfg(test)]
+mod adversarial_tests;
 
 /// Byte length of an encoded [`Commitment`] (uncompressed affine `x ‖ y`).
 pub const COMMITMENT_LEN: usize = 64;
@@ -244,12 +250,16 @@ pub fn prove(secret: &ProofSecret, ctx: &ProofContext) -> Proof {
     }
 }
 
-/// Verifies one proof: `s·G == R + c·P`.
+/// Verifies one proof: `s·G − c·P == R`.
+///
+/// `s·G − c·P` is one interleaved multiplication over four ~128-bit scalars (both full-size
+/// scalars split with the GLV endomorphism), so the doublings are shared.
 pub fn verify(commitment: &Commitment, ctx: &ProofContext, proof: &Proof) -> Result<(), ProofError> {
     let c = challenge(&commitment.to_bytes(), &point_to_bytes(&proof.r), ctx);
-    // G1Projective multiplication uses the GLV endomorphism (affine does not).
-    let lhs = mul_generator(&proof.s) - G1Projective::from(commitment.0) * c;
-    if lhs == proof.r {
+    let mut terms = Terms::with_capacity(4);
+    terms.push_generator(&proof.s);
+    terms.push_glv(-commitment.0, &c);
+    if terms.sum() == proof.r {
         Ok(())
     } else {
         Err(ProofError::VerificationFailed)
@@ -259,9 +269,20 @@ pub fn verify(commitment: &Commitment, ctx: &ProofContext, proof: &Proof) -> Res
 /// Verifies many proofs at once with random 128-bit weights `z_i`:
 /// `(Σ z_i s_i)·G − Σ z_i R_i − Σ (z_i c_i) P_i == 0`, one multi-scalar multiplication.
 ///
-/// Every full-size scalar is split with the GLV endomorphism so the MSM runs over
-/// ~128-bit scalars. An empty batch is valid. On failure it does not say which item
-/// is bad; callers should fall back to [`verify`] per item.
+/// Soundness: write `D_i = s_i·G − R_i − c_i·P_i`. Every point was validated on decoding and
+/// BN254 G1 has prime order `r` (cofactor 1), so `D_i = d_i·G` for some `d_i mod r`, and proof
+/// `i` is valid exactly when `d_i = 0`. The batch passes when `Σ z_i d_i ≡ 0 (mod r)`. If some
+/// `d_j ≠ 0`, then for any fixed values of the other weights exactly one residue of `z_j`
+/// passes, and `z_j` is uniform on `[0, 2^128)` with `2^128 < r`, independent of the items:
+/// a batch with a bad proof passes with probability at most `2^-128`, the same as the
+/// challenge space of a single proof allows. The weights come from 32 fresh bytes of the OS RNG
+/// per call (hashed with the batch's challenges and responses, so a weak RNG alone still gives
+/// batch-dependent weights); they are drawn after the items are fixed and never leave this
+/// function.
+///
+/// Every full-size scalar is split with the GLV endomorphism so the MSM runs over ~128-bit
+/// scalars. An empty batch is valid. On failure it does not say which item is bad; callers
+/// should fall back to [`verify`] per item.
 pub fn batch_verify(items: &[(Commitment, ProofContext, Proof)]) -> Result<(), ProofError> {
     match items {
         [] => return Ok(()),
@@ -272,36 +293,39 @@ pub fn batch_verify(items: &[(Commitment, ProofContext, Proof)]) -> Result<(), P
         .iter()
         .map(|(p, ctx, proof)| challenge(&p.to_bytes(), &point_to_bytes(&proof.r), ctx))
         .collect();
-
-    // Weights: fresh OS randomness, hedged with a hash of the whole batch.
-    let mut key = [0u8; 32];
-    OsRng.fill_bytes(&mut key);
-    let mut h = blake3::Hasher::new_derive_key(WEIGHT_DOMAIN);
-    h.update(&key);
-    for ((_, _, proof), c) in items.iter().zip(&challenges) {
-        h.update(&scalar_to_bytes(c));
-        h.update(&scalar_to_bytes(&proof.s));
-    }
-    let mut weights = h.finalize_xof();
-
-    let mut terms = MsmTerms::with_capacity(3 * items.len() + 2);
+    let weights = batch_weights(items, &challenges);
+    let mut terms = Terms::with_capacity(3 * items.len() + 2);
     let mut s_sum = Fr::zero();
-    for ((p, _, proof), c) in items.iter().zip(&challenges) {
-        let mut zb = [0u8; 16];
-        weights.fill(&mut zb);
-        let z = u128::from_le_bytes(zb);
+    for (((p, _, proof), c), &z) in items.iter().zip(&challenges).zip(&weights) {
         let z_fr = Fr::from(z);
         s_sum += z_fr * proof.s;
         // Negate the points, not the scalars, so every scalar stays short.
-        terms.push_short(-proof.r, z);
-        terms.push_glv(-p.0, z_fr * c);
+        terms.push(proof.r, (true, z));
+        terms.push_glv(-p.0, &(z_fr * c));
     }
-    terms.push_glv(G1Affine::generator(), s_sum);
-    if msm(&terms.bases, &terms.scalars).is_zero() {
+    terms.push_generator(&s_sum);
+    if terms.sum().is_zero() {
         Ok(())
     } else {
         Err(ProofError::VerificationFailed)
     }
+}
+
+/// One uniform 128-bit weight per item: BLAKE3 XOF keyed by 32 fresh bytes from the OS RNG,
+/// hedged with the batch's challenges and responses.
+fn batch_weights(items: &[(Commitment, ProofContext, Proof)], challenges: &[Fr]) -> Vec<u128> {
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    let mut h = blake3::Hasher::new_derive_key(WEIGHT_DOMAIN);
+    h.update(&key);
+    for ((_, _, proof), c) in items.iter().zip(challenges) {
+        h.update(&scalar_to_bytes(c));
+        h.update(&scalar_to_bytes(&proof.s));
+    }
+    let mut xof = h.finalize_xof();
+    let mut bytes = vec![0u8; 16 * items.len()];
+    xof.fill(&mut bytes);
+    bytes.chunks_exact(16).map(|z| u128::from_le_bytes(z.try_into().unwrap_or([0; 16]))).collect()
 }
 
 fn absorb_context(h: &mut blake3::Hasher, ctx: &ProofContext) {
@@ -399,80 +423,10 @@ fn point_from_bytes(b: &[u8; COMMITMENT_LEN]) -> Result<G1Affine, ProofError> {
     }
 }
 
-const WINDOW_BITS: usize = 4;
-const WINDOW_SIZE: usize = (1 << WINDOW_BITS) - 1;
-const WINDOWS: usize = 256 / WINDOW_BITS;
-
-/// Table `d·16^i·G` for windows `i` and digits `d = 1..=15`, built once (~70 KiB).
-fn generator_table() -> &'static [G1Affine] {
-    static TABLE: OnceLock<Vec<G1Affine>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut entries = Vec::with_capacity(WINDOWS * WINDOW_SIZE);
-        let mut base = G1Projective::generator();
-        for _ in 0..WINDOWS {
-            let mut acc = base;
-            for _ in 0..WINDOW_SIZE {
-                entries.push(acc);
-                acc += base;
-            }
-            base = acc;
-        }
-        G1Projective::normalize_batch(&entries)
-    })
-}
-
-/// `k·G` with the fixed-base table: at most 64 mixed additions, no doublings.
-fn mul_generator(k: &Fr) -> G1Projective {
-    let table = generator_table();
-    let limbs = k.into_bigint().0;
-    let mut acc = G1Projective::zero();
-    for i in 0..WINDOWS {
-        let bit = i * WINDOW_BITS;
-        let digit = ((limbs[bit / 64] >> (bit % 64)) & WINDOW_SIZE as u64) as usize;
-        if digit != 0 {
-            acc += &table[i * WINDOW_SIZE + digit - 1];
-        }
-    }
-    acc
-}
-
-/// Bases and little-endian scalars of a multi-scalar multiplication.
-struct MsmTerms {
-    bases: Vec<G1Affine>,
-    scalars: Vec<BigInt<4>>,
-}
-
-impl MsmTerms {
-    fn with_capacity(n: usize) -> Self {
-        Self { bases: Vec::with_capacity(n), scalars: Vec::with_capacity(n) }
-    }
-
-    fn push_short(&mut self, base: G1Affine, k: u128) {
-        self.bases.push(base);
-        self.scalars.push(BigInt::new([k as u64, (k >> 64) as u64, 0, 0]));
-    }
-
-    /// Adds `k·base` as `k1·(±base) + k2·(±φ(base))` with `k = ±k1 ± λ·k2`, `|k1|, |k2| < 2^128`.
-    fn push_glv(&mut self, base: G1Affine, k: Fr) {
-        let ((pos1, k1), (pos2, k2)) = ark_bn254::g1::Config::scalar_decomposition(k);
-        let phi = ark_bn254::g1::Config::endomorphism_affine(&base);
-        self.bases.push(if pos1 { base } else { -base });
-        self.scalars.push(k1.into_bigint());
-        self.bases.push(if pos2 { phi } else { -phi });
-        self.scalars.push(k2.into_bigint());
-    }
-}
-
-/// `Σ k_i·B_i` with arkworks' Pippenger (signed-digit windows). Its buckets are
-/// never touched by the all-zero upper digits, so ~128-bit scalars cost about half
-/// of full-size ones.
-fn msm(bases: &[G1Affine], scalars: &[BigInt<4>]) -> G1Projective {
-    G1Projective::msm_bigint(bases, scalars)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ark_ec::AffineRepr;
     use ark_serialize::CanonicalSerialize;
 
     /// SplitMix64: tiny deterministic RNG for test inputs.
@@ -545,16 +499,6 @@ mod tests {
     }
 
     #[test]
-    fn fixed_base_table_matches_generic_multiplication() {
-        let mut rng = TestRng(2);
-        let mut ks = vec![Fr::zero(), Fr::from(1u64), Fr::from(15u64), Fr::from(16u64), -Fr::from(1u64)];
-        ks.extend((0..32).map(|_| Fr::from_le_bytes_mod_order(&rng.bytes::<64>())));
-        for k in ks {
-            assert_eq!(mul_generator(&k), G1Projective::generator() * k);
-        }
-    }
-
-    #[test]
     fn altered_context_fails() {
         let mut rng = TestRng(3);
         let sk = secret(&mut rng);
@@ -615,6 +559,56 @@ mod tests {
     }
 
     #[test]
+    fn batch_verify_rejects_one_forgery_among_valid_proofs_at_every_size() {
+        let mut rng = TestRng(13);
+        let valid = batch(&mut rng, 256);
+        let fail = Err(ProofError::VerificationFailed);
+        // Sizes on both sides of the wNAF/Pippenger switch and of the window-width changes.
+        for n in [2usize, 3, 7, 8, 9, 16, 31, 32, 33, 64, 100, 255, 256] {
+            let items = &valid[..n];
+            assert_eq!(batch_verify(items), Ok(()), "n = {n}");
+            for at in [0, n / 2, n - 1] {
+                let other = valid[(at + 1) % n];
+                let forgeries = [
+                    (items[at].0, items[at].1, Proof { s: items[at].2.s + Fr::from(1u64), ..items[at].2 }),
+                    (items[at].0, items[at].1, Proof { r: other.2.r, ..items[at].2 }),
+                    (other.0, items[at].1, items[at].2),
+                    (items[at].0, ProofContext { request_id: [0; 16], ..items[at].1 }, items[at].2),
+                ];
+                for forged in forgeries {
+                    let mut bad = items.to_vec();
+                    bad[at] = forged;
+                    assert_eq!(batch_verify(&bad), fail, "n = {n}, at = {at}");
+                }
+            }
+            // Two errors that cancel under equal weights must still be caught.
+            let mut bad = items.to_vec();
+            let delta = Fr::from(rng.next());
+            bad[0].2.s += delta;
+            bad[n - 1].2.s -= delta;
+            assert_eq!(batch_verify(&bad), fail, "n = {n}, cancelling pair");
+        }
+    }
+
+    #[test]
+    fn batch_weights_are_fresh_per_call() {
+        let mut rng = TestRng(14);
+        let items = batch(&mut rng, 8);
+        let challenges: Vec<Fr> =
+            items.iter().map(|(p, c, q)| challenge(&p.to_bytes(), &point_to_bytes(&q.r), c)).collect();
+        let first = batch_weights(&items, &challenges);
+        let second = batch_weights(&items, &challenges);
+        assert_eq!(first.len(), items.len());
+        assert_ne!(first, second, "same batch, same weights twice");
+        let mut all: Vec<u128> = first.iter().chain(&second).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 2 * items.len(), "weights repeat");
+        // Full 128-bit range in use: some weight has its top byte set.
+        assert!(first.iter().chain(&second).any(|z| z >> 120 != 0));
+    }
+
+    #[test]
     fn batch_verify_valid_and_one_bad_in_64() {
         let mut rng = TestRng(5);
         assert_eq!(batch_verify(&[]), Ok(()));
@@ -644,37 +638,6 @@ mod tests {
             bad[n / 2].2.s = -bad[n / 2].2.s;
             assert_eq!(batch_verify(&bad), fail, "n = {n}");
         }
-    }
-
-    #[test]
-    fn glv_split_msm_matches_naive() {
-        let mut rng = TestRng(9);
-        let g = G1Affine::generator();
-        let p = (G1Projective::generator() * Fr::from(rng.next())).into_affine();
-        for n in [1usize, 2, 5, 50, 300] {
-            let mut terms = MsmTerms::with_capacity(2 * n);
-            let mut expected = G1Projective::zero();
-            for i in 0..n {
-                // Repeated bases and their negations exercise bucket doublings and P + (−P).
-                let base = match i % 4 {
-                    0 => g,
-                    1 => -g,
-                    2 => p,
-                    _ => (G1Projective::generator() * Fr::from(rng.next())).into_affine(),
-                };
-                let short = u128::from(rng.next()) << 64 | u128::from(rng.next());
-                let short = if i % 5 == 0 { short % 16 } else { short };
-                terms.push_short(base, short);
-                let k = Fr::from_le_bytes_mod_order(&rng.bytes::<64>());
-                terms.push_glv(base, k);
-                expected += G1Projective::from(base) * (Fr::from(short) + k);
-            }
-            assert_eq!(msm(&terms.bases, &terms.scalars), expected, "n = {n}");
-        }
-        assert!(msm(&[g], &[BigInt::zero()]).is_zero());
-        assert!(msm(&[], &[]).is_zero());
-        let three = BigInt::from(3u64);
-        assert!(msm(&[g, -g], &[three, three]).is_zero());
     }
 
     #[test]
