@@ -416,9 +416,15 @@ fn disk_cache_serves_recent_data_offline_and_drops_damaged_copies() {
     wait_durable(&m.home);
     fs::write(m.path("b"), &b).unwrap();
     wait_durable(&m.home);
+    m.unmount(); // (its final snapshot goes through the disk cache too)
     let kept = disk_cache_bytes(&m.home, false);
     assert!(kept > 3 * MIB as u64 && kept <= budget, "disk cache holds {kept} bytes (budget {budget})");
-    m.unmount();
+    let s = status(&m.home);
+    assert!(
+        s.json.contains(&format!("\"disk_cache_bytes\":{kept},\"disk_cache_capacity\":{budget}")),
+        "quloud status of the unmounted vault does not show its disk cache: {}",
+        s.json
+    );
 
     // Offline, the newest file reads back from the disk cache alone; the older one lost chunks
     // to the budget and fails with EIO in bounded time.

@@ -529,11 +529,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Some(plain) => plain,
             None => {
                 let ct = self.fetch(e).await?;
-                // Kept for the next read, as uploads are (small chunks are not: see retire_outbox).
-                // The fetch verified the ciphertext against its address.
-                if let Some(disk) =
-                    self.disk_cache.as_ref().filter(|_| ct.len() > super::pipeline::SMALL_CHUNK)
-                {
+                // Kept for the next read, as uploads are (the fetch verified it against its addr).
+                if let Some(disk) = &self.disk_cache {
                     tokio::task::block_in_place(|| disk.put(&e.addr, &ct));
                 }
                 self.open_chunk(e, ct)?

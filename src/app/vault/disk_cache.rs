@@ -67,6 +67,20 @@ impl DiskCache {
         Ok(cache)
     }
 
+    /// Chunks and bytes in a cache directory, read without opening (nor changing) it: for
+    /// `quloud status` of an unmounted vault.
+    pub fn measure(dir: &Path, capacity: u64) -> DiskCacheUsage {
+        let mut usage = DiskCacheUsage { capacity, ..Default::default() };
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let named = entry.file_name().to_str().and_then(Addr::from_hex).is_some();
+            if let (true, Ok(meta)) = (named, entry.metadata()) {
+                usage.chunks += 1;
+                usage.bytes += meta.len();
+            }
+        }
+        usage
+    }
+
     fn path(&self, addr: &Addr) -> PathBuf {
         self.dir.join(addr.to_hex())
     }
@@ -202,6 +216,7 @@ mod tests {
         let c = DiskCache::open(dir.path(), 1000).unwrap();
         assert_eq!(c.get(&a), Some(ca));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the chunk is left");
+        assert_eq!(DiskCache::measure(dir.path(), 7), DiskCacheUsage { chunks: 1, bytes: 100, capacity: 7 });
         let empty = DiskCache::open(dir.path(), 0).unwrap();
         assert_eq!(empty.usage().chunks, 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "capacity 0 keeps nothing");

@@ -408,9 +408,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
     }
 
-    /// An uploaded chunk leaves the outbox: into the disk cache when there is one. (Small
-    /// chunks live in the manifest until uploaded and are not kept: one file each would cost
-    /// more than fetching them.)
+    /// An uploaded chunk leaves the outbox: into the disk cache when there is one. (A small
+    /// chunk, kept in the manifest until uploaded, was written to the disk cache by
+    /// `upload_one`: a file's small tail chunk must read offline like the rest of it.)
     fn retire_outbox(&self, addr: &Addr) {
         let path = self.outbox_path(addr);
         match &self.disk_cache {
@@ -427,6 +427,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let Some(_claim) = self.claim(addr) else { return Ok(false) };
         let path = self.outbox_path(&addr);
         let small = self.m.read()?.small_outbox(&addr)?;
+        let is_small = small.is_some();
         let ct = match small {
             Some(ct) => Ok(ct),
             None => tokio::fs::read(&path).await,
@@ -447,6 +448,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             .store(Publish { addr, commitment, ciphertext: &ct }, StoreGoal::fresh(self.opts.replicas))
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
+        if let Some(disk) = self.disk_cache.as_ref().filter(|_| is_small) {
+            tokio::task::block_in_place(|| disk.put(&addr, &ct));
+        }
         let now = unix_ms(SystemTime::now());
         let replicas: Vec<Replica> =
             acks.iter().map(|a| Replica::acked(a.node, a.slot, a.lease_expiry_ms, now)).collect();

@@ -42,6 +42,8 @@ pub struct VaultStatus {
     pub snapshots: u64,
     /// When the newest retained snapshot was taken (Unix ms).
     pub last_snapshot_ms: Option<u64>,
+    /// Sealed chunks kept on local disk (the disk cache).
+    pub disk_cache: super::DiskCacheUsage,
 }
 
 impl VaultStatus {
@@ -90,7 +92,10 @@ impl VaultStatus {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&path, uid, gid)?;
         let replicas = m.read()?.meta("replicas")?.unwrap_or(3) as usize;
-        Self::from_manifest(&m, replicas)
+        let capacity = m.read()?.meta("disk_cache_bytes")?.unwrap_or(0);
+        let mut s = Self::from_manifest(&m, replicas)?;
+        s.disk_cache = super::disk_cache::DiskCache::measure(&home.join("chunks"), capacity);
+        Ok(s)
     }
 
     /// JSON form.
@@ -104,9 +109,10 @@ impl VaultStatus {
         };
         let last_snapshot = self.last_snapshot_ms.map_or("null".to_string(), |t| t.to_string());
         format!(
-            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"queued\":{},\"queued_bytes\":{},\"snapshots\":{},\"last_snapshot_ms\":{last_snapshot},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit}}}",
+            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"queued\":{},\"queued_bytes\":{},\"snapshots\":{},\"last_snapshot_ms\":{last_snapshot},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit},\"disk_cache_bytes\":{},\"disk_cache_capacity\":{}}}",
             self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.unreferenced,
-            self.staged_files, self.queued, self.queued_bytes, self.snapshots, self.replicas, nodes.join(",")
+            self.staged_files, self.queued, self.queued_bytes, self.snapshots, self.replicas, nodes.join(","),
+            self.disk_cache.bytes, self.disk_cache.capacity
         )
     }
 
@@ -120,7 +126,7 @@ impl VaultStatus {
             None => "never".to_string(),
         };
         let mut out = format!(
-            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} chunks ({})\nsnapshots     {}\nlast audit    {audit}\n",
+            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} chunks ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} chunks kept locally)\n",
             self.inodes,
             self.chunks,
             crate::domain::size::format_size(self.bytes),
@@ -132,7 +138,10 @@ impl VaultStatus {
             self.staged_files,
             self.queued,
             crate::domain::size::format_size(self.queued_bytes),
-            self.snapshots
+            self.snapshots,
+            crate::domain::size::format_size(self.disk_cache.bytes),
+            crate::domain::size::format_size(self.disk_cache.capacity),
+            self.disk_cache.chunks
         );
         if !self.per_node.is_empty() {
             out.push_str("replicas per node\n");
@@ -155,6 +164,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let staged = Self::lock(&self.files).values().filter(|f| f.staging.is_some()).count() as u64;
         let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
         s.staged_files = staged;
+        s.disk_cache = self.disk_cache_usage();
         Ok(s)
     }
 }
