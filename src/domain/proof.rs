@@ -429,11 +429,11 @@ mod tests {
     use ark_ec::AffineRepr;
     use ark_serialize::CanonicalSerialize;
 
-    /// SplitMix64: tiny deterministic RNG for test inputs.
-    struct TestRng(u64);
+    /// SplitMix64: tiny deterministic RNG for test inputs (the MSM tests add their own draws).
+    pub(super) struct TestRng(pub(super) u64);
 
     impl TestRng {
-        fn next(&mut self) -> u64 {
+        pub(super) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
