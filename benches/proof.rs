@@ -1,18 +1,9 @@
 //! Criterion benchmarks for the Schnorr proof module.
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quloud::domain::proof::{
-    batch_verify, prove, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose,
-};
+use quloud::domain::proof::{batch_verify, prove, verify, Commitment, Proof, ProofSecret};
 
-fn context(i: u64) -> ProofContext {
-    ProofContext {
-        purpose: Purpose::Get,
-        addr: [i as u8; 32],
-        target: [0; 32],
-        timestamp_ms: 1_700_000_000_000 + i,
-        request_id: [(i >> 8) as u8; 16],
-    }
-}
+mod common;
+use common::context;
 
 fn secret(i: u64) -> ProofSecret {
     let mut seed = [0x42; 32];

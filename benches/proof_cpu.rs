@@ -6,7 +6,10 @@
 
 use std::hint::black_box;
 
-use quloud::domain::proof::{batch_verify, prove, verify, ProofContext, ProofSecret, Purpose};
+use quloud::domain::proof::{batch_verify, prove, verify, ProofSecret};
+
+mod common;
+use common::context;
 
 fn cpu_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -29,16 +32,6 @@ fn median_us(mut f: impl FnMut(), reps: u32) -> f64 {
         .collect();
     samples.sort_by(|a, b| a.total_cmp(b));
     samples[10]
-}
-
-fn context(i: u64) -> ProofContext {
-    ProofContext {
-        purpose: Purpose::Get,
-        addr: [i as u8; 32],
-        target: [0; 32],
-        timestamp_ms: 1_700_000_000_000 + i,
-        request_id: [(i >> 8) as u8; 16],
-    }
 }
 
 fn main() {

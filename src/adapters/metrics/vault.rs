@@ -124,51 +124,83 @@ pub fn render(
         "How long the last manifest scan behind the vault_* gauges took.",
         scan_took.as_secs_f64(),
     );
-    let c = &live.cache;
-    p.single(
-        "quloud_vault_cache_chunks",
-        Kind::Gauge,
-        "Decrypted chunks in the read cache.",
-        c.chunks as f64,
-    );
-    p.single("quloud_vault_cache_bytes", Kind::Gauge, "Plaintext bytes in the read cache.", c.bytes as f64);
-    p.single(
-        "quloud_vault_cache_capacity_bytes",
-        Kind::Gauge,
-        "The read cache's budget (--cache-size).",
-        c.capacity as f64,
-    );
-    p.single(
-        "quloud_vault_disk_cache_bytes",
-        Kind::Gauge,
-        "Sealed chunk bytes kept on local disk (the disk cache).",
-        live.disk.bytes as f64,
-    );
-    p.single(
-        "quloud_vault_disk_cache_capacity_bytes",
-        Kind::Gauge,
-        "The disk cache's budget (--disk-cache-size).",
-        live.disk.capacity as f64,
-    );
-    let r = live.read;
-    p.single(
-        "quloud_vault_disk_cache_hits_total",
-        Kind::Counter,
-        "Chunk loads served from the disk cache instead of the fabric.",
-        load(&r.disk_hits),
-    );
-    p.single(
-        "quloud_vault_cache_hits_total",
-        Kind::Counter,
-        "Chunk reads served from the read cache.",
-        load(&r.cache_hits),
-    );
-    p.single(
-        "quloud_vault_cache_misses_total",
-        Kind::Counter,
-        "Chunk reads that loaded the chunk from the outbox, the disk cache or the fabric (read-ahead included).",
-        load(&r.cache_misses),
-    );
+    let (c, d, r, pl, h) = (&live.cache, &live.disk, live.read, live.pipeline, live.health);
+    let (checked, failed) = (load(&h.checked), load(&h.failed));
+    let singles = [
+        ("quloud_vault_cache_chunks", Kind::Gauge, "Decrypted chunks in the read cache.", c.chunks as f64),
+        ("quloud_vault_cache_bytes", Kind::Gauge, "Plaintext bytes in the read cache.", c.bytes as f64),
+        (
+            "quloud_vault_cache_capacity_bytes",
+            Kind::Gauge,
+            "The read cache's budget (--cache-size).",
+            c.capacity as f64,
+        ),
+        (
+            "quloud_vault_disk_cache_bytes",
+            Kind::Gauge,
+            "Sealed chunk bytes kept on local disk (the disk cache).",
+            d.bytes as f64,
+        ),
+        (
+            "quloud_vault_disk_cache_capacity_bytes",
+            Kind::Gauge,
+            "The disk cache's budget (--disk-cache-size).",
+            d.capacity as f64,
+        ),
+        (
+            "quloud_vault_disk_cache_hits_total",
+            Kind::Counter,
+            "Chunk loads served from the disk cache instead of the fabric.",
+            load(&r.disk_hits),
+        ),
+        ("quloud_vault_cache_hits_total", Kind::Counter, "Chunk reads served from the read cache.", load(&r.cache_hits)),
+        (
+            "quloud_vault_cache_misses_total",
+            Kind::Counter,
+            "Chunk reads that loaded the chunk from the outbox, the disk cache or the fabric (read-ahead included).",
+            load(&r.cache_misses),
+        ),
+        (
+            "quloud_vault_fabric_fetch_failures_total",
+            Kind::Counter,
+            "Fabric fetches that failed (timed out, no node returned the chunk, broker error).",
+            load(&r.fetch_failures),
+        ),
+        (
+            "quloud_vault_files_chunked_total",
+            Kind::Counter,
+            "Files chunked and sealed into the outbox.",
+            load(&pl.files_chunked),
+        ),
+        (
+            "quloud_vault_chunks_uploaded_total",
+            Kind::Counter,
+            "Chunks stored with quorum by the uploader.",
+            load(&pl.chunks_uploaded),
+        ),
+        (
+            "quloud_vault_upload_failures_total",
+            Kind::Counter,
+            "Chunk uploads that failed and will be retried.",
+            load(&pl.upload_failures),
+        ),
+        (
+            "quloud_vault_chunks_healed_total",
+            Kind::Counter,
+            "Chunks brought back to N healthy replicas.",
+            load(&h.healed),
+        ),
+        ("quloud_vault_leases_renewed_total", Kind::Counter, "Replica leases renewed.", load(&h.renewed)),
+        (
+            "quloud_vault_chunks_collected_total",
+            Kind::Counter,
+            "Unreferenced chunks deleted from their replicas (garbage collection).",
+            load(&h.collected),
+        ),
+    ];
+    for (name, kind, help, value) in singles {
+        p.single(name, kind, help, value);
+    }
     p.family(
         "quloud_vault_fabric_fetch_seconds",
         Kind::Histogram,
@@ -176,49 +208,9 @@ pub fn render(
     );
     let fetches: HistogramSnapshot = r.fetches.snapshot();
     p.histogram("quloud_vault_fabric_fetch_seconds", &[], &fetches);
-    p.single(
-        "quloud_vault_fabric_fetch_failures_total",
-        Kind::Counter,
-        "Fabric fetches that failed (timed out, no node returned the chunk, broker error).",
-        load(&r.fetch_failures),
-    );
-    let pl = live.pipeline;
-    p.single(
-        "quloud_vault_files_chunked_total",
-        Kind::Counter,
-        "Files chunked and sealed into the outbox.",
-        load(&pl.files_chunked),
-    );
-    p.single(
-        "quloud_vault_chunks_uploaded_total",
-        Kind::Counter,
-        "Chunks stored with quorum by the uploader.",
-        load(&pl.chunks_uploaded),
-    );
-    p.single(
-        "quloud_vault_upload_failures_total",
-        Kind::Counter,
-        "Chunk uploads that failed and will be retried.",
-        load(&pl.upload_failures),
-    );
-    let h = live.health;
-    let (checked, failed) = (load(&h.checked), load(&h.failed));
     p.family("quloud_vault_audits_total", Kind::Counter, "Replica challenges sent by this mount, by result.")
         .sample("quloud_vault_audits_total", &[("result", "passed")], (checked - failed).max(0.0))
         .sample("quloud_vault_audits_total", &[("result", "failed")], failed);
-    p.single(
-        "quloud_vault_chunks_healed_total",
-        Kind::Counter,
-        "Chunks brought back to N healthy replicas.",
-        load(&h.healed),
-    );
-    p.single("quloud_vault_leases_renewed_total", Kind::Counter, "Replica leases renewed.", load(&h.renewed));
-    p.single(
-        "quloud_vault_chunks_collected_total",
-        Kind::Counter,
-        "Unreferenced chunks deleted from their replicas (garbage collection).",
-        load(&h.collected),
-    );
     p.finish()
 }
 

@@ -423,10 +423,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         let now = Time::now();
-        let pick = |t: TimeSet| match t {
-            TimeSet::Now => now,
-            TimeSet::At(t) => t,
-        };
+        let pick = |t: TimeSet| t.resolve(now);
         if c.size.is_none() && c.uid.is_none() && c.gid.is_none() && self.defer_meta(ino, &c, now)? {
             return self.current_attr(ino);
         }
@@ -473,10 +470,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Records a chmod/utimes of a staged file in memory (see [`StagedMeta`]); `false` when the
     /// file is not staged and the change must go to the manifest.
     fn defer_meta(&self, ino: Ino, c: &SetAttr, now: Time) -> Result<bool, FsError> {
-        let pick = |t: TimeSet| match t {
-            TimeSet::Now => now,
-            TimeSet::At(t) => t,
-        };
         let mut files = Self::lock(&self.files);
         let Some(f) = files.get_mut(&ino).filter(|f| f.staging.is_some()) else { return Ok(false) };
         let mut meta = match f.meta {
@@ -490,10 +483,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             meta.perm = (m & 0o7777) as u16;
         }
         if let Some(t) = c.atime {
-            meta.atime = pick(t);
+            meta.atime = t.resolve(now);
         }
         if let Some(t) = c.mtime {
-            f.mtime = pick(t);
+            f.mtime = t.resolve(now);
             f.generation += 1;
         }
         meta.ctime = c.ctime.unwrap_or(now);

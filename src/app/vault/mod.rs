@@ -70,6 +70,16 @@ pub enum TimeSet {
     At(Time),
 }
 
+impl TimeSet {
+    /// The time this sets, with `now` standing for [`TimeSet::Now`].
+    pub fn resolve(self, now: Time) -> Time {
+        match self {
+            TimeSet::Now => now,
+            TimeSet::At(t) => t,
+        }
+    }
+}
+
 /// Attribute changes of a setattr call.
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {

@@ -346,14 +346,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
             retired.push((p.ino, open));
         }
-        drop(files);
-        for (ino, open) in retired {
-            self.spares.retire(&self.staging_path(ino), open);
-        }
         // Files changed while they were sealed (say, a utimes right after close) and no longer
         // open for writing are sealed again; nothing else would queue them before a remount.
         let mut retry = retry;
-        let files = Self::lock(&self.files);
         retry.extend(
             stale
                 .iter()
@@ -361,6 +356,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 .filter(|i| files.get(i).is_some_and(|f| f.writers == 0 && f.staging.is_some())),
         );
         drop(files);
+        for (ino, open) in retired {
+            self.spares.retire(&self.staging_path(ino), open);
+        }
         if !retry.is_empty() {
             Self::lock(&self.chunk_queue).extend(&retry);
             self.chunk_work.notify_one();

@@ -91,10 +91,11 @@ impl VaultStatus {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let m = Manifest::open(&path, uid, gid)?;
-        let replicas = m.read()?.meta("replicas")?.unwrap_or(3) as usize;
-        let capacity = m.read()?.meta("disk_cache_bytes")?.unwrap_or(0);
+        let rx = m.read()?;
+        let (replicas, capacity) = (rx.meta("replicas")?.unwrap_or(3) as usize, rx.meta("disk_cache_bytes")?);
+        drop(rx);
         let mut s = Self::from_manifest(&m, replicas)?;
-        s.disk_cache = super::disk_cache::DiskCache::measure(&home.join("chunks"), capacity);
+        s.disk_cache = super::disk_cache::DiskCache::measure(&home.join("chunks"), capacity.unwrap_or(0));
         Ok(s)
     }
 
