@@ -8,7 +8,7 @@
 #            store dir, max_memory_store 1GB and a monitoring port), nodes and check given all
 #            three URLs (--nats A,B,C) and --js-replicas 3. After the check the script asks the
 #            monitoring endpoint (/jsz) how many replicas each QULOUD_* stream has, and fails if
-#            QULOUD_STORE_V1 is not R3.
+#            QULOUD_SLOTS_V1 is not R3.
 # The pair runs RUNS times in alternating order (single, cluster, cluster, single, ...) to cancel
 # drift; every configuration starts from fresh directories and all of its processes are stopped
 # before the next one starts. Node 1 starts alone (it creates the streams), the others once the
@@ -221,7 +221,7 @@ EOF
 # Streams and consumers as the monitoring endpoints see them (/jsz on every server): per stream
 # the configured replicas, storage, the servers that host it, its leader and, from the leader's
 # view, whether each follower is current; per consumer its leader. Fails in the cluster unless
-# QULOUD_STORE_V1 is configured R3 and hosted on all three servers.
+# QULOUD_SLOTS_V1 is configured R3 and hosted on all three servers.
 report_streams() { # dir config
     local dir=$1 cfg=$2 i
     for i in "${!HTTP_PORTS[@]}"; do
@@ -241,9 +241,9 @@ report_streams() { # dir config
     ' "$dir"/jsz.s*.json >"$dir/streams.txt" || true
     grep -v "consumer QULOUD_ACKS_V1/owner-\|consumer QULOUD_ROOTS_V1/node-roots" "$dir/streams.txt" >&2 || true
     STORE_STREAM_R=$(jq -s -r '[.[] | .server as $s | .jsz.account_details[]?.stream_detail[]?
-        | select(.name == "QULOUD_STORE_V1") | "\(.config.num_replicas)@\($s)"] | sort | join(" ")' "$dir"/jsz.s*.json)
+        | select(.name == "QULOUD_SLOTS_V1") | "\(.config.num_replicas)@\($s)"] | sort | join(" ")' "$dir"/jsz.s*.json)
     if [[ $cfg == cluster && $STORE_STREAM_R != "3@s0 3@s1 3@s2" ]]; then
-        echo "QULOUD_STORE_V1 is not R3 on all three servers (replicas@server: '${STORE_STREAM_R}')" >&2
+        echo "QULOUD_SLOTS_V1 is not R3 on all three servers (replicas@server: '${STORE_STREAM_R}')" >&2
         return 1
     fi
 }
@@ -257,8 +257,8 @@ wait_settled() { # seconds
     while [[ -z $leader ]]; do
         for i in "${!HTTP_PORTS[@]}"; do
             leader=$(curl -s "http://127.0.0.1:${HTTP_PORTS[$i]}/jsz?accounts=true&streams=true&consumers=true" |
-                jq -r '[.account_details[]?.stream_detail[]? | select(.name == "QULOUD_STORE_V1")
-                    | .consumer_detail[]? | select(.name == "quloud-nodes-v1") | if .cluster then (.cluster.leader // empty) else "standalone" end] | first // empty' || true)
+                jq -r '[.account_details[]?.stream_detail[]? | select(.name == "QULOUD_SLOTS_V1")
+                    | .consumer_detail[]? | select(.name == "quloud-slots-v1") | if .cluster then (.cluster.leader // empty) else "standalone" end] | first // empty' || true)
             [[ -n $leader ]] && break
         done
         if [[ -z $leader ]]; then

@@ -9,7 +9,7 @@ use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-const STREAMS: [&str; 3] = ["QULOUD_STORE_V1", "QULOUD_ACKS_V1", "QULOUD_ROOTS_V1"];
+const STREAMS: [&str; 4] = ["QULOUD_SLOTS_V1", "QULOUD_BODIES_V1", "QULOUD_ACKS_V1", "QULOUD_ROOTS_V1"];
 
 /// Waits until every Quloud stream has three replicas, all current and none offline.
 async fn wait_converged(urls: &str, within: Duration) {

@@ -26,6 +26,22 @@ async fn quorum_of_three_distinct_nodes_then_retrieve_and_audit() {
     let slots: HashSet<u8> = acks.iter().map(|a| a.slot).collect();
     assert_eq!(slots, HashSet::from([0, 1, 2]));
     assert!(acks.iter().all(|a| a.verify(&chunk.commitment) && a.addr == chunk.addr));
+    // The ciphertext crossed the broker once for all three slots and was withdrawn once durable:
+    // the body stream keeps only an empty tombstone of it.
+    let js = async_nats::jetstream::new(owner.client().clone());
+    let bodies = js.get_stream(quloud::adapters::nats::BODY_STREAM).await.unwrap();
+    let body_subject = quloud::adapters::nats::body_subject(&chunk.addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = bodies.direct_get_last_for_subject(body_subject.clone()).await.expect("a tombstone");
+        if body.payload.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the body was not withdrawn");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = js.get_stream(quloud::adapters::nats::BODY_STREAM).await.unwrap().cached_info().clone();
+    assert!(info.state.bytes < 4096, "the body stream still holds {} bytes", info.state.bytes);
 
     for n in &nodes {
         let got = owner.get(&[(chunk.addr, keys.proof_secret(&chunk.addr))], &[*n]).await.unwrap();
@@ -294,14 +310,17 @@ async fn a_duplicate_slot_holder_is_counted_when_it_declines() {
     let slot = first[0].slot;
     // Publish more copies of that slot until the third node holds one too.
     let js = async_nats::jetstream::new(owner.client().clone());
-    let req = quloud::domain::wire::StoreRequest {
-        ack_token: keys.ack_token(),
-        addr: chunk.addr,
+    let lease = quloud::domain::unix_ms(std::time::SystemTime::now()) + 3_600_000;
+    let req = quloud::domain::wire::StoreRequest::for_body(
+        keys.ack_token(),
+        &chunk.ciphertext,
         slot,
-        commitment: chunk.commitment,
-        lease_expiry_ms: quloud::domain::unix_ms(std::time::SystemTime::now()) + 3_600_000,
-        ciphertext: chunk.ciphertext.clone(),
-    };
+        chunk.commitment,
+        lease,
+    );
+    // The owner withdrew the body once the chunk was stored: put it back for these copies.
+    let body = quloud::adapters::nats::body_subject(&chunk.addr);
+    js.publish(body, chunk.ciphertext.clone().into()).await.unwrap().await.unwrap();
     for _ in 0..100 {
         if !third.bodies().is_empty() {
             break;

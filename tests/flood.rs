@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use quloud::adapters::nats::{node_subject, STORE_SUBJECT};
+use quloud::adapters::nats::{body_subject, node_subject, STORE_SUBJECT};
 use quloud::domain::ids::AckToken;
 use quloud::domain::keys::VaultKeys;
 use quloud::domain::proof::Purpose;
@@ -83,14 +83,14 @@ async fn a_store_flood_beyond_free_space_leaves_the_node_serving_within_capacity
     for i in 0..120u64 {
         let flooder = vault(100 + (i % 30) as u8);
         let c = flooder.seal(&bytes(500_000, 1000 + i));
-        let req = StoreRequest {
-            ack_token: AckToken([(i % 30) as u8; 16]),
-            addr: c.addr,
-            slot: 0,
-            commitment: c.commitment,
-            lease_expiry_ms: now() + 86_400_000,
-            ciphertext: c.ciphertext,
-        };
+        let req = StoreRequest::for_body(
+            AckToken([(i % 30) as u8; 16]),
+            &c.ciphertext,
+            0,
+            c.commitment,
+            now() + 86_400_000,
+        );
+        acks.push(js.publish(body_subject(&c.addr), c.ciphertext.into()).await.unwrap());
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .payload(req.encode().into())
             .message_id(format!("flood-{i}"));

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use quloud::adapters::nats::{node_subject, BROADCAST_GET, STORE_SUBJECT};
+use quloud::adapters::nats::{body_subject, node_subject, BROADCAST_GET, STORE_SUBJECT};
 use quloud::domain::ids::{AckToken, Addr, NodeId, RequestId};
 use quloud::domain::keys::VaultKeys;
 use quloud::domain::proof::Purpose;
@@ -103,32 +103,55 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
     let client = owner.client().clone();
     let js = async_nats::jetstream::new(client.clone());
     let good = keys.seal(&bytes(50_000, 30));
-    let valid = StoreRequest {
-        ack_token: AckToken([1; 16]),
-        addr: good.addr,
-        slot: 0,
-        commitment: good.commitment,
-        lease_expiry_ms: now() + 3_600_000,
-        ciphertext: good.ciphertext.clone(),
-    };
+    let valid =
+        StoreRequest::for_body(AckToken([1; 16]), &good.ciphertext, 0, good.commitment, now() + 3_600_000);
     let mut hostile: Vec<Vec<u8>> =
         vec![vec![], junk(1, 1), junk(300, 2), junk(1_000_000, 3), valid.encode()[..100].to_vec()];
     let mut wrong_version = valid.encode();
     wrong_version[0] = 9;
     hostile.push(wrong_version);
-    let mut bad_hash = valid.clone();
-    bad_hash.ciphertext[10] ^= 1;
-    hostile.push(bad_hash.encode());
     let mut long_lease = valid.clone();
     long_lease.lease_expiry_ms = u64::MAX;
     hostile.push(long_lease.encode());
     let mut oversized_claim = valid.encode();
-    let at = oversized_claim.len() - valid.ciphertext.len() - 4;
-    oversized_claim[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let at = oversized_claim.len() - 4;
+    oversized_claim[at..].copy_from_slice(&u32::MAX.to_le_bytes());
     hostile.push(oversized_claim);
     let mut trailing = valid.encode();
     trailing.extend_from_slice(b"extra");
     hostile.push(trailing);
+    // Well-formed requests whose body is wrong: the valid request's body subject carries bytes
+    // that do not hash to its addr; a request announces another length than its body has; a
+    // request's body was never published (dropped after a few deliveries).
+    let mut flipped = good.ciphertext.clone();
+    flipped[10] ^= 1;
+    js.publish(body_subject(&good.addr), flipped.into()).await.unwrap().await.unwrap();
+    hostile.push(valid.encode());
+    let other = keys.seal(&bytes(20_000, 31));
+    let mut wrong_len = StoreRequest::for_body(
+        AckToken([1; 16]),
+        &other.ciphertext,
+        0,
+        other.commitment,
+        valid.lease_expiry_ms,
+    );
+    js.publish(body_subject(&other.addr), other.ciphertext.clone().into()).await.unwrap().await.unwrap();
+    wrong_len.len += 1;
+    hostile.push(wrong_len.encode());
+    let never = keys.seal(&bytes(20_000, 32));
+    hostile.push(
+        StoreRequest::for_body(
+            AckToken([1; 16]),
+            &never.ciphertext,
+            0,
+            never.commitment,
+            valid.lease_expiry_ms,
+        )
+        .encode(),
+    );
+    // A body larger than any chunk is refused by the broker itself.
+    let huge = js.publish(body_subject(&never.addr), junk(1_100_000, 4).into()).await;
+    assert!(huge.is_err() || huge.unwrap().await.is_err(), "the broker kept an oversized body");
 
     for (i, h) in hostile.iter().enumerate() {
         let ack = js
@@ -140,7 +163,9 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
             )
             .await
             .unwrap();
-        ack.await.unwrap();
+        // The store stream itself refuses a request larger than any valid one.
+        let kept = ack.await;
+        assert_eq!(kept.is_ok(), h.len() < 1024, "store request {i} of {} bytes: {kept:?}", h.len());
     }
     // Badly signed ack on this vault's ack subject.
     let mut forged_ack = StoreAck::sign(
@@ -186,10 +211,11 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
     client.publish(BROADCAST_GET, ask_bad.encode().into()).await.unwrap();
     client.flush().await.unwrap();
 
-    // The hostile store requests are all terminated and leave nothing behind.
+    // The hostile store requests are all terminated and leave nothing behind (the one whose body
+    // never came after a few deliveries, 0.5 s apart).
     let mut stream = js.get_stream(quloud::adapters::nats::STORE_STREAM).await.unwrap();
     let mut drained = false;
-    for _ in 0..250 {
+    for _ in 0..750 {
         if stream.info().await.unwrap().state.messages == 0 {
             drained = true;
             break;
@@ -205,6 +231,9 @@ async fn hostile_messages_on_every_subject_leave_nodes_serving_and_nothing_store
     for n in &mut fabric.nodes.iter() {
         assert!(n.log().contains("dropped message"), "node should log what it dropped");
     }
+    let said = |what: &str| fabric.nodes.iter().any(|n| n.log().contains(what));
+    assert!(said("store body"), "a node should say it dropped a body that is not the announced one");
+    assert!(said("store request whose body is gone"), "a node should say it dropped a request without body");
     let acks = owner
         .store(
             Publish { addr: good.addr, commitment: good.commitment, ciphertext: &good.ciphertext },

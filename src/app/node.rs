@@ -76,6 +76,30 @@ pub enum StoreDecision {
     Reject(String),
 }
 
+/// What to do with a store request before its body is fetched.
+#[derive(Debug)]
+pub enum Claim {
+    /// Fetch the ciphertext from the chunk's body subject and hand it to `store_body`.
+    Fetch(ClaimedSlot),
+    /// Decided without the body (held already, declined, rejected).
+    Decided(StoreDecision),
+}
+
+/// A store request this node has taken on: its addr is reserved against the chunk's other slots
+/// until the claim is dropped (stored, declined, or the body could not be fetched).
+#[derive(Debug)]
+pub struct ClaimedSlot {
+    /// The validated request.
+    pub request: StoreRequest,
+    storing: Arc<Mutex<HashSet<Addr>>>,
+}
+
+impl Drop for ClaimedSlot {
+    fn drop(&mut self) {
+        self.storing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.request.addr);
+    }
+}
+
 /// Where a proof-gated request arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -118,7 +142,7 @@ pub struct NodeService<S> {
     /// Stand-in commitment for proofs of chunks this node does not hold.
     dummy: Commitment,
     /// Addrs being stored right now, so concurrent slots of one chunk never both land here.
-    storing: Mutex<HashSet<Addr>>,
+    storing: Arc<Mutex<HashSet<Addr>>>,
     /// Store bytes per vault.
     store_rate: Mutex<SourceLimiter>,
     /// Proof items per request source.
@@ -148,7 +172,7 @@ impl<S: ChunkStore> NodeService<S> {
             policy,
             replay,
             dummy,
-            storing: Mutex::default(),
+            storing: Arc::default(),
             stats: NodeStats::new(now_ms),
         }
     }
@@ -168,14 +192,16 @@ impl<S: ChunkStore> NodeService<S> {
         tracing::warn!(what, reason = reason.name(), %why, "dropped message");
     }
 
-    /// Validates and stores one replica slot (DESIGN §5 Store).
-    pub fn handle_store(&self, bytes: &[u8], now_ms: u64) -> StoreDecision {
+    /// First half of storing one replica slot (DESIGN §5 Store): validates the request and
+    /// decides everything that needs no ciphertext. `Fetch` means: get the body, then call
+    /// `store_body`.
+    pub fn claim_store(&self, bytes: &[u8], now_ms: u64) -> Claim {
         let reject = |reason: Reason, why: String| {
             self.drop_msg(reason, "store request", &why);
-            StoreDecision::Reject(why)
+            Claim::Decided(StoreDecision::Reject(why))
         };
-        if bytes.len() > MAX_MESSAGE {
-            let why = format!("{} bytes exceeds the {MAX_MESSAGE}-byte limit", bytes.len());
+        if bytes.len() > MAX_REQUEST {
+            let why = format!("{} bytes exceeds the {MAX_REQUEST}-byte limit", bytes.len());
             return reject(Reason::Oversized, why);
         }
         let req = match StoreRequest::decode(bytes) {
@@ -191,26 +217,52 @@ impl<S: ChunkStore> NodeService<S> {
         if req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
             return reject(Reason::BadLease, format!("lease expiry {} too far out", req.lease_expiry_ms));
         }
+        if let Some(decided) = self.held_decision(&req, now_ms) {
+            return Claim::Decided(decided);
+        }
+        let usage = self.store.usage();
+        if usage.used.saturating_add(u64::from(req.len)) > usage.capacity {
+            self.stats.decline_for(Reason::Full);
+            return Claim::Decided(StoreDecision::Decline("node is full"));
+        }
         let admitted = self.store_rate.lock().unwrap_or_else(|p| p.into_inner()).admit(
             &req.ack_token.0,
-            bytes.len() as u64,
+            u64::from(req.len) + bytes.len() as u64,
             now_ms,
         );
         if !admitted {
             self.stats.decline_for(Reason::RateLimited);
-            return StoreDecision::Decline(RATE_LIMITED);
+            return Claim::Decided(StoreDecision::Decline(RATE_LIMITED));
         }
-        if !req.verify_addr() {
-            return reject(Reason::BadHash, format!("ciphertext does not hash to {:?}", req.addr));
-        }
-        if !self.lock_addr(req.addr) {
+        if !self.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(req.addr) {
             self.stats.decline_for(Reason::HeldOtherSlot);
-            return StoreDecision::Decline("storing this chunk for another slot right now");
+            return Claim::Decided(StoreDecision::Decline("storing this chunk for another slot right now"));
         }
-        let addr = req.addr;
-        let decision = self.store_locked(req, now_ms);
-        self.storing.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
-        decision
+        Claim::Fetch(ClaimedSlot { request: req, storing: self.storing.clone() })
+    }
+
+    /// Second half: checks that `body` is the announced ciphertext (length and hash) and
+    /// stores it durably.
+    pub fn store_body(&self, claimed: ClaimedSlot, body: &[u8], now_ms: u64) -> StoreDecision {
+        if !claimed.request.matches(body) {
+            let why = format!(
+                "body of {} bytes is not the announced {}-byte ciphertext of {:?}",
+                body.len(),
+                claimed.request.len,
+                claimed.request.addr
+            );
+            self.drop_msg(Reason::BadHash, "store body", &why);
+            return StoreDecision::Reject(why);
+        }
+        self.store_locked(&claimed.request, body, now_ms)
+    }
+
+    /// Both halves with the body at hand (tests, and callers that already hold the body).
+    pub fn handle_store(&self, bytes: &[u8], body: &[u8], now_ms: u64) -> StoreDecision {
+        match self.claim_store(bytes, now_ms) {
+            Claim::Fetch(claimed) => self.store_body(claimed, body, now_ms),
+            Claim::Decided(d) => d,
+        }
     }
 
     /// Whether a request of `len` bytes from `source` (its reply inbox prefix) is worth looking
@@ -232,50 +284,48 @@ impl<S: ChunkStore> NodeService<S> {
         ok
     }
 
-    fn lock_addr(&self, addr: Addr) -> bool {
-        self.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(addr)
-    }
-
-    fn store_locked(&self, req: StoreRequest, now_ms: u64) -> StoreDecision {
-        match self.store.meta(&req.addr) {
-            Ok(Some(held)) if held.commitment != req.commitment => {
-                // Someone else already stored these bytes under another commitment: never ack
-                // the new commitment for a chunk whose proofs would not match it.
-                self.stats.decline_for(Reason::OtherCommitment);
-                return StoreDecision::Decline("holds this chunk under another commitment");
-            }
-            Ok(Some(held)) if held.slot == req.slot => {
-                let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
-                if lease != held.lease_expiry_ms {
-                    let _ = self.store.set_lease(&req.addr, lease);
-                }
-                let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, req.slot, lease, now_ms);
-                return StoreDecision::AlreadyHeld(ack, req.ack_token);
-            }
-            Ok(Some(held)) => {
-                self.stats.decline_for(Reason::HeldOtherSlot);
-                let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
-                if lease != held.lease_expiry_ms {
-                    let _ = self.store.set_lease(&req.addr, lease);
-                }
-                let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, held.slot, lease, now_ms);
-                return StoreDecision::DeclineHeld(ack, req.ack_token);
-            }
-            Ok(None) => {}
+    /// The decision for a request whose addr this node already holds (or cannot look up);
+    /// `None` when it is not held.
+    fn held_decision(&self, req: &StoreRequest, now_ms: u64) -> Option<StoreDecision> {
+        let held = match self.store.meta(&req.addr) {
+            Ok(Some(held)) => held,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::error!(error = %e, "index lookup failed; declining store");
                 self.stats.decline_for(Reason::StorageError);
-                return StoreDecision::Decline("index error");
+                return Some(StoreDecision::Decline("index error"));
             }
+        };
+        if held.commitment != req.commitment {
+            // Someone else already stored these bytes under another commitment: never ack the
+            // new commitment for a chunk whose proofs would not match it.
+            self.stats.decline_for(Reason::OtherCommitment);
+            return Some(StoreDecision::Decline("holds this chunk under another commitment"));
+        }
+        let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
+        if lease != held.lease_expiry_ms {
+            let _ = self.store.set_lease(&req.addr, lease);
+        }
+        let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, held.slot, lease, now_ms);
+        if held.slot == req.slot {
+            return Some(StoreDecision::AlreadyHeld(ack, req.ack_token));
+        }
+        self.stats.decline_for(Reason::HeldOtherSlot);
+        Some(StoreDecision::DeclineHeld(ack, req.ack_token))
+    }
+
+    fn store_locked(&self, req: &StoreRequest, ciphertext: &[u8], now_ms: u64) -> StoreDecision {
+        if let Some(decided) = self.held_decision(req, now_ms) {
+            return decided;
         }
         let meta = StoredChunk {
             addr: req.addr,
             slot: req.slot,
             commitment: req.commitment,
             lease_expiry_ms: req.lease_expiry_ms,
-            len: req.ciphertext.len() as u32,
+            len: req.len,
         };
-        match self.store.put(&meta, &req.ciphertext) {
+        match self.store.put(&meta, ciphertext) {
             Ok(()) => {
                 self.stats.stored.fetch_add(1, Ordering::Relaxed);
                 let ack = StoreAck::sign(

@@ -83,11 +83,13 @@ pub enum Reason {
     UnknownOp,
     /// Too many requests from one source (reserved for the per-source rate limits).
     RateLimited,
+    /// A store request whose chunk body is no longer on the broker.
+    NoBody,
 }
 
 impl Reason {
     /// Every reason, in rendering order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Oversized,
         Reason::Malformed,
         Reason::BadHash,
@@ -105,6 +107,7 @@ impl Reason {
         Reason::BadSignature,
         Reason::UnknownOp,
         Reason::RateLimited,
+        Reason::NoBody,
     ];
 
     /// The label value.
@@ -127,6 +130,7 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::UnknownOp => "unknown_op",
             Reason::RateLimited => "rate_limited",
+            Reason::NoBody => "no_body",
         }
     }
 

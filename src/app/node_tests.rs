@@ -20,18 +20,22 @@ fn setup(capacity: u64) -> (NodeService<MemoryChunkStore>, VaultKeys) {
     (svc, MasterKey::from_bytes([4; 32]).derive())
 }
 
-fn store_req(keys: &VaultKeys, data: &[u8], slot: u8) -> (StoreRequest, Vec<u8>) {
+/// A store request as it arrives, and the body it announces.
+#[derive(Clone)]
+struct Slot {
+    wire: Vec<u8>,
+    body: Vec<u8>,
+}
+
+fn store_req(keys: &VaultKeys, data: &[u8], slot: u8) -> (StoreRequest, Slot) {
     let s = keys.seal(data);
-    let req = StoreRequest {
-        ack_token: keys.ack_token(),
-        addr: s.addr,
-        slot,
-        commitment: s.commitment,
-        lease_expiry_ms: NOW + 60_000,
-        ciphertext: s.ciphertext,
-    };
-    let bytes = req.encode();
-    (req, bytes)
+    let req = StoreRequest::for_body(keys.ack_token(), &s.ciphertext, slot, s.commitment, NOW + 60_000);
+    let wire = req.encode();
+    (req, Slot { wire, body: s.ciphertext })
+}
+
+fn offer(svc: &NodeService<MemoryChunkStore>, slot: &Slot, now: u64) -> StoreDecision {
+    svc.handle_store(&slot.wire, &slot.body, now)
 }
 
 fn get_req(keys: &VaultKeys, target: NodeId, addrs: &[Addr], ts: u64) -> ProvenRequest {
@@ -63,16 +67,14 @@ fn statuses_on(svc: &NodeService<MemoryChunkStore>, route: Route, out: ProvenOut
 fn store_then_redelivery_is_idempotent_and_other_slot_declined() {
     let (svc, keys) = setup(1 << 20);
     let (req, bytes) = store_req(&keys, b"chunk", 0);
-    let StoreDecision::Stored(ack, _) = svc.handle_store(&bytes, NOW) else { panic!("not stored") };
+    let StoreDecision::Stored(ack, _) = offer(&svc, &bytes, NOW) else { panic!("not stored") };
     assert!(ack.verify(&req.commitment));
     assert!(!ack.verify(&keys.seal(b"other").commitment));
     assert_eq!((ack.addr, ack.slot, ack.node), (req.addr, 0, svc.node_id()));
-    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::AlreadyHeld(..)));
+    assert!(matches!(offer(&svc, &bytes, NOW), StoreDecision::AlreadyHeld(..)));
     let (_, other_slot) = store_req(&keys, b"chunk", 1);
     // Declined, but with an ack of the slot it holds, so the owner learns of this holder.
-    let StoreDecision::DeclineHeld(held, _) = svc.handle_store(&other_slot, NOW) else {
-        panic!("not declined")
-    };
+    let StoreDecision::DeclineHeld(held, _) = offer(&svc, &other_slot, NOW) else { panic!("not declined") };
     assert_eq!(held.slot, ack.slot);
     assert!(held.verify(&req.commitment));
 }
@@ -80,32 +82,50 @@ fn store_then_redelivery_is_idempotent_and_other_slot_declined() {
 #[test]
 fn invalid_store_requests_are_rejected_and_nothing_stored() {
     let (svc, keys) = setup(1 << 20);
-    let (mut req, _) = store_req(&keys, b"chunk", 0);
-    req.ciphertext[0] ^= 1;
-    assert!(matches!(svc.handle_store(&req.encode(), NOW), StoreDecision::Reject(_)));
-    let (mut req, _) = store_req(&keys, b"chunk", 0);
+    let (mut req, slot) = store_req(&keys, b"chunk", 0);
+    let mut flipped = slot.body.clone();
+    flipped[0] ^= 1;
+    assert!(matches!(svc.handle_store(&slot.wire, &flipped, NOW), StoreDecision::Reject(_)));
+    // A body of another length, even one that hashes right for some other request.
+    assert!(matches!(svc.handle_store(&slot.wire, &slot.body[1..], NOW), StoreDecision::Reject(_)));
     req.lease_expiry_ms = NOW - 1;
-    assert!(matches!(svc.handle_store(&req.encode(), NOW), StoreDecision::Reject(_)));
+    assert!(matches!(svc.handle_store(&req.encode(), &slot.body, NOW), StoreDecision::Reject(_)));
     req.lease_expiry_ms = NOW + 1000 * 24 * 3600 * 1000;
-    assert!(matches!(svc.handle_store(&req.encode(), NOW), StoreDecision::Reject(_)));
-    assert!(matches!(svc.handle_store(b"\x01\x01garbage", NOW), StoreDecision::Reject(_)));
+    assert!(matches!(svc.handle_store(&req.encode(), &slot.body, NOW), StoreDecision::Reject(_)));
+    assert!(matches!(svc.handle_store(b"\x01\x0agarbage", &slot.body, NOW), StoreDecision::Reject(_)));
     assert_eq!(svc.store().usage().chunks, 0);
 }
 
 #[test]
-fn full_node_declines() {
+fn full_node_declines_before_fetching_the_body() {
     let (svc, keys) = setup(100);
     let (_, bytes) = store_req(&keys, &[1u8; 500], 0);
-    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::Decline(_)));
+    assert!(matches!(svc.claim_store(&bytes.wire, NOW), Claim::Decided(StoreDecision::Decline(_))));
+}
+
+#[test]
+fn a_claimed_chunk_is_reserved_until_stored_or_dropped() {
+    let (svc, keys) = setup(1 << 20);
+    let (_, s0) = store_req(&keys, b"chunk", 0);
+    let (_, s1) = store_req(&keys, b"chunk", 1);
+    let Claim::Fetch(first) = svc.claim_store(&s0.wire, NOW) else { panic!("not claimed") };
+    assert!(matches!(svc.claim_store(&s1.wire, NOW), Claim::Decided(StoreDecision::Decline(_))));
+    // The body could not be fetched: the claim is dropped and the chunk is free again.
+    drop(first);
+    let Claim::Fetch(again) = svc.claim_store(&s1.wire, NOW) else { panic!("not claimed") };
+    assert!(matches!(svc.store_body(again, &s1.body, NOW), StoreDecision::Stored(..)));
+    // Held now: decided without a body.
+    assert!(matches!(svc.claim_store(&s0.wire, NOW), Claim::Decided(StoreDecision::DeclineHeld(..))));
+    assert!(matches!(svc.claim_store(&s1.wire, NOW), Claim::Decided(StoreDecision::AlreadyHeld(..))));
 }
 
 #[test]
 fn get_needs_a_fresh_valid_proof_for_that_chunk() {
     let (svc, keys) = setup(1 << 20);
     let (a, bytes) = store_req(&keys, b"first", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let (b, bytes) = store_req(&keys, b"second", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let me = svc.node_id();
 
     let ok = get_req(&keys, me, &[a.addr, b.addr], NOW);
@@ -169,7 +189,7 @@ fn get_needs_a_fresh_valid_proof_for_that_chunk() {
 fn broadcast_answers_only_what_is_held() {
     let (svc, keys) = setup(1 << 20);
     let (a, bytes) = store_req(&keys, b"held", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let req = get_req(&keys, NodeId::ANY, &[a.addr, Addr([3; 32])], NOW);
     assert_eq!(
         statuses_on(
@@ -195,11 +215,11 @@ fn audit_passes_honestly_and_fails_after_corruption() {
     let (svc, keys) = setup(1 << 22);
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
     let (a, bytes) = store_req(&keys, &data, 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let reply = svc.handle_audit(&audit_req(&keys, svc.node_id(), a.addr).encode(), NOW).unwrap();
     assert!(reply.verify_signature());
     assert_eq!(reply.status, Status::Ok);
-    verify_audit(&a.addr.0, a.ciphertext.len() as u64, &[7; 32], 4, &reply.proofs).unwrap();
+    verify_audit(&a.addr.0, u64::from(a.len), &[7; 32], 4, &reply.proofs).unwrap();
 
     svc.store().corrupt(&a.addr);
     let reply = svc.handle_audit(&audit_req(&keys, svc.node_id(), a.addr).encode(), NOW).unwrap();
@@ -214,7 +234,7 @@ fn audit_batches_answer_each_challenge() {
     let (svc, keys) = setup(1 << 22);
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3) as u8).collect();
     let (a, bytes) = store_req(&keys, &data, 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let unheld = Addr([9; 32]);
     let mut forged = audit_req(&keys, svc.node_id(), a.addr);
     forged.seed = [8; 32]; // the proof no longer matches the statement
@@ -230,7 +250,7 @@ fn audit_batches_answer_each_challenge() {
         replies.iter().map(|r| r.status).collect::<Vec<_>>(),
         [Status::Ok, Status::NotFound, Status::NotFound]
     );
-    verify_audit(&a.addr.0, a.ciphertext.len() as u64, &[7; 32], 4, &replies[0].proofs).unwrap();
+    verify_audit(&a.addr.0, u64::from(a.len), &[7; 32], 4, &replies[0].proofs).unwrap();
     // Replayed: the same request ids again are refused.
     assert!(svc.handle_audit_batch(&batch.encode(), NOW).is_none());
     let elsewhere =
@@ -243,7 +263,7 @@ fn audit_batches_answer_each_challenge() {
 fn renew_and_delete_need_proofs() {
     let (svc, keys) = setup(1 << 20);
     let (a, bytes) = store_req(&keys, b"leased", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let mut renew = get_req(&keys, svc.node_id(), &[], NOW);
     renew.purpose = Purpose::Renew;
     renew.lease_expiry_ms = NOW + 3_600_000;
@@ -285,7 +305,7 @@ fn renew_and_delete_need_proofs() {
 fn expired_leases_are_swept() {
     let (svc, keys) = setup(1 << 20);
     let (a, bytes) = store_req(&keys, b"short", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     assert_eq!(svc.sweep_expired(NOW), 0);
     assert_eq!(svc.sweep_expired(NOW + 60_001), 1);
     assert!(svc.store().meta(&a.addr).unwrap().is_none());
@@ -300,10 +320,10 @@ fn random_bytes_on_every_handler_never_panic() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let mut m = good.clone();
+        let mut m = good.wire.clone();
         let i = (state as usize) % m.len();
         m[i] ^= (state >> 32) as u8 | 1;
-        let _ = svc.handle_store(&m, NOW);
+        let _ = svc.handle_store(&m, &good.body, NOW);
         let _ = svc.handle_proven(&m[..i], Route::Targeted, Purpose::Get, NOW);
         let _ = svc.handle_audit(&m[..i], NOW);
     }
@@ -314,7 +334,7 @@ fn random_bytes_on_every_handler_never_panic() {
 fn purpose_must_match_the_subject_and_broadcast_is_get_only() {
     let (svc, keys) = setup(1 << 20);
     let (a, bytes) = store_req(&keys, b"x", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let del =
         ProvenRequest::build(Purpose::Delete, NodeId::ANY, NOW, 0, &[(a.addr, keys.proof_secret(&a.addr))]);
     assert!(matches!(
@@ -338,7 +358,7 @@ fn proofless_requests_do_not_consume_replay_memory() {
     );
     let keys = MasterKey::from_bytes([4; 32]).derive();
     let (a, bytes) = store_req(&keys, b"y", 0);
-    svc.handle_store(&bytes, NOW);
+    offer(&svc, &bytes, NOW);
     let stranger = MasterKey::from_bytes([8; 32]).derive();
     for _ in 0..50 {
         let junk = get_req(&stranger, svc.node_id(), &[a.addr], NOW);
@@ -400,19 +420,19 @@ fn a_vault_over_its_store_rate_is_declined_and_others_are_not() {
     for i in 0..6u8 {
         let mut data = big.clone();
         data[0] = i;
-        outcomes.push(svc.handle_store(&store_req(&busy, &data, 0).1, NOW));
+        outcomes.push(offer(&svc, &store_req(&busy, &data, 0).1, NOW));
     }
     let limited = outcomes.iter().filter(|d| matches!(d, StoreDecision::Decline(RATE_LIMITED))).count();
     assert!((1..6).contains(&limited), "{outcomes:?}");
     assert_eq!(svc.stats.refusals(Reason::RateLimited), limited as u64);
-    assert!(matches!(svc.handle_store(&store_req(&other, &big, 0).1, NOW), StoreDecision::Stored(..)));
+    assert!(matches!(offer(&svc, &store_req(&other, &big, 0).1, NOW), StoreDecision::Stored(..)));
     // Refilled after long enough: 1 byte per second, so try far later.
     let mut data = big.clone();
     data[0] = 99;
     let later = NOW + 2_000_000_000;
-    let mut req = store_req(&busy, &data, 0).0;
+    let (mut req, slot) = store_req(&busy, &data, 0);
     req.lease_expiry_ms = later + 60_000;
-    assert!(matches!(svc.handle_store(&req.encode(), later), StoreDecision::Stored(..)));
+    assert!(matches!(svc.handle_store(&req.encode(), &slot.body, later), StoreDecision::Stored(..)));
 }
 
 #[test]
@@ -432,24 +452,26 @@ fn every_drop_decline_and_refusal_counts_its_reason() {
     let me = svc.node_id();
     let count = |r: Reason| svc.stats.refusals(r);
     let (a, bytes) = store_req(&keys, &[1u8; 100_000], 0);
-    assert!(matches!(svc.handle_store(&bytes, NOW), StoreDecision::Stored(..)));
+    assert!(matches!(offer(&svc, &bytes, NOW), StoreDecision::Stored(..)));
     // Store: garbage, oversized, bad hash, lease already over, lease too long.
-    svc.handle_store(b"garbage", NOW);
-    svc.handle_store(&vec![0u8; MAX_MESSAGE + 1], NOW);
-    let mut bad = a.clone();
-    bad.ciphertext[0] ^= 1;
-    svc.handle_store(&bad.encode(), NOW);
+    let body = bytes.body.clone();
+    svc.handle_store(b"garbage", &body, NOW);
+    svc.handle_store(&vec![0u8; MAX_REQUEST + 1], &body, NOW);
+    let (fresh, fresh_slot) = store_req(&keys, &[3u8; 100_000], 0);
+    let mut flipped = fresh_slot.body.clone();
+    flipped[0] ^= 1;
+    svc.handle_store(&fresh.encode(), &flipped, NOW);
     let mut old = a.clone();
     old.lease_expiry_ms = NOW - 1;
-    svc.handle_store(&old.encode(), NOW);
+    svc.handle_store(&old.encode(), &body, NOW);
     let mut long = a.clone();
     long.lease_expiry_ms = NOW + 500 * 24 * 3600 * 1000;
-    svc.handle_store(&long.encode(), NOW);
+    svc.handle_store(&long.encode(), &body, NOW);
     // Declines: the same chunk for another slot; a chunk that does not fit.
     let (_, other_slot) = store_req(&keys, &[1u8; 100_000], 1);
-    assert!(matches!(svc.handle_store(&other_slot, NOW), StoreDecision::DeclineHeld(..)));
+    assert!(matches!(offer(&svc, &other_slot, NOW), StoreDecision::DeclineHeld(..)));
     let (_, big) = store_req(&keys, &[2u8; 250_000], 0);
-    assert!(matches!(svc.handle_store(&big, NOW), StoreDecision::Decline(_)));
+    assert!(matches!(offer(&svc, &big, NOW), StoreDecision::Decline(_)));
     for (r, n) in [
         (Reason::Malformed, 1),
         (Reason::Oversized, 1),

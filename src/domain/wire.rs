@@ -36,8 +36,10 @@ pub const MAX_REQUEST: usize = 16 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// Owner → store stream: store a chunk for one replica slot.
-    Store = 1,
+    /// Owner → slot stream: store a chunk for one replica slot (its ciphertext waits once, for
+    /// every slot, on the chunk's body subject). Kind 1 is retired: it was a store request that
+    /// carried the ciphertext in every slot's message.
+    Store = 10,
     /// Node → vault ack subject: signed acknowledgement of a stored chunk.
     StoreAck = 2,
     /// Owner → node(s): proof-gated request for chunks, or renew/delete of chunks.
@@ -210,12 +212,14 @@ pub fn peek_kind(buf: &[u8]) -> Option<u8> {
 // ---------------------------------------------------------------------------------------------
 // Store
 
-/// A request to store one replica slot of a chunk.
+/// A request to store one replica slot of a chunk. The ciphertext is not in it: it is published
+/// once per chunk, raw, on the body subject named by `addr`, and fetched by the node that takes
+/// the slot, so N slots cross the broker as N small messages and one body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreRequest {
     /// Names the subject the signed ack goes to.
     pub ack_token: AckToken,
-    /// `blake3(ciphertext)`.
+    /// `blake3(ciphertext)`; also names the body subject.
     pub addr: Addr,
     /// Replica slot 0..N-1.
     pub slot: u8,
@@ -223,25 +227,46 @@ pub struct StoreRequest {
     pub commitment: Commitment,
     /// Lease expiry, Unix milliseconds.
     pub lease_expiry_ms: u64,
-    /// The owner-encrypted chunk.
-    pub ciphertext: Vec<u8>,
+    /// Length of the ciphertext, at most `MAX_CIPHERTEXT`: what the node reserves before it
+    /// fetches the body, and what the body must measure.
+    pub len: u32,
 }
 
+/// Encoded size of a `StoreRequest`.
+pub const STORE_REQUEST_LEN: usize = 2 + 16 + 32 + 1 + COMMITMENT_LEN + 8 + 4;
+
 impl StoreRequest {
+    /// The request for one slot of `ciphertext`.
+    pub fn for_body(
+        ack_token: AckToken,
+        ciphertext: &[u8],
+        slot: u8,
+        commitment: Commitment,
+        lease_expiry_ms: u64,
+    ) -> Self {
+        StoreRequest {
+            ack_token,
+            addr: Addr::of(ciphertext),
+            slot,
+            commitment,
+            lease_expiry_ms,
+            len: ciphertext.len() as u32,
+        }
+    }
+
     /// Encodes the request.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::Store, 128 + self.ciphertext.len());
+        let mut w = W::new(Kind::Store, STORE_REQUEST_LEN);
         w.raw(&self.ack_token.0)
             .raw(&self.addr.0)
             .u8(self.slot)
             .raw(&self.commitment.to_bytes())
             .u64(self.lease_expiry_ms)
-            .u32(self.ciphertext.len() as u32)
-            .raw(&self.ciphertext);
+            .u32(self.len);
         w.0
     }
 
-    /// Decodes and bounds-checks a request (it does not check the hash; see `verify_addr`).
+    /// Decodes and bounds-checks a request.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
         let mut r = R::open(buf, Kind::Store)?;
         let ack_token = AckToken(r.arr()?);
@@ -249,15 +274,20 @@ impl StoreRequest {
         let slot = r.u8()?;
         let commitment = r.commitment()?;
         let lease_expiry_ms = r.u64()?;
-        let len = r.u32()? as usize;
-        let ciphertext = r.bounded(len, "ciphertext", MAX_CIPHERTEXT)?.to_vec();
+        let len = r.u32()?;
+        if len as usize > MAX_CIPHERTEXT {
+            return Err(WireError::TooLarge { what: "ciphertext", len: len as usize, max: MAX_CIPHERTEXT });
+        }
+        if len == 0 {
+            return Err(WireError::Invalid("empty ciphertext"));
+        }
         r.finish()?;
-        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, ciphertext })
+        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, len })
     }
 
-    /// Whether the ciphertext hashes to the claimed addr.
-    pub fn verify_addr(&self) -> bool {
-        Addr::of(&self.ciphertext) == self.addr
+    /// Whether `body` is the ciphertext this request announced: its length and its hash.
+    pub fn matches(&self, body: &[u8]) -> bool {
+        body.len() == self.len as usize && Addr::of(body) == self.addr
     }
 }
 

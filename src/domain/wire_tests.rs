@@ -8,14 +8,7 @@ fn secret() -> ProofSecret {
 }
 
 fn store() -> StoreRequest {
-    StoreRequest {
-        ack_token: AckToken([1; 16]),
-        addr: Addr::of(b"ct"),
-        slot: 2,
-        commitment: secret().commitment(),
-        lease_expiry_ms: 123,
-        ciphertext: b"ct".to_vec(),
-    }
+    StoreRequest::for_body(AckToken([1; 16]), b"ct", 2, secret().commitment(), 123)
 }
 
 fn proven() -> ProvenRequest {
@@ -115,7 +108,9 @@ fn audit_batches_round_trip_and_are_bounded() {
 fn round_trips() {
     let s = store();
     assert_eq!(StoreRequest::decode(&s.encode()).unwrap(), s);
-    assert!(s.verify_addr());
+    assert_eq!(s.encode().len(), STORE_REQUEST_LEN);
+    assert!(s.matches(b"ct"));
+    assert!(!s.matches(b"cT") && !s.matches(b"ct\0") && !s.matches(b""));
     let p = proven();
     assert_eq!(ProvenRequest::decode(&p.encode()).unwrap(), p);
     let a = audit_reply();
@@ -184,9 +179,11 @@ fn every_truncation_and_extension_is_rejected() {
 #[test]
 fn oversized_lengths_are_rejected_without_allocating() {
     let mut b = store().encode();
-    let len_at = b.len() - 2 - 4;
-    b[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let len_at = b.len() - 4;
+    b[len_at..].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(StoreRequest::decode(&b), Err(WireError::TooLarge { .. })));
+    b[len_at..].copy_from_slice(&0u32.to_le_bytes());
+    assert!(matches!(StoreRequest::decode(&b), Err(WireError::Invalid(_))));
     let mut p = proven().encode();
     let n_at = 2 + 1 + 16 + 8 + 32 + 8;
     p[n_at..n_at + 2].copy_from_slice(&u16::MAX.to_le_bytes());

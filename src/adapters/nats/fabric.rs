@@ -2,7 +2,7 @@
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
 use super::{
-    ack_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
+    ack_subject, body_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
     roots_request_subject, BrokerConfig, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
 };
 use crate::domain::audit::verify_audit;
@@ -111,9 +111,10 @@ impl NatsFabric {
         let pending: PendingMap = Arc::default();
         let cancel = CancellationToken::new();
         let setup = async {
-            let (_, acks) = ensure_streams(&js, &opts.layout).await?;
+            let streams = ensure_streams(&js, &opts.layout).await?;
             if opts.collect_acks {
-                Self::collect_acks(&acks, token, pending.clone(), unsolicited, cancel.clone()).await?;
+                Self::collect_acks(&streams.acks, token, pending.clone(), unsolicited, cancel.clone())
+                    .await?;
             }
             Ok::<_, FabricError>(())
         };
@@ -176,19 +177,14 @@ impl NatsFabric {
     /// publish of the same attempt a broker-side duplicate, while a later store of the same chunk
     /// (healing, re-upload) is a new message and is delivered.
     fn publish_slot(&self, chunk: &Publish<'_>, slot: u8, attempt: u32, lease: u64) -> PublishMessage {
-        let req = StoreRequest {
-            ack_token: self.token,
-            addr: chunk.addr,
-            slot,
-            commitment: chunk.commitment,
-            lease_expiry_ms: lease,
-            ciphertext: chunk.ciphertext.to_vec(),
-        };
+        let req = StoreRequest::for_body(self.token, chunk.ciphertext, slot, chunk.commitment, lease);
         PublishMessage::build()
             .payload(req.encode().into())
             .message_id(format!("{}-{slot}-{:x}-{attempt}", chunk.addr, lease))
     }
 
+    /// Publishes the chunk's body (replacing any earlier copy or tombstone), then one store
+    /// request per slot, and waits for the broker to have them all.
     async fn publish_slots(
         &self,
         chunk: &Publish<'_>,
@@ -196,6 +192,9 @@ impl NatsFabric {
         attempt: u32,
         lease: u64,
     ) -> Result<(), FabricError> {
+        let body = bytes::Bytes::copy_from_slice(chunk.ciphertext);
+        // The body must be on the broker before any node can take a slot.
+        self.js.publish(body_subject(&chunk.addr), body).await.map_err(broker)?.await.map_err(broker)?;
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(slots.len());
         for &slot in slots {
             let msg = self.publish_slot(chunk, slot, attempt, lease);
@@ -205,6 +204,14 @@ impl NatsFabric {
             a.await.map_err(broker)?;
         }
         Ok(())
+    }
+
+    /// Replaces a durable chunk's body on the broker with an empty tombstone, so it stops using
+    /// broker memory (best effort: it ages out after a day anyway).
+    async fn withdraw_body(&self, addr: &Addr) {
+        if let Err(e) = self.js.publish(body_subject(addr), bytes::Bytes::new()).await {
+            tracing::debug!(?addr, error = %e, "withdrawing the stored chunk's body failed");
+        }
     }
 
     async fn store_inner(
@@ -230,7 +237,7 @@ impl NatsFabric {
             if let Err(e) = self.publish_slots(&chunk, &slots, attempt, lease).await {
                 tracing::warn!(addr = ?chunk.addr, error = %e, "publishing store request failed; retrying");
                 // After a broker restart the in-memory work queue is gone: re-create it.
-                if let Err(e) = ensure_streams(&self.js, &self.opts.layout).await {
+                if let Err(e) = ensure_streams(&self.js, &self.opts.layout).await.map(drop) {
                     tracing::debug!(error = %e, "re-creating streams failed");
                 }
             }
@@ -582,12 +589,21 @@ impl ChunkFabric for NatsFabric {
             p.changed.subscribe()
         };
         let result = self.store_inner(chunk, goal, lease, rx).await;
-        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get_mut(&chunk.addr) {
-            p.users -= 1;
-            if p.users == 0 {
+        let last = {
+            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let last = map.get_mut(&chunk.addr).is_some_and(|p| {
+                p.users -= 1;
+                p.users == 0
+            });
+            if last {
                 map.remove(&chunk.addr);
             }
+            last
+        };
+        // Durable, or given up on (the uploader re-publishes it later): either way no node
+        // needs this body now, and it would hold broker memory for a day.
+        if last {
+            self.withdraw_body(&chunk.addr).await;
         }
         result
     }

@@ -8,20 +8,29 @@ pub mod permissions;
 
 pub use connect::{connect, BrokerConfig};
 
-use crate::domain::ids::{AckToken, NodeId};
-use crate::domain::wire::MAX_MESSAGE;
+use crate::domain::ids::{AckToken, Addr, NodeId};
+use crate::domain::wire::MAX_CIPHERTEXT;
 use crate::ports::fabric::FabricError;
 use async_nats::jetstream::{self, consumer, stream};
 use std::time::Duration;
 
-/// Subject of store requests (captured by the store stream).
-pub const STORE_SUBJECT: &str = "quloud.v1.store";
+/// Subject of store requests, one per replica slot (captured by the store stream).
+pub const STORE_SUBJECT: &str = "quloud.v1.slot";
 /// Pull requests the store consumer keeps waiting: one per node, so the most nodes served.
 pub const STORE_MAX_WAITING: i64 = 16_384;
 /// Work-queue stream holding store requests.
-pub const STORE_STREAM: &str = "QULOUD_STORE_V1";
+pub const STORE_STREAM: &str = "QULOUD_SLOTS_V1";
 /// The one durable pull consumer all storage nodes share.
-pub const STORE_CONSUMER: &str = "quloud-nodes-v1";
+pub const STORE_CONSUMER: &str = "quloud-slots-v1";
+/// Stream holding each pending chunk's ciphertext once, on its body subject, for whichever
+/// nodes take its slots (read with direct gets).
+pub const BODY_STREAM: &str = "QULOUD_BODIES_V1";
+/// Most bytes of store requests the broker holds (each is `STORE_REQUEST_LEN` bytes plus
+/// headers): 64 MiB is about 300 000 pending slots.
+pub const STORE_MAX_BYTES: i64 = 64 << 20;
+/// Largest message the store stream accepts, headers included: a `STORE_REQUEST_LEN`-byte
+/// request with its message-id header fits several times over.
+pub const STORE_MESSAGE_MAX: usize = 1024;
 /// Stream keeping signed store acks until their vault's owner collects them.
 pub const ACK_STREAM: &str = "QULOUD_ACKS_V1";
 /// Stream keeping each vault's signed root records (its recent history, per subject).
@@ -30,6 +39,11 @@ pub const ROOT_STREAM: &str = "QULOUD_ROOTS_V1";
 pub const ROOTS_KEPT: i64 = 64;
 /// Broadcast subject for get requests any holder may answer.
 pub const BROADCAST_GET: &str = "quloud.v1.any.get";
+
+/// The subject a pending chunk's ciphertext is published on, raw, once for all its slots.
+pub fn body_subject(addr: &Addr) -> String {
+    format!("quloud.v1.body.{addr}")
+}
 
 /// The subject a vault's acks are published on.
 pub fn ack_subject(token: &AckToken) -> String {
@@ -59,11 +73,12 @@ pub struct Layout {
     /// `None`: create with 1 and accept whatever count an existing stream has. Consumers always
     /// inherit their stream's count.
     pub stream_replicas: Option<usize>,
-    /// Bytes of pending store requests the broker may hold.
+    /// Bytes of pending store requests and chunk bodies the broker may hold together: a
+    /// sixteenth (at most `STORE_MAX_BYTES`) for the requests, the rest for the bodies.
     pub store_max_bytes: i64,
-    /// Keep pending store requests in broker memory rather than on its disk. The owner keeps
-    /// every chunk staged until it is quorum-durable and re-publishes what is not acknowledged,
-    /// so a broker restart loses no data, and the broker's disk is not written twice per replica.
+    /// Keep pending store requests and bodies in broker memory rather than on its disk. The
+    /// owner keeps every chunk staged until it is quorum-durable and re-publishes what is not
+    /// acknowledged, so a broker restart loses no data, and the broker's disk is not written.
     pub store_in_memory: bool,
 }
 
@@ -71,6 +86,16 @@ impl Layout {
     /// Replicas of a stream created now.
     pub fn replicas(&self) -> usize {
         self.stream_replicas.unwrap_or(1)
+    }
+
+    /// The store stream's share of `store_max_bytes`.
+    fn slot_bytes(&self) -> i64 {
+        (self.store_max_bytes / 16).min(STORE_MAX_BYTES)
+    }
+
+    /// The body stream's share of `store_max_bytes`.
+    fn body_bytes(&self) -> i64 {
+        self.store_max_bytes - self.slot_bytes()
     }
 }
 
@@ -84,18 +109,45 @@ fn broker<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> FabricError
     move |e| FabricError::Broker(format!("{what}: {e}"))
 }
 
+fn pending_storage(layout: &Layout) -> stream::StorageType {
+    if layout.store_in_memory {
+        stream::StorageType::Memory
+    } else {
+        stream::StorageType::File
+    }
+}
+
 fn store_stream_config(layout: &Layout) -> stream::Config {
     stream::Config {
         name: STORE_STREAM.into(),
-        description: Some("Quloud store requests (one message per replica slot)".into()),
+        description: Some("Quloud store requests (one small message per replica slot)".into()),
         subjects: vec![STORE_SUBJECT.into()],
         retention: stream::RetentionPolicy::WorkQueue,
-        storage: if layout.store_in_memory { stream::StorageType::Memory } else { stream::StorageType::File },
+        storage: pending_storage(layout),
         discard: stream::DiscardPolicy::New,
-        max_bytes: layout.store_max_bytes,
+        max_bytes: layout.slot_bytes(),
         max_age: Duration::from_secs(24 * 3600),
-        max_message_size: MAX_MESSAGE as i32,
+        max_message_size: STORE_MESSAGE_MAX as i32,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: layout.replicas(),
+        ..Default::default()
+    }
+}
+
+fn body_stream_config(layout: &Layout) -> stream::Config {
+    stream::Config {
+        name: BODY_STREAM.into(),
+        description: Some("Quloud pending chunk ciphertexts, one per body subject".into()),
+        subjects: vec!["quloud.v1.body.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: pending_storage(layout),
+        discard: stream::DiscardPolicy::New,
+        max_bytes: layout.body_bytes(),
+        max_age: Duration::from_secs(24 * 3600),
+        // A re-publish (or the owner's empty tombstone once the chunk is durable) replaces it.
+        max_messages_per_subject: 1,
+        max_message_size: MAX_CIPHERTEXT as i32,
+        allow_direct: true,
         num_replicas: layout.replicas(),
         ..Default::default()
     }
@@ -158,6 +210,12 @@ async fn ensure_stream(
         (have.storage != want.storage, "storage"),
         (layout.stream_replicas.is_some_and(|r| r != have.num_replicas), "replicas"),
         (have.max_message_size < want.max_message_size, "max message size"),
+        (
+            want.max_messages_per_subject > 0
+                && have.max_messages_per_subject != want.max_messages_per_subject,
+            "max messages per subject",
+        ),
+        (have.allow_direct != want.allow_direct, "direct get"),
     ];
     for (differs, what) in drift {
         if differs {
@@ -169,14 +227,22 @@ async fn ensure_stream(
     Ok(s)
 }
 
-/// Creates the store and ack streams, or binds to them (idempotent; drift is logged).
-pub async fn ensure_streams(
-    js: &jetstream::Context,
-    layout: &Layout,
-) -> Result<(stream::Stream, stream::Stream), FabricError> {
+/// Quloud's always-present streams, bound.
+pub struct Streams {
+    /// The work queue of store requests.
+    pub store: stream::Stream,
+    /// Pending chunk bodies.
+    pub bodies: stream::Stream,
+    /// Signed store acks.
+    pub acks: stream::Stream,
+}
+
+/// Creates the store, body and ack streams, or binds to them (idempotent; drift is logged).
+pub async fn ensure_streams(js: &jetstream::Context, layout: &Layout) -> Result<Streams, FabricError> {
     let store = ensure_stream(js, store_stream_config(layout), layout).await?;
+    let bodies = ensure_stream(js, body_stream_config(layout), layout).await?;
     let acks = ensure_stream(js, ack_stream_config(layout), layout).await?;
-    Ok((store, acks))
+    Ok(Streams { store, bodies, acks })
 }
 
 /// The shared durable consumer storage nodes pull store requests from.

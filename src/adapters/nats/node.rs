@@ -2,10 +2,12 @@
 //! consumer and answers proof-gated requests on its own subject and on the broadcast subject.
 
 use super::{
-    ack_subject, connect, ensure_root_stream, ensure_streams, store_consumer, BrokerConfig, Layout,
-    BROADCAST_GET,
+    ack_subject, body_subject, connect, ensure_root_stream, ensure_streams, store_consumer, BrokerConfig,
+    Layout, BROADCAST_GET,
 };
-use crate::app::node::{NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, RATE_LIMITED};
+use crate::app::node::{
+    Claim, ClaimedSlot, NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, RATE_LIMITED,
+};
 use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
 use crate::ports::chunk_store::ChunkStore;
@@ -66,7 +68,7 @@ pub async fn run_node<S: ChunkStore>(
     let (client, violations) = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
     let js = super::connect::jetstream(&broker, client.clone());
     let setup = async {
-        let consumer = bind_store_consumer(&js, &opts.layout, &cancel).await?;
+        let store = bind_store_consumer(&js, &opts.layout, &cancel).await?;
         let own = client
             .subscribe(format!("quloud.v1.node.{}.>", svc.node_id()))
             .await
@@ -74,10 +76,10 @@ pub async fn run_node<S: ChunkStore>(
         let broadcast =
             client.subscribe(BROADCAST_GET).await.map_err(|e| FabricError::Broker(e.to_string()))?;
         client.flush().await.map_err(|e| FabricError::Broker(e.to_string()))?;
-        Ok::<_, FabricError>((consumer, own, broadcast))
+        Ok::<_, FabricError>((store, own, broadcast))
     };
     // A user without the subjects a node needs: say so now rather than retry for a minute.
-    let (consumer, own, broadcast) = tokio::select! {
+    let (store, own, broadcast) = tokio::select! {
         ready = setup => ready?,
         v = violations.first() => return Err(broker.lacks_permission(v, "node")),
     };
@@ -89,14 +91,7 @@ pub async fn run_node<S: ChunkStore>(
 
     let mut tasks = JoinSet::new();
     let layout = opts.layout.clone();
-    tasks.spawn(store_loop(
-        svc.clone(),
-        consumer,
-        js.clone(),
-        layout,
-        opts.store_concurrency,
-        cancel.clone(),
-    ));
+    tasks.spawn(store_loop(svc.clone(), store, js.clone(), layout, opts.store_concurrency, cancel.clone()));
     let limit = Arc::new(Semaphore::new(opts.request_concurrency));
     tasks.spawn(request_loop(
         svc.clone(),
@@ -129,7 +124,7 @@ pub async fn run_node<S: ChunkStore>(
 /// nodes within a fraction of a second.
 async fn store_loop<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
-    mut consumer: jetstream::consumer::PullConsumer,
+    mut store: StoreSide,
     js: jetstream::Context,
     layout: super::Layout,
     concurrency: usize,
@@ -143,11 +138,11 @@ async fn store_loop<S: ChunkStore>(
         // back empty, check now and then that the consumer still exists and re-create it.
         if last_check.elapsed() > Duration::from_secs(5) {
             last_check = std::time::Instant::now();
-            if consumer.info().await.is_err() {
+            if store.consumer.info().await.is_err() {
                 match rebind(&js, &layout).await {
                     Ok(c) => {
                         tracing::info!("store consumer re-created after a broker restart");
-                        consumer = c;
+                        store = c;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "store consumer is gone and cannot be re-created yet")
@@ -162,7 +157,7 @@ async fn store_loop<S: ChunkStore>(
             permits.push(p);
         }
         let fetch =
-            consumer.fetch().max_messages(permits.len()).expires(Duration::from_millis(500)).messages();
+            store.consumer.fetch().max_messages(permits.len()).expires(Duration::from_millis(500)).messages();
         let mut batch = tokio::select! {
             _ = cancel.cancelled() => break,
             b = fetch => match b {
@@ -187,9 +182,9 @@ async fn store_loop<S: ChunkStore>(
             };
             last_check = std::time::Instant::now();
             let Some(permit) = permits.pop() else { break };
-            let (svc, js) = (svc.clone(), js.clone());
+            let (svc, js, bodies) = (svc.clone(), js.clone(), store.bodies.clone());
             inflight.spawn(async move {
-                handle_store_message(svc, js, msg).await;
+                handle_store_message(svc, js, bodies, msg).await;
                 drop(permit);
             });
         }
@@ -203,7 +198,7 @@ async fn bind_store_consumer(
     js: &jetstream::Context,
     layout: &super::Layout,
     cancel: &CancellationToken,
-) -> Result<jetstream::consumer::PullConsumer, FabricError> {
+) -> Result<StoreSide, FabricError> {
     let started = std::time::Instant::now();
     loop {
         match rebind(js, layout).await {
@@ -217,12 +212,15 @@ async fn bind_store_consumer(
     }
 }
 
-async fn rebind(
-    js: &jetstream::Context,
-    layout: &super::Layout,
-) -> Result<jetstream::consumer::PullConsumer, FabricError> {
-    let (store, _) = ensure_streams(js, layout).await?;
-    store_consumer(&store).await
+/// Where a node takes store requests from and fetches their bodies.
+struct StoreSide {
+    consumer: jetstream::consumer::PullConsumer,
+    bodies: jetstream::stream::Stream,
+}
+
+async fn rebind(js: &jetstream::Context, layout: &super::Layout) -> Result<StoreSide, FabricError> {
+    let streams = ensure_streams(js, layout).await?;
+    Ok(StoreSide { consumer: store_consumer(&streams.store).await?, bodies: streams.bodies })
 }
 
 /// Keeps `stats.connected` in step with the broker connection (read by the health endpoint).
@@ -245,26 +243,82 @@ async fn watch_connection<S: ChunkStore>(
 async fn handle_store_message<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
     js: jetstream::Context,
+    bodies: jetstream::stream::Stream,
     msg: jetstream::Message,
 ) {
     let started = std::time::Instant::now();
-    store_message(&svc, js, msg).await;
+    store_message(&svc, js, bodies, msg).await;
     svc.stats.request(Op::Store, started.elapsed());
+}
+
+/// Deliveries of one store request whose body is missing before the request is dropped: the body
+/// may lag on a cluster member that has not caught up yet; after that, the owner has withdrawn it
+/// (the chunk is durable, or the owner re-publishes both later).
+pub const BODY_MISSING_DELIVERIES: i64 = 5;
+
+/// Runs a blocking node handler; `None` (logged) if its thread panicked.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "store handler failed");
+            None
+        }
+    }
+}
+
+/// Fetches a claimed slot's body and stores it; `Err` carries the JetStream action when the body
+/// could not be had.
+async fn fetch_and_store<S: ChunkStore>(
+    svc: &Arc<NodeService<S>>,
+    bodies: &jetstream::stream::Stream,
+    claimed: ClaimedSlot,
+    delivered: i64,
+) -> Result<StoreDecision, AckKind> {
+    let addr = claimed.request.addr;
+    let body = match bodies.direct_get_last_for_subject(body_subject(&addr)).await {
+        Ok(m) if !m.payload.is_empty() => m.payload,
+        Ok(_) | Err(_) if delivered >= BODY_MISSING_DELIVERIES => {
+            svc.stats.drop_for(Reason::NoBody);
+            tracing::warn!(?addr, delivered, "store request whose body is gone: dropped");
+            return Err(AckKind::Term);
+        }
+        Ok(_) => return Err(AckKind::Nak(Some(Duration::from_millis(500)))),
+        Err(e) => {
+            tracing::debug!(?addr, error = %e, "cannot fetch the body yet; will be redelivered");
+            return Err(AckKind::Nak(Some(Duration::from_millis(500))));
+        }
+    };
+    let worker = svc.clone();
+    blocking(move || worker.store_body(claimed, &body, now_ms()))
+        .await
+        .ok_or(AckKind::Nak(Some(Duration::from_secs(1))))
 }
 
 async fn store_message<S: ChunkStore>(
     svc: &Arc<NodeService<S>>,
     js: jetstream::Context,
+    bodies: jetstream::stream::Stream,
     msg: jetstream::Message,
 ) {
     let payload = msg.payload.clone();
     let worker = svc.clone();
     let started = std::time::Instant::now();
-    let decision = match tokio::task::spawn_blocking(move || worker.handle_store(&payload, now_ms())).await {
+    let retry_later = AckKind::Nak(Some(Duration::from_secs(1)));
+    let decided = match blocking(move || worker.claim_store(&payload, now_ms())).await {
+        Some(Claim::Decided(d)) => Ok(d),
+        Some(Claim::Fetch(claimed)) => {
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            fetch_and_store(svc, &bodies, claimed, delivered).await
+        }
+        None => Err(retry_later),
+    };
+    let decision = match decided {
         Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "store handler failed");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        Err(kind) => {
+            if let Err(e) = msg.ack_with(kind).await {
+                tracing::warn!(error = %e, "acknowledging store request failed");
+            }
             return;
         }
     };

@@ -2,16 +2,16 @@
 //! every subject, stream and consumer a storage node or a vault owner touches, so the least
 //! privilege an operator grants always matches the code (`quloud nats-user`, docs/OPERATIONS.md).
 //!
-//! A node may pull store requests, publish signed acks (signatures, not subjects, keep it from
+//! A node may pull store requests, read pending chunk bodies, publish signed acks (signatures, not subjects, keep it from
 //! acking for another node), answer requests on its own subject and the broadcast subject, and
 //! read its own inbox. It can read no vault's ack subject, no ack stream message and no other
-//! client's replies. An owner may publish store requests and requests to nodes, and read only
+//! client's replies. An owner may publish store requests, chunk bodies and requests to nodes, and read only
 //! its own vault's acks (its durable consumer's filter is part of the create subject) and root
 //! records.
 
 use super::{
-    ack_subject, root_subject, roots_request_subject, ACK_STREAM, BROADCAST_GET, ROOT_STREAM, STORE_CONSUMER,
-    STORE_STREAM, STORE_SUBJECT,
+    ack_subject, root_subject, roots_request_subject, ACK_STREAM, BODY_STREAM, BROADCAST_GET, ROOT_STREAM,
+    STORE_CONSUMER, STORE_STREAM, STORE_SUBJECT,
 };
 use crate::domain::ids::{AckToken, NodeId};
 use crate::domain::wire::MAX_ITEMS;
@@ -52,9 +52,9 @@ fn api(s: &str) -> String {
     format!("$JS.API.{s}")
 }
 
-/// Binding (and, on an empty broker, creating) Quloud's three streams.
+/// Binding (and, on an empty broker, creating) Quloud's four streams.
 fn stream_access() -> Vec<String> {
-    [STORE_STREAM, ACK_STREAM, ROOT_STREAM]
+    [STORE_STREAM, BODY_STREAM, ACK_STREAM, ROOT_STREAM]
         .iter()
         .flat_map(|s| [api(&format!("STREAM.INFO.{s}")), api(&format!("STREAM.CREATE.{s}"))])
         .chain([api("INFO")])
@@ -79,6 +79,8 @@ fn durable_access(stream: &str, consumer: &str, filter: Option<&str>) -> Vec<Str
 pub fn node_permissions(node: &NodeId, inbox: &str) -> Permissions {
     let mut publish = stream_access();
     publish.extend(durable_access(STORE_STREAM, STORE_CONSUMER, None));
+    // The body of a slot it took: `DIRECT.GET.<stream>.<body subject>`.
+    publish.push(api(&format!("DIRECT.GET.{BODY_STREAM}.>")));
     publish.extend(durable_access(ROOT_STREAM, &node_roots_consumer(node), None));
     publish.push("quloud.v1.ack.*".into());
     Permissions {
@@ -106,6 +108,7 @@ pub fn owner_permissions(token: &AckToken, locator: &str, inbox: &str) -> Permis
     publish.extend(["INFO", "MSG.NEXT", "DELETE"].map(|op| api(&format!("CONSUMER.{op}.{ROOT_STREAM}.*"))));
     publish.extend([
         STORE_SUBJECT.to_string(),
+        "quloud.v1.body.*".into(),
         root_subject(locator),
         roots_request_subject(locator),
         "quloud.v1.node.*.*".into(),
@@ -156,7 +159,11 @@ mod tests {
         assert!(p.subscribe.iter().all(|s| !s.contains("ack") && !s.starts_with("_INBOX.")));
         assert!(p.subscribe.contains(&format!("quloud.v1.node.{node}.>")));
         assert!(p.publish.iter().all(|s| !s.contains(ACK_STREAM) || s.starts_with("$JS.API.STREAM.")));
-        assert!(p.publish.iter().all(|s| !s.contains("DIRECT.GET") && !s.contains("MSG.GET")));
+        // Direct gets only of chunk bodies (ciphertext any node may be asked to store).
+        let direct: Vec<_> = p.publish.iter().filter(|s| s.contains("DIRECT.GET")).collect();
+        assert_eq!(direct, [&format!("$JS.API.DIRECT.GET.{BODY_STREAM}.>")]);
+        assert!(p.publish.iter().all(|s| !s.contains("MSG.GET")));
+        assert!(p.publish.iter().all(|s| !s.starts_with("quloud.v1.body")));
     }
 
     #[test]
