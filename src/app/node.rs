@@ -125,6 +125,9 @@ pub enum ProvenOutcome {
 /// offered again after a pause, or taken by another node).
 pub const RATE_LIMITED: &str = "rate limited";
 
+/// Why a store request was declined while this node stores the same chunk for another slot.
+pub const HELD_NOW: &str = "storing this chunk for another slot right now";
+
 /// The cost, in proof items, of a request of `len` bytes (each item carries a 128-byte proof).
 fn request_cost(len: usize) -> u64 {
     1 + (len / 128) as u64
@@ -236,7 +239,8 @@ impl<S: ChunkStore> NodeService<S> {
         }
         if !self.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(req.addr) {
             self.stats.decline_for(Reason::HeldOtherSlot);
-            return Claim::Decided(StoreDecision::Decline("storing this chunk for another slot right now"));
+            tracing::debug!(addr = ?req.addr, slot = req.slot, "declining: storing this chunk for another slot");
+            return Claim::Decided(StoreDecision::Decline(HELD_NOW));
         }
         Claim::Fetch(ClaimedSlot { request: req, storing: self.storing.clone() })
     }

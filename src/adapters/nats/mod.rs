@@ -25,6 +25,11 @@ pub const STORE_CONSUMER: &str = "quloud-slots-v1";
 /// Stream holding each pending chunk's ciphertext once, on its body subject, for whichever
 /// nodes take its slots (read with direct gets).
 pub const BODY_STREAM: &str = "QULOUD_BODIES_V1";
+/// How long a store request or body waits on the broker for nodes. The owner keeps every chunk
+/// staged until it is quorum-durable and publishes both again on its next attempt, so an hour
+/// only bounds what an owner that went away leaves behind (and the empty tombstones).
+pub const PENDING_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// Most bytes of store requests the broker holds (each is `STORE_REQUEST_LEN` bytes plus
 /// headers): 64 MiB is about 300 000 pending slots.
 pub const STORE_MAX_BYTES: i64 = 64 << 20;
@@ -126,7 +131,7 @@ fn store_stream_config(layout: &Layout) -> stream::Config {
         storage: pending_storage(layout),
         discard: stream::DiscardPolicy::New,
         max_bytes: layout.slot_bytes(),
-        max_age: Duration::from_secs(24 * 3600),
+        max_age: PENDING_MAX_AGE,
         max_message_size: STORE_MESSAGE_MAX as i32,
         duplicate_window: Duration::from_secs(120),
         num_replicas: layout.replicas(),
@@ -143,7 +148,7 @@ fn body_stream_config(layout: &Layout) -> stream::Config {
         storage: pending_storage(layout),
         discard: stream::DiscardPolicy::New,
         max_bytes: layout.body_bytes(),
-        max_age: Duration::from_secs(24 * 3600),
+        max_age: PENDING_MAX_AGE,
         // A re-publish (or the owner's empty tombstone once the chunk is durable) replaces it.
         max_messages_per_subject: 1,
         max_message_size: MAX_CIPHERTEXT as i32,

@@ -6,7 +6,7 @@ use super::{
     Layout, BROADCAST_GET,
 };
 use crate::app::node::{
-    Claim, ClaimedSlot, NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, RATE_LIMITED,
+    Claim, ClaimedSlot, NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, HELD_NOW, RATE_LIMITED,
 };
 use crate::domain::proof::Purpose;
 use crate::domain::unix_ms;
@@ -119,9 +119,16 @@ pub async fn run_node<S: ChunkStore>(
     Ok(())
 }
 
-/// Pulls store requests with short one-shot fetches sized to the free handler slots, so a node
-/// never sits on messages it cannot process and a declined (nak'ed) slot is offered to the other
-/// nodes within a fraction of a second.
+/// How long one pull for a store request waits on the broker before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// Pulls store requests one message per pull, with one pull outstanding per free handler slot.
+///
+/// One message per pull matters: the broker hands a message to the oldest waiting pull, and a
+/// pull that still wants more stays in front. With batched pulls, a slot that every holder
+/// declines bounced between the holders' half-filled pulls while the one node that could take it
+/// kept renewing its pull at the back of the queue, until the owner re-published 10 s later. A
+/// one-message pull leaves the queue when served, so a declined slot visits every node in turn.
 async fn store_loop<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
     mut store: StoreSide,
@@ -132,11 +139,14 @@ async fn store_loop<S: ChunkStore>(
 ) {
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut inflight = JoinSet::new();
+    let idle_pulls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut last_check = std::time::Instant::now();
     while !cancel.is_cancelled() {
-        // A broker restart loses the in-memory work queue and its consumer: when fetches come
-        // back empty, check now and then that the consumer still exists and re-create it.
-        if last_check.elapsed() > Duration::from_secs(5) {
+        // A broker restart loses the in-memory work queue and its consumer: when pulls come back
+        // empty, check now and then that the consumer still exists and re-create it.
+        if idle_pulls.swap(0, std::sync::atomic::Ordering::Relaxed) > 0
+            && last_check.elapsed() > Duration::from_secs(5)
+        {
             last_check = std::time::Instant::now();
             if store.consumer.info().await.is_err() {
                 match rebind(&js, &layout).await {
@@ -151,43 +161,40 @@ async fn store_loop<S: ChunkStore>(
             }
         }
         while inflight.try_join_next().is_some() {}
-        let Ok(first) = limit.clone().acquire_owned().await else { break };
-        let mut permits = vec![first];
-        while let Ok(p) = limit.clone().try_acquire_owned() {
-            permits.push(p);
-        }
-        let fetch =
-            store.consumer.fetch().max_messages(permits.len()).expires(Duration::from_millis(500)).messages();
-        let mut batch = tokio::select! {
+        let permit = tokio::select! {
             _ = cancel.cancelled() => break,
-            b = fetch => match b {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot pull store requests; retrying");
-                    drop(permits);
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            },
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        while let Some(next) = tokio::select! { _ = cancel.cancelled() => None, n = batch.next() => n } {
-            let msg = match next {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(error = %e, "store fetch hiccup");
-                    continue;
-                }
+        let (svc, js, consumer, bodies) =
+            (svc.clone(), js.clone(), store.consumer.clone(), store.bodies.clone());
+        let (cancel, idle) = (cancel.clone(), idle_pulls.clone());
+        inflight.spawn(async move {
+            let fetch = consumer.fetch().max_messages(1).expires(PULL_EXPIRES).messages();
+            let mut batch = tokio::select! {
+                _ = cancel.cancelled() => return,
+                b = fetch => match b {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot pull store requests; retrying");
+                        idle.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        return;
+                    }
+                },
             };
-            last_check = std::time::Instant::now();
-            let Some(permit) = permits.pop() else { break };
-            let (svc, js, bodies) = (svc.clone(), js.clone(), store.bodies.clone());
-            inflight.spawn(async move {
-                handle_store_message(svc, js, bodies, msg).await;
-                drop(permit);
-            });
-        }
+            let next = tokio::select! { _ = cancel.cancelled() => None, n = batch.next() => n };
+            match next {
+                Some(Ok(msg)) => handle_store_message(svc, js, bodies, msg).await,
+                Some(Err(e)) => tracing::debug!(error = %e, "store pull hiccup"),
+                None => {
+                    idle.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
     }
     while inflight.join_next().await.is_some() {}
 }
@@ -256,6 +263,20 @@ async fn handle_store_message<S: ChunkStore>(
 /// (the chunk is durable, or the owner re-publishes both later).
 pub const BODY_MISSING_DELIVERIES: i64 = 5;
 
+/// Deliveries of a slot this node declines because it holds the chunk for another slot before
+/// it also re-sends the ack of the slot it holds. The owner normally has that ack already; a
+/// slot that keeps coming back means every node may hold the chunk, and the owner must learn
+/// of this holder to count it.
+pub const HELD_ACK_AFTER: i64 = 3;
+
+/// How long a slot this node passes on (it holds the chunk for another slot) waits before it is
+/// offered again: a few milliseconds at first, so another node takes it at once, growing to
+/// 100 ms for a slot no node can take (fewer nodes than replicas).
+pub fn pass_on(delivered: i64) -> Duration {
+    let d = delivered.clamp(1, 5) as u64;
+    Duration::from_millis((4 * d * d).min(100))
+}
+
 /// Runs a blocking node handler; `None` (logged) if its thread panicked.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     match tokio::task::spawn_blocking(f).await {
@@ -276,6 +297,7 @@ async fn fetch_and_store<S: ChunkStore>(
     delivered: i64,
 ) -> Result<StoreDecision, AckKind> {
     let addr = claimed.request.addr;
+    tracing::debug!(?addr, slot = claimed.request.slot, delivered, "claimed; fetching the body");
     let body = match bodies.direct_get_last_for_subject(body_subject(&addr)).await {
         Ok(m) if !m.payload.is_empty() => m.payload,
         Ok(_) | Err(_) if delivered >= BODY_MISSING_DELIVERIES => {
@@ -305,12 +327,10 @@ async fn store_message<S: ChunkStore>(
     let worker = svc.clone();
     let started = std::time::Instant::now();
     let retry_later = AckKind::Nak(Some(Duration::from_secs(1)));
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
     let decided = match blocking(move || worker.claim_store(&payload, now_ms())).await {
         Some(Claim::Decided(d)) => Ok(d),
-        Some(Claim::Fetch(claimed)) => {
-            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-            fetch_and_store(svc, &bodies, claimed, delivered).await
-        }
+        Some(Claim::Fetch(claimed)) => fetch_and_store(svc, &bodies, claimed, delivered).await,
         None => Err(retry_later),
     };
     let decision = match decided {
@@ -343,22 +363,29 @@ async fn store_message<S: ChunkStore>(
             tracing::debug!(why, "declining store request");
             // Over its rate, a vault's request waits a second (or goes to another node);
             // otherwise another node should take it at once.
-            let pause = if why == RATE_LIMITED { Duration::from_secs(1) } else { Duration::from_millis(100) };
+            let pause = match why {
+                RATE_LIMITED => Duration::from_secs(1),
+                HELD_NOW => pass_on(delivered),
+                _ => Duration::from_millis(100),
+            };
             msg.ack_with(AckKind::Nak(Some(pause))).await
         }
         StoreDecision::DeclineHeld(ack, token) => {
-            // Tell the owner about the copy held for another slot, then let another node take
-            // this one. The ack is best effort: the nak happens either way.
-            match js.publish(ack_subject(&token), ack.encode().into()).await {
-                Ok(fut) => {
-                    if let Err(e) = fut.await {
-                        tracing::debug!(error = %e, "publishing the held slot's ack failed");
+            // Once a slot keeps coming back, tell the owner about the copy held for another
+            // slot (every node may hold the chunk already), then let another node take this
+            // one. The ack is best effort: the nak happens either way.
+            if delivered >= HELD_ACK_AFTER {
+                match js.publish(ack_subject(&token), ack.encode().into()).await {
+                    Ok(fut) => {
+                        if let Err(e) = fut.await {
+                            tracing::debug!(error = %e, "publishing the held slot's ack failed");
+                        }
                     }
+                    Err(e) => tracing::debug!(error = %e, "publishing the held slot's ack failed"),
                 }
-                Err(e) => tracing::debug!(error = %e, "publishing the held slot's ack failed"),
             }
-            tracing::debug!(slot = ack.slot, "declining: holds this chunk for another slot");
-            msg.ack_with(AckKind::Nak(Some(Duration::from_millis(100)))).await
+            tracing::debug!(addr = ?ack.addr, slot = ack.slot, delivered, "declining: holds this chunk for another slot");
+            msg.ack_with(AckKind::Nak(Some(pass_on(delivered)))).await
         }
         StoreDecision::Reject(_) => msg.ack_with(AckKind::Term).await,
     };
