@@ -38,7 +38,9 @@ P = dict(
     blob_batch=8,          # FETCH_BATCH, pieces per get in fetch_blob (app/vault/snapshot.rs)
     manifest_per_chunk=331,  # dump bytes per chunk: chunk record 238 + extent 93 (domain/fs.rs)
     chunk_record=238,      # dump bytes of one chunk record with 3 replicas (47 + 3 x 50 + framing)
-    store_max_bytes=GiB,   # Layout::default store_max_bytes (nats/mod.rs), Memory storage
+    store_max_bytes=GiB,   # Layout::default store_max_bytes (nats/mod.rs): store + body streams, Memory
+    slot_cap=64 * MiB,     # STORE_MAX_BYTES: the store stream's share is min(store_max_bytes / 16, this)
+    store_req=127,         # STORE_REQUEST_LEN (wire.rs): a store request, whatever the chunk size
     max_in_flight=64,      # FabricOptions::new max_in_flight, chunks per owner (nats/fabric.rs)
     # measured costs, one core (PERFORMANCE.md §2, §5)
     verify_us=105.0, prove_us=26.7,
@@ -56,6 +58,14 @@ P = dict(
     uplink_mbit=40.0, leader_gbit=10.0, cpu_budget=0.05,
     # NATS framing (estimate, from the text protocol): line, CRLFs, subject/reply lengths
     frame=30, inbox=51, jsack=90, msgid=107, raft=60, raft_resp=40, interest=40,
+    slot_subj=14,          # quloud.v1.slot (STORE_SUBJECT, nats/mod.rs)
+    body_subj=79,          # quloud.v1.body.<64 hex> (body_subject, nats/mod.rs)
+    dget_subj=115,         # $JS.API.DIRECT.GET.QULOUD_BODIES_V1.<body subject> (async-nats direct get)
+    dget_hdr=211,          # direct get reply headers: Nats-Stream, -Subject, -Sequence, -Time-Stamp (estimate)
+    mem_msg=16,            # per-message overhead of a memory stream besides subject and payload (estimate)
+    direct_hop=0.0,        # share of direct gets answered on another server than the node's: every core
+                           # server holds a replica at R3 on 3 servers, and any current replica answers
+                           # (allow_direct, a queue group that prefers the local one) (estimate)
 )
 
 
@@ -116,44 +126,76 @@ def main():
           f"{total_gib * cpg * N / nodes:.3g} replicas")
 
     # ---------------- 1. per stored GiB
-    req = 127 + L                                        # StoreRequest (wire.rs)
+    req = P["store_req"]                                 # StoreRequest (wire.rs), 127 B
     ack = 147                                            # StoreAck (wire.rs)
     ackrep = 105                                         # $JS.ACK.QULOUD_ACKS_V1.owner-<32 hex>.…
-    client = [  # (what, messages, bytes) per replica slot, on client/leaf links
-        ("store publish, owner → broker", 1, frame(15, P["inbox"], P["msgid"], req)),
-        ("PubAck → owner", 1, frame(P["inbox"], 0, 0, 45)),
-        ("pull request, node → broker (1 per delivery under load)", 1, frame(57, P["inbox"], 0, 48)),
-        ("delivery → node", 1, frame(15, P["jsack"], P["msgid"], req)),
-        ("end-of-fetch status 408 → node", 1, frame(P["inbox"], 0, 85)),
-        ("StoreAck publish, node → broker", 1, frame(46, P["inbox"], 0, ack)),
-        ("PubAck → node", 1, frame(P["inbox"], 0, 0, 44)),
-        ("+ACK of the store message", 1, frame(P["jsack"], 0, 0, 4)),
-        ("ack delivery → owner", 1, frame(46, ackrep, 0, ack)),
-        ("+ACK of the ack", 1, frame(ackrep, 0, 0, 4)),
+    bs, ss = P["body_subj"], P["slot_subj"]
+    # (what, per: "chunk" once per store call or "slot" once per slot published, bytes), client/leaf links
+    client = [
+        ("body publish, owner → broker (raw ciphertext, once)", "chunk", frame(bs, P["inbox"], 0, L)),
+        ("PubAck of the body → owner", "chunk", frame(P["inbox"], 0, 0, 46)),
+        ("store request publish, owner → broker (127 B)", "slot", frame(ss, P["inbox"], P["msgid"], req)),
+        ("PubAck → owner", "slot", frame(P["inbox"], 0, 0, 45)),
+        ("pull request, node → broker (1 per delivery under load)", "slot", frame(57, P["inbox"], 0, 48)),
+        ("store request delivery → node", "slot", frame(ss, P["jsack"], P["msgid"], req)),
+        ("end-of-fetch status 408 → node", "slot", frame(P["inbox"], 0, 85)),
+        ("direct get of the body, node → broker", "slot", frame(P["dget_subj"], P["inbox"], 0, 0)),
+        ("body → node (direct get reply)", "slot", frame(P["inbox"], 0, P["dget_hdr"], L)),
+        ("StoreAck publish, node → broker", "slot", frame(46, P["inbox"], 0, ack)),
+        ("PubAck → node", "slot", frame(P["inbox"], 0, 0, 44)),
+        ("+ACK of the store request", "slot", frame(P["jsack"], 0, 0, 4)),
+        ("ack delivery → owner", "slot", frame(46, ackrep, 0, ack)),
+        ("+ACK of the ack", "slot", frame(ackrep, 0, 0, 4)),
+        ("tombstone publish, owner → broker (empty)", "chunk", frame(bs, P["inbox"], 0, 0)),
+        ("PubAck of the tombstone → owner (not awaited)", "chunk", frame(P["inbox"], 0, 0, 46)),
     ]
-    per_slot_msgs = sum(m for _, m, _ in client)
-    per_slot_bytes = sum(b for _, _, b in client)
+
+    def store_call(k):
+        """(messages, bytes) on client/leaf links of one store call that publishes k slots."""
+        n = lambda per: 1 if per == "chunk" else k
+        return sum(n(per) for _, per, _ in client), sum(n(per) * b for _, per, b in client)
+
     # core cluster: raft appends to js-1 followers + responses (estimate, unbatched upper bound)
-    big = (js - 1) * (req + 15 + P["msgid"] + P["raft"])
     small_props = 5                                      # consumer delivered+ack (x2 consumers), ack-stream append
-    route_msgs = (js - 1) * 2 * (1 + small_props) + hop * 10
-    route_bytes = (big + (js - 1) * P["raft_resp"] + small_props * (js - 1) * (P["raft"] + 60 + P["raft_resp"])
-                   + hop * 2 * (req + 200) + hop * 8 * 150)
+
+    def store_routes(k):
+        """(messages, bytes) on core routes of one store call publishing k slots (estimate)."""
+        msgs = 4 * (js - 1) + hop * 4                    # body and tombstone appends + responses; their hops
+        byt = ((js - 1) * (L + bs + P["raft"] + P["raft_resp"]) + (js - 1) * (bs + P["raft"] + P["raft_resp"])
+               + hop * (L + bs + 60) + hop * (bs + 60) + hop * 2 * 100)
+        msgs += k * ((js - 1) * 2 * (1 + small_props) + hop * 10 + P["direct_hop"] * 2)
+        byt += k * ((js - 1) * (req + ss + P["msgid"] + P["raft"] + P["raft_resp"])
+                    + small_props * (js - 1) * (P["raft"] + 60 + P["raft_resp"])
+                    + hop * 2 * (req + 200) + hop * 8 * 150
+                    + P["direct_hop"] * (L + P["dget_hdr"] + 200))
+        return msgs, byt
+
     slots = cpg * N
-    rows = [(w, m * slots, b * slots) for w, m, b in client]
-    rows.append(("**client/leaf links, total**", per_slot_msgs * slots, per_slot_bytes * slots))
-    decline = frame(15, P["jsack"], P["msgid"], req) + frame(P["jsack"], 0, 0, 20) + frame(57, P["inbox"], 0, 48) + 120
-    rows.append(("+ each decline (nak 100 ms, redelivered elsewhere), per slot declined", 3 * slots, decline * slots))
-    rows.append(("core routes: R3 appends, consumer state, hops (estimate)", route_msgs * slots, route_bytes * slots))
+    rows = [(w, (cpg if per == "chunk" else slots), (cpg if per == "chunk" else slots) * b) for w, per, b in client]
+    call_msgs, call_bytes = store_call(N)
+    rows.append(("**client/leaf links, total**", call_msgs * cpg, call_bytes * cpg))
+    decline = frame(ss, P["jsack"], P["msgid"], req) + frame(P["jsack"], 0, 0, 20) + frame(57, P["inbox"], 0, 48) + 120
+    rows.append(("+ each declined slot (nak, the 127 B request redelivered elsewhere)", 3 * slots, decline * slots))
+    r_msgs, r_bytes = store_routes(N)
+    rows.append(("core routes: R3 appends, consumer state, hops (estimate)", r_msgs * cpg, r_bytes * cpg))
     rows.append(("interest changes: fresh inbox per fetch × leafs", 2 * P["leafs"] * slots,
                  2 * P["leafs"] * slots * P["interest"]))
-    table(f"Per stored GiB ({slots:.0f} replica slots = {cpg:.0f} chunks × N={N}), no declines",
+    table(f"Per stored GiB ({cpg:.0f} chunks × N={N} = {slots:.0f} replica slots), no declines",
           ["message", "messages", "bytes"], rows)
-    qcap = P["store_max_bytes"] / req
-    print(f"\nowner uplink per GiB stored: {slots * frame(15, P['inbox'], P['msgid'], req) / GiB:.2f} GiB. "
-          f"Store queue: {P['store_max_bytes'] / GiB:.0f} GiB in memory × R{js} = {qcap:.0f} slots fabric-wide, "
-          f"against {P['max_in_flight'] * N} slots one uploading owner may have outstanding "
-          f"({P['max_in_flight'] * N * req / GiB:.2f} GiB): {qcap / (P['max_in_flight'] * N):.0f} owners fill it when nodes lag. "
+    uplink = cpg * (frame(bs, P["inbox"], 0, L) + N * frame(ss, P["inbox"], P["msgid"], req) + frame(bs, P["inbox"], 0, 0))
+    slot_share = min(P["store_max_bytes"] / 16, P["slot_cap"])
+    body_share = P["store_max_bytes"] - slot_share
+    body_mem = bs + L + P["mem_msg"]                     # one pending body in the memory stream
+    tomb_mem = bs + P["mem_msg"]                         # one tombstone, kept until it is 24 h old
+    slot_mem = ss + P["msgid"] + req + P["mem_msg"]      # one pending store request
+    bodies_fit = body_share / body_mem
+    per_owner = P["max_in_flight"]
+    print(f"\nowner uplink per GiB stored: {uplink / GiB:.2f} GiB (the body once, N requests of {req} B). "
+          f"Body stream: {body_share / MiB:.0f} MiB in memory × R{js} = {bodies_fit:.0f} pending chunks fabric-wide "
+          f"(a body is held once, whatever N), against {per_owner} chunks one uploading owner may have outstanding "
+          f"({per_owner * body_mem / MiB:.0f} MiB): {bodies_fit / per_owner:.0f} owners fill it when nodes lag. "
+          f"Store stream: {slot_share / MiB:.0f} MiB = {slot_share / slot_mem:.3g} pending slots. "
+          f"A tombstone keeps {tomb_mem} B for 24 h. "
           f"Ack stream keeps {slots * (ack + 46 + 40) * js / MiB:.2f} MiB per stored GiB for 14 days (File, R{js})")
 
     # ---------------- 2. idle control plane of the shared store consumer
@@ -168,7 +210,7 @@ def main():
     table("Idle store consumer (one durable, every node pulling)",
           ["nodes", "pull requests/s (+ as many 408s)", "consumer.info/s", "interest msgs/s, leaf per site",
            "interest msgs/s, nodes on core"], rows)
-    groups = 4 + vaults + nodes                          # 3 streams + store consumer + ack + root consumers
+    groups = 5 + vaults + nodes                          # 4 streams + store consumer + ack + root consumers
     print(f"\nR{js} raft groups: {groups} ({nodes} node-roots consumers, {vaults} owner ack consumers); "
           f"idle heartbeats ≈ {groups * (js - 1) * 2:.0f} route msgs/s (1 s hbInterval, estimate)")
 
@@ -282,32 +324,45 @@ def main():
 
     # ---------------- 7. fabric-wide per day
     get = frame(83, P["inbox"], 0, 197) + frame(P["inbox"], 0, 0, 71 + L)
-    heal_slot = per_slot_bytes + get                     # owner fetches a copy, then re-publishes one slot
+    one_msgs, one_bytes = store_call(1)                  # a heal publishes the body and one slot
+    heal = one_bytes + get                               # owner fetches a copy, then re-publishes it
     snap = P["snapshots_per_day"] * ctab * N
+    new_chunks, snap_chunks = new / (L * N), snap / (L * N)
+    healed = (perm + trans) / L                          # one store call (body + 1 slot) per healed replica
     idle_pulls = idle(nodes)[0] * day
     rows = [
-        (f"new data ({P['change_per_day']:.0%} of every vault)", new / L * per_slot_msgs, new / L * per_slot_bytes),
-        (f"heal, permanent churn {P['churn_per_day']:.0%}/day", perm / L * (per_slot_msgs + 2), perm / L * heal_slot),
-        (f"heal, {outages:.0f} outages of {t:.0f} min", trans / L * (per_slot_msgs + 2), trans / L * heal_slot),
-        ("snapshots (hourly chunk-table rewrite)", snap / L * per_slot_msgs, snap / L * per_slot_bytes),
+        (f"new data ({P['change_per_day']:.0%} of every vault)", new_chunks * call_msgs, new_chunks * call_bytes),
+        (f"heal, permanent churn {P['churn_per_day']:.0%}/day", perm / L * (one_msgs + 2), perm / L * heal),
+        (f"heal, {outages:.0f} outages of {t:.0f} min", trans / L * (one_msgs + 2), trans / L * heal),
+        ("snapshots (hourly chunk-table rewrite)", snap_chunks * call_msgs, snap_chunks * call_bytes),
         ("audits + renewals", 2 * (tot[1] + renew), tot[2] + renew * 350),
         ("root records + fetch_roots", 2 * recs * nodes * 2, recs * nodes * 2 * (rec + 150)),
         (f"reads ({P['read_per_day']:.0%}/day), targeted", reads * day * 2, reads * day * get),
         ("idle store polling: pulls + 408s", 2 * idle_pulls, idle_pulls * (frame(57, P["inbox"], 0, 48) + frame(P["inbox"], 0, 85))),
         ("interest changes (leaf per site): idle polling", idle(nodes)[1] * day, idle(nodes)[1] * day * P["interest"]),
     ]
-    table("Fabric-wide per day, client/leaf links (the core's R3 replication adds ~1.7× the store bytes)",
-          ["traffic", "messages/day", "bytes/day"], rows)
+    table(f"Fabric-wide per day, client/leaf links (the core's R3 replication adds ~{r_bytes / call_bytes:.1f}× "
+          "the store bytes)", ["traffic", "messages/day", "bytes/day"], rows)
 
-    # ---------------- 8. the single store stream leader
+    # ---------------- 8. the store streams' leaders
     leader = P["leader_gbit"] * 1e9 / 8
-    ceiling = leader / (js - 1 + 1) / N                  # out: js-1 replicas + 1 delivery per slot
-    demand = (new + perm + trans + P["snapshots_per_day"] * ctab * N) / day
-    print(f"\nstore stream leader, {P['leader_gbit']:.0f} Gbit/s: egress {js - 1} replication copies + 1 delivery per "
-          f"slot -> ceiling ≈ {leader / js / 1e6:.0f} MB/s of replica slots = {ceiling / 1e6:.0f} MB/s of owner data; "
-          f"average demand above (new data, heals, snapshots) ≈ {demand / 1e6:.0f} MB/s of slots "
-          f"({demand / (leader / js):.0%}); {leader / js / up:.0f} owners uploading at {P['uplink_mbit']:.0f} Mbit/s "
-          f"saturate it")
+    # Body stream leader: in 1× per body; out js-1 replication copies, plus the direct gets it answers.
+    # Any current replica answers a direct get; spread evenly, the leader answers k/core of a body's k reads.
+    out = lambda k: (js - 1) + k / core                  # egress per body byte, k slots read it
+    ceiling = leader / out(N)                            # owner data (bodies) per second, uploads of N slots
+    demand = ((new_chunks + snap_chunks) * out(N) + healed * out(1)) * L / day
+    bodies_day = new_chunks + snap_chunks + healed
+    tombs = bodies_day * tomb_mem
+    print(f"\nbody stream leader, {P['leader_gbit']:.0f} Gbit/s: egress {js - 1} replication copies + "
+          f"{N / core:.2g} direct-get reply per body (the N reads spread over {core} replicas) -> ceiling ≈ {ceiling / 1e6:.0f} MB/s of owner data "
+          f"({leader / (js - 1 + N) / 1e6:.0f} MB/s if the leader answered every direct get); average demand "
+          f"(new data, heals, snapshots) ≈ {demand / 1e6:.0f} MB/s of leader egress ({demand / leader:.0%}); "
+          f"{ceiling / up:.0f} owners uploading at {P['uplink_mbit']:.0f} Mbit/s saturate it. "
+          f"Store stream leader: {slot_mem} B per slot in, {js} copies out: "
+          f"{(new_chunks + snap_chunks) * N + healed:.3g} slots/day. "
+          f"Bodies published per day: {bodies_day:.3g}; their tombstones hold at least {tombs / MiB:.0f} MiB of the "
+          f"body stream's {body_share / MiB:.0f} MiB for 24 h ({tombs / body_share:.0%}; new data alone "
+          f"{new_chunks * tomb_mem / MiB:.0f} MiB)")
 
 
 if __name__ == "__main__":
