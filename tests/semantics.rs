@@ -131,3 +131,38 @@ fn statfs_answers_immediately_even_with_the_broker_down() {
     assert!(out.status.success(), "df failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(t.elapsed() < Duration::from_secs(3), "df took {:?}", t.elapsed());
 }
+
+#[test]
+fn a_listing_neither_skips_nor_repeats_entries_while_others_are_removed_or_added() {
+    let fabric = Fabric::start(1, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    let big = m.path("big");
+    fs::create_dir(&big).unwrap();
+    let n = 1500;
+    for i in 0..n {
+        fs::write(big.join(format!("f{i:05}")), b"x").unwrap();
+    }
+    // Remove each entry as the listing reaches it, the way `rm -r` and `rsync --delete` walk a
+    // directory, and add new ones meanwhile: the listing spans many readdir calls (the kernel
+    // asks for a few kB at a time), and every original entry must come exactly once.
+    let mut seen = std::collections::HashSet::new();
+    for (k, entry) in fs::read_dir(&big).unwrap().enumerate() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(seen.insert(name.clone()), "{name} listed twice");
+        fs::remove_file(big.join(&name)).unwrap();
+        if k % 100 == 0 {
+            fs::write(big.join(format!("new{k:05}")), b"y").unwrap();
+        }
+    }
+    let originals = seen.iter().filter(|s| s.starts_with('f')).count();
+    assert_eq!(originals, n, "the listing skipped entries while earlier ones were removed");
+    // A fresh listing shows exactly what is left: the files added after that listing began.
+    let left: Vec<String> =
+        fs::read_dir(&big).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(left.iter().all(|s| s.starts_with("new")), "{left:?}");
+    for name in &left {
+        fs::remove_file(big.join(name)).unwrap();
+    }
+    fs::remove_dir(&big).unwrap();
+}

@@ -367,20 +367,29 @@ impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
         self.spawn(async move { reply_empty(reply, vault.fsync(ino.0, fh.0, datasync).await) });
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let _s = span("readdir", ino);
-        match self.vault.readdir(ino.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    let name = OsStr::from_bytes(&e.name);
-                    if reply.add(INodeNo(e.ino), e.cookie, file_type(e.kind), name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _s = span("opendir", ino);
+        match self.vault.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _s = span("readdir", ino);
+        let listed = self.vault.readdir(ino.0, fh.0, offset, |e| {
+            reply.add(INodeNo(e.ino), e.cookie, file_type(e.kind), OsStr::from_bytes(&e.name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        let _s = span("releasedir", ino);
+        self.vault.releasedir(fh.0);
+        reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

@@ -9,6 +9,7 @@
 
 mod cache;
 mod data;
+mod dirs;
 mod disk_cache;
 mod health;
 mod metrics;
@@ -180,6 +181,8 @@ pub struct Vault<F> {
     outbox: PathBuf,
     files: Mutex<HashMap<Ino, OpenFile>>,
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
+    /// Snapshots of open directory handles.
+    listings: Mutex<dirs::Listings>,
     next_fh: AtomicU64,
     cache: Mutex<ChunkCache>,
     /// Sealed chunks on local disk (none for read-only vaults).
@@ -313,6 +316,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             outbox,
             files: Mutex::default(),
             handles: Mutex::default(),
+            listings: Mutex::default(),
             next_fh: AtomicU64::new(1),
             chunk_queue: Mutex::default(),
             chunk_work: Notify::new(),
@@ -672,23 +676,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut m = tx.inode(moved.ino)?;
         m.ctime = now;
         tx.put_inode(&m)
-    }
-
-    /// Directory entries after `offset` ("." and ".." first).
-    pub fn readdir(&self, ino: Ino, offset: u64) -> Result<Vec<DirEntry>, FsError> {
-        let rx = self.m.read()?;
-        if rx.inode(ino)?.kind != Kind::Dir {
-            return Err(FsError::NotDir);
-        }
-        let mut all = vec![
-            DirEntry { ino, kind: Kind::Dir, name: b".".to_vec(), cookie: 1 },
-            DirEntry { ino, kind: Kind::Dir, name: b"..".to_vec(), cookie: 2 },
-        ];
-        for (i, (name, child)) in rx.children(ino)?.into_iter().enumerate() {
-            let kind = rx.inode(child).map(|a| a.kind).unwrap_or(Kind::File);
-            all.push(DirEntry { ino: child, kind, name, cookie: i as u64 + 3 });
-        }
-        Ok(all.into_iter().filter(|e| e.cookie > offset).collect())
     }
 
     /// Filesystem figures for df.
