@@ -23,9 +23,11 @@ P = dict(
     n=3,                   # replicas per chunk: cli.rs --replicas default 3
     js=3,                  # stream replicas on a cluster: Layout::stream_replicas (nats/mod.rs)
     chunk=655 * KiB,       # mean plaintext chunk measured (PERFORMANCE.md §1); AVG_CHUNK 512 KiB
-    fetch_expiry=0.5,      # store_loop: fetch().expires(500 ms), no_wait (nats/node.rs)
-    info_every=5.0,        # store_loop: consumer.info() after 5 s without a message (nats/node.rs)
-    max_waiting=512,       # nats-server JSWaitQueueDefaultMax; store_consumer sets none (nats/mod.rs)
+    pull_expires=2.0,      # PULL_EXPIRES: each one-message fetch() (no_wait) waits 2 s, then 408 (nats/node.rs)
+    pulls_per_node=8,      # store_loop: one pull waiting per free handler, store_concurrency 8 (NodeRunOptions::new, cli.rs)
+    info_every=5.0,        # store_loop: consumer.info() at most every 5 s, when a pull came back empty (nats/node.rs)
+    max_waiting=16384,     # STORE_MAX_WAITING, the store consumer's max_waiting (nats/mod.rs)
+    pending_age_h=1.0,     # PENDING_MAX_AGE: max_age of the store and body streams, 1 h (nats/mod.rs)
     audit_days=1.0,        # HealthOptions::audit_interval 24 h (app/vault/health.rs)
     audit_batch=32,        # AUDIT_BATCH (app/vault/health.rs)
     leaves=4,              # AUDIT_LEAVES (nats/fabric.rs)
@@ -59,6 +61,10 @@ P = dict(
     # NATS framing (estimate, from the text protocol): line, CRLFs, subject/reply lengths
     frame=30, inbox=51, jsack=90, msgid=107, raft=60, raft_resp=40, interest=40,
     slot_subj=14,          # quloud.v1.slot (STORE_SUBJECT, nats/mod.rs)
+    pull_subj=57,          # $JS.API.CONSUMER.MSG.NEXT.QULOUD_SLOTS_V1.quloud-slots-v1
+    pull_req=116,          # pull request JSON as async-nats 0.51 sends it for fetch(): batch 1, expires,
+                           # no_wait, max_bytes 0, min_pending/min_ack_pending/group null
+    status408=85,          # "NATS/1.0 408 Request Timeout" + pending headers, ending an expired pull (estimate)
     body_subj=79,          # quloud.v1.body.<64 hex> (body_subject, nats/mod.rs)
     dget_subj=115,         # $JS.API.DIRECT.GET.QULOUD_BODIES_V1.<body subject> (async-nats direct get)
     dget_hdr=211,          # direct get reply headers: Nats-Stream, -Subject, -Sequence, -Time-Stamp (estimate)
@@ -136,9 +142,8 @@ def main():
         ("PubAck of the body → owner", "chunk", frame(P["inbox"], 0, 0, 46)),
         ("store request publish, owner → broker (127 B)", "slot", frame(ss, P["inbox"], P["msgid"], req)),
         ("PubAck → owner", "slot", frame(P["inbox"], 0, 0, 45)),
-        ("pull request, node → broker (1 per delivery under load)", "slot", frame(57, P["inbox"], 0, 48)),
-        ("store request delivery → node", "slot", frame(ss, P["jsack"], P["msgid"], req)),
-        ("end-of-fetch status 408 → node", "slot", frame(P["inbox"], 0, 85)),
+        ("pull request, node → broker (one message per pull)", "slot", frame(P["pull_subj"], P["inbox"], 0, P["pull_req"])),
+        ("store request delivery → node (ends the pull)", "slot", frame(ss, P["jsack"], P["msgid"], req)),
         ("direct get of the body, node → broker", "slot", frame(P["dget_subj"], P["inbox"], 0, 0)),
         ("body → node (direct get reply)", "slot", frame(P["inbox"], 0, P["dget_hdr"], L)),
         ("StoreAck publish, node → broker", "slot", frame(46, P["inbox"], 0, ack)),
@@ -174,11 +179,12 @@ def main():
     rows = [(w, (cpg if per == "chunk" else slots), (cpg if per == "chunk" else slots) * b) for w, per, b in client]
     call_msgs, call_bytes = store_call(N)
     rows.append(("**client/leaf links, total**", call_msgs * cpg, call_bytes * cpg))
-    decline = frame(ss, P["jsack"], P["msgid"], req) + frame(P["jsack"], 0, 0, 20) + frame(57, P["inbox"], 0, 48) + 120
+    decline = (frame(ss, P["jsack"], P["msgid"], req) + frame(P["jsack"], 0, 0, 20)
+               + frame(P["pull_subj"], P["inbox"], 0, P["pull_req"]) + 120)
     rows.append(("+ each declined slot (nak, the 127 B request redelivered elsewhere)", 3 * slots, decline * slots))
     r_msgs, r_bytes = store_routes(N)
     rows.append(("core routes: R3 appends, consumer state, hops (estimate)", r_msgs * cpg, r_bytes * cpg))
-    rows.append(("interest changes: fresh inbox per fetch × leafs", 2 * P["leafs"] * slots,
+    rows.append(("interest changes: fresh inbox per pull × leafs", 2 * P["leafs"] * slots,
                  2 * P["leafs"] * slots * P["interest"]))
     table(f"Per stored GiB ({cpg:.0f} chunks × N={N} = {slots:.0f} replica slots), no declines",
           ["message", "messages", "bytes"], rows)
@@ -186,7 +192,7 @@ def main():
     slot_share = min(P["store_max_bytes"] / 16, P["slot_cap"])
     body_share = P["store_max_bytes"] - slot_share
     body_mem = bs + L + P["mem_msg"]                     # one pending body in the memory stream
-    tomb_mem = bs + P["mem_msg"]                         # one tombstone, kept until it is 24 h old
+    tomb_mem = bs + P["mem_msg"]                         # one tombstone, kept until it is pending_age_h old
     slot_mem = ss + P["msgid"] + req + P["mem_msg"]      # one pending store request
     bodies_fit = body_share / body_mem
     per_owner = P["max_in_flight"]
@@ -195,19 +201,25 @@ def main():
           f"(a body is held once, whatever N), against {per_owner} chunks one uploading owner may have outstanding "
           f"({per_owner * body_mem / MiB:.0f} MiB): {bodies_fit / per_owner:.0f} owners fill it when nodes lag. "
           f"Store stream: {slot_share / MiB:.0f} MiB = {slot_share / slot_mem:.3g} pending slots. "
-          f"A tombstone keeps {tomb_mem} B for 24 h. "
+          f"A tombstone keeps {tomb_mem} B for {P['pending_age_h']:g} h. "
           f"Ack stream keeps {slots * (ack + 46 + 40) * js / MiB:.2f} MiB per stored GiB for 14 days (File, R{js})")
 
     # ---------------- 2. idle control plane of the shared store consumer
     def idle(nn):
-        within = min(nn, P["max_waiting"])
-        pulls = within / P["fetch_expiry"] + max(0, nn - P["max_waiting"]) / P["rtt"]
+        # every node keeps pulls_per_node one-message pulls waiting, each renewed when it expires;
+        # beyond max_waiting the broker refuses a pull (409) or evicts the oldest (408), and
+        # store_loop pulls again at once: the excess spins at the round-trip rate
+        want = nn * P["pulls_per_node"]
+        within = min(want, P["max_waiting"])
+        pulls = within / P["pull_expires"] + max(0, want - P["max_waiting"]) / P["rtt"]
         return pulls, pulls * 2 * nn, pulls * 2 * (core - 1)
     rows = []
-    for nn in (100, 300, 512, 1000, 3000):
+    full = P["max_waiting"] // P["pulls_per_node"]       # nodes whose pulls max_waiting still holds
+    for nn in sorted({100, 300, 1000, full, 3000}):
         pulls, leaf_int, direct_int = idle(nn)
-        rows.append((nn, pulls, nn / P["info_every"], leaf_int, direct_int))
-    table("Idle store consumer (one durable, every node pulling)",
+        rows.append((f"{nn:,}", pulls, nn / P["info_every"], leaf_int, direct_int))
+    table(f"Idle store consumer (one durable, every node keeping {P['pulls_per_node']} one-message pulls "
+          f"of {P['pull_expires']:g} s waiting; max_waiting {P['max_waiting']} holds {full} nodes)",
           ["nodes", "pull requests/s (+ as many 408s)", "consumer.info/s", "interest msgs/s, leaf per site",
            "interest msgs/s, nodes on core"], rows)
     groups = 5 + vaults + nodes                          # 4 streams + store consumer + ack + root consumers
@@ -338,7 +350,8 @@ def main():
         ("audits + renewals", 2 * (tot[1] + renew), tot[2] + renew * 350),
         ("root records + fetch_roots", 2 * recs * nodes * 2, recs * nodes * 2 * (rec + 150)),
         (f"reads ({P['read_per_day']:.0%}/day), targeted", reads * day * 2, reads * day * get),
-        ("idle store polling: pulls + 408s", 2 * idle_pulls, idle_pulls * (frame(57, P["inbox"], 0, 48) + frame(P["inbox"], 0, 85))),
+        ("idle store polling: pulls + 408s", 2 * idle_pulls,
+         idle_pulls * (frame(P["pull_subj"], P["inbox"], 0, P["pull_req"]) + frame(P["inbox"], 0, P["status408"]))),
         ("interest changes (leaf per site): idle polling", idle(nodes)[1] * day, idle(nodes)[1] * day * P["interest"]),
     ]
     table(f"Fabric-wide per day, client/leaf links (the core's R3 replication adds ~{r_bytes / call_bytes:.1f}× "
@@ -352,7 +365,9 @@ def main():
     ceiling = leader / out(N)                            # owner data (bodies) per second, uploads of N slots
     demand = ((new_chunks + snap_chunks) * out(N) + healed * out(1)) * L / day
     bodies_day = new_chunks + snap_chunks + healed
-    tombs = bodies_day * tomb_mem
+    kept = P["pending_age_h"] / 24                       # share of a day's tombstones still within max_age
+    tombs = bodies_day * kept * tomb_mem
+    fill = body_share / tomb_mem / kept                  # store calls per day whose tombstones fill the stream
     print(f"\nbody stream leader, {P['leader_gbit']:.0f} Gbit/s: egress {js - 1} replication copies + "
           f"{N / core:.2g} direct-get reply per body (the N reads spread over {core} replicas) -> ceiling ≈ {ceiling / 1e6:.0f} MB/s of owner data "
           f"({leader / (js - 1 + N) / 1e6:.0f} MB/s if the leader answered every direct get); average demand "
@@ -360,9 +375,10 @@ def main():
           f"{ceiling / up:.0f} owners uploading at {P['uplink_mbit']:.0f} Mbit/s saturate it. "
           f"Store stream leader: {slot_mem} B per slot in, {js} copies out: "
           f"{(new_chunks + snap_chunks) * N + healed:.3g} slots/day. "
-          f"Bodies published per day: {bodies_day:.3g}; their tombstones hold at least {tombs / MiB:.0f} MiB of the "
-          f"body stream's {body_share / MiB:.0f} MiB for 24 h ({tombs / body_share:.0%}; new data alone "
-          f"{new_chunks * tomb_mem / MiB:.0f} MiB)")
+          f"Bodies published per day: {bodies_day:.3g}; the tombstones of the last {P['pending_age_h']:g} h hold at least "
+          f"{tombs / MiB:.0f} MiB of the body stream's {body_share / MiB:.0f} MiB ({tombs / body_share:.1%}; new data "
+          f"alone {new_chunks * kept * tomb_mem / MiB:.1f} MiB); they fill it at {fill:.3g} store calls/day "
+          f"({fill / bodies_day:.0f}× these)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 /// Subject of store requests, one per replica slot (captured by the store stream).
 pub const STORE_SUBJECT: &str = "quloud.v1.slot";
-/// Pull requests the store consumer keeps waiting: one per node, so the most nodes served.
+/// Pull requests the store consumer keeps waiting: each node keeps one per free handler slot
+/// (`--store-concurrency`, default 8), so 2048 nodes at the default.
 pub const STORE_MAX_WAITING: i64 = 16_384;
 /// Work-queue stream holding store requests.
 pub const STORE_STREAM: &str = "QULOUD_SLOTS_V1";
@@ -259,8 +260,8 @@ pub async fn store_consumer(store: &stream::Stream) -> Result<consumer::PullCons
         ack_wait: Duration::from_secs(30),
         max_deliver: 200,
         max_ack_pending: 4096,
-        // Every node keeps one pull waiting; the server's default of 512 would turn away the
-        // pulls of a fabric with more nodes than that (docs/SCALE.md).
+        // Every node keeps a pull waiting per free handler; the server's default of 512 would
+        // turn away the pulls of a fabric with more than 64 nodes (docs/SCALE.md).
         max_waiting: STORE_MAX_WAITING,
         ..Default::default()
     };

@@ -270,11 +270,15 @@ pub const BODY_MISSING_DELIVERIES: i64 = 5;
 pub const HELD_ACK_AFTER: i64 = 3;
 
 /// How long a slot this node passes on (it holds the chunk for another slot) waits before it is
-/// offered again: a few milliseconds at first, so another node takes it at once, growing to
-/// 100 ms for a slot no node can take (fewer nodes than replicas).
-pub fn pass_on(delivered: i64) -> Duration {
-    let d = delivered.clamp(1, 5) as u64;
-    Duration::from_millis((4 * d * d).min(100))
+/// offered again: at once the first time, so the next waiting pull (usually another node's)
+/// takes it, then 2, 8 and 32 ms, and 100 ms from the fifth delivery on, for a slot no node can
+/// take (fewer nodes than replicas).
+pub fn pass_on(delivered: i64) -> Option<Duration> {
+    match delivered {
+        ..=1 => None,
+        2..=4 => Some(Duration::from_millis(1 << (2 * delivered - 3))),
+        _ => Some(Duration::from_millis(100)),
+    }
 }
 
 /// Runs a blocking node handler; `None` (logged) if its thread panicked.
@@ -364,11 +368,11 @@ async fn store_message<S: ChunkStore>(
             // Over its rate, a vault's request waits a second (or goes to another node);
             // otherwise another node should take it at once.
             let pause = match why {
-                RATE_LIMITED => Duration::from_secs(1),
+                RATE_LIMITED => Some(Duration::from_secs(1)),
                 HELD_NOW => pass_on(delivered),
-                _ => Duration::from_millis(100),
+                _ => Some(Duration::from_millis(100)),
             };
-            msg.ack_with(AckKind::Nak(Some(pause))).await
+            msg.ack_with(AckKind::Nak(pause)).await
         }
         StoreDecision::DeclineHeld(ack, token) => {
             // Once a slot keeps coming back, tell the owner about the copy held for another
@@ -385,7 +389,7 @@ async fn store_message<S: ChunkStore>(
                 }
             }
             tracing::debug!(addr = ?ack.addr, slot = ack.slot, delivered, "declining: holds this chunk for another slot");
-            msg.ack_with(AckKind::Nak(Some(pass_on(delivered)))).await
+            msg.ack_with(AckKind::Nak(pass_on(delivered))).await
         }
         StoreDecision::Reject(_) => msg.ack_with(AckKind::Term).await,
     };
