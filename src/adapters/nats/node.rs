@@ -623,3 +623,17 @@ async fn sweep_loop<S: ChunkStore>(svc: Arc<NodeService<S>>, every: Duration, ca
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declined_slot_is_passed_on_at_once_then_backs_off_to_100_ms() {
+        let ms = |d| pass_on(d).map(|p| p.as_millis());
+        assert_eq!(ms(0), None);
+        assert_eq!(ms(1), None);
+        assert_eq!([ms(2), ms(3), ms(4)], [Some(2), Some(8), Some(32)]);
+        assert_eq!([ms(5), ms(200), ms(i64::MAX)], [Some(100); 3]);
+    }
+}
