@@ -220,7 +220,16 @@ impl<S: ChunkStore> NodeService<S> {
         if req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
             return reject(Reason::BadLease, format!("lease expiry {} too far out", req.lease_expiry_ms));
         }
-        if let Some(decided) = self.held_decision(&req, now_ms) {
+        // Reserve the addr first, so that what is decided below (held or not) stays true until
+        // the body is stored or the claim is dropped.
+        if !self.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(req.addr) {
+            self.stats.decline_for(Reason::HeldOtherSlot);
+            tracing::debug!(addr = ?req.addr, slot = req.slot, "declining: storing this chunk for another slot");
+            return Claim::Decided(StoreDecision::Decline(HELD_NOW));
+        }
+        let claimed = ClaimedSlot { request: req, storing: self.storing.clone() };
+        let req = &claimed.request;
+        if let Some(decided) = self.held_decision(req, now_ms) {
             return Claim::Decided(decided);
         }
         let usage = self.store.usage();
@@ -237,12 +246,7 @@ impl<S: ChunkStore> NodeService<S> {
             self.stats.decline_for(Reason::RateLimited);
             return Claim::Decided(StoreDecision::Decline(RATE_LIMITED));
         }
-        if !self.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(req.addr) {
-            self.stats.decline_for(Reason::HeldOtherSlot);
-            tracing::debug!(addr = ?req.addr, slot = req.slot, "declining: storing this chunk for another slot");
-            return Claim::Decided(StoreDecision::Decline(HELD_NOW));
-        }
-        Claim::Fetch(ClaimedSlot { request: req, storing: self.storing.clone() })
+        Claim::Fetch(claimed)
     }
 
     /// Second half: checks that `body` is the announced ciphertext (length and hash) and
@@ -318,10 +322,9 @@ impl<S: ChunkStore> NodeService<S> {
         Some(StoreDecision::DeclineHeld(ack, req.ack_token))
     }
 
+    /// Stores a claimed slot's verified body; the claim (checked not held, and reserved) keeps
+    /// any other slot of the chunk from being stored here meanwhile.
     fn store_locked(&self, req: &StoreRequest, ciphertext: &[u8], now_ms: u64) -> StoreDecision {
-        if let Some(decided) = self.held_decision(req, now_ms) {
-            return decided;
-        }
         let meta = StoredChunk {
             addr: req.addr,
             slot: req.slot,

@@ -72,6 +72,8 @@ struct Pending {
     acks: HashMap<NodeId, StoreAck>,
     changed: watch::Sender<usize>,
     users: usize,
+    /// Whether a body was (or may have been) published for it, to withdraw when the last user ends.
+    body_published: bool,
 }
 
 type PendingMap = Arc<Mutex<HashMap<Addr, Pending>>>;
@@ -193,6 +195,9 @@ impl NatsFabric {
         lease: u64,
     ) -> Result<(), FabricError> {
         let body = bytes::Bytes::copy_from_slice(chunk.ciphertext);
+        if let Some(p) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&chunk.addr) {
+            p.body_published = true;
+        }
         // The body must be on the broker before any node can take a slot.
         self.js.publish(body_subject(&chunk.addr), body).await.map_err(broker)?.await.map_err(broker)?;
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(slots.len());
@@ -584,25 +589,23 @@ impl ChunkFabric for NatsFabric {
                 acks: HashMap::new(),
                 changed: watch::channel(0).0,
                 users: 0,
+                body_published: false,
             });
             p.users += 1;
             p.changed.subscribe()
         };
         let result = self.store_inner(chunk, goal, lease, rx).await;
-        let last = {
+        let withdraw = {
             let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let last = map.get_mut(&chunk.addr).is_some_and(|p| {
                 p.users -= 1;
                 p.users == 0
             });
-            if last {
-                map.remove(&chunk.addr);
-            }
-            last
+            last && map.remove(&chunk.addr).is_some_and(|p| p.body_published)
         };
         // Durable, or given up on (the uploader re-publishes it later): either way no node
-        // needs this body now, and it would hold broker memory for a day.
-        if last {
+        // needs the body now, and it would hold broker memory for an hour.
+        if withdraw {
             self.withdraw_body(&chunk.addr).await;
         }
         result
