@@ -190,8 +190,9 @@ async fn serve_control(
             return;
         }
     };
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    let bound = std::fs::metadata(&path).map(|m| m.ino()).ok();
     loop {
         let conn = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -200,7 +201,11 @@ async fn serve_control(
         let Ok((stream, _)) = conn else { continue };
         tokio::spawn(control_conn(vault.clone(), mountpoint.clone(), stream));
     }
-    let _ = std::fs::remove_file(&path);
+    // Only our own socket: a mount of the same home started while this one shuts down has
+    // already bound a new one there.
+    if std::fs::metadata(&path).map(|m| m.ino()).ok() == bound {
+        let _ = std::fs::remove_file(&path);
+    }
 }
 
 /// The maintenance schedule chosen on the command line.

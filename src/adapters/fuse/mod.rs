@@ -5,9 +5,10 @@
 //! checks them from our attributes, `default_permissions`), no paths, no caching.
 //!
 //! Threading: synchronous vault calls touch only local state (redb, local disk) and run inline on
-//! the FUSE thread. Calls that may reach the network (`read`, `write`, `setattr`, `fsync`) run as
-//! tasks on the tokio runtime with the reply moved in, bounded by a semaphore, so a FUSE thread
-//! never waits on the network.
+//! the FUSE thread; so do a write to a file that already has a staging copy and a setattr that
+//! changes no size (the commonest calls of rsync and cp). Calls that may reach the network
+//! (`read`, other `write`s, truncating `setattr`s, `fsync`) run as tasks on the tokio runtime
+//! with the reply moved in, bounded by a semaphore, so a FUSE thread never waits on the network.
 
 pub mod errno;
 
@@ -231,6 +232,9 @@ impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
             ctime: ctime.map(Time::from),
             fh: fh.map(|f| f.0),
         };
+        if changes.size.is_none() {
+            return reply_attr(reply, self.vault.setattr_meta(ino.0, changes));
+        }
         let vault = self.vault.clone();
         self.spawn(async move { reply_attr(reply, vault.setattr(ino.0, changes).await) });
     }
@@ -333,6 +337,11 @@ impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
         reply: ReplyWrite,
     ) {
         let _s = span("write", ino);
+        match self.vault.write_staged(ino.0, fh.0, offset, data) {
+            Some(Ok(n)) => return reply.written(n),
+            Some(Err(e)) => return reply.error(errno(&e)),
+            None => {}
+        }
         let (vault, data) = (self.vault.clone(), data.to_vec());
         self.spawn(async move {
             match vault.write(ino.0, fh.0, offset, data).await {

@@ -335,7 +335,21 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<u32, FsError> {
         self.handle_ino(fh)?;
         let file = self.ensure_staged(ino, u64::MAX).await?;
-        tokio::task::block_in_place(|| file.write_all_at(&data, offset))?;
+        tokio::task::block_in_place(|| self.write_to(&file, ino, offset, &data))
+    }
+
+    /// Writes to a file that already has a staging copy, at once (local disk only); `None`
+    /// when the file must first be fetched, which [`Vault::write`] does.
+    pub fn write_staged(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        if let Err(e) = self.handle_ino(fh) {
+            return Some(Err(e));
+        }
+        let file = Self::lock(&self.files).get(&ino).and_then(|f| f.staging.clone())?;
+        Some(self.write_to(&file, ino, offset, data))
+    }
+
+    fn write_to(&self, file: &File, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        file.write_all_at(data, offset)?;
         let mut files = Self::lock(&self.files);
         if let Some(f) = files.get_mut(&ino) {
             f.size = f.size.max(offset + data.len() as u64);
@@ -422,6 +436,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 self.chunk_work.notify_one();
             }
         }
+        self.setattr_meta(ino, c)
+    }
+
+    /// Changes attributes other than the size (local state only, never the network); the
+    /// size part of a [`SetAttr`] is left to [`Vault::setattr`].
+    pub fn setattr_meta(&self, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
         let now = Time::now();
         let pick = |t: TimeSet| t.resolve(now);
         if c.size.is_none() && c.uid.is_none() && c.gid.is_none() && self.defer_meta(ino, &c, now)? {

@@ -124,62 +124,72 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
     }
 }
 
+/// How long a chunk whose upload failed, or that was busy, waits before it is tried again.
+const UPLOAD_RETRY: Duration = Duration::from_secs(2);
+/// How often finished uploads are recorded (one durable commit) at the latest; sooner once 256
+/// are waiting.
+const UPLOAD_COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+/// Uploads the outbox as a continuous pipeline: up to `upload_concurrency` chunks in flight, and
+/// each finished upload makes room for the next queued chunk at once. (Working in fixed batches
+/// made every batch wait for its slowest chunk: with thousands of small files, most of the time
+/// went to those tails.)
 async fn upload_loop<F: ChunkFabric + 'static>(
     vault: Arc<Vault<F>>,
     stats: Arc<PipelineStats>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    while !cancel.is_cancelled() {
-        let queue = vault.m.read().and_then(|rx| rx.uploads(256)).unwrap_or_default();
-        let fabric = if queue.is_empty() { None } else { vault.fabric_within(Duration::from_secs(1)).await };
-        let Some(fabric) = fabric else {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = vault.upload_work.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    // Chunks in flight, and chunks that failed or were busy with when to try them again.
+    let mut active = std::collections::HashSet::new();
+    let mut later: std::collections::HashMap<Addr, tokio::time::Instant> = std::collections::HashMap::new();
+    let mut commit_tick = tokio::time::interval(UPLOAD_COMMIT_EVERY);
+    let mut retry_tick = tokio::time::interval(UPLOAD_RETRY);
+    let concurrency = vault.opts.upload_concurrency.max(1);
+    loop {
+        if inflight.len() < concurrency {
+            let now = tokio::time::Instant::now();
+            later.retain(|_, at| *at > now);
+            let next = vault.next_uploads(concurrency - inflight.len(), &active, &later);
+            let fabric =
+                if next.is_empty() { None } else { vault.fabric_within(Duration::from_secs(1)).await };
+            if let Some(fabric) = fabric {
+                for addr in next {
+                    active.insert(addr);
+                    let (vault, fabric) = (vault.clone(), fabric.clone());
+                    inflight.push(async move { (addr, vault.upload_one(&*fabric, addr).await) });
+                }
             }
-            continue;
-        };
-        let before = stats.chunks_uploaded.load(Ordering::Relaxed);
-        let batch = futures::stream::iter(queue).for_each_concurrent(vault.opts.upload_concurrency, |addr| {
-            let (vault, fabric, stats) = (vault.clone(), fabric.clone(), stats.clone());
-            async move {
-                match vault.upload_one(&*fabric, addr).await {
-                    Ok(false) => {} // being collected or healed: next round
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some((addr, result)) = inflight.next() => {
+                active.remove(&addr);
+                match result {
                     Ok(true) => {
                         stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
-                        if Vault::<F>::lock(&vault.uploads_done).len() >= 64 {
+                        if Vault::<F>::lock(&vault.uploads_done).len() >= 256 {
                             vault.commit_uploads();
                         }
+                    }
+                    Ok(false) => {
+                        later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY); // busy
                     }
                     Err(e) => {
                         stats.upload_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(?addr, error = %e, "upload failed; will retry");
+                        later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY);
                     }
                 }
             }
-        });
-        // An unmount does not wait for stores that cannot reach quorum (too few nodes): the
-        // chunks stay queued, and the next mount publishes them again (nodes re-ack what they hold).
-        tokio::select! {
-            _ = batch => {}
-            _ = cancel.cancelled() => {
-                vault.commit_uploads();
-                return;
-            }
-        }
-        vault.commit_uploads();
-        if stats.chunks_uploaded.load(Ordering::Relaxed) == before {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        } else {
-            backoff = Duration::from_millis(200);
+            _ = vault.upload_work.notified(), if inflight.len() < concurrency => {}
+            _ = commit_tick.tick() => vault.commit_uploads(),
+            _ = retry_tick.tick() => {}
         }
     }
+    // An unmount does not wait for stores that cannot reach quorum (too few nodes): the chunks
+    // stay queued, and the next mount publishes them again (nodes re-ack what they hold).
+    vault.commit_uploads();
 }
 
 /// Records a sealed chunk (if new) and queues it for upload, unless it is already stored and
@@ -373,6 +383,31 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         Ok(committed.len())
+    }
+
+    /// Up to `n` queued chunks to upload next: neither in flight (`active`), nor waiting to be
+    /// tried again (`later`), nor uploaded and waiting to be recorded.
+    fn next_uploads(
+        &self,
+        n: usize,
+        active: &std::collections::HashSet<Addr>,
+        later: &std::collections::HashMap<Addr, tokio::time::Instant>,
+    ) -> Vec<Addr> {
+        let done: std::collections::HashSet<Addr> =
+            Self::lock(&self.uploads_done).iter().map(|(a, _)| *a).collect();
+        let skip = active.len() + later.len() + done.len();
+        let queue = match self.m.read().and_then(|rx| rx.uploads(n + skip)) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the upload queue failed");
+                return Vec::new();
+            }
+        };
+        queue
+            .into_iter()
+            .filter(|a| !active.contains(a) && !later.contains_key(a) && !done.contains(a))
+            .take(n)
+            .collect()
     }
 
     /// Records finished uploads in one durable transaction, then removes their outbox copies.
