@@ -442,6 +442,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Changes attributes other than the size (local state only, never the network); the
     /// size part of a [`SetAttr`] is left to [`Vault::setattr`].
     pub fn setattr_meta(&self, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+        self.namespace_op();
         let now = Time::now();
         let pick = |t: TimeSet| t.resolve(now);
         if c.size.is_none() && c.uid.is_none() && c.gid.is_none() && self.defer_meta(ino, &c, now)? {

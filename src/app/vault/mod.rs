@@ -17,6 +17,9 @@ mod pipeline;
 mod snapshot;
 mod spares;
 mod status;
+mod uploader;
+#[cfg(test)]
+mod uploader_tests;
 
 use crate::adapters::redb::manifest::Manifest;
 pub use crate::domain::fs::FsError;
@@ -151,6 +154,11 @@ pub struct VaultOptions {
     pub fetch_timeout: Duration,
     /// Chunks uploaded at once.
     pub upload_concurrency: usize,
+    /// Chunks uploaded at once while files are being created, renamed, removed or changed in
+    /// quick succession (at least 1).
+    pub foreground_uploads: usize,
+    /// How long after the last such call uploads go back to full speed.
+    pub foreground_quiet: Duration,
     /// Audits, healing, leases and garbage collection.
     pub health: HealthOptions,
 }
@@ -164,6 +172,8 @@ impl Default for VaultOptions {
             sync_quorum: false,
             fetch_timeout: Duration::from_secs(10),
             upload_concurrency: 32,
+            foreground_uploads: 2,
+            foreground_quiet: Duration::from_millis(300),
             health: HealthOptions::default(),
         }
     }
@@ -203,6 +213,9 @@ pub struct Vault<F> {
     uploaded: Notify,
     /// Files unlinked while open: deleted at their last release.
     orphans: Mutex<Vec<Ino>>,
+    /// When a file or directory was last created, renamed, removed or had its attributes set
+    /// (unix ms): while that keeps happening, uploads step back (see `pipeline`).
+    last_namespace_op: AtomicU64,
     /// Chunks being uploaded, healed or collected (one of these at a time per chunk).
     busy: Mutex<std::collections::HashSet<crate::domain::ids::Addr>>,
     /// The maintenance schedule (a copy of `opts.health`).
@@ -323,6 +336,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             upload_work: Notify::new(),
             uploaded: Notify::new(),
             orphans: Mutex::default(),
+            last_namespace_op: AtomicU64::new(0),
             busy: Mutex::default(),
             health: opts_health,
             health_stats: HealthStats::default(),
@@ -391,6 +405,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     fn make(&self, caller: Caller, parent: Ino, name: &[u8], new: NewNode<'_>) -> Result<Attr, FsError> {
+        self.namespace_op();
         let NewNode { kind, perm, rdev, target, staged } = new;
         check_name(name)?;
         self.m.write(|tx| {
@@ -474,6 +489,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Adds a hard link.
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr, FsError> {
         check_name(newname)?;
+        self.namespace_op();
         let a = self.m.write(|tx| {
             let mut a = tx.inode(ino)?;
             if a.kind == Kind::Dir {
@@ -510,6 +526,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Frees inodes whose last link went away (or defers it while they are open).
+    /// Notes a create, rename, removal or attribute change (for `namespace_busy`).
+    fn namespace_op(&self) {
+        self.last_namespace_op.store(crate::domain::unix_ms(std::time::SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Whether files were created, renamed, removed or had attributes set within `within`.
+    pub(super) fn namespace_busy(&self, within: Duration) -> bool {
+        let last = self.last_namespace_op.load(Ordering::Relaxed);
+        crate::domain::unix_ms(std::time::SystemTime::now()).saturating_sub(last) < within.as_millis() as u64
+    }
+
     fn free_inodes(&self, inos: Vec<Ino>) -> Result<(), FsError> {
         for ino in inos {
             if Self::lock(&self.files).get(&ino).is_some_and(|f| f.handles > 0) {
@@ -524,6 +551,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes a non-directory entry.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.namespace_op();
         let freed = self.m.write(|tx| {
             let ino = tx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
             if tx.inode(ino)?.kind == Kind::Dir {
@@ -542,6 +570,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.namespace_op();
         if name == b"." {
             return Err(FsError::Invalid("rmdir ."));
         }
@@ -576,6 +605,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         flags: u32,
     ) -> Result<(), FsError> {
         check_name(newname)?;
+        self.namespace_op();
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let freed = self.m.write(|tx| {

@@ -4,11 +4,10 @@
 use super::Vault;
 use crate::adapters::redb::manifest::Tx;
 use crate::domain::chunker::chunk_stream;
-use crate::domain::fs::{ChunkRecord, ChunkState, Extent, FsError, Ino, Replica};
+use crate::domain::fs::{ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
 use crate::domain::unix_ms;
-use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
-use futures::StreamExt;
+use crate::ports::fabric::ChunkFabric;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -70,7 +69,7 @@ pub async fn run_pipeline<F: ChunkFabric + 'static>(
     cancel: CancellationToken,
 ) {
     let chunker = tokio::spawn(chunk_loop(vault.clone(), stats.clone(), cancel.clone()));
-    let uploader = tokio::spawn(upload_loop(vault.clone(), stats, cancel.clone()));
+    let uploader = tokio::spawn(super::uploader::upload_loop(vault.clone(), stats, cancel.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -124,74 +123,6 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
     }
 }
 
-/// How long a chunk whose upload failed, or that was busy, waits before it is tried again.
-const UPLOAD_RETRY: Duration = Duration::from_secs(2);
-/// How often finished uploads are recorded (one durable commit) at the latest; sooner once 256
-/// are waiting.
-const UPLOAD_COMMIT_EVERY: Duration = Duration::from_millis(250);
-
-/// Uploads the outbox as a continuous pipeline: up to `upload_concurrency` chunks in flight, and
-/// each finished upload makes room for the next queued chunk at once. (Working in fixed batches
-/// made every batch wait for its slowest chunk: with thousands of small files, most of the time
-/// went to those tails.)
-async fn upload_loop<F: ChunkFabric + 'static>(
-    vault: Arc<Vault<F>>,
-    stats: Arc<PipelineStats>,
-    cancel: CancellationToken,
-) {
-    let mut inflight = futures::stream::FuturesUnordered::new();
-    // Chunks in flight, and chunks that failed or were busy with when to try them again.
-    let mut active = std::collections::HashSet::new();
-    let mut later: std::collections::HashMap<Addr, tokio::time::Instant> = std::collections::HashMap::new();
-    let mut commit_tick = tokio::time::interval(UPLOAD_COMMIT_EVERY);
-    let mut retry_tick = tokio::time::interval(UPLOAD_RETRY);
-    let concurrency = vault.opts.upload_concurrency.max(1);
-    loop {
-        if inflight.len() < concurrency {
-            let now = tokio::time::Instant::now();
-            later.retain(|_, at| *at > now);
-            let next = vault.next_uploads(concurrency - inflight.len(), &active, &later);
-            let fabric =
-                if next.is_empty() { None } else { vault.fabric_within(Duration::from_secs(1)).await };
-            if let Some(fabric) = fabric {
-                for addr in next {
-                    active.insert(addr);
-                    let (vault, fabric) = (vault.clone(), fabric.clone());
-                    inflight.push(async move { (addr, vault.upload_one(&*fabric, addr).await) });
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some((addr, result)) = inflight.next() => {
-                active.remove(&addr);
-                match result {
-                    Ok(true) => {
-                        stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
-                        if Vault::<F>::lock(&vault.uploads_done).len() >= 256 {
-                            vault.commit_uploads();
-                        }
-                    }
-                    Ok(false) => {
-                        later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY); // busy
-                    }
-                    Err(e) => {
-                        stats.upload_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(?addr, error = %e, "upload failed; will retry");
-                        later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY);
-                    }
-                }
-            }
-            _ = vault.upload_work.notified(), if inflight.len() < concurrency => {}
-            _ = commit_tick.tick() => vault.commit_uploads(),
-            _ = retry_tick.tick() => {}
-        }
-    }
-    // An unmount does not wait for stores that cannot reach quorum (too few nodes): the chunks
-    // stay queued, and the next mount publishes them again (nodes re-ack what they hold).
-    vault.commit_uploads();
-}
-
 /// Records a sealed chunk (if new) and queues it for upload, unless it is already stored and
 /// referenced. A chunk waiting for garbage collection is uploaded again (holders re-ack, and a
 /// copy deleted meanwhile is stored anew). A small chunk's ciphertext (`small`) is kept in the
@@ -220,7 +151,7 @@ pub(super) fn queue_upload(
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    fn outbox_path(&self, addr: &Addr) -> std::path::PathBuf {
+    pub(super) fn outbox_path(&self, addr: &Addr) -> std::path::PathBuf {
         self.outbox.join(addr.to_hex())
     }
 
@@ -383,111 +314,5 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         Ok(committed.len())
-    }
-
-    /// Up to `n` queued chunks to upload next: neither in flight (`active`), nor waiting to be
-    /// tried again (`later`), nor uploaded and waiting to be recorded.
-    fn next_uploads(
-        &self,
-        n: usize,
-        active: &std::collections::HashSet<Addr>,
-        later: &std::collections::HashMap<Addr, tokio::time::Instant>,
-    ) -> Vec<Addr> {
-        let done: std::collections::HashSet<Addr> =
-            Self::lock(&self.uploads_done).iter().map(|(a, _)| *a).collect();
-        let skip = active.len() + later.len() + done.len();
-        let queue = match self.m.read().and_then(|rx| rx.uploads(n + skip)) {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the upload queue failed");
-                return Vec::new();
-            }
-        };
-        queue
-            .into_iter()
-            .filter(|a| !active.contains(a) && !later.contains_key(a) && !done.contains(a))
-            .take(n)
-            .collect()
-    }
-
-    /// Records finished uploads in one durable transaction, then removes their outbox copies.
-    pub(super) fn commit_uploads(&self) {
-        let done = std::mem::take(&mut *Self::lock(&self.uploads_done));
-        if done.is_empty() {
-            return;
-        }
-        let result = self.m.write_durable(|tx| {
-            for (addr, replicas) in &done {
-                if let Some(mut c) = tx.chunk(addr)? {
-                    c.state = ChunkState::Durable;
-                    c.replicas = replicas.clone();
-                    tx.put_chunk(addr, &c)?;
-                }
-                tx.set_upload(addr, None)?;
-                tx.set_small_outbox(addr, None)?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                for (addr, _) in &done {
-                    self.retire_outbox(addr);
-                }
-                self.uploaded.notify_waiters();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "recording uploads failed; they will be uploaded again");
-            }
-        }
-    }
-
-    /// An uploaded chunk leaves the outbox: into the disk cache when there is one. (A small
-    /// chunk, kept in the manifest until uploaded, was written to the disk cache by
-    /// `upload_one`: a file's small tail chunk must read offline like the rest of it.)
-    fn retire_outbox(&self, addr: &Addr) {
-        let path = self.outbox_path(addr);
-        match &self.disk_cache {
-            Some(disk) => disk.adopt(addr, &path),
-            None => {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-
-    /// Stores one outbox chunk with quorum and records its replicas; `false` when the chunk is
-    /// busy (its replicas are being deleted by garbage collection) and must wait.
-    async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
-        let Some(_claim) = self.claim(addr) else { return Ok(false) };
-        let path = self.outbox_path(&addr);
-        let small = self.m.read()?.small_outbox(&addr)?;
-        let is_small = small.is_some();
-        let ct = match small {
-            Some(ct) => Ok(ct),
-            None => tokio::fs::read(&path).await,
-        };
-        let ct = match ct {
-            Ok(ct) => ct,
-            Err(e) => {
-                tracing::error!(?addr, error = %e, "outbox chunk missing; dropping it from the queue");
-                self.m.write(|tx| tx.set_upload(&addr, None))?;
-                return Ok(true);
-            }
-        };
-        if Addr::of(&ct) != addr {
-            return Err(FsError::Io(format!("outbox chunk {addr:?} is corrupt")));
-        }
-        let commitment = self.keys.proof_secret(&addr).commitment();
-        let acks = fabric
-            .store(Publish { addr, commitment, ciphertext: &ct }, StoreGoal::fresh(self.opts.replicas))
-            .await
-            .map_err(|e| FsError::Unavailable(e.to_string()))?;
-        if let Some(disk) = self.disk_cache.as_ref().filter(|_| is_small) {
-            tokio::task::block_in_place(|| disk.put(&addr, &ct));
-        }
-        let now = unix_ms(SystemTime::now());
-        let replicas: Vec<Replica> =
-            acks.iter().map(|a| Replica::acked(a.node, a.slot, a.lease_expiry_ms, now)).collect();
-        Self::lock(&self.uploads_done).push((addr, replicas));
-        Ok(true)
     }
 }

@@ -1,0 +1,203 @@
+//! The uploader: stores the outbox's chunks with quorum as a continuous pipeline, records them
+//! as durable, and steps back while the filesystem is busy with many small files.
+
+use super::Vault;
+use crate::domain::fs::{ChunkState, FsError, Replica};
+use crate::domain::ids::Addr;
+use crate::domain::unix_ms;
+use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
+use futures::StreamExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+use super::pipeline::PipelineStats;
+
+/// How long a chunk whose upload failed, or that was busy, waits before it is tried again.
+const UPLOAD_RETRY: Duration = Duration::from_secs(2);
+/// How often finished uploads are recorded (one durable commit) at the latest; sooner once 256
+/// are waiting.
+const UPLOAD_COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+/// Uploads the outbox as a continuous pipeline: up to `upload_concurrency` chunks in flight, and
+/// each finished upload makes room for the next queued chunk at once. (Working in fixed batches
+/// made every batch wait for its slowest chunk: with thousands of small files, most of the time
+/// went to those tails.)
+///
+/// Uploads step back (to `foreground_uploads` at once) while files are being created and renamed
+/// in quick succession (`foreground_quiet` apart or less): each small
+/// file's upload costs the broker and the nodes far more CPU than writing it locally, and on a
+/// machine that also runs them (a NAS, `quloud up`) a full-speed upload halves the speed of the
+/// rsync feeding it. Everything is staged durably meanwhile; the upload catches up once the
+/// namespace calls pause. Writes of file data do not count, so a large copy uploads as it goes.
+pub(super) async fn upload_loop<F: ChunkFabric + 'static>(
+    vault: Arc<Vault<F>>,
+    stats: Arc<PipelineStats>,
+    cancel: CancellationToken,
+) {
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    // Chunks in flight, and chunks that failed or were busy with when to try them again.
+    let mut active = std::collections::HashSet::new();
+    let mut later: std::collections::HashMap<Addr, tokio::time::Instant> = std::collections::HashMap::new();
+    let mut commit_tick = tokio::time::interval(UPLOAD_COMMIT_EVERY);
+    let mut retry_tick = tokio::time::interval(UPLOAD_RETRY);
+    let concurrency = vault.opts.upload_concurrency.max(1);
+    loop {
+        let limit = if vault.namespace_busy(vault.opts.foreground_quiet) {
+            vault.opts.foreground_uploads.clamp(1, concurrency)
+        } else {
+            concurrency
+        };
+        if inflight.len() < limit {
+            let now = tokio::time::Instant::now();
+            later.retain(|_, at| *at > now);
+            let next = vault.next_uploads(limit - inflight.len(), &active, &later);
+            let fabric =
+                if next.is_empty() { None } else { vault.fabric_within(Duration::from_secs(1)).await };
+            if let Some(fabric) = fabric {
+                for addr in next {
+                    active.insert(addr);
+                    let (vault, fabric) = (vault.clone(), fabric.clone());
+                    inflight.push(async move { (addr, vault.upload_one(&*fabric, addr).await) });
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some((addr, result)) = inflight.next() => {
+                active.remove(&addr);
+                match result {
+                    Ok(true) => {
+                        stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
+                        if Vault::<F>::lock(&vault.uploads_done).len() >= 256 {
+                            vault.commit_uploads();
+                        }
+                    }
+                    Ok(false) => {
+                        later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY); // busy
+                    }
+                    Err(e) => {
+                        stats.upload_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(?addr, error = %e, "upload failed; will retry");
+                        later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY);
+                    }
+                }
+            }
+            _ = vault.upload_work.notified(), if inflight.len() < concurrency => {}
+            _ = commit_tick.tick() => vault.commit_uploads(),
+            _ = retry_tick.tick() => {}
+        }
+    }
+    // An unmount does not wait for stores that cannot reach quorum (too few nodes): the chunks
+    // stay queued, and the next mount publishes them again (nodes re-ack what they hold).
+    vault.commit_uploads();
+}
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// Up to `n` queued chunks to upload next: neither in flight (`active`), nor waiting to be
+    /// tried again (`later`), nor uploaded and waiting to be recorded.
+    fn next_uploads(
+        &self,
+        n: usize,
+        active: &std::collections::HashSet<Addr>,
+        later: &std::collections::HashMap<Addr, tokio::time::Instant>,
+    ) -> Vec<Addr> {
+        let done: std::collections::HashSet<Addr> =
+            Self::lock(&self.uploads_done).iter().map(|(a, _)| *a).collect();
+        let skip = active.len() + later.len() + done.len();
+        let queue = match self.m.read().and_then(|rx| rx.uploads(n + skip)) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the upload queue failed");
+                return Vec::new();
+            }
+        };
+        queue
+            .into_iter()
+            .filter(|a| !active.contains(a) && !later.contains_key(a) && !done.contains(a))
+            .take(n)
+            .collect()
+    }
+
+    /// Records finished uploads in one durable transaction, then removes their outbox copies.
+    pub(super) fn commit_uploads(&self) {
+        let done = std::mem::take(&mut *Self::lock(&self.uploads_done));
+        if done.is_empty() {
+            return;
+        }
+        let result = self.m.write_durable(|tx| {
+            for (addr, replicas) in &done {
+                if let Some(mut c) = tx.chunk(addr)? {
+                    c.state = ChunkState::Durable;
+                    c.replicas = replicas.clone();
+                    tx.put_chunk(addr, &c)?;
+                }
+                tx.set_upload(addr, None)?;
+                tx.set_small_outbox(addr, None)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                for (addr, _) in &done {
+                    self.retire_outbox(addr);
+                }
+                self.uploaded.notify_waiters();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recording uploads failed; they will be uploaded again");
+            }
+        }
+    }
+
+    /// An uploaded chunk leaves the outbox: into the disk cache when there is one. (A small
+    /// chunk, kept in the manifest until uploaded, was written to the disk cache by
+    /// `upload_one`: a file's small tail chunk must read offline like the rest of it.)
+    fn retire_outbox(&self, addr: &Addr) {
+        let path = self.outbox_path(addr);
+        match &self.disk_cache {
+            Some(disk) => disk.adopt(addr, &path),
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// Stores one outbox chunk with quorum and records its replicas; `false` when the chunk is
+    /// busy (its replicas are being deleted by garbage collection) and must wait.
+    async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
+        let Some(_claim) = self.claim(addr) else { return Ok(false) };
+        let path = self.outbox_path(&addr);
+        let small = self.m.read()?.small_outbox(&addr)?;
+        let is_small = small.is_some();
+        let ct = match small {
+            Some(ct) => Ok(ct),
+            None => tokio::fs::read(&path).await,
+        };
+        let ct = match ct {
+            Ok(ct) => ct,
+            Err(e) => {
+                tracing::error!(?addr, error = %e, "outbox chunk missing; dropping it from the queue");
+                self.m.write(|tx| tx.set_upload(&addr, None))?;
+                return Ok(true);
+            }
+        };
+        if Addr::of(&ct) != addr {
+            return Err(FsError::Io(format!("outbox chunk {addr:?} is corrupt")));
+        }
+        let commitment = self.keys.proof_secret(&addr).commitment();
+        let acks = fabric
+            .store(Publish { addr, commitment, ciphertext: &ct }, StoreGoal::fresh(self.opts.replicas))
+            .await
+            .map_err(|e| FsError::Unavailable(e.to_string()))?;
+        if let Some(disk) = self.disk_cache.as_ref().filter(|_| is_small) {
+            tokio::task::block_in_place(|| disk.put(&addr, &ct));
+        }
+        let now = unix_ms(SystemTime::now());
+        let replicas: Vec<Replica> =
+            acks.iter().map(|a| Replica::acked(a.node, a.slot, a.lease_expiry_ms, now)).collect();
+        Self::lock(&self.uploads_done).push((addr, replicas));
+        Ok(true)
+    }
+}

@@ -1,0 +1,194 @@
+//! Unit tests of the uploader's scheduling, against a fabric that only counts stores (the
+//! uploads themselves are proven on a real broker and real nodes in `tests/`).
+
+use super::pipeline::{run_pipeline, PipelineStats};
+use super::{Caller, Vault, VaultOptions};
+use crate::domain::fs::ROOT_INO;
+use crate::domain::ids::{Addr, NodeId};
+use crate::domain::keys::MasterKey;
+use crate::domain::proof::ProofSecret;
+use crate::domain::wire::{Status, StoreAck};
+use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, RootsServed, StoreGoal};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Stores nothing: counts stores in flight and answers each after `delay`, except the first
+/// chunk it sees, which takes `slow`.
+struct CountingFabric {
+    inflight: AtomicUsize,
+    max_inflight: AtomicUsize,
+    done: AtomicUsize,
+    first: Mutex<Option<Addr>>,
+    delay: Duration,
+    slow: Duration,
+}
+
+impl CountingFabric {
+    fn new(delay: Duration, slow: Duration) -> Self {
+        CountingFabric {
+            inflight: AtomicUsize::new(0),
+            max_inflight: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            first: Mutex::new(None),
+            delay,
+            slow,
+        }
+    }
+
+    /// The most stores in flight at once since the last call.
+    fn take_max(&self) -> usize {
+        self.max_inflight.swap(self.inflight.load(Ordering::SeqCst), Ordering::SeqCst)
+    }
+}
+
+fn unused<T>() -> Result<T, FabricError> {
+    Err(FabricError::Broker("not used by these tests".into()))
+}
+
+impl ChunkFabric for CountingFabric {
+    async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
+        let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_inflight.fetch_max(now, Ordering::SeqCst);
+        let slow = *self.first.lock().unwrap().get_or_insert(chunk.addr) == chunk.addr;
+        tokio::time::sleep(if slow { self.slow } else { self.delay }).await;
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        Ok((0..goal.replicas)
+            .map(|i| StoreAck {
+                node: NodeId([i as u8 + 1; 32]),
+                addr: chunk.addr,
+                slot: i as u8,
+                lease_expiry_ms: u64::MAX / 2,
+                signed_at_ms: 0,
+                signature: [0; 64],
+            })
+            .collect())
+    }
+
+    async fn get(
+        &self,
+        _: &[(Addr, ProofSecret)],
+        _: &[NodeId],
+    ) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+        unused()
+    }
+
+    async fn audit(&self, _: NodeId, _: Addr, _: &ProofSecret, _: u64) -> Result<AuditVerdict, FabricError> {
+        unused()
+    }
+
+    async fn audit_many(
+        &self,
+        _: NodeId,
+        _: &[(Addr, ProofSecret, u64)],
+    ) -> Result<Vec<AuditVerdict>, FabricError> {
+        unused()
+    }
+
+    async fn renew(
+        &self,
+        _: NodeId,
+        _: &[(Addr, ProofSecret)],
+        _: u64,
+    ) -> Result<Vec<(Addr, Status)>, FabricError> {
+        unused()
+    }
+
+    async fn publish_root(&self, _: &str, _: &[u8]) -> Result<(), FabricError> {
+        unused()
+    }
+
+    async fn fetch_roots(&self, _: &str) -> Result<RootsServed, FabricError> {
+        unused()
+    }
+
+    async fn delete(&self, _: NodeId, _: &[(Addr, ProofSecret)]) -> Result<Vec<(Addr, Status)>, FabricError> {
+        unused()
+    }
+}
+
+/// A vault on `fabric` with its pipeline running; cancel the token to stop it.
+fn vault_with(
+    home: &std::path::Path,
+    fabric: &Arc<CountingFabric>,
+    opts: VaultOptions,
+) -> (Arc<Vault<CountingFabric>>, Arc<PipelineStats>, CancellationToken) {
+    let keys = Arc::new(MasterKey::from_bytes([9; 32]).derive());
+    let vault = Arc::new(Vault::load(home, keys, opts).unwrap());
+    vault.set_fabric(fabric.clone());
+    let (stats, cancel) = (Arc::new(PipelineStats::default()), CancellationToken::new());
+    tokio::spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));
+    (vault, stats, cancel)
+}
+
+/// Creates, writes and closes file `name` (one small chunk of its own).
+fn write_file(vault: &Vault<CountingFabric>, name: &str) {
+    let caller = Caller { uid: 0, gid: 0 };
+    let (attr, fh) = vault.create(caller, ROOT_INO, name.as_bytes(), 0o644, 0, 0).unwrap();
+    vault.write_staged(attr.ino, fh, 0, format!("the content of {name}").as_bytes()).unwrap().unwrap();
+    vault.release(attr.ino, fh).unwrap();
+}
+
+async fn wait_until(what: &str, deadline: Duration, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_chunk_holds_back_no_other_chunk() {
+    let home = tempfile::tempdir().unwrap();
+    // The first chunk takes far longer than all the others together.
+    let fabric = Arc::new(CountingFabric::new(Duration::from_millis(1), Duration::from_secs(30)));
+    let opts =
+        VaultOptions { upload_concurrency: 4, foreground_quiet: Duration::ZERO, ..VaultOptions::default() };
+    let (vault, stats, cancel) = vault_with(home.path(), &fabric, opts);
+    // More than one queue read's worth: uploads used to go in batches of 256 that each waited
+    // for their slowest chunk.
+    for i in 0..600 {
+        write_file(&vault, &format!("f{i}"));
+    }
+    wait_until(
+        "every other chunk is uploaded while the slow one is still in flight",
+        Duration::from_secs(25),
+        || fabric.done.load(Ordering::SeqCst) >= 599,
+    )
+    .await;
+    assert_eq!(fabric.inflight.load(Ordering::SeqCst), 1, "only the slow chunk is left");
+    assert!(fabric.take_max() <= 4, "more uploads in flight than upload_concurrency");
+    cancel.cancel();
+    assert!(stats.chunks_uploaded.load(Ordering::SeqCst) >= 599);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_step_back_while_files_are_created_and_catch_up_after() {
+    let home = tempfile::tempdir().unwrap();
+    let fabric = Arc::new(CountingFabric::new(Duration::from_millis(20), Duration::from_millis(20)));
+    // A quiet period long enough that the creating loop below never pauses for that long.
+    let opts = VaultOptions {
+        upload_concurrency: 8,
+        foreground_uploads: 2,
+        foreground_quiet: Duration::from_secs(2),
+        ..VaultOptions::default()
+    };
+    let (vault, _stats, cancel) = vault_with(home.path(), &fabric, opts);
+    let busy_until = Instant::now() + Duration::from_millis(1500);
+    let mut n = 0;
+    while Instant::now() < busy_until {
+        write_file(&vault, &format!("f{n}"));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let during = fabric.take_max();
+    assert!(fabric.done.load(Ordering::SeqCst) > 0, "nothing was uploaded while files were created");
+    assert!(during <= 2, "{during} uploads in flight while files were being created (at most 2)");
+    wait_until("everything is uploaded", Duration::from_secs(30), || fabric.done.load(Ordering::SeqCst) >= n)
+        .await;
+    let after = fabric.take_max();
+    assert!(after > 2, "uploads did not speed up once the creating stopped (at most {after} in flight)");
+    cancel.cancel();
+}
