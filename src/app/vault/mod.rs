@@ -525,7 +525,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(gone)
     }
 
-    /// Frees inodes whose last link went away (or defers it while they are open).
     /// Notes a create, rename, removal or attribute change (for `namespace_busy`).
     fn namespace_op(&self) {
         self.last_namespace_op.store(crate::domain::unix_ms(std::time::SystemTime::now()), Ordering::Relaxed);
@@ -537,6 +536,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         crate::domain::unix_ms(std::time::SystemTime::now()).saturating_sub(last) < within.as_millis() as u64
     }
 
+    /// Frees inodes whose last link went away (or defers it while they are open).
     fn free_inodes(&self, inos: Vec<Ino>) -> Result<(), FsError> {
         for ino in inos {
             if Self::lock(&self.files).get(&ino).is_some_and(|f| f.handles > 0) {

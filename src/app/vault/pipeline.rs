@@ -1,5 +1,5 @@
 //! The background pipeline: chunk and seal closed files into the outbox (durably, before their
-//! staging copy goes), upload the outbox with quorum, and checkpoint the manifest.
+//! staging copy goes), run the uploader (`uploader.rs`), and checkpoint the manifest.
 
 use super::Vault;
 use crate::adapters::redb::manifest::Tx;
