@@ -293,6 +293,19 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
     Ok(())
 }
 
+/// Has glibc serve buffers of 256 KiB and more (chunks and ciphertexts) from mmap, and give them
+/// back to the system when freed. With its adaptive threshold it soon serves them from per-thread
+/// arenas instead, and a chunk freed on another thread than the one that allocated it stays in
+/// that arena: a 1 GiB read followed by `cmp` of the same file grew the mount from 285 to 654 MiB
+/// of resident memory, against 284 MiB with this.
+fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; no memory is passed.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Mounts `vault` at `mountpoint` and serves it until SIGINT/SIGTERM or an external unmount;
 /// returns once it is unmounted.
 pub(super) async fn serve_fuse(
@@ -301,6 +314,7 @@ pub(super) async fn serve_fuse(
     settings: &MountSettings,
     what: &str,
 ) -> Result<()> {
+    return_large_buffers();
     let session =
         fuse_mount(vault, tokio::runtime::Handle::current(), mountpoint, settings).with_context(|| {
             format!("cannot mount at {} (is fuse3 installed and /dev/fuse usable?)", mountpoint.display())
