@@ -3,6 +3,8 @@
 
 pub mod dump;
 pub mod manifest;
+#[cfg(test)]
+mod manifest_tests;
 
 use redb::TableDefinition;
 

@@ -289,7 +289,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if let Some(f) = Self::lock(&self.files).get(&ino).and_then(|f| f.staging.clone()) {
             return Ok(f);
         }
-        let attr = self.m.read()?.inode(ino)?;
+        let attr = self.m.view().inode(ino)?;
         if attr.kind != Kind::File {
             return Err(FsError::Invalid("not a regular file"));
         }
@@ -299,7 +299,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let file = self.spares.create(&tmp)?;
         let keep = keep_bytes.min(attr.size);
         if keep > 0 {
-            let extents = self.m.read()?.extents(ino, 0, keep)?;
+            let extents = self.m.view().extents(ino, 0, keep)?;
             for e in extents {
                 let data = self.plaintext(&e).await?;
                 let take = (keep - e.offset).min(data.len() as u64) as usize;
@@ -378,12 +378,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             buf.truncate(n);
             return Ok(buf);
         }
-        let attr = self.m.read()?.inode(ino)?;
+        let attr = self.m.view().inode(ino)?;
         let end = (offset + size as u64).min(attr.size);
         if offset >= end {
             return Ok(Vec::new());
         }
-        let extents = self.m.read()?.extents(ino, offset, end)?;
+        let extents = self.m.view().extents(ino, offset, end)?;
         let fetched = futures::future::join_all(extents.iter().map(|e| self.plaintext(e))).await;
         let mut buf = vec![0u8; (end - offset) as usize];
         for (e, data) in extents.iter().zip(fetched) {
@@ -451,7 +451,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let staged_mtime = c.mtime.map(pick);
         // A deferred change is folded into this commit (its values would otherwise win later).
         let deferred = Self::lock(&self.files).get_mut(&ino).and_then(|f| f.meta.take());
-        let a = self.m.write(|tx| {
+        let a = self.m.write_grouped(|tx| {
             let mut a = tx.inode(ino)?;
             if let Some(meta) = &deferred {
                 meta.apply(&mut a);
@@ -496,7 +496,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut meta = match f.meta {
             Some(m) => m,
             None => {
-                let a = self.m.read()?.inode(ino)?;
+                let a = self.m.view().inode(ino)?;
                 StagedMeta { perm: a.perm, atime: a.atime, ctime: a.ctime }
             }
         };
@@ -558,7 +558,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// The plaintext from a local copy: the outbox (not uploaded yet) or the disk cache. A disk
     /// cache copy that does not open is dropped (the fabric has the chunk).
     async fn load_local(&self, e: &Extent) -> Result<Option<Vec<u8>>, FsError> {
-        let small = self.m.read()?.small_outbox(&e.addr)?;
+        let small = self.m.view().small_outbox(&e.addr)?;
         let outbox = match small {
             Some(ct) => Some(ct),
             None => tokio::fs::read(self.outbox.join(e.addr.to_hex())).await.ok(),

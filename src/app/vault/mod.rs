@@ -159,6 +159,10 @@ pub struct VaultOptions {
     pub foreground_uploads: usize,
     /// How long after the last such call uploads go back to full speed.
     pub foreground_quiet: Duration,
+    /// Names and attributes changed within this long share one manifest commit (`None`:
+    /// every call commits on its own). A kill -9 of the mount may lose the changes of this
+    /// last moment that no fsync covered, as a power cut does on a local filesystem.
+    pub group_commit: Option<Duration>,
     /// Audits, healing, leases and garbage collection.
     pub health: HealthOptions,
 }
@@ -174,6 +178,7 @@ impl Default for VaultOptions {
             upload_concurrency: 32,
             foreground_uploads: 2,
             foreground_quiet: Duration::from_millis(300),
+            group_commit: Some(Duration::from_millis(5)),
             health: HealthOptions::default(),
         }
     }
@@ -274,7 +279,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         std::fs::create_dir_all(&outbox)?;
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
+        let mut m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
+        if let Some(delay) = opts.group_commit {
+            m.group_commits(delay)?;
+        }
         m.write_durable(|tx| {
             tx.set_meta("replicas", opts.replicas as u64)?;
             tx.set_meta("disk_cache_bytes", opts.disk_cache_bytes)
@@ -366,7 +374,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             .get(&ino)
             .filter(|f| f.staging.is_some())
             .map(|f| (f.size, f.mtime, f.meta));
-        let mut a = self.m.read()?.inode(ino)?;
+        let mut a = self.m.view().inode(ino)?;
         if let Some((size, mtime, meta)) = staged {
             a.size = size;
             a.mtime = mtime;
@@ -384,13 +392,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        let rx = self.m.read()?;
-        let dir = rx.inode(parent)?;
+        let view = self.m.view();
+        let dir = view.inode(parent)?;
         if dir.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let ino = if name == b"." { parent } else { rx.lookup(parent, name)?.ok_or(FsError::NotFound)? };
-        drop(rx);
+        let ino = if name == b"." { parent } else { view.lookup(parent, name)?.ok_or(FsError::NotFound)? };
         self.current_attr(ino)
     }
 
@@ -401,14 +408,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        self.m.read()?.symlink(ino)
+        self.m.view().symlink(ino)
     }
 
     fn make(&self, caller: Caller, parent: Ino, name: &[u8], new: NewNode<'_>) -> Result<Attr, FsError> {
         self.namespace_op();
         let NewNode { kind, perm, rdev, target, staged } = new;
         check_name(name)?;
-        self.m.write(|tx| {
+        self.m.write_grouped(|tx| {
             let mut dir = tx.inode(parent)?;
             if dir.kind != Kind::Dir {
                 return Err(FsError::NotDir);
@@ -490,7 +497,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr, FsError> {
         check_name(newname)?;
         self.namespace_op();
-        let a = self.m.write(|tx| {
+        let a = self.m.write_grouped(|tx| {
             let mut a = tx.inode(ino)?;
             if a.kind == Kind::Dir {
                 return Err(FsError::Permission);
@@ -552,7 +559,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Removes a non-directory entry.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
         self.namespace_op();
-        let freed = self.m.write(|tx| {
+        let freed = self.m.write_grouped(|tx| {
             let ino = tx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
             if tx.inode(ino)?.kind == Kind::Dir {
                 return Err(FsError::IsDir);
@@ -574,7 +581,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if name == b"." {
             return Err(FsError::Invalid("rmdir ."));
         }
-        let freed = self.m.write(|tx| {
+        let freed = self.m.write_grouped(|tx| {
             let ino = tx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
             if tx.inode(ino)?.kind != Kind::Dir {
                 return Err(FsError::NotDir);
@@ -608,7 +615,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.namespace_op();
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let freed = self.m.write(|tx| {
+        let freed = self.m.write_grouped(|tx| {
             let src = tx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
             let src_attr = tx.inode(src)?;
             let dst = tx.lookup(newparent, newname)?;
@@ -731,7 +738,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if value.len() > 64 * 1024 {
             return Err(FsError::Range);
         }
-        self.m.write(|tx| {
+        self.m.write_grouped(|tx| {
             let exists = tx.xattr(ino, name)?.is_some();
             if flags & libc::XATTR_CREATE != 0 && exists {
                 return Err(FsError::Exists);
@@ -748,17 +755,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// An extended attribute's value.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        let rx = self.m.read()?;
-        rx.inode(ino)?;
-        rx.xattr(ino, name)?.ok_or(FsError::NoXattr)
+        let view = self.m.view();
+        view.inode(ino)?;
+        view.xattr(ino, name)?.ok_or(FsError::NoXattr)
     }
 
     /// Extended attribute names, each NUL-terminated.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        let rx = self.m.read()?;
-        rx.inode(ino)?;
+        let view = self.m.view();
+        view.inode(ino)?;
         let mut out = Vec::new();
-        for n in rx.xattr_names(ino)? {
+        for n in view.xattr_names(ino)? {
             out.extend_from_slice(&n);
             out.push(0);
         }
@@ -767,7 +774,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), FsError> {
-        self.m.write(|tx| {
+        self.m.write_grouped(|tx| {
             if tx.xattr(ino, name)?.is_none() {
                 return Err(FsError::NoXattr);
             }

@@ -196,7 +196,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Self::lock(&self.cache).put(sealed.id, Arc::new(data));
             // A chunk waiting for garbage collection (no references) may be deleted from its
             // replicas at any moment, so it is sealed again as if new.
-            let known = self.m.read()?.chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0)
+            let known = self.m.view().chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0)
                 || p.fresh.iter().any(|(a, _)| *a == sealed.addr);
             if known {
                 continue;

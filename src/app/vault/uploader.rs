@@ -106,7 +106,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let done: std::collections::HashSet<Addr> =
             Self::lock(&self.uploads_done).iter().map(|(a, _)| *a).collect();
         let skip = active.len() + later.len() + done.len();
-        let queue = match self.m.read().and_then(|rx| rx.uploads(n + skip)) {
+        let queue = match self.m.view().uploads(n + skip) {
             Ok(q) => q,
             Err(e) => {
                 tracing::error!(error = %e, "reading the upload queue failed");
@@ -169,7 +169,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
         let Some(_claim) = self.claim(addr) else { return Ok(false) };
         let path = self.outbox_path(&addr);
-        let small = self.m.read()?.small_outbox(&addr)?;
+        let small = self.m.view().small_outbox(&addr)?;
         let is_small = small.is_some();
         let ct = match small {
             Some(ct) => Ok(ct),

@@ -1,0 +1,154 @@
+//! Group commits: what a grouped call leaves visible, what a failing call inside a group takes
+//! back, and what reaches the file.
+
+use super::manifest::{Manifest, Tx, GROUP_MAX};
+use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Extent, FsError, Ino, Kind, ROOT_INO};
+use crate::domain::ids::{Addr, ChunkId};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn attr(ino: Ino) -> Attr {
+    Attr::new(ino, Kind::File, 0o644, 1000, 1000)
+}
+
+fn grouped(dir: &Path) -> Manifest {
+    let mut m = Manifest::open(&dir.join("m.redb"), 1000, 1000).unwrap();
+    m.group_commits(Duration::from_secs(3600)).unwrap();
+    m
+}
+
+/// Everything the manifest holds that these tests touch, as comparable text (the dump covers
+/// inodes, entries, symlinks, extents, chunks, xattrs and meta; the rest is local-only state).
+fn everything(m: &Manifest, addrs: &[Addr]) -> String {
+    let rx = m.read().unwrap();
+    let (dump, files, bytes) = rx.dump().unwrap();
+    let mut out = format!("dump {} files {files} bytes {bytes}\n", blake3::hash(&dump));
+    out += &format!("staged {:?}\nuploads {:?}\n", rx.staged().unwrap(), rx.uploads(100).unwrap());
+    for a in addrs {
+        out += &format!("outbox {:?}\n", rx.small_outbox(a).unwrap());
+    }
+    out
+}
+
+/// The state the failing call starts from.
+fn setup(tx: &Tx, b: Addr) -> Result<(), FsError> {
+    tx.put_inode(&attr(2))?;
+    tx.put_dirent(ROOT_INO, b"first", 2)?;
+    tx.put_xattr(2, b"user.y", Some(b"old"))?;
+    let durable = ChunkRecord { state: ChunkState::Durable, ..ChunkRecord::pending(ChunkId([2; 32]), 50) };
+    tx.put_chunk(&b, &durable)?;
+    tx.set_extents(2, &[Extent { offset: 0, len: 50, id: ChunkId([2; 32]), addr: b }])?;
+    tx.set_staged(2, true)?;
+    tx.set_small_outbox(&b, Some(b"old ct"))
+}
+
+/// One of each change a filesystem call makes.
+fn lots_of_changes(tx: &Tx, ino: Ino, a: Addr) -> Result<(), FsError> {
+    let mut dir = tx.inode(ROOT_INO)?;
+    dir.nlink += 1;
+    tx.put_inode(&dir)?;
+    tx.put_inode(&attr(ino))?;
+    tx.put_dirent(ROOT_INO, format!("f{ino}").as_bytes(), ino)?;
+    tx.del_dirent(ROOT_INO, b"first")?;
+    tx.put_symlink(ino, b"target")?;
+    tx.put_xattr(ino, b"user.x", Some(b"v"))?;
+    tx.put_xattr(2, b"user.y", None)?;
+    tx.put_chunk(&a, &ChunkRecord::pending(ChunkId([ino as u8; 32]), 100))?;
+    tx.set_extents(ino, &[Extent { offset: 0, len: 10, id: ChunkId([ino as u8; 32]), addr: a }])?;
+    tx.set_extents(2, &[])?;
+    tx.set_staged(ino, true)?;
+    tx.set_staged(2, false)?;
+    tx.set_upload(&a, Some(7))?;
+    tx.set_small_outbox(&a, Some(b"ct"))?;
+    tx.set_meta("root_version", 9)?;
+    tx.next_ino()?;
+    tx.delete_inode(2)?;
+    Ok(())
+}
+
+#[test]
+fn a_failing_call_inside_a_group_takes_back_only_its_own_changes() {
+    let (a, b) = (Addr([7; 32]), Addr([8; 32]));
+    let dir = tempfile::tempdir().unwrap();
+    let m = grouped(dir.path());
+    m.write(|tx| setup(tx, b)).unwrap();
+    let initial = everything(&m, &[a, b]);
+    // The same changes made by a call that succeeds change that state: so the comparison
+    // below would see an undo that missed something.
+    let probe = tempfile::tempdir().unwrap();
+    m.checkpoint().unwrap();
+    std::fs::copy(dir.path().join("m.redb"), probe.path().join("m.redb")).unwrap();
+    let other = grouped(probe.path());
+    assert_eq!(everything(&other, &[a, b]), initial);
+    other.write(|tx| lots_of_changes(tx, 3, a)).unwrap();
+    assert_ne!(everything(&other, &[a, b]), initial, "the changes must show");
+
+    // A call before it in the same group, which must survive the failure.
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"kept", 9)).unwrap();
+    assert!(m.group_open());
+    let failed: Result<(), FsError> = m.write_grouped(|tx| {
+        lots_of_changes(tx, 3, a)?;
+        Err(FsError::NotEmpty)
+    });
+    assert!(matches!(failed, Err(FsError::NotEmpty)));
+    assert!(m.group_open(), "the failure must not end the group");
+    let v = m.view();
+    assert_eq!(v.lookup(ROOT_INO, b"kept").unwrap(), Some(9));
+    assert_eq!(v.lookup(ROOT_INO, b"first").unwrap(), Some(2));
+    assert!(matches!(v.inode(3), Err(FsError::NotFound)));
+    // `read` commits the group: the kept entry and nothing of the failed call.
+    let after = everything(&m, &[a, b]);
+    assert!(!m.group_open());
+    m.write(|tx| tx.del_dirent(ROOT_INO, b"kept")).unwrap();
+    assert_eq!(everything(&m, &[a, b]), initial, "the failed call left changes behind");
+    assert_ne!(after, initial);
+}
+
+#[test]
+fn grouped_calls_are_seen_at_once_and_committed_by_the_flusher_a_write_or_the_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.redb");
+    {
+        let mut m = Manifest::open(&path, 1000, 1000).unwrap();
+        m.group_commits(Duration::from_millis(20)).unwrap();
+        m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"a", 5)).unwrap();
+        assert!(m.group_open());
+        assert_eq!(m.view().lookup(ROOT_INO, b"a").unwrap(), Some(5), "a view sees the open group");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.group_open() {
+            assert!(Instant::now() < deadline, "the flusher did not commit the group");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"b", 6)).unwrap();
+        m.write(|tx| tx.put_dirent(ROOT_INO, b"c", 7)).unwrap();
+        assert!(!m.group_open(), "write commits the group with its own change");
+        m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"d", 8)).unwrap();
+        assert!(m.group_open());
+        // Dropped with the group open: it is committed on the way out.
+    }
+    let m = Manifest::open(&path, 1000, 1000).unwrap();
+    let names: Vec<(Vec<u8>, Ino)> = m.read().unwrap().children(ROOT_INO).unwrap();
+    let want: Vec<(Vec<u8>, Ino)> =
+        vec![(b"a".to_vec(), 5), (b"b".to_vec(), 6), (b"c".to_vec(), 7), (b"d".to_vec(), 8)];
+    assert_eq!(names, want);
+}
+
+#[test]
+fn a_group_is_committed_at_its_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = grouped(dir.path());
+    for i in 0..GROUP_MAX as u64 - 1 {
+        m.write_grouped(|tx| tx.put_dirent(ROOT_INO, &i.to_be_bytes(), i + 2)).unwrap();
+    }
+    assert!(m.group_open());
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"last", 1)).unwrap();
+    assert!(!m.group_open());
+}
+
+#[test]
+fn without_group_commits_every_write_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manifest::open(&dir.path().join("m.redb"), 1000, 1000).unwrap();
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"a", 5)).unwrap();
+    assert!(!m.group_open());
+}
