@@ -1,7 +1,7 @@
 //! The claims of docs/SEMANTICS.md, each checked on a real mount over a real fabric: reads do
 //! not update atime, an unlinked open file stays readable until its last close, the kernel
 //! enforces permissions for other users with `--allow-other` (and keeps them out without it),
-//! statfs answers immediately.
+//! statfs answers immediately, names fsynced through their directory survive a kill -9.
 
 mod common;
 
@@ -165,4 +165,38 @@ fn a_listing_neither_skips_nor_repeats_entries_while_others_are_removed_or_added
         fs::remove_file(big.join(name)).unwrap();
     }
     fs::remove_dir(&big).unwrap();
+}
+
+/// Names changed in quick succession share one manifest commit (SEMANTICS.md, Durability):
+/// fsync of their directory must commit them before it returns, so a kill -9 right after it
+/// loses none. The last rename of each round comes just before the fsync, inside the group
+/// that only the fsync can have committed by then.
+#[test]
+fn names_fsynced_through_their_directory_survive_a_kill9_right_after() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    let d = m.path("d");
+    fs::create_dir(&d).unwrap();
+    fs::File::open(&m.mp).unwrap().sync_all().unwrap();
+    for round in 0..3 {
+        for i in 0..40 {
+            let tmp = d.join(format!(".f{round}-{i}.tmp"));
+            fs::write(&tmp, format!("{round}-{i}")).unwrap();
+            fs::rename(&tmp, d.join(format!("f{round}-{i}"))).unwrap();
+        }
+        fs::rename(d.join(format!("f{round}-0")), d.join(format!("moved{round}"))).unwrap();
+        fs::File::open(&d).unwrap().sync_all().unwrap();
+        m.kill9();
+        m.clear_stale();
+        m.spawn();
+        for r in 0..=round {
+            assert!(d.join(format!("moved{r}")).exists(), "round {r}: the rename just before fsync was lost");
+            assert!(!d.join(format!("f{r}-0")).exists(), "round {r}: the renamed name came back");
+            for i in 1..40 {
+                assert!(d.join(format!("f{r}-{i}")).exists(), "round {r}: f{r}-{i} was lost");
+                assert!(!d.join(format!(".f{r}-{i}.tmp")).exists(), "round {r}: a temporary name came back");
+            }
+        }
+    }
 }
