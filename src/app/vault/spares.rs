@@ -8,15 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Spares kept at most.
-const MAX_SPARES: usize = 64;
+/// Spares kept at most: enough for every file an rsync of small files creates while the chunker
+/// empties the previous batch (kept as names, not open descriptors).
+const MAX_SPARES: usize = 1024;
 /// Name prefix of a spare in the staging directory.
 const PREFIX: &str = "spare.";
 
 /// A pool of empty files in one directory.
 pub(super) struct Spares {
     dir: PathBuf,
-    free: Mutex<Vec<(PathBuf, File)>>,
+    free: Mutex<Vec<PathBuf>>,
     next: AtomicU64,
 }
 
@@ -33,16 +34,16 @@ impl Spares {
         Spares { dir: dir.to_path_buf(), free: Mutex::default(), next: AtomicU64::new(0) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, File)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
         self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An empty file at `path` (replacing any file there), opened for reading and writing.
     pub fn create(&self, path: &Path) -> std::io::Result<File> {
         let spare = self.lock().pop();
-        if let Some((spare, file)) = spare {
+        if let Some(spare) = spare {
             if std::fs::rename(&spare, path).is_ok() {
-                return Ok(file);
+                return OpenOptions::new().read(true).write(true).truncate(true).open(path);
             }
         }
         OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)
@@ -60,17 +61,14 @@ impl Spares {
             Some(Ok(file)) => Ok(file),
             None => OpenOptions::new().read(true).write(true).open(path),
         };
-        let mut free = self.lock();
-        if free.len() < MAX_SPARES {
-            if let Ok(file) = open.and_then(|f| f.set_len(0).map(|()| f)) {
-                let spare = self.dir.join(format!("{PREFIX}{}", self.next.fetch_add(1, Ordering::Relaxed)));
-                if std::fs::rename(path, &spare).is_ok() {
-                    free.push((spare, file));
-                    return;
-                }
+        // The syscalls run outside the lock, so creates do not wait for them.
+        if self.lock().len() < MAX_SPARES && open.and_then(|f| f.set_len(0)).is_ok() {
+            let spare = self.dir.join(format!("{PREFIX}{}", self.next.fetch_add(1, Ordering::Relaxed)));
+            if std::fs::rename(path, &spare).is_ok() {
+                self.lock().push(spare);
+                return;
             }
         }
-        drop(free);
         let _ = std::fs::remove_file(path);
     }
 }
