@@ -97,6 +97,11 @@ struct Open {
     calls: usize,
     since: Option<Instant>,
     closing: bool,
+    /// Calls acknowledged in a group whose commit then failed, not yet reported by `sync`.
+    lost: usize,
+    /// Makes the next commit fail (tests of the failure path).
+    #[cfg(test)]
+    fail_next: bool,
 }
 
 /// How to put back one change of a failed call inside a group.
@@ -769,7 +774,13 @@ impl Manifest {
             Ok(v) => {
                 open.calls += 1;
                 match commit {
-                    Some(d) => Group::commit_with(&mut open, d)?,
+                    Some(d) => {
+                        let earlier = open.calls - 1;
+                        if let Err(e) = Group::commit_with(&mut open, d) {
+                            open.lost += earlier;
+                            return Err(e);
+                        }
+                    }
                     None if open.calls >= GROUP_MAX => Group::commit_open(&mut open)?,
                     None if !joined => self.group.wake.notify_one(),
                     None => {}
@@ -810,6 +821,26 @@ impl Manifest {
     pub fn checkpoint(&self) -> Result<(), FsError> {
         self.write_durable(|_| Ok(()))
     }
+
+    /// `checkpoint` for fsync(2): also fails (once) when a group commit failed since the last
+    /// `sync`, because calls it held were acknowledged and then lost, as a local filesystem
+    /// reports a failed writeback at the next fsync.
+    pub fn sync(&self) -> Result<(), FsError> {
+        self.checkpoint()?;
+        let lost = std::mem::take(&mut self.group.lock().lost);
+        if lost > 0 {
+            return Err(FsError::Io(format!(
+                "manifest: a commit failed; {lost} earlier change(s) of names or attributes were lost (see the log)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the next commit fail.
+    #[cfg(test)]
+    pub(super) fn fail_next_commit(&self) {
+        self.group.lock().fail_next = true;
+    }
 }
 
 impl Drop for Manifest {
@@ -830,8 +861,10 @@ impl Group {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Commits the open group; if that fails, its calls count as lost until `sync` reports them.
     fn commit_open(open: &mut Open) -> Result<(), FsError> {
-        Self::commit_with(open, Durability::None)
+        let calls = open.calls;
+        Self::commit_with(open, Durability::None).inspect_err(|_| open.lost += calls)
     }
 
     fn commit_with(open: &mut Open, durability: Durability) -> Result<(), FsError> {
@@ -839,6 +872,11 @@ impl Group {
         let calls = std::mem::take(&mut open.calls);
         open.since = None;
         txn.set_durability(durability);
+        #[cfg(test)]
+        if std::mem::take(&mut open.fail_next) {
+            let _ = txn.abort();
+            return Err(FsError::Io("manifest: commit failed (injected)".into()));
+        }
         txn.commit().map_err(|e| {
             tracing::error!(error = %e, calls, "manifest commit failed");
             err(e)

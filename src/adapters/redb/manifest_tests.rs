@@ -152,3 +152,25 @@ fn without_group_commits_every_write_commits() {
     m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"a", 5)).unwrap();
     assert!(!m.group_open());
 }
+
+#[test]
+fn a_failed_group_commit_is_reported_once_by_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = grouped(dir.path());
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"a", 5)).unwrap();
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"b", 6)).unwrap();
+    m.fail_next_commit();
+    assert!(m.flush().is_err());
+    assert_eq!(m.view().lookup(ROOT_INO, b"a").unwrap(), None, "the failed group's calls are gone");
+    let err = m.sync().expect_err("the lost calls must be reported");
+    assert!(err.to_string().contains("2 earlier change(s)"), "{err}");
+    m.sync().unwrap();
+    // A call committed with its own change: the group's earlier calls count as lost.
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"c", 7)).unwrap();
+    m.fail_next_commit();
+    assert!(m.write(|tx| tx.put_dirent(ROOT_INO, b"d", 8)).is_err());
+    assert!(m.sync().expect_err("reported").to_string().contains("1 earlier change(s)"));
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"e", 9)).unwrap();
+    m.sync().unwrap();
+    assert_eq!(m.read().unwrap().lookup(ROOT_INO, b"e").unwrap(), Some(9));
+}

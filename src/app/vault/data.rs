@@ -253,7 +253,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             tokio::task::block_in_place(|| file.sync_data())?;
             self.persist_attrs(ino)?;
         }
-        tokio::task::block_in_place(|| self.m.checkpoint())?;
+        tokio::task::block_in_place(|| self.m.sync())?;
         if self.opts.sync_quorum {
             self.wait_durable(ino).await?;
         }

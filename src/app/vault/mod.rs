@@ -787,7 +787,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Makes namespace changes durable.
     pub fn fsyncdir(&self) -> Result<(), FsError> {
-        self.m.checkpoint()
+        self.m.sync()
     }
 
     /// Makes every manifest change so far durable (called periodically and at unmount).
