@@ -9,4 +9,13 @@ quloud_install_deps openssl   # the secured-bus test makes its own CA
 echo "==> building (release, reused by every test)"
 cargo build --release --quiet
 echo "==> running tests"
-cargo test --release --lib --bins --tests -- --test-threads=4
+# A hung test fails the run after QULOUD_TEST_MINUTES (default 30; the suite takes about 12 on
+# 2 cores) instead of blocking it: timeout signals cargo's whole process group, test binaries too.
+limit=${QULOUD_TEST_MINUTES:-30}
+status=0
+timeout --kill-after=30s "${limit}m" \
+  cargo test --release --lib --bins --tests -- --test-threads=4 || status=$?
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  echo "tests did not finish within ${limit} minutes: a test hangs (the last 'has been running for over 60 seconds' line names it)" >&2
+fi
+exit "$status"

@@ -732,6 +732,12 @@ impl Manifest {
         self.group.lock().txn.is_some()
     }
 
+    /// Whether the flusher has a deadline to wait for.
+    #[cfg(test)]
+    pub(super) fn flush_due(&self) -> bool {
+        self.group.lock().since.is_some()
+    }
+
     /// Commits an open group (without fsync).
     pub fn flush(&self) -> Result<(), FsError> {
         let mut open = self.group.lock();
@@ -791,6 +797,7 @@ impl Manifest {
                 if let Some(txn) = open.txn.take() {
                     let _ = txn.abort();
                 }
+                open.since = None;
                 Err(e)
             }
             Err(e) => {
@@ -801,6 +808,8 @@ impl Manifest {
                     if let Some(txn) = open.txn.take() {
                         let _ = txn.abort();
                     }
+                    open.since = None;
+                    open.lost += std::mem::take(&mut open.calls);
                 }
                 Err(e)
             }
@@ -868,9 +877,10 @@ impl Group {
     }
 
     fn commit_with(open: &mut Open, durability: Durability) -> Result<(), FsError> {
-        let Some(mut txn) = open.txn.take() else { return Ok(()) };
-        let calls = std::mem::take(&mut open.calls);
+        // Cleared first, also when nothing is open: a deadline left behind would spin the flusher.
         open.since = None;
+        let calls = std::mem::take(&mut open.calls);
+        let Some(mut txn) = open.txn.take() else { return Ok(()) };
         txn.set_durability(durability);
         #[cfg(test)]
         if std::mem::take(&mut open.fail_next) {

@@ -174,3 +174,30 @@ fn a_failed_group_commit_is_reported_once_by_the_next_sync() {
     m.sync().unwrap();
     assert_eq!(m.read().unwrap().lookup(ROOT_INO, b"e").unwrap(), Some(9));
 }
+
+#[test]
+fn a_call_that_fails_in_a_fresh_group_leaves_the_flusher_nothing_to_wait_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Manifest::open(&dir.path().join("m.redb"), 1000, 1000).unwrap();
+    m.group_commits(Duration::from_millis(1)).unwrap();
+    let failed: Result<(), FsError> = m.write_grouped(|tx| {
+        tx.put_dirent(ROOT_INO, b"x", 5)?;
+        Err(FsError::Exists)
+    });
+    assert!(failed.is_err());
+    // A deadline left behind with nothing open made the flusher spin at 100 % of a core while
+    // holding the group's lock, so the checks run on a thread that may never come back.
+    let m = std::sync::Arc::new(m);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = m.clone();
+    std::thread::spawn(move || {
+        let first = (probe.group_open(), probe.flush_due());
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = tx.send((first, probe.flush_due(), probe.view().lookup(ROOT_INO, b"x").unwrap()));
+    });
+    let ((open, due), due_later, x) =
+        rx.recv_timeout(Duration::from_secs(10)).expect("the flusher holds the group's lock: it spins");
+    assert!(!open, "the failed call left its group open");
+    assert!(!due && !due_later, "a deadline without an open group");
+    assert_eq!(x, None);
+}
