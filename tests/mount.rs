@@ -300,6 +300,38 @@ fn kill9_mid_rsync_then_remount() {
     diff_r(&src, &dest);
 }
 
+#[test]
+fn kill9_while_a_large_file_is_sealed_then_remount() {
+    let fabric = Fabric::start(3, "2GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    let data = bytes(384 * MIB, 7_000);
+    let mut f = File::create(m.path("big")).unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    drop(f); // the last close: the chunker starts sealing the file
+             // Uploads queued while the file is still staged: the first segments were queued before the
+             // file was sealed whole.
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        "chunks queued while the file is sealed",
+        || {
+            let s = status(&m.home);
+            s.staged_files == 1 && s.queued > 0
+        },
+    );
+    m.kill9();
+    m.clear_stale();
+    m.spawn();
+    assert_content(&m.path("big"), &data, "fsynced, then the mount died while sealing it");
+    let s = wait_durable_within(&m.home, Duration::from_secs(180));
+    assert!(s.chunks > 0 && s.durable == s.chunks, "not all durable: {}", s.json);
+    assert_eq!(s.unreferenced, 0, "the file took back every chunk queued before the crash: {}", s.json);
+    m.remount();
+    assert_content(&m.path("big"), &data, "after the queue drained and a remount");
+}
+
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid path and a zeroed out-struct.

@@ -558,6 +558,8 @@ pub struct Status {
     pub durable: u64,
     pub degraded: u64,
     pub staged_files: u64,
+    pub unreferenced: u64,
+    pub queued: u64,
     pub json: String,
 }
 
@@ -580,6 +582,8 @@ pub fn status(home: &Path) -> Status {
         durable: get("durable"),
         degraded: get("degraded"),
         staged_files: get("staged_files"),
+        unreferenced: get("unreferenced"),
+        queued: get("queued"),
         json,
     }
 }

@@ -8,8 +8,8 @@
 
 use super::manifest::{err, Manifest, Rx};
 use super::{
-    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SHARES, SHARE_SECRETS, SNAPSHOTS, SYMLINKS, UNREFERENCED,
-    XATTRS,
+    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SNAPSHOTS, SYMLINKS,
+    UNREFERENCED, XATTRS,
 };
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
@@ -184,6 +184,15 @@ impl Rx {
         dump_table(self, &mut w, Code::Chunks, CHUNKS, |a| a.to_vec(), b)?;
         dump_table(self, &mut w, Code::Xattrs, XATTRS, b, b)?;
         dump_table(self, &mut w, Code::Unreferenced, UNREFERENCED, |a| a.to_vec(), be)?;
+        // Chunks queued while their file was being sealed: in a restored vault no file will
+        // reference them, so they are unreferenced there.
+        let sealing = self.raw().open_table(SEALING).map_err(err)?;
+        for row in sealing.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            if self.chunk(&Addr(*k.value()))?.is_some_and(|c| c.refs == 0) {
+                w.record(Code::Unreferenced, k.value(), &be(v.value()));
+            }
+        }
         dump_table(self, &mut w, Code::Nodes, NODES, |a| a.to_vec(), b)?;
         dump_table(self, &mut w, Code::Meta, META, |s: &str| s.as_bytes().to_vec(), be)?;
         dump_table(self, &mut w, Code::Snapshots, SNAPSHOTS, be, b)?;

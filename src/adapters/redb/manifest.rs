@@ -18,8 +18,8 @@
 //! `write` (which commits) is the way to do both.
 
 use super::{
-    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SHARES, SHARE_SECRETS, SMALL_OUTBOX, SNAPSHOTS, STAGED,
-    SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
+    CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SMALL_OUTBOX, SNAPSHOTS,
+    STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;
@@ -349,6 +349,16 @@ impl Rx {
         Ok(self.0.open_table(UPLOADS).map_err(err)?.get(&addr.0).map_err(err)?.is_some())
     }
 
+    /// Chunks queued while their files were being sealed and not yet released.
+    pub fn sealing(&self) -> Result<Vec<Addr>, FsError> {
+        let t = self.0.open_table(SEALING).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(err)? {
+            out.push(Addr(*row.map_err(err)?.0.value()));
+        }
+        Ok(out)
+    }
+
     /// Inodes staged locally (to re-queue after a restart).
     pub fn staged(&self) -> Result<Vec<Ino>, FsError> {
         let t = self.0.open_table(STAGED).map_err(err)?;
@@ -547,6 +557,31 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Marks a chunk as queued while its file is still being sealed (no file references it yet).
+    pub fn set_sealing(&self, addr: &Addr, since: Option<u64>) -> Result<(), FsError> {
+        let mut t = self.txn.open_table(SEALING).map_err(err)?;
+        let old = match since {
+            Some(ms) => t.insert(&addr.0, ms),
+            None => t.remove(&addr.0),
+        }
+        .map_err(err)?
+        .map(|g| g.value());
+        let a = addr.0;
+        self.remember(move |w| put_back(w, SEALING, &a, old));
+        Ok(())
+    }
+
+    /// Releases a chunk queued while sealing: one that no file came to reference starts its
+    /// garbage-collection grace period like any chunk that lost its last reference.
+    pub fn release_sealed(&self, addr: &Addr) -> Result<(), FsError> {
+        self.set_sealing(addr, None)?;
+        if self.chunk(addr)?.is_some_and(|c| c.refs == 0) {
+            let now = crate::domain::unix_ms(std::time::SystemTime::now());
+            self.set_unreferenced(addr, Some(now))?;
+        }
+        Ok(())
+    }
+
     /// Forgets a chunk entirely: its record, grace-period entry, queued upload and small outbox copy.
     pub fn forget_chunk(&self, addr: &Addr) -> Result<(), FsError> {
         let old = self
@@ -668,6 +703,7 @@ impl Manifest {
             let _ = tx.txn.open_table(META).map_err(err)?;
             let _ = tx.txn.open_table(SMALL_OUTBOX).map_err(err)?;
             let _ = tx.txn.open_table(UNREFERENCED).map_err(err)?;
+            let _ = tx.txn.open_table(SEALING).map_err(err)?;
             let _ = tx.txn.open_table(NODES).map_err(err)?;
             let _ = tx.txn.open_table(SNAPSHOTS).map_err(err)?;
             let _ = tx.txn.open_table(SHARES).map_err(err)?;

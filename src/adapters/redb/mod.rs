@@ -36,6 +36,10 @@ pub const SMALL_OUTBOX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new
 /// Manifest: chunks no file references any more, addr → since when (Unix ms); collected from
 /// their replicas after the grace period.
 pub const UNREFERENCED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("unreferenced-v1");
+/// Manifest: chunks queued for upload while the files they belong to are still being sealed,
+/// addr → since when (Unix ms). No file references them yet; the files' commit releases them,
+/// or the next mount after a crash does (into the garbage-collection grace period).
+pub const SEALING: TableDefinition<&[u8; 32], u64> = TableDefinition::new("sealing-v1");
 /// Manifest: what the owner knows about each storage node, node id → encoded `NodeRecord`.
 pub const NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("nodes-v1");
 /// Manifest: snapshots of this manifest kept in the fabric, id → encoded `SnapshotRow`.

@@ -86,6 +86,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 self.discard_staging(ino);
             }
         }
+        // Chunks queued ahead of a commit that never came: the files they were sealed from are
+        // still staged and are sealed again below, and any chunk no file takes is collected.
+        let sealing = self.m.read()?.sealing()?;
+        if !sealing.is_empty() {
+            tracing::info!(chunks = sealing.len(), "releasing chunks queued by an interrupted chunking pass");
+            self.m.write(|tx| sealing.iter().try_for_each(|a| tx.release_sealed(a)))?;
+        }
         let rx = self.m.read()?;
         for ino in rx.staged()? {
             let path = self.staging_path(ino);

@@ -8,6 +8,7 @@ use crate::domain::fs::{ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
 use crate::domain::unix_ms;
 use crate::ports::fabric::ChunkFabric;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -29,7 +30,7 @@ pub struct PipelineStats {
 
 /// A staged file sealed into the outbox, waiting to be committed.
 pub(super) struct Prepared {
-    ino: Ino,
+    pub(super) ino: Ino,
     size: u64,
     mtime: crate::domain::fs::Time,
     generation: u64,
@@ -42,6 +43,27 @@ pub(super) struct Prepared {
 /// Chunks up to this size wait in the manifest rather than in an outbox file of their own
 /// (creating and deleting many tiny files costs more than the data).
 pub(super) const SMALL_CHUNK: usize = 64 * 1024;
+
+/// Once this much new ciphertext is sealed, it is queued for upload before the rest of the
+/// batch is sealed: a large file starts uploading at once instead of after all of it is sealed.
+const SEAL_SEGMENT: usize = 32 << 20;
+
+/// New chunks of a batch sealed but not yet queued, and those queued early (their files are
+/// still being sealed, so no file references them yet).
+#[derive(Default)]
+pub(super) struct Early {
+    waiting: Vec<(Addr, ChunkRecord, Option<Vec<u8>>)>,
+    waiting_bytes: usize,
+    /// Only larger than 0 in tests.
+    segment: usize,
+    queued: HashSet<Addr>,
+}
+
+impl Early {
+    fn new(segment: usize) -> Self {
+        Early { segment, ..Early::default() }
+    }
+}
 
 /// Reads a file from offset 0 with positional reads (no shared cursor).
 struct PosReader<'a> {
@@ -159,7 +181,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// through a temporary name, so a crash never leaves a torn file under the addr.
     pub(super) fn write_outbox(&self, addr: &Addr, ciphertext: &[u8]) -> std::io::Result<()> {
         let path = self.outbox_path(addr);
-        if !path.exists() {
+        // A power cut after the rename but before the data reached the disk can leave the name
+        // with fewer bytes: such a file is written again.
+        if std::fs::metadata(&path).map_or(true, |m| m.len() != ciphertext.len() as u64) {
             let tmp = path.with_extension("tmp");
             File::create(&tmp)?.write_all(ciphertext)?;
             std::fs::rename(&tmp, &path)?;
@@ -169,7 +193,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Seals a staged file's chunks into the outbox (not yet fsynced) and returns what to commit;
     /// `None` when the file is still being written (it is queued again at its last close).
-    fn prepare(&self, ino: Ino) -> Result<Option<Prepared>, FsError> {
+    fn prepare(&self, ino: Ino, early: &mut Early) -> Result<Option<Prepared>, FsError> {
         let snapshot = {
             let files = Self::lock(&self.files);
             match files.get(&ino) {
@@ -188,6 +212,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             small: Vec::new(),
         };
         let reader = PosReader { file: &file, pos: 0, end: size };
+        let mut fresh = HashSet::new();
         for chunk in chunk_stream(reader, self.keys.chunker_seed()) {
             let (offset, data) = chunk?;
             let sealed = self.keys.seal(&data);
@@ -196,42 +221,96 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Self::lock(&self.cache).put(sealed.id, Arc::new(data));
             // A chunk waiting for garbage collection (no references) may be deleted from its
             // replicas at any moment, so it is sealed again as if new.
-            let known = self.m.view().chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0)
-                || p.fresh.iter().any(|(a, _)| *a == sealed.addr);
+            let known = fresh.contains(&sealed.addr)
+                || self.m.view().chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0);
             if known {
                 continue;
             }
-            if sealed.ciphertext.len() <= SMALL_CHUNK {
+            let small = sealed.ciphertext.len() <= SMALL_CHUNK;
+            if small {
                 p.small.push((sealed.addr, sealed.ciphertext.clone()));
             } else {
                 self.write_outbox(&sealed.addr, &sealed.ciphertext)?;
             }
-            p.fresh.push((sealed.addr, ChunkRecord::pending(sealed.id, sealed.ciphertext.len())));
+            let rec = ChunkRecord::pending(sealed.id, sealed.ciphertext.len());
+            fresh.insert(sealed.addr);
+            early.waiting_bytes += sealed.ciphertext.len();
+            early.waiting.push((sealed.addr, rec.clone(), small.then_some(sealed.ciphertext)));
+            p.fresh.push((sealed.addr, rec));
+            if early.waiting_bytes >= early.segment {
+                self.queue_early(early)?;
+            }
         }
         Ok(Some(p))
+    }
+
+    /// Queues the new chunks sealed so far for upload, ahead of their files' commit: makes
+    /// their outbox files durable, then records them as pending and sealing (so garbage
+    /// collection leaves them alone until the files commit or the next mount releases them).
+    /// Chunks that have a record already are left to the files' commit.
+    fn queue_early(&self, early: &mut Early) -> Result<(), FsError> {
+        let waiting = std::mem::take(&mut early.waiting);
+        early.waiting_bytes = 0;
+        if waiting.iter().any(|(_, _, small)| small.is_none()) {
+            self.sync_outbox()?;
+        }
+        let now = unix_ms(SystemTime::now());
+        let queued = self.m.write(|tx| {
+            let mut queued = Vec::new();
+            for (addr, rec, small) in &waiting {
+                if tx.chunk(addr)?.is_none() {
+                    queue_upload(tx, addr, rec, small.as_deref(), now)?;
+                    tx.set_sealing(addr, Some(now))?;
+                    queued.push(*addr);
+                }
+            }
+            Ok(queued)
+        })?;
+        early.queued.extend(queued);
+        self.upload_work.notify_one();
+        Ok(())
+    }
+
+    /// Makes everything written into the outbox durable (one `syncfs` of its filesystem).
+    fn sync_outbox(&self) -> Result<(), FsError> {
+        let outbox = File::open(&self.outbox)?;
+        // SAFETY: syncfs on a valid open descriptor; no memory is passed.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
     }
 
     /// Chunks a batch of staged files: seals them into the outbox, makes the outbox durable with
     /// one `syncfs`, commits all their new extents in one durable transaction, and only then
     /// drops their staging copies. Returns how many files were committed.
     pub(super) fn chunk_files(&self, inos: &[Ino]) -> Result<usize, FsError> {
+        let (prepared, early) = self.seal_batch(inos, SEAL_SEGMENT);
+        self.commit_batch(prepared, early)
+    }
+
+    /// Seals a batch of staged files into the outbox, queueing new chunks for upload every
+    /// `segment` bytes of new ciphertext.
+    pub(super) fn seal_batch(&self, inos: &[Ino], segment: usize) -> (Vec<Prepared>, Early) {
+        let mut early = Early::new(segment);
         let mut prepared = Vec::new();
         for &ino in inos {
-            match self.prepare(ino) {
+            match self.prepare(ino, &mut early) {
                 Ok(Some(p)) => prepared.push(p),
                 Ok(None) => {}
                 Err(e) => tracing::error!(ino, error = %e, "chunking a file failed; it stays staged"),
             }
         }
-        if prepared.is_empty() {
+        (prepared, early)
+    }
+
+    /// Commits a sealed batch: see [`Vault::chunk_files`].
+    pub(super) fn commit_batch(&self, prepared: Vec<Prepared>, early: Early) -> Result<usize, FsError> {
+        if prepared.is_empty() && early.queued.is_empty() {
             return Ok(0);
         }
-        if prepared.iter().any(|p| p.fresh.len() > p.small.len()) {
-            let outbox = File::open(&self.outbox)?;
-            // SAFETY: syncfs on a valid open descriptor; no memory is passed.
-            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
+        if early.waiting.iter().any(|(_, _, small)| small.is_none()) {
+            self.sync_outbox()?;
         }
         // Commit only files unchanged since they were read; hold the lock so no write slips in.
         let mut files = Self::lock(&self.files);
@@ -242,20 +321,23 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let (committed, retry) = self.m.write_durable(|tx| {
             let (mut done, mut retry) = (Vec::new(), Vec::new());
             for p in &ready {
-                let Ok(mut a) = tx.inode(p.ino) else { continue }; // deleted meanwhile
-                                                                   // A chunk seen as known while sealing may have been garbage-collected since:
-                                                                   // leave the file staged and seal it again.
+                // Deleted meanwhile: nothing to commit.
+                let Ok(mut a) = tx.inode(p.ino) else { continue };
+                // A chunk seen as known while sealing (or queued early) may have been
+                // garbage-collected since: leave the file staged and seal it again.
+                let ours: HashSet<&Addr> =
+                    p.fresh.iter().map(|(a, _)| a).filter(|a| !early.queued.contains(a)).collect();
                 let mut gone = false;
                 for e in &p.extents {
-                    gone |= tx.chunk(&e.addr)?.is_none() && !p.fresh.iter().any(|(f, _)| *f == e.addr);
+                    gone |= !ours.contains(&e.addr) && tx.chunk(&e.addr)?.is_none();
                 }
                 if gone {
                     retry.push(p.ino);
                     continue;
                 }
-                for (addr, rec) in &p.fresh {
-                    let small = p.small.iter().find(|(a, _)| a == addr).map(|(_, ct)| ct.as_slice());
-                    queue_upload(tx, addr, rec, small, now)?;
+                let small: HashMap<&Addr, &[u8]> = p.small.iter().map(|(a, ct)| (a, ct.as_slice())).collect();
+                for (addr, rec) in p.fresh.iter().filter(|(a, _)| ours.contains(a)) {
+                    queue_upload(tx, addr, rec, small.get(addr).copied(), now)?;
                 }
                 tx.set_extents(p.ino, &p.extents)?;
                 a.size = p.size;
@@ -266,6 +348,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 tx.put_inode(&a)?;
                 tx.set_staged(p.ino, false)?;
                 done.push(p.ino);
+            }
+            // After every file's references are in: an early chunk no file took (its file
+            // changed or went meanwhile) is unreferenced from now on.
+            for addr in &early.queued {
+                tx.release_sealed(addr)?;
             }
             Ok((done, retry))
         })?;
@@ -307,7 +394,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         // Outbox copies nobody queued (a lost race with a writer or with garbage collection).
         let rx = self.m.read()?;
         for p in stale.iter().chain(&ready) {
-            for (addr, _) in &p.fresh {
+            // (Those queued early belong to the uploader, which retires them into the disk cache.)
+            for (addr, _) in p.fresh.iter().filter(|(a, _)| !early.queued.contains(a)) {
                 if !rx.upload_queued(addr)? {
                     let _ = std::fs::remove_file(self.outbox_path(addr));
                 }
@@ -316,3 +404,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(committed.len())
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Stores nothing: counts stores in flight and answers each after `delay`, except the first
 /// chunk it sees, which takes `slow`.
-struct CountingFabric {
+pub(super) struct CountingFabric {
     inflight: AtomicUsize,
     max_inflight: AtomicUsize,
     done: AtomicUsize,
@@ -26,7 +26,7 @@ struct CountingFabric {
 }
 
 impl CountingFabric {
-    fn new(delay: Duration, slow: Duration) -> Self {
+    pub(super) fn new(delay: Duration, slow: Duration) -> Self {
         CountingFabric {
             inflight: AtomicUsize::new(0),
             max_inflight: AtomicUsize::new(0),

@@ -1,0 +1,155 @@
+//! Chunks queued for upload while their files are still being sealed: what the manifest holds
+//! before the files commit, after they commit, after a crash in between, and when a file
+//! changes under the sealing. (Uploads themselves are proven on a real broker in `tests/`.)
+
+use crate::app::vault::uploader_tests::CountingFabric;
+use crate::app::vault::{Caller, Vault, VaultOptions};
+use crate::domain::fs::{Ino, ROOT_INO};
+use crate::domain::ids::Addr;
+use crate::domain::keys::MasterKey;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+const MIB: usize = 1 << 20;
+
+fn load(home: &Path) -> Arc<Vault<CountingFabric>> {
+    let keys = Arc::new(MasterKey::from_bytes([7; 32]).derive());
+    Arc::new(Vault::load(home, keys, VaultOptions::default()).unwrap())
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = blake3::hash(&seed.to_le_bytes());
+    while out.len() < len {
+        out.extend_from_slice(block.as_bytes());
+        block = blake3::hash(block.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `data` into `ino` (a new file when `ino` is `None`) and closes it.
+fn write_file(vault: &Vault<CountingFabric>, ino: Option<Ino>, data: &[u8]) -> Ino {
+    let (ino, fh) = match ino {
+        Some(ino) => (ino, vault.open(ino, libc::O_WRONLY).unwrap()),
+        None => {
+            let (attr, fh) = vault.create(Caller { uid: 0, gid: 0 }, ROOT_INO, b"big", 0o644, 0, 0).unwrap();
+            (attr.ino, fh)
+        }
+    };
+    for (i, piece) in data.chunks(MIB).enumerate() {
+        vault.write_staged(ino, fh, (i * MIB) as u64, piece).unwrap().unwrap();
+    }
+    vault.release(ino, fh).unwrap();
+    ino
+}
+
+async fn read_all(vault: &Arc<Vault<CountingFabric>>, ino: Ino, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < len {
+        let piece = vault.read(ino, 0, out.len() as u64, MIB as u32).await.unwrap();
+        assert!(!piece.is_empty(), "short read at {}", out.len());
+        out.extend_from_slice(&piece);
+    }
+    out
+}
+
+/// Every chunk that no file references is on its way out: waiting out the garbage-collection
+/// grace period, or queued while its file is being sealed.
+fn assert_no_orphans(vault: &Vault<CountingFabric>) {
+    let rx = vault.m.read().unwrap();
+    let unreferenced: HashSet<Addr> = rx.unreferenced(u64::MAX, usize::MAX).unwrap().into_iter().collect();
+    let sealing: HashSet<Addr> = rx.sealing().unwrap().into_iter().collect();
+    for (addr, c) in rx.summary().unwrap().chunks {
+        assert!(
+            c.refs > 0 || unreferenced.contains(&addr) || sealing.contains(&addr),
+            "chunk {addr:?} has no reference and nothing will ever collect it"
+        );
+    }
+}
+
+fn queued(vault: &Vault<CountingFabric>) -> HashSet<Addr> {
+    vault.m.read().unwrap().uploads(usize::MAX).unwrap().into_iter().collect()
+}
+
+fn file_chunks(vault: &Vault<CountingFabric>, ino: Ino) -> HashSet<Addr> {
+    vault.m.view().extents(ino, 0, u64::MAX).unwrap().into_iter().map(|e| e.addr).collect()
+}
+
+#[tokio::test]
+async fn a_large_file_is_queued_for_upload_while_it_is_still_being_sealed() {
+    let home = tempfile::tempdir().unwrap();
+    let vault = load(home.path());
+    let data = random(8 * MIB, 1);
+    let ino = write_file(&vault, None, &data);
+
+    let (prepared, early) = vault.seal_batch(&[ino], MIB);
+    // Before the file commits: most of it is queued, and nothing references it yet.
+    let early_bytes: usize =
+        early.queued.iter().map(|a| vault.m.view().chunk(a).unwrap().unwrap().ct_len as usize).sum();
+    assert!(early_bytes >= 6 * MIB, "only {early_bytes} bytes queued before the file's commit");
+    assert_eq!(queued(&vault), early.queued);
+    assert_eq!(vault.m.read().unwrap().sealing().unwrap().into_iter().collect::<HashSet<_>>(), early.queued);
+    assert!(file_chunks(&vault, ino).is_empty());
+    assert_no_orphans(&vault);
+
+    assert_eq!(vault.commit_batch(prepared, early).unwrap(), 1);
+    let chunks = file_chunks(&vault, ino);
+    assert_eq!(queued(&vault), chunks, "every chunk of the file is queued once");
+    assert!(vault.m.read().unwrap().sealing().unwrap().is_empty());
+    for a in &chunks {
+        assert!(vault.m.view().chunk(a).unwrap().unwrap().refs > 0);
+    }
+    assert_no_orphans(&vault);
+    assert!(read_all(&vault, ino, data.len()).await == data);
+}
+
+#[tokio::test]
+async fn chunks_queued_ahead_of_a_commit_that_never_came_are_released_at_the_next_mount() {
+    let home = tempfile::tempdir().unwrap();
+    let vault = load(home.path());
+    let data = random(8 * MIB, 2);
+    let ino = write_file(&vault, None, &data);
+    let (prepared, early) = vault.seal_batch(&[ino], MIB);
+    assert!(!early.queued.is_empty());
+    // The mount dies here: the file's commit never happens.
+    drop((prepared, early));
+    drop(vault);
+
+    let vault = load(home.path());
+    assert!(vault.m.read().unwrap().sealing().unwrap().is_empty(), "the next mount releases them");
+    assert_no_orphans(&vault);
+    // The file is still staged and sealed again; its chunks are referenced once more.
+    assert_eq!(vault.chunk_files(&[ino]).unwrap(), 1);
+    let chunks = file_chunks(&vault, ino);
+    assert!(!chunks.is_empty());
+    assert!(queued(&vault).is_superset(&chunks));
+    let rx = vault.m.read().unwrap();
+    assert!(rx.unreferenced(u64::MAX, usize::MAX).unwrap().is_empty(), "the file took back every chunk");
+    drop(rx);
+    assert_no_orphans(&vault);
+    assert!(read_all(&vault, ino, data.len()).await == data);
+}
+
+#[tokio::test]
+async fn a_file_changed_while_it_was_sealed_leaves_no_orphan_chunks() {
+    let home = tempfile::tempdir().unwrap();
+    let vault = load(home.path());
+    let ino = write_file(&vault, None, &random(8 * MIB, 3));
+    let (prepared, early) = vault.seal_batch(&[ino], MIB);
+    let sealed_early = early.queued.clone();
+    assert!(!sealed_early.is_empty());
+    // Rewritten before the sealed version commits: that version is dropped.
+    let data = random(8 * MIB, 4);
+    write_file(&vault, Some(ino), &data);
+    assert_eq!(vault.commit_batch(prepared, early).unwrap(), 0);
+    assert!(vault.m.read().unwrap().sealing().unwrap().is_empty());
+    assert_no_orphans(&vault);
+
+    assert_eq!(vault.chunk_files(&[ino]).unwrap(), 1);
+    let chunks = file_chunks(&vault, ino);
+    assert!(chunks.is_disjoint(&sealed_early), "different content, different chunks");
+    assert_no_orphans(&vault);
+    assert!(read_all(&vault, ino, data.len()).await == data);
+}
