@@ -809,10 +809,15 @@ impl Manifest {
         let Some(txn) = open.txn.as_ref() else { unreachable!("opened above") };
         let tx = Tx { txn, undo: joined.then(RefCell::default) };
         IN_WRITE.with(|w| w.set(true));
-        let out = f(&tx);
+        // A panicking call is taken back like a failing one, then the panic goes on: its half
+        // change must not be committed with the group, and this thread must stay usable.
+        let (out, panicked) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx))) {
+            Ok(out) => (out, None),
+            Err(p) => (Err(FsError::Io("manifest call panicked".into())), Some(p)),
+        };
         IN_WRITE.with(|w| w.set(false));
         let undo = tx.undo.map(RefCell::into_inner);
-        match out {
+        let out = match out {
             Ok(v) => {
                 open.calls += 1;
                 match commit {
@@ -849,7 +854,12 @@ impl Manifest {
                 }
                 Err(e)
             }
+        };
+        if let Some(p) = panicked {
+            drop(open);
+            std::panic::resume_unwind(p);
         }
+        out
     }
 
     /// Runs `f` in one atomic transaction, committed without fsync (with any open group).

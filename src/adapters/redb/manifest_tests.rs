@@ -201,3 +201,25 @@ fn a_call_that_fails_in_a_fresh_group_leaves_the_flusher_nothing_to_wait_for() {
     assert!(!due && !due_later, "a deadline without an open group");
     assert_eq!(x, None);
 }
+
+#[test]
+fn a_call_that_panics_is_taken_back_and_leaves_the_thread_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = grouped(dir.path());
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"before", 5)).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = m.write_grouped(|tx| -> Result<(), FsError> {
+            tx.put_dirent(ROOT_INO, b"half", 6)?;
+            panic!("a bug inside a manifest call");
+        });
+    }));
+    assert!(panicked.is_err(), "the panic goes on to the caller");
+    // Not refused as a call from inside a write, and the half change is gone.
+    assert_eq!(m.view().lookup(ROOT_INO, b"half").unwrap(), None);
+    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"after", 7)).unwrap();
+    m.flush().unwrap();
+    let rx = m.read().unwrap();
+    assert_eq!(rx.lookup(ROOT_INO, b"before").unwrap(), Some(5));
+    assert_eq!(rx.lookup(ROOT_INO, b"half").unwrap(), None);
+    assert_eq!(rx.lookup(ROOT_INO, b"after").unwrap(), Some(7));
+}

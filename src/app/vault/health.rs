@@ -688,7 +688,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 None => Ok(false),
             })?;
             if forgotten {
-                let _ = std::fs::remove_file(self.outbox.join(addr.to_hex()));
+                // Its outbox file, if any, stays: the chunker may have just sealed the same
+                // content again into it, to queue it as a new chunk. Unqueued outbox files go
+                // at the next mount.
                 if let Some(disk) = &self.disk_cache {
                     disk.forget(&addr);
                 }

@@ -248,16 +248,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// their outbox files durable, then records them as pending and sealing (so garbage
     /// collection leaves them alone until the files commit or the next mount releases them).
     /// Chunks that have a record already are left to the files' commit.
+    /// On failure everything stays waiting, for the batch's commit to sync and queue.
     fn queue_early(&self, early: &mut Early) -> Result<(), FsError> {
-        let waiting = std::mem::take(&mut early.waiting);
-        early.waiting_bytes = 0;
-        if waiting.iter().any(|(_, _, small)| small.is_none()) {
+        if early.waiting.iter().any(|(_, _, small)| small.is_none()) {
             self.sync_outbox()?;
         }
         let now = unix_ms(SystemTime::now());
         let queued = self.m.write(|tx| {
             let mut queued = Vec::new();
-            for (addr, rec, small) in &waiting {
+            for (addr, rec, small) in &early.waiting {
                 if tx.chunk(addr)?.is_none() {
                     queue_upload(tx, addr, rec, small.as_deref(), now)?;
                     tx.set_sealing(addr, Some(now))?;
@@ -266,6 +265,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
             Ok(queued)
         })?;
+        early.waiting.clear();
+        early.waiting_bytes = 0;
         early.queued.extend(queued);
         self.upload_work.notify_one();
         Ok(())

@@ -3,19 +3,24 @@
 //! changes under the sealing. (Uploads themselves are proven on a real broker in `tests/`.)
 
 use crate::app::vault::uploader_tests::CountingFabric;
-use crate::app::vault::{Caller, Vault, VaultOptions};
+use crate::app::vault::{Caller, HealthOptions, Vault, VaultOptions};
 use crate::domain::fs::{Ino, ROOT_INO};
 use crate::domain::ids::Addr;
 use crate::domain::keys::MasterKey;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 
 fn load(home: &Path) -> Arc<Vault<CountingFabric>> {
+    load_with(home, VaultOptions::default())
+}
+
+fn load_with(home: &Path, opts: VaultOptions) -> Arc<Vault<CountingFabric>> {
     let keys = Arc::new(MasterKey::from_bytes([7; 32]).derive());
-    Arc::new(Vault::load(home, keys, VaultOptions::default()).unwrap())
+    Arc::new(Vault::load(home, keys, opts).unwrap())
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -29,12 +34,16 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Writes `data` into `ino` (a new file when `ino` is `None`) and closes it.
+/// Writes `data` into `ino` (a new file "big" when `ino` is `None`) and closes it.
 fn write_file(vault: &Vault<CountingFabric>, ino: Option<Ino>, data: &[u8]) -> Ino {
+    write_named(vault, ino, b"big", data)
+}
+
+fn write_named(vault: &Vault<CountingFabric>, ino: Option<Ino>, name: &[u8], data: &[u8]) -> Ino {
     let (ino, fh) = match ino {
         Some(ino) => (ino, vault.open(ino, libc::O_WRONLY).unwrap()),
         None => {
-            let (attr, fh) = vault.create(Caller { uid: 0, gid: 0 }, ROOT_INO, b"big", 0o644, 0, 0).unwrap();
+            let (attr, fh) = vault.create(Caller { uid: 0, gid: 0 }, ROOT_INO, name, 0o644, 0, 0).unwrap();
             (attr.ino, fh)
         }
     };
@@ -152,4 +161,32 @@ async fn a_file_changed_while_it_was_sealed_leaves_no_orphan_chunks() {
     assert!(chunks.is_disjoint(&sealed_early), "different content, different chunks");
     assert_no_orphans(&vault);
     assert!(read_all(&vault, ino, data.len()).await == data);
+}
+
+#[tokio::test]
+async fn collecting_a_chunk_keeps_the_outbox_copy_the_chunker_just_sealed_again() {
+    let home = tempfile::tempdir().unwrap();
+    let health = HealthOptions { gc_grace: Duration::ZERO, ..HealthOptions::default() };
+    let vault = load_with(home.path(), VaultOptions { health, ..VaultOptions::default() });
+    let fabric = CountingFabric::new(Duration::ZERO, Duration::ZERO);
+    let data = random(2 * MIB, 5);
+    // Stored once, then deleted: its chunks wait out a grace period of zero.
+    let old = write_named(&vault, None, b"old", &data);
+    assert_eq!(vault.chunk_files(&[old]).unwrap(), 1);
+    vault.unlink(ROOT_INO, b"old").unwrap();
+    // The same content again: sealed as new chunks into the outbox ...
+    let ino = write_named(&vault, None, b"new", &data);
+    let (prepared, early) = vault.seal_batch(&[ino], usize::MAX);
+    // ... while garbage collection forgets the old records ...
+    assert!(vault.collect_garbage(&fabric).await.unwrap() > 0);
+    // ... and then the chunker queues them: each must still have its ciphertext.
+    assert_eq!(vault.commit_batch(prepared, early).unwrap(), 1);
+    let rx = vault.m.read().unwrap();
+    for addr in file_chunks(&vault, ino) {
+        assert!(rx.upload_queued(&addr).unwrap(), "{addr:?} is not queued");
+        let kept = vault.outbox_path(&addr).exists() || rx.small_outbox(&addr).unwrap().is_some();
+        assert!(kept, "{addr:?} is queued for upload with no ciphertext left to upload");
+    }
+    drop(rx);
+    assert_no_orphans(&vault);
 }
