@@ -66,10 +66,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.staging.join(ino.to_string())
     }
 
-    /// Removes a staging copy that is no longer wanted.
+    /// Removes the staging copy of a freed inode once the manifest change that freed it is
+    /// durable (at the next checkpoint, at most a second later).
     pub(super) fn discard_staging(&self, ino: Ino) {
         let open = Self::lock(&self.files).remove(&ino).and_then(|f| f.staging);
-        self.spares.retire(&self.staging_path(ino), open);
+        // Only a copy a reader still holds stays open meanwhile (no descriptor per freed file).
+        let open = open.filter(|f| Arc::strong_count(f) > 1);
+        Self::lock(&self.retiring).push((ino, open));
     }
 
     /// Re-opens staged files after a restart and queues them for chunking.
@@ -94,7 +97,16 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             self.m.write(|tx| sealing.iter().try_for_each(|a| tx.release_sealed(a)))?;
         }
         let rx = self.m.read()?;
-        for ino in rx.staged()? {
+        let staged: std::collections::HashSet<Ino> = rx.staged()?.into_iter().collect();
+        // Staging copies of inodes freed before the crash (their removal was durable, the
+        // copy's retirement had not happened yet).
+        for e in std::fs::read_dir(&self.staging)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.parse::<Ino>().is_ok_and(|ino| !staged.contains(&ino)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        for ino in staged {
             let path = self.staging_path(ino);
             let attr = match rx.inode(ino) {
                 Ok(a) => a,

@@ -218,6 +218,9 @@ pub struct Vault<F> {
     uploaded: Notify,
     /// Files unlinked while open: deleted at their last release.
     orphans: Mutex<Vec<Ino>>,
+    /// Staging copies of freed inodes, removed after the next durable checkpoint: until then a
+    /// crash may undo the removal, and the inode must come back with the content it had.
+    retiring: Mutex<Vec<(Ino, Option<Arc<std::fs::File>>)>>,
     /// When a file or directory was last created, renamed, removed or had its attributes set
     /// (unix ms): while that keeps happening, uploads step back (see `pipeline`).
     last_namespace_op: AtomicU64,
@@ -344,6 +347,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             upload_work: Notify::new(),
             uploaded: Notify::new(),
             orphans: Mutex::default(),
+            retiring: Mutex::default(),
             last_namespace_op: AtomicU64::new(0),
             busy: Mutex::default(),
             health: opts_health,
@@ -795,7 +799,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if self.m.is_read_only() {
             return Ok(());
         }
-        self.m.checkpoint()
+        let retiring = std::mem::take(&mut *Self::lock(&self.retiring));
+        if let Err(e) = self.m.checkpoint() {
+            Self::lock(&self.retiring).extend(retiring);
+            return Err(e);
+        }
+        for (ino, open) in retiring {
+            self.spares.retire(&self.staging_path(ino), open);
+        }
+        Ok(())
     }
 
     fn new_fh(&self, ino: Ino, writer: bool) -> Fh {
