@@ -545,30 +545,12 @@ impl Tx<'_> {
     }
 
     fn set_unreferenced(&self, addr: &Addr, since: Option<u64>) -> Result<(), FsError> {
-        let mut t = self.txn.open_table(UNREFERENCED).map_err(err)?;
-        let old = match since {
-            Some(ms) => t.insert(&addr.0, ms),
-            None => t.remove(&addr.0),
-        }
-        .map_err(err)?
-        .map(|g| g.value());
-        let a = addr.0;
-        self.remember(move |w| put_back(w, UNREFERENCED, &a, old));
-        Ok(())
+        self.set_addr_time(UNREFERENCED, addr, since)
     }
 
     /// Marks a chunk as queued while its file is still being sealed (no file references it yet).
     pub fn set_sealing(&self, addr: &Addr, since: Option<u64>) -> Result<(), FsError> {
-        let mut t = self.txn.open_table(SEALING).map_err(err)?;
-        let old = match since {
-            Some(ms) => t.insert(&addr.0, ms),
-            None => t.remove(&addr.0),
-        }
-        .map_err(err)?
-        .map(|g| g.value());
-        let a = addr.0;
-        self.remember(move |w| put_back(w, SEALING, &a, old));
-        Ok(())
+        self.set_addr_time(SEALING, addr, since)
     }
 
     /// Releases a chunk queued while sealing: one that no file came to reference starts its
@@ -653,18 +635,28 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Queues or dequeues an upload.
-    pub fn set_upload(&self, addr: &Addr, queued_at: Option<u64>) -> Result<(), FsError> {
-        let mut t = self.txn.open_table(UPLOADS).map_err(err)?;
-        let old = match queued_at {
-            Some(at) => t.insert(&addr.0, at),
+    /// Sets (or removes) `addr`'s time in one of the addr → Unix ms tables.
+    fn set_addr_time(
+        &self,
+        table: TableDefinition<'static, &'static [u8; 32], u64>,
+        addr: &Addr,
+        ms: Option<u64>,
+    ) -> Result<(), FsError> {
+        let mut t = self.txn.open_table(table).map_err(err)?;
+        let old = match ms {
+            Some(ms) => t.insert(&addr.0, ms),
             None => t.remove(&addr.0),
         }
         .map_err(err)?
         .map(|g| g.value());
         let a = addr.0;
-        self.remember(move |w| put_back(w, UPLOADS, &a, old));
+        self.remember(move |w| put_back(w, table, &a, old));
         Ok(())
+    }
+
+    /// Queues or dequeues an upload.
+    pub fn set_upload(&self, addr: &Addr, queued_at: Option<u64>) -> Result<(), FsError> {
+        self.set_addr_time(UPLOADS, addr, queued_at)
     }
 
     /// Deletes an inode and everything hanging off it (extents, xattrs, symlink, staged mark).
