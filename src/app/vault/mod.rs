@@ -213,6 +213,8 @@ pub struct Vault<F> {
     fetching: Mutex<HashMap<crate::domain::ids::ChunkId, Arc<ChunkLoad>>>,
     /// Wakes the chunker (files closed) and the uploader (chunks queued / durable).
     chunk_queue: Mutex<Vec<Ino>>,
+    /// Files whose chunking failed (a full or failing disk): queued again after `CHUNK_RETRY`.
+    chunk_retry: Mutex<Vec<Ino>>,
     chunk_work: Notify,
     upload_work: Notify,
     uploaded: Notify,
@@ -343,6 +345,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             listings: Mutex::default(),
             next_fh: AtomicU64::new(1),
             chunk_queue: Mutex::default(),
+            chunk_retry: Mutex::default(),
             chunk_work: Notify::new(),
             upload_work: Notify::new(),
             uploaded: Notify::new(),

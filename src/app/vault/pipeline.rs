@@ -109,12 +109,21 @@ pub async fn run_pipeline<F: ChunkFabric + 'static>(
     let _ = vault.checkpoint();
 }
 
+/// How long files whose chunking failed wait before they are tried again.
+const CHUNK_RETRY: Duration = Duration::from_secs(5);
+
 async fn chunk_loop<F: ChunkFabric + 'static>(
     vault: Arc<Vault<F>>,
     stats: Arc<PipelineStats>,
     cancel: CancellationToken,
 ) {
+    let mut last_retry = tokio::time::Instant::now();
     loop {
+        if last_retry.elapsed() >= CHUNK_RETRY {
+            last_retry = tokio::time::Instant::now();
+            let retry = std::mem::take(&mut *Vault::<F>::lock(&vault.chunk_retry));
+            Vault::<F>::lock(&vault.chunk_queue).extend(retry);
+        }
         // Let closes accumulate briefly (a batch shares one syncfs and one durable commit), unless
         // plenty are already waiting.
         if Vault::<F>::lock(&vault.chunk_queue).len() < 256 {
@@ -132,13 +141,17 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
         let mut seen = std::collections::HashSet::new();
         let batch: Vec<Ino> = queued.into_iter().filter(|i| seen.insert(*i)).collect();
         let v = vault.clone();
+        let retry = batch.clone();
         match tokio::task::spawn_blocking(move || v.chunk_files(&batch)).await {
             Ok(Ok(n)) if n > 0 => {
                 stats.files_chunked.fetch_add(n as u64, Ordering::Relaxed);
                 vault.upload_work.notify_one();
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "chunking files failed; they stay staged"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, files = retry.len(), "chunking files failed; they stay staged and are tried again in {CHUNK_RETRY:?}");
+                Vault::<F>::lock(&vault.chunk_retry).extend(retry);
+            }
             Err(e) => tracing::error!(error = %e, "chunking task failed"),
         }
         vault.uploaded.notify_waiters();
@@ -299,7 +312,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             match self.prepare(ino, &mut early) {
                 Ok(Some(p)) => prepared.push(p),
                 Ok(None) => {}
-                Err(e) => tracing::error!(ino, error = %e, "chunking a file failed; it stays staged"),
+                Err(e) => {
+                    tracing::error!(ino, error = %e, "chunking a file failed; it stays staged and is tried again in {CHUNK_RETRY:?}");
+                    Self::lock(&self.chunk_retry).push(ino);
+                }
             }
         }
         (prepared, early)

@@ -190,3 +190,35 @@ async fn collecting_a_chunk_keeps_the_outbox_copy_the_chunker_just_sealed_again(
     drop(rx);
     assert_no_orphans(&vault);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_chunking_failed_is_chunked_once_the_disk_works_again() {
+    use super::{run_pipeline, PipelineStats};
+    let home = tempfile::tempdir().unwrap();
+    let vault = load(home.path());
+    // The outbox cannot take files: a plain file where its directory was.
+    let outbox = home.path().join("outbox");
+    std::fs::remove_dir(&outbox).unwrap();
+    std::fs::write(&outbox, b"not a directory").unwrap();
+    let (stats, cancel) = (Arc::new(PipelineStats::default()), tokio_util::sync::CancellationToken::new());
+    let pipeline = tokio::spawn(run_pipeline(vault.clone(), stats, cancel.clone()));
+    let data = random(2 * MIB, 6);
+    let ino = write_file(&vault, None, &data);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Vault::<CountingFabric>::lock(&vault.chunk_retry).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the chunker never tried the file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(vault.m.read().unwrap().is_staged(ino).unwrap());
+    // The disk works again: the file is chunked without a remount or another close.
+    std::fs::remove_file(&outbox).unwrap();
+    std::fs::create_dir(&outbox).unwrap();
+    while vault.m.read().unwrap().is_staged(ino).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the file was never chunked again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    pipeline.await.unwrap();
+    assert!(!file_chunks(&vault, ino).is_empty());
+    assert!(read_all(&vault, ino, data.len()).await == data);
+}
