@@ -332,6 +332,51 @@ fn kill9_while_a_large_file_is_sealed_then_remount() {
     assert_content(&m.path("big"), &data, "after the queue drained and a remount");
 }
 
+/// `quloud up` as a terminal runs it: Ctrl-C sends SIGINT to its whole process group. The mount
+/// must stop first, with the fabric still up for its last snapshot, then the nodes and the broker.
+#[test]
+fn ctrl_c_stops_quloud_up_in_order() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, mp) = (tmp.path().join("home"), tmp.path().join("vault"));
+    fs::create_dir_all(&mp).unwrap();
+    let log = tmp.path().join("up.log");
+    let mut up = quloud(&home)
+        .arg("up")
+        .arg(&mp)
+        .process_group(0)
+        .stdout(File::create(&log).unwrap())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let group = up.id() as i32;
+    poll_until(Duration::from_secs(120), Duration::from_millis(200), "quloud up to mount the vault", || {
+        is_mounted(&mp)
+    });
+    fs::write(mp.join("f"), bytes(300 << 10, 42)).unwrap();
+    wait_durable(&home);
+    // SAFETY: kill(2) on the process group we created; no memory is involved.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = up.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "quloud up did not stop within 60 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "quloud up exited with {status}: {out}");
+    assert!(!is_mounted(&mp), "still mounted after Ctrl-C");
+    assert!(
+        out.contains("stored in the fabric"),
+        "the mount's last snapshot did not reach the fabric (was it stopped before the mount?):\n{out}"
+    );
+    // Nothing of this fabric is left running.
+    let ps = Command::new("pgrep").arg("-f").arg(home.to_str().unwrap()).output().unwrap();
+    assert!(ps.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&ps.stdout));
+}
+
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid path and a zeroed out-struct.

@@ -63,6 +63,9 @@ pub fn start_nats(dir: &Path, port: u16) -> Result<Child> {
         .arg(&conf)
         .stdout(log_file(&dir.join("nats.log"))?)
         .stderr(log_file(&dir.join("nats.log"))?)
+        // Its own process group: Ctrl-C in the terminal reaches `up` only, which stops the
+        // mount first (its last snapshot needs the fabric) and the fabric after it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .context("cannot start nats-server")
@@ -107,6 +110,7 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
             .env_remove("QULOUD_NODE_METRICS")
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
+            .process_group(0) // see `start_nats`
             .kill_on_drop(true)
             .spawn()
             .context("cannot start a storage node")?;
