@@ -60,12 +60,18 @@ fn assert_content(path: &Path, want: &[u8], when: &str) {
 }
 
 /// Regular files below `dir` whose name does not start with '.' (rsync's temporary files do).
+/// The tree may be changing: an entry that goes between the listing and its check is skipped.
 fn count_files(dir: &Path) -> usize {
-    let mut all = Vec::new();
-    if dir.exists() {
-        tree::walk(dir, &mut all);
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in entries.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => n += count_files(&e.path()),
+            Ok(t) if t.is_file() && !e.file_name().to_string_lossy().starts_with('.') => n += 1,
+            _ => {}
+        }
     }
-    all.iter().filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.')).count()
+    n
 }
 
 #[test]
@@ -341,12 +347,14 @@ fn ctrl_c_stops_quloud_up_in_order() {
     let (home, mp) = (tmp.path().join("home"), tmp.path().join("vault"));
     fs::create_dir_all(&mp).unwrap();
     let log = tmp.path().join("up.log");
+    // One open file for both streams (one offset): they must not overwrite each other.
+    let out = File::create(&log).unwrap();
     let mut up = quloud(&home)
         .arg("up")
         .arg(&mp)
         .process_group(0)
-        .stdout(File::create(&log).unwrap())
-        .stderr(File::create(&log).unwrap())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
         .spawn()
         .unwrap();
     let group = up.id() as i32;
@@ -365,7 +373,7 @@ fn ctrl_c_stops_quloud_up_in_order() {
         assert!(Instant::now() < deadline, "quloud up did not stop within 60 s of Ctrl-C");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let out = fs::read_to_string(&log).unwrap();
+    let out = String::from_utf8_lossy(&fs::read(&log).unwrap()).to_string();
     assert!(status.success(), "quloud up exited with {status}: {out}");
     assert!(!is_mounted(&mp), "still mounted after Ctrl-C");
     assert!(
