@@ -98,11 +98,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         let rx = self.m.read()?;
         let staged: std::collections::HashSet<Ino> = rx.staged()?.into_iter().collect();
-        // Staging copies of inodes freed before the crash (their removal was durable, the
-        // copy's retirement had not happened yet).
+        // Leftovers of interrupted materializations, and staging copies of inodes freed before
+        // the crash (their removal was durable, the copy's retirement had not happened yet).
         for e in std::fs::read_dir(&self.staging)?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.parse::<Ino>().is_ok_and(|ino| !staged.contains(&ino)) {
+            if name.ends_with(".tmp") || name.parse::<Ino>().is_ok_and(|ino| !staged.contains(&ino)) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -133,12 +133,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             };
             Self::lock(&self.files).insert(ino, entry);
             Self::lock(&self.chunk_queue).push(ino);
-        }
-        // Leftovers of interrupted materializations.
-        for e in std::fs::read_dir(&self.staging)?.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = std::fs::remove_file(e.path());
-            }
         }
         // Outbox files that are not queued: a chunking pass interrupted before its commit, or
         // an upload whose durable commit happened but whose file was not yet removed.

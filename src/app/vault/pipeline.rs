@@ -54,7 +54,7 @@ const SEAL_SEGMENT: usize = 32 << 20;
 pub(super) struct Early {
     waiting: Vec<(Addr, ChunkRecord, Option<Vec<u8>>)>,
     waiting_bytes: usize,
-    /// Only larger than 0 in tests.
+    /// New ciphertext after which the waiting chunks are queued (`SEAL_SEGMENT`, less in tests).
     segment: usize,
     queued: HashSet<Addr>,
 }
@@ -138,19 +138,19 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
             }
             continue;
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let batch: Vec<Ino> = queued.into_iter().filter(|i| seen.insert(*i)).collect();
         let v = vault.clone();
-        let retry = batch.clone();
-        match tokio::task::spawn_blocking(move || v.chunk_files(&batch)).await {
+        let chunked = tokio::task::spawn_blocking(move || (v.chunk_files(&batch), batch)).await;
+        match chunked.map(|(result, batch)| result.map_err(|e| (e, batch))) {
             Ok(Ok(n)) if n > 0 => {
                 stats.files_chunked.fetch_add(n as u64, Ordering::Relaxed);
                 vault.upload_work.notify_one();
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, files = retry.len(), "chunking files failed; they stay staged and are tried again in {CHUNK_RETRY:?}");
-                Vault::<F>::lock(&vault.chunk_retry).extend(retry);
+            Ok(Err((e, batch))) => {
+                tracing::error!(error = %e, files = batch.len(), "chunking files failed; they stay staged and are tried again in {CHUNK_RETRY:?}");
+                Vault::<F>::lock(&vault.chunk_retry).extend(batch);
             }
             Err(e) => tracing::error!(error = %e, "chunking task failed"),
         }
