@@ -7,7 +7,7 @@
 
 use crate::app::rate::{RateLimit, SourceLimiter};
 use crate::app::replay::{Freshness, ReplayGuard};
-use crate::domain::audit::select_leaves;
+use crate::domain::audit::{select_leaves, Verified};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
 use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose};
@@ -252,7 +252,7 @@ impl<S: ChunkStore> NodeService<S> {
     /// Second half: checks that `body` is the announced ciphertext (length and hash) and
     /// stores it durably.
     pub fn store_body(&self, claimed: ClaimedSlot, body: &[u8], now_ms: u64) -> StoreDecision {
-        if !claimed.request.matches(body) {
+        let Some(verified) = claimed.request.verify(body) else {
             let why = format!(
                 "body of {} bytes is not the announced {}-byte ciphertext of {:?}",
                 body.len(),
@@ -261,8 +261,8 @@ impl<S: ChunkStore> NodeService<S> {
             );
             self.drop_msg(Reason::BadHash, "store body", &why);
             return StoreDecision::Reject(why);
-        }
-        self.store_locked(&claimed.request, body, now_ms)
+        };
+        self.store_locked(&claimed.request, &verified, now_ms)
     }
 
     /// Both halves with the body at hand (tests, and callers that already hold the body).
@@ -324,7 +324,7 @@ impl<S: ChunkStore> NodeService<S> {
 
     /// Stores a claimed slot's verified body; the claim (checked not held, and reserved) keeps
     /// any other slot of the chunk from being stored here meanwhile.
-    fn store_locked(&self, req: &StoreRequest, ciphertext: &[u8], now_ms: u64) -> StoreDecision {
+    fn store_locked(&self, req: &StoreRequest, ciphertext: &Verified<'_>, now_ms: u64) -> StoreDecision {
         let meta = StoredChunk {
             addr: req.addr,
             slot: req.slot,

@@ -210,6 +210,55 @@ pub fn segment_cvs(data: &[u8]) -> Vec<[u8; 32]> {
         .collect()
 }
 
+/// A ciphertext checked against its addr by one BLAKE3 pass that also kept its segments'
+/// chaining values (as [`segment_cvs`] returns them), so a store need not hash it again.
+#[derive(Debug)]
+pub struct Verified<'a> {
+    addr: [u8; 32],
+    bytes: &'a [u8],
+    cvs: Vec<[u8; 32]>,
+}
+
+impl<'a> Verified<'a> {
+    /// `Some` exactly when `blake3::hash(bytes) == addr`.
+    pub fn check(addr: &[u8; 32], bytes: &'a [u8]) -> Option<Self> {
+        let cvs = segment_cvs(bytes);
+        let root =
+            if cvs.is_empty() { blake3::hash(bytes) } else { root_of_segments(bytes.len() as u64, &cvs) };
+        (root.as_bytes() == addr).then_some(Verified { addr: *addr, bytes, cvs })
+    }
+
+    /// The addr the bytes hash to.
+    pub fn addr(&self) -> &[u8; 32] {
+        &self.addr
+    }
+
+    /// The verified bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Their segments' chaining values (empty for a single segment).
+    pub fn cvs(&self) -> &[[u8; 32]] {
+        &self.cvs
+    }
+}
+
+/// The BLAKE3 root of `total_len > SEGMENT` bytes from their segments' chaining values.
+fn root_of_segments(total_len: u64, cvs: &[[u8; 32]]) -> blake3::Hash {
+    // Subtrees longer than a segment split at a segment boundary; a segment-aligned subtree no
+    // longer than a segment is one segment (or the last, shorter one).
+    fn cv(cvs: &[[u8; 32]], start: u64, len: u64) -> ChainingValue {
+        if len <= SEGMENT as u64 {
+            return cvs[(start / SEGMENT as u64) as usize];
+        }
+        let left = left_subtree_len(len);
+        merge_subtrees_non_root(&cv(cvs, start, left), &cv(cvs, start + left, len - left), Mode::Hash)
+    }
+    let left = left_subtree_len(total_len);
+    merge_subtrees_root(&cv(cvs, 0, left), &cv(cvs, left, total_len - left), Mode::Hash)
+}
+
 /// Same answer as [`prove_leaves`] on the whole data, from the segments' chaining values (as
 /// [`segment_cvs`] returned them) and `segment(i)`, which yields segment `i`'s bytes. Only the
 /// segments holding selected leaves are read. `Ok(None)` when a segment cannot be read or the
@@ -922,5 +971,31 @@ mod tests {
             assert_eq!(prove_leaves_from_segments(len as u64, &cvs[1..], &mut |_| None, &picks), Ok(None));
         }
         assert!(segment_cvs(&data_of(seg)).is_empty(), "one segment: prove from the whole data");
+    }
+
+    /// One pass checks the addr and yields the segment chaining values: it accepts exactly the
+    /// bytes whose BLAKE3 hash is the addr, at every length around segment and tree boundaries.
+    #[test]
+    fn verified_accepts_exactly_the_bytes_of_the_addr() {
+        let seg = SEGMENT;
+        for len in [0, 1, LEAF_SIZE, seg - 1, seg, seg + 1, 2 * seg, 3 * seg + 7, 17 * seg, 1020 * 1024 + 16]
+        {
+            let data = data_of(len);
+            let addr = addr_of(&data);
+            let v = Verified::check(&addr, &data).unwrap_or_else(|| panic!("len {len} refused"));
+            assert_eq!((v.addr(), v.bytes(), v.cvs()), (&addr, &data[..], &segment_cvs(&data)[..]));
+            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|_| len > 0) {
+                let mut bad = data.clone();
+                bad[at] ^= 1;
+                assert!(Verified::check(&addr, &bad).is_none(), "len {len}: flip at {at} accepted");
+            }
+            assert!(
+                Verified::check(&addr, &[&data[..], &[0]].concat()).is_none(),
+                "len {len}: longer accepted"
+            );
+            let mut other = addr;
+            other[31] ^= 1;
+            assert!(Verified::check(&other, &data).is_none(), "len {len}: other addr accepted");
+        }
     }
 }

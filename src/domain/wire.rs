@@ -4,7 +4,7 @@
 //! are explicit and bounded, and a message must be consumed exactly: trailing bytes are an error.
 //! Decoding never panics and never allocates more than the declared (bounded) lengths.
 
-use crate::domain::audit::{LeafProof, LEAF_SIZE, MAX_LEAVES_PER_AUDIT};
+use crate::domain::audit::{LeafProof, Verified, LEAF_SIZE, MAX_LEAVES_PER_AUDIT};
 use crate::domain::chunker::MAX_CHUNK;
 use crate::domain::identity::{verify_signature, NodeIdentity, SIGNATURE_LEN};
 use crate::domain::ids::{AckToken, Addr, NodeId, RequestId};
@@ -285,9 +285,9 @@ impl StoreRequest {
         Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, len })
     }
 
-    /// Whether `body` is the ciphertext this request announced: its length and its hash.
-    pub fn matches(&self, body: &[u8]) -> bool {
-        body.len() == self.len as usize && Addr::of(body) == self.addr
+    /// `body`, verified, if it is the ciphertext this request announced: its length and its hash.
+    pub fn verify<'a>(&self, body: &'a [u8]) -> Option<Verified<'a>> {
+        (body.len() == self.len as usize).then(|| Verified::check(&self.addr.0, body)).flatten()
     }
 }
 

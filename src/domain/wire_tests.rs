@@ -109,8 +109,8 @@ fn round_trips() {
     let s = store();
     assert_eq!(StoreRequest::decode(&s.encode()).unwrap(), s);
     assert_eq!(s.encode().len(), STORE_REQUEST_LEN);
-    assert!(s.matches(b"ct"));
-    assert!(!s.matches(b"cT") && !s.matches(b"ct\0") && !s.matches(b""));
+    assert_eq!(s.verify(b"ct").map(|v| v.bytes()), Some(&b"ct"[..]));
+    assert!(s.verify(b"cT").is_none() && s.verify(b"ct\0").is_none() && s.verify(b"").is_none());
     let p = proven();
     assert_eq!(ProvenRequest::decode(&p.encode()).unwrap(), p);
     let a = audit_reply();

@@ -1,6 +1,6 @@
 //! The storage node's chunk store: durable bodies plus an index, all under the node's at-rest key.
 
-use crate::domain::audit::{prove_leaves, LeafProof};
+use crate::domain::audit::{prove_leaves, LeafProof, Verified};
 use crate::domain::ids::Addr;
 use crate::domain::proof::Commitment;
 
@@ -59,8 +59,10 @@ impl From<std::io::Error> for StoreError {
 pub trait ChunkStore: Send + Sync + 'static {
     /// The index entry for `addr`, if held.
     fn meta(&self, addr: &Addr) -> Result<Option<StoredChunk>, StoreError>;
-    /// Stores `ciphertext` durably (fsynced) before returning; fails with `Full` past capacity.
-    fn put(&self, meta: &StoredChunk, ciphertext: &[u8]) -> Result<(), StoreError>;
+    /// Stores `ciphertext`, verified against `meta.addr`, durably (fsynced) before returning;
+    /// fails with `Full` past capacity, and with `Corrupt` if it was verified for another addr or
+    /// is not `meta.len` bytes long.
+    fn put(&self, meta: &StoredChunk, ciphertext: &Verified<'_>) -> Result<(), StoreError>;
     /// The ciphertext, verified against its addr; `Corrupt` if it no longer verifies.
     fn read(&self, addr: &Addr) -> Result<Option<Vec<u8>>, StoreError>;
     /// Answers an audit: the proofs of leaves `picks` of the held chunk, after checking that the

@@ -3,7 +3,7 @@
 
 use super::DiskChunkStore;
 use crate::adapters::memory::MemoryChunkStore;
-use crate::domain::audit::{prove_leaves, select_leaves};
+use crate::domain::audit::{prove_leaves, select_leaves, Verified};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::Addr;
 use crate::domain::proof::ProofSecret;
@@ -21,14 +21,19 @@ fn chunk(i: u8, len: usize) -> (StoredChunk, Vec<u8>) {
     (meta, ct)
 }
 
+/// `ct`, verified against `m`'s addr as a node does before storing it.
+fn v<'a>(m: &StoredChunk, ct: &'a [u8]) -> Verified<'a> {
+    Verified::check(&m.addr.0, ct).expect("test chunk verifies")
+}
+
 /// The contract every chunk store must satisfy.
 fn contract(store: &dyn ChunkStore) {
     let (a, ca) = chunk(1, 5000);
     let (b, cb) = chunk(2, 3000);
     assert_eq!(store.meta(&a.addr).unwrap(), None);
     assert_eq!(store.read(&a.addr).unwrap(), None);
-    store.put(&a, &ca).unwrap();
-    store.put(&b, &cb).unwrap();
+    store.put(&a, &v(&a, &ca)).unwrap();
+    store.put(&b, &v(&b, &cb)).unwrap();
     assert_eq!(store.meta(&a.addr).unwrap(), Some(a));
     assert_eq!(store.read(&a.addr).unwrap(), Some(ca.clone()));
     assert_eq!(store.usage().chunks, 2);
@@ -42,7 +47,7 @@ fn contract(store: &dyn ChunkStore) {
     // Audit answers are the proofs of the whole chunk, for small and multi-segment chunks,
     // and survive a lease change (which rewrites the record).
     let (c, cc) = chunk(4, 40_000);
-    store.put(&c, &cc).unwrap();
+    store.put(&c, &v(&c, &cc)).unwrap();
     assert!(store.set_lease(&c.addr, 9000).unwrap());
     for (addr, ct) in [(&a.addr, &ca), (&c.addr, &cc)] {
         let picks = select_leaves(&[9; 32], ct.len() as u64, 4);
@@ -52,8 +57,19 @@ fn contract(store: &dyn ChunkStore) {
     assert!(store.remove(&c.addr).unwrap());
     // Capacity is enforced.
     let (big, cbig) = chunk(3, 200_000);
-    assert!(matches!(store.put(&big, &cbig), Err(StoreError::Full { .. })));
+    assert!(matches!(store.put(&big, &v(&big, &cbig)), Err(StoreError::Full { .. })));
     assert_eq!(store.meta(&big.addr).unwrap(), None);
+    // Bytes verified for one addr are never stored under another.
+    let (d, cd) = chunk(6, 700);
+    let other = StoredChunk { addr: Addr::of(b"other"), ..d };
+    assert!(matches!(store.put(&other, &v(&d, &cd)), Err(StoreError::Corrupt(_))));
+    assert_eq!(store.meta(&other.addr).unwrap(), None);
+    // Removed and stored again (a delete, then the owner storing the same content anew).
+    store.put(&d, &v(&d, &cd)).unwrap();
+    assert!(store.remove(&d.addr).unwrap());
+    store.put(&d, &v(&d, &cd)).unwrap();
+    assert_eq!(store.read(&d.addr).unwrap(), Some(cd));
+    assert!(store.remove(&d.addr).unwrap());
     // Root records: one per locator, replaced in place.
     assert_eq!(store.root("aa").unwrap(), None);
     store.put_root("aa", b"first").unwrap();
@@ -74,6 +90,69 @@ fn disk_store_meets_the_contract() {
     contract(&DiskChunkStore::open(dir.path(), NodeIdentity::generate(), 100_000).unwrap());
 }
 
+/// Where direct I/O is refused (tmpfs, some network filesystems), bodies go through the page
+/// cache, unpadded.
+#[test]
+fn disk_store_meets_the_contract_through_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(
+        &DiskChunkStore::open(dir.path(), NodeIdentity::generate(), 100_000).unwrap().without_direct_io(),
+    );
+}
+
+/// Whether `dir`'s filesystem accepts `O_DIRECT` writes of whole aligned blocks.
+fn accepts_direct_io(dir: &std::path::Path) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join("probe"));
+    let block = vec![0u8; 2 * super::BLOCK];
+    let start = block.as_ptr().align_offset(super::BLOCK);
+    let written = opened.and_then(|mut f| f.write_all(&block[start..start + super::BLOCK]));
+    let _ = std::fs::remove_file(dir.join("probe"));
+    written.is_ok()
+}
+
+/// A body written with direct I/O is padded to whole blocks; one written through the page cache
+/// is not; a store reads both (a node's directory may hold bodies of either kind).
+#[test]
+fn bodies_are_block_padded_with_direct_io_and_both_kinds_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = NodeIdentity::generate();
+    let (a, ca) = chunk(1, 50_000);
+    let (b, cb) = chunk(2, 60_000);
+    DiskChunkStore::open(dir.path(), id.clone(), 1 << 20).unwrap().put(&a, &v(&a, &ca)).unwrap();
+    let buffered = DiskChunkStore::open(dir.path(), id.clone(), 1 << 20).unwrap().without_direct_io();
+    buffered.put(&b, &v(&b, &cb)).unwrap();
+    drop(buffered);
+    let len_of = |m: &StoredChunk| {
+        let loc = crate::domain::ids::to_hex(&id.locator(&m.addr));
+        std::fs::metadata(dir.path().join("chunks").join(&loc[..2]).join(&loc)).unwrap().len() as usize
+    };
+    let sealed = |ct: &[u8]| super::sealed_len(ct.len() as u32);
+    assert_eq!(len_of(&b), sealed(&cb), "through the page cache: unpadded");
+    if accepts_direct_io(dir.path()) {
+        assert_eq!(len_of(&a), sealed(&ca).next_multiple_of(super::BLOCK), "direct I/O: padded to a block");
+    } else {
+        assert_eq!(
+            len_of(&a),
+            sealed(&ca),
+            "this filesystem refuses direct I/O: the fallback writes unpadded"
+        );
+    }
+    let s = DiskChunkStore::open(dir.path(), id, 1 << 20).unwrap();
+    assert_eq!(s.usage().chunks, 2);
+    for (m, ct) in [(&a, &ca), (&b, &cb)] {
+        assert_eq!(s.read(&m.addr).unwrap().as_ref(), Some(ct));
+        let picks = select_leaves(&[5; 32], ct.len() as u64, 4);
+        assert_eq!(s.audit_proofs(&m.addr, &picks).unwrap(), Some(prove_leaves(ct, &picks).unwrap()));
+    }
+}
+
 #[test]
 fn disk_store_survives_reopen_and_cleans_leftovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,7 +160,7 @@ fn disk_store_survives_reopen_and_cleans_leftovers() {
     let (a, ca) = chunk(1, 5000);
     {
         let s = DiskChunkStore::open(dir.path(), id.clone(), 1 << 20).unwrap();
-        s.put(&a, &ca).unwrap();
+        s.put(&a, &v(&a, &ca)).unwrap();
     }
     // Simulate a crash mid-write: a temp file and a body whose index commit never happened.
     std::fs::write(dir.path().join("tmp/partial"), b"junk").unwrap();
@@ -100,7 +179,7 @@ fn flipped_or_deleted_body_is_reported_corrupt() {
     let id = NodeIdentity::generate();
     let s = DiskChunkStore::open(dir.path(), id.clone(), 1 << 20).unwrap();
     let (a, ca) = chunk(1, 5000);
-    s.put(&a, &ca).unwrap();
+    s.put(&a, &v(&a, &ca)).unwrap();
     let loc = crate::domain::ids::to_hex(&id.locator(&a.addr));
     let path = dir.path().join("chunks").join(&loc[..2]).join(&loc);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -119,13 +198,14 @@ fn an_audit_catches_a_flipped_byte_anywhere_in_the_body() {
     let id = NodeIdentity::generate();
     let s = DiskChunkStore::open(dir.path(), id.clone(), 1 << 22).unwrap();
     let (a, ca) = chunk(5, 600_000);
-    s.put(&a, &ca).unwrap();
+    s.put(&a, &v(&a, &ca)).unwrap();
     let loc = crate::domain::ids::to_hex(&id.locator(&a.addr));
     let path = dir.path().join("chunks").join(&loc[..2]).join(&loc);
     let good = std::fs::read(&path).unwrap();
     let picks = select_leaves(&[3; 32], ca.len() as u64, 4);
     assert_eq!(s.audit_proofs(&a.addr, &picks).unwrap(), Some(prove_leaves(&ca, &picks).unwrap()));
-    for at in [0, 30, good.len() / 3, good.len() / 2, good.len() - 20, good.len() - 1] {
+    let sealed = super::sealed_len(ca.len() as u32);
+    for at in [0, 30, sealed / 3, sealed / 2, sealed - 20, sealed - 1] {
         let mut bad = good.clone();
         bad[at] ^= 0x10;
         std::fs::write(&path, &bad).unwrap();
@@ -134,7 +214,7 @@ fn an_audit_catches_a_flipped_byte_anywhere_in_the_body() {
             "flip at {at} missed"
         );
     }
-    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    std::fs::write(&path, &good[..sealed - 1]).unwrap();
     assert!(matches!(s.audit_proofs(&a.addr, &picks), Err(StoreError::Corrupt(_))), "truncation missed");
 }
 
@@ -143,7 +223,7 @@ fn nothing_on_disk_reveals_ciphertext_commitment_or_addr() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskChunkStore::open(dir.path(), NodeIdentity::generate(), 1 << 20).unwrap();
     let (a, ca) = chunk(7, 8000);
-    s.put(&a, &ca).unwrap();
+    s.put(&a, &v(&a, &ca)).unwrap();
     drop(s);
     let needles = [ca[..32].to_vec(), a.commitment.to_bytes()[..32].to_vec(), a.addr.0.to_vec()];
     for entry in walk(dir.path()) {
@@ -181,7 +261,7 @@ fn concurrent_puts_share_commits_and_all_survive_reopen() {
                 for i in 0..10u8 {
                     let (mut meta, ct) = chunk(t.wrapping_mul(16).wrapping_add(i), 3000 + i as usize);
                     meta.slot = t;
-                    s.put(&meta, &ct).unwrap();
+                    s.put(&meta, &v(&meta, &ct)).unwrap();
                 }
             })
         })

@@ -3,17 +3,25 @@
 //! Layout of the data directory:
 //! - `index.redb` — locator → record sealed with XChaCha20-Poly1305 under the node's record key
 //!   (addr, slot, commitment, lease, length). Nothing in it is readable without the at-rest key.
-//! - `chunks/ab/<locator>` — nonce ‖ XChaCha20-Poly1305(body key(addr), owner ciphertext).
-//!   The locator is a keyed hash of the addr, so a stolen disk cannot even be searched for a
-//!   known chunk.
-//! - `tmp/` — bodies being written.
+//! - `chunks/ab/<locator>` — nonce ‖ XChaCha20-Poly1305(body key(addr), owner ciphertext),
+//!   zero-padded to whole 4 KiB blocks when written with direct I/O (the record's length says
+//!   where the body ends). The locator is a keyed hash of the addr, so a stolen disk cannot even
+//!   be searched for a known chunk.
+//! - `tmp/` — emptied at open (older versions wrote bodies there first).
 //!
-//! Crash safety: a body is written to `tmp/`, fsynced, renamed into place and its directory
-//! fsynced before the index commit (redb, immediate durability). At open, leftovers in `tmp/`
-//! and bodies without an index entry are removed, and index entries without a body are dropped.
+//! Bodies are written with `O_DIRECT` where the filesystem supports it: the kernel then neither
+//! copies them into the page cache nor writes them back later, which was a third of a node's CPU
+//! while it stored (docs/PERFORMANCE.md §3). Elsewhere (tmpfs, some network filesystems) they are
+//! written through the page cache.
+//!
+//! Crash safety: a body is written at its place, fsynced, and its directory fsynced before the
+//! index commit (redb, immediate durability); no index entry points at it before then. At open,
+//! bodies without an index entry (a put cut short) are removed, and index entries without a
+//! body are dropped. A removal deletes the body before the index entry, so a put of the same
+//! chunk, which waits for the entry to be gone, never has its new body deleted.
 
 use crate::adapters::redb::{NODE_CHUNKS, NODE_ROOTS};
-use crate::domain::audit::{prove_leaves, prove_leaves_from_segments, segment_cvs, LeafProof, SEGMENT};
+use crate::domain::audit::{prove_leaves, prove_leaves_from_segments, LeafProof, Verified, SEGMENT};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{to_hex, Addr};
 use crate::domain::proof::{Commitment, COMMITMENT_LEN};
@@ -28,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const NONCE_LEN: usize = 24;
-const BODY_OVERHEAD: u64 = (NONCE_LEN + 16) as u64;
 const RECORD_LEN: usize = 32 + 1 + COMMITMENT_LEN + 8 + 4;
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -55,6 +62,8 @@ pub struct DiskChunkStore {
     capacity: u64,
     used: AtomicU64,
     chunks: AtomicU64,
+    /// Whether bodies are still written with `O_DIRECT` (off once the filesystem refused it).
+    direct: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for DiskChunkStore {
@@ -158,6 +167,62 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Direct I/O writes whole blocks from block-aligned memory.
+const BLOCK: usize = 4096;
+
+/// Length of the sealed body of a `len`-byte ciphertext.
+fn sealed_len(len: u32) -> usize {
+    NONCE_LEN + len as usize + 16
+}
+
+/// What a body of a `len`-byte ciphertext counts against the capacity: whole blocks, as the
+/// disk allocates them either way.
+fn charge(len: u32) -> u64 {
+    sealed_len(len).next_multiple_of(BLOCK) as u64
+}
+
+/// The sealed body within a body file of `file_len` bytes: all of it, or its start when the
+/// file was padded to whole blocks. `None` when the length fits neither.
+fn body_end(file_len: usize, len: u32) -> Option<usize> {
+    let sealed = sealed_len(len);
+    (file_len == sealed || file_len == sealed.next_multiple_of(BLOCK)).then_some(sealed)
+}
+
+thread_local! {
+    /// Each store thread's body buffer, reused so that a put does not fault in fresh pages.
+    static BODY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Seals `ciphertext` (nonce ‖ XChaCha20-Poly1305 under `key`, `aad` bound) into `buf` and calls
+/// `f` with the block-aligned, zero-padded file image and the sealed body's length within it.
+fn with_sealed_body<R>(
+    buf: &mut Vec<u8>,
+    key: &[u8; 32],
+    aad: &[u8],
+    ciphertext: &[u8],
+    f: impl FnOnce(&[u8], usize) -> R,
+) -> R {
+    use chacha20poly1305::AeadInPlace;
+    let sealed = NONCE_LEN + ciphertext.len() + 16;
+    let padded = sealed.next_multiple_of(BLOCK);
+    if buf.len() < padded + BLOCK {
+        buf.resize(padded + BLOCK, 0);
+    }
+    let start = buf.as_ptr().align_offset(BLOCK);
+    let image = &mut buf[start..start + padded];
+    let (nonce, rest) = image.split_at_mut(NONCE_LEN);
+    crate::domain::random_bytes(nonce);
+    let (body, rest) = rest.split_at_mut(ciphertext.len());
+    body.copy_from_slice(ciphertext);
+    let tag = XChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, body)
+        .unwrap_or_else(|_| unreachable!("XChaCha20 input limit exceeded"));
+    let (tag_out, padding) = rest.split_at_mut(16);
+    tag_out.copy_from_slice(&tag);
+    padding.fill(0);
+    f(image, sealed)
+}
+
 impl DiskChunkStore {
     /// Opens (creating if needed) the store in `dir`, recovering from any crash.
     pub fn open(dir: &Path, id: NodeIdentity, capacity: u64) -> Result<Self, StoreError> {
@@ -182,6 +247,7 @@ impl DiskChunkStore {
             capacity,
             used: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
+            direct: std::sync::atomic::AtomicBool::new(true),
         };
         store.recover()?;
         Ok(store)
@@ -210,7 +276,7 @@ impl DiskChunkStore {
                 let meta = unseal(&key, &loc, v.value()).and_then(|p| decode_record(&p));
                 match meta {
                     Some(m) if self.body_path(&loc).exists() => {
-                        used += m.len as u64 + BODY_OVERHEAD;
+                        used += charge(m.len);
                         chunks += 1;
                         indexed.insert(loc);
                     }
@@ -262,33 +328,61 @@ impl DiskChunkStore {
         }
     }
 
+    /// Writes bodies through the page cache from now on (tests of the fallback path).
+    pub fn without_direct_io(self) -> Self {
+        self.direct.store(false, Ordering::SeqCst);
+        self
+    }
+
     /// Writes the sealed body durably; returns the audit aids of a multi-segment chunk.
     fn write_body(
         &self,
         locator: &[u8; 32],
         addr: &Addr,
-        ciphertext: &[u8],
+        ciphertext: &Verified<'_>,
     ) -> Result<Option<Audit>, StoreError> {
-        let body = seal(&self.id.body_key(addr), &addr.0, ciphertext);
-        let cvs = segment_cvs(ciphertext);
-        let audit = (!cvs.is_empty())
-            .then(|| Audit { mac: *blake3::keyed_hash(&self.id.body_mac_key(), &body).as_bytes(), cvs });
-        let mut rnd = [0u8; 8];
-        crate::domain::random_bytes(&mut rnd);
-        let tmp = self.dir.join("tmp").join(format!("{}.{}", to_hex(locator), to_hex(&rnd)));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            let dst = self.body_path(locator);
-            fs::rename(&tmp, &dst)?;
-            fsync_dir(dst.parent().unwrap_or(&self.dir))
-        })();
+        let dst = self.body_path(locator);
+        let key = self.id.body_key(addr);
+        let multi_segment = !ciphertext.cvs().is_empty();
+        let (result, mac) = BODY_BUF.with_borrow_mut(|buf| {
+            with_sealed_body(buf, &key, &addr.0, ciphertext.bytes(), |image, sealed| {
+                let mac = multi_segment
+                    .then(|| *blake3::keyed_hash(&self.id.body_mac_key(), &image[..sealed]).as_bytes());
+                (self.write_file(&dst, image, sealed), mac)
+            })
+        });
+        let result = result.and_then(|()| fsync_dir(dst.parent().unwrap_or(&self.dir)));
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&dst);
         }
         result?;
-        Ok(audit)
+        Ok(mac.map(|mac| Audit { mac, cvs: ciphertext.cvs().to_vec() }))
+    }
+
+    /// Writes `image` (block-aligned, padded) with direct I/O, or its first `sealed` bytes through
+    /// the page cache where direct I/O is refused; then fsyncs the file.
+    fn write_file(&self, path: &Path, image: &[u8], sealed: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+        if self.direct.load(Ordering::Relaxed) {
+            let opened = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path);
+            let written = opened.and_then(|mut f| f.write_all(image).and_then(|()| f.sync_all()));
+            match written {
+                Err(e) if refused(&e) => {
+                    self.direct.store(false, Ordering::Relaxed);
+                    tracing::info!(dir = %self.dir.display(), "the filesystem refuses direct I/O; writing chunk bodies through the page cache");
+                }
+                other => return other,
+            }
+        }
+        let mut f = File::create(path)?;
+        f.write_all(&image[..sealed])?;
+        f.sync_all()
     }
 
     /// Inserts a new record durably, sharing one commit (one fsync) with concurrent puts: the
@@ -359,13 +453,17 @@ impl DiskChunkStore {
         seal(&self.id.record_key(), locator, &encode_record(meta, audit))
     }
 
-    /// The sealed body file of a chunk that has an index record (missing = corrupt).
-    fn read_body(&self, addr: &Addr) -> Result<Vec<u8>, StoreError> {
-        match fs::read(self.body_path(&self.id.locator(addr))) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Corrupt(*addr)),
-            Err(e) => Err(e.into()),
-        }
+    /// The sealed body of a chunk that has an index record of `len` ciphertext bytes, without
+    /// any block padding (missing or of another length = corrupt).
+    fn read_body(&self, addr: &Addr, len: u32) -> Result<Vec<u8>, StoreError> {
+        let mut body = match fs::read(self.body_path(&self.id.locator(addr))) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
+            Err(e) => return Err(e.into()),
+        };
+        let end = body_end(body.len(), len).ok_or(StoreError::Corrupt(*addr))?;
+        body.truncate(end);
+        Ok(body)
     }
 
     /// A chunk's index record and segment chaining values.
@@ -394,8 +492,11 @@ impl ChunkStore for DiskChunkStore {
         Ok(self.record(addr)?.map(|(m, _)| m))
     }
 
-    fn put(&self, meta: &StoredChunk, ciphertext: &[u8]) -> Result<(), StoreError> {
-        let charge = ciphertext.len() as u64 + BODY_OVERHEAD;
+    fn put(&self, meta: &StoredChunk, ciphertext: &Verified<'_>) -> Result<(), StoreError> {
+        if ciphertext.addr() != &meta.addr.0 || ciphertext.bytes().len() != meta.len as usize {
+            return Err(StoreError::Corrupt(meta.addr));
+        }
+        let charge = charge(meta.len);
         self.reserve(charge)?;
         let loc = self.id.locator(&meta.addr);
         let r = self
@@ -414,10 +515,10 @@ impl ChunkStore for DiskChunkStore {
     }
 
     fn read(&self, addr: &Addr) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.meta(addr)?.is_none() {
+        let Some(meta) = self.meta(addr)? else {
             return Ok(None);
-        }
-        let sealed = self.read_body(addr)?;
+        };
+        let sealed = self.read_body(addr, meta.len)?;
         match unseal(&self.id.body_key(addr), &addr.0, &sealed) {
             Some(ct) if Addr::of(&ct) == *addr => Ok(Some(ct)),
             _ => Err(StoreError::Corrupt(*addr)),
@@ -443,15 +544,14 @@ impl ChunkStore for DiskChunkStore {
             let Some(ct) = self.read(addr)? else { return Ok(None) };
             return prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()));
         };
-        let sealed = self.read_body(addr)?;
+        let sealed = self.read_body(addr, meta.len)?;
         // Every stored byte is checked (one keyed BLAKE3 pass), so any damage is caught now, not
         // only damage inside the challenged leaves.
         let mac = blake3::keyed_hash(&self.id.body_mac_key(), &sealed);
-        let expected_len = NONCE_LEN + meta.len as usize + 16;
-        if mac != blake3::Hash::from_bytes(audit.mac) || sealed.len() != expected_len {
+        if mac != blake3::Hash::from_bytes(audit.mac) {
             return Err(StoreError::Corrupt(*addr));
         }
-        let (nonce, ct) = (&sealed[..NONCE_LEN], &sealed[NONCE_LEN..expected_len - 16]);
+        let (nonce, ct) = (&sealed[..NONCE_LEN], &sealed[NONCE_LEN..sealed.len() - 16]);
         let key = self.id.body_key(addr);
         let mut segment = |i: u64| {
             let start = i as usize * SEGMENT;
@@ -466,6 +566,16 @@ impl ChunkStore for DiskChunkStore {
 
     fn remove(&self, addr: &Addr) -> Result<bool, StoreError> {
         let loc = self.id.locator(addr);
+        if self.record(addr).is_ok_and(|r| r.is_none()) {
+            return Ok(false);
+        }
+        // The body goes first: a put of this chunk starts only once the entry is gone, and
+        // must not find its new body deleted. An entry left without a body by a crash right
+        // here is dropped at the next open.
+        match fs::remove_file(self.body_path(&loc)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let txn = self.db.begin_write().map_err(db_err)?;
         let removed = {
             let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
@@ -476,10 +586,9 @@ impl ChunkStore for DiskChunkStore {
         let Some(meta) = removed else {
             return Ok(false);
         };
-        let _ = fs::remove_file(self.body_path(&loc));
         self.chunks.fetch_sub(1, Ordering::SeqCst);
         if let Some(m) = meta {
-            self.used.fetch_sub(m.len as u64 + BODY_OVERHEAD, Ordering::SeqCst);
+            self.used.fetch_sub(charge(m.len), Ordering::SeqCst);
         }
         Ok(true)
     }

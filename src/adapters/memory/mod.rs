@@ -1,5 +1,6 @@
 //! In-memory adapters, for unit tests of the core only (never what a feature is proven on).
 
+use crate::domain::audit::Verified;
 use crate::domain::ids::Addr;
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk, Usage};
 use std::collections::HashMap;
@@ -38,7 +39,11 @@ impl ChunkStore for MemoryChunkStore {
         Ok(self.map().get(addr).map(|(m, _)| *m))
     }
 
-    fn put(&self, meta: &StoredChunk, ciphertext: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, meta: &StoredChunk, ciphertext: &Verified<'_>) -> Result<(), StoreError> {
+        if ciphertext.addr() != &meta.addr.0 || ciphertext.bytes().len() != meta.len as usize {
+            return Err(StoreError::Corrupt(meta.addr));
+        }
+        let ciphertext = ciphertext.bytes();
         let mut map = self.map();
         let used: u64 = map.values().map(|(_, b)| b.len() as u64).sum();
         let free = self.capacity.saturating_sub(used);
