@@ -104,7 +104,8 @@ jetstream {
 }
 EOF
 log "nats-server on $URL"
-nats-server -c "$TMP/nats.conf" >"$TMP/nats.log" 2>&1 &
+# Go's GC target as `quloud up` sets it for its nats-server (NATS_GOGC in src/wiring/up.rs).
+GOGC=${GOGC:-400} nats-server -c "$TMP/nats.conf" >"$TMP/nats.log" 2>&1 &
 NATS_PID=$!
 PIDS+=("$NATS_PID")
 wait_for_line "$TMP/nats.log" "Server is ready" 20

@@ -352,6 +352,7 @@ fn ctrl_c_stops_quloud_up_in_order() {
     let mut up = quloud(&home)
         .arg("up")
         .arg(&mp)
+        .env_remove("GOGC")
         .process_group(0)
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -363,6 +364,15 @@ fn ctrl_c_stops_quloud_up_in_order() {
     });
     fs::write(mp.join("f"), bytes(300 << 10, 42)).unwrap();
     wait_durable(&home);
+    // Its nats-server runs with the garbage-collector target that `up` chooses.
+    let conf = home.join("fabric/nats.conf");
+    let pgrep = Command::new("pgrep").arg("-f").arg(conf.to_str().unwrap()).output().unwrap();
+    let pid = String::from_utf8_lossy(&pgrep.stdout).trim().to_string();
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    assert!(
+        environ.split(|&b| b == 0).any(|v| v == b"GOGC=400"),
+        "nats-server (pid {pid:?}) runs without GOGC=400"
+    );
     // SAFETY: kill(2) on the process group we created; no memory is involved.
     assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
