@@ -359,6 +359,18 @@ fn ctrl_c_stops_quloud_up_in_order() {
         .spawn()
         .unwrap();
     let group = up.id() as i32;
+    /// If the test fails half way: kills `up`, the broker and nodes it started (process groups
+    /// of their own, named by the home in their arguments) and unmounts. A no-op after a clean stop.
+    struct Cleanup(i32, PathBuf, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the process group this test created; no memory is involved.
+            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+            let _ = Command::new("pkill").arg("-9").arg("-f").arg(&self.1).output();
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.2).output();
+        }
+    }
+    let _cleanup = Cleanup(group, home.clone(), mp.clone());
     poll_until(Duration::from_secs(120), Duration::from_millis(200), "quloud up to mount the vault", || {
         is_mounted(&mp)
     });

@@ -286,7 +286,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Makes everything written into the outbox durable (one `syncfs` of its filesystem).
-    fn sync_outbox(&self) -> Result<(), FsError> {
+    pub(super) fn sync_outbox(&self) -> Result<(), FsError> {
         let outbox = File::open(&self.outbox)?;
         // SAFETY: syncfs on a valid open descriptor; no memory is passed.
         if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {

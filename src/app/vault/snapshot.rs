@@ -302,8 +302,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         for p in fresh.iter().filter(|p| p.ciphertext.len() > SMALL_CHUNK) {
             self.write_outbox(&p.addr, &p.ciphertext)?;
         }
-        let outbox = std::fs::File::open(&self.outbox)?;
-        outbox.sync_all()?;
+        // The pieces' bytes, not only their names, must be on disk before the queue names them.
+        self.sync_outbox()?;
         let now = unix_ms(SystemTime::now());
         self.m.write_durable(|tx| {
             for p in &fresh {
