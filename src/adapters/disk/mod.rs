@@ -3,10 +3,12 @@
 //! Layout of the data directory:
 //! - `index.redb` — locator → record sealed with XChaCha20-Poly1305 under the node's record key
 //!   (addr, slot, commitment, lease, length). Nothing in it is readable without the at-rest key.
-//! - `chunks/ab/<locator>` — nonce ‖ XChaCha20-Poly1305(body key(addr), owner ciphertext),
-//!   zero-padded to whole 4 KiB blocks when written with direct I/O (the record's length says
-//!   where the body ends). The locator is a keyed hash of the addr, so a stolen disk cannot even
-//!   be searched for a known chunk.
+//! - `chunks/ab/<locator>` — nonce ‖ XChaCha20(body key(addr), owner ciphertext), zero-padded to
+//!   whole 4 KiB blocks when written with direct I/O (the record's length says where the body
+//!   ends); the record holds a keyed-BLAKE3 MAC of addr ‖ body (`record::Format::Mac`). Bodies
+//!   written by older versions are XChaCha20-Poly1305 (`Format::Aead`) and stay readable. The
+//!   locator is a keyed hash of the addr, so a stolen disk cannot even be searched for a known
+//!   chunk.
 //! - `tmp/` — emptied at open (older versions wrote bodies there first).
 //!
 //! Bodies are written with `O_DIRECT` where the filesystem supports it: the kernel then neither
@@ -20,23 +22,23 @@
 //! body are dropped. A removal deletes the body before the index entry, so a put of the same
 //! chunk, which waits for the entry to be gone, never has its new body deleted.
 
+mod body;
+mod record;
+
 use crate::adapters::redb::{NODE_CHUNKS, NODE_ROOTS};
 use crate::domain::audit::{prove_leaves, prove_leaves_from_segments, LeafProof, Verified, SEGMENT};
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{to_hex, Addr};
-use crate::domain::proof::{Commitment, COMMITMENT_LEN};
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk, Usage};
+use body::{charge, NONCE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use record::{Format, Record};
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-const NONCE_LEN: usize = 24;
-const RECORD_LEN: usize = 32 + 1 + COMMITMENT_LEN + 8 + 4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Io(format!("index: {}", e.into()))
@@ -63,7 +65,14 @@ pub struct DiskChunkStore {
     used: AtomicU64,
     chunks: AtomicU64,
     /// Whether bodies are still written with `O_DIRECT` (off once the filesystem refused it).
-    direct: std::sync::atomic::AtomicBool,
+    direct: AtomicBool,
+    /// The format new bodies are written in (`Mac`; tests write `Aead` as older versions did).
+    format: Format,
+}
+
+thread_local! {
+    /// Each store thread's body buffer, reused so that a put does not fault in fresh pages.
+    static BODY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for DiskChunkStore {
@@ -93,134 +102,8 @@ fn unseal(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
 }
 
-/// A record: the chunk's metadata; for chunks longer than one segment, then a keyed BLAKE3 MAC of
-/// the sealed body and the BLAKE3 chaining values of its 16 KiB segments. Those let an audit
-/// check every stored byte with one BLAKE3 pass and decrypt only the challenged segments.
-fn encode_record(m: &StoredChunk, audit: Option<&Audit>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(RECORD_LEN + audit.map_or(0, |a| 32 * (a.cvs.len() + 1)));
-    v.extend_from_slice(&m.addr.0);
-    v.push(m.slot);
-    v.extend_from_slice(&m.commitment.to_bytes());
-    v.extend_from_slice(&m.lease_expiry_ms.to_le_bytes());
-    v.extend_from_slice(&m.len.to_le_bytes());
-    if let Some(a) = audit {
-        v.extend_from_slice(&a.mac);
-        for cv in &a.cvs {
-            v.extend_from_slice(cv);
-        }
-    }
-    v
-}
-
-/// What a record keeps to answer audits cheaply.
-#[derive(Clone, Debug)]
-struct Audit {
-    /// Keyed BLAKE3 of the sealed body file.
-    mac: [u8; 32],
-    /// Segment chaining values of the owner ciphertext.
-    cvs: Vec<[u8; 32]>,
-}
-
-fn decode_record(v: &[u8]) -> Option<StoredChunk> {
-    decode_record_cvs(v).map(|(m, _)| m)
-}
-
-/// An index record: the chunk's metadata and, for multi-segment chunks, its audit aids.
-type Record = (StoredChunk, Option<Audit>);
-
-fn decode_record_cvs(v: &[u8]) -> Option<Record> {
-    if v.len() < RECORD_LEN || (v.len() - RECORD_LEN) % 32 != 0 || v.len() == RECORD_LEN + 32 {
-        return None;
-    }
-    let (v, extra) = v.split_at(RECORD_LEN);
-    let mut words = extra.chunks_exact(32).map(|c| c.try_into().ok());
-    let audit = match words.next() {
-        None => None,
-        Some(mac) => Some(Audit { mac: mac?, cvs: words.collect::<Option<Vec<[u8; 32]>>>()? }),
-    };
-    let (addr, rest) = v.split_at(32);
-    let (slot, rest) = rest.split_at(1);
-    let (commitment, rest) = rest.split_at(COMMITMENT_LEN);
-    let (lease, len) = rest.split_at(8);
-    let m = StoredChunk {
-        addr: Addr(addr.try_into().ok()?),
-        slot: slot[0],
-        commitment: Commitment::from_bytes(commitment).ok()?,
-        lease_expiry_ms: u64::from_le_bytes(lease.try_into().ok()?),
-        len: u32::from_le_bytes(len.try_into().ok()?),
-    };
-    Some((m, audit))
-}
-
-/// Decrypts `ct[start..start + len]` of a body sealed under `key` and `nonce` (XChaCha20 is a
-/// stream cipher: the payload keystream starts at block 1).
-fn decrypt_range(key: &[u8; 32], nonce: &[u8], ct: &[u8], start: usize, len: usize) -> Option<Vec<u8>> {
-    use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-    let mut out = ct.get(start..start + len)?.to_vec();
-    let mut cipher = chacha20::XChaCha20::new(key.into(), nonce.into());
-    cipher.seek(64 + start as u64);
-    cipher.apply_keystream(&mut out);
-    Some(out)
-}
-
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Direct I/O writes whole blocks from block-aligned memory.
-const BLOCK: usize = 4096;
-
-/// Length of the sealed body of a `len`-byte ciphertext.
-fn sealed_len(len: u32) -> usize {
-    NONCE_LEN + len as usize + 16
-}
-
-/// What a body of a `len`-byte ciphertext counts against the capacity: whole blocks, as the
-/// disk allocates them either way.
-fn charge(len: u32) -> u64 {
-    sealed_len(len).next_multiple_of(BLOCK) as u64
-}
-
-/// The sealed body within a body file of `file_len` bytes: all of it, or its start when the
-/// file was padded to whole blocks. `None` when the length fits neither.
-fn body_end(file_len: usize, len: u32) -> Option<usize> {
-    let sealed = sealed_len(len);
-    (file_len == sealed || file_len == sealed.next_multiple_of(BLOCK)).then_some(sealed)
-}
-
-thread_local! {
-    /// Each store thread's body buffer, reused so that a put does not fault in fresh pages.
-    static BODY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Seals `ciphertext` (nonce ‖ XChaCha20-Poly1305 under `key`, `aad` bound) into `buf` and calls
-/// `f` with the block-aligned, zero-padded file image and the sealed body's length within it.
-fn with_sealed_body<R>(
-    buf: &mut Vec<u8>,
-    key: &[u8; 32],
-    aad: &[u8],
-    ciphertext: &[u8],
-    f: impl FnOnce(&[u8], usize) -> R,
-) -> R {
-    use chacha20poly1305::AeadInPlace;
-    let sealed = NONCE_LEN + ciphertext.len() + 16;
-    let padded = sealed.next_multiple_of(BLOCK);
-    if buf.len() < padded + BLOCK {
-        buf.resize(padded + BLOCK, 0);
-    }
-    let start = buf.as_ptr().align_offset(BLOCK);
-    let image = &mut buf[start..start + padded];
-    let (nonce, rest) = image.split_at_mut(NONCE_LEN);
-    crate::domain::random_bytes(nonce);
-    let (body, rest) = rest.split_at_mut(ciphertext.len());
-    body.copy_from_slice(ciphertext);
-    let tag = XChaCha20Poly1305::new(key.into())
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, body)
-        .unwrap_or_else(|_| unreachable!("XChaCha20 input limit exceeded"));
-    let (tag_out, padding) = rest.split_at_mut(16);
-    tag_out.copy_from_slice(&tag);
-    padding.fill(0);
-    f(image, sealed)
 }
 
 impl DiskChunkStore {
@@ -247,7 +130,8 @@ impl DiskChunkStore {
             capacity,
             used: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
-            direct: std::sync::atomic::AtomicBool::new(true),
+            direct: AtomicBool::new(true),
+            format: Format::Mac,
         };
         store.recover()?;
         Ok(store)
@@ -273,10 +157,10 @@ impl DiskChunkStore {
             for row in table.iter().map_err(db_err)? {
                 let (k, v) = row.map_err(db_err)?;
                 let loc = *k.value();
-                let meta = unseal(&key, &loc, v.value()).and_then(|p| decode_record(&p));
-                match meta {
-                    Some(m) if self.body_path(&loc).exists() => {
-                        used += charge(m.len);
+                let record = unseal(&key, &loc, v.value()).and_then(|p| Record::decode(&p));
+                match record {
+                    Some(r) if self.body_path(&loc).exists() => {
+                        used += charge(r.sealed_len());
                         chunks += 1;
                         indexed.insert(loc);
                     }
@@ -334,21 +218,28 @@ impl DiskChunkStore {
         self
     }
 
-    /// Writes the sealed body durably; returns the audit aids of a multi-segment chunk.
+    /// Writes bodies as older versions did (tests of reading their data).
+    #[cfg(test)]
+    fn writing_old_format(mut self) -> Self {
+        self.format = Format::Aead;
+        self
+    }
+
+    /// Writes the sealed body of `meta`'s verified ciphertext durably; returns its record.
     fn write_body(
         &self,
         locator: &[u8; 32],
-        addr: &Addr,
-        ciphertext: &Verified<'_>,
-    ) -> Result<Option<Audit>, StoreError> {
-        let dst = self.body_path(locator);
-        let key = self.id.body_key(addr);
-        let multi_segment = !ciphertext.cvs().is_empty();
+        meta: &StoredChunk,
+        ct: &Verified<'_>,
+    ) -> Result<Record, StoreError> {
+        let (dst, format, addr) = (self.body_path(locator), self.format, &meta.addr.0);
+        let key = self.id.body_key(&meta.addr);
+        let multi_segment = !ct.cvs().is_empty();
         let (result, mac) = BODY_BUF.with_borrow_mut(|buf| {
-            with_sealed_body(buf, &key, &addr.0, ciphertext.bytes(), |image, sealed| {
-                let mac = multi_segment
-                    .then(|| *blake3::keyed_hash(&self.id.body_mac_key(), &image[..sealed]).as_bytes());
-                (self.write_file(&dst, image, sealed), mac)
+            body::with_sealed(buf, format, &key, addr, ct.bytes(), |image, sealed| {
+                let mac = (format == Format::Mac || multi_segment)
+                    .then(|| body::mac(format, &self.id.body_mac_key(), addr, &image[..sealed]));
+                (body::write_file(&self.direct, &dst, image, sealed), mac)
             })
         });
         let result = result.and_then(|()| fsync_dir(dst.parent().unwrap_or(&self.dir)));
@@ -356,44 +247,14 @@ impl DiskChunkStore {
             let _ = fs::remove_file(&dst);
         }
         result?;
-        Ok(mac.map(|mac| Audit { mac, cvs: ciphertext.cvs().to_vec() }))
-    }
-
-    /// Writes `image` (block-aligned, padded) with direct I/O, or its first `sealed` bytes through
-    /// the page cache where direct I/O is refused; then fsyncs the file.
-    fn write_file(&self, path: &Path, image: &[u8], sealed: usize) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
-        if self.direct.load(Ordering::Relaxed) {
-            let opened = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path);
-            let written = opened.and_then(|mut f| f.write_all(image).and_then(|()| f.sync_all()));
-            match written {
-                Err(e) if refused(&e) => {
-                    self.direct.store(false, Ordering::Relaxed);
-                    tracing::info!(dir = %self.dir.display(), "the filesystem refuses direct I/O; writing chunk bodies through the page cache");
-                }
-                other => return other,
-            }
-        }
-        let mut f = File::create(path)?;
-        f.write_all(&image[..sealed])?;
-        f.sync_all()
+        let cvs = if multi_segment { ct.cvs().to_vec() } else { Vec::new() };
+        Ok(Record { meta: *meta, format, mac, cvs })
     }
 
     /// Inserts a new record durably, sharing one commit (one fsync) with concurrent puts: the
     /// first waiter becomes the leader and commits everything queued so far.
-    fn insert_record_grouped(
-        &self,
-        locator: &[u8; 32],
-        meta: &StoredChunk,
-        audit: Option<&Audit>,
-    ) -> Result<(), StoreError> {
-        let sealed = self.sealed_record(locator, meta, audit);
+    fn insert_record_grouped(&self, locator: &[u8; 32], record: &Record) -> Result<(), StoreError> {
+        let sealed = self.sealed_record(locator, record);
         let mut g = self.group_lock();
         g.queue.push((*locator, sealed));
         g.queued += 1;
@@ -439,34 +300,42 @@ impl DiskChunkStore {
         txn.commit().map_err(db_err)
     }
 
-    fn write_record(
-        &self,
-        locator: &[u8; 32],
-        meta: &StoredChunk,
-        audit: Option<&Audit>,
-    ) -> Result<(), StoreError> {
-        self.commit_records(&[(*locator, self.sealed_record(locator, meta, audit))])
+    fn write_record(&self, locator: &[u8; 32], record: &Record) -> Result<(), StoreError> {
+        self.commit_records(&[(*locator, self.sealed_record(locator, record))])
     }
 
     /// A record sealed under the record key, bound to its locator.
-    fn sealed_record(&self, locator: &[u8; 32], meta: &StoredChunk, audit: Option<&Audit>) -> Vec<u8> {
-        seal(&self.id.record_key(), locator, &encode_record(meta, audit))
+    fn sealed_record(&self, locator: &[u8; 32], record: &Record) -> Vec<u8> {
+        seal(&self.id.record_key(), locator, &record.encode())
     }
 
-    /// The sealed body of a chunk that has an index record of `len` ciphertext bytes, without
-    /// any block padding (missing or of another length = corrupt).
-    fn read_body(&self, addr: &Addr, len: u32) -> Result<Vec<u8>, StoreError> {
-        let mut body = match fs::read(self.body_path(&self.id.locator(addr))) {
+    /// The sealed body of a chunk with index record `r`, without any block padding (missing or
+    /// of another length = corrupt).
+    fn read_body(&self, r: &Record) -> Result<Vec<u8>, StoreError> {
+        let addr = r.meta.addr;
+        let mut body = match fs::read(self.body_path(&self.id.locator(&addr))) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(*addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(addr)),
             Err(e) => return Err(e.into()),
         };
-        let end = body_end(body.len(), len).ok_or(StoreError::Corrupt(*addr))?;
-        body.truncate(end);
+        if !body::fits(body.len(), r.sealed_len()) {
+            return Err(StoreError::Corrupt(addr));
+        }
+        body.truncate(r.sealed_len());
         Ok(body)
     }
 
-    /// A chunk's index record and segment chaining values.
+    /// The ciphertext of a chunk with index record `r`, checked against its addr.
+    fn read_record(&self, r: &Record) -> Result<Vec<u8>, StoreError> {
+        let addr = r.meta.addr;
+        let sealed = self.read_body(r)?;
+        match body::open(r.format, &self.id.body_key(&addr), &addr.0, sealed) {
+            Some(ct) if Addr::of(&ct) == addr => Ok(ct),
+            _ => Err(StoreError::Corrupt(addr)),
+        }
+    }
+
+    /// A chunk's index record.
     fn record(&self, addr: &Addr) -> Result<Option<Record>, StoreError> {
         let loc = self.id.locator(addr);
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -474,8 +343,8 @@ impl DiskChunkStore {
         let Some(v) = table.get(&loc).map_err(db_err)? else {
             return Ok(None);
         };
-        match unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| decode_record_cvs(&p)) {
-            Some((m, cvs)) if m.addr == *addr => Ok(Some((m, cvs))),
+        match unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| Record::decode(&p)) {
+            Some(r) if r.meta.addr == *addr => Ok(Some(r)),
             _ => Err(StoreError::Corrupt(*addr)),
         }
     }
@@ -489,19 +358,19 @@ impl DiskChunkStore {
 
 impl ChunkStore for DiskChunkStore {
     fn meta(&self, addr: &Addr) -> Result<Option<StoredChunk>, StoreError> {
-        Ok(self.record(addr)?.map(|(m, _)| m))
+        Ok(self.record(addr)?.map(|r| r.meta))
     }
 
     fn put(&self, meta: &StoredChunk, ciphertext: &Verified<'_>) -> Result<(), StoreError> {
         if ciphertext.addr() != &meta.addr.0 || ciphertext.bytes().len() != meta.len as usize {
             return Err(StoreError::Corrupt(meta.addr));
         }
-        let charge = charge(meta.len);
+        let charge = charge(self.format.sealed_len(meta.len));
         self.reserve(charge)?;
         let loc = self.id.locator(&meta.addr);
         let r = self
-            .write_body(&loc, &meta.addr, ciphertext)
-            .and_then(|audit| self.insert_record_grouped(&loc, meta, audit.as_ref()));
+            .write_body(&loc, meta, ciphertext)
+            .and_then(|record| self.insert_record_grouped(&loc, &record));
         match r {
             Ok(()) => {
                 self.chunks.fetch_add(1, Ordering::SeqCst);
@@ -515,49 +384,41 @@ impl ChunkStore for DiskChunkStore {
     }
 
     fn read(&self, addr: &Addr) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(meta) = self.meta(addr)? else {
-            return Ok(None);
-        };
-        let sealed = self.read_body(addr, meta.len)?;
-        match unseal(&self.id.body_key(addr), &addr.0, &sealed) {
-            Some(ct) if Addr::of(&ct) == *addr => Ok(Some(ct)),
-            _ => Err(StoreError::Corrupt(*addr)),
+        match self.record(addr)? {
+            Some(r) => self.read_record(&r).map(Some),
+            None => Ok(None),
         }
     }
 
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
-        let (meta, audit) = match self.record(addr) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        self.write_record(&self.id.locator(addr), &StoredChunk { lease_expiry_ms, ..meta }, audit.as_ref())?;
+        let Some(mut r) = self.record(addr)? else { return Ok(false) };
+        r.meta.lease_expiry_ms = lease_expiry_ms;
+        self.write_record(&self.id.locator(addr), &r)?;
         Ok(true)
     }
 
-    /// Checks the whole stored copy (its at-rest tag) but decrypts only the segments holding the
+    /// Checks the whole stored copy (its MAC) but decrypts only the segments holding the
     /// selected leaves, and takes the other Merkle siblings from the record's segment chaining
     /// values instead of hashing the body.
     fn audit_proofs(&self, addr: &Addr, picks: &[u64]) -> Result<Option<Vec<LeafProof>>, StoreError> {
-        let Some((meta, audit)) = self.record(addr)? else { return Ok(None) };
-        let Some(audit) = audit else {
-            let Some(ct) = self.read(addr)? else { return Ok(None) };
+        let Some(r) = self.record(addr)? else { return Ok(None) };
+        let Some(mac) = r.mac.filter(|_| !r.cvs.is_empty()) else {
+            let ct = self.read_record(&r)?;
             return prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()));
         };
-        let sealed = self.read_body(addr, meta.len)?;
+        let sealed = self.read_body(&r)?;
         // Every stored byte is checked (one keyed BLAKE3 pass), so any damage is caught now, not
         // only damage inside the challenged leaves.
-        let mac = blake3::keyed_hash(&self.id.body_mac_key(), &sealed);
-        if mac != blake3::Hash::from_bytes(audit.mac) {
+        if body::mac(r.format, &self.id.body_mac_key(), &addr.0, &sealed) != mac {
             return Err(StoreError::Corrupt(*addr));
         }
-        let (nonce, ct) = (&sealed[..NONCE_LEN], &sealed[NONCE_LEN..sealed.len() - 16]);
+        let (nonce, ct) = (&sealed[..NONCE_LEN], &sealed[NONCE_LEN..NONCE_LEN + r.meta.len as usize]);
         let key = self.id.body_key(addr);
         let mut segment = |i: u64| {
             let start = i as usize * SEGMENT;
-            decrypt_range(&key, nonce, ct, start, SEGMENT.min(ct.len().saturating_sub(start)))
+            body::decrypt_range(&key, nonce, ct, start, SEGMENT.min(ct.len().saturating_sub(start)))
         };
-        match prove_leaves_from_segments(ct.len() as u64, &audit.cvs, &mut segment, picks) {
+        match prove_leaves_from_segments(ct.len() as u64, &r.cvs, &mut segment, picks) {
             Ok(Some(proofs)) => Ok(Some(proofs)),
             Ok(None) => Err(StoreError::Corrupt(*addr)),
             Err(e) => Err(StoreError::Io(e.to_string())),
@@ -580,15 +441,15 @@ impl ChunkStore for DiskChunkStore {
         let removed = {
             let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
             let old = table.remove(&loc).map_err(db_err)?;
-            old.map(|v| unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| decode_record(&p)))
+            old.map(|v| unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| Record::decode(&p)))
         };
         txn.commit().map_err(db_err)?;
-        let Some(meta) = removed else {
+        let Some(record) = removed else {
             return Ok(false);
         };
         self.chunks.fetch_sub(1, Ordering::SeqCst);
-        if let Some(m) = meta {
-            self.used.fetch_sub(charge(m.len), Ordering::SeqCst);
+        if let Some(r) = record {
+            self.used.fetch_sub(charge(r.sealed_len()), Ordering::SeqCst);
         }
         Ok(true)
     }
@@ -600,9 +461,9 @@ impl ChunkStore for DiskChunkStore {
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            if let Some(m) = unseal(&key, k.value(), v.value()).and_then(|p| decode_record(&p)) {
-                if m.lease_expiry_ms <= now_ms {
-                    out.push(m.addr);
+            if let Some(r) = unseal(&key, k.value(), v.value()).and_then(|p| Record::decode(&p)) {
+                if r.meta.lease_expiry_ms <= now_ms {
+                    out.push(r.meta.addr);
                 }
             }
         }
