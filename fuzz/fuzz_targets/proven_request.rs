@@ -1,0 +1,7 @@
+//! `ProvenRequest::decode` (DESIGN §5: every wire message is decoded without panics).
+#![no_main]
+use quloud::domain::wire::ProvenRequest;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    quloud_fuzz::round_trip(data, ProvenRequest::decode, ProvenRequest::encode);
+});

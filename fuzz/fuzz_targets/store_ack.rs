@@ -1,0 +1,7 @@
+//! `StoreAck::decode` (DESIGN §5: every wire message is decoded without panics).
+#![no_main]
+use quloud::domain::wire::StoreAck;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    quloud_fuzz::round_trip(data, StoreAck::decode, StoreAck::encode);
+});
