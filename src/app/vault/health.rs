@@ -663,6 +663,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut collected = 0;
         for addr in candidates {
             let Some(_claim) = self.claim(addr) else { continue };
+            // Uploaded but not recorded yet: its replicas are not in the manifest, so forgetting
+            // it now would leave them on the nodes until their leases end. The next round gets it.
+            if Self::lock(&self.uploads_done).iter().any(|(a, _)| *a == addr) {
+                continue;
+            }
             let Some(c) = self.m.read()?.chunk(&addr)? else {
                 self.m.write(|tx| tx.forget_chunk(&addr))?;
                 continue;

@@ -4,8 +4,8 @@
 
 use crate::app::vault::uploader_tests::CountingFabric;
 use crate::app::vault::{Caller, HealthOptions, Vault, VaultOptions};
-use crate::domain::fs::{Ino, ROOT_INO};
-use crate::domain::ids::Addr;
+use crate::domain::fs::{Ino, Replica, ROOT_INO};
+use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::MasterKey;
 use std::collections::HashSet;
 use std::path::Path;
@@ -221,4 +221,31 @@ async fn a_file_whose_chunking_failed_is_chunked_once_the_disk_works_again() {
     pipeline.await.unwrap();
     assert!(!file_chunks(&vault, ino).is_empty());
     assert!(read_all(&vault, ino, data.len()).await == data);
+}
+
+/// Garbage collection never forgets a chunk whose upload has finished but is not recorded yet:
+/// the replicas it just got would stay on the nodes until their leases end.
+#[tokio::test]
+async fn a_chunk_uploaded_but_not_yet_recorded_is_collected_from_its_replicas() {
+    let home = tempfile::tempdir().unwrap();
+    let health = HealthOptions { gc_grace: Duration::ZERO, ..HealthOptions::default() };
+    let vault = load_with(home.path(), VaultOptions { health, ..VaultOptions::default() });
+    let fabric = CountingFabric::new(Duration::ZERO, Duration::ZERO);
+    let ino = write_named(&vault, None, b"gone", &random(2 * MIB, 9));
+    assert_eq!(vault.chunk_files(&[ino]).unwrap(), 1);
+    let chunks = file_chunks(&vault, ino);
+    vault.unlink(ROOT_INO, b"gone").unwrap();
+    // Their uploads have finished, as `upload_one` leaves them, and wait for `commit_uploads`.
+    let node = NodeId([9; 32]);
+    for a in &chunks {
+        let replicas = vec![Replica::acked(node, 0, u64::MAX / 2, 1)];
+        Vault::<CountingFabric>::lock(&vault.uploads_done).push((*a, replicas));
+    }
+    vault.collect_garbage(&fabric).await.unwrap();
+    vault.commit_uploads();
+    vault.collect_garbage(&fabric).await.unwrap();
+    let deleted: HashSet<Addr> =
+        fabric.deleted().into_iter().filter(|(n, _)| *n == node).map(|(_, a)| a).collect();
+    assert_eq!(deleted, chunks, "a replica was left on its node to wait out its lease");
+    assert!(vault.m.read().unwrap().summary().unwrap().chunks.is_empty(), "collected chunks are forgotten");
 }

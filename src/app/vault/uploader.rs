@@ -121,8 +121,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Records finished uploads in one durable transaction, then removes their outbox copies.
+    /// They stay listed in `uploads_done` until the transaction has ended, so that garbage
+    /// collection never forgets a chunk whose fresh replicas are not recorded yet.
     pub(super) fn commit_uploads(&self) {
-        let done = std::mem::take(&mut *Self::lock(&self.uploads_done));
+        let done = Self::lock(&self.uploads_done).clone();
         if done.is_empty() {
             return;
         }
@@ -138,6 +140,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
             Ok(())
         });
+        let ended: std::collections::HashSet<Addr> = done.iter().map(|(a, _)| *a).collect();
+        Self::lock(&self.uploads_done).retain(|(a, _)| !ended.contains(a));
         match result {
             Ok(()) => {
                 for (addr, _) in &done {

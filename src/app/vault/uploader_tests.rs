@@ -23,6 +23,7 @@ pub(super) struct CountingFabric {
     first: Mutex<Option<Addr>>,
     delay: Duration,
     slow: Duration,
+    deleted: Mutex<Vec<(NodeId, Addr)>>,
 }
 
 impl CountingFabric {
@@ -34,7 +35,13 @@ impl CountingFabric {
             first: Mutex::new(None),
             delay,
             slow,
+            deleted: Mutex::default(),
         }
+    }
+
+    /// Every (node, chunk) a delete was sent for.
+    pub(super) fn deleted(&self) -> Vec<(NodeId, Addr)> {
+        self.deleted.lock().unwrap().clone()
     }
 
     /// The most stores in flight at once since the last call.
@@ -104,8 +111,13 @@ impl ChunkFabric for CountingFabric {
         unused()
     }
 
-    async fn delete(&self, _: NodeId, _: &[(Addr, ProofSecret)]) -> Result<Vec<(Addr, Status)>, FabricError> {
-        unused()
+    async fn delete(
+        &self,
+        node: NodeId,
+        items: &[(Addr, ProofSecret)],
+    ) -> Result<Vec<(Addr, Status)>, FabricError> {
+        self.deleted.lock().unwrap().extend(items.iter().map(|(a, _)| (node, *a)));
+        Ok(items.iter().map(|(a, _)| (*a, Status::Ok)).collect())
     }
 }
 
