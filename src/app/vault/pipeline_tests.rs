@@ -78,6 +78,13 @@ fn assert_no_orphans(vault: &Vault<CountingFabric>) {
     }
 }
 
+/// A vault whose garbage collection takes unreferenced chunks at once, and a fabric for it.
+fn without_grace(home: &Path) -> (Arc<Vault<CountingFabric>>, CountingFabric) {
+    let health = HealthOptions { gc_grace: Duration::ZERO, ..HealthOptions::default() };
+    let vault = load_with(home, VaultOptions { health, ..VaultOptions::default() });
+    (vault, CountingFabric::new(Duration::ZERO, Duration::ZERO))
+}
+
 fn queued(vault: &Vault<CountingFabric>) -> HashSet<Addr> {
     vault.m.read().unwrap().uploads(usize::MAX).unwrap().into_iter().collect()
 }
@@ -166,9 +173,7 @@ async fn a_file_changed_while_it_was_sealed_leaves_no_orphan_chunks() {
 #[tokio::test]
 async fn collecting_a_chunk_keeps_the_outbox_copy_the_chunker_just_sealed_again() {
     let home = tempfile::tempdir().unwrap();
-    let health = HealthOptions { gc_grace: Duration::ZERO, ..HealthOptions::default() };
-    let vault = load_with(home.path(), VaultOptions { health, ..VaultOptions::default() });
-    let fabric = CountingFabric::new(Duration::ZERO, Duration::ZERO);
+    let (vault, fabric) = without_grace(home.path());
     let data = random(2 * MIB, 5);
     // Stored once, then deleted: its chunks wait out a grace period of zero.
     let old = write_named(&vault, None, b"old", &data);
@@ -228,9 +233,7 @@ async fn a_file_whose_chunking_failed_is_chunked_once_the_disk_works_again() {
 #[tokio::test]
 async fn a_chunk_uploaded_but_not_yet_recorded_is_collected_from_its_replicas() {
     let home = tempfile::tempdir().unwrap();
-    let health = HealthOptions { gc_grace: Duration::ZERO, ..HealthOptions::default() };
-    let vault = load_with(home.path(), VaultOptions { health, ..VaultOptions::default() });
-    let fabric = CountingFabric::new(Duration::ZERO, Duration::ZERO);
+    let (vault, fabric) = without_grace(home.path());
     let ino = write_named(&vault, None, b"gone", &random(2 * MIB, 9));
     assert_eq!(vault.chunk_files(&[ino]).unwrap(), 1);
     let chunks = file_chunks(&vault, ino);
