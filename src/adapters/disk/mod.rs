@@ -213,7 +213,8 @@ impl DiskChunkStore {
     }
 
     /// Writes bodies through the page cache from now on (tests of the fallback path).
-    pub fn without_direct_io(self) -> Self {
+    #[cfg(test)]
+    fn without_direct_io(self) -> Self {
         self.direct.store(false, Ordering::SeqCst);
         self
     }
@@ -247,8 +248,7 @@ impl DiskChunkStore {
             let _ = fs::remove_file(&dst);
         }
         result?;
-        let cvs = if multi_segment { ct.cvs().to_vec() } else { Vec::new() };
-        Ok(Record { meta: *meta, format, mac, cvs })
+        Ok(Record { meta: *meta, format, mac, cvs: ct.cvs().to_vec() })
     }
 
     /// Inserts a new record durably, sharing one commit (one fsync) with concurrent puts: the
@@ -427,26 +427,24 @@ impl ChunkStore for DiskChunkStore {
 
     fn remove(&self, addr: &Addr) -> Result<bool, StoreError> {
         let loc = self.id.locator(addr);
-        if self.record(addr).is_ok_and(|r| r.is_none()) {
-            return Ok(false);
-        }
-        // The body goes first: a put of this chunk starts only once the entry is gone, and
-        // must not find its new body deleted. An entry left without a body by a crash right
-        // here is dropped at the next open.
-        match fs::remove_file(self.body_path(&loc)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
         let txn = self.db.begin_write().map_err(db_err)?;
         let removed = {
             let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
             let old = table.remove(&loc).map_err(db_err)?;
             old.map(|v| unseal(&self.id.record_key(), &loc, v.value()).and_then(|p| Record::decode(&p)))
         };
-        txn.commit().map_err(db_err)?;
+        // Not held: dropping the transaction leaves the index as it was.
         let Some(record) = removed else {
             return Ok(false);
         };
+        // The body goes before the entry's removal commits: a put of this chunk starts only once
+        // the entry is gone, and must not find its new body deleted. An entry left without a body
+        // by a crash right here is dropped at the next open.
+        match fs::remove_file(self.body_path(&loc)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        txn.commit().map_err(db_err)?;
         self.chunks.fetch_sub(1, Ordering::SeqCst);
         if let Some(r) = record {
             self.used.fetch_sub(charge(r.sealed_len()), Ordering::SeqCst);
