@@ -22,12 +22,9 @@ pub enum SealError {
     /// Too short to hold an authentication tag.
     #[error("ciphertext of {0} bytes is too short")]
     TooShort(usize),
-    /// Authentication failed: wrong key or altered bytes.
+    /// Authentication failed: wrong key (a chunk id that is not this chunk's) or altered bytes.
     #[error("chunk failed authentication (wrong key or tampered data)")]
     Auth,
-    /// Decrypted, but the plaintext does not hash to the expected chunk id.
-    #[error("decrypted chunk does not match its chunk id")]
-    IdMismatch,
 }
 
 /// A chunk ready to publish.
@@ -62,18 +59,23 @@ pub fn decrypt_with_key(key: &[u8; 32], addr: &Addr, ciphertext: &[u8]) -> Resul
 
 /// [`decrypt_with_key`] in place: the ciphertext's buffer becomes the plaintext (no copy).
 pub fn decrypt_owned(key: &[u8; 32], addr: &Addr, mut buf: Vec<u8>) -> Result<Vec<u8>, SealError> {
-    if Addr::of(&buf) != *addr {
+    let len = decrypt_in_place(key, addr, &mut buf)?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Verifies `buf` (a ciphertext) against `addr`, then decrypts it in place; the plaintext is the
+/// first returned-length bytes of `buf` (the tag is left behind it).
+pub fn decrypt_in_place(key: &[u8; 32], addr: &Addr, buf: &mut [u8]) -> Result<usize, SealError> {
+    if Addr::of(buf) != *addr {
         return Err(SealError::AddrMismatch(*addr));
     }
-    if buf.len() < TAG_LEN {
-        return Err(SealError::TooShort(buf.len()));
-    }
-    let tag = *Tag::from_slice(&buf[buf.len() - TAG_LEN..]);
-    buf.truncate(buf.len() - TAG_LEN);
+    let Some(len) = buf.len().checked_sub(TAG_LEN) else { return Err(SealError::TooShort(buf.len())) };
+    let (body, tag) = buf.split_at_mut(len);
     ChaCha20Poly1305::new(Key::from_slice(key))
-        .decrypt_in_place_detached(&Nonce::default(), b"", &mut buf, &tag)
+        .decrypt_in_place_detached(&Nonce::default(), b"", body, Tag::from_slice(tag))
         .map_err(|_| SealError::Auth)?;
-    Ok(buf)
+    Ok(len)
 }
 
 impl VaultKeys {
@@ -82,7 +84,7 @@ impl VaultKeys {
         self.data().seal(plaintext)
     }
 
-    /// Checks `ciphertext` against `addr`, decrypts it and checks the plaintext against `id`.
+    /// Checks `ciphertext` against `addr` and decrypts it under the key of `id`.
     pub fn open(&self, id: &ChunkId, addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
         self.data().open(id, addr, ciphertext)
     }
@@ -103,18 +105,23 @@ impl ChunkKeys {
         SealedChunk { id, addr, ciphertext, commitment }
     }
 
-    /// Checks `ciphertext` against `addr`, decrypts it and checks the plaintext against `id`.
+    /// Checks `ciphertext` against `addr` and decrypts it under the key of `id`.
+    ///
+    /// The plaintext is not hashed again to compare it with `id`: the key is derived from `id`,
+    /// so a ciphertext sealed for any other chunk id fails the tag check (`Auth`), and one that
+    /// passes is exactly what was sealed for `id`.
     pub fn open(&self, id: &ChunkId, addr: &Addr, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
         self.open_owned(id, addr, ciphertext.to_vec())
     }
 
     /// [`ChunkKeys::open`] in place (the read path owns the ciphertext it fetched or read).
     pub fn open_owned(&self, id: &ChunkId, addr: &Addr, ciphertext: Vec<u8>) -> Result<Vec<u8>, SealError> {
-        let plain = decrypt_owned(&self.content_key(id), addr, ciphertext)?;
-        if self.chunk_id(&plain) != *id {
-            return Err(SealError::IdMismatch);
-        }
-        Ok(plain)
+        decrypt_owned(&self.content_key(id), addr, ciphertext)
+    }
+
+    /// [`ChunkKeys::open`] of a ciphertext in `buf`, in place; returns the plaintext's length.
+    pub fn open_in_place(&self, id: &ChunkId, addr: &Addr, buf: &mut [u8]) -> Result<usize, SealError> {
+        decrypt_in_place(&self.content_key(id), addr, buf)
     }
 }
 
@@ -156,6 +163,19 @@ mod tests {
         assert_eq!(k.open(&s.id, &s.addr, &bad), Err(SealError::AddrMismatch(s.addr)));
         // A matching addr for altered bytes still fails authentication.
         assert_eq!(k.open(&s.id, &Addr::of(&bad), &bad), Err(SealError::Auth));
+    }
+
+    #[test]
+    fn a_chunk_id_that_is_not_the_chunks_fails_authentication() {
+        let k = keys();
+        let s = k.seal(b"one chunk");
+        let other = k.seal(b"another chunk");
+        assert_eq!(k.open(&other.id, &s.addr, &s.ciphertext), Err(SealError::Auth));
+        let mut buf = s.ciphertext.clone();
+        assert_eq!(k.data().open_in_place(&other.id, &s.addr, &mut buf), Err(SealError::Auth));
+        let mut buf = s.ciphertext.clone();
+        let len = k.data().open_in_place(&s.id, &s.addr, &mut buf).unwrap();
+        assert_eq!(&buf[..len], b"one chunk");
     }
 
     #[test]

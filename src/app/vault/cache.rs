@@ -1,24 +1,71 @@
-//! LRU cache of decrypted chunks, bounded in bytes.
+//! LRU cache of decrypted chunks, bounded in bytes, and the pool of read buffers it recycles.
+//!
+//! A chunk read from the disk cache is read (with direct I/O) and decrypted in place in one
+//! buffer of [`READ_BUF`] bytes, which then becomes the cache entry: no copy, and no fresh pages
+//! to fault in. When such an entry is evicted and no reader holds it any more, its buffer goes
+//! back to a small pool for the next read, so a long sequential read turns over the same memory.
 
 use crate::domain::ids::ChunkId;
 use lru::LruCache;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 
-/// Decrypted chunks by id, evicting least recently used ones past `capacity` bytes.
+/// Size of a pooled read buffer: the largest sealed chunk, at a block-aligned offset, padded
+/// to whole blocks.
+pub const READ_BUF: usize = crate::domain::chunker::MAX_CHUNK + 3 * 4096;
+/// Pooled buffers kept at most (beside the cache's budget).
+const POOL_MAX: usize = 16;
+
+/// A decrypted chunk: `range` of `buf`.
+pub struct Plain {
+    buf: Vec<u8>,
+    range: Range<usize>,
+}
+
+impl Plain {
+    /// The plaintext at `range` of `buf` (a pooled read buffer).
+    pub fn within(buf: Vec<u8>, range: Range<usize>) -> Self {
+        debug_assert!(range.end <= buf.len());
+        Plain { buf, range }
+    }
+
+    /// Bytes of memory it holds.
+    fn footprint(&self) -> u64 {
+        self.buf.capacity() as u64
+    }
+}
+
+impl From<Vec<u8>> for Plain {
+    fn from(buf: Vec<u8>) -> Self {
+        let range = 0..buf.len();
+        Plain { buf, range }
+    }
+}
+
+impl Deref for Plain {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+/// Decrypted chunks by id, evicting least recently used ones past `capacity` bytes (counted as
+/// the memory each holds).
 pub struct ChunkCache {
-    lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    lru: LruCache<ChunkId, Arc<Plain>>,
     bytes: u64,
     capacity: u64,
+    pool: Vec<Vec<u8>>,
 }
 
 impl ChunkCache {
     /// An empty cache holding at most `capacity` bytes.
     pub fn new(capacity: u64) -> Self {
-        ChunkCache { lru: LruCache::unbounded(), bytes: 0, capacity }
+        ChunkCache { lru: LruCache::unbounded(), bytes: 0, capacity, pool: Vec::new() }
     }
 
     /// A cached chunk.
-    pub fn get(&mut self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&mut self, id: &ChunkId) -> Option<Arc<Plain>> {
         self.lru.get(id).cloned()
     }
 
@@ -32,19 +79,39 @@ impl ChunkCache {
     }
 
     /// Caches a chunk, evicting old ones to stay within capacity.
-    pub fn put(&mut self, id: ChunkId, data: Arc<Vec<u8>>) {
-        if data.len() as u64 > self.capacity {
+    pub fn put(&mut self, id: ChunkId, data: Arc<Plain>) {
+        if data.footprint() > self.capacity {
             return;
         }
-        if let Some(old) = self.lru.put(id, data.clone()) {
-            self.bytes -= old.len() as u64;
+        self.bytes += data.footprint();
+        if let Some(old) = self.lru.put(id, data) {
+            self.retire(old);
         }
-        self.bytes += data.len() as u64;
         while self.bytes > self.capacity {
             match self.lru.pop_lru() {
-                Some((_, v)) => self.bytes -= v.len() as u64,
+                Some((_, v)) => self.retire(v),
                 None => break,
             }
+        }
+    }
+
+    /// A read buffer of [`READ_BUF`] bytes: a recycled one, or a new one.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_else(|| vec![0; READ_BUF])
+    }
+
+    /// Gives back a read buffer that did not become an entry.
+    pub fn give_back(&mut self, buf: Vec<u8>) {
+        if buf.len() == READ_BUF && self.pool.len() < POOL_MAX {
+            self.pool.push(buf);
+        }
+    }
+
+    /// Uncounts an entry that left the cache; its buffer is recycled unless a reader holds it.
+    fn retire(&mut self, old: Arc<Plain>) {
+        self.bytes -= old.footprint();
+        if let Ok(plain) = Arc::try_unwrap(old) {
+            self.give_back(plain.buf);
         }
     }
 }
@@ -53,16 +120,49 @@ impl ChunkCache {
 mod tests {
     use super::*;
 
+    fn plain(byte: u8, len: usize) -> Arc<Plain> {
+        Arc::new(Plain::from(vec![byte; len]))
+    }
+
     #[test]
     fn stays_within_its_byte_budget() {
         let mut c = ChunkCache::new(250);
         for i in 0..10u8 {
-            c.put(ChunkId([i; 32]), Arc::new(vec![i; 100]));
+            c.put(ChunkId([i; 32]), plain(i, 100));
         }
         assert!(c.bytes <= 250);
         assert!(c.get(&ChunkId([9; 32])).is_some());
         assert!(c.get(&ChunkId([0; 32])).is_none());
-        c.put(ChunkId([99; 32]), Arc::new(vec![0; 1000]));
+        c.put(ChunkId([99; 32]), plain(0, 1000));
         assert!(c.get(&ChunkId([99; 32])).is_none(), "oversized entries are not cached");
+        c.put(ChunkId([9; 32]), plain(7, 100));
+        assert_eq!(c.get(&ChunkId([9; 32])).unwrap()[0], 7, "a replaced entry is replaced");
+        assert_eq!(c.usage().bytes, c.lru.iter().map(|(_, v)| v.footprint()).sum::<u64>());
+    }
+
+    #[test]
+    fn read_buffers_are_recycled_only_when_no_reader_holds_them() {
+        let mut c = ChunkCache::new(3 * READ_BUF as u64);
+        let entry = |c: &mut ChunkCache, fill: u8| {
+            let mut buf = c.take_buffer();
+            buf[4096..4100].fill(fill);
+            Arc::new(Plain::within(buf, 4096..4100))
+        };
+        let a = entry(&mut c, 1);
+        assert_eq!(&a[..], &[1; 4]);
+        let held = a.clone();
+        c.put(ChunkId([1; 32]), a);
+        for i in 2..6u8 {
+            let e = entry(&mut c, i);
+            c.put(ChunkId([i; 32]), e);
+        }
+        assert!(c.usage().bytes <= 3 * READ_BUF as u64);
+        assert_eq!(&held[..], &[1; 4], "an evicted entry a reader holds is left alone");
+        assert_eq!(c.pool.len(), 1, "the entry nobody held went back to the pool");
+        let reused = c.take_buffer();
+        assert_eq!(reused.len(), READ_BUF);
+        assert!(c.pool.is_empty());
+        c.give_back(vec![0; 10]);
+        assert!(c.pool.is_empty(), "only read buffers are pooled");
     }
 }

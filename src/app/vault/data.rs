@@ -5,6 +5,7 @@
 //! fsync makes the staging file and the manifest durable; after the last writer closes, the
 //! pipeline chunks the file into the outbox and drops the staging copy.
 
+use super::cache::Plain;
 use super::{Caller, Fh, FsError, Secrets, SetAttr, TimeSet, Vault};
 use crate::domain::fs::{Attr, Extent, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;
@@ -531,7 +532,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).
     /// Concurrent readers of one chunk (kernel read requests are ≤ 128 KiB, chunks ~512 KiB,
     /// plus read-ahead) share a single load.
-    pub(super) async fn plaintext(&self, e: &Extent) -> Result<Arc<Vec<u8>>, FsError> {
+    pub(super) async fn plaintext(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
         if let Some(p) = Self::lock(&self.cache).get(&e.id) {
             self.read_stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p);
@@ -546,7 +547,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         result
     }
 
-    async fn load_chunk(&self, e: &Extent) -> Result<Arc<Vec<u8>>, FsError> {
+    async fn load_chunk(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
         if let Some(p) = Self::lock(&self.cache).get(&e.id) {
             return Ok(p);
         }
@@ -560,7 +561,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 if let Some(disk) = &self.disk_cache {
                     tokio::task::block_in_place(|| disk.put(&e.addr, &ct));
                 }
-                self.open_chunk(e, ct)?
+                Plain::from(self.open_chunk(e, ct)?)
             }
         };
         let plain = Arc::new(plain);
@@ -570,37 +571,54 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// The plaintext from a local copy: the outbox (not uploaded yet) or the disk cache. A disk
     /// cache copy that does not open is dropped (the fabric has the chunk).
-    async fn load_local(&self, e: &Extent) -> Result<Option<Vec<u8>>, FsError> {
+    async fn load_local(&self, e: &Extent) -> Result<Option<Plain>, FsError> {
         let small = self.m.view().small_outbox(&e.addr)?;
         let outbox = match small {
             Some(ct) => Some(ct),
             None => tokio::fs::read(self.outbox.join(e.addr.to_hex())).await.ok(),
         };
         if let Some(ct) = outbox {
-            return self.open_chunk(e, ct).map(Some);
+            return self.open_chunk(e, ct).map(|p| Some(p.into()));
         }
         let Some(disk) = &self.disk_cache else { return Ok(None) };
-        let Some(ct) = tokio::task::block_in_place(|| disk.get(&e.addr)) else { return Ok(None) };
-        match self.open_chunk(e, ct) {
-            Ok(plain) => {
+        // Read and decrypted in place in a pooled buffer, which becomes the cache entry.
+        let mut buf = Self::lock(&self.cache).take_buffer();
+        let opened = tokio::task::block_in_place(|| {
+            let ct = disk.read_into(&e.addr, &mut buf)?;
+            Some(self.open_in(e, &mut buf[ct.clone()]).map(|len| ct.start..ct.start + len))
+        });
+        match opened {
+            Some(Ok(plain)) => {
                 self.read_stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(plain))
+                Ok(Some(Plain::within(buf, plain)))
             }
-            Err(err) => {
+            Some(Err(err)) => {
+                Self::lock(&self.cache).give_back(buf);
                 tracing::warn!(addr = ?e.addr, error = %err, "damaged chunk in the disk cache dropped; fetching it");
                 disk.forget(&e.addr);
+                Ok(None)
+            }
+            None => {
+                Self::lock(&self.cache).give_back(buf);
                 Ok(None)
             }
         }
     }
 
     /// Verifies a ciphertext against its address and decrypts it with this vault's secrets.
-    fn open_chunk(&self, e: &Extent, ct: Vec<u8>) -> Result<Vec<u8>, FsError> {
+    fn open_chunk(&self, e: &Extent, mut ct: Vec<u8>) -> Result<Vec<u8>, FsError> {
+        let len = self.open_in(e, &mut ct)?;
+        ct.truncate(len);
+        Ok(ct)
+    }
+
+    /// [`Vault::open_chunk`] in place; returns the plaintext's length.
+    fn open_in(&self, e: &Extent, ct: &mut [u8]) -> Result<usize, FsError> {
         let opened = match self.secrets {
-            Secrets::Owner => self.keys.open_owned(&e.id, &e.addr, ct),
+            Secrets::Owner => self.keys.data().open_in_place(&e.id, &e.addr, ct),
             Secrets::Shared => {
                 let (key, _) = self.shared_secret(&e.addr)?;
-                crate::domain::seal::decrypt_owned(&key, &e.addr, ct)
+                crate::domain::seal::decrypt_in_place(&key, &e.addr, ct)
             }
         };
         opened.map_err(|err| FsError::Unavailable(err.to_string()))

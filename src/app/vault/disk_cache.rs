@@ -5,18 +5,31 @@
 //! here is fsynced: it is a cache, and every file is checked against its address (and decrypted
 //! with its tag checked) before use, so a torn or damaged file is dropped and fetched again.
 //! Eviction is least recently used; after a restart the order is rebuilt from file mtimes.
+//!
+//! The read path reads a chunk with direct I/O into a buffer the caller owns (a pooled one, see
+//! `cache.rs`): the chunk is not copied through the page cache, which a decrypted copy in the
+//! memory cache would only duplicate. A filesystem that refuses direct I/O is read through the
+//! page cache instead.
 
 use crate::domain::ids::Addr;
 use lru::LruCache;
 use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+/// Direct I/O reads whole blocks into block-aligned memory.
+const BLOCK: usize = 4096;
 
 /// Sealed chunks on local disk, at most `capacity` bytes.
 pub struct DiskCache {
     dir: PathBuf,
     capacity: u64,
     state: Mutex<State>,
+    /// Whether reads use direct I/O (false once the filesystem refused it).
+    direct: AtomicBool,
 }
 
 struct State {
@@ -60,6 +73,7 @@ impl DiskCache {
             dir: dir.to_path_buf(),
             capacity,
             state: Mutex::new(State { lru: LruCache::unbounded(), bytes: 0 }),
+            direct: AtomicBool::new(true),
         };
         for (_, addr, len) in found {
             cache.admit(addr, len);
@@ -101,6 +115,36 @@ impl DiskCache {
                 None
             }
         }
+    }
+
+    /// Reads the ciphertext kept for `addr` into `buf`, at a block-aligned offset, and returns
+    /// where it is; `None` when it is not kept (a file that cannot be read, or is larger than
+    /// `buf` holds, is dropped). As with [`DiskCache::get`], the caller verifies it.
+    pub fn read_into(&self, addr: &Addr, buf: &mut [u8]) -> Option<Range<usize>> {
+        self.lock().lru.get(addr)?;
+        match self.read_file(&self.path(addr), buf) {
+            Ok(range) => Some(range),
+            Err(e) => {
+                tracing::debug!(?addr, error = %e, "disk cache file unreadable; dropped");
+                self.forget(addr);
+                None
+            }
+        }
+    }
+
+    fn read_file(&self, path: &Path, buf: &mut [u8]) -> std::io::Result<Range<usize>> {
+        let start = buf.as_ptr().align_offset(BLOCK);
+        if self.direct.load(Ordering::Relaxed) {
+            let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
+            match opened.and_then(|f| read_at_start(&f, buf, start)) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct.store(false, Ordering::Relaxed);
+                    tracing::info!(dir = %self.dir.display(), "the filesystem refuses direct I/O; reading the disk cache through the page cache");
+                }
+                other => return other,
+            }
+        }
+        read_at_start(&std::fs::File::open(path)?, buf, start)
     }
 
     /// Takes over an uploaded chunk's outbox file (a rename: no copy); removes it when the
@@ -177,6 +221,25 @@ impl DiskCache {
     }
 }
 
+/// Reads all of `file` into `buf` from `start` on, in whole blocks as direct I/O needs.
+fn read_at_start(file: &std::fs::File, buf: &mut [u8], start: usize) -> std::io::Result<Range<usize>> {
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let room = buf.len().saturating_sub(start);
+    if len.checked_next_multiple_of(BLOCK).is_none_or(|padded| padded > room) {
+        let why = format!("{len} bytes, larger than a sealed chunk");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    }
+    let area = &mut buf[start..start + len.next_multiple_of(BLOCK)];
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut area[done..], done as u64)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => done += n,
+        }
+    }
+    Ok(start..start + len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +283,34 @@ mod tests {
         let empty = DiskCache::open(dir.path(), 0).unwrap();
         assert_eq!(empty.usage().chunks, 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "capacity 0 keeps nothing");
+    }
+
+    /// Reads land block-aligned in the caller's buffer, whether the filesystem takes direct I/O
+    /// (the temp dir) or not; a file larger than the buffer holds is dropped, not read.
+    #[test]
+    fn reads_into_a_block_aligned_area_of_the_callers_buffer() {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            dirs.push(shm);
+        }
+        for dir in dirs {
+            let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+            let mut buf = vec![0u8; 3 * BLOCK + 1];
+            for len in [1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK] {
+                let (a, ca) = chunk(len as u8, len);
+                let ca: Vec<u8> = ca.iter().enumerate().map(|(i, b)| b ^ i as u8).collect();
+                c.put(&a, &ca);
+                let at = c.read_into(&a, &mut buf).expect("kept");
+                assert_eq!((buf.as_ptr() as usize + at.start) % BLOCK, 0, "block-aligned");
+                assert_eq!(&buf[at], &ca[..], "{len} bytes in {}", dir.path().display());
+            }
+            let (big, cbig) = chunk(9, 3 * BLOCK + 1);
+            c.put(&big, &cbig);
+            assert!(c.read_into(&big, &mut buf).is_none(), "too large for the buffer");
+            assert!(c.get(&big).is_none(), "and dropped");
+            let (absent, _) = chunk(10, 5);
+            assert!(c.read_into(&absent, &mut buf).is_none());
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use crate::domain::fs::FsError;
 use crate::domain::fs::{Attr, Ino, Kind, Time, NAME_MAX};
 use crate::domain::keys::VaultKeys;
 use crate::ports::fabric::ChunkFabric;
-use cache::ChunkCache;
+use cache::{ChunkCache, Plain};
 use data::OpenFile;
 use disk_cache::DiskCache;
 use std::collections::HashMap;
@@ -54,7 +54,7 @@ pub type Fh = u64;
 const MAX_LOADS: usize = 16;
 
 /// One chunk load, shared by every reader waiting for that chunk.
-type ChunkLoad = tokio::sync::OnceCell<Arc<Vec<u8>>>;
+type ChunkLoad = tokio::sync::OnceCell<Arc<Plain>>;
 
 /// Who is calling.
 #[derive(Clone, Copy, Debug)]
