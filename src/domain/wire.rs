@@ -526,15 +526,36 @@ impl GetReply {
 
     /// Decodes a reply.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let h = Self::decode_head(buf)?;
+        Ok(GetReply { node: h.node, addr: h.addr, status: h.status, ciphertext: buf[h.ciphertext].to_vec() })
+    }
+
+    /// Decodes a reply without copying its ciphertext: [`GetReplyHead::ciphertext`] says where
+    /// in `buf` it is (the requester keeps the received buffer and slices it).
+    pub fn decode_head(buf: &[u8]) -> Result<GetReplyHead, WireError> {
         let mut r = R::open(buf, Kind::GetReply)?;
         let node = NodeId(r.arr()?);
         let addr = Addr(r.arr()?);
         let status = Status::from_u8(r.u8()?)?;
         let len = r.u32()? as usize;
-        let ciphertext = r.bounded(len, "ciphertext", MAX_CIPHERTEXT)?.to_vec();
+        let start = buf.len() - r.0.len();
+        r.bounded(len, "ciphertext", MAX_CIPHERTEXT)?;
         r.finish()?;
-        Ok(GetReply { node, addr, status, ciphertext })
+        Ok(GetReplyHead { node, addr, status, ciphertext: start..start + len })
     }
+}
+
+/// A [`GetReply`] decoded in place: everything but the ciphertext, and where that is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetReplyHead {
+    /// The node answering.
+    pub node: NodeId,
+    /// Which chunk.
+    pub addr: Addr,
+    /// Found, not found, refused or busy.
+    pub status: Status,
+    /// The ciphertext's bytes in the decoded buffer.
+    pub ciphertext: std::ops::Range<usize>,
 }
 
 /// A node's signed answer to a renew or delete: the outcome per addr.

@@ -116,12 +116,13 @@ pub trait ChunkFabric: Send + Sync {
         goal: StoreGoal<'_>,
     ) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send;
     /// Retrieves verified ciphertexts, asking `hints` first and then any holder.
-    /// Returns the chunks found; addrs missing from the result could not be retrieved.
+    /// Returns the chunks found; addrs missing from the result could not be retrieved. The
+    /// bytes may share the buffer they were received in (no copy on the way).
     fn get(
         &self,
         items: &[(Addr, ProofSecret)],
         hints: &[NodeId],
-    ) -> impl Future<Output = Result<Vec<(Addr, Vec<u8>)>, FabricError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(Addr, bytes::Bytes)>, FabricError>> + Send;
     /// Challenges `node` to prove it still holds `addr` (whose ciphertext is `len` bytes long).
     fn audit(
         &self,

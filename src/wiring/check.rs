@@ -146,7 +146,7 @@ pub async fn run_check(bus: &Bus, size: u64, replicas: usize) -> Result<CheckRep
         .into_iter()
         .flat_map(|(n, cs)| cs.chunks(8).map(|b| (n, b.to_vec())).collect::<Vec<_>>())
         .collect();
-    let got: Vec<Vec<(Addr, Vec<u8>)>> = stream::iter(batches)
+    let got: Vec<Vec<(Addr, bytes::Bytes)>> = stream::iter(batches)
         .map(|(node, batch)| {
             let (f, keys) = (&fabric, keys.clone());
             async move {
@@ -157,7 +157,7 @@ pub async fn run_check(bus: &Bus, size: u64, replicas: usize) -> Result<CheckRep
         .buffer_unordered(6)
         .try_collect()
         .await?;
-    let fetched: HashMap<Addr, Vec<u8>> = got.into_iter().flatten().collect();
+    let fetched: HashMap<Addr, bytes::Bytes> = got.into_iter().flatten().collect();
     for (r, c) in &sealed {
         let ct = fetched.get(&c.addr).with_context(|| format!("chunk {:?} was not retrieved", c.addr))?;
         let plain = keys.open(&c.id, &c.addr, ct).context("retrieved chunk failed to decrypt")?;

@@ -165,7 +165,7 @@ fn reply_attr(reply: ReplyAttr, result: Result<Attr, FsError>) {
     }
 }
 
-fn reply_data(reply: ReplyData, result: Result<Vec<u8>, FsError>) {
+fn reply_data(reply: ReplyData, result: Result<impl std::ops::Deref<Target = [u8]>, FsError>) {
     match result {
         Ok(d) => reply.data(&d),
         Err(e) => reply.error(errno(&e)),

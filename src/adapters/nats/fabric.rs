@@ -312,7 +312,7 @@ impl NatsFabric {
         &self,
         target: NodeId,
         items: &[(Addr, ProofSecret)],
-    ) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+    ) -> Result<Vec<(Addr, bytes::Bytes)>, FabricError> {
         let req = self.proven_request(Purpose::Get, target, items, 0);
         let subject =
             if target == NodeId::ANY { BROADCAST_GET.to_string() } else { node_subject(&target, "get") };
@@ -331,7 +331,7 @@ impl NatsFabric {
                 tracing::debug!(node = ?target, "no node listening; not waiting for it");
                 break;
             }
-            let reply = match GetReply::decode(&msg.payload) {
+            let reply = match GetReply::decode_head(&msg.payload) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed get reply dropped");
@@ -345,10 +345,11 @@ impl NatsFabric {
                 tracing::warn!(from = ?reply.node, "get reply from a node that was not asked; ignored");
                 continue;
             }
+            let ciphertext = msg.payload.slice(reply.ciphertext);
             match reply.status {
-                Status::Ok if Addr::of(&reply.ciphertext) == reply.addr => {
+                Status::Ok if Addr::of(&ciphertext) == reply.addr => {
                     answered.insert(reply.addr);
-                    found.push((reply.addr, reply.ciphertext));
+                    found.push((reply.addr, ciphertext));
                 }
                 Status::Ok => {
                     tracing::warn!(node = ?reply.node, addr = ?reply.addr, "node sent bytes that do not match the addr; ignored")
@@ -615,7 +616,7 @@ impl ChunkFabric for NatsFabric {
         &self,
         items: &[(Addr, ProofSecret)],
         hints: &[NodeId],
-    ) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+    ) -> Result<Vec<(Addr, bytes::Bytes)>, FabricError> {
         let mut remaining: Vec<(Addr, ProofSecret)> = items.to_vec();
         let mut found = Vec::with_capacity(items.len());
         let targets = hints.iter().copied().chain(std::iter::once(NodeId::ANY));

@@ -49,6 +49,25 @@ impl Deref for Plain {
     }
 }
 
+/// The bytes a read returns: part of one cached chunk (shared, not copied) or a buffer of its
+/// own (a read spanning chunks, or of a staged file).
+pub enum ReadData {
+    /// `range` of a decrypted chunk.
+    Shared(Arc<Plain>, Range<usize>),
+    /// Bytes of its own.
+    Owned(Vec<u8>),
+}
+
+impl Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Shared(p, r) => &p[r.clone()],
+            ReadData::Owned(v) => v,
+        }
+    }
+}
+
 /// Decrypted chunks by id, evicting least recently used ones past `capacity` bytes (counted as
 /// the memory each holds).
 pub struct ChunkCache {

@@ -6,10 +6,10 @@
 //! with its tag checked) before use, so a torn or damaged file is dropped and fetched again.
 //! Eviction is least recently used; after a restart the order is rebuilt from file mtimes.
 //!
-//! The read path reads a chunk with direct I/O into a buffer the caller owns (a pooled one, see
-//! `cache.rs`): the chunk is not copied through the page cache, which a decrypted copy in the
-//! memory cache would only duplicate. A filesystem that refuses direct I/O is read through the
-//! page cache instead.
+//! The read path reads and writes chunks with direct I/O from and into a buffer the caller owns
+//! (a pooled one, see `cache.rs`): the chunk is not copied through the page cache, which a
+//! decrypted copy in the memory cache would only duplicate. A filesystem that refuses direct I/O
+//! is used through the page cache instead.
 
 use crate::domain::ids::Addr;
 use lru::LruCache;
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Direct I/O reads whole blocks into block-aligned memory.
-const BLOCK: usize = 4096;
+pub(super) const BLOCK: usize = 4096;
 
 /// Sealed chunks on local disk, at most `capacity` bytes.
 pub struct DiskCache {
@@ -137,10 +137,7 @@ impl DiskCache {
         if self.direct.load(Ordering::Relaxed) {
             let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
             match opened.and_then(|f| read_at_start(&f, buf, start)) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct.store(false, Ordering::Relaxed);
-                    tracing::info!(dir = %self.dir.display(), "the filesystem refuses direct I/O; reading the disk cache through the page cache");
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse_direct(),
                 other => return other,
             }
         }
@@ -163,21 +160,60 @@ impl DiskCache {
 
     /// Keeps a copy of a verified ciphertext (written through a temporary name, not fsynced).
     pub fn put(&self, addr: &Addr, ciphertext: &[u8]) {
-        let len = ciphertext.len() as u64;
-        if len > self.capacity || self.lock().lru.contains(addr) {
+        self.keep(addr, ciphertext.len(), |tmp| std::fs::write(tmp, ciphertext));
+    }
+
+    /// [`DiskCache::put`] of a verified ciphertext at `at` in `buf`, where `at` starts
+    /// block-aligned: written with direct I/O, padded to whole blocks (the padding, up to the
+    /// next block boundary in `buf`, is zeroed first) and then cut back to its length.
+    pub fn put_aligned(&self, addr: &Addr, buf: &mut [u8], at: Range<usize>) {
+        let len = at.len();
+        let image = at.start..at.start + len.next_multiple_of(BLOCK);
+        let aligned = (buf.as_ptr() as usize + at.start) % BLOCK == 0 && image.end <= buf.len();
+        if !aligned || !self.direct.load(Ordering::Relaxed) {
+            return self.put(addr, &buf[at]);
+        }
+        let image = &mut buf[image];
+        image[len..].fill(0);
+        let image = &*image;
+        self.keep(addr, len, |tmp| {
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(tmp);
+            match opened.and_then(|mut f| f.write_all(image).and_then(|()| f.set_len(len as u64))) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.refuse_direct();
+                    std::fs::write(tmp, &image[..len])
+                }
+                other => other,
+            }
+        });
+    }
+
+    /// Writes a chunk of `len` bytes with `write` to a temporary name, renames it into place and
+    /// indexes it; does nothing when the chunk is kept already or larger than the budget.
+    fn keep(&self, addr: &Addr, len: usize, write: impl FnOnce(&Path) -> std::io::Result<()>) {
+        if len as u64 > self.capacity || self.lock().lru.contains(addr) {
             return;
         }
         let path = self.path(addr);
         let tmp = path.with_extension("tmp");
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(ciphertext))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        match written {
-            Ok(()) => self.admit(*addr, len),
+        match write(&tmp).and_then(|()| std::fs::rename(&tmp, &path)) {
+            Ok(()) => self.admit(*addr, len as u64),
             Err(e) => {
                 tracing::debug!(?addr, error = %e, "cannot keep a chunk in the disk cache");
                 let _ = std::fs::remove_file(&tmp);
             }
+        }
+    }
+
+    /// Turns direct I/O off for good: the filesystem refused it.
+    fn refuse_direct(&self) {
+        if self.direct.swap(false, Ordering::Relaxed) {
+            tracing::info!(dir = %self.dir.display(), "the filesystem refuses direct I/O; using the page cache for the disk cache");
         }
     }
 
@@ -311,6 +347,31 @@ mod tests {
             let (absent, _) = chunk(10, 5);
             assert!(c.read_into(&absent, &mut buf).is_none());
         }
+    }
+
+    /// A chunk kept from an aligned buffer is written whole blocks at a time, but its file holds
+    /// exactly its bytes, and what followed it in the buffer (an earlier plaintext, say) is
+    /// zeroed, never written out; an unaligned one is kept through the page cache.
+    #[test]
+    fn keeps_chunks_from_an_aligned_buffer_without_what_follows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let mut buf = vec![0xEE; 4 * BLOCK];
+        let start = buf.as_ptr().align_offset(BLOCK);
+        for (i, len) in [1, BLOCK - 1, BLOCK, BLOCK + 3].into_iter().enumerate() {
+            buf.fill(0xEE);
+            let (a, ca) = chunk(i as u8, len);
+            buf[start..start + len].copy_from_slice(&ca);
+            c.put_aligned(&a, &mut buf, start..start + len);
+            assert_eq!(std::fs::read(dir.path().join(a.to_hex())).unwrap(), ca, "{len} bytes");
+            assert!(buf[start + len..start + len.next_multiple_of(BLOCK)].iter().all(|&b| b == 0));
+            assert_eq!(c.get(&a), Some(ca));
+        }
+        let (u, cu) = chunk(7, 100);
+        buf[start + 1..start + 101].copy_from_slice(&cu);
+        c.put_aligned(&u, &mut buf, start + 1..start + 101);
+        assert_eq!(c.get(&u), Some(cu), "unaligned: through the page cache");
+        assert!(c.direct.load(Ordering::Relaxed), "direct I/O stays on");
     }
 
     #[test]

@@ -595,7 +595,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
         got.into_iter()
             .find(|(a, ct)| a == addr && Addr::of(ct) == *addr)
-            .map(|(_, ct)| ct)
+            .map(|(_, ct)| Vec::from(ct))
             .ok_or_else(|| FsError::Unavailable("no copy left that could be fetched".into()))
     }
 

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+pub use cache::ReadData;
 pub use disk_cache::DiskCacheUsage;
 pub use health::{
     nodes_json, nodes_render, nodes_view, run_maintenance, AuditReport, HealthOptions, HealthStats, Scope,

@@ -78,7 +78,7 @@ impl ChunkFabric for CountingFabric {
         &self,
         _: &[(Addr, ProofSecret)],
         _: &[NodeId],
-    ) -> Result<Vec<(Addr, Vec<u8>)>, FabricError> {
+    ) -> Result<Vec<(Addr, bytes::Bytes)>, FabricError> {
         unused()
     }
 
