@@ -7,6 +7,8 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -85,14 +87,21 @@ pub(super) fn mac(format: Format, key: &[u8; 32], addr: &[u8; 32], sealed: &[u8]
     *h.update(sealed).finalize().as_bytes()
 }
 
-/// The ciphertext inside a sealed body. `Aead`: `None` unless its tag verifies. `Mac`: decrypted
-/// only; the caller checks it against its addr.
-pub(super) fn open(format: Format, key: &[u8; 32], addr: &[u8; 32], mut sealed: Vec<u8>) -> Option<Vec<u8>> {
-    if sealed.len() < format.sealed_len(0) {
+/// The ciphertext inside the sealed body at `at` in `buf`. `Aead`: `None` unless its tag
+/// verifies. `Mac`: decrypted only; the caller checks it against its addr.
+pub(super) fn open(
+    format: Format,
+    key: &[u8; 32],
+    addr: &[u8; 32],
+    mut sealed: Vec<u8>,
+    at: Range<usize>,
+) -> Option<Vec<u8>> {
+    if at.len() < format.sealed_len(0) || at.end > sealed.len() {
         return None;
     }
-    let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().ok()?;
-    sealed.drain(..NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = sealed[at.start..at.start + NONCE_LEN].try_into().ok()?;
+    sealed.truncate(at.end);
+    sealed.drain(..at.start + NONCE_LEN);
     match format {
         Format::Mac => keystream(key, &nonce, 0).apply_keystream(&mut sealed),
         Format::Aead => {
@@ -155,6 +164,51 @@ pub(super) fn write_file(
     f.sync_all()
 }
 
+/// Reads the body file at `path`, which holds a sealed body of `sealed` bytes (exactly, or
+/// padded to whole blocks): with direct I/O into a block-aligned part of a fresh buffer, or
+/// through the page cache once the filesystem has refused direct I/O (`direct` then turns
+/// false). Returns the buffer and where the body starts in it; `None` when the file is not of a
+/// length that holds such a body.
+pub(super) fn read_file(
+    direct: &AtomicBool,
+    path: &Path,
+    sealed: usize,
+) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if direct.load(Ordering::Relaxed) {
+        let opened = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
+        match opened.and_then(|f| read_direct(&f, sealed)) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                direct.store(false, Ordering::Relaxed);
+                let dir = path.parent().and_then(Path::parent).unwrap_or(path);
+                tracing::info!(dir = %dir.display(), "the filesystem refuses direct I/O; reading chunk bodies through the page cache");
+            }
+            other => return other,
+        }
+    }
+    let body = fs::read(path)?;
+    Ok(fits(body.len(), sealed).then_some((body, 0)))
+}
+
+fn read_direct(file: &File, sealed: usize) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+    let Ok(len) = usize::try_from(file.metadata()?.len()) else { return Ok(None) };
+    if !fits(len, sealed) {
+        return Ok(None);
+    }
+    let padded = len.next_multiple_of(BLOCK);
+    let mut buf = vec![0u8; padded + BLOCK];
+    let start = buf.as_ptr().align_offset(BLOCK);
+    let area = &mut buf[start..start + padded];
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut area[done..], done as u64)? {
+            0 => return Ok(None),
+            n => done += n,
+        }
+    }
+    Ok(Some((buf, start)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,17 +228,29 @@ mod tests {
         });
         assert_eq!(aead.len(), mac_body.len() + TAG_LEN);
         let nonce = &aead[..NONCE_LEN];
-        let re = open(Format::Aead, &key, &addr, aead.clone()).unwrap();
+        let whole = |b: &Vec<u8>| 0..b.len();
+        let re = open(Format::Aead, &key, &addr, aead.clone(), whole(&aead)).unwrap();
         assert_eq!(re, ct);
         // Re-encrypt under the Aead body's nonce: the bytes equal the Aead body without its tag.
         let mut enc = ct.clone();
         keystream(&key, nonce, 0).apply_keystream(&mut enc);
         assert_eq!(enc, aead[NONCE_LEN..aead.len() - TAG_LEN]);
-        assert_eq!(open(Format::Mac, &key, &addr, mac_body).unwrap(), ct);
+        // A body inside a larger buffer (as a direct read leaves it) opens the same.
+        let mut framed = vec![7u8; 5];
+        framed.extend_from_slice(&mac_body);
+        framed.extend_from_slice(&[9u8; 3]);
+        let at = 5..5 + mac_body.len();
+        assert_eq!(open(Format::Mac, &key, &addr, framed, at).unwrap(), ct);
+        assert_eq!(open(Format::Mac, &key, &addr, mac_body.clone(), whole(&mac_body)).unwrap(), ct);
         assert_eq!(decrypt_range(&key, nonce, &enc, 1000, 300).unwrap(), ct[1000..1300]);
         let mut bad = aead;
         bad[NONCE_LEN + 10] ^= 1;
-        assert_eq!(open(Format::Aead, &key, &addr, bad), None);
-        assert_eq!(open(Format::Mac, &key, &addr, vec![0; NONCE_LEN - 1]), None);
+        assert_eq!(open(Format::Aead, &key, &addr, bad.clone(), whole(&bad)), None);
+        assert_eq!(
+            open(Format::Mac, &key, &addr, mac_body.clone(), 0..mac_body.len() + 1),
+            None,
+            "past the end"
+        );
+        assert_eq!(open(Format::Mac, &key, &addr, vec![0; NONCE_LEN - 1], 0..NONCE_LEN - 1), None);
     }
 }

@@ -309,27 +309,23 @@ impl DiskChunkStore {
         seal(&self.id.record_key(), locator, &record.encode())
     }
 
-    /// The sealed body of a chunk with index record `r`, without any block padding (missing or
-    /// of another length = corrupt).
-    fn read_body(&self, r: &Record) -> Result<Vec<u8>, StoreError> {
+    /// The sealed body of a chunk with index record `r`: a buffer and where in it the body
+    /// starts (missing, or a file of another length = corrupt).
+    fn read_body(&self, r: &Record) -> Result<(Vec<u8>, usize), StoreError> {
         let addr = r.meta.addr;
-        let mut body = match fs::read(self.body_path(&self.id.locator(&addr))) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Corrupt(addr)),
-            Err(e) => return Err(e.into()),
-        };
-        if !body::fits(body.len(), r.sealed_len()) {
-            return Err(StoreError::Corrupt(addr));
+        match body::read_file(&self.direct, &self.body_path(&self.id.locator(&addr)), r.sealed_len()) {
+            Ok(Some(body)) => Ok(body),
+            Ok(None) => Err(StoreError::Corrupt(addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Corrupt(addr)),
+            Err(e) => Err(e.into()),
         }
-        body.truncate(r.sealed_len());
-        Ok(body)
     }
 
     /// The ciphertext of a chunk with index record `r`, checked against its addr.
     fn read_record(&self, r: &Record) -> Result<Vec<u8>, StoreError> {
         let addr = r.meta.addr;
-        let sealed = self.read_body(r)?;
-        match body::open(r.format, &self.id.body_key(&addr), &addr.0, sealed) {
+        let (buf, at) = self.read_body(r)?;
+        match body::open(r.format, &self.id.body_key(&addr), &addr.0, buf, at..at + r.sealed_len()) {
             Some(ct) if Addr::of(&ct) == addr => Ok(ct),
             _ => Err(StoreError::Corrupt(addr)),
         }
@@ -406,10 +402,11 @@ impl ChunkStore for DiskChunkStore {
             let ct = self.read_record(&r)?;
             return prove_leaves(&ct, picks).map(Some).map_err(|e| StoreError::Io(e.to_string()));
         };
-        let sealed = self.read_body(&r)?;
+        let (buf, at) = self.read_body(&r)?;
+        let sealed = &buf[at..at + r.sealed_len()];
         // Every stored byte is checked (one keyed BLAKE3 pass), so any damage is caught now, not
         // only damage inside the challenged leaves.
-        if body::mac(r.format, &self.id.body_mac_key(), &addr.0, &sealed) != mac {
+        if body::mac(r.format, &self.id.body_mac_key(), &addr.0, sealed) != mac {
             return Err(StoreError::Corrupt(*addr));
         }
         let (nonce, ct) = (&sealed[..NONCE_LEN], &sealed[NONCE_LEN..NONCE_LEN + r.meta.len as usize]);

@@ -593,7 +593,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut buf = Self::lock(&self.cache).take_buffer();
         let opened = tokio::task::block_in_place(|| {
             let ct = disk.read_into(&e.addr, &mut buf)?;
-            Some(self.open_in(e, &mut buf[ct.clone()]).map(|len| ct.start..ct.start + len))
+            Some(self.open_in(e, &mut buf[ct.clone()], Checked::No).map(|len| ct.start..ct.start + len))
         });
         match opened {
             Some(Ok(plain)) => {
@@ -628,7 +628,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if let Some(disk) = &self.disk_cache {
             tokio::task::block_in_place(|| disk.put_aligned(&e.addr, &mut buf, at.clone()));
         }
-        match self.open_in(e, &mut buf[at]) {
+        match self.open_in(e, &mut buf[at], Checked::Already) {
             Ok(len) => Ok(Plain::within(buf, start..start + len)),
             Err(err) => {
                 Self::lock(&self.cache).give_back(buf);
@@ -639,18 +639,24 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Verifies a ciphertext against its address and decrypts it with this vault's secrets.
     fn open_chunk(&self, e: &Extent, mut ct: Vec<u8>) -> Result<Vec<u8>, FsError> {
-        let len = self.open_in(e, &mut ct)?;
+        let len = self.open_in(e, &mut ct, Checked::No)?;
         ct.truncate(len);
         Ok(ct)
     }
 
-    /// [`Vault::open_chunk`] in place; returns the plaintext's length.
-    fn open_in(&self, e: &Extent, ct: &mut [u8]) -> Result<usize, FsError> {
-        let opened = match self.secrets {
-            Secrets::Owner => self.keys.data().open_in_place(&e.id, &e.addr, ct),
-            Secrets::Shared => {
+    /// [`Vault::open_chunk`] in place; returns the plaintext's length. `checked`: whether the
+    /// ciphertext was checked against its address already (by the fabric).
+    fn open_in(&self, e: &Extent, ct: &mut [u8], checked: Checked) -> Result<usize, FsError> {
+        use crate::domain::seal::{decrypt_checked_in_place, decrypt_in_place};
+        let opened = match (&self.secrets, checked) {
+            (Secrets::Owner, Checked::No) => self.keys.data().open_in_place(&e.id, &e.addr, ct),
+            (Secrets::Owner, Checked::Already) => self.keys.data().open_checked_in_place(&e.id, ct),
+            (Secrets::Shared, checked) => {
                 let (key, _) = self.shared_secret(&e.addr)?;
-                crate::domain::seal::decrypt_in_place(&key, &e.addr, ct)
+                match checked {
+                    Checked::No => decrypt_in_place(&key, &e.addr, ct),
+                    Checked::Already => decrypt_checked_in_place(&key, ct),
+                }
             }
         };
         opened.map_err(|err| FsError::Unavailable(err.to_string()))
@@ -679,7 +685,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let items = [(e.addr, self.proof_secret(&e.addr)?)];
         let started = std::time::Instant::now();
         let got = match tokio::time::timeout(timeout, fabric.get(&items, &hints)).await {
-            Ok(Ok(mut got)) if !got.is_empty() => Ok(got.swap_remove(0).1),
+            Ok(Ok(got)) if !got.is_empty() => match got.into_iter().find(|(a, _)| *a == e.addr) {
+                Some((_, ct)) => Ok(ct),
+                None => Err(unavailable("the fabric returned another chunk")),
+            },
             Ok(Ok(_)) => Err(unavailable("no node returned it")),
             Ok(Err(err)) => Err(unavailable(&err.to_string())),
             Err(_) => Err(unavailable("timed out")),
@@ -719,6 +728,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         };
         found
     }
+}
+
+/// Whether a ciphertext was checked against its address before it reached the opener.
+#[derive(Clone, Copy)]
+enum Checked {
+    /// Not yet: a local copy (outbox, disk cache).
+    No,
+    /// By the fabric, which returns only ciphertexts it checked.
+    Already,
 }
 
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
