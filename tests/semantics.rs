@@ -65,6 +65,40 @@ fn an_overlong_name_component_is_enametoolong() {
     std::fs::write(m.path(&format!("d/{}", "n".repeat(255))), b"ok").unwrap();
 }
 
+/// Missing names are cached by the kernel (negative entries); whatever makes the name through
+/// the mount must show it at once, and a removal must hide it again.
+#[test]
+fn a_name_found_missing_appears_at_once_when_made_through_the_mount() {
+    let fabric = Fabric::start(3, "1GiB");
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    fs::write(m.path("src"), b"content").unwrap();
+    let missing =
+        |name: &str| fs::symlink_metadata(m.path(name)).unwrap_err().kind() == std::io::ErrorKind::NotFound;
+    type Maker<'a> = &'a dyn Fn(&Path);
+    let makers: [(&str, Maker); 5] = [
+        ("created", &|p| fs::write(p, b"x").unwrap()),
+        ("dir", &|p| fs::create_dir(p).unwrap()),
+        ("symlink", &|p| std::os::unix::fs::symlink("src", p).unwrap()),
+        ("linked", &|p| fs::hard_link(m.path("src"), p).unwrap()),
+        ("renamed", &|p| {
+            fs::write(m.path(".tmp"), b"y").unwrap();
+            fs::rename(m.path(".tmp"), p).unwrap();
+        }),
+    ];
+    for (name, make) in makers {
+        assert!(missing(name), "{name} exists before it is made");
+        make(&m.path(name));
+        assert!(fs::symlink_metadata(m.path(name)).is_ok(), "{name} is not visible right after it was made");
+        let listed = fs::read_dir(m.path("")).unwrap().any(|e| e.unwrap().file_name() == name);
+        assert!(listed, "{name} is not listed");
+    }
+    fs::remove_file(m.path("created")).unwrap();
+    assert!(missing("created"), "a removed name stays visible");
+    fs::write(m.path("created"), b"again").unwrap();
+    assert_eq!(fs::read(m.path("created")).unwrap(), b"again");
+}
+
 #[test]
 fn an_unlinked_open_file_stays_readable_until_closed() {
     let fabric = Fabric::start(3, "1GiB");

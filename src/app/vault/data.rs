@@ -230,13 +230,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(())
     }
 
-    /// close(2) of one descriptor. Nothing to do: a staged file's size and times live in memory
-    /// (getattr reads them there) until fsync or the chunker writes them to the manifest, and a
-    /// crash recovers the size from the staging file.
-    pub fn flush(&self, _ino: Ino, _fh: Fh) -> Result<(), FsError> {
-        Ok(())
-    }
-
     /// Writes the staged size and times to the manifest (made durable by the caller).
     fn persist_attrs(&self, ino: Ino) -> Result<(), FsError> {
         let mut files = Self::lock(&self.files);
