@@ -119,6 +119,17 @@ impl ChunkCache {
         self.pool.pop().unwrap_or_else(|| vec![0; READ_BUF])
     }
 
+    /// A copy of `data` (at most a chunk) in a read buffer, so entries share one size and the
+    /// memory of evicted ones serves the next (`data` larger than a read buffer is kept as is).
+    pub fn copy_in(&mut self, data: &[u8]) -> Plain {
+        if data.len() > READ_BUF {
+            return Plain::from(data.to_vec());
+        }
+        let mut buf = self.take_buffer();
+        buf[..data.len()].copy_from_slice(data);
+        Plain::within(buf, 0..data.len())
+    }
+
     /// Gives back a read buffer that did not become an entry.
     pub fn give_back(&mut self, buf: Vec<u8>) {
         if buf.len() == READ_BUF && self.pool.len() < POOL_MAX {
@@ -183,5 +194,17 @@ mod tests {
         assert!(c.pool.is_empty());
         c.give_back(vec![0; 10]);
         assert!(c.pool.is_empty(), "only read buffers are pooled");
+    }
+
+    #[test]
+    fn written_chunks_are_copied_into_read_buffers_so_entries_share_one_size() {
+        let mut c = ChunkCache::new(8 * READ_BUF as u64);
+        let copy = c.copy_in(b"just written");
+        assert_eq!(&copy[..], b"just written");
+        assert_eq!(copy.footprint(), READ_BUF as u64);
+        let e = Arc::new(copy);
+        c.put(ChunkId([1; 32]), e);
+        let huge = c.copy_in(&vec![5u8; READ_BUF + 1]);
+        assert_eq!(huge.len(), READ_BUF + 1, "larger than a read buffer: kept as is");
     }
 }

@@ -231,7 +231,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let sealed = self.keys.seal(&data);
             p.extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
             // Just-written data is the likeliest to be read next.
-            Self::lock(&self.cache).put(sealed.id, Arc::new(data.into()));
+            let mut cache = Self::lock(&self.cache);
+            let plain = Arc::new(cache.copy_in(&data));
+            cache.put(sealed.id, plain);
+            drop(cache);
             // A chunk waiting for garbage collection (no references) may be deleted from its
             // replicas at any moment, so it is sealed again as if new.
             let known = fresh.contains(&sealed.addr)
