@@ -293,23 +293,6 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
     Ok(())
 }
 
-/// Tunes glibc's allocator for the chunk-sized buffers that pass through the mount (chunks,
-/// ciphertexts, NATS receive buffers): one arena, and buffers up to 8 MiB from it rather than
-/// from mmap, so a freed buffer's pages serve the next one instead of being unmapped and faulted
-/// in again (a cold 1 GiB read: 3.66 s -> 3.43 s, the mount's CPU 3.4 -> 3.0 s). Long-lived
-/// buffers (cache entries) all come from the cache's pool of one size (`READ_BUF`), so they do
-/// not fragment the arena: a 1 GiB write, three reads and a `cmp` peak at 392 MiB of resident
-/// memory (8 MiB threshold with entries of every size: 558 MiB; buffers of 256 KiB and more
-/// from mmap: ~300 MiB, at the fault cost above).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; no memory is passed.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// Mounts `vault` at `mountpoint` and serves it until SIGINT/SIGTERM or an external unmount;
 /// returns once it is unmounted.
 pub(super) async fn serve_fuse(
@@ -318,7 +301,6 @@ pub(super) async fn serve_fuse(
     settings: &MountSettings,
     what: &str,
 ) -> Result<()> {
-    tune_allocator();
     let session =
         fuse_mount(vault, tokio::runtime::Handle::current(), mountpoint, settings).with_context(|| {
             format!("cannot mount at {} (is fuse3 installed and /dev/fuse usable?)", mountpoint.display())

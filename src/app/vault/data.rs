@@ -611,7 +611,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// decrypted in place: the buffer becomes the cache entry.
     fn open_fetched(&self, e: &Extent, ct: &[u8]) -> Result<Plain, FsError> {
         let mut buf = Self::lock(&self.cache).take_buffer();
-        let start = buf.as_ptr().align_offset(super::disk_cache::BLOCK);
+        let start = buf.as_ptr().align_offset(super::direct_io::BLOCK);
         let at = start..start + ct.len();
         let Some(area) = buf.get_mut(at.clone()) else {
             Self::lock(&self.cache).give_back(buf);

@@ -6,30 +6,23 @@
 //! with its tag checked) before use, so a torn or damaged file is dropped and fetched again.
 //! Eviction is least recently used; after a restart the order is rebuilt from file mtimes.
 //!
-//! The read path reads and writes chunks with direct I/O from and into a buffer the caller owns
-//! (a pooled one, see `cache.rs`): the chunk is not copied through the page cache, which a
-//! decrypted copy in the memory cache would only duplicate. A filesystem that refuses direct I/O
-//! is used through the page cache instead.
+//! The read path reads and writes chunks with direct I/O (`direct_io.rs`) from and into a
+//! buffer the caller owns (a pooled one, see `cache.rs`): the chunk is not copied through the
+//! page cache, which a decrypted copy in the memory cache would only duplicate.
 
+use super::direct_io::Direct;
 use crate::domain::ids::Addr;
 use lru::LruCache;
-use std::io::Write;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-
-/// Direct I/O reads whole blocks into block-aligned memory.
-pub(super) const BLOCK: usize = 4096;
 
 /// Sealed chunks on local disk, at most `capacity` bytes.
 pub struct DiskCache {
     dir: PathBuf,
     capacity: u64,
     state: Mutex<State>,
-    /// Whether reads use direct I/O (false once the filesystem refused it).
-    direct: AtomicBool,
+    io: Direct,
 }
 
 struct State {
@@ -73,7 +66,7 @@ impl DiskCache {
             dir: dir.to_path_buf(),
             capacity,
             state: Mutex::new(State { lru: LruCache::unbounded(), bytes: 0 }),
-            direct: AtomicBool::new(true),
+            io: Direct::new(dir),
         };
         for (_, addr, len) in found {
             cache.admit(addr, len);
@@ -122,7 +115,7 @@ impl DiskCache {
     /// `buf` holds, is dropped). As with [`DiskCache::get`], the caller verifies it.
     pub fn read_into(&self, addr: &Addr, buf: &mut [u8]) -> Option<Range<usize>> {
         self.lock().lru.get(addr)?;
-        match self.read_file(&self.path(addr), buf) {
+        match self.io.read_into(&self.path(addr), buf) {
             Ok(range) => Some(range),
             Err(e) => {
                 tracing::debug!(?addr, error = %e, "disk cache file unreadable; dropped");
@@ -130,18 +123,6 @@ impl DiskCache {
                 None
             }
         }
-    }
-
-    fn read_file(&self, path: &Path, buf: &mut [u8]) -> std::io::Result<Range<usize>> {
-        let start = buf.as_ptr().align_offset(BLOCK);
-        if self.direct.load(Ordering::Relaxed) {
-            let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
-            match opened.and_then(|f| read_at_start(&f, buf, start)) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse_direct(),
-                other => return other,
-            }
-        }
-        read_at_start(&std::fs::File::open(path)?, buf, start)
     }
 
     /// Takes over an uploaded chunk's outbox file (a rename: no copy); removes it when the
@@ -164,33 +145,10 @@ impl DiskCache {
     }
 
     /// [`DiskCache::put`] of a verified ciphertext at `at` in `buf`, where `at` starts
-    /// block-aligned: written with direct I/O, padded to whole blocks (the padding, up to the
-    /// next block boundary in `buf`, is zeroed first) and then cut back to its length.
+    /// block-aligned: written with direct I/O from there (see [`Direct::write_aligned`]).
     pub fn put_aligned(&self, addr: &Addr, buf: &mut [u8], at: Range<usize>) {
         let len = at.len();
-        let image = at.start..at.start + len.next_multiple_of(BLOCK);
-        let aligned = (buf.as_ptr() as usize + at.start) % BLOCK == 0 && image.end <= buf.len();
-        if !aligned || !self.direct.load(Ordering::Relaxed) {
-            return self.put(addr, &buf[at]);
-        }
-        let image = &mut buf[image];
-        image[len..].fill(0);
-        let image = &*image;
-        self.keep(addr, len, |tmp| {
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(tmp);
-            match opened.and_then(|mut f| f.write_all(image).and_then(|()| f.set_len(len as u64))) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.refuse_direct();
-                    std::fs::write(tmp, &image[..len])
-                }
-                other => other,
-            }
-        });
+        self.keep(addr, len, |tmp| self.io.write_aligned(tmp, buf, at));
     }
 
     /// Writes a chunk of `len` bytes with `write` to a temporary name, renames it into place and
@@ -207,13 +165,6 @@ impl DiskCache {
                 tracing::debug!(?addr, error = %e, "cannot keep a chunk in the disk cache");
                 let _ = std::fs::remove_file(&tmp);
             }
-        }
-    }
-
-    /// Turns direct I/O off for good: the filesystem refused it.
-    fn refuse_direct(&self) {
-        if self.direct.swap(false, Ordering::Relaxed) {
-            tracing::info!(dir = %self.dir.display(), "the filesystem refuses direct I/O; using the page cache for the disk cache");
         }
     }
 
@@ -257,28 +208,10 @@ impl DiskCache {
     }
 }
 
-/// Reads all of `file` into `buf` from `start` on, in whole blocks as direct I/O needs.
-fn read_at_start(file: &std::fs::File, buf: &mut [u8], start: usize) -> std::io::Result<Range<usize>> {
-    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    let room = buf.len().saturating_sub(start);
-    if len.checked_next_multiple_of(BLOCK).is_none_or(|padded| padded > room) {
-        let why = format!("{len} bytes, larger than a sealed chunk");
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
-    }
-    let area = &mut buf[start..start + len.next_multiple_of(BLOCK)];
-    let mut done = 0;
-    while done < len {
-        match file.read_at(&mut area[done..], done as u64)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => done += n,
-        }
-    }
-    Ok(start..start + len)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::vault::direct_io::BLOCK;
 
     fn chunk(i: u8, len: usize) -> (Addr, Vec<u8>) {
         let ct = vec![i; len];
@@ -371,7 +304,6 @@ mod tests {
         buf[start + 1..start + 101].copy_from_slice(&cu);
         c.put_aligned(&u, &mut buf, start + 1..start + 101);
         assert_eq!(c.get(&u), Some(cu), "unaligned: through the page cache");
-        assert!(c.direct.load(Ordering::Relaxed), "direct I/O stays on");
     }
 
     #[test]

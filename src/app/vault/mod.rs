@@ -9,6 +9,7 @@
 
 mod cache;
 mod data;
+mod direct_io;
 mod dirs;
 mod disk_cache;
 mod health;
@@ -195,6 +196,8 @@ pub struct Vault<F> {
     /// Empty staging files for reuse.
     spares: spares::Spares,
     outbox: PathBuf,
+    /// Outbox files are written and read back with direct I/O.
+    outbox_io: direct_io::Direct,
     files: Mutex<HashMap<Ino, OpenFile>>,
     handles: Mutex<HashMap<Fh, (Ino, bool)>>,
     /// Snapshots of open directory handles.
@@ -340,6 +343,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             opts,
             spares: spares::Spares::new(&staging),
             staging,
+            outbox_io: direct_io::Direct::new(&outbox),
             outbox,
             files: Mutex::default(),
             handles: Mutex::default(),

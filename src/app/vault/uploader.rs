@@ -175,28 +175,29 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let path = self.outbox_path(&addr);
         let small = self.m.view().small_outbox(&addr)?;
         let is_small = small.is_some();
-        let ct = match small {
-            Some(ct) => Ok(ct),
-            None => tokio::fs::read(&path).await,
+        let read = match small {
+            Some(ct) => Ok((0..ct.len(), ct)),
+            None => tokio::task::block_in_place(|| self.outbox_io.read(&path)).map(|(buf, at)| (at, buf)),
         };
-        let ct = match ct {
-            Ok(ct) => ct,
+        let (at, buf) = match read {
+            Ok(read) => read,
             Err(e) => {
                 tracing::error!(?addr, error = %e, "outbox chunk missing; dropping it from the queue");
                 self.m.write(|tx| tx.set_upload(&addr, None))?;
                 return Ok(true);
             }
         };
-        if Addr::of(&ct) != addr {
+        let ct = &buf[at];
+        if Addr::of(ct) != addr {
             return Err(FsError::Io(format!("outbox chunk {addr:?} is corrupt")));
         }
         let commitment = self.keys.proof_secret(&addr).commitment();
         let acks = fabric
-            .store(Publish { addr, commitment, ciphertext: &ct }, StoreGoal::fresh(self.opts.replicas))
+            .store(Publish { addr, commitment, ciphertext: ct }, StoreGoal::fresh(self.opts.replicas))
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
         if let Some(disk) = self.disk_cache.as_ref().filter(|_| is_small) {
-            tokio::task::block_in_place(|| disk.put(&addr, &ct));
+            tokio::task::block_in_place(|| disk.put(&addr, ct));
         }
         let now = unix_ms(SystemTime::now());
         let replicas: Vec<Replica> =
