@@ -82,6 +82,11 @@ fn rsync_tree_round_trip() {
     let src = tmp.path().join("src");
     make_tree(&src, 1);
     let mut m = Mount::new_vault(tmp.path(), "v", &fabric.url(), &[]);
+    // Run as root, as the tests are, the mount asks the kernel for 1 MiB of read-ahead.
+    let dev = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&m.mp).unwrap());
+    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    let ra = fs::read_to_string(&knob).unwrap_or_default();
+    assert_eq!(ra.trim(), "1024", "{knob} (only root may raise it: run the tests as root)");
 
     let mut rsync = Command::new("rsync");
     rsync

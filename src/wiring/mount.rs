@@ -305,6 +305,9 @@ pub(super) async fn serve_fuse(
         fuse_mount(vault, tokio::runtime::Handle::current(), mountpoint, settings).with_context(|| {
             format!("cannot mount at {} (is fuse3 installed and /dev/fuse usable?)", mountpoint.display())
         })?;
+    if let Err(e) = crate::adapters::fuse::raise_read_ahead(mountpoint) {
+        tracing::info!(error = %e, "kept the kernel's 128 KiB read-ahead for the mount (as root, sequential reads ask for 1 MiB at a time; see OPERATIONS.md)");
+    }
     println!(
         "{what} mounted at {} (Ctrl-C or `fusermount3 -u {}` to unmount)",
         mountpoint.display(),

