@@ -291,3 +291,49 @@ async fn forged_or_replayed_acks_do_not_fake_quorum() {
         other => panic!("forged acks counted towards quorum: {other:?}"),
     }
 }
+
+/// A node (or anyone on the bus) answering a get with bytes that do not hash to the addr is
+/// ignored: the owner's fabric never hands them on (its reader opens fetched chunks without
+/// hashing them again), waits for an honest holder, and returns nothing when there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_do_not_match_the_addr_are_never_returned_by_a_get() {
+    let fabric = Fabric::start(1, "1GiB");
+    let keys = vault(22);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let held = keys.seal(&bytes(100_000, 22));
+    let absent = keys.seal(&bytes(100_000, 23));
+    let p = Publish { addr: held.addr, commitment: held.commitment, ciphertext: &held.ciphertext };
+    owner.store(p, StoreGoal::fresh(1)).await.unwrap();
+
+    // The liar answers both its own subject and the broadcast, first and with altered bytes.
+    let liar = NodeId([7; 32]);
+    let client = async_nats::connect(fabric.url()).await.unwrap();
+    let mut own = client.subscribe(node_subject(&liar, "get")).await.unwrap();
+    let mut any = client.subscribe(BROADCAST_GET).await.unwrap();
+    client.flush().await.unwrap();
+    let lies = tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! { Some(m) = own.next() => m, Some(m) = any.next() => m, else => break };
+            let (Some(reply), Ok(req)) = (msg.reply, ProvenRequest::decode(&msg.payload)) else { continue };
+            for item in req.items {
+                let mut ciphertext = bytes(100_016, 99);
+                ciphertext[0] ^= 1;
+                let lie = GetReply { node: liar, addr: item.addr, status: Status::Ok, ciphertext };
+                client.publish(reply.clone(), lie.encode().into()).await.unwrap();
+            }
+        }
+    });
+
+    let got = owner.get(&[(held.addr, keys.proof_secret(&held.addr))], &[liar]).await.unwrap();
+    assert_eq!(got.len(), 1, "the honest node's copy is found after the liar's is dropped");
+    assert_eq!(got[0].0, held.addr);
+    assert_eq!(&got[0].1[..], &held.ciphertext[..], "only bytes that match the addr come back");
+
+    let none = owner.get(&[(absent.addr, keys.proof_secret(&absent.addr))], &[liar]).await.unwrap();
+    assert!(
+        none.is_empty(),
+        "a chunk only the liar claims to hold is not retrieved: {} answer(s)",
+        none.len()
+    );
+    lies.abort();
+}
