@@ -391,8 +391,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             return Ok(ReadData::Owned(Vec::new()));
         }
         let extents = self.m.view().extents(ino, offset, end)?;
-        // The commonest read (the kernel asks ≤ 128 KiB, chunks are ~512 KiB) lies in one chunk:
-        // it is answered from the cached chunk itself.
+        // A read that lies in one chunk (the kernel asks 128 KiB to 1 MiB, chunks average
+        // ~640 KiB) is answered from the cached chunk itself, without a copy.
         if let [e] = extents.as_slice() {
             if e.offset <= offset && end <= e.offset + u64::from(e.len) {
                 let data = self.plaintext(e).await?;
@@ -535,8 +535,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).
-    /// Concurrent readers of one chunk (kernel read requests are ≤ 128 KiB, chunks ~512 KiB,
-    /// plus read-ahead) share a single load.
+    /// Concurrent readers of one chunk (several kernel read requests per chunk, plus
+    /// read-ahead) share a single load.
     pub(super) async fn plaintext(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
         if let Some(p) = Self::lock(&self.cache).get(&e.id) {
             self.read_stats.cache_hits.fetch_add(1, Ordering::Relaxed);
