@@ -58,13 +58,16 @@ pub(super) fn with_sealed<R>(
     let (nonce, rest) = image.split_at_mut(NONCE_LEN);
     crate::domain::random_bytes(nonce);
     let (body, rest) = rest.split_at_mut(ciphertext.len());
-    body.copy_from_slice(ciphertext);
     let padding = match format {
         Format::Mac => {
-            keystream(key, nonce, 0).apply_keystream(body);
+            // Encrypted on the way from the received bytes into the image: one pass, no copy.
+            keystream(key, nonce, 0)
+                .apply_keystream_b2b(ciphertext, body)
+                .unwrap_or_else(|_| unreachable!("input and output have one length"));
             rest
         }
         Format::Aead => {
+            body.copy_from_slice(ciphertext);
             let tag = XChaCha20Poly1305::new(key.into())
                 .encrypt_in_place_detached(XNonce::from_slice(nonce), addr, body)
                 .unwrap_or_else(|_| unreachable!("XChaCha20 input limit exceeded"));
