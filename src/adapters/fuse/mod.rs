@@ -36,6 +36,11 @@ use tracing::Instrument;
 
 /// How long the kernel may cache entries and attributes.
 const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may remember that a name does not exist. Only this mount changes the
+/// vault's names, and the kernel forgets a negative entry itself when it makes the name, so this
+/// can be long: rsync looks every name up before it writes any file, then renames each temporary
+/// file onto its name seconds later.
+const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// The generation sent with every entry (fixed; the vault is not exported over NFS).
 const GENERATION: Generation = Generation(0);
 /// Most network-bound requests (reads, writes, truncations, fsyncs) running at once.
@@ -230,14 +235,14 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>) {
 }
 
 impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
-    /// A missing name is answered as a negative entry (node id 0) valid for [`TTL`], so the
-    /// kernel does not ask again at once (rsync looks a name up, then renames its temporary file
-    /// onto it). Only this mount changes the vault, and the kernel drops the negative entry
-    /// itself when it creates the name.
+    /// A missing name is answered as a negative entry (node id 0) valid for [`NEGATIVE_TTL`], so
+    /// the kernel does not ask again (rsync looks a name up, then renames its temporary file onto
+    /// it). Only this mount changes the vault, and the kernel drops the negative entry itself
+    /// when it creates the name.
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _s = span("lookup", parent);
         match self.vault.lookup(parent.0, name.as_bytes()) {
-            Err(FsError::NotFound) => reply.entry(&TTL, &negative_entry(), GENERATION),
+            Err(FsError::NotFound) => reply.entry(&NEGATIVE_TTL, &negative_entry(), GENERATION),
             result => reply_entry(reply, result),
         }
     }
