@@ -119,10 +119,12 @@ impl ChunkCache {
         self.pool.pop().unwrap_or_else(|| vec![0; READ_BUF])
     }
 
-    /// A copy of `data` (at most a chunk) in a read buffer, so entries share one size and the
-    /// memory of evicted ones serves the next (`data` larger than a read buffer is kept as is).
+    /// A copy of `data` in a read buffer when it is chunk-sized (at least the minimum chunk), so
+    /// such entries share one size and the memory of evicted ones serves the next; a small chunk
+    /// (a small file's, or a file's last) is copied to a buffer of its own size, so the cache's
+    /// budget holds many of them.
     pub fn copy_in(&mut self, data: &[u8]) -> Plain {
-        if data.len() > READ_BUF {
+        if !(crate::domain::chunker::MIN_CHUNK..=READ_BUF).contains(&data.len()) {
             return Plain::from(data.to_vec());
         }
         let mut buf = self.take_buffer();
@@ -199,11 +201,15 @@ mod tests {
     #[test]
     fn written_chunks_are_copied_into_read_buffers_so_entries_share_one_size() {
         let mut c = ChunkCache::new(8 * READ_BUF as u64);
-        let copy = c.copy_in(b"just written");
-        assert_eq!(&copy[..], b"just written");
-        assert_eq!(copy.footprint(), READ_BUF as u64);
+        let chunk = vec![3u8; crate::domain::chunker::MIN_CHUNK];
+        let copy = c.copy_in(&chunk);
+        assert_eq!(&copy[..], &chunk[..]);
+        assert_eq!(copy.footprint(), READ_BUF as u64, "chunk-sized: a read buffer");
         let e = Arc::new(copy);
         c.put(ChunkId([1; 32]), e);
+        let small = c.copy_in(b"a small file");
+        assert_eq!(&small[..], b"a small file");
+        assert_eq!(small.footprint(), 12, "small: its own size");
         let huge = c.copy_in(&vec![5u8; READ_BUF + 1]);
         assert_eq!(huge.len(), READ_BUF + 1, "larger than a read buffer: kept as is");
     }
