@@ -88,28 +88,46 @@ impl Direct {
     /// the bytes are; `InvalidData` when the file is larger than `buf` holds.
     pub fn read_into(&self, path: &Path, buf: &mut [u8]) -> std::io::Result<Range<usize>> {
         let start = buf.as_ptr().align_offset(BLOCK);
-        if self.on.load(Ordering::Relaxed) {
-            let opened = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
-            match opened.and_then(|f| read_at_start(&f, buf, start)) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse(),
-                other => return other,
-            }
-        }
-        read_at_start(&File::open(path)?, buf, start)
+        self.reading(path, |f| read_at_start(f, file_len(f)?, buf, start))
     }
 
     /// Reads all of `path` into a fresh buffer; returns it and where the bytes are in it.
     pub fn read(&self, path: &Path) -> std::io::Result<(Vec<u8>, Range<usize>)> {
-        let len = usize::try_from(std::fs::metadata(path)?.len()).map_err(std::io::Error::other)?;
-        let mut buf = vec![0u8; len.next_multiple_of(BLOCK) + BLOCK];
-        let at = self.read_into(path, &mut buf)?;
-        Ok((buf, at))
+        self.reading(path, |f| {
+            let len = file_len(f)?;
+            let mut buf = vec![0u8; len.next_multiple_of(BLOCK) + BLOCK];
+            let start = buf.as_ptr().align_offset(BLOCK);
+            let at = read_at_start(f, len, &mut buf, start)?;
+            Ok((buf, at))
+        })
+    }
+
+    /// Opens `path` once (with direct I/O unless refused) and runs `read` on it; again through
+    /// the page cache when direct I/O is refused (EINVAL, at open or at the first read).
+    fn reading<R>(
+        &self,
+        path: &Path,
+        mut read: impl FnMut(&File) -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        if self.on.load(Ordering::Relaxed) {
+            let opened = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
+            match opened.and_then(|f| read(&f)) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse(),
+                other => return other,
+            }
+        }
+        read(&File::open(path)?)
     }
 }
 
-/// Reads all of `file` into `buf` from `start` on, in whole blocks as direct I/O needs.
-fn read_at_start(file: &File, buf: &mut [u8], start: usize) -> std::io::Result<Range<usize>> {
-    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+/// The length of an open file.
+fn file_len(file: &File) -> std::io::Result<usize> {
+    usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)
+}
+
+/// Reads the `len` bytes of `file` into `buf` from `start` on, in whole blocks as direct I/O
+/// needs.
+fn read_at_start(file: &File, len: usize, buf: &mut [u8], start: usize) -> std::io::Result<Range<usize>> {
     let room = buf.len().saturating_sub(start);
     if len.checked_next_multiple_of(BLOCK).is_none_or(|padded| padded > room) {
         let why = format!("{len} bytes, more than the {room} the buffer holds");
