@@ -159,11 +159,32 @@ fn statfs_answers_immediately_even_with_the_broker_down() {
     let mut fabric = Fabric::start(3, "1GiB");
     let dir = tempfile::tempdir().unwrap();
     let m = Mount::new_vault(dir.path(), "v", &fabric.url(), &[]);
+    let before = df_inodes_and_use(&m.mp);
+    for name in ["a", "b", "c"] {
+        fs::write(m.path(name), b"x").unwrap();
+    }
     fabric.nats.kill9();
     let t = Instant::now();
     let out = Command::new("df").arg(&m.mp).output().unwrap();
     assert!(out.status.success(), "df failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(t.elapsed() < Duration::from_secs(3), "df took {:?}", t.elapsed());
+    // The figures SEMANTICS.md states: nothing shown as used, and inodes in use counted for real
+    // (never negative, as when the free count exceeded the total).
+    let after = df_inodes_and_use(&m.mp);
+    assert_eq!(after.1, "0%", "df shows space as used: {after:?}");
+    assert!(before.0 >= 1, "the root directory is an inode in use: {before:?}");
+    assert_eq!(after.0, before.0 + 3, "inodes in use: before {before:?}, after {after:?}");
+}
+
+/// `df`'s inodes in use and its use% of the space.
+fn df_inodes_and_use(mp: &std::path::Path) -> (i64, String) {
+    let out = Command::new("df").args(["--output=iused,pcent"]).arg(mp).output().unwrap();
+    assert!(out.status.success(), "df failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let last = text.lines().last().unwrap_or_default().to_string();
+    let mut cols = last.split_whitespace();
+    let iused = cols.next().and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("df output: {text}"));
+    (iused, cols.next().unwrap_or_default().to_string())
 }
 
 #[test]

@@ -370,8 +370,13 @@ impl Rx {
     }
 
     /// Number of inodes and of queued uploads, and every chunk record (for status).
+    /// How many inodes the vault has (a stored count: no scan).
+    pub fn inode_count(&self) -> Result<u64, FsError> {
+        self.0.open_table(INODES).map_err(err)?.len().map_err(err)
+    }
+
     pub fn summary(&self) -> Result<Summary, FsError> {
-        let inodes = self.0.open_table(INODES).map_err(err)?.len().map_err(err)?;
+        let inodes = self.inode_count()?;
         let uploads = self.0.open_table(UPLOADS).map_err(err)?.len().map_err(err)?;
         let t = self.0.open_table(CHUNKS).map_err(err)?;
         let mut chunks = Vec::new();
