@@ -17,8 +17,15 @@ pub struct Cli {
     #[arg(long, global = true, env = "QULOUD_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
-    /// Log filter, e.g. `info`, `debug`, `quloud=debug,async_nats=warn`.
-    #[arg(long, global = true, env = "QULOUD_LOG", default_value = "info", value_name = "FILTER")]
+    /// Log filter, e.g. `info`, `debug`, `quloud=debug,async_nats=info`. The NATS client's own
+    /// messages are left at warnings by default: Quloud logs connects and disconnects itself.
+    #[arg(
+        long,
+        global = true,
+        env = "QULOUD_LOG",
+        default_value = "info,async_nats=warn",
+        value_name = "FILTER"
+    )]
     pub log: String,
 
     /// What to do.
