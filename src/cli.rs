@@ -8,12 +8,15 @@ use std::time::Duration;
 
 /// Quloud: your files, encrypted on your machine, stored on friends' storage nodes over NATS.
 ///
-/// Start with `quloud init` (creates your master key and prints it once as a paper key), then
-/// `quloud up` for a one-machine fabric, or `quloud node` to offer storage to others.
+/// Quick start: `quloud up ~/vault` creates your master key if there is none (printing it once as
+/// a paper key), starts a one-machine fabric and mounts your vault there. With a fabric already
+/// running elsewhere: `quloud init`, then `quloud mount ~/vault --nats URL`. To offer storage to
+/// others: `quloud node`.
 #[derive(Debug, Parser)]
 #[command(name = "quloud", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Directory holding all owner state: master key, manifest, staging, cache, control socket.
+    /// Default: `$XDG_DATA_HOME/quloud`, else `~/.local/share/quloud`.
     #[arg(long, global = true, env = "QULOUD_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
@@ -210,8 +213,10 @@ pub struct NatsArgs {
     /// PEM private key of --nats-client-cert.
     #[arg(long, env = "QULOUD_NATS_CLIENT_KEY", value_name = "FILE", requires = "nats_client_cert")]
     pub nats_client_key: Option<PathBuf>,
-    /// Prefix of this client's reply subjects (default _INBOX). Give each NATS user its own
-    /// (e.g. _INBOX_node1) and allow it only that one, so no user can read others' replies.
+    /// Prefix of this client's reply subjects. Default: its own, `_INBOX_node_<node id>` for a
+    /// node and `_INBOX_owner_<ack token>` for a vault owner (16 hex digits each), so each NATS
+    /// user can be allowed only its own and no user can read others' replies
+    /// (`quloud nats-user` prints the permissions).
     #[arg(long, env = "QULOUD_NATS_INBOX_PREFIX", value_name = "PREFIX")]
     pub nats_inbox_prefix: Option<String>,
     /// JetStream replicas of the streams this command creates if they do not exist yet: 1 on
@@ -275,7 +280,8 @@ pub struct NodeMetricsArgs {
 /// `quloud mount …`
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
-    /// Where to mount the vault (an existing empty directory).
+    /// Where to mount the vault: an existing directory (whatever it holds is hidden while the
+    /// vault is mounted).
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
     /// Broker connection.
