@@ -401,3 +401,32 @@ fn snapshots_list_and_a_fresh_vault_has_none() {
     let listed = ok(quloud(&m.home).args(["snapshots", "--json"]), "quloud snapshots --json (unmounted)");
     assert!(listed.contains("\"id\":1"), "{listed}");
 }
+
+/// How many snapshots `quloud snapshots --json` lists.
+fn snapshot_count(home: &Path) -> usize {
+    ok(quloud(home).args(["snapshots", "--json"]), "quloud snapshots").matches("\"id\":").count()
+}
+
+#[test]
+fn a_snapshot_is_stored_only_when_a_file_changed_even_across_audits_and_remounts() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "owner", &fabric.url(), &[]);
+    std::fs::write(m.path("a.txt"), b"first").unwrap();
+    wait_durable(&m.home);
+    snapshot(&m.home);
+    // An audit rewrites every chunk's replica and audit records, but no file changed.
+    ok(quloud(&m.home).args(["audit", "--now"]), "quloud audit --now");
+    let out = ok(quloud(&m.home).args(["snapshot"]), "quloud snapshot");
+    assert!(out.contains("no file changed"), "a snapshot of unchanged files: {out}");
+    // Every unmount snapshots; with nothing changed it stores nothing, across remounts too.
+    m.remount();
+    m.remount();
+    assert_eq!(snapshot_count(&m.home), 1, "unmounts stored snapshots of unchanged files");
+    std::fs::write(m.path("b.txt"), b"second").unwrap();
+    wait_durable(&m.home);
+    let out = ok(quloud(&m.home).args(["snapshot"]), "quloud snapshot");
+    assert!(out.contains("snapshot 2 stored: 2 files"), "{out}");
+    assert_eq!(snapshot_count(&m.home), 2);
+    m.unmount();
+}

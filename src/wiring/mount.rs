@@ -138,7 +138,7 @@ async fn control_conn(
         ["status", "text"] => vault.status().map(|s| s.render()),
         ["nodes"] => vault.nodes().map(|n| nodes_json(&n)),
         ["nodes", "text"] => vault.nodes().map(|n| nodes_render(&n)),
-        ["snapshot"] => vault.snapshot(true, SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
+        ["snapshot"] => vault.snapshot(false, SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
         ["snapshots"] => vault.snapshots().map(|s| super::recovery::snapshots_json(&s)),
         ["snapshots", "text"] => vault.snapshots().map(|s| super::recovery::render(&s)),
         ["share", path] => vault

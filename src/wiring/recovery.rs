@@ -160,7 +160,7 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
         Some(r) => r,
         None => outcome_json(
             &unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
-                v.snapshot(true, SNAPSHOT_WAIT).await
+                v.snapshot(false, SNAPSHOT_WAIT).await
             })
             .await?,
         ),
@@ -173,11 +173,23 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
     } else if reply.contains("\"pending\"") {
         bail!("files are still being uploaded; run `quloud snapshot` again once `quloud status` shows nothing pending");
     } else if reply.contains("\"unchanged\"") {
-        println!("nothing changed since the last snapshot");
+        println!("no file changed since the last snapshot; nothing stored (`quloud snapshots` lists them)");
     } else {
-        println!("snapshot stored; the root record points at it:\n{reply}");
+        let field = |key| json_number(&reply, key).map_or_else(|| "?".into(), |n| n.to_string());
+        let size = json_number(&reply, "bytes").map_or_else(|| "?".into(), format_size);
+        let id = field("id");
+        println!(
+            "snapshot {id} stored: {} files, {size}; the vault's root record now points at it (see it with `quloud mount --snapshot {id}`)",
+            field("files")
+        );
     }
     Ok(())
+}
+
+/// A number in the flat JSON the control socket answers with (`"key":123`).
+fn json_number(json: &str, key: &str) -> Option<u64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    json[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
 }
 
 /// `quloud snapshots`.

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 
 const MAGIC: &[u8; 4] = b"QLM1";
 
@@ -156,7 +156,39 @@ where
     Ok(())
 }
 
+/// Feeds one table's rows (length-prefixed keys and values, in key order) into `h`.
+fn hash_table<K, V>(rx: &Rx, h: &mut blake3::Hasher, table: TableDefinition<K, V>) -> Result<(), FsError>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    h.update(table.name().as_bytes());
+    let t = rx.raw().open_table(table).map_err(err)?;
+    for row in t.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        for bytes in [K::as_bytes(&k.value()).as_ref(), V::as_bytes(&v.value()).as_ref()] {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+    }
+    Ok(())
+}
+
 impl Rx {
+    /// A hash of what a restore shows as files: inodes with their attributes, names, symlink
+    /// targets, extents and xattrs. Replicas, leases, audit history and node statistics are left
+    /// out: they change without any file changing, and a snapshot that differs only in them
+    /// would push a real one out of the retained set.
+    pub fn content_hash(&self) -> Result<[u8; 32], FsError> {
+        let mut h = blake3::Hasher::new_derive_key("quloud v1 snapshot content hash");
+        hash_table(self, &mut h, INODES)?;
+        hash_table(self, &mut h, DIRENTS)?;
+        hash_table(self, &mut h, SYMLINKS)?;
+        hash_table(self, &mut h, EXTENTS)?;
+        hash_table(self, &mut h, XATTRS)?;
+        Ok(*h.finalize().as_bytes())
+    }
+
     /// The whole vault manifest (all but local-only state) as one dump, with its file count and
     /// bytes.
     pub fn dump(&self) -> Result<(Vec<u8>, u64, u64), FsError> {

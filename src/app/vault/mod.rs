@@ -240,8 +240,8 @@ pub struct Vault<F> {
     pub read_stats: ReadStats,
     /// Whose secrets open the chunks: the owner's keys, or a share's per-chunk secrets.
     secrets: Secrets,
-    /// One snapshot at a time, and the hash of the manifest as of the last one.
-    snapshotting: tokio::sync::Mutex<Option<[u8; 32]>>,
+    /// One snapshot at a time.
+    snapshotting: tokio::sync::Mutex<()>,
 }
 
 /// Where a vault's chunk secrets come from.
@@ -362,7 +362,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             health_stats: HealthStats::default(),
             read_stats: ReadStats::default(),
             secrets,
-            snapshotting: tokio::sync::Mutex::new(None),
+            snapshotting: tokio::sync::Mutex::new(()),
         }
     }
 

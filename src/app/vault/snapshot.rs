@@ -175,30 +175,41 @@ pub async fn materialize_snapshot<F: ChunkFabric>(
     Manifest::open(path, 0, 0)
 }
 
+/// Manifest meta key: the content tag of the newest snapshot taken.
+const SNAPSHOT_CONTENT: &str = "snapshot_content";
+
+/// The first 8 bytes of a content hash, as the manifest's meta table keeps numbers.
+fn content_tag(hash: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first)
+}
+
 impl<F: ChunkFabric + 'static> Vault<F> {
-    /// Snapshots the manifest into the fabric and publishes a root record pointing at it.
+    /// Snapshots the manifest into the fabric and publishes a root record pointing at it,
+    /// unless no file changed since the last snapshot (`force` takes one anyway).
     /// Waits up to `wait` for the snapshot's pieces to become quorum-durable.
     pub async fn snapshot(&self, force: bool, wait: Duration) -> Result<SnapshotOutcome, FsError> {
         if self.is_read_only() {
             return Err(FsError::ReadOnly);
         }
-        let mut last_hash = self.snapshotting.lock().await;
+        let _one_at_a_time = self.snapshotting.lock().await;
         let fabric = self
             .fabric_within(self.opts.fetch_timeout)
             .await
             .ok_or_else(|| FsError::Unavailable("the fabric is unreachable".into()))?;
-        let (dump, files, bytes, id) = {
+        let (dump, files, bytes, id, content) = {
             let rx = self.m.read()?;
             if !rx.staged()?.is_empty() || !rx.uploads(1)?.is_empty() {
                 return Ok(SnapshotOutcome::Pending);
             }
+            let content = content_tag(&rx.content_hash()?);
+            if !force && rx.meta(SNAPSHOT_CONTENT)? == Some(content) {
+                return Ok(SnapshotOutcome::Unchanged);
+            }
             let (dump, files, bytes) = rx.dump()?;
-            (dump, files, bytes, rx.meta("last_snapshot")?.unwrap_or(0) + 1)
+            (dump, files, bytes, rx.meta("last_snapshot")?.unwrap_or(0) + 1, content)
         };
-        let hash = *blake3::hash(&dump).as_bytes();
-        if !force && *last_hash == Some(hash) {
-            return Ok(SnapshotOutcome::Unchanged);
-        }
         let blob = seal_blob(self.keys.snapshot(), &dump, self.keys.chunker_seed()).map_err(fs_err)?;
         let now = unix_ms(SystemTime::now());
         let info = SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes };
@@ -215,8 +226,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let kept: Vec<SnapshotInfo> =
             rows.iter().filter(|r| keep.contains(&r.info.id)).map(|r| r.info).collect();
         self.publish_root(&*fabric, kept).await?;
-        // The manifest as it stands now (with this snapshot recorded) is what "unchanged" means.
-        *last_hash = Some(*blake3::hash(&self.m.read()?.dump()?.0).as_bytes());
+        // Kept in the manifest, so "unchanged" holds across remounts (every unmount snapshots).
+        self.m.write_durable(|tx| tx.set_meta(SNAPSHOT_CONTENT, content))?;
         tracing::info!(id, files, pieces = row.pins.len(), "snapshot stored");
         Ok(SnapshotOutcome::Taken(info))
     }
