@@ -87,6 +87,12 @@ fn a_lost_node_is_healed_by_audit_now() {
     let (mut fabric, mut m) = five_nodes(&[], &[]);
     let files = sample_files();
     write_files(&m, &files);
+    // Before any audit: every node that acknowledged replicas has been seen (its acks count).
+    let nodes = quloud(&m.home).args(["nodes", "--json"]).output().unwrap();
+    let nodes = String::from_utf8_lossy(&nodes.stdout).to_string();
+    for row in nodes.split("},{").filter(|r| json_num(r, "chunks") > 0) {
+        assert!(json_num(row, "last_seen_ms") > 0, "a node that acked chunks was never seen: {row}");
+    }
     let (ok, out) = audit(&m.home, &["--now", "--json"]);
     assert!(ok, "a healthy vault should pass its audit: {out}");
     assert_eq!(json_num(&out, "failed") + json_num(&out, "not_found") + json_num(&out, "silent"), 0, "{out}");

@@ -712,21 +712,27 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 }
 
-/// Per-node view of a manifest: record and replicas held for this vault.
+/// Per-node view of a manifest: record and replicas held for this vault. A node's last seen
+/// time counts its store acks too (a replica's `verified_ms`), not only audits: a node that just
+/// acknowledged every chunk has been seen, whether or not it was audited yet.
 pub fn nodes_view(
     m: &crate::adapters::redb::manifest::Manifest,
 ) -> Result<Vec<(NodeId, NodeRecord, u64)>, FsError> {
     let rx = m.read()?;
-    let mut held: BTreeMap<NodeId, u64> = BTreeMap::new();
+    let mut held: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     for (_, c) in rx.summary()?.chunks {
         for r in &c.replicas {
-            *held.entry(r.node).or_default() += 1;
+            let e = held.entry(r.node).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(r.verified_ms);
         }
     }
     let mut out: BTreeMap<NodeId, (NodeRecord, u64)> =
         rx.nodes()?.into_iter().map(|(id, n)| (id, (n, 0))).collect();
-    for (id, count) in held {
-        out.entry(id).or_default().1 = count;
+    for (id, (count, verified_ms)) in held {
+        let e = out.entry(id).or_default();
+        e.1 = count;
+        e.0.last_seen_ms = e.0.last_seen_ms.max(verified_ms);
     }
     Ok(out.into_iter().map(|(id, (n, c))| (id, n, c)).collect())
 }
@@ -761,6 +767,12 @@ pub fn nodes_render(nodes: &[(NodeId, NodeRecord, u64)]) -> String {
         } else {
             format!("{}s ago", now.saturating_sub(n.last_seen_ms) / 1000)
         };
+        // Latency is measured by audits; before the first one there is none to show.
+        let latency = if n.latency_us == 0 {
+            "—".to_string()
+        } else {
+            format!("{:.1}ms", n.latency_us as f64 / 1000.0)
+        };
         let state = if n.written_off {
             "written off"
         } else if n.consecutive_failures > 0 {
@@ -769,12 +781,12 @@ pub fn nodes_render(nodes: &[(NodeId, NodeRecord, u64)]) -> String {
             "ok"
         };
         out.push_str(&format!(
-            "{:<64}  {:>7}  {:>7}  {:>6}  {:>7.1}ms  {:>10}  {state}\n",
+            "{:<64}  {:>7}  {:>7}  {:>6}  {:>9}  {:>10}  {state}\n",
             id.to_string(),
             held,
             n.passed,
             n.failed,
-            n.latency_us as f64 / 1000.0,
+            latency,
             seen
         ));
     }
