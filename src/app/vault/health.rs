@@ -139,6 +139,9 @@ impl AuditReport {
             self.checked, self.chunks, self.files, self.secs, self.passed, self.failed, self.not_found,
             self.silent, self.healed, crate::domain::size::format_size(self.healed_bytes)
         );
+        if self.checked == 0 && self.chunks > 0 {
+            out.push_str("  (no replica was due: each is challenged once per audit interval after its last proof; `--now` challenges them all)\n");
+        }
         if self.at_risk.is_empty() {
             out.push_str("every chunk has its full set of healthy replicas\n");
         } else {
@@ -871,5 +874,13 @@ mod tests {
         assert!(vault.claim(Addr([2; 32])).is_some());
         drop(first);
         assert!(vault.claim(addr).is_some(), "released when the holder drops it");
+    }
+
+    #[test]
+    fn a_report_that_challenged_nothing_says_why_and_how_to_challenge_all() {
+        let idle = AuditReport { files: 2, chunks: 5, ..AuditReport::default() };
+        assert!(idle.render().contains("no replica was due"), "{}", idle.render());
+        let done = AuditReport { files: 2, chunks: 5, checked: 15, passed: 15, ..AuditReport::default() };
+        assert!(!done.render().contains("no replica was due"), "{}", done.render());
     }
 }
