@@ -322,6 +322,10 @@ pub struct MountOpts {
     /// Stay in the foreground (the mount always does; accepted for fstab/systemd compatibility).
     #[arg(long)]
     pub foreground: bool,
+    /// The mount's source as df and /proc/mounts show it. Default: `quloud:HOME`. mount.quloud
+    /// passes the fstab entry's first field, so `mount -a` sees the vault as mounted.
+    #[arg(long, value_name = "NAME")]
+    pub fsname: Option<String>,
     /// Challenge every replica at least this often (e.g. 24h, 7d). Audits run in the background,
     /// rate-limited by --audit-rate.
     #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]

@@ -215,6 +215,73 @@ fn concurrent_writers() {
     check_concurrent_content(&m.mp, "after a remount");
 }
 
+/// Unmounts (lazily) whatever the fstab helper mounted, even when the test fails.
+struct HelperMount(PathBuf);
+
+impl Drop for HelperMount {
+    fn drop(&mut self) {
+        lazy_unmount(&self.0);
+    }
+}
+
+/// `mount/mount.quloud HOME MOUNTPOINT -o OPTIONS`, as mount(8) calls it: exit code and output.
+fn fstab_helper(home: &Path, mp: &Path, opts: &str) -> (i32, String) {
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount/mount.quloud");
+    let out = Command::new(helper)
+        .arg(home)
+        .arg(mp)
+        .args(["-o", opts])
+        .env("QULOUD_BIN", env!("CARGO_BIN_EXE_quloud"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_fstab_helper_mounts_and_refuses_typos_a_missing_home_and_a_second_mount() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    init_home(&home);
+    let mp = tmp.path().join("vault");
+    fs::create_dir(&mp).unwrap();
+    let _guard = HelperMount(mp.clone());
+    let opts = format!("nats={},replicas=3,_netdev,nofail,x-systemd.automount", fabric.url());
+
+    let (code, text) = fstab_helper(&home, &mp, &format!("{opts},replica=3"));
+    assert_eq!(code, 1, "a misspelled option must be refused: {text}");
+    assert!(text.contains("unknown option 'replica=3'"), "{text}");
+    let (code, text) = fstab_helper(&tmp.path().join("nowhere"), &mp, &opts);
+    assert_eq!(code, 32, "a missing home: {text}");
+    assert!(text.contains("no vault home at"), "{text}");
+    assert!(!is_mounted(&mp), "a refused mount mounted");
+
+    let (code, text) = fstab_helper(&home, &mp, &opts);
+    assert_eq!(code, 0, "the helper did not mount: {text}");
+    assert!(is_mounted(&mp));
+    fs::write(mp.join("hello.txt"), b"from fstab").unwrap();
+    assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), b"from fstab");
+    // The source is the fstab entry's first field, which is how mount(8) -a knows it is mounted.
+    let target = mp.to_string_lossy().to_string();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo.lines().find(|l| l.split(' ').nth(4) == Some(target.as_str())).unwrap();
+    assert!(line.contains(&format!(" {} ", home.display())), "source is not the home: {line}");
+
+    let (code, text) = fstab_helper(&home, &mp, &opts);
+    assert_eq!(code, 32, "a second mount on a live mount must fail: {text}");
+    assert!(text.contains("already mounted"), "{text}");
+
+    let out = Command::new("umount").arg(&mp).output().unwrap();
+    assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), "the mount to go", || !is_mounted(&mp));
+    let log = fs::read_to_string(home.join("mount.log")).unwrap();
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), "the vault process to stop", || {
+        fs::read_to_string(home.join("mount.log")).unwrap().contains("vault unmounted")
+    });
+    assert!(!log.contains('\x1b'), "escape codes in mount.log:\n{log}");
+}
+
 /// An "acknowledged" file: its content, written and fsynced before the crash.
 fn acked(i: usize) -> Vec<u8> {
     bytes(MIB + i * 1000, 90_000 + i as u64)

@@ -265,7 +265,7 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
         allow_other: opts.allow_other,
         read_only: false,
         threads: 4,
-        fsname: format!("quloud:{}", home.display()),
+        fsname: opts.fsname.clone().unwrap_or_else(|| format!("quloud:{}", home.display())),
     };
     serve_fuse(vault.clone(), mountpoint, &settings, "vault").await?;
     // The last snapshot: while the uploader still runs (its pieces go through it).
