@@ -66,7 +66,7 @@ pub async fn run_node<S: ChunkStore>(
     broker.inbox_prefix.get_or_insert_with(|| super::permissions::node_inbox(&svc.node_id()));
     broker.subscription_capacity.get_or_insert(NODE_SUBSCRIPTION_CAPACITY);
     let name = format!("quloud-node-{}", svc.node_id());
-    let (client, violations) = tokio::select! {
+    let (client, violations, _) = tokio::select! {
         c = connect(&broker, &name) => c?,
         _ = cancel.cancelled() => return Ok(()),
     };
@@ -144,10 +144,10 @@ async fn stop(tasks: &mut JoinSet<()>, client: &async_nats::Client, cancel: &Can
         }
     }
     tasks.abort_all();
-    if client.connection_state() == async_nats::connection::State::Connected {
-        if tokio::time::timeout(SHUTDOWN_GRACE, client.flush()).await.is_err() {
-            tracing::info!("could not flush the last replies to the broker at shutdown");
-        }
+    if client.connection_state() == async_nats::connection::State::Connected
+        && tokio::time::timeout(SHUTDOWN_GRACE, client.flush()).await.is_err()
+    {
+        tracing::info!("could not flush the last replies to the broker at shutdown");
     }
 }
 
