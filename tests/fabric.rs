@@ -334,3 +334,28 @@ async fn a_duplicate_slot_holder_is_counted_when_it_declines() {
     let nodes: HashSet<NodeId> = acks.iter().map(|a| a.node).collect();
     assert_eq!(nodes.len(), 3, "{acks:?}");
 }
+
+/// A node whose broker is gone still stops within a few seconds of SIGTERM or SIGINT: nothing
+/// it waits on at shutdown (its tasks' requests, the last flush) may wait for the broker.
+#[test]
+fn a_node_stops_promptly_on_a_signal_while_its_broker_is_down() {
+    let mut fabric = Fabric::start(2, "1GiB");
+    fabric.nats.kill9();
+    for node in &fabric.nodes {
+        wait_until(Duration::from_secs(10), "the node to notice the broker is gone", || {
+            node.log().contains("lost the NATS connection")
+        });
+    }
+    for (node, signal) in fabric.nodes.iter_mut().zip([libc::SIGTERM, libc::SIGINT]) {
+        let pid = node.pid().expect("node running") as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, signal) };
+        let started = std::time::Instant::now();
+        poll_until(Duration::from_secs(6), Duration::from_millis(20), "the node to stop", || {
+            !node.is_running()
+        });
+        let log = node.log();
+        assert!(log.contains("storage node stopped"), "no orderly stop after signal {signal}:\n{log}");
+        eprintln!("node stopped {:?} after signal {signal}", started.elapsed());
+    }
+}

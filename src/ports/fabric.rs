@@ -106,8 +106,21 @@ pub enum AuditVerdict {
     Failed(String),
 }
 
+/// The broker connection as the fabric client last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Since when (Unix ms) it has been connected, or disconnected.
+    pub since_ms: u64,
+}
+
 /// The owner-side fabric port.
 pub trait ChunkFabric: Send + Sync {
+    /// The broker connection now.
+    fn link(&self) -> Link;
+    /// Whether the broker connection is up now or comes back within `within`.
+    fn up_within(&self, within: std::time::Duration) -> impl Future<Output = bool> + Send;
     /// Publishes `chunk` for the slots `goal` still needs and waits until, with the replicas
     /// already held, `goal.replicas` distinct nodes have it. Returns the new verified acks.
     fn store(

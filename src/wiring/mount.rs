@@ -6,11 +6,11 @@ use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::app::vault::{
-    nodes_json, nodes_render, run_maintenance, run_pipeline, HealthOptions, PipelineStats, Scope,
+    nodes_json, nodes_render, run_maintenance, run_pipeline, FabricLink, HealthOptions, PipelineStats, Scope,
     SnapshotOutcome, Vault, VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
-use crate::ports::fabric::FabricError;
+use crate::ports::fabric::{FabricError, Link};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,15 +114,32 @@ const UNMOUNT_SNAPSHOT_WAIT: Duration = Duration::from_secs(15);
 /// How long `quloud snapshot` and `quloud share` wait for their pieces to be quorum-durable.
 pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
 
+/// What the control socket needs besides the vault.
+#[derive(Clone)]
+struct Control {
+    /// The mount point (canonical).
+    mountpoint: PathBuf,
+    /// The broker servers, for `status`.
+    servers: String,
+    /// When the mount started (Unix ms): disconnected since then until a first connection.
+    started_ms: u64,
+}
+
+/// The running mount's status, with its broker connection.
+fn live_status(vault: &Vault<NatsFabric>, ctl: &Control) -> Result<VaultStatus, crate::domain::fs::FsError> {
+    let mut s = vault.status()?;
+    let link = vault.fabric_link().unwrap_or(Link { connected: false, since_ms: ctl.started_ms });
+    s.fabric =
+        Some(FabricLink { servers: ctl.servers.clone(), connected: link.connected, since_ms: link.since_ms });
+    Ok(s)
+}
+
 /// Answers one control connection: `status [text]`, `nodes [text]`, `snapshot`, `snapshots`,
 /// `share <path>`, or
 /// `audit <now|due> <json|text> <path>`, which streams `progress DONE TOTAL` lines and ends with
 /// `result <0|1>` and the report.
-async fn control_conn(
-    vault: Arc<Vault<NatsFabric>>,
-    mountpoint: PathBuf,
-    mut stream: tokio::net::UnixStream,
-) {
+async fn control_conn(vault: Arc<Vault<NatsFabric>>, ctl: Control, mut stream: tokio::net::UnixStream) {
+    let mountpoint = ctl.mountpoint.clone();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(&mut stream);
     if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
@@ -134,8 +151,8 @@ async fn control_conn(
         None => line.splitn(4, ' ').collect(),
     };
     let reply = match words.as_slice() {
-        ["status"] => vault.status().map(|s| s.to_json()),
-        ["status", "text"] => vault.status().map(|s| s.render()),
+        ["status"] => live_status(&vault, &ctl).map(|s| s.to_json()),
+        ["status", "text"] => live_status(&vault, &ctl).map(|s| s.render()),
         ["nodes"] => vault.nodes().map(|n| nodes_json(&n)),
         ["nodes", "text"] => vault.nodes().map(|n| nodes_render(&n)),
         ["snapshot"] => vault.snapshot(false, SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
@@ -179,7 +196,7 @@ async fn control_conn(
 async fn serve_control(
     vault: Arc<Vault<NatsFabric>>,
     path: PathBuf,
-    mountpoint: PathBuf,
+    ctl: Control,
     cancel: CancellationToken,
 ) {
     let _ = std::fs::remove_file(&path);
@@ -199,7 +216,7 @@ async fn serve_control(
             c = listener.accept() => c,
         };
         let Ok((stream, _)) = conn else { continue };
-        tokio::spawn(control_conn(vault.clone(), mountpoint.clone(), stream));
+        tokio::spawn(control_conn(vault.clone(), ctl.clone(), stream));
     }
     // Only our own socket: a mount of the same home started while this one shuts down has
     // already bound a new one there.
@@ -260,7 +277,10 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
     tasks.spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));
     tasks.spawn(run_maintenance(vault.clone(), cancel.clone()));
     let canonical = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
-    tasks.spawn(serve_control(vault.clone(), control_socket(home), canonical, cancel.clone()));
+    remember_mountpoint(home, &canonical);
+    let started_ms = crate::domain::unix_ms(std::time::SystemTime::now());
+    let ctl = Control { mountpoint: canonical, servers: bus.display(), started_ms };
+    tasks.spawn(serve_control(vault.clone(), control_socket(home), ctl, cancel.clone()));
     let settings = MountSettings {
         allow_other: opts.allow_other,
         read_only: false,
@@ -358,17 +378,44 @@ pub async fn status(home: &Path, json: bool) -> Result<()> {
         if json {
             println!("{text}");
         } else {
-            print!("mounted\n{text}");
+            print!("{text}");
         }
         return Ok(());
     }
-    let s = VaultStatus::offline(home).with_context(|| {
+    let mut s = VaultStatus::offline(home).with_context(|| {
         format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
     })?;
+    s.stale_mount = stale_mount(home).await;
     if json {
         println!("{}", s.to_json());
     } else {
-        print!("not mounted\n{}", s.render());
+        print!("{}", s.render());
     }
     Ok(())
+}
+
+/// Where the mount point of the last mount of `home` is recorded (for `quloud status`).
+fn mountpoint_file(home: &Path) -> PathBuf {
+    home.join("mountpoint")
+}
+
+/// Records the mount point, so that `quloud status` can tell a mount left by a crash.
+fn remember_mountpoint(home: &Path, mountpoint: &Path) {
+    if let Err(e) = std::fs::write(mountpoint_file(home), mountpoint.as_os_str().as_encoded_bytes()) {
+        tracing::debug!(error = %e, "cannot record the mount point");
+    }
+}
+
+/// The last mount point of `home`, if it is still a FUSE mount in the mount table while nothing
+/// listens on the control socket: the mount process died (kill -9, a crash) and left it stale.
+async fn stale_mount(home: &Path) -> Option<PathBuf> {
+    let recorded = std::fs::read(mountpoint_file(home)).ok()?;
+    let mp = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&recorded));
+    if tokio::net::UnixStream::connect(control_socket(home)).await.is_ok() {
+        return None; // alive (just slow to answer)
+    }
+    let target = mp.to_string_lossy().replace(' ', "\\040");
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let fuse = |l: &str| l.split(" - ").nth(1).is_some_and(|rest| rest.starts_with("fuse"));
+    table.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str()) && fuse(l)).then_some(mp)
 }

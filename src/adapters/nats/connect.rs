@@ -109,7 +109,7 @@ impl BrokerConfig {
         &self,
         addrs: &[ServerAddr],
         name: &str,
-        violations: &Violations,
+        watch: &Watch,
     ) -> Result<ConnectOptions, FabricError> {
         // A user and password (or a token) given in a URL, as in nats://USER:PASS@HOST:PORT.
         let in_url = addrs
@@ -136,14 +136,17 @@ impl BrokerConfig {
         if let Some(n) = self.subscription_capacity {
             opts = opts.subscription_capacity(n.max(1));
         }
-        let (who, violations) = (name.to_string(), violations.clone());
+        let (who, watch) = (name.to_string(), watch.clone());
         Ok(opts
             .name(name)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(10)))
             .event_callback(move |event| {
-                if let Event::ServerError(e) = &event {
-                    violations.record(e);
+                match &event {
+                    Event::ServerError(e) => watch.violations.record(e),
+                    Event::Connected => watch.link.record(true),
+                    Event::Disconnected => watch.link.record(false),
+                    _ => {}
                 }
                 let who = who.clone();
                 async move { log_event(&who, event) }
@@ -229,17 +232,59 @@ impl Violations {
     }
 }
 
+/// Whether a connection is up, and since when (Unix ms), as the client's events report it: a
+/// mount fails reads at once while it is down, and `quloud status` shows it.
+#[derive(Clone, Debug)]
+pub struct LinkState(Arc<watch::Sender<(bool, u64)>>);
+
+impl LinkState {
+    fn new() -> Self {
+        LinkState(Arc::new(watch::channel((true, crate::domain::unix_ms(std::time::SystemTime::now()))).0))
+    }
+
+    /// (connected, since when in Unix ms).
+    pub fn now(&self) -> (bool, u64) {
+        *self.0.borrow()
+    }
+
+    /// Whether the connection is up now or comes back within `within`.
+    pub async fn up_within(&self, within: Duration) -> bool {
+        let mut rx = self.0.subscribe();
+        let up = tokio::time::timeout(within, rx.wait_for(|(up, _)| *up)).await.is_ok_and(|r| r.is_ok());
+        up
+    }
+
+    fn record(&self, up: bool) {
+        let now = crate::domain::unix_ms(std::time::SystemTime::now());
+        self.0.send_if_modified(|state| {
+            let changed = state.0 != up;
+            if changed {
+                *state = (up, now);
+            }
+            changed
+        });
+    }
+}
+
+/// What a connection's events tell: permissions violations and whether it is up.
+#[derive(Clone, Debug)]
+struct Watch {
+    violations: Violations,
+    link: LinkState,
+}
+
 /// Connects to one of the servers, failing fast with a clear error when none can be reached or
 /// the server refuses the credentials. Once connected, the client reconnects across all of them
 /// (and the cluster's other servers) for as long as it lives; the connection's permissions
-/// violations are recorded in the [`Violations`] returned with it.
+/// violations are recorded in the [`Violations`] returned with it, and whether it is up in the
+/// [`LinkState`].
 pub async fn connect(
     broker: &BrokerConfig,
     name: &str,
-) -> Result<(async_nats::Client, Violations), FabricError> {
+) -> Result<(async_nats::Client, Violations, LinkState), FabricError> {
     let addrs = broker.validate()?;
-    let violations = Violations::default();
-    let client = broker.options(&addrs, name, &violations).await?.connect(addrs).await.map_err(|e| {
+    let watch = Watch { violations: Violations::default(), link: LinkState::new() };
+    let client = broker.options(&addrs, name, &watch).await?.connect(addrs).await.map_err(|e| {
         match e.kind() {
             // The server's log says why (unknown user, revoked or expired JWT, untrusted issuer).
             ConnectErrorKind::AuthorizationViolation => broker.refused(e.kind().to_string(), None),
@@ -247,7 +292,7 @@ pub async fn connect(
             _ => FabricError::Unreachable { url: broker.display(), reason: e.to_string() },
         }
     })?;
-    Ok((client, violations))
+    Ok((client, watch.violations, watch.link))
 }
 
 impl BrokerConfig {

@@ -81,6 +81,7 @@ type PendingMap = Arc<Mutex<HashMap<Addr, Pending>>>;
 /// The owner's connection to the fabric.
 pub struct NatsFabric {
     client: async_nats::Client,
+    link: super::connect::LinkState,
     js: jetstream::Context,
     token: AckToken,
     opts: FabricOptions,
@@ -108,7 +109,7 @@ impl NatsFabric {
     ) -> Result<Self, FabricError> {
         let mut broker = opts.broker.clone();
         broker.inbox_prefix.get_or_insert_with(|| super::permissions::owner_inbox(&token));
-        let (client, violations) = connect(&broker, "quloud-owner").await?;
+        let (client, violations, link) = connect(&broker, "quloud-owner").await?;
         let js = super::connect::jetstream(&broker, client.clone());
         let pending: PendingMap = Arc::default();
         let cancel = CancellationToken::new();
@@ -130,6 +131,7 @@ impl NatsFabric {
         }
         Ok(NatsFabric {
             client,
+            link,
             js,
             token,
             store_slots: Arc::new(Semaphore::new(opts.max_in_flight)),
@@ -566,6 +568,15 @@ impl NatsFabric {
 }
 
 impl ChunkFabric for NatsFabric {
+    fn link(&self) -> crate::ports::fabric::Link {
+        let (connected, since_ms) = self.link.now();
+        crate::ports::fabric::Link { connected, since_ms }
+    }
+
+    async fn up_within(&self, within: Duration) -> bool {
+        self.link.up_within(within).await
+    }
+
     async fn publish_root(&self, locator: &str, record: &[u8]) -> Result<(), FabricError> {
         ensure_root_stream(&self.js, &self.opts.layout).await?;
         let ack = self.js.publish(root_subject(locator), record.to_vec().into()).await.map_err(broker)?;

@@ -65,7 +65,11 @@ pub async fn run_node<S: ChunkStore>(
     let mut broker = opts.broker.clone();
     broker.inbox_prefix.get_or_insert_with(|| super::permissions::node_inbox(&svc.node_id()));
     broker.subscription_capacity.get_or_insert(NODE_SUBSCRIPTION_CAPACITY);
-    let (client, violations) = connect(&broker, &format!("quloud-node-{}", svc.node_id())).await?;
+    let name = format!("quloud-node-{}", svc.node_id());
+    let (client, violations, _) = tokio::select! {
+        c = connect(&broker, &name) => c?,
+        _ = cancel.cancelled() => return Ok(()),
+    };
     let js = super::connect::jetstream(&broker, client.clone());
     let setup = async {
         let store = bind_store_consumer(&js, &opts.layout, &cancel).await?;
@@ -82,6 +86,7 @@ pub async fn run_node<S: ChunkStore>(
     let (store, own, broadcast) = tokio::select! {
         ready = setup => ready?,
         v = violations.first() => return Err(broker.lacks_permission(v, "node")),
+        _ = cancel.cancelled() => return Ok(()),
     };
     if let Some(v) = violations.last() {
         return Err(broker.lacks_permission(v, "node"));
@@ -112,11 +117,38 @@ pub async fn run_node<S: ChunkStore>(
     tasks.spawn(sweep_loop(svc.clone(), opts.sweep_interval, cancel.clone()));
     tasks.spawn(roots_loop(svc.clone(), client.clone(), js.clone(), opts.layout.clone(), cancel.clone()));
     tasks.spawn(watch_connection(svc.clone(), client.clone(), cancel.clone()));
-    while tasks.join_next().await.is_some() {}
+    stop(&mut tasks, &client, &cancel).await;
     svc.stats.connected.store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = client.flush().await;
     tracing::info!(node = %svc.node_id(), "storage node stopped");
     Ok(())
+}
+
+/// Longest a node's tasks get to finish after `cancel`, and longest it spends sending what its
+/// client still buffers: a broker that is down must not keep a node from stopping.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits for the node's tasks until `cancel`, then at most [`SHUTDOWN_GRACE`] for them to end
+/// (the rest are aborted: a JetStream request to a broker that is down only times out after
+/// 10 s), and flushes the client only while it is connected (a flush waits for a connection).
+async fn stop(tasks: &mut JoinSet<()>, client: &async_nats::Client, cancel: &CancellationToken) {
+    {
+        let all = async { while tasks.join_next().await.is_some() {} };
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => {}
+            _ = cancel.cancelled() => {
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await.is_err() {
+                    tracing::info!("node tasks still waiting on the broker at shutdown: stopped");
+                }
+            }
+        }
+    }
+    tasks.abort_all();
+    if client.connection_state() == async_nats::connection::State::Connected
+        && tokio::time::timeout(SHUTDOWN_GRACE, client.flush()).await.is_err()
+    {
+        tracing::info!("could not flush the last replies to the broker at shutdown");
+    }
 }
 
 /// How long one pull for a store request waits on the broker before it is renewed.
@@ -148,8 +180,16 @@ async fn store_loop<S: ChunkStore>(
             && last_check.elapsed() > Duration::from_secs(5)
         {
             last_check = std::time::Instant::now();
-            if store.consumer.info().await.is_err() {
-                match rebind(&js, &layout).await {
+            let gone = tokio::select! {
+                _ = cancel.cancelled() => break,
+                info = store.consumer.info() => info.is_err(),
+            };
+            if gone {
+                let rebound = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    r = rebind(&js, &layout) => r,
+                };
+                match rebound {
                     Ok(c) => {
                         tracing::info!("store consumer re-created after a broker restart");
                         store = c;
@@ -212,7 +252,10 @@ async fn bind_store_consumer(
             Ok(c) => return Ok(c),
             Err(e) if started.elapsed() < Duration::from_secs(60) && !cancel.is_cancelled() => {
                 tracing::warn!(error = %e, "cannot bind the store stream yet (a cluster electing leaders?); retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(e),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
             Err(e) => return Err(e),
         }
@@ -531,7 +574,11 @@ async fn roots_loop<S: ChunkStore>(
     cancel: CancellationToken,
 ) {
     while !cancel.is_cancelled() {
-        if let Err(e) = serve_roots(&svc, &client, &js, &layout, &cancel).await {
+        let served = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = serve_roots(&svc, &client, &js, &layout, &cancel) => r,
+        };
+        if let Err(e) = served {
             tracing::warn!(error = %e, "root record service interrupted; retrying in 2 s");
         }
         tokio::select! {

@@ -323,10 +323,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<AuditReport, FsError> {
         let started = Instant::now();
-        let fabric = self
-            .fabric_within(Duration::from_secs(10))
-            .await
-            .ok_or_else(|| FsError::Unavailable("the fabric is unreachable".into()))?;
+        let fabric = self.reachable_fabric(Duration::from_secs(10)).await?;
         let cov = self.cover(scope)?;
         let now = now_ms();
         let due_before = now.saturating_sub(self.health.audit_interval.as_millis() as u64);

@@ -14,6 +14,7 @@ mod dirs;
 mod disk_cache;
 mod health;
 mod metrics;
+mod misses;
 mod pipeline;
 mod snapshot;
 mod spares;
@@ -47,7 +48,7 @@ pub use pipeline::{run_pipeline, PipelineStats};
 pub use snapshot::{
     fetch_blob, find_root, materialize_share, materialize_snapshot, RootFound, SnapshotOutcome,
 };
-pub use status::VaultStatus;
+pub use status::{FabricLink, VaultStatus};
 
 /// A file handle.
 pub type Fh = u64;
@@ -209,6 +210,8 @@ pub struct Vault<F> {
     /// A read already waited out `fetch_timeout` for a first connection: until one comes, reads
     /// that need the fabric fail at once instead of each waiting again.
     offline: std::sync::atomic::AtomicBool,
+    /// Chunks the fabric just failed to deliver: asked again soon, they fail at once.
+    misses: misses::RecentMisses,
     /// Chunk loads allowed at once (bounds read memory beyond the cache).
     loads: tokio::sync::Semaphore,
     /// Uploads acknowledged by quorum, waiting for their durable manifest commit.
@@ -337,6 +340,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             cache: Mutex::new(ChunkCache::new(opts.cache_bytes)),
             disk_cache: None,
             offline: std::sync::atomic::AtomicBool::new(false),
+            misses: misses::RecentMisses::default(),
             fetching: Mutex::default(),
             loads: tokio::sync::Semaphore::new(MAX_LOADS),
             uploads_done: Mutex::default(),

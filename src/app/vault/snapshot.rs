@@ -194,10 +194,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             return Err(FsError::ReadOnly);
         }
         let _one_at_a_time = self.snapshotting.lock().await;
-        let fabric = self
-            .fabric_within(self.opts.fetch_timeout)
-            .await
-            .ok_or_else(|| FsError::Unavailable("the fabric is unreachable".into()))?;
+        let fabric = self.reachable_fabric(self.opts.fetch_timeout).await?;
         let (dump, files, bytes, id, content) = {
             let rx = self.m.read()?;
             if !rx.staged()?.is_empty() || !rx.uploads(1)?.is_empty() {

@@ -44,6 +44,56 @@ pub struct VaultStatus {
     pub last_snapshot_ms: Option<u64>,
     /// Sealed chunks kept on local disk (the disk cache).
     pub disk_cache: super::DiskCacheUsage,
+    /// Whether a running mount answered (else the figures come from the manifest on disk).
+    pub mounted: bool,
+    /// The running mount's broker connection (`None` when not mounted).
+    pub fabric: Option<FabricLink>,
+    /// A mount point left behind by a mount process that died (found in the mount table, with
+    /// nothing answering on the control socket).
+    pub stale_mount: Option<std::path::PathBuf>,
+}
+
+/// A mount's broker connection, for `quloud status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FabricLink {
+    /// The servers it connects to (passwords masked).
+    pub servers: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Since when (Unix ms) it has been connected, or disconnected.
+    pub since_ms: u64,
+}
+
+impl FabricLink {
+    fn to_json(&self) -> String {
+        format!(
+            "{{\"servers\":{:?},\"connected\":{},\"since_ms\":{}}}",
+            self.servers, self.connected, self.since_ms
+        )
+    }
+
+    fn render(&self) -> String {
+        let now = crate::domain::unix_ms(std::time::SystemTime::now());
+        let ago = format_age(now.saturating_sub(self.since_ms) / 1000);
+        if self.connected {
+            format!("connected to {} for {ago}", self.servers)
+        } else {
+            format!(
+                "DISCONNECTED from {} for {ago}: reads of data not kept locally fail with EIO; \
+                 writes are kept and uploaded once it is back",
+                self.servers
+            )
+        }
+    }
+}
+
+/// `secs` as `42 s`, `5 min` or `3 h`.
+fn format_age(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        _ => format!("{} h", secs / 3600),
+    }
 }
 
 impl VaultStatus {
@@ -109,12 +159,34 @@ impl VaultStatus {
             None => "null".to_string(),
         };
         let last_snapshot = self.last_snapshot_ms.map_or("null".to_string(), |t| t.to_string());
+        let fabric = self.fabric.as_ref().map_or("null".to_string(), FabricLink::to_json);
+        let stale = self
+            .stale_mount
+            .as_ref()
+            .map_or("null".to_string(), |p| format!("{:?}", p.display().to_string()));
         format!(
-            "{{\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"queued\":{},\"queued_bytes\":{},\"snapshots\":{},\"last_snapshot_ms\":{last_snapshot},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit},\"disk_cache_bytes\":{},\"disk_cache_capacity\":{}}}",
-            self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.unreferenced,
+            "{{\"mounted\":{},\"fabric\":{fabric},\"stale_mount\":{stale},\"inodes\":{},\"chunks\":{},\"bytes\":{},\"pending\":{},\"durable\":{},\"degraded\":{},\"unreferenced\":{},\"staged_files\":{},\"queued\":{},\"queued_bytes\":{},\"snapshots\":{},\"last_snapshot_ms\":{last_snapshot},\"replicas\":{},\"per_node\":{{{}}},\"last_audit\":{audit},\"disk_cache_bytes\":{},\"disk_cache_capacity\":{}}}",
+            self.mounted, self.inodes, self.chunks, self.bytes, self.pending, self.durable, self.degraded, self.unreferenced,
             self.staged_files, self.queued, self.queued_bytes, self.snapshots, self.replicas, nodes.join(","),
             self.disk_cache.bytes, self.disk_cache.capacity
         )
+    }
+
+    /// The human form's first lines: whether it is mounted, and its broker connection.
+    fn render_mount(&self) -> String {
+        let mut out = match (&self.stale_mount, self.mounted) {
+            (_, true) => "mounted       yes\n".to_string(),
+            (Some(mp), false) => format!(
+                "mounted       no: {mp} is a stale mount left by a quloud mount that died; clear it with \
+                 `fusermount3 -u {mp}` (the next `quloud mount` there also clears it)\n",
+                mp = mp.display()
+            ),
+            (None, false) => "mounted       no\n".to_string(),
+        };
+        if let Some(link) = &self.fabric {
+            out += &format!("fabric        {}\n", link.render());
+        }
+        out
     }
 
     /// Human form.
@@ -126,7 +198,8 @@ impl VaultStatus {
             }
             None => "never".to_string(),
         };
-        let mut out = format!(
+        let mut out = self.render_mount();
+        out += &format!(
             "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} chunks ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} chunks kept locally)\n",
             self.inodes,
             self.chunks,
@@ -166,6 +239,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
         s.staged_files = staged;
         s.disk_cache = self.disk_cache_usage();
+        s.mounted = true;
         Ok(s)
+    }
+
+    /// The fabric's broker connection; `None` until the vault has had a fabric (it never
+    /// connected since it was loaded).
+    pub fn fabric_link(&self) -> Option<crate::ports::fabric::Link> {
+        self.fabric.borrow().as_ref().map(|f| f.link())
     }
 }

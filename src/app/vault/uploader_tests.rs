@@ -55,6 +55,14 @@ fn unused<T>() -> Result<T, FabricError> {
 }
 
 impl ChunkFabric for CountingFabric {
+    fn link(&self) -> crate::ports::fabric::Link {
+        crate::ports::fabric::Link { connected: true, since_ms: 0 }
+    }
+
+    async fn up_within(&self, _: std::time::Duration) -> bool {
+        true
+    }
+
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
         let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_inflight.fetch_max(now, Ordering::SeqCst);
