@@ -87,6 +87,15 @@ impl FabricLink {
     }
 }
 
+/// `1 chunk`, `2 chunks`.
+fn chunk_count(n: u64) -> String {
+    if n == 1 {
+        "1 chunk".into()
+    } else {
+        format!("{n} chunks")
+    }
+}
+
 /// `secs` as `42 s`, `5 min` or `3 h`.
 fn format_age(secs: u64) -> String {
     match secs {
@@ -200,7 +209,7 @@ impl VaultStatus {
         };
         let mut out = self.render_mount();
         out += &format!(
-            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unreferenced {} (deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} chunks ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} chunks kept locally)\n",
+            "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unused      {} (referenced by no file; deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} kept locally)\n",
             self.inodes,
             self.chunks,
             crate::domain::size::format_size(self.bytes),
@@ -210,12 +219,12 @@ impl VaultStatus {
             self.degraded,
             self.unreferenced,
             self.staged_files,
-            self.queued,
+            chunk_count(self.queued),
             crate::domain::size::format_size(self.queued_bytes),
             self.snapshots,
             crate::domain::size::format_size(self.disk_cache.bytes),
             crate::domain::size::format_size(self.disk_cache.capacity),
-            self.disk_cache.chunks
+            chunk_count(self.disk_cache.chunks)
         );
         if !self.per_node.is_empty() {
             out.push_str("replicas per node\n");
