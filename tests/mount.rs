@@ -573,8 +573,8 @@ fn offline_broker() {
     let took = read_fails_with_eio(&m, "b", "reading b with every node stopped");
     let took_again = read_fails_with_eio(&m, "b", "reading b again");
     signal_nodes(&fabric, libc::SIGCONT);
-    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(15), "b failed after {took:?}");
-    assert!(took_again < Duration::from_secs(2), "a retry of b failed only after {took_again:?}");
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(19), "b failed after {took:?}");
+    assert!(took_again < Duration::from_secs(5), "a retry of b failed only after {took_again:?}");
 
     fabric.nats.kill9();
     wait_until(Duration::from_secs(10), "the mount to notice the broker is gone", || {
@@ -588,9 +588,9 @@ fn offline_broker() {
 
     // The broker connection is known down: uncached reads fail within the grace, retries at once.
     let took = read_fails_with_eio(&m, "e", "reading the uncached file e offline");
-    assert!(took < Duration::from_secs(4), "e failed after {took:?} with the broker known down");
+    assert!(took < Duration::from_secs(8), "e failed after {took:?} with the broker known down");
     let took = read_fails_with_eio(&m, "e", "reading e again offline");
-    assert!(took < Duration::from_secs(1), "a retry of e failed only after {took:?}");
+    assert!(took < Duration::from_secs(5), "a retry of e failed only after {took:?}");
     let text = status_text(&m.home);
     let down = format!("fabric        DISCONNECTED from {} for ", fabric.url());
     assert!(text.contains(&down), "status with the broker down:\n{text}");
@@ -622,7 +622,7 @@ fn offline_broker() {
     // The mount still stops promptly with the broker down (its unmount snapshot is skipped).
     let started = Instant::now();
     m.unmount();
-    assert!(started.elapsed() < Duration::from_secs(5), "unmount took {:?} offline", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "unmount took {:?} offline", started.elapsed());
 
     fabric.nats.restart();
     m.spawn();
