@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 mod audit;
 mod check;
+mod children;
 mod files;
 mod mount;
 mod nats_user;
 mod recovery;
 mod up;
+mod up_lock;
 
 pub use check::{run_check, CheckReport};
 
@@ -47,7 +49,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     recovery::mount_snapshot(&home, &bus, &args.mountpoint, id, &args.opts).await
                 }
                 (None, Some(cap)) => recovery::mount_share(&bus, &args.mountpoint, cap, &args.opts).await,
-                (None, None) => mount::mount(&home, &bus, &args.mountpoint, &args.opts).await,
+                (None, None) => {
+                    mount::mount(&home, &bus, &args.mountpoint, &args.opts, &signal_token()).await
+                }
             }
         }
         Command::Status(args) => mount::status(&home, args.json).await,
@@ -220,6 +224,27 @@ pub(crate) async fn start_metrics(
     }
     println!("metrics at http://{local}/metrics, health at http://{local}/healthz");
     Ok(tokio::spawn(http::serve(listener, exporter, http::Limits::default(), cancel)))
+}
+
+/// A token cancelled by SIGINT or SIGTERM. The handlers are installed before it returns: from
+/// then on a signal neither kills the process nor is lost, whatever the caller is doing.
+pub fn signal_token() -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers: Ctrl-C will stop Quloud without cleaning up");
+        return token;
+    };
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        cancel.cancel();
+    });
+    token
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

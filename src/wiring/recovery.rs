@@ -249,7 +249,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
     if args.no_mount {
         return Ok(());
     }
-    super::mount::mount(home, &bus, &args.mountpoint, &args.opts).await
+    super::mount::mount(home, &bus, &args.mountpoint, &args.opts, &super::signal_token()).await
 }
 
 /// `quloud share PATH [--qr]`.
@@ -313,7 +313,8 @@ pub async fn mount_snapshot(
     let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Owner)?);
     vault.set_fabric(Arc::new(fabric));
     let what = format!("snapshot {id} ({}, read-only)", utc(info.taken_ms));
-    serve_fuse(vault, mountpoint, &read_only_settings(opts, format!("quloud-snapshot-{id}")), &what).await?;
+    let settings = read_only_settings(opts, format!("quloud-snapshot-{id}"));
+    serve_fuse(vault, mountpoint, &settings, &what, &super::signal_token()).await?;
     println!("snapshot unmounted");
     Ok(())
 }
@@ -335,9 +336,8 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
     let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Shared)?);
     vault.set_fabric(Arc::new(fabric));
-    let served =
-        serve_fuse(vault, mountpoint, &read_only_settings(opts, "quloud-share".into()), "share (read-only)")
-            .await;
+    let settings = read_only_settings(opts, "quloud-share".into());
+    let served = serve_fuse(vault, mountpoint, &settings, "share (read-only)", &super::signal_token()).await;
     let _ = std::fs::remove_dir_all(&dir);
     served?;
     println!("share unmounted");
