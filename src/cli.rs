@@ -188,9 +188,10 @@ pub enum KeyCommand {
 pub struct NatsArgs {
     /// NATS server URL, or several servers of a cluster separated by commas: the client connects
     /// to one of them (in random order, which spreads clients) and moves to another when it
-    /// fails. tls:// needs TLS.
-    #[arg(long, env = "QULOUD_NATS", default_value = "nats://127.0.0.1:4222", value_name = "URL[,URL…]")]
-    pub nats: String,
+    /// fails. tls:// needs TLS. [default: the broker of the `quloud up` running for --home,
+    /// else nats://127.0.0.1:4222]
+    #[arg(long, env = "QULOUD_NATS", value_name = "URL[,URL…]")]
+    pub nats: Option<String>,
     /// NATS credentials file (user JWT and seed, from `nsc`) for servers in operator mode.
     #[arg(long, env = "QULOUD_NATS_CREDS", value_name = "FILE", conflicts_with = "nats_nkey")]
     pub nats_creds: Option<PathBuf>,

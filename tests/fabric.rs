@@ -520,6 +520,12 @@ fn one_up_per_home_and_its_port_is_kept() {
         "the second up rewrote nats.url"
     );
 
+    // Other commands of this home find its broker without --nats.
+    let check = quloud(&home).args(["check", "--replicas", "1", "--size", "1MiB"]).output().unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success() && said.contains(&url), "quloud check without --nats: {said}");
+
     first.signal(libc::SIGINT);
     let status = first.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status}: {}", first.out());

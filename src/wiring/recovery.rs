@@ -159,7 +159,7 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
     let reply = match ask_within(home, "snapshot", SNAPSHOT_WAIT + Duration::from_secs(30)).await {
         Some(r) => r,
         None => outcome_json(
-            &unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
+            &unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
                 v.snapshot(true, SNAPSHOT_WAIT).await
             })
             .await?,
@@ -198,7 +198,7 @@ pub async fn snapshots(home: &Path, args: SnapshotsArgs) -> Result<()> {
         rows.into_iter().map(|r| r.info).collect()
     } else {
         let keys = load_master_key(home)?.derive();
-        let bus = Bus::from_args(&args.nats)?;
+        let bus = Bus::from_args(&args.nats, home)?;
         let fabric = connect_read_only(&bus, &keys).await?;
         root(&fabric, &keys, &bus).await?.record.snapshots
     };
@@ -228,7 +228,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
         );
     }
     let keys = key.derive();
-    let bus = Bus::from_args(&args.nats)?;
+    let bus = Bus::from_args(&args.nats, home)?;
     let fabric = connect_read_only(&bus, &keys).await?;
     let found = root(&fabric, &keys, &bus).await?;
     let info = pick(&found, args.snapshot)?;
@@ -267,7 +267,7 @@ pub async fn share(home: &Path, args: ShareArgs) -> Result<()> {
             }
             None => {
                 let given = given.clone();
-                unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
+                unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
                     v.share(&given, SNAPSHOT_WAIT).await
                 })
                 .await

@@ -62,6 +62,19 @@ impl FabricLock {
     }
 }
 
+/// The broker URL of the `quloud up` running on `dir` (HOME/fabric): `None` when none runs.
+pub fn running_url(dir: &Path) -> Option<String> {
+    let file = File::open(dir.join("up.lock")).ok()?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is passed. A shared lock taken here is
+    // released when `file` closes.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        return None;
+    }
+    let url = std::fs::read_to_string(url_file(dir)).ok()?;
+    Some(url.trim().to_string()).filter(|u| !u.is_empty())
+}
+
 /// Whether the NUL-separated `cmdline` is the nats-server or a storage node of the fabric in
 /// `dir`: what `up` itself starts.
 fn is_ours(cmdline: &[u8], dir: &Path) -> Option<&'static str> {
