@@ -405,8 +405,8 @@ pub struct UpArgs {
     #[arg(long)]
     pub once: bool,
     /// Port of the nats-server on 127.0.0.1. Without it `up` takes the previous run's port
-    /// (kept in HOME/fabric/nats.url) when it is free, else a free one, so a URL given to
-    /// friends' nodes or other commands stays valid across restarts.
+    /// (kept in HOME/fabric/nats.url) when it is free, else a free one, so the URL your scripts,
+    /// extra nodes or mounts on this machine use stays valid across restarts.
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
     /// How long the fabric check may take before `up` gives up, stops what it started and names
