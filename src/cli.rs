@@ -61,9 +61,13 @@ pub enum Command {
     Mount(MountArgs),
     /// Show files, bytes and chunks pending upload / durable / degraded, and replicas per node.
     Status(StatusArgs),
-    /// Start a one-machine fabric: nats-server with JetStream on a free port plus K storage
+    /// Start a one-machine fabric: nats-server with JetStream on a loopback port plus K storage
     /// nodes, all under --home; check it with a store/retrieve round trip; then mount the vault
     /// at MOUNTPOINT (if given) and serve until Ctrl-C.
+    ///
+    /// One `up` per home. Ctrl-C or SIGTERM at any point stops the mount, the nodes and
+    /// nats-server in that order; if `up` itself is killed, they stop too. A child that exits
+    /// while serving is reported and restarted (nats-server on the same port and store).
     Up(UpArgs),
     /// Check a fabric end to end: store random data with quorum, read it back with proofs, audit
     /// every replica, and report throughput.
@@ -194,9 +198,10 @@ pub enum KeyCommand {
 pub struct NatsArgs {
     /// NATS server URL, or several servers of a cluster separated by commas: the client connects
     /// to one of them (in random order, which spreads clients) and moves to another when it
-    /// fails. tls:// needs TLS.
-    #[arg(long, env = "QULOUD_NATS", default_value = "nats://127.0.0.1:4222", value_name = "URL[,URL…]")]
-    pub nats: String,
+    /// fails. tls:// needs TLS. [default: the broker of the `quloud up` running for --home,
+    /// else nats://127.0.0.1:4222]
+    #[arg(long, env = "QULOUD_NATS", value_name = "URL[,URL…]")]
+    pub nats: Option<String>,
     /// NATS credentials file (user JWT and seed, from `nsc`) for servers in operator mode.
     #[arg(long, env = "QULOUD_NATS_CREDS", value_name = "FILE", conflicts_with = "nats_nkey")]
     pub nats_creds: Option<PathBuf>,
@@ -416,6 +421,15 @@ pub struct UpArgs {
     /// Exit after the check instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+    /// Port of the nats-server on 127.0.0.1. Without it `up` takes the previous run's port
+    /// (kept in HOME/fabric/nats.url) when it is free, else a free one, so the URL your scripts,
+    /// extra nodes or mounts on this machine use stays valid across restarts.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// How long the fabric check may take before `up` gives up, stops what it started and names
+    /// the logs to read.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
+    pub check_within: std::time::Duration,
 }
 
 /// `quloud check …`

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 mod audit;
 mod check;
+mod children;
 mod files;
 mod mount;
 mod nats_user;
 mod recovery;
 mod up;
+mod up_lock;
 
 pub use check::{run_check, CheckReport};
 
@@ -33,7 +35,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => init(&home),
         Command::Key(KeyCommand::Show { reveal, qr }) => key_show(&home, reveal, qr),
-        Command::Node(args) => node(args).await,
+        Command::Node(args) => node(args, &home).await,
         Command::Up(args) => up::up(&home, args).await,
         Command::Mount(args)
             if args.opts.metrics.is_some() && (args.snapshot.is_some() || args.share.is_some()) =>
@@ -41,17 +43,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             bail!("--metrics is for the vault's own mount, not for --snapshot or --share mounts")
         }
         Command::Mount(args) => {
-            let bus = Bus::from_args(&args.nats)?;
+            let bus = Bus::from_args(&args.nats, &home)?;
             match (args.snapshot, &args.share) {
                 (Some(id), _) => {
                     recovery::mount_snapshot(&home, &bus, &args.mountpoint, id, &args.opts).await
                 }
                 (None, Some(cap)) => recovery::mount_share(&bus, &args.mountpoint, cap, &args.opts).await,
-                (None, None) => mount::mount(&home, &bus, &args.mountpoint, &args.opts).await,
+                (None, None) => {
+                    mount::mount(&home, &bus, &args.mountpoint, &args.opts, &signal_token()).await
+                }
             }
         }
         Command::Status(args) => mount::status(&home, args.json).await,
-        Command::Check(args) => check(args).await,
+        Command::Check(args) => check(args, &home).await,
         Command::Audit(args) => audit::audit(&home, args).await,
         Command::Nodes(args) => audit::nodes(&home, args.json).await,
         Command::Snapshot(args) => recovery::snapshot(&home, args).await,
@@ -169,7 +173,7 @@ pub fn tune_allocator() {
     }
 }
 
-async fn node(args: NodeArgs) -> Result<()> {
+async fn node(args: NodeArgs, home: &Path) -> Result<()> {
     files::create_private_dir(&args.data)?;
     let key_file = args.key.clone().unwrap_or_else(|| args.data.join("node.key"));
     let id = load_or_create_identity(&key_file)?;
@@ -192,7 +196,7 @@ async fn node(args: NodeArgs) -> Result<()> {
         None => None,
     };
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    let bus = Bus::from_args(&args.nats)?;
+    let bus = Bus::from_args(&args.nats, home)?;
     let mut opts = NodeRunOptions::new(bus.broker);
     opts.layout = bus.layout;
     opts.store_concurrency = args.store_concurrency.max(1);
@@ -222,6 +226,27 @@ pub(crate) async fn start_metrics(
     Ok(tokio::spawn(http::serve(listener, exporter, http::Limits::default(), cancel)))
 }
 
+/// A token cancelled by SIGINT or SIGTERM. The handlers are installed before it returns: from
+/// then on a signal neither kills the process nor is lost, whatever the caller is doing.
+pub fn signal_token() -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers: Ctrl-C will stop Quloud without cleaning up");
+        return token;
+    };
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        cancel.cancel();
+    });
+    token
+}
+
 /// Cancels `token` on SIGINT or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -237,8 +262,8 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-async fn check(args: CheckArgs) -> Result<()> {
-    let report = run_check(&Bus::from_args(&args.nats)?, args.size, args.replicas).await?;
+async fn check(args: CheckArgs, home: &Path) -> Result<()> {
+    let report = run_check(&Bus::from_args(&args.nats, home)?, args.size, args.replicas).await?;
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -246,6 +271,9 @@ async fn check(args: CheckArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The broker a command connects to without `--nats` and without a running `quloud up`.
+pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
 
 /// The broker connection a command was given: servers, TLS, credentials and stream layout.
 #[derive(Clone, Debug)]
@@ -258,9 +286,20 @@ pub struct Bus {
 
 impl Bus {
     /// From the command line, checked (URLs parse, files exist) before anything connects.
-    pub fn from_args(args: &NatsArgs) -> Result<Bus> {
+    /// Without `--nats`: the broker of the `quloud up` running for `home`, else the default.
+    pub fn from_args(args: &NatsArgs, home: &Path) -> Result<Bus> {
+        let url = match &args.nats {
+            Some(url) => url.clone(),
+            None => match up_lock::running_url(&home.join("fabric")) {
+                Some(url) => {
+                    tracing::info!(%url, "no --nats given: using the broker of the `quloud up` running for this home");
+                    url
+                }
+                None => DEFAULT_NATS.to_string(),
+            },
+        };
         let broker = BrokerConfig {
-            servers: split_urls(&args.nats),
+            servers: split_urls(&url),
             creds: args.nats_creds.clone(),
             nkey: args.nats_nkey.clone(),
             ca: args.nats_ca.clone(),

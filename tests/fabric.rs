@@ -1,13 +1,18 @@
-//! The fabric end to end: a real nats-server with JetStream and real `quloud node` processes.
+//! The fabric end to end: a real nats-server with JetStream and real `quloud node` processes;
+//! and `quloud up`, the one-machine fabric, as a user runs it: signals at any phase, a second
+//! `up` of the same home, `kill -9`, children that fail or die, and its port across restarts.
 
 mod common;
 
+use common::up::*;
 use common::*;
 use quloud::domain::ids::{Addr, NodeId};
 use quloud::domain::seal::SealedChunk;
 use quloud::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, StoreGoal};
 use std::collections::HashSet;
-use std::time::Duration;
+use std::fs::{self, File};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn publish(c: &SealedChunk) -> Publish<'_> {
     Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext }
@@ -358,4 +363,180 @@ fn a_node_stops_promptly_on_a_signal_while_its_broker_is_down() {
         assert!(log.contains("storage node stopped"), "no orderly stop after signal {signal}:\n{log}");
         eprintln!("node stopped {:?} after signal {signal}", started.elapsed());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `quloud up`
+// ---------------------------------------------------------------------------------------------
+
+/// Ctrl-C or SIGTERM while `up` still starts (here: a fabric check that cannot pass, one node
+/// for two replicas) stops the nodes and the broker; the check itself gives up after
+/// --check-within, naming the logs, and stops them too.
+#[test]
+fn a_signal_or_a_stuck_check_during_startup_stops_all_up_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let stuck = ["--nodes", "1", "--replicas", "2"];
+
+    let mut up = Up::start(&home, &[&stuck[..], &["--check-within", "3s"]].concat());
+    let status = up.wait_exit(Duration::from_secs(60));
+    let out = up.out();
+    assert!(!status.success(), "a check that cannot pass succeeded:\n{out}");
+    assert!(out.contains("did not finish within 3s") && out.contains("node-*.log"), "{out}");
+    assert_nothing_left(&home, Duration::from_secs(15));
+
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut up = Up::start(&home, &stuck);
+        up.wait_for("storage nodes started", Duration::from_secs(30));
+        up.signal(sig);
+        let status = up.wait_exit(Duration::from_secs(30));
+        let out = up.out();
+        assert!(
+            !status.success() && out.contains("stopped by a signal during the fabric check"),
+            "{status}: {out}"
+        );
+        assert!(out.contains("stopping storage nodes and nats-server"), "{out}");
+        assert_nothing_left(&home, Duration::from_secs(5));
+    }
+}
+
+/// A node that cannot open its data directory makes `up` fail at once, quoting the node's log,
+/// rather than waiting for a check that cannot pass.
+#[test]
+fn a_node_that_cannot_start_fails_up_with_its_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    fs::create_dir_all(home.join("fabric")).unwrap();
+    fs::write(home.join("fabric/node-0"), b"not a directory").unwrap();
+    let mut up = Up::start(&home, &["--nodes", "1", "--replicas", "1"]);
+    let started = Instant::now();
+    let status = up.wait_exit(Duration::from_secs(60));
+    let out = up.out();
+    assert!(!status.success(), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}:\n{out}", started.elapsed());
+    assert!(out.contains("node-0 exited") && out.contains("node-0.log, last lines:"), "{out}");
+    assert!(out.contains("node-0"), "the node's own words are not quoted:\n{out}");
+    assert_nothing_left(&home, Duration::from_secs(15));
+}
+
+/// One `up` per home: a second one fails at once naming the first one's pid. `--port` is used,
+/// and the next run without it keeps that port; a taken `--port` is refused.
+#[test]
+fn one_up_per_home_and_its_port_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let port = free_port();
+    let mut first = Up::start(&home, &["--nodes", "1", "--replicas", "1", "--port", &port.to_string()]);
+    first.wait_for("Fabric is up", Duration::from_secs(60));
+    let url = format!("nats://127.0.0.1:{port}");
+    assert_eq!(fs::read_to_string(home.join("fabric/nats.url")).unwrap().trim(), url);
+
+    let mut second = Up::start(&home, &["--nodes", "1", "--replicas", "1"]);
+    let status = second.wait_exit(Duration::from_secs(10));
+    let out = second.out();
+    assert!(!status.success(), "{out}");
+    assert!(out.contains(&format!("another `quloud up` (pid {})", first.pid())), "{out}");
+    assert_eq!(
+        fs::read_to_string(home.join("fabric/nats.url")).unwrap().trim(),
+        url,
+        "the second up rewrote nats.url"
+    );
+
+    // Other commands of this home find its broker without --nats.
+    let check = quloud(&home).args(["check", "--replicas", "1", "--size", "1MiB"]).output().unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success() && said.contains(&url), "quloud check without --nats: {said}");
+
+    first.signal(libc::SIGINT);
+    let status = first.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", first.out());
+    assert_nothing_left(&home, Duration::from_secs(5));
+
+    let mut again = Up::start(&home, &["--nodes", "1", "--replicas", "1", "--once"]);
+    let status = again.wait_exit(Duration::from_secs(60));
+    assert!(status.success() && again.out().contains(&format!("listening at {url}")), "{}", again.out());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let mut refused = Up::start(&home, &["--once", "--port", &taken_port]);
+    let status = refused.wait_exit(Duration::from_secs(10));
+    assert!(
+        !status.success() && refused.out().contains(&format!("port {taken_port} (--port) is taken")),
+        "{}",
+        refused.out()
+    );
+    assert_nothing_left(&home, Duration::from_secs(5));
+}
+
+/// `kill -9` of `up` takes its broker and nodes along. Processes an older `up` left running
+/// (here started by hand: a nats-server on the fabric's config, a node holding node-0's
+/// database) are stopped by the next `up`, which then works.
+#[test]
+fn kill_9_of_up_leaves_nothing_and_leftovers_are_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut up = Up::start(&home, &["--nodes", "1", "--replicas", "1"]);
+    up.wait_for("Fabric is up", Duration::from_secs(60));
+    up.signal(libc::SIGKILL);
+    up.wait_exit(Duration::from_secs(5));
+    assert_nothing_left(&home, Duration::from_secs(15));
+
+    let fabric = home.join("fabric");
+    let url = fs::read_to_string(fabric.join("nats.url")).unwrap().trim().to_string();
+    let nats_log = File::create(tmp.path().join("orphan-nats.log")).unwrap();
+    let mut orphan_nats =
+        Command::new("nats-server").arg("-c").arg(fabric.join("nats.conf")).stderr(nats_log).spawn().unwrap();
+    let mut orphan_node = Node::start(&url, &fabric.join("node-0"), "1GiB");
+
+    let mut up = Up::start(&home, &["--nodes", "1", "--replicas", "1", "--once"]);
+    let status = up.wait_exit(Duration::from_secs(60));
+    let out = up.out();
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains(&format!("stopping a leftover nats-server (pid {})", orphan_nats.id())), "{out}");
+    assert!(
+        out.contains(&format!("stopping a leftover storage node (pid {})", orphan_node.pid().unwrap())),
+        "{out}"
+    );
+    assert!(out.contains("fabric check passed"), "{out}");
+    assert!(orphan_nats.try_wait().unwrap().is_some(), "the leftover nats-server still runs");
+    assert!(!orphan_node.is_running(), "the leftover node still runs");
+}
+
+/// A broker or node that dies while `up` serves is reported (name, status, log) and restarted,
+/// the broker on the same port and store, and the fabric works again.
+#[test]
+fn up_reports_and_restarts_a_child_that_dies_while_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut up = Up::start(&home, &["--nodes", "2", "--replicas", "2"]);
+    up.wait_for("Fabric is up", Duration::from_secs(60));
+    let fabric = home.join("fabric");
+    let url = fs::read_to_string(fabric.join("nats.url")).unwrap().trim().to_string();
+
+    let conf = fabric.join("nats.conf");
+    let broker = pid_of(conf.to_str().unwrap());
+    // SAFETY: kill(2) on the broker `up` started; no memory is involved.
+    unsafe { libc::kill(broker, libc::SIGKILL) };
+    up.wait_for("nats-server is back", Duration::from_secs(30));
+    let out = up.out();
+    assert!(out.contains("nats-server exited (signal: 9") && out.contains("nats.log, last lines:"), "{out}");
+    assert!(out.contains("the fabric is down"), "{out}");
+    assert_ne!(pid_of(conf.to_str().unwrap()), broker);
+
+    let node = pid_of(fabric.join("node-1").to_str().unwrap());
+    // SAFETY: as above, on a node.
+    unsafe { libc::kill(node, libc::SIGKILL) };
+    up.wait_for("restarting node-1", Duration::from_secs(30));
+    assert!(up.out().contains("node-1 exited (signal: 9"), "{}", up.out());
+
+    let check =
+        quloud(&home).args(["check", "--nats", &url, "--replicas", "2", "--size", "1MiB"]).output().unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "the restarted fabric does not work: {said}\n{}", up.out());
+
+    up.signal(libc::SIGTERM);
+    assert!(up.wait_exit(Duration::from_secs(30)).success(), "{}", up.out());
+    assert_nothing_left(&home, Duration::from_secs(5));
 }

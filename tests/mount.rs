@@ -493,6 +493,39 @@ fn ctrl_c_stops_quloud_up_in_order() {
     assert!(ps.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&ps.stdout));
 }
 
+/// The broker of `quloud up` dies under a mounted vault: `up` says so, restarts it on the same
+/// port and store, and a file written meanwhile still becomes quorum-durable; Ctrl-C then stops
+/// everything in order.
+#[test]
+fn quloud_up_restarts_its_broker_under_a_mounted_vault() {
+    use common::up::{assert_nothing_left, pid_of, Up};
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, mp) = (tmp.path().join("home"), tmp.path().join("vault"));
+    fs::create_dir_all(&mp).unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            lazy_unmount(&self.0);
+        }
+    }
+    let _unmount = Unmount(mp.clone()); // dropped after `up` is killed
+    let mut up = Up::start(&home, &[mp.to_str().unwrap()]);
+    up.wait_for("vault mounted at", Duration::from_secs(120));
+    let conf = home.join("fabric/nats.conf");
+    // SAFETY: kill(2) on the broker `up` started; no memory is involved.
+    unsafe { libc::kill(pid_of(conf.to_str().unwrap()), libc::SIGKILL) };
+    fs::write(mp.join("during"), bytes(300 << 10, 7)).unwrap();
+    up.wait_for("nats-server is back", Duration::from_secs(30));
+    assert!(up.out().contains("the fabric is down"), "{}", up.out());
+    wait_durable(&home);
+    assert_eq!(fs::read(mp.join("during")).unwrap(), bytes(300 << 10, 7));
+    up.signal(libc::SIGINT);
+    let status = up.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}: {}", up.out());
+    assert!(!is_mounted(&mp), "still mounted after Ctrl-C");
+    assert_nothing_left(&home, Duration::from_secs(5));
+}
+
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid path and a zeroed out-struct.

@@ -91,7 +91,7 @@ pub async fn audit(home: &Path, args: AuditArgs) -> Result<()> {
 
 /// Opens the vault here (it is not mounted), connects to the fabric and runs the pass.
 async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<AuditReport> {
-    let (vault, _) = open_unmounted(home, &Bus::from_args(&args.nats)?, args.replicas).await?;
+    let (vault, _) = open_unmounted(home, &Bus::from_args(&args.nats, home)?, args.replicas).await?;
     let report = vault.audit(&Scope::Path(path.to_string()), args.now, false, &progress).await;
     vault.checkpoint().context("saving the manifest")?;
     Ok(report?)

@@ -1,7 +1,7 @@
 //! `quloud mount` and `quloud status`: wires the manifest, the fabric, the pipeline and FUSE,
 //! serves the control socket, and unmounts in order.
 
-use super::{cancel_on_signal, load_master_key, Bus};
+use super::{load_master_key, Bus};
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
@@ -237,8 +237,15 @@ pub fn health_options(opts: &MountOpts) -> HealthOptions {
     }
 }
 
-/// Mounts the vault of `home` and serves it until a signal or an external unmount.
-pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) -> Result<()> {
+/// Mounts the vault of `home` and serves it until `stop` (a signal: `super::signal_token`) or an
+/// external unmount.
+pub async fn mount(
+    home: &Path,
+    bus: &Bus,
+    mountpoint: &Path,
+    opts: &MountOpts,
+    stop: &CancellationToken,
+) -> Result<()> {
     let key = load_master_key(home)?;
     clear_stale_mount(mountpoint)?;
     let keys = Arc::new(key.derive());
@@ -287,7 +294,7 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
         threads: 4,
         fsname: opts.fsname.clone().unwrap_or_else(|| format!("quloud:{}", home.display())),
     };
-    serve_fuse(vault.clone(), mountpoint, &settings, "vault").await?;
+    serve_fuse(vault.clone(), mountpoint, &settings, "vault", stop).await?;
     // The last snapshot: while the uploader still runs (its pieces go through it).
     if vault.fabric_within(Duration::ZERO).await.is_some() {
         // Bounded, so an unmount never hangs on an unreachable broker; an unfinished snapshot
@@ -313,13 +320,14 @@ pub async fn mount(home: &Path, bus: &Bus, mountpoint: &Path, opts: &MountOpts) 
     Ok(())
 }
 
-/// Mounts `vault` at `mountpoint` and serves it until SIGINT/SIGTERM or an external unmount;
-/// returns once it is unmounted.
+/// Mounts `vault` at `mountpoint` and serves it until `stop` or an external unmount; returns
+/// once it is unmounted.
 pub(super) async fn serve_fuse(
     vault: Arc<Vault<NatsFabric>>,
     mountpoint: &Path,
     settings: &MountSettings,
     what: &str,
+    stop: &CancellationToken,
 ) -> Result<()> {
     let session =
         fuse_mount(vault, tokio::runtime::Handle::current(), mountpoint, settings).with_context(|| {
@@ -333,15 +341,13 @@ pub(super) async fn serve_fuse(
         mountpoint.display(),
         mountpoint.display()
     );
-    let signal = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(signal.clone()));
     loop {
         if session.guard.is_finished() {
             tracing::info!("unmounted externally");
             break;
         }
         tokio::select! {
-            _ = signal.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }

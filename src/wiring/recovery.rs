@@ -159,7 +159,7 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
     let reply = match ask_within(home, "snapshot", SNAPSHOT_WAIT + Duration::from_secs(30)).await {
         Some(r) => r,
         None => outcome_json(
-            &unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
+            &unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
                 v.snapshot(false, SNAPSHOT_WAIT).await
             })
             .await?,
@@ -210,7 +210,7 @@ pub async fn snapshots(home: &Path, args: SnapshotsArgs) -> Result<()> {
         rows.into_iter().map(|r| r.info).collect()
     } else {
         let keys = load_master_key(home)?.derive();
-        let bus = Bus::from_args(&args.nats)?;
+        let bus = Bus::from_args(&args.nats, home)?;
         let fabric = connect_read_only(&bus, &keys).await?;
         root(&fabric, &keys, &bus).await?.record.snapshots
     };
@@ -240,7 +240,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
         );
     }
     let keys = key.derive();
-    let bus = Bus::from_args(&args.nats)?;
+    let bus = Bus::from_args(&args.nats, home)?;
     let fabric = connect_read_only(&bus, &keys).await?;
     let found = root(&fabric, &keys, &bus).await?;
     let info = pick(&found, args.snapshot)?;
@@ -261,7 +261,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
     if args.no_mount {
         return Ok(());
     }
-    super::mount::mount(home, &bus, &args.mountpoint, &args.opts).await
+    super::mount::mount(home, &bus, &args.mountpoint, &args.opts, &super::signal_token()).await
 }
 
 /// `quloud share PATH [--qr]`.
@@ -279,7 +279,7 @@ pub async fn share(home: &Path, args: ShareArgs) -> Result<()> {
             }
             None => {
                 let given = given.clone();
-                unmounted(home, &Bus::from_args(&args.nats)?, |v| async move {
+                unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
                     v.share(&given, SNAPSHOT_WAIT).await
                 })
                 .await
@@ -325,7 +325,8 @@ pub async fn mount_snapshot(
     let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Owner)?);
     vault.set_fabric(Arc::new(fabric));
     let what = format!("snapshot {id} ({}, read-only)", utc(info.taken_ms));
-    serve_fuse(vault, mountpoint, &read_only_settings(opts, format!("quloud-snapshot-{id}")), &what).await?;
+    let settings = read_only_settings(opts, format!("quloud-snapshot-{id}"));
+    serve_fuse(vault, mountpoint, &settings, &what, &super::signal_token()).await?;
     println!("snapshot unmounted");
     Ok(())
 }
@@ -347,9 +348,8 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
     let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Shared)?);
     vault.set_fabric(Arc::new(fabric));
-    let served =
-        serve_fuse(vault, mountpoint, &read_only_settings(opts, "quloud-share".into()), "share (read-only)")
-            .await;
+    let settings = read_only_settings(opts, "quloud-share".into());
+    let served = serve_fuse(vault, mountpoint, &settings, "share (read-only)", &super::signal_token()).await;
     let _ = std::fs::remove_dir_all(&dir);
     served?;
     println!("share unmounted");

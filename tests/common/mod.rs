@@ -632,3 +632,4 @@ impl Rng {
 pub mod cluster;
 pub mod jwt;
 pub mod tree;
+pub mod up;
