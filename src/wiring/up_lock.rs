@@ -32,7 +32,15 @@ impl FabricLock {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+        // `running_url` holds a shared lock for a moment while another command looks for the
+        // running `up`: try again briefly before concluding that one runs.
+        let deadline = Instant::now() + Duration::from_millis(250);
+        // SAFETY (both calls): flock(2) on a descriptor we own; no memory is passed.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
