@@ -487,6 +487,11 @@ fn kill_9_of_up_leaves_nothing_and_leftovers_are_stopped() {
     let nats_log = File::create(tmp.path().join("orphan-nats.log")).unwrap();
     let mut orphan_nats =
         Command::new("nats-server").arg("-c").arg(fabric.join("nats.conf")).stderr(nats_log).spawn().unwrap();
+    // A node exits when no broker listens yet: wait for this one before starting it.
+    let addr = url.trim_start_matches("nats://").to_string();
+    wait_until(Duration::from_secs(20), "the leftover nats-server to listen", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
     let mut orphan_node = Node::start(&url, &fabric.join("node-0"), "1GiB");
 
     let mut up = Up::start(&home, &["--nodes", "1", "--replicas", "1", "--once"]);
