@@ -383,6 +383,7 @@ fn a_signal_or_a_stuck_check_during_startup_stops_all_up_started() {
     let out = up.out();
     assert!(!status.success(), "a check that cannot pass succeeded:\n{out}");
     assert!(out.contains("did not finish within 3s") && out.contains("node-*.log"), "{out}");
+    assert!(out.contains("warning: --replicas 2 needs 2 distinct nodes but only 1 run here"), "{out}");
     assert_nothing_left(&home, Duration::from_secs(15));
 
     for sig in [libc::SIGTERM, libc::SIGINT] {

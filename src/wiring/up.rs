@@ -130,6 +130,19 @@ async fn run(
         unless_stopped(stop, children.start(node_spec(dir, i, &url, args.node_capacity)?)).await?;
     }
     println!("{} storage nodes started (data and logs under {})", args.nodes, dir.display());
+    if args.mount.replicas > args.nodes {
+        println!(
+            "warning: --replicas {} needs {} distinct nodes but only {} run here: the fabric check \
+             (and every upload) waits for nodes to join, up to --check-within ({:?}); pass --nodes {} \
+             or --replicas {}",
+            args.mount.replicas,
+            args.mount.replicas,
+            args.nodes,
+            args.check_within,
+            args.mount.replicas,
+            args.nodes
+        );
+    }
     let bus = Bus::url(&url);
     check(dir, &bus, args, children, stop).await?;
     if args.once {
