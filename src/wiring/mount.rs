@@ -155,7 +155,7 @@ async fn control_conn(vault: Arc<Vault<NatsFabric>>, ctl: Control, mut stream: t
         ["status", "text"] => live_status(&vault, &ctl).map(|s| s.render()),
         ["nodes"] => vault.nodes().map(|n| nodes_json(&n)),
         ["nodes", "text"] => vault.nodes().map(|n| nodes_render(&n)),
-        ["snapshot"] => vault.snapshot(false, SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
+        ["snapshot"] => vault.snapshot(SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
         ["snapshots"] => vault.snapshots().map(|s| super::recovery::snapshots_json(&s)),
         ["snapshots", "text"] => vault.snapshots().map(|s| super::recovery::render(&s)),
         ["share", path] => vault
@@ -299,7 +299,7 @@ pub async fn mount(
     if vault.fabric_within(Duration::ZERO).await.is_some() {
         // Bounded, so an unmount never hangs on an unreachable broker; an unfinished snapshot
         // is completed by the next mount (an overdue snapshot is taken at its first pass).
-        let snap = tokio::time::timeout(UNMOUNT_SNAPSHOT_WAIT, vault.snapshot(false, UNMOUNT_SNAPSHOT_WAIT));
+        let snap = tokio::time::timeout(UNMOUNT_SNAPSHOT_WAIT, vault.snapshot(UNMOUNT_SNAPSHOT_WAIT));
         match snap.await {
             Ok(Ok(SnapshotOutcome::Taken(s))) => println!("snapshot {} stored in the fabric", s.id),
             Ok(Ok(SnapshotOutcome::Pending)) => {

@@ -160,7 +160,7 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
         Some(r) => r,
         None => outcome_json(
             &unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
-                v.snapshot(false, SNAPSHOT_WAIT).await
+                v.snapshot(SNAPSHOT_WAIT).await
             })
             .await?,
         ),

@@ -35,14 +35,18 @@ impl FabricLock {
         // `running_url` holds a shared lock for a moment while another command looks for the
         // running `up`: try again briefly before concluding that one runs.
         let deadline = Instant::now() + Duration::from_millis(250);
-        // SAFETY (both calls): flock(2) on a descriptor we own; no memory is passed.
-        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let locked = loop {
+            // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break Ok(());
+            }
             let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= deadline {
+                break Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Err(err) = locked {
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(err).with_context(|| format!("cannot lock {}", path.display()));
             }

@@ -823,7 +823,7 @@ pub async fn run_maintenance<F: ChunkFabric + 'static>(vault: Arc<Vault<F>>, can
         let pass = async {
             let due = last_snapshot.is_none_or(|t| t.elapsed() >= h.snapshot_interval);
             if !h.snapshot_interval.is_zero() && due {
-                match vault.snapshot(false, Duration::from_secs(600)).await {
+                match vault.snapshot(Duration::from_secs(600)).await {
                     Ok(super::SnapshotOutcome::Pending) => {} // tried again at the next tick
                     Ok(_) => last_snapshot = Some(tokio::time::Instant::now()),
                     Err(e) => tracing::warn!(error = %e, "periodic snapshot failed; retrying later"),

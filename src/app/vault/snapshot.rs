@@ -187,9 +187,9 @@ fn content_tag(hash: &[u8; 32]) -> u64 {
 
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// Snapshots the manifest into the fabric and publishes a root record pointing at it,
-    /// unless no file changed since the last snapshot (`force` takes one anyway).
+    /// unless no file changed since the last snapshot.
     /// Waits up to `wait` for the snapshot's pieces to become quorum-durable.
-    pub async fn snapshot(&self, force: bool, wait: Duration) -> Result<SnapshotOutcome, FsError> {
+    pub async fn snapshot(&self, wait: Duration) -> Result<SnapshotOutcome, FsError> {
         if self.is_read_only() {
             return Err(FsError::ReadOnly);
         }
@@ -201,7 +201,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 return Ok(SnapshotOutcome::Pending);
             }
             let content = content_tag(&rx.content_hash()?);
-            if !force && rx.meta(SNAPSHOT_CONTENT)? == Some(content) {
+            if rx.meta(SNAPSHOT_CONTENT)? == Some(content) {
                 return Ok(SnapshotOutcome::Unchanged);
             }
             let (dump, files, bytes) = rx.dump()?;
