@@ -1,5 +1,6 @@
 //! Adapters: the concrete implementations of the ports.
 //!
+//! - `clock`: the system's wall clock
 //! - `disk`: the storage node's chunk store (files + redb index under the at-rest key)
 //! - `fuse`: the thin fuser adapter over the vault service, and the one errno mapping
 //! - `memory`: in-memory stores for unit tests of the core
@@ -7,6 +8,7 @@
 //! - `nats`: the fabric over NATS JetStream, node side and owner side
 //! - `redb`: every redb table definition, in one place
 
+pub mod clock;
 pub mod disk;
 pub mod fuse;
 pub mod memory;

@@ -4,4 +4,5 @@
 //! concrete adapters.
 
 pub mod chunk_store;
+pub mod clock;
 pub mod fabric;
