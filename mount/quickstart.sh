@@ -11,8 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source mount/deps.sh
 quloud_install_deps
-echo "==> building quloud (release)"
-cargo build --release --quiet
+if [ -x target/release/quloud ]; then
+  echo "==> building quloud (release; seconds when little changed)"
+else
+  echo "==> building quloud (release; the first build takes about 5-10 minutes on 2 cores)"
+fi
+started=$SECONDS
+# cargo shows its progress bar on a terminal; elsewhere only errors.
+if [ -t 2 ]; then cargo build --release; else cargo build --release --quiet; fi
+echo "==> built in $((SECONDS - started)) s"
 if [ "$#" -eq 0 ]; then
   set -- "${QULOUD_VAULT:-$HOME/vault}"
 fi

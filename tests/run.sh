@@ -13,8 +13,22 @@ echo "==> running tests"
 # 2 cores) instead of blocking it: timeout signals cargo's whole process group, test binaries too.
 limit=${QULOUD_TEST_MINUTES:-30}
 status=0
+# timeout runs cargo in a process group of its own, away from the terminal's Ctrl-C: on Ctrl-C or
+# TERM, signal timeout (it hands TERM to its whole group: cargo and the test binaries) and wait.
 timeout --kill-after=30s "${limit}m" \
-  cargo test --release --lib --bins --tests -- --test-threads=4 || status=$?
+  cargo test --release --lib --bins --tests -- --test-threads=4 &
+tests=$!
+stopped=""
+trap 'stopped=1; kill -TERM "$tests" 2>/dev/null' INT TERM
+while :; do
+  wait "$tests" && status=0 || status=$?
+  kill -0 "$tests" 2>/dev/null || break
+done
+trap - INT TERM
+if [ -n "$stopped" ]; then
+  echo "tests stopped by a signal" >&2
+  exit 130
+fi
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
   echo "tests did not finish within ${limit} minutes: a test hangs (the last 'has been running for over 60 seconds' line names it)" >&2
 fi
