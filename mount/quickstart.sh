@@ -14,7 +14,7 @@ quloud_install_deps
 if [ -x target/release/quloud ]; then
   echo "==> building quloud (release; seconds when little changed)"
 else
-  echo "==> building quloud (release; the first build takes about 5-10 minutes on 2 cores)"
+  echo "==> building quloud (release; a first build takes a few minutes on 2 cores)"
 fi
 started=$SECONDS
 # cargo shows its progress bar on a terminal; elsewhere only errors.
