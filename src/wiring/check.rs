@@ -3,77 +3,19 @@
 //! Uses a throwaway vault key and a one-hour lease, and deletes what it stored at the end, so
 //! checking a fabric leaves nothing behind on friends' disks.
 
-use super::Bus;
+use super::common::Bus;
 use crate::adapters::nats::fabric::NatsFabric;
+use crate::app::report::CheckReport;
 use crate::domain::chunker::chunk_ranges;
 use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::{MasterKey, VaultKeys};
 use crate::domain::seal::SealedChunk;
-use crate::domain::size::format_size;
 use crate::ports::fabric::{AuditVerdict, ChunkFabric, Publish, StoreGoal};
 use anyhow::{bail, Context, Result};
 use futures::{stream, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a check measured.
-#[derive(Debug, Clone)]
-pub struct CheckReport {
-    /// Plaintext bytes stored and read back.
-    pub bytes: u64,
-    /// Chunks.
-    pub chunks: usize,
-    /// Replicas per chunk asked for.
-    pub replicas: usize,
-    /// Distinct nodes that acknowledged.
-    pub nodes: usize,
-    /// Seconds to chunk and encrypt.
-    pub seal_secs: f64,
-    /// Seconds from first publish until every chunk was quorum-durable.
-    pub store_secs: f64,
-    /// Seconds to retrieve (with proofs) and verify everything.
-    pub get_secs: f64,
-    /// Replica audits that passed / were run.
-    pub audits_passed: usize,
-    /// Replica audits run.
-    pub audits: usize,
-}
-
-fn mib_s(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
-}
-
-impl CheckReport {
-    /// Human-readable summary.
-    pub fn print(&self) {
-        println!(
-            "stored   {} in {} chunks with {} replicas each on {} nodes: {:.2}s until quorum-durable ({:.0} MiB/s)",
-            format_size(self.bytes),
-            self.chunks,
-            self.replicas,
-            self.nodes,
-            self.store_secs,
-            mib_s(self.bytes, self.store_secs)
-        );
-        println!(
-            "read     everything back with proofs and verified it: {:.2}s ({:.0} MiB/s)",
-            self.get_secs,
-            mib_s(self.bytes, self.get_secs)
-        );
-        println!("audited  {} of {} replicas passed", self.audits_passed, self.audits);
-        println!("sealed   chunk + encrypt at {:.0} MiB/s", mib_s(self.bytes, self.seal_secs));
-    }
-
-    /// Machine-readable summary.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"bytes\":{},\"chunks\":{},\"replicas\":{},\"nodes\":{},\"seal_secs\":{:.4},\"store_secs\":{:.4},\"get_secs\":{:.4},\"store_mib_s\":{:.1},\"get_mib_s\":{:.1},\"audits_passed\":{},\"audits\":{}}}",
-            self.bytes, self.chunks, self.replicas, self.nodes, self.seal_secs, self.store_secs, self.get_secs,
-            mib_s(self.bytes, self.store_secs), mib_s(self.bytes, self.get_secs), self.audits_passed, self.audits
-        )
-    }
-}
 
 fn random_data(len: u64) -> Vec<u8> {
     let mut seed = [0u8; 32];
