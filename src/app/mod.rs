@@ -1,6 +1,7 @@
-//! Use cases on the ports: the storage node's request handling, the vault's filesystem service, and
-//! the reports they hand the CLI (`report`).
+//! Use cases on the ports: the storage node's request handling, the vault's filesystem service,
+//! the fabric check (`check`), and the reports they hand the CLI (`report`).
 
+pub mod check;
 pub mod metrics;
 pub mod node;
 pub mod rate;
