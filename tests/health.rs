@@ -357,3 +357,42 @@ fn audit_names_files_at_risk_and_fails() {
     let (ok, out) = audit(&m.home, &["/no/such/dir"]);
     assert!(!ok && out.contains("no such file"), "{out}");
 }
+
+/// Runs `quloud ARGS` and parses its stdout as JSON (whatever its exit status).
+fn json_of(home: &Path, args: &[&str]) -> serde_json::Value {
+    let out = quloud(home).args(args).output().unwrap();
+    let text = String::from_utf8(out.stdout).expect("JSON output is UTF-8");
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("`quloud {args:?}` printed invalid JSON ({e}): {text}"))
+}
+
+#[test]
+fn json_output_names_files_with_any_bytes_validly() {
+    use std::os::unix::ffi::OsStrExt;
+    // N=6 on 5 nodes: the files stay in the upload queue, so the audit lists them at risk.
+    let fabric = Fabric::start(5, "1GiB");
+    let mut m = Mount::new_vault(fabric.dir.path(), "owner", &fabric.url(), &["--replicas", "6"]);
+    let dir = m.path("odd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: [&[u8]; 3] = [b"e\xcc\x81", b"line\nbreak\x01", b"bad\xff\xfe"];
+    for name in names {
+        std::fs::write(dir.join(std::ffi::OsStr::from_bytes(name)), b"only here so far").unwrap();
+    }
+    let audit = json_of(&m.home, &["audit", "--json"]);
+    let listed: Vec<&str> =
+        audit["at_risk"].as_array().unwrap().iter().map(|r| r["path"].as_str().unwrap()).collect();
+    for want in ["/odd/e\u{301}", "/odd/line\nbreak\u{1}", "/odd/bad\u{FFFD}\u{FFFD}"] {
+        assert!(listed.contains(&want), "{want:?} not listed at risk: {listed:?}");
+    }
+    assert_eq!(audit["healthy"], false);
+    for (what, mounted) in [("mounted", true), ("unmounted", false)] {
+        if !mounted {
+            m.unmount();
+        }
+        let status = json_of(&m.home, &["status", "--json"]);
+        assert_eq!(status["mounted"], mounted, "{what}: {status}");
+        assert!(status["inodes"].as_u64().unwrap() >= 5, "{what}: {status}");
+        let nodes = json_of(&m.home, &["nodes", "--json"]);
+        assert!(nodes.is_array(), "{what}: {nodes}");
+    }
+}

@@ -1,7 +1,10 @@
-//! Use cases on the ports: the storage node's request handling and the vault's filesystem service.
+//! Use cases on the ports: the storage node's request handling, the vault's filesystem service,
+//! the fabric check (`check`), and the reports they hand the CLI (`report`).
 
+pub mod check;
 pub mod metrics;
 pub mod node;
 pub mod rate;
 pub mod replay;
+pub mod report;
 pub mod vault;

@@ -1,109 +1,17 @@
-//! `quloud check`: an end-to-end round trip through a fabric, with timings.
-//!
-//! Uses a throwaway vault key and a one-hour lease, and deletes what it stored at the end, so
-//! checking a fabric leaves nothing behind on friends' disks.
+//! `quloud check`: the fabric check (`app::check`) over a NATS connection with a throwaway vault
+//! key and a one-hour lease.
 
-use super::Bus;
+use super::common::Bus;
 use crate::adapters::nats::fabric::NatsFabric;
-use crate::domain::chunker::chunk_ranges;
-use crate::domain::ids::{Addr, NodeId};
-use crate::domain::keys::{MasterKey, VaultKeys};
-use crate::domain::seal::SealedChunk;
-use crate::domain::size::format_size;
-use crate::ports::fabric::{AuditVerdict, ChunkFabric, Publish, StoreGoal};
-use anyhow::{bail, Context, Result};
-use futures::{stream, StreamExt, TryStreamExt};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::app::check::round_trip;
+use crate::app::report::CheckReport;
+use crate::domain::keys::MasterKey;
+use anyhow::{bail, Result};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// What a check measured.
-#[derive(Debug, Clone)]
-pub struct CheckReport {
-    /// Plaintext bytes stored and read back.
-    pub bytes: u64,
-    /// Chunks.
-    pub chunks: usize,
-    /// Replicas per chunk asked for.
-    pub replicas: usize,
-    /// Distinct nodes that acknowledged.
-    pub nodes: usize,
-    /// Seconds to chunk and encrypt.
-    pub seal_secs: f64,
-    /// Seconds from first publish until every chunk was quorum-durable.
-    pub store_secs: f64,
-    /// Seconds to retrieve (with proofs) and verify everything.
-    pub get_secs: f64,
-    /// Replica audits that passed / were run.
-    pub audits_passed: usize,
-    /// Replica audits run.
-    pub audits: usize,
-}
-
-fn mib_s(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
-}
-
-impl CheckReport {
-    /// Human-readable summary.
-    pub fn print(&self) {
-        println!(
-            "stored   {} in {} chunks with {} replicas each on {} nodes: {:.2}s until quorum-durable ({:.0} MiB/s)",
-            format_size(self.bytes),
-            self.chunks,
-            self.replicas,
-            self.nodes,
-            self.store_secs,
-            mib_s(self.bytes, self.store_secs)
-        );
-        println!(
-            "read     everything back with proofs and verified it: {:.2}s ({:.0} MiB/s)",
-            self.get_secs,
-            mib_s(self.bytes, self.get_secs)
-        );
-        println!("audited  {} of {} replicas passed", self.audits_passed, self.audits);
-        println!("sealed   chunk + encrypt at {:.0} MiB/s", mib_s(self.bytes, self.seal_secs));
-    }
-
-    /// Machine-readable summary.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"bytes\":{},\"chunks\":{},\"replicas\":{},\"nodes\":{},\"seal_secs\":{:.4},\"store_secs\":{:.4},\"get_secs\":{:.4},\"store_mib_s\":{:.1},\"get_mib_s\":{:.1},\"audits_passed\":{},\"audits\":{}}}",
-            self.bytes, self.chunks, self.replicas, self.nodes, self.seal_secs, self.store_secs, self.get_secs,
-            mib_s(self.bytes, self.store_secs), mib_s(self.bytes, self.get_secs), self.audits_passed, self.audits
-        )
-    }
-}
-
-fn random_data(len: u64) -> Vec<u8> {
-    let mut seed = [0u8; 32];
-    crate::domain::random_bytes(&mut seed);
-    let mut out = vec![0u8; len as usize];
-    blake3::Hasher::new_keyed(&seed).finalize_xof().fill(&mut out);
-    out
-}
-
-async fn seal_all(
-    keys: &Arc<VaultKeys>,
-    data: &Arc<Vec<u8>>,
-) -> Result<Vec<(std::ops::Range<usize>, SealedChunk)>> {
-    let ranges: Vec<_> = chunk_ranges(data, keys.chunker_seed()).collect();
-    stream::iter(ranges)
-        .map(|r| {
-            let (keys, data) = (keys.clone(), data.clone());
-            tokio::task::spawn_blocking(move || {
-                let sealed = keys.seal(&data[r.clone()]);
-                (r, sealed)
-            })
-        })
-        .buffered(4)
-        .map(|r| r.context("sealing task failed"))
-        .try_collect()
-        .await
-}
-
-/// Stores `size` random bytes with `replicas` replicas, reads them back, audits every replica,
-/// deletes everything, and reports.
+/// Connects to the fabric of `bus` and runs the check: `size` random bytes with `replicas`
+/// replicas, read back, audited and deleted.
 pub async fn run_check(bus: &Bus, size: u64, replicas: usize) -> Result<CheckReport> {
     if replicas == 0 {
         bail!("--replicas must be at least 1");
@@ -112,96 +20,9 @@ pub async fn run_check(bus: &Bus, size: u64, replicas: usize) -> Result<CheckRep
     let mut opts = bus.fabric_options();
     opts.lease = Duration::from_secs(3600);
     let fabric = NatsFabric::connect(keys.ack_token(), opts, None).await?;
-    let data = Arc::new(random_data(size));
-
-    let t = Instant::now();
-    let sealed = seal_all(&keys, &data).await?;
-    let seal_secs = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let acks: Vec<(Addr, Vec<NodeId>)> = stream::iter(&sealed)
-        .map(|(_, c)| {
-            let f = &fabric;
-            async move {
-                let publish = Publish { addr: c.addr, commitment: c.commitment, ciphertext: &c.ciphertext };
-                let acks = f.store(publish, StoreGoal::fresh(replicas)).await?;
-                Ok::<_, anyhow::Error>((c.addr, acks.iter().map(|a| a.node).collect()))
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect()
-        .await
-        .context("storing with quorum failed (are enough storage nodes running?)")?;
-    let store_secs = t.elapsed().as_secs_f64();
-    let holders: HashMap<Addr, Vec<NodeId>> = acks.into_iter().collect();
-    let nodes: HashSet<NodeId> = holders.values().flatten().copied().collect();
-
-    let t = Instant::now();
-    let mut by_node: BTreeMap<NodeId, Vec<&SealedChunk>> = BTreeMap::new();
-    for (i, (_, c)) in sealed.iter().enumerate() {
-        let hs = &holders[&c.addr];
-        by_node.entry(hs[i % hs.len()]).or_default().push(c);
-    }
-    let batches: Vec<(NodeId, Vec<&SealedChunk>)> = by_node
-        .into_iter()
-        .flat_map(|(n, cs)| cs.chunks(8).map(|b| (n, b.to_vec())).collect::<Vec<_>>())
-        .collect();
-    let got: Vec<Vec<(Addr, bytes::Bytes)>> = stream::iter(batches)
-        .map(|(node, batch)| {
-            let (f, keys) = (&fabric, keys.clone());
-            async move {
-                let items: Vec<_> = batch.iter().map(|c| (c.addr, keys.proof_secret(&c.addr))).collect();
-                f.get(&items, &[node]).await
-            }
-        })
-        .buffer_unordered(6)
-        .try_collect()
-        .await?;
-    let fetched: HashMap<Addr, bytes::Bytes> = got.into_iter().flatten().collect();
-    for (r, c) in &sealed {
-        let ct = fetched.get(&c.addr).with_context(|| format!("chunk {:?} was not retrieved", c.addr))?;
-        let plain = keys.open(&c.id, &c.addr, ct).context("retrieved chunk failed to decrypt")?;
-        if plain != data[r.clone()] {
-            bail!("retrieved chunk {:?} differs from what was stored", c.addr);
-        }
-    }
-    let get_secs = t.elapsed().as_secs_f64();
-
-    let audits: Vec<AuditVerdict> = stream::iter(
-        sealed.iter().flat_map(|(_, c)| holders[&c.addr].iter().map(move |n| (c, *n))),
-    )
-    .map(|(c, n)| {
-        let (f, keys) = (&fabric, keys.clone());
-        async move { f.audit(n, c.addr, &keys.proof_secret(&c.addr), c.ciphertext.len() as u64).await }
-    })
-    .buffer_unordered(16)
-    .try_collect()
-    .await?;
-    let audits_passed = audits.iter().filter(|v| **v == AuditVerdict::Passed).count();
-
-    for n in &nodes {
-        let items: Vec<_> = sealed
-            .iter()
-            .filter(|(_, c)| holders[&c.addr].contains(n))
-            .map(|(_, c)| (c.addr, keys.proof_secret(&c.addr)))
-            .collect();
-        if let Err(e) = fabric.delete(*n, &items).await {
-            tracing::warn!(node = ?n, error = %e, "could not delete check data; it expires with its one-hour lease");
-        }
-    }
-
+    let report = round_trip(&fabric, keys, size, replicas).await?;
     if let Err(e) = fabric.delete_ack_consumer().await {
         tracing::debug!(error = %e, "could not remove the check's ack consumer");
     }
-    Ok(CheckReport {
-        bytes: size,
-        chunks: sealed.len(),
-        replicas,
-        nodes: nodes.len(),
-        seal_secs,
-        store_secs,
-        get_secs,
-        audits_passed,
-        audits: audits.len(),
-    })
+    Ok(report)
 }

@@ -1,27 +1,28 @@
 //! `quloud mount` and `quloud status`: wires the manifest, the fabric, the pipeline and FUSE,
 //! serves the control socket, and unmounts in order.
 
-use super::{load_master_key, Bus};
-use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
+use super::common::{
+    ask, control_socket, health_options, load_master_key, start_metrics, unexpected, Bus, ASK_WAIT,
+};
+use super::control::{answer, Control};
+use super::open::serve_fuse;
+use crate::adapters::control::client::listening;
+use crate::adapters::control::server::{ControlServer, Progress};
+use crate::adapters::control::{Reply, Request};
+use crate::adapters::fuse::MountSettings;
 use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::app::vault::{
-    nodes_json, nodes_render, run_maintenance, run_pipeline, FabricLink, HealthOptions, PipelineStats, Scope,
-    SnapshotOutcome, Vault, VaultOptions, VaultStatus,
+    run_maintenance, run_pipeline, PipelineStats, SnapshotOutcome, Vault, VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
-use crate::ports::fabric::{FabricError, Link};
+use crate::ports::fabric::FabricError;
+use crate::render::{self, Format};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-/// The control socket of a mounted vault.
-pub fn control_socket(home: &Path) -> PathBuf {
-    home.join("control.sock")
-}
 
 /// Whether `path` is a mount point in this mount namespace.
 fn is_mounted(path: &Path) -> bool {
@@ -98,144 +99,8 @@ async fn connect_in_background(
     }
 }
 
-/// Maps a path given to `quloud audit` to a vault path: a path inside the mount loses the mount
-/// point; anything else is taken as a path from the vault's root.
-fn vault_path(mountpoint: &Path, given: &str) -> String {
-    let p = Path::new(given);
-    match p.strip_prefix(mountpoint) {
-        Ok(rel) => format!("/{}", rel.to_string_lossy()),
-        Err(_) => given.to_string(),
-    }
-}
-
 /// Most time an unmount spends on its snapshot.
 const UNMOUNT_SNAPSHOT_WAIT: Duration = Duration::from_secs(15);
-
-/// How long `quloud snapshot` and `quloud share` wait for their pieces to be quorum-durable.
-pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
-
-/// What the control socket needs besides the vault.
-#[derive(Clone)]
-struct Control {
-    /// The mount point (canonical).
-    mountpoint: PathBuf,
-    /// The broker servers, for `status`.
-    servers: String,
-    /// When the mount started (Unix ms): disconnected since then until a first connection.
-    started_ms: u64,
-}
-
-/// The running mount's status, with its broker connection.
-fn live_status(vault: &Vault<NatsFabric>, ctl: &Control) -> Result<VaultStatus, crate::domain::fs::FsError> {
-    let mut s = vault.status()?;
-    let link = vault.fabric_link().unwrap_or(Link { connected: false, since_ms: ctl.started_ms });
-    s.fabric =
-        Some(FabricLink { servers: ctl.servers.clone(), connected: link.connected, since_ms: link.since_ms });
-    Ok(s)
-}
-
-/// Answers one control connection: `status [text]`, `nodes [text]`, `snapshot`, `snapshots`,
-/// `share <path>`, or
-/// `audit <now|due> <json|text> <path>`, which streams `progress DONE TOTAL` lines and ends with
-/// `result <0|1>` and the report.
-async fn control_conn(vault: Arc<Vault<NatsFabric>>, ctl: Control, mut stream: tokio::net::UnixStream) {
-    let mountpoint = ctl.mountpoint.clone();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(&mut stream);
-    if tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
-        return;
-    }
-    let line = line.trim_end_matches('\n');
-    let words: Vec<&str> = match line.strip_prefix("share ") {
-        Some(path) => vec!["share", path],
-        None => line.splitn(4, ' ').collect(),
-    };
-    let reply = match words.as_slice() {
-        ["status"] => live_status(&vault, &ctl).map(|s| s.to_json()),
-        ["status", "text"] => live_status(&vault, &ctl).map(|s| s.render()),
-        ["nodes"] => vault.nodes().map(|n| nodes_json(&n)),
-        ["nodes", "text"] => vault.nodes().map(|n| nodes_render(&n)),
-        ["snapshot"] => vault.snapshot(SNAPSHOT_WAIT).await.map(|o| super::recovery::outcome_json(&o)),
-        ["snapshots"] => vault.snapshots().map(|s| super::recovery::snapshots_json(&s)),
-        ["snapshots", "text"] => vault.snapshots().map(|s| super::recovery::render(&s)),
-        ["share", path] => vault
-            .share(&vault_path(&mountpoint, path), SNAPSHOT_WAIT)
-            .await
-            .map(|cap| format!("{{\"capability\":{:?}}}", cap.encode())),
-        ["audit", when, format, path] => {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-            let scope = Scope::Path(vault_path(&mountpoint, path));
-            let (force, json) = (*when == "now", *format == "json");
-            let v = vault.clone();
-            let run = tokio::spawn(async move {
-                v.audit(&scope, force, false, &move |d, t| {
-                    let _ = tx.send((d, t));
-                })
-                .await
-            });
-            while let Some((d, t)) = rx.recv().await {
-                if stream.write_all(format!("progress {d} {t}\n").as_bytes()).await.is_err() {
-                    break;
-                }
-            }
-            match run.await {
-                Ok(Ok(r)) => {
-                    let body = if json { r.to_json() } else { r.render() };
-                    Ok(format!("result {}\n{body}", u8::from(!r.all_healthy())))
-                }
-                Ok(Err(e)) => Err(e),
-                Err(e) => Ok(format!("result 2\naudit task failed: {e}")),
-            }
-        }
-        _ => Ok("{\"error\":\"unknown command\"}".to_string()),
-    };
-    let reply = reply.unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
-    let _ = stream.write_all(reply.as_bytes()).await;
-}
-
-async fn serve_control(
-    vault: Arc<Vault<NatsFabric>>,
-    path: PathBuf,
-    ctl: Control,
-    cancel: CancellationToken,
-) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open the control socket; `quloud status` will not see this mount");
-            return;
-        }
-    };
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    let bound = std::fs::metadata(&path).map(|m| m.ino()).ok();
-    loop {
-        let conn = tokio::select! {
-            _ = cancel.cancelled() => break,
-            c = listener.accept() => c,
-        };
-        let Ok((stream, _)) = conn else { continue };
-        tokio::spawn(control_conn(vault.clone(), ctl.clone(), stream));
-    }
-    // Only our own socket: a mount of the same home started while this one shuts down has
-    // already bound a new one there.
-    if std::fs::metadata(&path).map(|m| m.ino()).ok() == bound {
-        let _ = std::fs::remove_file(&path);
-    }
-}
-
-/// The maintenance schedule chosen on the command line.
-pub fn health_options(opts: &MountOpts) -> HealthOptions {
-    HealthOptions {
-        audit_interval: opts.audit_interval.max(Duration::from_secs(1)),
-        audit_rate: opts.audit_rate.max(1),
-        lease: opts.lease.max(Duration::from_secs(10)),
-        gc_grace: opts.gc_grace,
-        snapshot_interval: opts.snapshot_interval,
-        retention: crate::domain::snapshot::Retention { last: opts.keep_last.max(1), daily: opts.keep_daily },
-    }
-}
 
 /// Mounts the vault of `home` and serves it until `stop` (a signal: `super::signal_token`) or an
 /// external unmount.
@@ -268,7 +133,7 @@ pub async fn mount(
         Some(addr) => {
             let started = crate::domain::unix_ms(std::time::SystemTime::now());
             let exporter = Arc::new(VaultExporter::new(vault.clone(), stats.clone(), started));
-            Some(super::start_metrics(addr, opts.metrics_public, exporter, cancel.clone()).await?)
+            Some(start_metrics(addr, opts.metrics_public, exporter, cancel.clone()).await?)
         }
         None => None,
     };
@@ -287,7 +152,17 @@ pub async fn mount(
     remember_mountpoint(home, &canonical);
     let started_ms = crate::domain::unix_ms(std::time::SystemTime::now());
     let ctl = Control { mountpoint: canonical, servers: bus.display(), started_ms };
-    tasks.spawn(serve_control(vault.clone(), control_socket(home), ctl, cancel.clone()));
+    match ControlServer::bind(&control_socket(home)) {
+        Ok(server) => {
+            let v = vault.clone();
+            let handler =
+                move |req: Request, progress: Progress| answer(v.clone(), ctl.clone(), req, progress);
+            tasks.spawn(server.serve(handler, cancel.clone()));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the control socket; `quloud status` will not see this mount")
+        }
+    }
     let settings = MountSettings {
         allow_other: opts.allow_other,
         read_only: false,
@@ -320,82 +195,22 @@ pub async fn mount(
     Ok(())
 }
 
-/// Mounts `vault` at `mountpoint` and serves it until `stop` or an external unmount; returns
-/// once it is unmounted.
-pub(super) async fn serve_fuse(
-    vault: Arc<Vault<NatsFabric>>,
-    mountpoint: &Path,
-    settings: &MountSettings,
-    what: &str,
-    stop: &CancellationToken,
-) -> Result<()> {
-    let session =
-        fuse_mount(vault, tokio::runtime::Handle::current(), mountpoint, settings).with_context(|| {
-            format!("cannot mount at {} (is fuse3 installed and /dev/fuse usable?)", mountpoint.display())
-        })?;
-    if let Err(e) = crate::adapters::fuse::raise_read_ahead(mountpoint) {
-        tracing::info!(error = %e, "kept the kernel's 128 KiB read-ahead for the mount (as root, sequential reads ask for 1 MiB at a time; see OPERATIONS.md)");
-    }
-    println!(
-        "{what} mounted at {} (Ctrl-C or `fusermount3 -u {}` to unmount)",
-        mountpoint.display(),
-        mountpoint.display()
-    );
-    loop {
-        if session.guard.is_finished() {
-            tracing::info!("unmounted externally");
-            break;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = session.umount_and_join() {
-            tracing::debug!(error = %e, "unmount");
-        }
-    })
-    .await
-    .ok();
-    Ok(())
-}
-
-/// Sends one short command to the running mount of `home`; `None` when it is not mounted.
-pub(super) async fn ask(home: &Path, command: &str) -> Option<String> {
-    ask_within(home, command, Duration::from_secs(5)).await
-}
-
-/// `ask` for a command that may take up to `within`.
-pub(super) async fn ask_within(home: &Path, command: &str, within: Duration) -> Option<String> {
-    let live = async {
-        let mut s = tokio::net::UnixStream::connect(control_socket(home)).await.ok()?;
-        s.write_all(format!("{command}\n").as_bytes()).await.ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.ok()?;
-        Some(out)
-    };
-    tokio::time::timeout(within, live).await.ok().flatten()
-}
-
 /// Prints the status of the vault in `home`, asking the running mount if there is one.
-pub async fn status(home: &Path, json: bool) -> Result<()> {
-    if let Some(text) = ask(home, if json { "status" } else { "status text" }).await {
-        if json {
-            println!("{text}");
-        } else {
-            print!("{text}");
+pub async fn status(home: &Path, format: Format) -> Result<()> {
+    let status = match ask(home, &Request::Status, ASK_WAIT).await? {
+        Some(Reply::Status(s)) => s,
+        Some(other) => return Err(unexpected(&other)),
+        None => {
+            let mut s = VaultStatus::offline(home).with_context(|| {
+                format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
+            })?;
+            s.stale_mount = stale_mount(home).await;
+            s
         }
-        return Ok(());
-    }
-    let mut s = VaultStatus::offline(home).with_context(|| {
-        format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
-    })?;
-    s.stale_mount = stale_mount(home).await;
-    if json {
-        println!("{}", s.to_json());
-    } else {
-        print!("{}", s.render());
+    };
+    match format {
+        Format::Json => println!("{}", render::status_json(&status)),
+        Format::Text => print!("{}", render::status_text(&status)),
     }
     Ok(())
 }
@@ -417,7 +232,7 @@ fn remember_mountpoint(home: &Path, mountpoint: &Path) {
 async fn stale_mount(home: &Path) -> Option<PathBuf> {
     let recorded = std::fs::read(mountpoint_file(home)).ok()?;
     let mp = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&recorded));
-    if tokio::net::UnixStream::connect(control_socket(home)).await.is_ok() {
+    if listening(&control_socket(home)).await {
         return None; // alive (just slow to answer)
     }
     let target = mp.to_string_lossy().replace(' ', "\\040");

@@ -1,7 +1,9 @@
 //! `quloud nats-user node|owner`: prints the least-privilege nats-server `users` entry for a
 //! storage node or for this vault's owner, creating an nkey seed file on request.
 
-use super::{files, load_master_key, load_or_create_identity};
+use super::common::load_master_key;
+use super::files;
+use super::keys::load_or_create_identity;
 use crate::adapters::nats::connect::{new_user_nkey, read_seed};
 use crate::adapters::nats::permissions::{node_inbox, node_permissions, owner_inbox, owner_permissions};
 use crate::cli::{NatsRole, NatsUserArgs};

@@ -1,15 +1,19 @@
 //! `quloud snapshot`, `snapshots`, `restore`, `share`, and the read-only mounts of a snapshot
 //! (`mount --snapshot ID`) and of a share (`mount --share CAP`).
 
-use super::audit::{open_unmounted, progress_bar};
-use super::mount::{ask, ask_within, serve_fuse, SNAPSHOT_WAIT};
-use super::{files, key_path, load_master_key, qr, Bus};
+use super::common::{
+    ask, key_path, load_master_key, qr, signal_token, unexpected, Bus, ASK_WAIT, SNAPSHOT_WAIT,
+};
+use super::control::snapshot_report;
+use super::files;
+use super::open::{open_manifest, open_unmounted, serve_fuse};
+use crate::adapters::control::{Reply, Request};
 use crate::adapters::fuse::MountSettings;
 use crate::adapters::nats::fabric::NatsFabric;
-use crate::adapters::redb::manifest::Manifest;
+use crate::app::report::{SnapshotReport, SnapshotRow};
 use crate::app::vault::{
     find_root, materialize_share, materialize_snapshot, run_pipeline, PipelineStats, RootFound, Secrets,
-    SnapshotOutcome, Vault, VaultOptions,
+    Vault, VaultOptions,
 };
 use crate::cli::{MountOpts, RestoreArgs, ShareArgs, SnapshotArgs, SnapshotsArgs};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -17,6 +21,7 @@ use crate::domain::paper;
 use crate::domain::share::Capability;
 use crate::domain::size::format_size;
 use crate::domain::snapshot::SnapshotInfo;
+use crate::render::{self, progress_bar, utc, Format};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,61 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a fetch of one batch of snapshot pieces may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A snapshot outcome as JSON (the control socket's answer to `snapshot`).
-pub fn outcome_json(o: &SnapshotOutcome) -> String {
-    match o {
-        SnapshotOutcome::Taken(s) => format!("{{\"taken\":{}}}", info_json(s)),
-        SnapshotOutcome::Unchanged => "{\"unchanged\":true}".into(),
-        SnapshotOutcome::Pending => "{\"pending\":true}".into(),
-    }
-}
-
-fn info_json(s: &SnapshotInfo) -> String {
-    format!(
-        "{{\"id\":{},\"taken_ms\":{},\"taken\":{:?},\"files\":{},\"bytes\":{}}}",
-        s.id,
-        s.taken_ms,
-        utc(s.taken_ms),
-        s.files,
-        s.bytes
-    )
-}
-
-/// Snapshots as a JSON array.
-pub fn snapshots_json(list: &[SnapshotInfo]) -> String {
-    format!("[{}]", list.iter().map(info_json).collect::<Vec<_>>().join(","))
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix-ms time.
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Snapshots as a table.
-pub fn render(list: &[SnapshotInfo]) -> String {
-    if list.is_empty() {
-        return "no snapshots yet (the mount takes one at unmount and every --snapshot-interval; or run `quloud snapshot`)\n".into();
-    }
-    let mut out = format!("{:>6}  {:<23}  {:>9}  {:>10}\n", "ID", "TAKEN", "FILES", "SIZE");
-    for s in list {
-        out +=
-            &format!("{:>6}  {:<23}  {:>9}  {:>10}\n", s.id, utc(s.taken_ms), s.files, format_size(s.bytes));
-    }
-    out
-}
 
 /// A progress bar callback for `what`.
 fn progress(what: &'static str) -> impl Fn(u64, u64) + Sync {
@@ -156,68 +106,50 @@ async fn fetch_snapshot(
 
 /// `quloud snapshot`.
 pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
-    let reply = match ask_within(home, "snapshot", SNAPSHOT_WAIT + Duration::from_secs(30)).await {
-        Some(r) => r,
-        None => outcome_json(
-            &unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
-                v.snapshot(SNAPSHOT_WAIT).await
-            })
-            .await?,
-        ),
+    let report = match ask(home, &Request::Snapshot, SNAPSHOT_WAIT + Duration::from_secs(30)).await {
+        Ok(Some(Reply::Snapshot(r))) => r,
+        Ok(Some(other)) => return Err(unexpected(&other)),
+        Ok(None) => {
+            let bus = Bus::from_args(&args.nats, home)?;
+            let outcome = unmounted(home, &bus, |v| async move { v.snapshot(SNAPSHOT_WAIT).await }).await;
+            snapshot_report(&outcome?)
+        }
+        Err(e) => return Err(e.context("snapshot failed")),
     };
-    if reply.starts_with("{\"error\"") {
-        bail!("snapshot failed: {reply}");
-    }
-    if args.json {
-        println!("{reply}");
-    } else if reply.contains("\"pending\"") {
-        bail!("files are still being uploaded; run `quloud snapshot` again once `quloud status` shows nothing pending");
-    } else if reply.contains("\"unchanged\"") {
-        println!("no file changed since the last snapshot; nothing stored (`quloud snapshots` lists them)");
-    } else {
-        let field = |key| json_number(&reply, key).map_or_else(|| "?".into(), |n| n.to_string());
-        let size = json_number(&reply, "bytes").map_or_else(|| "?".into(), format_size);
-        let id = field("id");
-        println!(
-            "snapshot {id} stored: {} files, {size}; the vault's root record now points at it (see it with `quloud mount --snapshot {id}`)",
-            field("files")
-        );
+    match (Format::from_json_flag(args.json), report) {
+        (Format::Json, r) => println!("{}", render::snapshot_json(&r)),
+        (Format::Text, SnapshotReport::Pending) => {
+            bail!("files are still being uploaded; run `quloud snapshot` again once `quloud status` shows nothing pending")
+        }
+        (Format::Text, SnapshotReport::Unchanged) => {
+            println!(
+                "no file changed since the last snapshot; nothing stored (`quloud snapshots` lists them)"
+            )
+        }
+        (Format::Text, SnapshotReport::Taken(s)) => print!("{}", render::snapshot_text(&s)),
     }
     Ok(())
 }
 
-/// A number in the flat JSON the control socket answers with (`"key":123`).
-fn json_number(json: &str, key: &str) -> Option<u64> {
-    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    json[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
-}
-
 /// `quloud snapshots`.
 pub async fn snapshots(home: &Path, args: SnapshotsArgs) -> Result<()> {
-    if let Some(reply) = ask(home, if args.json { "snapshots" } else { "snapshots text" }).await {
-        print!("{reply}");
-        if args.json {
-            println!();
+    let list: Vec<SnapshotRow> = match ask(home, &Request::Snapshots, ASK_WAIT).await? {
+        Some(Reply::Snapshots(list)) => list,
+        Some(other) => return Err(unexpected(&other)),
+        None if home.join("manifest.redb").exists() => {
+            let rows = open_manifest(home)?.read()?.blobs(false)?;
+            rows.iter().map(|r| SnapshotRow::from(&r.info)).collect()
         }
-        return Ok(());
-    }
-    let list: Vec<SnapshotInfo> = if home.join("manifest.redb").exists() {
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let m = Manifest::open(&home.join("manifest.redb"), uid, gid)
-            .with_context(|| format!("cannot open the vault in {}", home.display()))?;
-        let rows = m.read()?.blobs(false)?;
-        rows.into_iter().map(|r| r.info).collect()
-    } else {
-        let keys = load_master_key(home)?.derive();
-        let bus = Bus::from_args(&args.nats, home)?;
-        let fabric = connect_read_only(&bus, &keys).await?;
-        root(&fabric, &keys, &bus).await?.record.snapshots
+        None => {
+            let keys = load_master_key(home)?.derive();
+            let bus = Bus::from_args(&args.nats, home)?;
+            let fabric = connect_read_only(&bus, &keys).await?;
+            root(&fabric, &keys, &bus).await?.record.snapshots.iter().map(SnapshotRow::from).collect()
+        }
     };
-    if args.json {
-        println!("{}", snapshots_json(&list));
-    } else {
-        print!("{}", render(&list));
+    match Format::from_json_flag(args.json) {
+        Format::Json => println!("{}", render::snapshots_json(&list)),
+        Format::Text => print!("{}", render::snapshots_text(&list)),
     }
     Ok(())
 }
@@ -261,41 +193,27 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
     if args.no_mount {
         return Ok(());
     }
-    super::mount::mount(home, &bus, &args.mountpoint, &args.opts, &super::signal_token()).await
+    super::mount::mount(home, &bus, &args.mountpoint, &args.opts, &signal_token()).await
 }
 
 /// `quloud share PATH [--qr]`.
 pub async fn share(home: &Path, args: ShareArgs) -> Result<()> {
     let given = args.path.canonicalize().unwrap_or_else(|_| args.path.clone());
     let given = given.to_string_lossy().into_owned();
-    let text =
-        match ask_within(home, &format!("share {given}"), SNAPSHOT_WAIT + Duration::from_secs(30)).await {
-            Some(reply) => {
-                let cap = reply.split("\"capability\":\"").nth(1).and_then(|r| r.split('"').next());
-                match cap {
-                    Some(c) => c.to_string(),
-                    None => bail!("cannot share {}: {reply}", args.path.display()),
-                }
-            }
-            None => {
-                let given = given.clone();
-                unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
-                    v.share(&given, SNAPSHOT_WAIT).await
-                })
-                .await
-                .with_context(|| format!("cannot share {}", args.path.display()))?
-                .encode()
-            }
-        };
-    println!(
-        "Read capability for {} (anyone holding it can read that subtree; it cannot be revoked):\n",
-        args.path.display()
-    );
-    println!("{text}\n");
-    if args.qr {
-        println!("{}", qr(&text)?);
-    }
-    println!("The recipient mounts it with: quloud mount MOUNTPOINT --share {text}");
+    let request = Request::Share { path: given.clone() };
+    let capability = match ask(home, &request, SNAPSHOT_WAIT + Duration::from_secs(30)).await {
+        Ok(Some(Reply::Shared { capability })) => capability,
+        Ok(Some(other)) => return Err(unexpected(&other)),
+        Err(e) => return Err(e.context(format!("cannot share {}", args.path.display()))),
+        Ok(None) => unmounted(home, &Bus::from_args(&args.nats, home)?, |v| async move {
+            v.share(&given, SNAPSHOT_WAIT).await
+        })
+        .await
+        .with_context(|| format!("cannot share {}", args.path.display()))?
+        .encode(),
+    };
+    let code = if args.qr { Some(qr(&capability)?) } else { None };
+    print!("{}", render::shared_text(&args.path, &capability, code.as_deref()));
     Ok(())
 }
 
@@ -326,7 +244,7 @@ pub async fn mount_snapshot(
     vault.set_fabric(Arc::new(fabric));
     let what = format!("snapshot {id} ({}, read-only)", utc(info.taken_ms));
     let settings = read_only_settings(opts, format!("quloud-snapshot-{id}"));
-    serve_fuse(vault, mountpoint, &settings, &what, &super::signal_token()).await?;
+    serve_fuse(vault, mountpoint, &settings, &what, &signal_token()).await?;
     println!("snapshot unmounted");
     Ok(())
 }
@@ -349,7 +267,7 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
     let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Shared)?);
     vault.set_fabric(Arc::new(fabric));
     let settings = read_only_settings(opts, "quloud-share".into());
-    let served = serve_fuse(vault, mountpoint, &settings, "share (read-only)", &super::signal_token()).await;
+    let served = serve_fuse(vault, mountpoint, &settings, "share (read-only)", &signal_token()).await;
     let _ = std::fs::remove_dir_all(&dir);
     served?;
     println!("share unmounted");

@@ -5,9 +5,11 @@
 //! One `up` per home (`up_lock`); the children die with `up` and are watched and restarted
 //! while serving (`children`).
 
-use super::children::{Children, Exited, Spec};
-use super::up_lock::{previous_port, stop_leftovers, url_file, FabricLock};
-use super::{init, key_path, run_check, signal_token, Bus};
+use super::check::run_check;
+use super::common::{key_path, signal_token, Bus};
+use super::keys::init;
+use crate::adapters::process::children::{Children, Exited, Spec};
+use crate::adapters::process::up_lock::{previous_port, stop_leftovers, url_file, FabricLock};
 use crate::cli::UpArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use std::future::Future;
@@ -186,7 +188,7 @@ async fn check(
         r = round_trip => match r {
             Ok(Ok(report)) => {
                 println!("fabric check passed:");
-                report.print();
+                print!("{}", crate::render::check_text(&report));
                 return Ok(());
             }
             Ok(Err(e)) => e.context(format!("the fabric check failed; see nats.log and node-*.log in {}", dir.display())),

@@ -11,6 +11,7 @@
 //! page cache, which a decrypted copy in the memory cache would only duplicate.
 
 use super::direct_io::Direct;
+use crate::app::report::DiskCacheUsage;
 use crate::domain::ids::Addr;
 use lru::LruCache;
 use std::ops::Range;
@@ -28,17 +29,6 @@ pub struct DiskCache {
 struct State {
     lru: LruCache<Addr, u64>,
     bytes: u64,
-}
-
-/// Files, bytes and byte budget of the disk cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DiskCacheUsage {
-    /// Chunks kept.
-    pub chunks: u64,
-    /// Bytes kept.
-    pub bytes: u64,
-    /// Byte budget.
-    pub capacity: u64,
 }
 
 impl DiskCache {

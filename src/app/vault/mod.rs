@@ -38,17 +38,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+pub use crate::app::report::{AuditReport, DiskCacheUsage, FabricLink, VaultStatus};
 pub use cache::ReadData;
-pub use disk_cache::DiskCacheUsage;
-pub use health::{
-    nodes_json, nodes_render, nodes_view, run_maintenance, AuditReport, HealthOptions, HealthStats, Scope,
-};
+pub use health::{nodes_view, run_maintenance, HealthOptions, HealthStats, Scope};
 pub use metrics::{CacheUsage, ReadStats};
 pub use pipeline::{run_pipeline, PipelineStats};
 pub use snapshot::{
     fetch_blob, find_root, materialize_share, materialize_snapshot, RootFound, SnapshotOutcome,
 };
-pub use status::{FabricLink, VaultStatus};
 
 /// A file handle.
 pub type Fh = u64;

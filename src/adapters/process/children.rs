@@ -6,7 +6,7 @@
 //! the child exits, and tokio's worker threads come and go (`block_in_place` hands a worker's
 //! core to a new thread), so every child is forked on one thread of its own that lives as long
 //! as the process. A child whose parent died between fork and exec sees another parent and does
-//! not start. This covers every way `up` can end; `super::up_lock` still stops leftovers found
+//! not start. This covers every way `up` can end; `up_lock` still stops leftovers found
 //! at start (children of an older `quloud` without it, or one that ignored SIGTERM).
 
 use anyhow::{bail, Context, Result};
