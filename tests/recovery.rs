@@ -127,8 +127,16 @@ fn an_earlier_snapshot_mounts_read_only_with_the_old_content() {
     let fabric = Fabric::start(3, "1GiB");
     let tmp = tempfile::tempdir().unwrap();
     // A short grace period: garbage collection runs every second and must still keep the
-    // overwritten chunks, because a retained snapshot names them.
-    let mut m = Mount::new_vault(tmp.path(), "owner", &fabric.url(), &["--gc-grace", "1s"]);
+    // overwritten chunks, because a retained snapshot names them. Two snapshots are kept.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let flags = ["--gc-grace", "1s", "--keep-last", "2", "--keep-daily", "0", "--metrics", &metrics];
+    let mut m = Mount::new_vault(tmp.path(), "owner", &fabric.url(), &flags);
+    // A scratch file removed after a snapshot that names it: that snapshot keeps its chunks from
+    // garbage collection until retention drops it, which taking `second` below does.
+    std::fs::write(m.path("scratch.bin"), bytes(MIB, 3)).unwrap();
+    wait_durable(&m.home);
+    snapshot(&m.home);
+    std::fs::remove_file(m.path("scratch.bin")).unwrap();
     let old = bytes(3 * MIB, 1);
     let new = bytes(3 * MIB, 2);
     std::fs::create_dir_all(m.path("docs")).unwrap();
@@ -137,12 +145,16 @@ fn an_earlier_snapshot_mounts_read_only_with_the_old_content() {
     let first = snapshot(&m.home);
     std::fs::write(m.path("docs/report.odt"), &new).unwrap();
     wait_durable(&m.home);
+    let collected = chunks_collected(&metrics);
     let second = snapshot(&m.home);
     assert!(second > first);
     let listed = ok(quloud(&m.home).args(["snapshots"]), "quloud snapshots");
     assert!(listed.contains(&format!("{first} ")) && listed.contains(&format!("{second} ")), "{listed}");
-    // Give garbage collection several passes at the overwritten chunks.
-    std::thread::sleep(Duration::from_secs(4));
+    // Garbage collection ran with the overwritten chunks unreferenced: it collected the scratch
+    // file's chunks, which only dropping the oldest snapshot made collectable.
+    poll_until(Duration::from_secs(30), Duration::from_millis(200), "garbage collection to run", || {
+        chunks_collected(&metrics) > collected
+    });
 
     let mp = tmp.path().join("yesterday");
     let mut past =
@@ -157,6 +169,19 @@ fn an_earlier_snapshot_mounts_read_only_with_the_old_content() {
     let o = run(quloud(&m.home).arg("mount").arg(&mp).args(["--nats", &fabric.url(), "--snapshot", "999"]));
     assert!(!o.status.success() && text(&o).contains("no snapshot 999"), "{}", text(&o));
     m.unmount();
+}
+
+/// `quloud_vault_chunks_collected_total` from a mount's metrics endpoint at `addr`.
+fn chunks_collected(addr: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the mount's metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let value = text.lines().find_map(|l| l.strip_prefix("quloud_vault_chunks_collected_total "));
+    value.and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or_else(|| panic!("no GC counter in: {text}"))
+        as u64
 }
 
 /// The broker's history of this vault's root records.

@@ -2,6 +2,7 @@
 //! the fabric check (`check`), and the reports they hand the CLI (`report`).
 
 pub mod check;
+pub mod fabric_checks;
 pub mod metrics;
 pub mod node;
 pub mod rate;

@@ -5,14 +5,15 @@ use super::{
     ack_subject, body_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
     roots_request_subject, BrokerConfig, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
 };
-use crate::domain::audit::verify_audit;
+use crate::app::fabric_checks::{
+    check_control, fresh_seed, judge_batch, judge_bytes, progress, slots_to_publish, AckTally, GetReplies,
+};
 use crate::domain::ids::{AckToken, Addr, NodeId};
-use crate::domain::proof::{Commitment, ProofSecret, Purpose};
+use crate::domain::proof::{ProofSecret, Purpose};
 use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::unix_ms;
 use crate::domain::wire::{
-    AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
-    StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
+    AuditBatch, AuditRequest, ProvenRequest, Status, StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
 };
 use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, RootsServed, StoreGoal};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
@@ -23,8 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Leaves requested per audit.
-pub const AUDIT_LEAVES: u8 = 4;
+pub use crate::app::fabric_checks::AUDIT_LEAVES;
 
 /// Owner-side knobs.
 #[derive(Clone, Debug)]
@@ -67,9 +67,7 @@ impl FabricOptions {
 /// Acks collected for one chunk being stored. Shared by concurrent `store` calls of the same
 /// addr (dedup inside a vault), removed when the last of them finishes.
 struct Pending {
-    commitment: Commitment,
-    min_lease_ms: u64,
-    acks: HashMap<NodeId, StoreAck>,
+    tally: AckTally,
     changed: watch::Sender<usize>,
     users: usize,
     /// Whether a body was (or may have been) published for it, to withdraw when the last user ends.
@@ -239,8 +237,7 @@ impl NatsFabric {
             if Instant::now() >= deadline {
                 return Err(FabricError::Quorum { addr: chunk.addr, got: distinct, want: replicas });
             }
-            let slots: Vec<u8> =
-                (0..=u8::MAX).filter(|s| !claimed.contains(s)).take(replicas - distinct).collect();
+            let slots = slots_to_publish(&claimed, replicas - distinct);
             if let Err(e) = self.publish_slots(&chunk, &slots, attempt, lease).await {
                 tracing::warn!(addr = ?chunk.addr, error = %e, "publishing store request failed; retrying");
                 // After a broker restart the in-memory work queue is gone: re-create it.
@@ -268,34 +265,14 @@ impl NatsFabric {
     /// Distinct nodes counting toward `goal` (held replicas plus acks from nodes neither held
     /// nor excluded) and every slot claimed so far (held, acked or taken by an excluded node).
     fn snapshot(&self, addr: &Addr, goal: &StoreGoal<'_>) -> (usize, HashSet<u8>) {
-        let mut claimed: HashSet<u8> = goal.held.iter().map(|(_, s)| *s).collect();
-        let mut nodes: HashSet<NodeId> = goal.held.iter().map(|(n, _)| *n).collect();
         let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get(addr) {
-            for a in p.acks.values() {
-                claimed.insert(a.slot);
-                if !goal.exclude.contains(&a.node) {
-                    nodes.insert(a.node);
-                }
-            }
-        }
-        (nodes.len(), claimed)
+        progress(goal, map.get(addr).map(|p| &p.tally))
     }
 
     /// The acks that count toward `goal` and are not for replicas it already held.
     fn take_acks(&self, addr: &Addr, goal: &StoreGoal<'_>) -> Vec<StoreAck> {
         let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(addr)
-            .map(|p| {
-                p.acks
-                    .values()
-                    .filter(|a| {
-                        !goal.exclude.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node)
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        map.get(addr).map(|p| p.tally.counted(goal)).unwrap_or_default()
     }
 
     fn proven_request(
@@ -321,10 +298,8 @@ impl NatsFabric {
         let inbox = self.client.new_inbox();
         let mut sub = self.client.subscribe(inbox.clone()).await.map_err(broker)?;
         self.client.publish_with_reply(subject, inbox, req.encode().into()).await.map_err(broker)?;
-        let wanted: HashSet<Addr> = items.iter().map(|(a, _)| *a).collect();
-        let mut answered = HashSet::new();
-        let mut found = Vec::new();
-        while answered.len() < wanted.len() {
+        let mut replies = GetReplies::new(target, items.iter().map(|(a, _)| *a));
+        while !replies.complete() {
             let msg = match tokio::time::timeout(self.opts.reply_timeout, sub.next()).await {
                 Ok(Some(m)) => m,
                 _ => break,
@@ -333,37 +308,10 @@ impl NatsFabric {
                 tracing::debug!(node = ?target, "no node listening; not waiting for it");
                 break;
             }
-            let reply = match GetReply::decode_head(&msg.payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "malformed get reply dropped");
-                    continue;
-                }
-            };
-            if !wanted.contains(&reply.addr) || answered.contains(&reply.addr) {
-                continue;
-            }
-            if target != NodeId::ANY && reply.node != target {
-                tracing::warn!(from = ?reply.node, "get reply from a node that was not asked; ignored");
-                continue;
-            }
-            let ciphertext = msg.payload.slice(reply.ciphertext);
-            match reply.status {
-                Status::Ok if Addr::of(&ciphertext) == reply.addr => {
-                    answered.insert(reply.addr);
-                    found.push((reply.addr, ciphertext));
-                }
-                Status::Ok => {
-                    tracing::warn!(node = ?reply.node, addr = ?reply.addr, "node sent bytes that do not match the addr; ignored")
-                }
-                _ if target != NodeId::ANY => {
-                    answered.insert(reply.addr);
-                }
-                _ => {}
-            }
+            replies.offer(&msg.payload);
         }
         let _ = sub.unsubscribe().await;
-        Ok(found)
+        Ok(replies.into_found())
     }
 
     async fn request(
@@ -396,17 +344,7 @@ impl NatsFabric {
             let req = self.proven_request(purpose, node, batch, lease);
             let op = if purpose == Purpose::Renew { "renew" } else { "delete" };
             let bytes = self.request(node_subject(&node, op), req.encode(), node).await?;
-            let bad = |why: &str| FabricError::BadReply { node, why: why.to_string() };
-            let reply = ControlReply::decode(&bytes).map_err(|e| bad(&e.to_string()))?;
-            if reply.node != node || !reply.verify() || reply.request_id != req.request_id {
-                return Err(bad("signature, node or request id does not match"));
-            }
-            let expected: Vec<Addr> = batch.iter().map(|(a, _)| *a).collect();
-            let got: Vec<Addr> = reply.results.iter().map(|(a, _)| *a).collect();
-            if expected != got {
-                return Err(bad("answers for other chunks than asked"));
-            }
-            out.extend(reply.results);
+            out.extend(check_control(&bytes, node, &req)?);
         }
         Ok(out)
     }
@@ -457,44 +395,14 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
     {
         let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get_mut(&ack.addr) {
-            if !ack.verify(&p.commitment) {
-                tracing::warn!(node = ?ack.node, addr = ?ack.addr, "store ack with a bad signature dropped");
-                return;
+            if p.tally.accept(ack) {
+                p.changed.send_replace(p.tally.len());
             }
-            if ack.lease_expiry_ms < p.min_lease_ms {
-                tracing::warn!(node = ?ack.node, "store ack for an older lease (a replay?) ignored");
-                return;
-            }
-            p.acks.entry(ack.node).or_insert(ack);
-            let n = p.acks.len();
-            p.changed.send_replace(n);
             return;
         }
     }
     if let Some(tx) = unsolicited {
         let _ = tx.send(ack).await;
-    }
-}
-
-fn fresh_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    crate::domain::random_bytes(&mut seed);
-    seed
-}
-
-/// The verdict on one audit reply: signed by the node challenged, for this chunk and this seed,
-/// with leaves that verify against the addr.
-fn judge(reply: &AuditReply, node: NodeId, addr: Addr, seed: &[u8; 32], len: u64) -> AuditVerdict {
-    if reply.node != node || reply.addr != addr || reply.seed != *seed || !reply.verify_signature() {
-        return AuditVerdict::Failed("reply not signed by the node for this challenge".into());
-    }
-    match reply.status {
-        Status::Ok => match verify_audit(&addr.0, len, seed, AUDIT_LEAVES as usize, &reply.proofs) {
-            Ok(()) => AuditVerdict::Passed,
-            Err(e) => AuditVerdict::Failed(e.to_string()),
-        },
-        Status::NotFound => AuditVerdict::NotFound,
-        other => AuditVerdict::Failed(format!("node answered {other:?}")),
     }
 }
 
@@ -596,9 +504,7 @@ impl ChunkFabric for NatsFabric {
         let rx = {
             let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let p = map.entry(chunk.addr).or_insert_with(|| Pending {
-                commitment: chunk.commitment,
-                min_lease_ms: lease,
-                acks: HashMap::new(),
+                tally: AckTally::new(chunk.commitment, lease),
                 changed: watch::channel(0).0,
                 users: 0,
                 body_published: false,
@@ -657,10 +563,7 @@ impl ChunkFabric for NatsFabric {
         let seed = fresh_seed();
         let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, now_ms());
         let bytes = self.request(node_subject(&node, "audit"), req.encode(), node).await?;
-        Ok(match AuditReply::decode(&bytes) {
-            Ok(reply) => judge(&reply, node, addr, &seed, len),
-            Err(e) => AuditVerdict::Failed(format!("malformed reply: {e}")),
-        })
+        Ok(judge_bytes(&bytes, node, addr, &seed, len))
     }
 
     async fn audit_many(
@@ -680,21 +583,8 @@ impl ChunkFabric for NatsFabric {
                 })
                 .collect();
             let bytes = self.request(node_subject(&node, "audits"), AuditBatch(reqs).encode(), node).await?;
-            let replies = match AuditBatchReply::decode(&bytes) {
-                Ok(r) if r.0.len() == part.len() => r.0,
-                Ok(r) => {
-                    let why = format!("{} answers to {} challenges", r.0.len(), part.len());
-                    out.extend(part.iter().map(|_| AuditVerdict::Failed(why.clone())));
-                    continue;
-                }
-                Err(e) => {
-                    out.extend(part.iter().map(|_| AuditVerdict::Failed(format!("malformed reply: {e}"))));
-                    continue;
-                }
-            };
-            for (((addr, _, len), seed), reply) in part.iter().zip(&seeds).zip(&replies) {
-                out.push(judge(reply, node, *addr, seed, *len));
-            }
+            let judged: Vec<(Addr, u64)> = part.iter().map(|(addr, _, len)| (*addr, *len)).collect();
+            out.extend(judge_batch(&bytes, node, &judged, &seeds));
         }
         Ok(out)
     }
