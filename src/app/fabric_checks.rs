@@ -241,3 +241,68 @@ pub fn check_control(
     }
     Ok(reply.results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::identity::NodeIdentity;
+    use crate::domain::proof::ProofSecret;
+
+    fn node(i: u8) -> NodeIdentity {
+        NodeIdentity::from_bytes(&[i; 64])
+    }
+
+    #[test]
+    fn a_tally_keeps_one_verified_current_ack_per_node() {
+        let c = ProofSecret::from_seed(&[1; 32]).commitment();
+        let other = ProofSecret::from_seed(&[2; 32]).commitment();
+        let addr = Addr([7; 32]);
+        let mut t = AckTally::new(c, 1000);
+        assert!(
+            !t.accept(StoreAck::sign(&node(1), addr, &other, 0, 2000, 5)),
+            "signed for another commitment"
+        );
+        assert!(!t.accept(StoreAck::sign(&node(1), addr, &c, 0, 999, 5)), "an older lease");
+        assert!(t.accept(StoreAck::sign(&node(1), addr, &c, 0, 2000, 5)));
+        assert!(t.accept(StoreAck::sign(&node(1), addr, &c, 3, 2000, 6)), "a second ack of a node");
+        assert!(t.accept(StoreAck::sign(&node(2), addr, &c, 1, 2000, 5)));
+        assert!(t.accept(StoreAck::sign(&node(3), addr, &c, 2, 2000, 5)));
+        assert_eq!(t.len(), 3, "one ack per node");
+        // Node 1 is held already, node 3 is excluded: its slot is claimed, it does not count.
+        let held = [(node(1).id(), 0)];
+        let exclude = [node(3).id()];
+        let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude };
+        let (distinct, claimed) = t.progress(&goal);
+        assert_eq!(distinct, 2);
+        assert_eq!(claimed, HashSet::from([0, 1, 2]));
+        let counted: Vec<NodeId> = t.counted(&goal).iter().map(|a| a.node).collect();
+        assert_eq!(counted, vec![node(2).id()]);
+        assert_eq!(slots_to_publish(&claimed, 2), vec![3, 4]);
+        assert_eq!(progress(&goal, None), (1, HashSet::from([0])));
+    }
+
+    #[test]
+    fn get_replies_keep_only_asked_chunks_whose_bytes_match() {
+        let ct = b"ciphertext".to_vec();
+        let addr = Addr::of(&ct);
+        let (asked, stranger) = (node(1), node(2));
+        let reply = |n: &NodeIdentity, status, bytes: &[u8]| {
+            bytes::Bytes::from(GetReply { node: n.id(), addr, status, ciphertext: bytes.to_vec() }.encode())
+        };
+        let mut r = GetReplies::new(asked.id(), [addr]);
+        r.offer(&bytes::Bytes::from_static(b"garbage"));
+        r.offer(&reply(&stranger, Status::Ok, &ct));
+        r.offer(&reply(&asked, Status::Ok, b"other bytes"));
+        assert!(!r.complete(), "nothing acceptable yet");
+        r.offer(&reply(&asked, Status::Ok, &ct));
+        assert!(r.complete());
+        assert_eq!(r.into_found(), vec![(addr, bytes::Bytes::from(ct.clone()))]);
+        // A targeted "not found" settles the addr; on a broadcast it is ignored.
+        let mut r = GetReplies::new(asked.id(), [addr]);
+        r.offer(&reply(&asked, Status::NotFound, b""));
+        assert!(r.complete() && r.into_found().is_empty());
+        let mut r = GetReplies::new(NodeId::ANY, [addr]);
+        r.offer(&reply(&asked, Status::NotFound, b""));
+        assert!(!r.complete());
+    }
+}

@@ -30,23 +30,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// What is wrong with one node (one fault at a time).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NodeFault {
-    /// Nothing: it answers at once.
-    #[default]
-    Healthy,
-    /// Gone from the fabric: a request to it fails at once (no responders, as NATS says), it
-    /// takes no store request, and it misses root records until it is back.
-    Offline,
-    /// Handles requests (its store changes) but every reply and ack is lost: the owner waits out
-    /// its reply timeout.
-    DropReplies,
-    /// Its replies and acks arrive this much later (a reply later than the reply timeout is lost).
-    DelayReplies(Duration),
-    /// Flips a bit of every reply and ack it sends.
-    CorruptReplies,
-}
+#[path = "fabric_node.rs"]
+mod node;
+use node::MemoryNode;
+pub use node::NodeFault;
 
 /// Owner-side knobs of the memory fabric.
 #[derive(Clone, Debug)]
@@ -91,30 +78,6 @@ const SOURCE: &[u8] = b"_INBOX_memory_owner";
 /// The vault's ack token on store requests (acks are routed in memory, not by token).
 const TOKEN: AckToken = AckToken([0x51; 16]);
 
-struct MemoryNode {
-    svc: NodeService<MemoryChunkStore>,
-    fault: Mutex<NodeFault>,
-}
-
-impl MemoryNode {
-    fn fault(&self) -> NodeFault {
-        *self.fault.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn online(&self) -> bool {
-        self.fault() != NodeFault::Offline
-    }
-}
-
-/// Flips the last bit of a message (inside its signature or ciphertext), so it still decodes
-/// but no longer verifies.
-fn flip(mut bytes: Vec<u8>) -> Vec<u8> {
-    if let Some(b) = bytes.last_mut() {
-        *b ^= 1;
-    }
-    bytes
-}
-
 /// Storage nodes in this process behind the owner's fabric port.
 pub struct MemoryFabric {
     nodes: Vec<MemoryNode>,
@@ -146,7 +109,7 @@ impl MemoryFabric {
                     .fill(&mut seed);
                 let store = Arc::new(MemoryChunkStore::new(opts.capacity));
                 let svc = NodeService::new(NodeIdentity::from_bytes(&seed), store, opts.policy.clone(), now);
-                MemoryNode { svc, fault: Mutex::new(NodeFault::Healthy) }
+                MemoryNode::new(svc)
             })
             .collect();
         MemoryFabric {
@@ -177,7 +140,7 @@ impl MemoryFabric {
     /// records published meanwhile, as a NATS node reads them from its durable consumer.
     pub fn set_fault(&self, node: NodeId, fault: NodeFault) {
         let Some(n) = self.find(node) else { return };
-        let was = std::mem::replace(&mut *n.fault.lock().unwrap_or_else(|p| p.into_inner()), fault);
+        let was = n.set_fault(fault);
         if was == NodeFault::Offline && fault != NodeFault::Offline {
             let roots = self.roots.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for (locator, records) in roots {
@@ -242,28 +205,6 @@ impl MemoryFabric {
         self.up_within(self.opts.reply_timeout).await
     }
 
-    /// Carries one reply from `n` to an owner waiting for it: `None` when it is lost (dropped,
-    /// or later than the reply timeout), after the owner waited the reply timeout out.
-    async fn carry(&self, n: &MemoryNode, bytes: Vec<u8>) -> Option<Vec<u8>> {
-        let timeout = self.opts.reply_timeout;
-        match n.fault() {
-            NodeFault::DropReplies => {
-                tokio::time::sleep(timeout).await;
-                None
-            }
-            NodeFault::DelayReplies(d) if d >= timeout => {
-                tokio::time::sleep(timeout).await;
-                None
-            }
-            NodeFault::DelayReplies(d) => {
-                tokio::time::sleep(d).await;
-                Some(bytes)
-            }
-            NodeFault::CorruptReplies => Some(flip(bytes)),
-            NodeFault::Healthy | NodeFault::Offline => Some(bytes),
-        }
-    }
-
     /// Sends `request` to `node` and waits for its one answer, as a NATS request does: at once
     /// `Timeout` when nobody listens, after the reply timeout when the node stays silent.
     async fn request(
@@ -290,7 +231,7 @@ impl MemoryFabric {
             tokio::time::sleep(self.opts.reply_timeout).await;
             return Err(FabricError::Timeout(node));
         };
-        self.carry(n, bytes).await.ok_or(FabricError::Timeout(node))
+        n.reply(bytes, self.opts.reply_timeout).await.ok_or(FabricError::Timeout(node))
     }
 
     /// Offers one slot's store request to the online nodes in turn until one takes it (or
@@ -320,18 +261,9 @@ impl MemoryFabric {
         }
     }
 
-    /// An ack travels through the ack stream: lost, late or damaged as its node's fault says,
-    /// and nobody waits for one in particular.
+    /// Records the ack `n` sent, if it reaches the owner through the ack stream.
     async fn deliver_ack(&self, n: &MemoryNode, ack: StoreAck, tally: &mut AckTally) {
-        let bytes = match n.fault() {
-            NodeFault::DropReplies => return,
-            NodeFault::DelayReplies(d) => {
-                tokio::time::sleep(d).await;
-                ack.encode()
-            }
-            NodeFault::CorruptReplies => flip(ack.encode()),
-            NodeFault::Healthy | NodeFault::Offline => ack.encode(),
-        };
+        let Some(bytes) = n.ack(ack.encode()).await else { return };
         match StoreAck::decode(&bytes) {
             Ok(ack) => {
                 tally.accept(ack);
@@ -390,16 +322,10 @@ impl MemoryFabric {
         let mut silent = false;
         for n in asked {
             let msgs = self.answer_get(n, &req, route, now);
-            match n.fault() {
-                NodeFault::DropReplies => silent = true,
-                NodeFault::DelayReplies(d) => arrivals.push((d, msgs)),
-                NodeFault::CorruptReplies => {
-                    arrivals.push((Duration::ZERO, msgs.into_iter().map(flip).collect()))
-                }
-                NodeFault::Healthy | NodeFault::Offline => {
-                    silent |= route == Route::Targeted && msgs.len() < items.len();
-                    arrivals.push((Duration::ZERO, msgs));
-                }
+            silent |= route == Route::Targeted && msgs.len() < items.len();
+            match n.scheduled(msgs) {
+                Some(arrival) => arrivals.push(arrival),
+                None => silent = true,
             }
         }
         arrivals.sort_by_key(|(d, _)| *d);
@@ -585,7 +511,7 @@ impl ChunkFabric for MemoryFabric {
             let mut msg = n.svc.node_id().0.to_vec();
             msg.extend_from_slice(&record);
             // Nodes are heard for up to a second, as the NATS owner collects them.
-            let Some(msg) = self.carry_within(n, msg, Duration::from_secs(1)).await else { continue };
+            let Some(msg) = n.heard_within(msg, Duration::from_secs(1)).await else { continue };
             if msg.len() > 32 && msg.len() <= 32 + MAX_ROOT_RECORD {
                 served.push((format!("node {}…", to_hex(&msg[..6])), vec![msg[32..].to_vec()]));
             }
@@ -599,22 +525,6 @@ impl ChunkFabric for MemoryFabric {
         items: &[(Addr, ProofSecret)],
     ) -> Result<Vec<(Addr, Status)>, FabricError> {
         self.control(Purpose::Delete, node, items, 0).await
-    }
-}
-
-impl MemoryFabric {
-    /// A reply heard only within `window` (no reply timeout: the owner collects what comes).
-    async fn carry_within(&self, n: &MemoryNode, bytes: Vec<u8>, window: Duration) -> Option<Vec<u8>> {
-        match n.fault() {
-            NodeFault::DropReplies => None,
-            NodeFault::DelayReplies(d) if d >= window => None,
-            NodeFault::DelayReplies(d) => {
-                tokio::time::sleep(d).await;
-                Some(bytes)
-            }
-            NodeFault::CorruptReplies => Some(flip(bytes)),
-            NodeFault::Healthy | NodeFault::Offline => Some(bytes),
-        }
     }
 }
 
