@@ -217,15 +217,18 @@ async fn route(head: &[u8], exporter: Arc<dyn Exporter>) -> (Response, bool) {
     };
     let path = target.split('?').next().unwrap_or_default();
     let response = match path {
-        "/metrics" => match tokio::task::spawn_blocking(move || exporter.metrics()).await {
-            Ok(body) => {
-                Response { status: "200 OK", content_type: super::text::CONTENT_TYPE, body, allow: false }
+        "/metrics" => {
+            let page = tokio::task::spawn_blocking(move || exporter.metrics()).await;
+            match page.map_err(|e| e.to_string()).and_then(|p| p.map_err(|e| e.to_string())) {
+                Ok(body) => {
+                    Response { status: "200 OK", content_type: super::page::CONTENT_TYPE, body, allow: false }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "rendering metrics failed");
+                    Response::text("500 Internal Server Error", "rendering metrics failed\n")
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "rendering metrics failed");
-                Response::text("500 Internal Server Error", "rendering metrics failed\n")
-            }
-        },
+        }
         "/healthz" => match tokio::task::spawn_blocking(move || exporter.health()).await {
             Ok(Ok(())) => Response::text("200 OK", "ok\n"),
             Ok(Err(why)) => Response::text("503 Service Unavailable", format!("{}\n", one_line(&why))),

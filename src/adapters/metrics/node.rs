@@ -1,10 +1,12 @@
-//! The storage node's metrics page and health check, read from `NodeService`'s `NodeStats` and
-//! its store's usage.
+//! The storage node's metrics page and health check, read at scrape time from `NodeService`'s
+//! `NodeStats` and its store's usage.
 
-use super::text::{process_families, Exposition, Kind};
-use super::{now_ms, Exporter};
+use super::page::{self, process_families, Buckets, Page};
+use super::{now_ms, Exporter, MetricsError};
 use crate::app::node::{NodeService, NodeStats, Op, Reason};
 use crate::ports::chunk_store::{ChunkStore, Usage};
+use prometheus_client::metrics::counter::ConstCounter;
+use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -21,9 +23,13 @@ impl<S> NodeExporter<S> {
 }
 
 impl<S: ChunkStore> Exporter for NodeExporter<S> {
-    fn metrics(&self) -> String {
-        let roots = self.svc.store().roots_held().ok();
-        render(&self.svc.stats, &self.svc.store().usage(), roots, now_ms())
+    fn metrics(&self) -> Result<String, MetricsError> {
+        let svc = self.svc.clone();
+        Ok(page::render(move |p| {
+            process_families(p, "node", svc.stats.started_ms, now_ms())?;
+            let roots = svc.store().roots_held().ok();
+            node_families(p, &svc.stats, &svc.store().usage(), roots)
+        })?)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -31,96 +37,78 @@ impl<S: ChunkStore> Exporter for NodeExporter<S> {
     }
 }
 
-/// The node's page: `stats`, the store's `usage`, root records held (when readable) at `now_ms`.
-pub fn render(stats: &NodeStats, usage: &Usage, roots: Option<u64>, now_ms: u64) -> String {
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
-    let mut p = Exposition::new();
-    process_families(&mut p, "node", stats.started_ms, now_ms);
-    p.single(
+/// The node's families: `stats`, the store's `usage`, root records held (when readable).
+pub fn node_families(p: &mut Page, stats: &NodeStats, usage: &Usage, roots: Option<u64>) -> fmt::Result {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    p.gauge(
         "quloud_node_broker_connected",
-        Kind::Gauge,
         "1 while the node is connected to its NATS broker.",
-        f64::from(u8::from(stats.connected.load(Ordering::Relaxed))),
-    );
-    p.single("quloud_node_chunks", Kind::Gauge, "Chunks held.", usage.chunks as f64);
-    p.single(
+        u32::from(stats.connected.load(Ordering::Relaxed)),
+    )?;
+    p.gauge("quloud_node_chunks", "Chunks held.", usage.chunks)?;
+    p.gauge(
         "quloud_node_used_bytes",
-        Kind::Gauge,
         "Bytes charged against the capacity (chunk bodies and their at-rest overhead).",
-        usage.used as f64,
-    );
-    p.single(
-        "quloud_node_capacity_bytes",
-        Kind::Gauge,
-        "The capacity limit (--capacity).",
-        usage.capacity as f64,
-    );
+        usage.used,
+    )?;
+    p.gauge("quloud_node_capacity_bytes", "The capacity limit (--capacity).", usage.capacity)?;
     if let Some(n) = roots {
-        p.single(
-            "quloud_node_root_records",
-            Kind::Gauge,
-            "Vaults whose root record this node keeps.",
-            n as f64,
-        );
+        p.gauge("quloud_node_root_records", "Vaults whose root record this node keeps.", n)?;
     }
-    let totals: [(&str, &str, f64); 8] = [
-        ("quloud_node_chunks_stored_total", "Chunks stored.", load(&stats.stored)),
-        ("quloud_node_chunks_served_total", "Chunks sent to a requester with a valid proof.", load(&stats.served)),
-        ("quloud_node_audits_answered_total", "Audit challenges answered with a proof of storage.", load(&stats.audits)),
-        ("quloud_node_chunks_expired_total", "Chunks deleted because their lease ended.", load(&stats.expired)),
-        (
-            "quloud_node_store_declined_total",
-            "Store requests left for another node (full, held for another slot or commitment, storage error).",
-            load(&stats.declined),
-        ),
-        (
-            "quloud_node_messages_dropped_total",
-            "Messages dropped (malformed, oversized, stale, replayed, misaddressed, unknown operation, bad signature).",
-            load(&stats.dropped),
-        ),
-        (
-            "quloud_node_items_refused_total",
-            "Requested items refused: the proof did not verify or the chunk is not held.",
-            load(&stats.refused),
-        ),
-        (
-            "quloud_node_items_not_held_total",
-            "Requested items for chunks this node does not hold (part of items_refused).",
-            load(&stats.not_held),
-        ),
-    ];
-    for (name, help, v) in totals {
-        p.single(name, Kind::Counter, help, v);
-    }
-    p.family(
+    p.counter("quloud_node_chunks_stored_total", "Chunks stored.", load(&stats.stored))?;
+    p.counter(
+        "quloud_node_chunks_served_total",
+        "Chunks sent to a requester with a valid proof.",
+        load(&stats.served),
+    )?;
+    p.counter(
+        "quloud_node_audits_answered_total",
+        "Audit challenges answered with a proof of storage.",
+        load(&stats.audits),
+    )?;
+    p.counter(
+        "quloud_node_chunks_expired_total",
+        "Chunks deleted because their lease ended.",
+        load(&stats.expired),
+    )?;
+    p.counter(
+        "quloud_node_store_declined_total",
+        "Store requests left for another node (full, held for another slot or commitment, storage error).",
+        load(&stats.declined),
+    )?;
+    p.counter(
+        "quloud_node_messages_dropped_total",
+        "Messages dropped (malformed, oversized, stale, replayed, misaddressed, unknown operation, bad signature).",
+        load(&stats.dropped),
+    )?;
+    p.counter(
+        "quloud_node_items_refused_total",
+        "Requested items refused: the proof did not verify or the chunk is not held.",
+        load(&stats.refused),
+    )?;
+    p.counter(
+        "quloud_node_items_not_held_total",
+        "Requested items for chunks this node does not hold (part of items_refused).",
+        load(&stats.not_held),
+    )?;
+    p.by(
         "quloud_node_refusals_total",
-        Kind::Counter,
         "Messages dropped, store requests declined and items refused, by reason.",
-    );
-    for r in Reason::ALL {
-        p.sample("quloud_node_refusals_total", &[("reason", r.name())], stats.refusals(r) as f64);
-    }
-    p.family(
+        "reason",
+        Reason::ALL.map(|r| (r.name(), ConstCounter::new(stats.refusals(r)))),
+    )?;
+    p.by(
         "quloud_node_requests_total",
-        Kind::Counter,
         "Requests handled, by operation, whatever the outcome.",
-    );
-    for op in Op::ALL {
-        p.sample("quloud_node_requests_total", &[("op", op.name())], stats.requests(op) as f64);
-    }
-    p.family(
+        "op",
+        Op::ALL.map(|op| (op.name(), ConstCounter::new(stats.requests(op)))),
+    )?;
+    p.by(
         "quloud_node_request_duration_seconds",
-        Kind::Histogram,
         "Time to handle one request, from its arrival to the last reply sent, by operation.",
-    );
-    for op in Op::ALL {
-        p.histogram(
-            "quloud_node_request_duration_seconds",
-            &[("op", op.name())],
-            &stats.latency(op).snapshot(),
-        );
-    }
-    p.finish()
+        "op",
+        Op::ALL.map(|op| (op.name(), Buckets(stats.latency(op).snapshot()))),
+    )
 }
 
 #[cfg(test)]
@@ -136,7 +124,11 @@ mod tests {
         stats.drop_for(Reason::Malformed);
         stats.request(Op::Get, Duration::from_millis(3));
         let usage = Usage { used: 10, capacity: 100, chunks: 2 };
-        let text = render(&stats, &usage, Some(1), 3_000);
+        let text = page::render(move |p| {
+            process_families(p, "node", stats.started_ms, 3_000)?;
+            node_families(p, &stats, &usage, Some(1))
+        })
+        .unwrap();
         for want in [
             "quloud_node_chunks 2\n",
             "quloud_node_used_bytes 10\n",
@@ -154,7 +146,7 @@ mod tests {
             "quloud_node_request_duration_seconds_count{op=\"get\"} 1\n",
             "quloud_node_broker_connected 0\n",
             "quloud_node_root_records 1\n",
-            "quloud_uptime_seconds 2\n",
+            "quloud_uptime_seconds 2.0\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -6,12 +6,14 @@
 //! it is reused for max(1 s, 10 × the last scan's duration): a vault whose scan takes 200 ms is
 //! scanned at most every 2 s however often it is scraped.
 
-use super::text::{process_families, Exposition, Kind};
-use super::{now_ms, Exporter};
-use crate::app::metrics::HistogramSnapshot;
+use super::page::{self, process_families, Buckets, Page};
+use super::{now_ms, Exporter, MetricsError};
 use crate::app::vault::HealthStats;
 use crate::app::vault::{CacheUsage, DiskCacheUsage, PipelineStats, ReadStats, Vault, VaultStatus};
 use crate::ports::fabric::ChunkFabric;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,20 +56,25 @@ impl<F: ChunkFabric + 'static> VaultExporter<F> {
 }
 
 impl<F: ChunkFabric + 'static> Exporter for VaultExporter<F> {
-    fn metrics(&self) -> String {
+    fn metrics(&self) -> Result<String, MetricsError> {
         let (status, took) = self.status();
-        let live = Live {
-            connected: self.vault.has_fabric(),
-            cache: self.vault.cache_usage(),
-            disk: self.vault.disk_cache_usage(),
-            read: &self.vault.read_stats,
-            health: &self.vault.health_stats,
-            pipeline: &self.pipeline,
-        };
         if let Err(e) = &status {
             tracing::warn!(error = %e, "metrics: cannot read the vault's status");
         }
-        render(status.ok().as_ref(), took, &live, self.started_ms, now_ms())
+        let (vault, pipeline, started_ms, status) =
+            (self.vault.clone(), self.pipeline.clone(), self.started_ms, status.ok());
+        Ok(page::render(move |p| {
+            let live = Live {
+                connected: vault.has_fabric(),
+                cache: vault.cache_usage(),
+                disk: vault.disk_cache_usage(),
+                read: &vault.read_stats,
+                health: &vault.health_stats,
+                pipeline: &pipeline,
+            };
+            process_families(p, "mount", started_ms, now_ms())?;
+            vault_families(p, status.as_ref(), took, &live)
+        })?)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -95,188 +102,154 @@ pub struct Live<'a> {
     pub pipeline: &'a PipelineStats,
 }
 
-fn load(c: &AtomicU64) -> f64 {
-    c.load(Ordering::Relaxed) as f64
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }
 
-/// The mount's page. `status` is `None` when the manifest could not be scanned.
-pub fn render(
+/// The mount's families. `status` is `None` when the manifest could not be scanned.
+pub fn vault_families(
+    p: &mut Page,
     status: Option<&VaultStatus>,
     scan_took: Duration,
     live: &Live<'_>,
-    started_ms: u64,
-    now: u64,
-) -> String {
-    let mut p = Exposition::new();
-    process_families(&mut p, "mount", started_ms, now);
-    p.single(
+) -> fmt::Result {
+    p.gauge(
         "quloud_vault_fabric_connected",
-        Kind::Gauge,
         "1 once the mount is connected to the fabric.",
-        f64::from(u8::from(live.connected)),
-    );
+        u32::from(live.connected),
+    )?;
     if let Some(s) = status {
-        status_families(&mut p, s);
+        status_families(p, s)?;
     }
-    p.single(
+    p.gauge(
         "quloud_vault_status_scan_seconds",
-        Kind::Gauge,
         "How long the last manifest scan behind the vault_* gauges took.",
         scan_took.as_secs_f64(),
-    );
-    let (c, d, r, pl, h) = (&live.cache, &live.disk, live.read, live.pipeline, live.health);
-    let (checked, failed) = (load(&h.checked), load(&h.failed));
-    let singles = [
-        ("quloud_vault_cache_chunks", Kind::Gauge, "Decrypted chunks in the read cache.", c.chunks as f64),
-        ("quloud_vault_cache_bytes", Kind::Gauge, "Plaintext bytes in the read cache.", c.bytes as f64),
-        (
-            "quloud_vault_cache_capacity_bytes",
-            Kind::Gauge,
-            "The read cache's budget (--cache-size).",
-            c.capacity as f64,
-        ),
-        (
-            "quloud_vault_disk_cache_bytes",
-            Kind::Gauge,
-            "Sealed chunk bytes kept on local disk (the disk cache).",
-            d.bytes as f64,
-        ),
-        (
-            "quloud_vault_disk_cache_capacity_bytes",
-            Kind::Gauge,
-            "The disk cache's budget (--disk-cache-size).",
-            d.capacity as f64,
-        ),
-        (
-            "quloud_vault_disk_cache_hits_total",
-            Kind::Counter,
-            "Chunk loads served from the disk cache instead of the fabric.",
-            load(&r.disk_hits),
-        ),
-        ("quloud_vault_cache_hits_total", Kind::Counter, "Chunk reads served from the read cache.", load(&r.cache_hits)),
-        (
-            "quloud_vault_cache_misses_total",
-            Kind::Counter,
-            "Chunk reads that loaded the chunk from the outbox, the disk cache or the fabric (read-ahead included).",
-            load(&r.cache_misses),
-        ),
-        (
-            "quloud_vault_fabric_fetch_failures_total",
-            Kind::Counter,
-            "Fabric fetches that failed (timed out, no node returned the chunk, broker error).",
-            load(&r.fetch_failures),
-        ),
-        (
-            "quloud_vault_files_chunked_total",
-            Kind::Counter,
-            "Files chunked and sealed into the outbox.",
-            load(&pl.files_chunked),
-        ),
-        (
-            "quloud_vault_chunks_uploaded_total",
-            Kind::Counter,
-            "Chunks stored with quorum by the uploader.",
-            load(&pl.chunks_uploaded),
-        ),
-        (
-            "quloud_vault_upload_failures_total",
-            Kind::Counter,
-            "Chunk uploads that failed and will be retried.",
-            load(&pl.upload_failures),
-        ),
-        (
-            "quloud_vault_chunks_healed_total",
-            Kind::Counter,
-            "Chunks brought back to N healthy replicas.",
-            load(&h.healed),
-        ),
-        ("quloud_vault_leases_renewed_total", Kind::Counter, "Replica leases renewed.", load(&h.renewed)),
-        (
-            "quloud_vault_chunks_collected_total",
-            Kind::Counter,
-            "Unreferenced chunks deleted from their replicas (garbage collection).",
-            load(&h.collected),
-        ),
-    ];
-    for (name, kind, help, value) in singles {
-        p.single(name, kind, help, value);
-    }
-    p.family(
+    )?;
+    let (c, d, r) = (&live.cache, &live.disk, live.read);
+    p.gauge("quloud_vault_cache_chunks", "Decrypted chunks in the read cache.", c.chunks)?;
+    p.gauge("quloud_vault_cache_bytes", "Plaintext bytes in the read cache.", c.bytes)?;
+    p.gauge("quloud_vault_cache_capacity_bytes", "The read cache's budget (--cache-size).", c.capacity)?;
+    p.gauge(
+        "quloud_vault_disk_cache_bytes",
+        "Sealed chunk bytes kept on local disk (the disk cache).",
+        d.bytes,
+    )?;
+    p.gauge(
+        "quloud_vault_disk_cache_capacity_bytes",
+        "The disk cache's budget (--disk-cache-size).",
+        d.capacity,
+    )?;
+    p.counter(
+        "quloud_vault_disk_cache_hits_total",
+        "Chunk loads served from the disk cache instead of the fabric.",
+        load(&r.disk_hits),
+    )?;
+    p.counter(
+        "quloud_vault_cache_hits_total",
+        "Chunk reads served from the read cache.",
+        load(&r.cache_hits),
+    )?;
+    p.counter(
+        "quloud_vault_cache_misses_total",
+        "Chunk reads that loaded the chunk from the outbox, the disk cache or the fabric (read-ahead included).",
+        load(&r.cache_misses),
+    )?;
+    p.counter(
+        "quloud_vault_fabric_fetch_failures_total",
+        "Fabric fetches that failed (timed out, no node returned the chunk, broker error).",
+        load(&r.fetch_failures),
+    )?;
+    work_families(p, live.pipeline, live.health)?;
+    p.single(
         "quloud_vault_fabric_fetch_seconds",
-        Kind::Histogram,
         "Time to fetch one chunk from the fabric (with a connected fabric), successful or not.",
-    );
-    let fetches: HistogramSnapshot = r.fetches.snapshot();
-    p.histogram("quloud_vault_fabric_fetch_seconds", &[], &fetches);
-    p.family("quloud_vault_audits_total", Kind::Counter, "Replica challenges sent by this mount, by result.")
-        .sample("quloud_vault_audits_total", &[("result", "passed")], (checked - failed).max(0.0))
-        .sample("quloud_vault_audits_total", &[("result", "failed")], failed);
-    p.finish()
+        Buckets(r.fetches.snapshot()),
+    )?;
+    let (checked, failed) = (load(&live.health.checked), load(&live.health.failed));
+    p.by(
+        "quloud_vault_audits_total",
+        "Replica challenges sent by this mount, by result.",
+        "result",
+        [
+            ("passed", ConstCounter::new(checked.saturating_sub(failed))),
+            ("failed", ConstCounter::new(failed)),
+        ],
+    )
 }
 
-fn status_families(p: &mut Exposition, s: &VaultStatus) {
-    p.single(
-        "quloud_vault_upload_queue_chunks",
-        Kind::Gauge,
-        "Chunks waiting in the upload queue.",
-        s.queued as f64,
-    );
-    p.single(
+/// The pipeline's and the maintenance jobs' counters.
+fn work_families(p: &mut Page, pl: &PipelineStats, h: &HealthStats) -> fmt::Result {
+    p.counter(
+        "quloud_vault_files_chunked_total",
+        "Files chunked and sealed into the outbox.",
+        load(&pl.files_chunked),
+    )?;
+    p.counter(
+        "quloud_vault_chunks_uploaded_total",
+        "Chunks stored with quorum by the uploader.",
+        load(&pl.chunks_uploaded),
+    )?;
+    p.counter(
+        "quloud_vault_upload_failures_total",
+        "Chunk uploads that failed and will be retried.",
+        load(&pl.upload_failures),
+    )?;
+    p.counter(
+        "quloud_vault_chunks_healed_total",
+        "Chunks brought back to N healthy replicas.",
+        load(&h.healed),
+    )?;
+    p.counter("quloud_vault_leases_renewed_total", "Replica leases renewed.", load(&h.renewed))?;
+    p.counter(
+        "quloud_vault_chunks_collected_total",
+        "Unreferenced chunks deleted from their replicas (garbage collection).",
+        load(&h.collected),
+    )
+}
+
+fn status_families(p: &mut Page, s: &VaultStatus) -> fmt::Result {
+    p.gauge("quloud_vault_upload_queue_chunks", "Chunks waiting in the upload queue.", s.queued)?;
+    p.gauge(
         "quloud_vault_upload_queue_bytes",
-        Kind::Gauge,
         "Ciphertext bytes waiting in the upload queue.",
-        s.queued_bytes as f64,
-    );
-    p.family("quloud_vault_chunks", Kind::Gauge, "Chunks by state: pending (not yet quorum-durable), durable (N healthy replicas), degraded (fewer), unreferenced (awaiting garbage collection).");
-    for (state, v) in [
-        ("pending", s.pending),
-        ("durable", s.durable),
-        ("degraded", s.degraded),
-        ("unreferenced", s.unreferenced),
-    ] {
-        p.sample("quloud_vault_chunks", &[("state", state)], v as f64);
-    }
-    p.single(
+        s.queued_bytes,
+    )?;
+    p.by(
+        "quloud_vault_chunks",
+        "Chunks by state: pending (not yet quorum-durable), durable (N healthy replicas), degraded (fewer), unreferenced (awaiting garbage collection).",
+        "state",
+        [("pending", s.pending), ("durable", s.durable), ("degraded", s.degraded), ("unreferenced", s.unreferenced)]
+            .map(|(state, n)| (state, ConstGauge::new(n))),
+    )?;
+    p.gauge(
         "quloud_vault_data_bytes",
-        Kind::Gauge,
         "Plaintext bytes of the distinct chunks files reference (after dedup).",
-        s.bytes as f64,
-    );
-    p.single("quloud_vault_inodes", Kind::Gauge, "Inodes (files, directories, links).", s.inodes as f64);
-    p.single(
+        s.bytes,
+    )?;
+    p.gauge("quloud_vault_inodes", "Inodes (files, directories, links).", s.inodes)?;
+    p.gauge(
         "quloud_vault_staged_files",
-        Kind::Gauge,
         "Files whose newest content is only in local staging.",
-        s.staged_files as f64,
-    );
-    p.single(
-        "quloud_vault_replicas_wanted",
-        Kind::Gauge,
-        "Replicas wanted per chunk (N).",
-        s.replicas as f64,
-    );
-    p.single(
-        "quloud_vault_snapshots",
-        Kind::Gauge,
-        "Manifest snapshots retained in the fabric.",
-        s.snapshots as f64,
-    );
+        s.staged_files,
+    )?;
+    p.gauge("quloud_vault_replicas_wanted", "Replicas wanted per chunk (N).", s.replicas)?;
+    p.gauge("quloud_vault_snapshots", "Manifest snapshots retained in the fabric.", s.snapshots)?;
     if let Some(t) = s.last_snapshot_ms {
-        p.single(
+        p.gauge(
             "quloud_vault_last_snapshot_timestamp_seconds",
-            Kind::Gauge,
             "When the newest retained snapshot was taken, Unix time.",
             t as f64 / 1000.0,
-        );
+        )?;
     }
     if let Some((at, _, _)) = s.last_audit {
-        p.single(
+        p.gauge(
             "quloud_vault_last_audit_timestamp_seconds",
-            Kind::Gauge,
             "When the last audit pass ended, Unix time.",
             at as f64 / 1000.0,
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -291,13 +264,23 @@ mod tests {
         read.fetches.observe(Duration::from_millis(20));
         health.checked.fetch_add(4, Ordering::Relaxed);
         health.failed.fetch_add(1, Ordering::Relaxed);
-        let live = Live {
-            connected: true,
-            cache: CacheUsage { chunks: 2, bytes: 1000, capacity: 4000 },
-            disk: DiskCacheUsage { chunks: 1, bytes: 600, capacity: 9000 },
-            read: &read,
-            health: &health,
-            pipeline: &pipeline,
+        let counters = Arc::new((read, health, pipeline));
+        let scrape = |status: Option<VaultStatus>, took: Duration| {
+            let counters = counters.clone();
+            page::render(move |p| {
+                let (read, health, pipeline) = &*counters;
+                let live = Live {
+                    connected: true,
+                    cache: CacheUsage { chunks: 2, bytes: 1000, capacity: 4000 },
+                    disk: DiskCacheUsage { chunks: 1, bytes: 600, capacity: 9000 },
+                    read,
+                    health,
+                    pipeline,
+                };
+                process_families(p, "mount", 0, 10_000)?;
+                vault_families(p, status.as_ref(), took, &live)
+            })
+            .unwrap()
         };
         let status = VaultStatus {
             queued: 3,
@@ -306,7 +289,7 @@ mod tests {
             last_snapshot_ms: Some(5_000),
             ..Default::default()
         };
-        let text = render(Some(&status), Duration::from_millis(2), &live, 0, 10_000);
+        let text = scrape(Some(status), Duration::from_millis(2));
         for want in [
             "quloud_vault_upload_queue_chunks 3\n",
             "quloud_vault_upload_queue_bytes 300\n",
@@ -319,14 +302,14 @@ mod tests {
             "quloud_vault_fabric_fetch_seconds_count 1\n",
             "quloud_vault_audits_total{result=\"passed\"} 3\n",
             "quloud_vault_audits_total{result=\"failed\"} 1\n",
-            "quloud_vault_last_snapshot_timestamp_seconds 5\n",
+            "quloud_vault_last_snapshot_timestamp_seconds 5.0\n",
             "quloud_vault_fabric_connected 1\n",
             "quloud_build_info{version=",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("last_audit_timestamp"), "no audit yet, no timestamp");
-        let without = render(None, Duration::ZERO, &live, 0, 10_000);
+        let without = scrape(None, Duration::ZERO);
         assert!(!without.contains("quloud_vault_chunks{"), "no status, no status families");
         assert!(without.contains("quloud_vault_cache_hits_total 5\n"));
     }
