@@ -23,8 +23,7 @@ fn round(x: f64, digits: i32) -> f64 {
 /// Compact JSON of a view; views hold only strings, numbers, booleans, maps and sequences,
 /// which serialize without error.
 fn to_json(view: &impl Serialize) -> String {
-    serde_json::to_string(view)
-        .unwrap_or_else(|e| format!("{{\"error\":{}}}", serde_json::json!(e.to_string())))
+    serde_json::to_string(view).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
 
 #[derive(Serialize)]

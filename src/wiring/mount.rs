@@ -99,10 +99,31 @@ async fn connect_in_background(
     }
 }
 
+/// Serves the control socket of `home` for `vault` until `cancel`; a mount whose socket cannot be
+/// bound still runs, unseen by `quloud status`.
+fn start_control(
+    tasks: &mut tokio::task::JoinSet<()>,
+    vault: Arc<Vault<NatsFabric>>,
+    home: &Path,
+    ctl: Control,
+    cancel: &CancellationToken,
+) {
+    match ControlServer::bind(&control_socket(home)) {
+        Ok(server) => {
+            let handler =
+                move |req: Request, progress: Progress| answer(vault.clone(), ctl.clone(), req, progress);
+            tasks.spawn(server.serve(handler, cancel.clone()));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the control socket; `quloud status` will not see this mount")
+        }
+    }
+}
+
 /// Most time an unmount spends on its snapshot.
 const UNMOUNT_SNAPSHOT_WAIT: Duration = Duration::from_secs(15);
 
-/// Mounts the vault of `home` and serves it until `stop` (a signal: `super::signal_token`) or an
+/// Mounts the vault of `home` and serves it until `stop` (a signal: `common::signal_token`) or an
 /// external unmount.
 pub async fn mount(
     home: &Path,
@@ -152,17 +173,7 @@ pub async fn mount(
     remember_mountpoint(home, &canonical);
     let started_ms = crate::domain::unix_ms(std::time::SystemTime::now());
     let ctl = Control { mountpoint: canonical, servers: bus.display(), started_ms };
-    match ControlServer::bind(&control_socket(home)) {
-        Ok(server) => {
-            let v = vault.clone();
-            let handler =
-                move |req: Request, progress: Progress| answer(v.clone(), ctl.clone(), req, progress);
-            tasks.spawn(server.serve(handler, cancel.clone()));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open the control socket; `quloud status` will not see this mount")
-        }
-    }
+    start_control(&mut tasks, vault.clone(), home, ctl, &cancel);
     let settings = MountSettings {
         allow_other: opts.allow_other,
         read_only: false,
