@@ -3,6 +3,8 @@
 
 mod chunk_store;
 mod clock;
+mod manifest;
 
 pub use chunk_store::MemoryChunkStore;
 pub use clock::FakeClock;
+pub use manifest::MemoryManifest;
