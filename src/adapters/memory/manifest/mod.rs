@@ -2,7 +2,9 @@
 //! tables and replaces them only when it succeeds, so a write applies all or nothing; a read
 //! snapshot shares the tables of its moment. Dumps use the same format as the redb manifest.
 
-use crate::domain::dump::{addr_of, records, u64_of, Code, DumpWriter};
+mod dump;
+
+use crate::domain::dump::DumpWriter;
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
@@ -23,7 +25,7 @@ thread_local! {
 
 /// Every table of the manifest.
 #[derive(Clone, Default)]
-struct Tables {
+pub(super) struct Tables {
     inodes: BTreeMap<Ino, Attr>,
     dirents: BTreeMap<(Ino, Vec<u8>), Ino>,
     symlinks: BTreeMap<Ino, Vec<u8>>,
@@ -238,79 +240,35 @@ impl ManifestRead for Tables {
 /// The port's reader methods of a wrapper, forwarded to the tables it holds.
 macro_rules! forward_reads {
     ($ty:ty, |$s:ident| $tables:expr) => {
+        forward_reads!(@ $ty, $s, $tables;
+            inode(ino: Ino) -> Attr;
+            lookup(parent: Ino, name: &[u8]) -> Option<Ino>;
+            children(dir: Ino) -> Vec<(Vec<u8>, Ino)>;
+            has_children(dir: Ino) -> bool;
+            symlink(ino: Ino) -> Vec<u8>;
+            extents(ino: Ino, start: u64, end: u64) -> Vec<Extent>;
+            chunk(addr: &Addr) -> Option<ChunkRecord>;
+            xattr(ino: Ino, name: &[u8]) -> Option<Vec<u8>>;
+            xattr_names(ino: Ino) -> Vec<Vec<u8>>;
+            small_outbox(addr: &Addr) -> Option<Vec<u8>>;
+            meta(key: &str) -> Option<u64>;
+            node(node: &NodeId) -> Option<NodeRecord>;
+            nodes() -> Vec<(NodeId, NodeRecord)>;
+            unreferenced(before_ms: u64, limit: usize) -> Vec<Addr>;
+            blobs(shares: bool) -> Vec<BlobRow>;
+            share_secret(addr: &Addr) -> Option<ShareSecret>;
+            uploads(limit: usize) -> Vec<Addr>;
+            is_staged(ino: Ino) -> bool;
+        );
+    };
+    (@ $ty:ty, $s:ident, $tables:expr; $($name:ident($($arg:ident: $t:ty),*) -> $ret:ty;)*) => {
         impl ManifestRead for $ty {
-            fn inode(&self, ino: Ino) -> Result<Attr, FsError> {
-                let $s = self;
-                $tables.inode(ino)
-            }
-            fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Option<Ino>, FsError> {
-                let $s = self;
-                $tables.lookup(parent, name)
-            }
-            fn children(&self, dir: Ino) -> Result<Vec<(Vec<u8>, Ino)>, FsError> {
-                let $s = self;
-                $tables.children(dir)
-            }
-            fn has_children(&self, dir: Ino) -> Result<bool, FsError> {
-                let $s = self;
-                $tables.has_children(dir)
-            }
-            fn symlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-                let $s = self;
-                $tables.symlink(ino)
-            }
-            fn extents(&self, ino: Ino, start: u64, end: u64) -> Result<Vec<Extent>, FsError> {
-                let $s = self;
-                $tables.extents(ino, start, end)
-            }
-            fn chunk(&self, addr: &Addr) -> Result<Option<ChunkRecord>, FsError> {
-                let $s = self;
-                $tables.chunk(addr)
-            }
-            fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
-                let $s = self;
-                $tables.xattr(ino, name)
-            }
-            fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
-                let $s = self;
-                $tables.xattr_names(ino)
-            }
-            fn small_outbox(&self, addr: &Addr) -> Result<Option<Vec<u8>>, FsError> {
-                let $s = self;
-                $tables.small_outbox(addr)
-            }
-            fn meta(&self, key: &str) -> Result<Option<u64>, FsError> {
-                let $s = self;
-                $tables.meta(key)
-            }
-            fn node(&self, node: &NodeId) -> Result<Option<NodeRecord>, FsError> {
-                let $s = self;
-                $tables.node(node)
-            }
-            fn nodes(&self) -> Result<Vec<(NodeId, NodeRecord)>, FsError> {
-                let $s = self;
-                $tables.nodes()
-            }
-            fn unreferenced(&self, before_ms: u64, limit: usize) -> Result<Vec<Addr>, FsError> {
-                let $s = self;
-                $tables.unreferenced(before_ms, limit)
-            }
-            fn blobs(&self, shares: bool) -> Result<Vec<BlobRow>, FsError> {
-                let $s = self;
-                $tables.blobs(shares)
-            }
-            fn share_secret(&self, addr: &Addr) -> Result<Option<ShareSecret>, FsError> {
-                let $s = self;
-                $tables.share_secret(addr)
-            }
-            fn uploads(&self, limit: usize) -> Result<Vec<Addr>, FsError> {
-                let $s = self;
-                $tables.uploads(limit)
-            }
-            fn is_staged(&self, ino: Ino) -> Result<bool, FsError> {
-                let $s = self;
-                $tables.is_staged(ino)
-            }
+            $(
+                fn $name(&self, $($arg: $t),*) -> Result<$ret, FsError> {
+                    let $s = self;
+                    $tables.$name($($arg),*)
+                }
+            )*
         }
     };
 }
@@ -354,94 +312,6 @@ impl ManifestSnapshot for Snapshot {
 
     fn dump(&self) -> Result<Dump, FsError> {
         Ok(self.0.dump())
-    }
-}
-
-impl Tables {
-    /// What a restore shows as files: inodes, names, symlinks, extents and xattrs.
-    fn write_files(&self, w: &mut DumpWriter) {
-        self.inodes.values().for_each(|a| w.inode(a));
-        self.dirents.iter().for_each(|((p, n), i)| w.dirent(*p, n, *i));
-        self.symlinks.iter().for_each(|(i, t)| w.symlink(*i, t));
-        self.extents.iter().for_each(|((i, _), e)| w.extent(*i, e));
-        for ((i, n), v) in &self.xattrs {
-            w.xattr(*i, n, v);
-        }
-    }
-
-    /// The dump the redb manifest writes for the same tables, record for record.
-    fn dump(&self) -> Dump {
-        let mut w = DumpWriter::default();
-        self.inodes.values().for_each(|a| w.inode(a));
-        self.dirents.iter().for_each(|((p, n), i)| w.dirent(*p, n, *i));
-        self.symlinks.iter().for_each(|(i, t)| w.symlink(*i, t));
-        self.extents.iter().for_each(|((i, _), e)| w.extent(*i, e));
-        self.chunks.iter().for_each(|(a, c)| w.chunk(a, c));
-        for ((i, n), v) in &self.xattrs {
-            w.xattr(*i, n, v);
-        }
-        let ms = |w: &mut DumpWriter, a: &Addr, t: u64| w.record(Code::Unreferenced, &a.0, &t.to_be_bytes());
-        self.unreferenced.iter().for_each(|(a, t)| ms(&mut w, a, *t));
-        // Chunks queued while their file was being sealed: in a restored vault no file will
-        // reference them, so they are unreferenced there.
-        for (a, t) in &self.sealing {
-            if self.chunks.get(a).is_some_and(|c| c.refs == 0) {
-                ms(&mut w, a, *t);
-            }
-        }
-        self.nodes.iter().for_each(|(id, r)| w.record(Code::Nodes, &id.0, &r.encode()));
-        self.meta.iter().for_each(|(k, v)| w.record(Code::Meta, k.as_bytes(), &v.to_be_bytes()));
-        self.snapshots.iter().for_each(|(id, r)| w.record(Code::Snapshots, &id.to_be_bytes(), &r.encode()));
-        self.shares.iter().for_each(|(id, r)| w.record(Code::Shares, &id.to_be_bytes(), &r.encode()));
-        self.share_secrets.iter().for_each(|(a, v)| w.record(Code::ShareSecrets, &a.0, v));
-        let (files, bytes) = w.counts();
-        (w.finish(), files, bytes)
-    }
-
-    fn import(dump: &[u8]) -> Result<Tables, FsError> {
-        let damaged = |what: &str| FsError::Io(format!("manifest dump: bad {what}"));
-        let mut t = Tables::default();
-        for r in records(dump)? {
-            let (k, v) = (r.key, r.value);
-            let split = |k: &[u8]| -> Result<(Ino, Vec<u8>), FsError> {
-                let (ino, name) = k.split_first_chunk::<8>().ok_or_else(|| damaged("key"))?;
-                Ok((u64::from_be_bytes(*ino), name.to_vec()))
-            };
-            match r.code {
-                Code::Inodes => {
-                    let ino = u64_of(k)?;
-                    t.inodes.insert(ino, Attr::decode(ino, v).ok_or_else(|| damaged("inode"))?);
-                }
-                Code::Dirents => drop(t.dirents.insert(split(k)?, u64_of(v)?)),
-                Code::Symlinks => drop(t.symlinks.insert(u64_of(k)?, v.to_vec())),
-                Code::Extents => {
-                    let (ino, off) = k.split_at_checked(8).ok_or_else(|| damaged("extent key"))?;
-                    let (ino, off) = (u64_of(ino)?, u64_of(off)?);
-                    t.extents.insert((ino, off), Extent::decode(off, v).ok_or_else(|| damaged("extent"))?);
-                }
-                Code::Chunks => {
-                    let c = ChunkRecord::decode(v).ok_or_else(|| damaged("chunk"))?;
-                    t.chunks.insert(Addr(addr_of(k)?), c);
-                }
-                Code::Xattrs => drop(t.xattrs.insert(split(k)?, v.to_vec())),
-                Code::Unreferenced => drop(t.unreferenced.insert(Addr(addr_of(k)?), u64_of(v)?)),
-                Code::Nodes => {
-                    let n = NodeRecord::decode(v).ok_or_else(|| damaged("node"))?;
-                    t.nodes.insert(NodeId(addr_of(k)?), n);
-                }
-                Code::Meta => {
-                    let key = std::str::from_utf8(k).map_err(|_| damaged("key"))?;
-                    t.meta.insert(key.to_string(), u64_of(v)?);
-                }
-                Code::Snapshots | Code::Shares => {
-                    let row = BlobRow::decode(v).ok_or_else(|| damaged("snapshot/share row"))?;
-                    let table = if r.code == Code::Shares { &mut t.shares } else { &mut t.snapshots };
-                    table.insert(u64_of(k)?, row);
-                }
-                Code::ShareSecrets => drop(t.share_secrets.insert(Addr(addr_of(k)?), v.to_vec())),
-            }
-        }
-        Ok(t)
     }
 }
 
