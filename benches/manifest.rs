@@ -4,6 +4,9 @@
 //! did before group commits) or in a group commit (`Manifest::write_grouped`; the group is
 //! committed at `GROUP_MAX` calls, so the figure includes its share of the commits).
 //!
+//! The same calls through the manifest port (`Arc<dyn ManifestStore>`) show what its dynamic
+//! dispatch costs, and `view_inode` times the FUSE hot path's `m.view().inode(ino)`.
+//!
 //! Run: `cargo bench --bench manifest`. The manifest lives in a temp dir on the default temp
 //! filesystem, like a vault's home on the same disk. Figures: docs/PERFORMANCE.md §4.
 //! The process's `wchar` (bytes handed to write(2)) per call is printed after each bench.
@@ -14,6 +17,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use quloud::adapters::redb::manifest::{Manifest, Tx};
 use quloud::domain::fs::{Attr, FsError, Kind, Time, ROOT_INO};
+use quloud::ports::manifest as port;
+use std::sync::Arc;
 
 const FILES: u64 = 10_000;
 
@@ -73,5 +78,59 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `m.view().inode(ino)` on the populated manifest, with no group open.
+fn bench_view(c: &mut Criterion) {
+    let mut g = c.benchmark_group("manifest_view_inode");
+    let tmp = tempfile::tempdir().unwrap();
+    let m = populated(tmp.path(), false);
+    let mut ino = 0;
+    g.bench_function("redb", |b| {
+        b.iter(|| {
+            ino = ino % FILES + 2;
+            black_box(m.view().inode(black_box(ino)).unwrap());
+        })
+    });
+    let m: port::Manifest = Arc::new(m);
+    g.bench_function("port", |b| {
+        b.iter(|| {
+            ino = ino % FILES + 2;
+            black_box(m.view().inode(black_box(ino)).unwrap());
+        })
+    });
+    g.finish();
+}
+
+/// The create-like call through the port.
+fn bench_port(c: &mut Criterion) {
+    let mut g = c.benchmark_group("manifest_create_port");
+    for (name, grouped) in [("own_commit", false), ("group_commit", true)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let m: port::Manifest = Arc::new(populated(tmp.path(), grouped));
+        let mut n = FILES;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                if grouped {
+                    m.write_grouped(|tx| create_port(tx, black_box(n))).unwrap();
+                } else {
+                    m.write(|tx| create_port(tx, black_box(n))).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn create_port(tx: &port::Tx, n: u64) -> Result<(), FsError> {
+    let dir = 1 + n % 100 + 1;
+    let ino = tx.next_ino()?;
+    tx.put_inode(&Attr::new(ino, Kind::File, 0o644, 1000, 1000))?;
+    tx.put_dirent(dir, format!(".file{n}.XXXXXX").as_bytes(), ino)?;
+    let mut parent = tx.inode(dir)?;
+    parent.mtime = Time::now();
+    tx.put_inode(&parent)?;
+    tx.set_staged(ino, true)
+}
+
+criterion_group!(benches, bench, bench_view, bench_port);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod chunker;
+pub mod dump;
 pub mod fs;
 pub mod health;
 pub mod identity;

@@ -6,3 +6,6 @@
 pub mod chunk_store;
 pub mod clock;
 pub mod fabric;
+pub mod manifest;
+#[cfg(test)]
+pub(crate) mod manifest_contract;

@@ -1,140 +1,18 @@
-//! The manifest as one byte string, and back: what a snapshot stores in the fabric and what a
-//! share capability's manifest carries.
-//!
-//! Format: `QLM1`, then records `table (u8) ‖ key length (u32 LE) ‖ key ‖ value length (u32 LE)
-//! ‖ value`, then a table byte of 0. Keys and values are the tables' own encodings (integers
-//! big-endian in keys so order is kept). Local-only state — the staging set, the upload queue,
-//! the outbox — is never dumped: a snapshot is taken only when it is empty.
+//! The redb manifest as a dump (`crate::domain::dump`) and back: what a snapshot stores in the
+//! fabric and what a share capability's manifest carries, and the content hash that tells
+//! whether a snapshot would differ from the last.
 
-use super::manifest::{err, Manifest, Rx};
+pub use crate::domain::dump::DumpWriter;
+
+use super::manifest::{create_tables, err, Manifest, Rx};
 use super::{
     CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SNAPSHOTS, SYMLINKS,
     UNREFERENCED, XATTRS,
 };
-use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
+use crate::domain::dump::{addr_of, records, u64_of, Code};
+use crate::domain::fs::{Attr, FsError};
 use crate::domain::ids::Addr;
 use redb::{ReadableTable, TableDefinition, TableHandle};
-
-const MAGIC: &[u8; 4] = b"QLM1";
-
-/// Table codes in a dump.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u8)]
-enum Code {
-    Inodes = 1,
-    Dirents = 2,
-    Symlinks = 3,
-    Extents = 4,
-    Chunks = 5,
-    Xattrs = 6,
-    Unreferenced = 7,
-    Nodes = 8,
-    Meta = 9,
-    Snapshots = 10,
-    Shares = 11,
-    ShareSecrets = 12,
-}
-
-impl Code {
-    fn from_u8(b: u8) -> Option<Code> {
-        use Code::*;
-        [
-            Inodes,
-            Dirents,
-            Symlinks,
-            Extents,
-            Chunks,
-            Xattrs,
-            Unreferenced,
-            Nodes,
-            Meta,
-            Snapshots,
-            Shares,
-            ShareSecrets,
-        ]
-        .into_iter()
-        .find(|c| *c as u8 == b)
-    }
-}
-
-/// Builds a dump record by record.
-pub struct DumpWriter {
-    buf: Vec<u8>,
-    files: u64,
-    bytes: u64,
-}
-
-impl Default for DumpWriter {
-    fn default() -> Self {
-        DumpWriter { buf: MAGIC.to_vec(), files: 0, bytes: 0 }
-    }
-}
-
-impl DumpWriter {
-    fn record(&mut self, code: Code, key: &[u8], value: &[u8]) {
-        self.buf.push(code as u8);
-        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(key);
-        self.buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(value);
-    }
-
-    /// An inode.
-    pub fn inode(&mut self, a: &Attr) {
-        if a.kind == crate::domain::fs::Kind::File {
-            self.files += 1;
-            self.bytes += a.size;
-        }
-        self.record(Code::Inodes, &a.ino.to_be_bytes(), &a.encode());
-    }
-
-    /// A directory entry.
-    pub fn dirent(&mut self, parent: Ino, name: &[u8], ino: Ino) {
-        self.record(Code::Dirents, &super::manifest::dirent_key(parent, name), &ino.to_be_bytes());
-    }
-
-    /// A symlink target.
-    pub fn symlink(&mut self, ino: Ino, target: &[u8]) {
-        self.record(Code::Symlinks, &ino.to_be_bytes(), target);
-    }
-
-    /// One extent of a file.
-    pub fn extent(&mut self, ino: Ino, e: &Extent) {
-        let mut k = [0u8; 16];
-        k[..8].copy_from_slice(&ino.to_be_bytes());
-        k[8..].copy_from_slice(&e.offset.to_be_bytes());
-        self.record(Code::Extents, &k, &e.encode());
-    }
-
-    /// A chunk record.
-    pub fn chunk(&mut self, addr: &Addr, c: &ChunkRecord) {
-        self.record(Code::Chunks, &addr.0, &c.encode());
-    }
-
-    /// An extended attribute.
-    pub fn xattr(&mut self, ino: Ino, name: &[u8], value: &[u8]) {
-        self.record(Code::Xattrs, &super::manifest::dirent_key(ino, name), value);
-    }
-
-    /// A shared chunk's content key and proof-secret seed.
-    pub fn share_secret(&mut self, addr: &Addr, key: &[u8; 32], seed: &[u8; 32]) {
-        let mut v = [0u8; 64];
-        v[..32].copy_from_slice(key);
-        v[32..].copy_from_slice(seed);
-        self.record(Code::ShareSecrets, &addr.0, &v);
-    }
-
-    /// Regular files and their bytes written so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.files, self.bytes)
-    }
-
-    /// The finished dump.
-    pub fn finish(mut self) -> Vec<u8> {
-        self.buf.push(0);
-        self.buf
-    }
-}
 
 fn dump_table<K, V>(
     rx: &Rx,
@@ -235,57 +113,6 @@ impl Rx {
     }
 }
 
-/// One record of a dump.
-struct Record<'a> {
-    code: Code,
-    key: &'a [u8],
-    value: &'a [u8],
-}
-
-/// Splits a dump into records, checking its framing.
-fn records(dump: &[u8]) -> Result<Vec<Record<'_>>, FsError> {
-    let bad = |why: &str| FsError::Io(format!("manifest dump is malformed: {why}"));
-    let mut rest = dump.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("wrong magic"))?;
-    let mut out = Vec::new();
-    let take = |rest: &mut &[u8], n: usize| -> Option<Vec<u8>> {
-        if rest.len() < n {
-            return None;
-        }
-        let (a, b) = rest.split_at(n);
-        *rest = b;
-        Some(a.to_vec())
-    };
-    loop {
-        let (&code, tail) = rest.split_first().ok_or_else(|| bad("truncated"))?;
-        rest = tail;
-        if code == 0 {
-            return if rest.is_empty() { Ok(out) } else { Err(bad("bytes after the end")) };
-        }
-        let code = Code::from_u8(code).ok_or_else(|| bad("unknown table"))?;
-        let mut field = || -> Result<&[u8], FsError> {
-            let len = take(&mut rest, 4).ok_or_else(|| bad("truncated"))?;
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            if rest.len() < len {
-                return Err(bad("truncated"));
-            }
-            let (a, b) = rest.split_at(len);
-            rest = b;
-            Ok(a)
-        };
-        let key = field()?;
-        let value = field()?;
-        out.push(Record { code, key, value });
-    }
-}
-
-fn u64_of(b: &[u8]) -> Result<u64, FsError> {
-    b.try_into().map(u64::from_be_bytes).map_err(|_| FsError::Io("manifest dump: bad integer".into()))
-}
-
-fn addr_of(b: &[u8]) -> Result<[u8; 32], FsError> {
-    b.try_into().map_err(|_| FsError::Io("manifest dump: bad chunk address".into()))
-}
-
 impl Manifest {
     /// Creates the manifest at `path` from a dump (the file must not exist). `progress` is
     /// called with (records done, total).
@@ -303,6 +130,7 @@ impl Manifest {
         let total = records.len() as u64;
         m.write_durable(|tx| {
             let w = tx.raw();
+            create_tables(w)?;
             let mut inodes = w.open_table(INODES).map_err(err)?;
             let mut dirents = w.open_table(DIRENTS).map_err(err)?;
             let mut symlinks = w.open_table(SYMLINKS).map_err(err)?;
@@ -347,29 +175,5 @@ impl Manifest {
             Ok(())
         })?;
         Ok(m)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::fs::Kind;
-
-    #[test]
-    fn malformed_dumps_are_refused_without_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = DumpWriter::default();
-        w.inode(&Attr::new(1, Kind::Dir, 0o755, 0, 0));
-        let good = w.finish();
-        for cut in 0..good.len() {
-            let r = Manifest::import(&dir.path().join(format!("m{cut}")), &good[..cut], &|_, _| {});
-            assert!(r.is_err(), "a dump cut at {cut} was accepted");
-        }
-        let mut extra = good.clone();
-        extra.push(9);
-        assert!(Manifest::import(&dir.path().join("x"), &extra, &|_, _| {}).is_err());
-        let mut unknown = good.clone();
-        unknown[4] = 77;
-        assert!(Manifest::import(&dir.path().join("u"), &unknown, &|_, _| {}).is_err());
     }
 }

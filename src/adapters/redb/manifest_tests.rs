@@ -1,10 +1,18 @@
-//! Group commits: what a grouped call leaves visible, what a failing call inside a group takes
-//! back, and what reaches the file.
+//! The manifest contract on redb, and redb's own group commits: what a grouped call leaves
+//! visible, what a failing call inside a group takes back, and what reaches the file.
 
-use super::manifest::{Manifest, Tx, GROUP_MAX};
+use super::manifest::{Manifest, RedbManifests, Tx, GROUP_MAX};
+use crate::adapters::memory::MemoryManifest;
 use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Extent, FsError, Ino, Kind, ROOT_INO};
+use crate::domain::health::NodeRecord;
+use crate::domain::ids::NodeId;
 use crate::domain::ids::{Addr, ChunkId};
+use crate::domain::snapshot::{BlobRow, PieceRef, SnapshotInfo};
+use crate::ports::manifest::{self as port, ManifestFiles};
+use crate::ports::manifest_contract::{fixed, Harness};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn attr(ino: Ino) -> Attr {
@@ -202,24 +210,81 @@ fn a_call_that_fails_in_a_fresh_group_leaves_the_flusher_nothing_to_wait_for() {
     assert_eq!(x, None);
 }
 
+/// redb manifests in a temp dir, for the contract suite.
+struct Redb {
+    dir: tempfile::TempDir,
+    files: AtomicUsize,
+}
+
+impl Redb {
+    fn new() -> Redb {
+        Redb { dir: tempfile::tempdir().unwrap(), files: AtomicUsize::new(0) }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join(format!("m{}.redb", self.files.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+impl Harness for Redb {
+    fn fresh(&self) -> port::Manifest {
+        RedbManifests.open(&self.path(), 1000, 1000).unwrap()
+    }
+
+    fn import(&self, dump: &[u8]) -> Result<port::Manifest, FsError> {
+        RedbManifests.import(&self.path(), dump)
+    }
+
+    fn import_read_only(&self, dump: &[u8]) -> Result<port::Manifest, FsError> {
+        let path = self.path();
+        drop(RedbManifests.import(&path, dump)?);
+        RedbManifests.open_read_only(&path)
+    }
+}
+
+mod contract {
+    use super::Redb;
+    use crate::ports::manifest_contract::manifest_contract;
+
+    manifest_contract!(Redb::new());
+}
+
+/// Calls whose dump depends on nothing but themselves (no clock).
+fn same_everywhere(tx: &port::Tx) -> Result<(), FsError> {
+    let (a, b) = (Addr([1; 32]), Addr([2; 32]));
+    tx.put_inode(&fixed(Attr::new(ROOT_INO, Kind::Dir, 0o755, 1000, 1000)))?;
+    for (name, ino) in [(&b"zeta"[..], 3), (b"alpha", 2)] {
+        tx.put_inode(&fixed(Attr { size: 10 * ino, ..attr(ino) }))?;
+        tx.put_dirent(ROOT_INO, name, ino)?;
+    }
+    tx.put_symlink(4, b"target")?;
+    tx.put_xattr(2, b"user.k", Some(b"v"))?;
+    tx.put_chunk(&a, &ChunkRecord::pending(ChunkId([1; 32]), 100))?;
+    tx.put_chunk(&b, &ChunkRecord::pending(ChunkId([2; 32]), 100))?;
+    tx.set_extents(2, &[Extent { offset: 0, len: 20, id: ChunkId([1; 32]), addr: a }])?;
+    tx.set_sealing(&b, Some(77))?;
+    tx.set_meta("root_version", 3)?;
+    tx.put_node(&NodeId([5; 32]), &NodeRecord { passed: 4, ..NodeRecord::default() })?;
+    let head = PieceRef { id: ChunkId([1; 32]), addr: a, len: 100, seed: [3; 32] };
+    let info = SnapshotInfo { id: 1, taken_ms: 5, head, files: 2, bytes: 50 };
+    tx.put_blob(false, &BlobRow { info, pins: vec![a], path: Vec::new() }, true)?;
+    tx.put_blob(true, &BlobRow { info, pins: vec![a], path: b"/x".to_vec() }, true)
+}
+
 #[test]
-fn a_call_that_panics_is_taken_back_and_leaves_the_thread_usable() {
+fn redb_and_memory_manifests_write_the_same_dump() {
     let dir = tempfile::tempdir().unwrap();
-    let m = grouped(dir.path());
-    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"before", 5)).unwrap();
-    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = m.write_grouped(|tx| -> Result<(), FsError> {
-            tx.put_dirent(ROOT_INO, b"half", 6)?;
-            panic!("a bug inside a manifest call");
-        });
-    }));
-    assert!(panicked.is_err(), "the panic goes on to the caller");
-    // Not refused as a call from inside a write, and the half change is gone.
-    assert_eq!(m.view().lookup(ROOT_INO, b"half").unwrap(), None);
-    m.write_grouped(|tx| tx.put_dirent(ROOT_INO, b"after", 7)).unwrap();
-    m.flush().unwrap();
-    let rx = m.read().unwrap();
-    assert_eq!(rx.lookup(ROOT_INO, b"before").unwrap(), Some(5));
-    assert_eq!(rx.lookup(ROOT_INO, b"half").unwrap(), None);
-    assert_eq!(rx.lookup(ROOT_INO, b"after").unwrap(), Some(7));
+    let redb: port::Manifest = Arc::new(Manifest::open(&dir.path().join("m.redb"), 1000, 1000).unwrap());
+    let memory: port::Manifest = Arc::new(MemoryManifest::new(1000, 1000));
+    for m in [&redb, &memory] {
+        m.write(same_everywhere).unwrap();
+    }
+    let dump = |m: &port::Manifest| m.read().unwrap().dump().unwrap();
+    assert_eq!(dump(&redb), dump(&memory));
+    // And each reads the other's dump back to the same dump.
+    let (redb_dump, memory_dump) = (dump(&redb).0, dump(&memory).0);
+    let from_memory = RedbManifests.import(&dir.path().join("copy.redb"), &memory_dump).unwrap();
+    assert_eq!(dump(&from_memory).0, redb_dump);
+    let from_redb: port::Manifest = Arc::new(MemoryManifest::import(&redb_dump).unwrap());
+    assert_eq!(dump(&from_redb).0, memory_dump);
 }
