@@ -77,8 +77,15 @@ const ME: Caller = Caller { uid: 0, gid: 0 };
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let home = tempfile::tempdir().unwrap();
     let keys = Arc::new(MasterKey::from_bytes([3; 32]).derive());
-    let vault: Arc<Vault<NatsFabric>> =
-        Arc::new(Vault::load(home.path(), keys, VaultOptions::default()).unwrap());
+    let vault: Arc<Vault<NatsFabric>> = Arc::new(
+        Vault::load(
+            home.path(),
+            keys,
+            VaultOptions::default(),
+            Arc::new(quloud::adapters::clock::SystemClock),
+        )
+        .unwrap(),
+    );
     let cancel = CancellationToken::new();
     let pipeline =
         tokio::spawn(run_pipeline(vault.clone(), Arc::new(PipelineStats::default()), cancel.clone()));

@@ -5,7 +5,9 @@ use super::mount::{ask, control_socket, health_options};
 use super::{load_master_key, Bus};
 use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::Manifest;
-use crate::app::vault::{nodes_json, nodes_render, nodes_view, AuditReport, Scope, Vault, VaultOptions};
+use crate::app::vault::{
+    nodes_json, nodes_render, nodes_view, AuditReport, Pace, Replicas, Scope, Vault, VaultOptions,
+};
 use crate::cli::{AuditArgs, MountOpts};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -92,7 +94,9 @@ pub async fn audit(home: &Path, args: AuditArgs) -> Result<()> {
 /// Opens the vault here (it is not mounted), connects to the fabric and runs the pass.
 async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str) -> Result<AuditReport> {
     let (vault, _) = open_unmounted(home, &Bus::from_args(&args.nats, home)?, args.replicas).await?;
-    let report = vault.audit(&Scope::Path(path.to_string()), args.now, false, &progress).await;
+    let report = vault
+        .audit(&Scope::Path(path.to_string()), Replicas::all_if(args.now), Pace::Foreground, &progress)
+        .await;
     vault.checkpoint().context("saving the manifest")?;
     Ok(report?)
 }
@@ -133,7 +137,7 @@ pub(super) async fn open_unmounted(
     };
     let keys = Arc::new(key.derive());
     let token = keys.ack_token();
-    let vault = Vault::<NatsFabric>::load(home, keys, opts)
+    let vault = Vault::<NatsFabric>::load(home, keys, opts, Arc::new(crate::adapters::clock::SystemClock))
         .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
     let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = defaults.lease;

@@ -6,8 +6,8 @@ use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::app::vault::{
-    nodes_json, nodes_render, run_maintenance, run_pipeline, FabricLink, HealthOptions, PipelineStats, Scope,
-    SnapshotOutcome, Vault, VaultOptions, VaultStatus,
+    nodes_json, nodes_render, run_maintenance, run_pipeline, FabricLink, HealthOptions, Pace, PipelineStats,
+    Replicas, Scope, SnapshotOutcome, Vault, VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
 use crate::ports::fabric::{FabricError, Link};
@@ -168,7 +168,7 @@ async fn control_conn(vault: Arc<Vault<NatsFabric>>, ctl: Control, mut stream: t
             let (force, json) = (*when == "now", *format == "json");
             let v = vault.clone();
             let run = tokio::spawn(async move {
-                v.audit(&scope, force, false, &move |d, t| {
+                v.audit(&scope, Replicas::all_if(force), Pace::Foreground, &move |d, t| {
                     let _ = tx.send((d, t));
                 })
                 .await
@@ -258,9 +258,11 @@ pub async fn mount(
         health: health_options(opts),
         ..VaultOptions::default()
     };
-    let vault = Arc::new(Vault::load(home, keys, vault_opts).with_context(|| {
-        format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display())
-    })?);
+    let vault = Arc::new(
+        Vault::load(home, keys, vault_opts, Arc::new(crate::adapters::clock::SystemClock)).with_context(
+            || format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()),
+        )?,
+    );
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
     // Bound before anything starts, so a taken or refused address fails the mount cleanly.

@@ -18,11 +18,10 @@ use crate::domain::snapshot::{
     choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobHead, BlobRow, PieceRef,
     RootChoice, RootRecord, SealedBlob, SnapshotInfo,
 };
-use crate::domain::unix_ms;
 use crate::ports::fabric::ChunkFabric;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Pieces fetched per request when reading a blob back.
 const FETCH_BATCH: usize = 8;
@@ -208,7 +207,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             (dump, files, bytes, rx.meta("last_snapshot")?.unwrap_or(0) + 1, content)
         };
         let blob = seal_blob(self.keys.snapshot(), &dump, self.keys.chunker_seed()).map_err(fs_err)?;
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         let info = SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes };
         let row = BlobRow { info, pins: blob.addrs(), path: Vec::new() };
         self.store_blob(&blob, &row, false, wait).await?;
@@ -216,7 +215,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let rows = self.m.read()?.blobs(false)?;
         let keep = retain(
             &rows.iter().map(|r| (r.info.id, r.info.taken_ms)).collect::<Vec<_>>(),
-            self.health.retention,
+            self.opts.health.retention,
         );
         let dropped: Vec<&BlobRow> = rows.iter().filter(|r| !keep.contains(&r.info.id)).collect();
         self.m.write_durable(|tx| dropped.iter().try_for_each(|r| tx.put_blob(false, r, false)))?;
@@ -280,7 +279,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             None => 0,
         };
         let version = local.max(seen) + 1;
-        let record = RootRecord { version, written_ms: unix_ms(SystemTime::now()), snapshots };
+        let record = RootRecord { version, written_ms: self.clock.now_ms(), snapshots };
         let bytes = record.seal(self.keys.root_signing_key(), &self.keys.root_body_key());
         let locator = root_locator(&self.keys.root_signing_key().verifying_key());
         fabric.publish_root(&locator, &bytes).await.map_err(fs_err)?;
@@ -312,7 +311,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         // The pieces' bytes, not only their names, must be on disk before the queue names them.
         self.sync_outbox()?;
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         self.m.write_durable(|tx| {
             for p in &fresh {
                 let rec = ChunkRecord::pending(p.id, p.ciphertext.len());
@@ -322,10 +321,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             tx.set_meta(if share { "last_share" } else { "last_snapshot" }, row.info.id)?;
             tx.put_blob(share, row, true)
         })?;
-        self.upload_work.notify_one();
+        self.pipeline.upload_work.notify_one();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notified = self.uploaded.notified();
+            let notified = self.pipeline.uploaded.notified();
             let rx = self.m.read()?;
             let mut waiting = 0;
             for a in &row.pins {
@@ -423,8 +422,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let keys = self.keys.share(&secret);
         let blob = seal_blob(&keys, &dump, self.keys.chunker_seed()).map_err(fs_err)?;
         let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
-        let info =
-            SnapshotInfo { id, taken_ms: unix_ms(SystemTime::now()), head: blob.head_ref, files, bytes };
+        let info = SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes };
         let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
         self.store_blob(&blob, &row, true, wait).await?;
         Ok(Capability { secret, head: blob.head_ref })

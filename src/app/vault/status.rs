@@ -244,7 +244,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// longer seen as staged is in the snapshot (the other order could report a just-chunked file
     /// as neither staged nor chunked).
     pub fn status(&self) -> Result<VaultStatus, FsError> {
-        let staged = Self::lock(&self.files).values().filter(|f| f.staging.is_some()).count() as u64;
+        let staged = Self::lock(&self.writer.files).values().filter(|f| f.staging.is_some()).count() as u64;
         let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
         s.staged_files = staged;
         s.disk_cache = self.disk_cache_usage();

@@ -15,7 +15,7 @@ const MAX_SPARES: usize = 1024;
 const PREFIX: &str = "spare.";
 
 /// A pool of empty files in one directory.
-pub(super) struct Spares {
+pub(in crate::app::vault) struct Spares {
     dir: PathBuf,
     free: Mutex<Vec<PathBuf>>,
     next: AtomicU64,
