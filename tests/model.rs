@@ -82,6 +82,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             home.path(),
             keys,
             VaultOptions::default(),
+            &quloud::adapters::local::LocalFiles,
             Arc::new(quloud::adapters::clock::SystemClock),
         )
         .unwrap(),

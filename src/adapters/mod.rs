@@ -2,6 +2,7 @@
 //!
 //! - `clock`: the system's wall clock
 //! - `disk`: the storage node's chunk store (files + redb index under the at-rest key)
+//! - `local`: the vault's local disk: outbox, disk cache and staging spares (direct I/O)
 //! - `fuse`: the thin fuser adapter over the vault service, and the one errno mapping
 //! - `memory`: in-memory stores for unit tests of the core
 //! - `metrics`: Prometheus text rendering and the tiny HTTP server for `/metrics` and `/healthz`
@@ -11,6 +12,7 @@
 pub mod clock;
 pub mod disk;
 pub mod fuse;
+pub mod local;
 pub mod memory;
 pub mod metrics;
 pub mod nats;

@@ -6,3 +6,4 @@
 pub mod chunk_store;
 pub mod clock;
 pub mod fabric;
+pub mod local_disk;

@@ -137,8 +137,14 @@ pub(super) async fn open_unmounted(
     };
     let keys = Arc::new(key.derive());
     let token = keys.ack_token();
-    let vault = Vault::<NatsFabric>::load(home, keys, opts, Arc::new(crate::adapters::clock::SystemClock))
-        .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
+    let vault = Vault::<NatsFabric>::load(
+        home,
+        keys,
+        opts,
+        &crate::adapters::local::LocalFiles,
+        Arc::new(crate::adapters::clock::SystemClock),
+    )
+    .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
     let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = defaults.lease;
     vault.set_fabric(Arc::new(NatsFabric::connect(token, fabric_opts, None).await?));

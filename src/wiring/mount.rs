@@ -259,9 +259,14 @@ pub async fn mount(
         ..VaultOptions::default()
     };
     let vault = Arc::new(
-        Vault::load(home, keys, vault_opts, Arc::new(crate::adapters::clock::SystemClock)).with_context(
-            || format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()),
-        )?,
+        Vault::load(
+            home,
+            keys,
+            vault_opts,
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?,
     );
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
@@ -390,7 +395,7 @@ pub async fn status(home: &Path, json: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let mut s = VaultStatus::offline(home).with_context(|| {
+    let mut s = VaultStatus::offline(home, &crate::adapters::local::LocalFiles).with_context(|| {
         format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
     })?;
     s.stale_mount = stale_mount(home).await;

@@ -327,6 +327,7 @@ pub async fn mount_snapshot(
         keys,
         vault_opts,
         Secrets::Owner,
+        &crate::adapters::local::LocalFiles,
         Arc::new(crate::adapters::clock::SystemClock),
     )?);
     vault.set_fabric(Arc::new(fabric));
@@ -357,6 +358,7 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
         keys,
         vault_opts,
         Secrets::Shared,
+        &crate::adapters::local::LocalFiles,
         Arc::new(crate::adapters::clock::SystemClock),
     )?);
     vault.set_fabric(Arc::new(fabric));

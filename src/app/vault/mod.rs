@@ -19,8 +19,6 @@
 //! fabric.
 
 mod claims;
-mod direct_io;
-mod disk_cache;
 mod maintenance;
 mod metrics;
 mod namespace;
@@ -37,13 +35,13 @@ pub use crate::domain::fs::FsError;
 use crate::domain::keys::VaultKeys;
 use crate::ports::clock::Clock;
 use crate::ports::fabric::ChunkFabric;
-use disk_cache::DiskCache;
+use crate::ports::local_disk::{LocalDisk, LocalStores};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-pub use disk_cache::DiskCacheUsage;
+pub use crate::ports::local_disk::DiskCacheUsage;
 pub use maintenance::{
     run_maintenance, AuditWorker, GcWorker, HealWorker, HealthOptions, HealthStats, LeaseWorker, Pace,
     Replicas, Scope, SnapshotWorker,
@@ -92,17 +90,17 @@ pub enum Secrets {
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    /// Opens the vault whose state lives in `home` (manifest, staging, outbox, disk cache).
+    /// Opens the vault whose state lives in `home` (manifest, staging, outbox, disk cache),
+    /// its local stores through `local`.
     pub fn load(
         home: &Path,
         keys: Arc<VaultKeys>,
         opts: VaultOptions,
+        local: &dyn LocalDisk,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, FsError> {
         let staging = home.join("staging");
-        let outbox = home.join("outbox");
         std::fs::create_dir_all(&staging)?;
-        std::fs::create_dir_all(&outbox)?;
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let mut m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
@@ -113,9 +111,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             tx.set_meta("replicas", opts.replicas as u64)?;
             tx.set_meta("disk_cache_bytes", opts.disk_cache_bytes)
         })?;
-        let disk_cache = DiskCache::open(&home.join("chunks"), opts.disk_cache_bytes)?;
-        let mut vault = Self::build(m, keys, opts, (&staging, &outbox), Secrets::Owner, clock);
-        vault.reader.disk_cache = Some(disk_cache);
+        let stores =
+            local.open(&staging, &home.join("outbox"), &home.join("chunks"), opts.disk_cache_bytes)?;
+        let vault = Self::build(m, keys, opts, (&staging, stores), Secrets::Owner, clock);
         vault.recover()?;
         Ok(vault)
     }
@@ -127,11 +125,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         keys: Arc<VaultKeys>,
         opts: VaultOptions,
         secrets: Secrets,
+        local: &dyn LocalDisk,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, FsError> {
         let m = Manifest::open_read_only(manifest)?;
         let none = manifest.with_extension("no-local-data");
-        Ok(Self::build(m, keys, opts, (&none, &none), secrets, clock))
+        let stores = local.absent(&none);
+        Ok(Self::build(m, keys, opts, (&none, stores), secrets, clock))
     }
 
     /// Whether this vault refuses changes.
@@ -139,12 +139,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.m.is_read_only()
     }
 
-    /// The vault over its parts; `(staging, outbox)` are the local directories.
+    /// The vault over its parts; `staging` is the staging directory beside the local stores.
     fn build(
         m: Manifest,
         keys: Arc<VaultKeys>,
         opts: VaultOptions,
-        (staging, outbox): (&Path, &Path),
+        (staging, stores): (&Path, LocalStores),
         secrets: Secrets,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -153,9 +153,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             keys,
             fabric: watch::channel(None).0,
             namespace: namespace::Namespace::default(),
-            writer: writer::Writer::new(staging),
-            reader: reader::Reader::new(opts.cache_bytes),
-            pipeline: pipeline::Queues::new(outbox),
+            writer: writer::Writer::new(staging, stores.staging),
+            reader: reader::Reader::new(opts.cache_bytes, stores.disk_cache),
+            pipeline: pipeline::Queues::new(stores.outbox),
             opts,
             clock,
             secrets,

@@ -23,6 +23,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+/// What a stored blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlobKind {
+    /// A snapshot of the whole manifest.
+    Snapshot,
+    /// A share of a subtree.
+    Share,
+}
+
 /// Pieces fetched per request when reading a blob back.
 const FETCH_BATCH: usize = 8;
 
@@ -210,7 +219,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let now = self.clock.now_ms();
         let info = SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes };
         let row = BlobRow { info, pins: blob.addrs(), path: Vec::new() };
-        self.store_blob(&blob, &row, false, wait).await?;
+        self.store_blob(&blob, &row, BlobKind::Snapshot, wait).await?;
         // Retention: drop what the policy no longer keeps (their pieces become garbage).
         let rows = self.m.read()?.blobs(false)?;
         let keep = retain(
@@ -293,7 +302,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         &self,
         blob: &SealedBlob,
         row: &BlobRow,
-        share: bool,
+        kind: BlobKind,
         wait: Duration,
     ) -> Result<(), FsError> {
         let mut fresh = Vec::new();
@@ -307,7 +316,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         for p in fresh.iter().filter(|p| p.ciphertext.len() > SMALL_CHUNK) {
-            self.write_outbox(&p.addr, &p.ciphertext)?;
+            self.pipeline.outbox.write(&p.addr, &p.ciphertext)?;
         }
         // The pieces' bytes, not only their names, must be on disk before the queue names them.
         self.sync_outbox()?;
@@ -318,6 +327,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 let small = (p.ciphertext.len() <= SMALL_CHUNK).then_some(p.ciphertext.as_slice());
                 queue_upload(tx, &p.addr, &rec, small, now)?;
             }
+            let share = kind == BlobKind::Share;
             tx.set_meta(if share { "last_share" } else { "last_snapshot" }, row.info.id)?;
             tx.put_blob(share, row, true)
         })?;
@@ -424,7 +434,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
         let info = SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes };
         let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
-        self.store_blob(&blob, &row, true, wait).await?;
+        self.store_blob(&blob, &row, BlobKind::Share, wait).await?;
         Ok(Capability { secret, head: blob.head_ref })
     }
 }

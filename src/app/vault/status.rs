@@ -6,6 +6,7 @@ use crate::domain::fs::{ChunkState, FsError};
 use crate::domain::health::is_healthy;
 use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::local_disk::LocalDisk;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -142,7 +143,7 @@ impl VaultStatus {
 
     /// Reads the status of an unmounted vault in `home`.
     /// Uses the replica count the vault was last mounted with.
-    pub fn offline(home: &Path) -> Result<VaultStatus, FsError> {
+    pub fn offline(home: &Path, local: &dyn LocalDisk) -> Result<VaultStatus, FsError> {
         let path = home.join("manifest.redb");
         if !path.exists() {
             return Err(FsError::NotFound);
@@ -154,7 +155,7 @@ impl VaultStatus {
         let (replicas, capacity) = (rx.meta("replicas")?.unwrap_or(3) as usize, rx.meta("disk_cache_bytes")?);
         drop(rx);
         let mut s = Self::from_manifest(&m, replicas)?;
-        s.disk_cache = super::disk_cache::DiskCache::measure(&home.join("chunks"), capacity.unwrap_or(0));
+        s.disk_cache = local.measure_cache(&home.join("chunks"), capacity.unwrap_or(0));
         Ok(s)
     }
 

@@ -105,3 +105,6 @@ pub struct HealthStats {
     /// Unreferenced chunks deleted from their replicas.
     pub collected: AtomicU64,
 }
+
+#[cfg(test)]
+mod workers_tests;

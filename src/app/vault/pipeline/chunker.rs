@@ -191,7 +191,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             if small {
                 p.small.push((sealed.addr, sealed.ciphertext.clone()));
             } else {
-                self.write_outbox(&sealed.addr, &sealed.ciphertext)?;
+                self.pipeline.outbox.write(&sealed.addr, &sealed.ciphertext)?;
             }
             let rec = ChunkRecord::pending(sealed.id, sealed.ciphertext.len());
             fresh.insert(sealed.addr);
@@ -356,7 +356,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             // (Those queued early belong to the uploader, which retires them into the disk cache.)
             for (addr, _) in p.fresh.iter().filter(|(a, _)| !early.queued.contains(a)) {
                 if !rx.upload_queued(addr)? {
-                    let _ = std::fs::remove_file(self.outbox_path(addr));
+                    self.pipeline.outbox.remove(addr);
                 }
             }
         }

@@ -20,7 +20,16 @@ fn load(home: &Path) -> Arc<Vault<CountingFabric>> {
 
 fn load_with(home: &Path, opts: VaultOptions) -> Arc<Vault<CountingFabric>> {
     let keys = Arc::new(MasterKey::from_bytes([7; 32]).derive());
-    Arc::new(Vault::load(home, keys, opts, Arc::new(crate::adapters::clock::SystemClock)).unwrap())
+    Arc::new(
+        Vault::load(
+            home,
+            keys,
+            opts,
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .unwrap(),
+    )
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -189,7 +198,7 @@ async fn collecting_a_chunk_keeps_the_outbox_copy_the_chunker_just_sealed_again(
     let rx = vault.m.read().unwrap();
     for addr in file_chunks(&vault, ino) {
         assert!(rx.upload_queued(&addr).unwrap(), "{addr:?} is not queued");
-        let kept = vault.outbox_path(&addr).exists() || rx.small_outbox(&addr).unwrap().is_some();
+        let kept = vault.pipeline.outbox.contains(&addr) || rx.small_outbox(&addr).unwrap().is_some();
         assert!(kept, "{addr:?} is queued for upload with no ciphertext left to upload");
     }
     drop(rx);

@@ -4,7 +4,6 @@
 //! imports the other.
 
 mod chunker;
-mod outbox;
 mod stats;
 mod uploader;
 
@@ -12,12 +11,11 @@ pub(super) use chunker::{queue_upload, SMALL_CHUNK};
 pub use stats::PipelineStats;
 
 use super::claims::Claims;
-use super::direct_io::Direct;
 use super::Vault;
 use crate::domain::fs::{Ino, Replica};
 use crate::domain::ids::Addr;
 use crate::ports::fabric::ChunkFabric;
-use std::path::{Path, PathBuf};
+use crate::ports::local_disk::Outbox;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -26,10 +24,8 @@ use tokio_util::sync::CancellationToken;
 /// The pipeline part's state: the outbox, the work queues between the halves, and the claims
 /// that keep an upload, a heal and a collection of one chunk apart.
 pub(super) struct Queues {
-    /// The outbox directory (one file per sealed chunk, named by its address).
-    pub(super) outbox: PathBuf,
-    /// Outbox files are written and read back with direct I/O.
-    pub(super) outbox_io: Direct,
+    /// Sealed chunks waiting for upload.
+    pub(super) outbox: Arc<dyn Outbox>,
     /// Closed files waiting for the chunker.
     pub(super) chunk_queue: Mutex<Vec<Ino>>,
     /// Files whose chunking failed (a full or failing disk): queued again after `CHUNK_RETRY`.
@@ -47,11 +43,10 @@ pub(super) struct Queues {
 }
 
 impl Queues {
-    /// Empty queues over the outbox in `outbox`.
-    pub(super) fn new(outbox: &Path) -> Self {
+    /// Empty queues over `outbox`.
+    pub(super) fn new(outbox: Arc<dyn Outbox>) -> Self {
         Queues {
-            outbox: outbox.to_path_buf(),
-            outbox_io: Direct::new(outbox),
+            outbox,
             chunk_queue: Mutex::default(),
             chunk_retry: Mutex::default(),
             chunk_work: Notify::new(),
@@ -86,6 +81,13 @@ pub async fn run_pipeline<F: ChunkFabric + 'static>(
     let _ = chunker.await;
     let _ = uploader.await;
     let _ = vault.checkpoint();
+}
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// Makes everything written into the outbox durable.
+    pub(super) fn sync_outbox(&self) -> Result<(), crate::domain::fs::FsError> {
+        Ok(self.pipeline.outbox.sync()?)
+    }
 }
 
 #[cfg(test)]

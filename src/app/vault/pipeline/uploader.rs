@@ -157,12 +157,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// chunk, kept in the manifest until uploaded, was written to the disk cache by
     /// `upload_one`: a file's small tail chunk must read offline like the rest of it.)
     fn retire_outbox(&self, addr: &Addr) {
-        let path = self.outbox_path(addr);
         match &self.reader.disk_cache {
-            Some(disk) => disk.adopt(addr, &path),
-            None => {
-                let _ = std::fs::remove_file(path);
-            }
+            Some(disk) => disk.adopt(addr, &self.pipeline.outbox.path(addr)),
+            None => self.pipeline.outbox.remove(addr),
         }
     }
 
@@ -170,13 +167,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// busy (its replicas are being deleted by garbage collection) and must wait.
     async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
         let Some(_claim) = self.pipeline.claims.claim(addr) else { return Ok(false) };
-        let path = self.outbox_path(&addr);
         let small = self.m.view().small_outbox(&addr)?;
         let is_small = small.is_some();
         let read = match small {
             Some(ct) => Ok((0..ct.len(), ct)),
             None => {
-                tokio::task::block_in_place(|| self.pipeline.outbox_io.read(&path)).map(|(buf, at)| (at, buf))
+                tokio::task::block_in_place(|| self.pipeline.outbox.read(&addr)).map(|(buf, at)| (at, buf))
             }
         };
         let (at, buf) = match read {

@@ -135,8 +135,16 @@ fn vault_with(
     opts: VaultOptions,
 ) -> (Arc<Vault<CountingFabric>>, Arc<PipelineStats>, CancellationToken) {
     let keys = Arc::new(MasterKey::from_bytes([9; 32]).derive());
-    let vault =
-        Arc::new(Vault::load(home, keys, opts, Arc::new(crate::adapters::clock::SystemClock)).unwrap());
+    let vault = Arc::new(
+        Vault::load(
+            home,
+            keys,
+            opts,
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .unwrap(),
+    );
     vault.set_fabric(fabric.clone());
     let (stats, cancel) = (Arc::new(PipelineStats::default()), CancellationToken::new());
     tokio::spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));

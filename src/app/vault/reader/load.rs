@@ -51,7 +51,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let small = self.m.view().small_outbox(&e.addr)?;
         let outbox = match small {
             Some(ct) => Some(ct),
-            None => tokio::fs::read(self.pipeline.outbox.join(e.addr.to_hex())).await.ok(),
+            None => {
+                let (outbox, addr) = (self.pipeline.outbox.clone(), e.addr);
+                tokio::task::spawn_blocking(move || outbox.read_plain(&addr)).await.ok().and_then(|r| r.ok())
+            }
         };
         if let Some(ct) = outbox {
             return self.open_chunk(e, ct).map(|p| Some(p.into()));
@@ -86,7 +89,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// decrypted in place: the buffer becomes the cache entry.
     fn open_fetched(&self, e: &Extent, ct: &[u8]) -> Result<Plain, FsError> {
         let mut buf = Self::lock(&self.reader.cache).take_buffer();
-        let start = buf.as_ptr().align_offset(crate::app::vault::direct_io::BLOCK);
+        let start = buf.as_ptr().align_offset(crate::ports::local_disk::BLOCK);
         let at = start..start + ct.len();
         let Some(area) = buf.get_mut(at.clone()) else {
             Self::lock(&self.reader.cache).give_back(buf);

@@ -8,10 +8,10 @@ mod fetch;
 mod load;
 pub(super) mod misses;
 
-use super::disk_cache::DiskCache;
 use super::{Fh, FsError, Vault};
 use crate::domain::fs::{Extent, Ino};
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::local_disk::DiskCache;
 use cache::{ChunkCache, Plain, ReadData};
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,7 +32,7 @@ pub(super) struct Reader {
     /// Decrypted chunks in memory.
     pub(super) cache: Mutex<ChunkCache>,
     /// Sealed chunks on local disk (none for read-only vaults).
-    pub(super) disk_cache: Option<DiskCache>,
+    pub(super) disk_cache: Option<Arc<dyn DiskCache>>,
     /// A read already waited out `fetch_timeout` for a first connection: until one comes, reads
     /// that need the fabric fail at once instead of each waiting again.
     pub(super) offline: AtomicBool,
@@ -45,11 +45,11 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    /// A reader with `cache_bytes` of memory cache and no disk cache yet.
-    pub(super) fn new(cache_bytes: u64) -> Self {
+    /// A reader with `cache_bytes` of memory cache over `disk_cache`.
+    pub(super) fn new(cache_bytes: u64, disk_cache: Option<Arc<dyn DiskCache>>) -> Self {
         Reader {
             cache: Mutex::new(ChunkCache::new(cache_bytes)),
-            disk_cache: None,
+            disk_cache,
             offline: AtomicBool::new(false),
             misses: misses::RecentMisses::default(),
             loads: tokio::sync::Semaphore::new(MAX_LOADS),

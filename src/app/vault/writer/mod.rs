@@ -5,13 +5,13 @@
 //! closes, the pipeline chunks the file into the outbox and drops the staging copy.
 
 mod recover;
-pub(super) mod spares;
 mod write;
 
 use super::namespace::{Content, NewNode};
 use super::{Caller, Fh, FsError, Vault};
 use crate::domain::fs::{Attr, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::local_disk::StagingFiles;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -43,7 +43,7 @@ pub(super) struct Writer {
     /// The staging directory (`staging/<ino>` per staged file).
     pub(super) dir: PathBuf,
     /// Empty staging files for reuse.
-    pub(super) spares: spares::Spares,
+    pub(super) spares: Arc<dyn StagingFiles>,
     /// Files that are open or staged.
     pub(super) files: Mutex<HashMap<Ino, OpenFile>>,
     /// Open handles: their file and what they may do.
@@ -58,11 +58,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// A writer staging into `dir`.
-    pub(super) fn new(dir: &std::path::Path) -> Self {
+    /// A writer staging into `dir`, with `spares` for its files.
+    pub(super) fn new(dir: &std::path::Path, spares: Arc<dyn StagingFiles>) -> Self {
         Writer {
             dir: dir.to_path_buf(),
-            spares: spares::Spares::new(dir),
+            spares,
             files: Mutex::default(),
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),

@@ -68,12 +68,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         // Outbox files that are not queued: a chunking pass interrupted before its commit, or
         // an upload whose durable commit happened but whose file was not yet removed.
-        for e in std::fs::read_dir(&self.pipeline.outbox)?.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let queued =
-                crate::domain::ids::Addr::from_hex(&name).map(|a| rx.upload_queued(&a)).transpose()?;
-            if queued != Some(true) {
-                let _ = std::fs::remove_file(e.path());
+        for addr in self.pipeline.outbox.sweep()? {
+            if !rx.upload_queued(&addr)? {
+                self.pipeline.outbox.remove(&addr);
             }
         }
         Ok(())
