@@ -30,7 +30,8 @@ mod status;
 mod types;
 mod writer;
 
-use crate::adapters::redb::manifest::Manifest;
+/// The manifest, named here only: the rest of the vault takes it from this module.
+use crate::adapters::redb::manifest::{Manifest, Rx, Tx};
 pub use crate::domain::fs::FsError;
 use crate::domain::keys::VaultKeys;
 use crate::ports::clock::Clock;

@@ -7,9 +7,9 @@
 //! record never points at data that could be missing.
 
 use super::pipeline::{queue_upload, SMALL_CHUNK};
+use super::Manifest;
 use super::{FsError, Vault};
 use crate::adapters::redb::dump::DumpWriter;
-use crate::adapters::redb::manifest::Manifest;
 use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Ino, Kind, ROOT_INO};
 use crate::domain::ids::Addr;
 use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};

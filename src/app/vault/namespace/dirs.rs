@@ -3,7 +3,7 @@
 //! removed or added meanwhile never make the listing skip or repeat the others (POSIX leaves
 //! only those entries unspecified). `releasedir` drops the snapshot.
 
-use crate::adapters::redb::manifest::Rx;
+use crate::app::vault::Rx;
 use crate::app::vault::{DirEntry, Vault};
 use crate::domain::fs::{FsError, Ino, Kind};
 use crate::ports::fabric::ChunkFabric;

@@ -8,8 +8,8 @@ mod xattr;
 
 pub use dirs::DirFh;
 
+use super::Tx;
 use super::{Caller, FsError, StatFs, Vault};
-use crate::adapters::redb::manifest::Tx;
 use crate::domain::fs::{Attr, Ino, Kind, Time, NAME_MAX};
 use crate::ports::fabric::ChunkFabric;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Renames: atomic replace, RENAME_NOREPLACE and RENAME_EXCHANGE, with directory link counts.
 
 use super::check_name;
-use crate::adapters::redb::manifest::Tx;
+use crate::app::vault::Tx;
 use crate::app::vault::{FsError, Vault};
 use crate::domain::fs::{Attr, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;

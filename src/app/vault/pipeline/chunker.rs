@@ -2,7 +2,7 @@
 //! goes), queues new chunks for upload and commits the files' new extents.
 
 use super::PipelineStats;
-use crate::adapters::redb::manifest::Tx;
+use crate::app::vault::Tx;
 use crate::app::vault::Vault;
 use crate::domain::chunker::chunk_stream;
 use crate::domain::fs::{ChunkRecord, Extent, FsError, Ino};
