@@ -119,7 +119,16 @@ impl Running {
     /// hands it `fabric`, if any.
     fn load(home: &Path, keys: &Arc<VaultKeys>, fabric: Option<&Arc<MemoryFabric>>) -> Running {
         let opts = VaultOptions { disk_cache_bytes: 0, ..VaultOptions::default() };
-        let vault: Arc<Vault<MemoryFabric>> = Arc::new(Vault::load(home, keys.clone(), opts).unwrap());
+        let vault: Arc<Vault<MemoryFabric>> = Arc::new(
+            Vault::load(
+                home,
+                keys.clone(),
+                opts,
+                &quloud::adapters::local::LocalFiles,
+                Arc::new(quloud::adapters::clock::SystemClock),
+            )
+            .unwrap(),
+        );
         if let Some(f) = fabric {
             vault.set_fabric(f.clone());
         }

@@ -8,6 +8,7 @@
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::NodeId;
 use crate::domain::snapshot::SnapshotInfo;
+pub use crate::ports::local_disk::DiskCacheUsage;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,17 +57,6 @@ pub struct VaultStatus {
     /// nothing answering on the control socket).
     #[serde(with = "path_bytes")]
     pub stale_mount: Option<PathBuf>,
-}
-
-/// Files, bytes and byte budget of the disk cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiskCacheUsage {
-    /// Chunks kept.
-    pub chunks: u64,
-    /// Bytes kept.
-    pub bytes: u64,
-    /// Byte budget.
-    pub capacity: u64,
 }
 
 /// A mount's broker connection, for `quloud status`.

@@ -1,6 +1,6 @@
 //! Replica and node health (DESIGN §5–6): how audit outcomes change what the owner believes about
 //! a replica and a node, and which replicas count as healthy. Pure rules; the vault's maintenance
-//! (`app::vault::health`) applies them to the manifest.
+//! (`app::vault::maintenance`) applies them to the manifest.
 
 use crate::domain::fs::{ChunkRecord, Replica};
 use crate::domain::ids::NodeId;

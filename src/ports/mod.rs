@@ -6,6 +6,7 @@
 pub mod chunk_store;
 pub mod clock;
 pub mod fabric;
+pub mod local_disk;
 pub mod manifest;
 #[cfg(test)]
 pub(crate) mod manifest_contract;

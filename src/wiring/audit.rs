@@ -6,7 +6,7 @@ use super::open::{open_manifest, open_unmounted, require_manifest};
 use crate::adapters::control::client::{ControlClient, Wait};
 use crate::adapters::control::{AuditWhen, Reply, Request};
 use crate::app::report::{AuditReport, NodeRow};
-use crate::app::vault::{nodes_view, Scope};
+use crate::app::vault::{nodes_view, Pace, Replicas, Scope};
 use crate::cli::AuditArgs;
 use crate::render::{self, progress_bar, Format};
 use anyhow::{bail, Context, Result};
@@ -62,7 +62,14 @@ pub async fn audit(home: &Path, args: AuditArgs) -> Result<()> {
 /// Opens the vault here (it is not mounted), connects to the fabric and runs the pass.
 async fn audit_unmounted(home: &Path, args: &AuditArgs, path: &str, when: AuditWhen) -> Result<AuditReport> {
     let (vault, _) = open_unmounted(home, &Bus::from_args(&args.nats, home)?, args.replicas).await?;
-    let report = vault.audit(&Scope::Path(path.to_string()), when == AuditWhen::Now, false, &progress).await;
+    let report = vault
+        .audit(
+            &Scope::Path(path.to_string()),
+            Replicas::all_if(when == AuditWhen::Now),
+            Pace::Foreground,
+            &progress,
+        )
+        .await;
     vault.checkpoint().context("saving the manifest")?;
     Ok(report?)
 }

@@ -6,7 +6,7 @@ use crate::adapters::control::server::Progress;
 use crate::adapters::control::{AuditWhen, Reply, Request};
 use crate::adapters::nats::fabric::NatsFabric;
 use crate::app::report::{NodeRow, SnapshotReport, SnapshotRow};
-use crate::app::vault::{FabricLink, FsError, Scope, SnapshotOutcome, Vault, VaultStatus};
+use crate::app::vault::{FabricLink, FsError, Pace, Replicas, Scope, SnapshotOutcome, Vault, VaultStatus};
 use crate::ports::fabric::Link;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,7 +73,10 @@ pub async fn answer(
         Request::Audit { path, when } => {
             let scope = Scope::Path(vault_path(&ctl.mountpoint, &path));
             let report = move |done, total| progress.report(done, total);
-            vault.audit(&scope, when == AuditWhen::Now, false, &report).await.map(Reply::Audit)
+            vault
+                .audit(&scope, Replicas::all_if(when == AuditWhen::Now), Pace::Foreground, &report)
+                .await
+                .map(Reply::Audit)
         }
     };
     reply.unwrap_or_else(|e| Reply::Error { message: e.to_string() })

@@ -144,9 +144,16 @@ pub async fn mount(
         health: health_options(opts),
         ..VaultOptions::default()
     };
-    let vault = Arc::new(Vault::load(home, keys, vault_opts).with_context(|| {
-        format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display())
-    })?);
+    let vault = Arc::new(
+        Vault::load(
+            home,
+            keys,
+            vault_opts,
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?,
+    );
     let cancel = CancellationToken::new();
     let stats = Arc::new(PipelineStats::default());
     // Bound before anything starts, so a taken or refused address fails the mount cleanly.
@@ -212,9 +219,10 @@ pub async fn status(home: &Path, format: Format) -> Result<()> {
         Some(Reply::Status(s)) => s,
         Some(other) => return Err(unexpected(&other)),
         None => {
-            let mut s = VaultStatus::offline(home).with_context(|| {
-                format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
-            })?;
+            let mut s =
+                VaultStatus::offline(home, &crate::adapters::local::LocalFiles).with_context(|| {
+                    format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
+                })?;
             s.stale_mount = stale_mount(home).await;
             s
         }

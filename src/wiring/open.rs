@@ -2,7 +2,9 @@
 //! connection (for `audit`, `snapshot`, `share` without a mount), and serving one over FUSE.
 
 use super::common::{health_options, load_master_key, Bus};
+use crate::adapters::clock::SystemClock;
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
+use crate::adapters::local::LocalFiles;
 use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::Manifest;
 use crate::app::vault::{Vault, VaultOptions};
@@ -61,7 +63,7 @@ pub async fn open_unmounted(
     };
     let keys = Arc::new(key.derive());
     let token = keys.ack_token();
-    let vault = Vault::<NatsFabric>::load(home, keys, opts)
+    let vault = Vault::<NatsFabric>::load(home, keys, opts, &LocalFiles, Arc::new(SystemClock))
         .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
     let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = defaults.lease;

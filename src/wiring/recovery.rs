@@ -240,7 +240,14 @@ pub async fn mount_snapshot(
         fetch_snapshot(&fabric, &keys, &found, &info, &manifest).await?;
     }
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
-    let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Owner)?);
+    let vault = Arc::new(Vault::load_read_only(
+        &manifest,
+        keys,
+        vault_opts,
+        Secrets::Owner,
+        &crate::adapters::local::LocalFiles,
+        Arc::new(crate::adapters::clock::SystemClock),
+    )?);
     vault.set_fabric(Arc::new(fabric));
     let what = format!("snapshot {id} ({}, read-only)", utc(info.taken_ms));
     let settings = read_only_settings(opts, format!("quloud-snapshot-{id}"));
@@ -264,7 +271,14 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
         return Err(anyhow!("cannot open the share: {e}"));
     }
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
-    let vault = Arc::new(Vault::load_read_only(&manifest, keys, vault_opts, Secrets::Shared)?);
+    let vault = Arc::new(Vault::load_read_only(
+        &manifest,
+        keys,
+        vault_opts,
+        Secrets::Shared,
+        &crate::adapters::local::LocalFiles,
+        Arc::new(crate::adapters::clock::SystemClock),
+    )?);
     vault.set_fabric(Arc::new(fabric));
     let settings = read_only_settings(opts, "quloud-share".into());
     let served = serve_fuse(vault, mountpoint, &settings, "share (read-only)", &signal_token()).await;

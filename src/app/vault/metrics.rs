@@ -47,12 +47,12 @@ pub struct CacheUsage {
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// The read cache's occupancy (holds the cache lock for a moment).
     pub fn cache_usage(&self) -> CacheUsage {
-        Self::lock(&self.cache).usage()
+        Self::lock(&self.reader.cache).usage()
     }
 
     /// The disk cache's occupancy (zero for a read-only vault, which keeps none).
     pub fn disk_cache_usage(&self) -> super::DiskCacheUsage {
-        self.disk_cache.as_ref().map(|d| d.usage()).unwrap_or_default()
+        self.reader.disk_cache.as_ref().map(|d| d.usage()).unwrap_or_default()
     }
 
     /// Whether the vault has a connected fabric (it starts without one and gets one once the

@@ -7,9 +7,9 @@
 //! record never points at data that could be missing.
 
 use super::pipeline::{queue_upload, SMALL_CHUNK};
+use super::Manifest;
 use super::{FsError, Vault};
 use crate::adapters::redb::dump::DumpWriter;
-use crate::adapters::redb::manifest::Manifest;
 use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Ino, Kind, ROOT_INO};
 use crate::domain::ids::Addr;
 use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};
@@ -18,11 +18,19 @@ use crate::domain::snapshot::{
     choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobHead, BlobRow, PieceRef,
     RootChoice, RootRecord, SealedBlob, SnapshotInfo,
 };
-use crate::domain::unix_ms;
 use crate::ports::fabric::ChunkFabric;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+/// What a stored blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlobKind {
+    /// A snapshot of the whole manifest.
+    Snapshot,
+    /// A share of a subtree.
+    Share,
+}
 
 /// Pieces fetched per request when reading a blob back.
 const FETCH_BATCH: usize = 8;
@@ -208,15 +216,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             (dump, files, bytes, rx.meta("last_snapshot")?.unwrap_or(0) + 1, content)
         };
         let blob = seal_blob(self.keys.snapshot(), &dump, self.keys.chunker_seed()).map_err(fs_err)?;
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         let info = SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes };
         let row = BlobRow { info, pins: blob.addrs(), path: Vec::new() };
-        self.store_blob(&blob, &row, false, wait).await?;
+        self.store_blob(&blob, &row, BlobKind::Snapshot, wait).await?;
         // Retention: drop what the policy no longer keeps (their pieces become garbage).
         let rows = self.m.read()?.blobs(false)?;
         let keep = retain(
             &rows.iter().map(|r| (r.info.id, r.info.taken_ms)).collect::<Vec<_>>(),
-            self.health.retention,
+            self.opts.health.retention,
         );
         let dropped: Vec<&BlobRow> = rows.iter().filter(|r| !keep.contains(&r.info.id)).collect();
         self.m.write_durable(|tx| dropped.iter().try_for_each(|r| tx.put_blob(false, r, false)))?;
@@ -280,7 +288,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             None => 0,
         };
         let version = local.max(seen) + 1;
-        let record = RootRecord { version, written_ms: unix_ms(SystemTime::now()), snapshots };
+        let record = RootRecord { version, written_ms: self.clock.now_ms(), snapshots };
         let bytes = record.seal(self.keys.root_signing_key(), &self.keys.root_body_key());
         let locator = root_locator(&self.keys.root_signing_key().verifying_key());
         fabric.publish_root(&locator, &bytes).await.map_err(fs_err)?;
@@ -294,7 +302,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         &self,
         blob: &SealedBlob,
         row: &BlobRow,
-        share: bool,
+        kind: BlobKind,
         wait: Duration,
     ) -> Result<(), FsError> {
         let mut fresh = Vec::new();
@@ -308,24 +316,25 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         for p in fresh.iter().filter(|p| p.ciphertext.len() > SMALL_CHUNK) {
-            self.write_outbox(&p.addr, &p.ciphertext)?;
+            self.pipeline.outbox.write(&p.addr, &p.ciphertext)?;
         }
         // The pieces' bytes, not only their names, must be on disk before the queue names them.
         self.sync_outbox()?;
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         self.m.write_durable(|tx| {
             for p in &fresh {
                 let rec = ChunkRecord::pending(p.id, p.ciphertext.len());
                 let small = (p.ciphertext.len() <= SMALL_CHUNK).then_some(p.ciphertext.as_slice());
                 queue_upload(tx, &p.addr, &rec, small, now)?;
             }
+            let share = kind == BlobKind::Share;
             tx.set_meta(if share { "last_share" } else { "last_snapshot" }, row.info.id)?;
             tx.put_blob(share, row, true)
         })?;
-        self.upload_work.notify_one();
+        self.pipeline.upload_work.notify_one();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notified = self.uploaded.notified();
+            let notified = self.pipeline.uploaded.notified();
             let rx = self.m.read()?;
             let mut waiting = 0;
             for a in &row.pins {
@@ -423,10 +432,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let keys = self.keys.share(&secret);
         let blob = seal_blob(&keys, &dump, self.keys.chunker_seed()).map_err(fs_err)?;
         let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
-        let info =
-            SnapshotInfo { id, taken_ms: unix_ms(SystemTime::now()), head: blob.head_ref, files, bytes };
+        let info = SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes };
         let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
-        self.store_blob(&blob, &row, true, wait).await?;
+        self.store_blob(&blob, &row, BlobKind::Share, wait).await?;
         Ok(Capability { secret, head: blob.head_ref })
     }
 }

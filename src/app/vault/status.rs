@@ -7,6 +7,7 @@ use crate::domain::fs::{ChunkState, FsError};
 use crate::domain::health::is_healthy;
 use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::local_disk::LocalDisk;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -47,7 +48,7 @@ impl VaultStatus {
 
     /// Reads the status of an unmounted vault in `home`.
     /// Uses the replica count the vault was last mounted with.
-    pub fn offline(home: &Path) -> Result<VaultStatus, FsError> {
+    pub fn offline(home: &Path, local: &dyn LocalDisk) -> Result<VaultStatus, FsError> {
         let path = home.join("manifest.redb");
         if !path.exists() {
             return Err(FsError::NotFound);
@@ -59,7 +60,7 @@ impl VaultStatus {
         let (replicas, capacity) = (rx.meta("replicas")?.unwrap_or(3) as usize, rx.meta("disk_cache_bytes")?);
         drop(rx);
         let mut s = Self::from_manifest(&m, replicas)?;
-        s.disk_cache = super::disk_cache::DiskCache::measure(&home.join("chunks"), capacity.unwrap_or(0));
+        s.disk_cache = local.measure_cache(&home.join("chunks"), capacity.unwrap_or(0));
         Ok(s)
     }
 }
@@ -72,7 +73,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// longer seen as staged is in the snapshot (the other order could report a just-chunked file
     /// as neither staged nor chunked).
     pub fn status(&self) -> Result<VaultStatus, FsError> {
-        let staged = Self::lock(&self.files).values().filter(|f| f.staging.is_some()).count() as u64;
+        let staged = Self::lock(&self.writer.files).values().filter(|f| f.staging.is_some()).count() as u64;
         let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
         s.staged_files = staged;
         s.disk_cache = self.disk_cache_usage();

@@ -16,11 +16,11 @@ pub const DOWN_GRACE: Duration = Duration::from_millis(1500);
 
 /// Recently failed fetches, by chunk, with when each failed and why.
 #[derive(Default)]
-pub(super) struct RecentMisses(Mutex<HashMap<Addr, (Instant, String)>>);
+pub(in crate::app::vault) struct RecentMisses(Mutex<HashMap<Addr, (Instant, String)>>);
 
 impl RecentMisses {
     /// Why `addr` failed to load within the last [`MISS_MEMORY`], and how long ago.
-    pub(super) fn get(&self, addr: &Addr) -> Option<(Duration, String)> {
+    pub(in crate::app::vault) fn get(&self, addr: &Addr) -> Option<(Duration, String)> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let (at, why) = map.get(addr)?;
         let ago = at.elapsed();
@@ -28,14 +28,14 @@ impl RecentMisses {
     }
 
     /// Remembers that `addr` could not be fetched (and forgets misses that are too old).
-    pub(super) fn record(&self, addr: Addr, why: &str) {
+    pub(in crate::app::vault) fn record(&self, addr: Addr, why: &str) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, (at, _)| at.elapsed() < MISS_MEMORY);
         map.insert(addr, (Instant::now(), why.to_string()));
     }
 
     /// Forgets `addr` (it was fetched after all).
-    pub(super) fn forget(&self, addr: &Addr) {
+    pub(in crate::app::vault) fn forget(&self, addr: &Addr) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
     }
 }

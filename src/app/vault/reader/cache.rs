@@ -89,8 +89,8 @@ impl ChunkCache {
     }
 
     /// Chunks, bytes and byte budget.
-    pub fn usage(&self) -> super::metrics::CacheUsage {
-        super::metrics::CacheUsage {
+    pub fn usage(&self) -> crate::app::vault::CacheUsage {
+        crate::app::vault::CacheUsage {
             chunks: self.lru.len() as u64,
             bytes: self.bytes,
             capacity: self.capacity,

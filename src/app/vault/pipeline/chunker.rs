@@ -1,35 +1,24 @@
-//! The background pipeline: chunk and seal closed files into the outbox (durably, before their
-//! staging copy goes), run the uploader (`uploader.rs`), and checkpoint the manifest.
+//! The chunker: seals closed files' chunks into the outbox (durably, before their staging copy
+//! goes), queues new chunks for upload and commits the files' new extents.
 
-use super::Vault;
-use crate::adapters::redb::manifest::Tx;
+use super::PipelineStats;
+use crate::app::vault::Tx;
+use crate::app::vault::Vault;
 use crate::domain::chunker::chunk_stream;
 use crate::domain::fs::{ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
-use crate::domain::unix_ms;
 use crate::ports::fabric::ChunkFabric;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Counters of the pipeline, for status.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Files chunked.
-    pub files_chunked: AtomicU64,
-    /// Chunks made durable.
-    pub chunks_uploaded: AtomicU64,
-    /// Upload attempts that failed.
-    pub upload_failures: AtomicU64,
-}
-
 /// A staged file sealed into the outbox, waiting to be committed.
-pub(super) struct Prepared {
-    pub(super) ino: Ino,
+pub(in crate::app::vault) struct Prepared {
+    pub(in crate::app::vault) ino: Ino,
     size: u64,
     mtime: crate::domain::fs::Time,
     generation: u64,
@@ -41,7 +30,7 @@ pub(super) struct Prepared {
 
 /// Chunks up to this size wait in the manifest rather than in an outbox file of their own
 /// (creating and deleting many tiny files costs more than the data).
-pub(super) const SMALL_CHUNK: usize = 64 * 1024;
+pub(in crate::app::vault) const SMALL_CHUNK: usize = 64 * 1024;
 
 /// Once this much new ciphertext is sealed, it is queued for upload before the rest of the
 /// batch is sealed: a large file starts uploading at once instead of after all of it is sealed.
@@ -50,7 +39,7 @@ const SEAL_SEGMENT: usize = 32 << 20;
 /// New chunks of a batch sealed but not yet queued, and those queued early (their files are
 /// still being sealed, so no file references them yet).
 #[derive(Default)]
-pub(super) struct Early {
+pub(in crate::app::vault) struct Early {
     waiting: Vec<(Addr, ChunkRecord, Option<Vec<u8>>)>,
     waiting_bytes: usize,
     /// New ciphertext after which the waiting chunks are queued (`SEAL_SEGMENT`, less in tests).
@@ -83,35 +72,10 @@ impl std::io::Read for PosReader<'_> {
     }
 }
 
-/// Runs the chunker, the uploader and the checkpointer until `cancel` fires.
-pub async fn run_pipeline<F: ChunkFabric + 'static>(
-    vault: Arc<Vault<F>>,
-    stats: Arc<PipelineStats>,
-    cancel: CancellationToken,
-) {
-    let chunker = tokio::spawn(chunk_loop(vault.clone(), stats.clone(), cancel.clone()));
-    let uploader = tokio::spawn(super::uploader::upload_loop(vault.clone(), stats, cancel.clone()));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {
-                let v = vault.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.checkpoint()).await {
-                    tracing::error!(error = %e, "manifest checkpoint failed");
-                }
-            }
-        }
-    }
-    let _ = chunker.await;
-    let _ = uploader.await;
-    let _ = vault.checkpoint();
-}
-
 /// How long files whose chunking failed wait before they are tried again.
 const CHUNK_RETRY: Duration = Duration::from_secs(5);
 
-async fn chunk_loop<F: ChunkFabric + 'static>(
+pub(super) async fn chunk_loop<F: ChunkFabric + 'static>(
     vault: Arc<Vault<F>>,
     stats: Arc<PipelineStats>,
     cancel: CancellationToken,
@@ -120,19 +84,19 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
     loop {
         if last_retry.elapsed() >= CHUNK_RETRY {
             last_retry = tokio::time::Instant::now();
-            let retry = std::mem::take(&mut *Vault::<F>::lock(&vault.chunk_retry));
-            Vault::<F>::lock(&vault.chunk_queue).extend(retry);
+            let retry = std::mem::take(&mut *Vault::<F>::lock(&vault.pipeline.chunk_retry));
+            Vault::<F>::lock(&vault.pipeline.chunk_queue).extend(retry);
         }
         // Let closes accumulate briefly (a batch shares one syncfs and one durable commit), unless
         // plenty are already waiting.
-        if Vault::<F>::lock(&vault.chunk_queue).len() < 256 {
+        if Vault::<F>::lock(&vault.pipeline.chunk_queue).len() < 256 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let queued: Vec<Ino> = std::mem::take(&mut *Vault::<F>::lock(&vault.chunk_queue));
+        let queued: Vec<Ino> = std::mem::take(&mut *Vault::<F>::lock(&vault.pipeline.chunk_queue));
         if queued.is_empty() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = vault.chunk_work.notified() => {}
+                _ = vault.pipeline.chunk_work.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             continue;
@@ -144,16 +108,16 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
         match chunked.map(|(result, batch)| result.map_err(|e| (e, batch))) {
             Ok(Ok(n)) if n > 0 => {
                 stats.files_chunked.fetch_add(n as u64, Ordering::Relaxed);
-                vault.upload_work.notify_one();
+                vault.pipeline.upload_work.notify_one();
             }
             Ok(Ok(_)) => {}
             Ok(Err((e, batch))) => {
                 tracing::error!(error = %e, files = batch.len(), "chunking files failed; they stay staged and are tried again in {CHUNK_RETRY:?}");
-                Vault::<F>::lock(&vault.chunk_retry).extend(batch);
+                Vault::<F>::lock(&vault.pipeline.chunk_retry).extend(batch);
             }
             Err(e) => tracing::error!(error = %e, "chunking task failed"),
         }
-        vault.uploaded.notify_waiters();
+        vault.pipeline.uploaded.notify_waiters();
     }
 }
 
@@ -161,7 +125,7 @@ async fn chunk_loop<F: ChunkFabric + 'static>(
 /// referenced. A chunk waiting for garbage collection is uploaded again (holders re-ack, and a
 /// copy deleted meanwhile is stored anew). A small chunk's ciphertext (`small`) is kept in the
 /// manifest; a larger one must already be in the outbox.
-pub(super) fn queue_upload(
+pub(in crate::app::vault) fn queue_upload(
     tx: &Tx<'_>,
     addr: &Addr,
     rec: &ChunkRecord,
@@ -185,31 +149,11 @@ pub(super) fn queue_upload(
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    pub(super) fn outbox_path(&self, addr: &Addr) -> std::path::PathBuf {
-        self.outbox.join(addr.to_hex())
-    }
-
-    /// Writes a sealed chunk's ciphertext into the outbox (not yet fsynced) unless it is there:
-    /// through a temporary name, so a crash never leaves a torn file under the addr, and with
-    /// direct I/O (the kernel's copy into the page cache was a third of the mount's CPU while it
-    /// uploaded; the uploader reads each file back once, also with direct I/O).
-    pub(super) fn write_outbox(&self, addr: &Addr, ciphertext: &[u8]) -> std::io::Result<()> {
-        let path = self.outbox_path(addr);
-        // A power cut after the rename but before the data reached the disk can leave the name
-        // with fewer bytes: such a file is written again.
-        if std::fs::metadata(&path).map_or(true, |m| m.len() != ciphertext.len() as u64) {
-            let tmp = path.with_extension("tmp");
-            self.outbox_io.write(&tmp, ciphertext)?;
-            std::fs::rename(&tmp, &path)?;
-        }
-        Ok(())
-    }
-
     /// Seals a staged file's chunks into the outbox (not yet fsynced) and returns what to commit;
     /// `None` when the file is still being written (it is queued again at its last close).
     fn prepare(&self, ino: Ino, early: &mut Early) -> Result<Option<Prepared>, FsError> {
         let snapshot = {
-            let files = Self::lock(&self.files);
+            let files = Self::lock(&self.writer.files);
             match files.get(&ino) {
                 Some(f) if f.writers == 0 => f.staging.clone().map(|s| (s, f.size, f.mtime, f.generation)),
                 _ => None,
@@ -232,7 +176,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let sealed = self.keys.seal(&data);
             p.extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
             // Just-written data is the likeliest to be read next.
-            let mut cache = Self::lock(&self.cache);
+            let mut cache = Self::lock(&self.reader.cache);
             let plain = Arc::new(cache.copy_in(&data));
             cache.put(sealed.id, plain);
             drop(cache);
@@ -247,7 +191,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             if small {
                 p.small.push((sealed.addr, sealed.ciphertext.clone()));
             } else {
-                self.write_outbox(&sealed.addr, &sealed.ciphertext)?;
+                self.pipeline.outbox.write(&sealed.addr, &sealed.ciphertext)?;
             }
             let rec = ChunkRecord::pending(sealed.id, sealed.ciphertext.len());
             fresh.insert(sealed.addr);
@@ -270,7 +214,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if early.waiting.iter().any(|(_, _, small)| small.is_none()) {
             self.sync_outbox()?;
         }
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         let queued = self.m.write(|tx| {
             let mut queued = Vec::new();
             for (addr, rec, small) in &early.waiting {
@@ -285,31 +229,21 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         early.waiting.clear();
         early.waiting_bytes = 0;
         early.queued.extend(queued);
-        self.upload_work.notify_one();
-        Ok(())
-    }
-
-    /// Makes everything written into the outbox durable (one `syncfs` of its filesystem).
-    pub(super) fn sync_outbox(&self) -> Result<(), FsError> {
-        let outbox = File::open(&self.outbox)?;
-        // SAFETY: syncfs on a valid open descriptor; no memory is passed.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&outbox)) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
+        self.pipeline.upload_work.notify_one();
         Ok(())
     }
 
     /// Chunks a batch of staged files: seals them into the outbox, makes the outbox durable with
     /// one `syncfs`, commits all their new extents in one durable transaction, and only then
     /// drops their staging copies. Returns how many files were committed.
-    pub(super) fn chunk_files(&self, inos: &[Ino]) -> Result<usize, FsError> {
+    pub(in crate::app::vault) fn chunk_files(&self, inos: &[Ino]) -> Result<usize, FsError> {
         let (prepared, early) = self.seal_batch(inos, SEAL_SEGMENT);
         self.commit_batch(prepared, early)
     }
 
     /// Seals a batch of staged files into the outbox, queueing new chunks for upload every
     /// `segment` bytes of new ciphertext.
-    pub(super) fn seal_batch(&self, inos: &[Ino], segment: usize) -> (Vec<Prepared>, Early) {
+    pub(in crate::app::vault) fn seal_batch(&self, inos: &[Ino], segment: usize) -> (Vec<Prepared>, Early) {
         let mut early = Early::new(segment);
         let mut prepared = Vec::new();
         for &ino in inos {
@@ -318,7 +252,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(ino, error = %e, "chunking a file failed; it stays staged and is tried again in {CHUNK_RETRY:?}");
-                    Self::lock(&self.chunk_retry).push(ino);
+                    Self::lock(&self.pipeline.chunk_retry).push(ino);
                 }
             }
         }
@@ -326,7 +260,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Commits a sealed batch: see [`Vault::chunk_files`].
-    pub(super) fn commit_batch(&self, prepared: Vec<Prepared>, early: Early) -> Result<usize, FsError> {
+    pub(in crate::app::vault) fn commit_batch(
+        &self,
+        prepared: Vec<Prepared>,
+        early: Early,
+    ) -> Result<usize, FsError> {
         if prepared.is_empty() && early.queued.is_empty() {
             return Ok(0);
         }
@@ -334,11 +272,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             self.sync_outbox()?;
         }
         // Commit only files unchanged since they were read; hold the lock so no write slips in.
-        let mut files = Self::lock(&self.files);
+        let mut files = Self::lock(&self.writer.files);
         let (ready, stale): (Vec<Prepared>, Vec<Prepared>) = prepared
             .into_iter()
             .partition(|p| files.get(&p.ino).is_some_and(|f| f.generation == p.generation && f.writers == 0));
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         let (committed, retry) = self.m.write_durable(|tx| {
             let (mut done, mut retry) = (Vec::new(), Vec::new());
             for p in &ready {
@@ -406,11 +344,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         );
         drop(files);
         for (ino, open) in retired {
-            self.spares.retire(&self.staging_path(ino), open);
+            self.writer.spares.retire(&self.staging_path(ino), open);
         }
         if !retry.is_empty() {
-            Self::lock(&self.chunk_queue).extend(&retry);
-            self.chunk_work.notify_one();
+            Self::lock(&self.pipeline.chunk_queue).extend(&retry);
+            self.pipeline.chunk_work.notify_one();
         }
         // Outbox copies nobody queued (a lost race with a writer or with garbage collection).
         let rx = self.m.read()?;
@@ -418,7 +356,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             // (Those queued early belong to the uploader, which retires them into the disk cache.)
             for (addr, _) in p.fresh.iter().filter(|(a, _)| !early.queued.contains(a)) {
                 if !rx.upload_queued(addr)? {
-                    let _ = std::fs::remove_file(self.outbox_path(addr));
+                    self.pipeline.outbox.remove(addr);
                 }
             }
         }
@@ -427,5 +365,5 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 }
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
+#[path = "chunker_tests.rs"]
 mod tests;

@@ -3,6 +3,7 @@
 //! no-journal mode it also skips every inode freed in the last few seconds); renaming an empty
 //! spare into place costs one directory update instead.
 
+use crate::ports::local_disk::StagingFiles;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ const MAX_SPARES: usize = 1024;
 const PREFIX: &str = "spare.";
 
 /// A pool of empty files in one directory.
-pub(super) struct Spares {
+pub struct Spares {
     dir: PathBuf,
     free: Mutex<Vec<PathBuf>>,
     next: AtomicU64,
@@ -70,6 +71,16 @@ impl Spares {
             }
         }
         let _ = std::fs::remove_file(path);
+    }
+}
+
+impl StagingFiles for Spares {
+    fn create(&self, path: &Path) -> std::io::Result<File> {
+        Spares::create(self, path)
+    }
+
+    fn retire(&self, path: &Path, open: Option<Arc<File>>) {
+        Spares::retire(self, path, open)
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Direct I/O moves whole blocks of this size, from and to memory aligned to it.
-pub(super) const BLOCK: usize = 4096;
+pub(super) use crate::ports::local_disk::BLOCK;
 
 thread_local! {
     /// A reused block-aligned buffer per thread for [`Direct::write`].

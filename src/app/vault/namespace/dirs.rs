@@ -3,8 +3,8 @@
 //! removed or added meanwhile never make the listing skip or repeat the others (POSIX leaves
 //! only those entries unspecified). `releasedir` drops the snapshot.
 
-use super::{DirEntry, Vault};
-use crate::adapters::redb::manifest::Rx;
+use crate::app::vault::Rx;
+use crate::app::vault::{DirEntry, Vault};
 use crate::domain::fs::{FsError, Ino, Kind};
 use crate::ports::fabric::ChunkFabric;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub type DirFh = u64;
 
 /// Listings of open directory handles (`None` until the first `readdir`).
-pub(super) type Listings = std::collections::HashMap<DirFh, Option<Arc<[DirEntry]>>>;
+pub(in crate::app::vault) type Listings = std::collections::HashMap<DirFh, Option<Arc<[DirEntry]>>>;
 
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// Opens a directory for listing.
@@ -22,8 +22,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if self.getattr(ino)?.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        Self::lock(&self.listings).insert(fh, None);
+        let fh = self.writer.next_fh.fetch_add(1, Ordering::Relaxed);
+        Self::lock(&self.namespace.listings).insert(fh, None);
         Ok(fh)
     }
 
@@ -37,7 +37,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         offset: u64,
         mut add: impl FnMut(&DirEntry) -> bool,
     ) -> Result<(), FsError> {
-        let kept = match Self::lock(&self.listings).get(&fh) {
+        let kept = match Self::lock(&self.namespace.listings).get(&fh) {
             Some(Some(listing)) if offset > 0 => Some(listing.clone()),
             _ => None,
         };
@@ -45,7 +45,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Some(l) => l,
             None => {
                 let fresh: Arc<[DirEntry]> = self.list(ino)?.into();
-                if let Some(slot) = Self::lock(&self.listings).get_mut(&fh) {
+                if let Some(slot) = Self::lock(&self.namespace.listings).get_mut(&fh) {
                     *slot = Some(fresh.clone());
                 }
                 fresh
@@ -63,7 +63,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Forgets a directory handle's listing.
     pub fn releasedir(&self, fh: DirFh) {
-        Self::lock(&self.listings).remove(&fh);
+        Self::lock(&self.namespace.listings).remove(&fh);
     }
 
     /// Every entry of a directory, `.` and `..` first, with cookies 1, 2, ….

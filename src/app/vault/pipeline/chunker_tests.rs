@@ -2,7 +2,7 @@
 //! before the files commit, after they commit, after a crash in between, and when a file
 //! changes under the sealing. (Uploads themselves are proven on a real broker in `tests/`.)
 
-use crate::app::vault::uploader_tests::CountingFabric;
+use crate::app::vault::pipeline::uploader_tests::CountingFabric;
 use crate::app::vault::{Caller, HealthOptions, Vault, VaultOptions};
 use crate::domain::fs::{Ino, Replica, ROOT_INO};
 use crate::domain::ids::{Addr, NodeId};
@@ -20,7 +20,16 @@ fn load(home: &Path) -> Arc<Vault<CountingFabric>> {
 
 fn load_with(home: &Path, opts: VaultOptions) -> Arc<Vault<CountingFabric>> {
     let keys = Arc::new(MasterKey::from_bytes([7; 32]).derive());
-    Arc::new(Vault::load(home, keys, opts).unwrap())
+    Arc::new(
+        Vault::load(
+            home,
+            keys,
+            opts,
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .unwrap(),
+    )
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -183,13 +192,13 @@ async fn collecting_a_chunk_keeps_the_outbox_copy_the_chunker_just_sealed_again(
     let ino = write_named(&vault, None, b"new", &data);
     let (prepared, early) = vault.seal_batch(&[ino], usize::MAX);
     // ... while garbage collection forgets the old records ...
-    assert!(vault.collect_garbage(&fabric).await.unwrap() > 0);
+    assert!(crate::app::vault::GcWorker.run_once(&*vault, &fabric).await.unwrap() > 0);
     // ... and then the chunker queues them: each must still have its ciphertext.
     assert_eq!(vault.commit_batch(prepared, early).unwrap(), 1);
     let rx = vault.m.read().unwrap();
     for addr in file_chunks(&vault, ino) {
         assert!(rx.upload_queued(&addr).unwrap(), "{addr:?} is not queued");
-        let kept = vault.outbox_path(&addr).exists() || rx.small_outbox(&addr).unwrap().is_some();
+        let kept = vault.pipeline.outbox.contains(&addr) || rx.small_outbox(&addr).unwrap().is_some();
         assert!(kept, "{addr:?} is queued for upload with no ciphertext left to upload");
     }
     drop(rx);
@@ -198,7 +207,7 @@ async fn collecting_a_chunk_keeps_the_outbox_copy_the_chunker_just_sealed_again(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_whose_chunking_failed_is_chunked_once_the_disk_works_again() {
-    use super::{run_pipeline, PipelineStats};
+    use crate::app::vault::{run_pipeline, PipelineStats};
     let home = tempfile::tempdir().unwrap();
     let vault = load(home.path());
     // The outbox cannot take files: a plain file where its directory was.
@@ -210,7 +219,7 @@ async fn a_file_whose_chunking_failed_is_chunked_once_the_disk_works_again() {
     let data = random(2 * MIB, 6);
     let ino = write_file(&vault, None, &data);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while Vault::<CountingFabric>::lock(&vault.chunk_retry).is_empty() {
+    while Vault::<CountingFabric>::lock(&vault.pipeline.chunk_retry).is_empty() {
         assert!(std::time::Instant::now() < deadline, "the chunker never tried the file");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -242,11 +251,11 @@ async fn a_chunk_uploaded_but_not_yet_recorded_is_collected_from_its_replicas() 
     let node = NodeId([9; 32]);
     for a in &chunks {
         let replicas = vec![Replica::acked(node, 0, u64::MAX / 2, 1)];
-        Vault::<CountingFabric>::lock(&vault.uploads_done).push((*a, replicas));
+        Vault::<CountingFabric>::lock(&vault.pipeline.uploads_done).push((*a, replicas));
     }
-    vault.collect_garbage(&fabric).await.unwrap();
+    crate::app::vault::GcWorker.run_once(&*vault, &fabric).await.unwrap();
     vault.commit_uploads();
-    vault.collect_garbage(&fabric).await.unwrap();
+    crate::app::vault::GcWorker.run_once(&*vault, &fabric).await.unwrap();
     let deleted: HashSet<Addr> =
         fabric.deleted().into_iter().filter(|(n, _)| *n == node).map(|(_, a)| a).collect();
     assert_eq!(deleted, chunks, "a replica was left on its node to wait out its lease");

@@ -1,18 +1,16 @@
 //! The uploader: stores the outbox's chunks with quorum as a continuous pipeline, records them
 //! as durable, and steps back while the filesystem is busy with many small files.
 
-use super::Vault;
+use super::PipelineStats;
+use crate::app::vault::Vault;
 use crate::domain::fs::{ChunkState, FsError, Replica};
 use crate::domain::ids::Addr;
-use crate::domain::unix_ms;
 use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
 use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-use super::pipeline::PipelineStats;
 
 /// How long a chunk whose upload failed, or that was busy, waits before it is tried again.
 const UPLOAD_RETRY: Duration = Duration::from_secs(2);
@@ -70,7 +68,7 @@ pub(super) async fn upload_loop<F: ChunkFabric + 'static>(
                 match result {
                     Ok(true) => {
                         stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
-                        if Vault::<F>::lock(&vault.uploads_done).len() >= 256 {
+                        if Vault::<F>::lock(&vault.pipeline.uploads_done).len() >= 256 {
                             vault.commit_uploads();
                         }
                     }
@@ -84,7 +82,7 @@ pub(super) async fn upload_loop<F: ChunkFabric + 'static>(
                     }
                 }
             }
-            _ = vault.upload_work.notified(), if inflight.len() < concurrency => {}
+            _ = vault.pipeline.upload_work.notified(), if inflight.len() < concurrency => {}
             _ = commit_tick.tick() => vault.commit_uploads(),
             _ = retry_tick.tick() => {}
         }
@@ -104,7 +102,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         later: &std::collections::HashMap<Addr, tokio::time::Instant>,
     ) -> Vec<Addr> {
         let done: std::collections::HashSet<Addr> =
-            Self::lock(&self.uploads_done).iter().map(|(a, _)| *a).collect();
+            Self::lock(&self.pipeline.uploads_done).iter().map(|(a, _)| *a).collect();
         let skip = active.len() + later.len() + done.len();
         let queue = match self.m.view().uploads(n + skip) {
             Ok(q) => q,
@@ -123,8 +121,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Records finished uploads in one durable transaction, then removes their outbox copies.
     /// They stay listed in `uploads_done` until the transaction has ended, so that garbage
     /// collection never forgets a chunk whose fresh replicas are not recorded yet.
-    pub(super) fn commit_uploads(&self) {
-        let done = Self::lock(&self.uploads_done).clone();
+    pub(in crate::app::vault) fn commit_uploads(&self) {
+        let done = Self::lock(&self.pipeline.uploads_done).clone();
         if done.is_empty() {
             return;
         }
@@ -141,13 +139,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Ok(())
         });
         let ended: std::collections::HashSet<Addr> = done.iter().map(|(a, _)| *a).collect();
-        Self::lock(&self.uploads_done).retain(|(a, _)| !ended.contains(a));
+        Self::lock(&self.pipeline.uploads_done).retain(|(a, _)| !ended.contains(a));
         match result {
             Ok(()) => {
                 for (addr, _) in &done {
                     self.retire_outbox(addr);
                 }
-                self.uploaded.notify_waiters();
+                self.pipeline.uploaded.notify_waiters();
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording uploads failed; they will be uploaded again");
@@ -159,25 +157,23 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// chunk, kept in the manifest until uploaded, was written to the disk cache by
     /// `upload_one`: a file's small tail chunk must read offline like the rest of it.)
     fn retire_outbox(&self, addr: &Addr) {
-        let path = self.outbox_path(addr);
-        match &self.disk_cache {
-            Some(disk) => disk.adopt(addr, &path),
-            None => {
-                let _ = std::fs::remove_file(path);
-            }
+        match &self.reader.disk_cache {
+            Some(disk) => disk.adopt(addr, &self.pipeline.outbox.path(addr)),
+            None => self.pipeline.outbox.remove(addr),
         }
     }
 
     /// Stores one outbox chunk with quorum and records its replicas; `false` when the chunk is
     /// busy (its replicas are being deleted by garbage collection) and must wait.
     async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
-        let Some(_claim) = self.claim(addr) else { return Ok(false) };
-        let path = self.outbox_path(&addr);
+        let Some(_claim) = self.pipeline.claims.claim(addr) else { return Ok(false) };
         let small = self.m.view().small_outbox(&addr)?;
         let is_small = small.is_some();
         let read = match small {
             Some(ct) => Ok((0..ct.len(), ct)),
-            None => tokio::task::block_in_place(|| self.outbox_io.read(&path)).map(|(buf, at)| (at, buf)),
+            None => {
+                tokio::task::block_in_place(|| self.pipeline.outbox.read(&addr)).map(|(buf, at)| (at, buf))
+            }
         };
         let (at, buf) = match read {
             Ok(read) => read,
@@ -196,13 +192,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             .store(Publish { addr, commitment, ciphertext: ct }, StoreGoal::fresh(self.opts.replicas))
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
-        if let Some(disk) = self.disk_cache.as_ref().filter(|_| is_small) {
+        if let Some(disk) = self.reader.disk_cache.as_ref().filter(|_| is_small) {
             tokio::task::block_in_place(|| disk.put(&addr, ct));
         }
-        let now = unix_ms(SystemTime::now());
+        let now = self.clock.now_ms();
         let replicas: Vec<Replica> =
             acks.iter().map(|a| Replica::acked(a.node, a.slot, a.lease_expiry_ms, now)).collect();
-        Self::lock(&self.uploads_done).push((addr, replicas));
+        Self::lock(&self.pipeline.uploads_done).push((addr, replicas));
         Ok(true)
     }
 }

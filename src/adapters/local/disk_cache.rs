@@ -7,19 +7,19 @@
 //! Eviction is least recently used; after a restart the order is rebuilt from file mtimes.
 //!
 //! The read path reads and writes chunks with direct I/O (`direct_io.rs`) from and into a
-//! buffer the caller owns (a pooled one, see `cache.rs`): the chunk is not copied through the
+//! buffer the caller owns (a pooled one, see `app::vault::reader::cache`): the chunk is not copied through the
 //! page cache, which a decrypted copy in the memory cache would only duplicate.
 
 use super::direct_io::Direct;
-use crate::app::report::DiskCacheUsage;
 use crate::domain::ids::Addr;
+use crate::ports::local_disk::{DiskCache, DiskCacheUsage};
 use lru::LruCache;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Sealed chunks on local disk, at most `capacity` bytes.
-pub struct DiskCache {
+pub struct FileDiskCache {
     dir: PathBuf,
     capacity: u64,
     state: Mutex<State>,
@@ -31,7 +31,7 @@ struct State {
     bytes: u64,
 }
 
-impl DiskCache {
+impl FileDiskCache {
     /// Opens (creating) the cache in `dir`: indexes the chunks there, oldest first, removes
     /// leftovers of interrupted writes and anything not named like a chunk, and evicts down to
     /// `capacity`. A capacity of 0 empties the directory and keeps nothing.
@@ -52,7 +52,7 @@ impl DiskCache {
             }
         }
         found.sort();
-        let cache = DiskCache {
+        let cache = FileDiskCache {
             dir: dir.to_path_buf(),
             capacity,
             state: Mutex::new(State { lru: LruCache::unbounded(), bytes: 0 }),
@@ -87,7 +87,7 @@ impl DiskCache {
     }
 
     /// The ciphertext kept for `addr`, if any. The caller verifies it (the chunk opener checks
-    /// the address and the tag) and calls [`DiskCache::forget`] when it does not verify.
+    /// the address and the tag) and calls [`FileDiskCache::forget`] when it does not verify.
     pub fn get(&self, addr: &Addr) -> Option<Vec<u8>> {
         self.lock().lru.get(addr)?; // also marks it most recently used
         match std::fs::read(self.path(addr)) {
@@ -102,7 +102,7 @@ impl DiskCache {
 
     /// Reads the ciphertext kept for `addr` into `buf`, at a block-aligned offset, and returns
     /// where it is; `None` when it is not kept (a file that cannot be read, or is larger than
-    /// `buf` holds, is dropped). As with [`DiskCache::get`], the caller verifies it.
+    /// `buf` holds, is dropped). As with [`FileDiskCache::get`], the caller verifies it.
     pub fn read_into(&self, addr: &Addr, buf: &mut [u8]) -> Option<Range<usize>> {
         self.lock().lru.get(addr)?;
         match self.io.read_into(&self.path(addr), buf) {
@@ -134,7 +134,7 @@ impl DiskCache {
         self.keep(addr, ciphertext.len(), |tmp| std::fs::write(tmp, ciphertext));
     }
 
-    /// [`DiskCache::put`] of a verified ciphertext at `at` in `buf`, where `at` starts
+    /// [`FileDiskCache::put`] of a verified ciphertext at `at` in `buf`, where `at` starts
     /// block-aligned: written with direct I/O from there (see [`Direct::write_aligned`]).
     pub fn put_aligned(&self, addr: &Addr, buf: &mut [u8], at: Range<usize>) {
         let len = at.len();
@@ -198,10 +198,40 @@ impl DiskCache {
     }
 }
 
+impl DiskCache for FileDiskCache {
+    fn get(&self, addr: &Addr) -> Option<Vec<u8>> {
+        FileDiskCache::get(self, addr)
+    }
+
+    fn read_into(&self, addr: &Addr, buf: &mut [u8]) -> Option<Range<usize>> {
+        FileDiskCache::read_into(self, addr, buf)
+    }
+
+    fn adopt(&self, addr: &Addr, from: &Path) {
+        FileDiskCache::adopt(self, addr, from)
+    }
+
+    fn put(&self, addr: &Addr, ciphertext: &[u8]) {
+        FileDiskCache::put(self, addr, ciphertext)
+    }
+
+    fn put_aligned(&self, addr: &Addr, buf: &mut [u8], at: Range<usize>) {
+        FileDiskCache::put_aligned(self, addr, buf, at)
+    }
+
+    fn forget(&self, addr: &Addr) {
+        FileDiskCache::forget(self, addr)
+    }
+
+    fn usage(&self) -> DiskCacheUsage {
+        FileDiskCache::usage(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::vault::direct_io::BLOCK;
+    use crate::adapters::local::direct_io::BLOCK;
 
     fn chunk(i: u8, len: usize) -> (Addr, Vec<u8>) {
         let ct = vec![i; len];
@@ -211,7 +241,7 @@ mod tests {
     #[test]
     fn keeps_within_its_budget_and_evicts_the_least_recently_used() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(dir.path(), 250).unwrap();
+        let c = FileDiskCache::open(dir.path(), 250).unwrap();
         let (a, ca) = chunk(1, 100);
         let (b, cb) = chunk(2, 100);
         let (d, cd) = chunk(3, 100);
@@ -232,14 +262,17 @@ mod tests {
     fn survives_a_restart_and_cleans_up_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         let (a, ca) = chunk(1, 100);
-        DiskCache::open(dir.path(), 1000).unwrap().put(&a, &ca);
+        FileDiskCache::open(dir.path(), 1000).unwrap().put(&a, &ca);
         std::fs::write(dir.path().join("junk"), b"x").unwrap();
         std::fs::write(dir.path().join(format!("{}.tmp", a.to_hex())), b"torn").unwrap();
-        let c = DiskCache::open(dir.path(), 1000).unwrap();
+        let c = FileDiskCache::open(dir.path(), 1000).unwrap();
         assert_eq!(c.get(&a), Some(ca));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the chunk is left");
-        assert_eq!(DiskCache::measure(dir.path(), 7), DiskCacheUsage { chunks: 1, bytes: 100, capacity: 7 });
-        let empty = DiskCache::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            FileDiskCache::measure(dir.path(), 7),
+            DiskCacheUsage { chunks: 1, bytes: 100, capacity: 7 }
+        );
+        let empty = FileDiskCache::open(dir.path(), 0).unwrap();
         assert_eq!(empty.usage().chunks, 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "capacity 0 keeps nothing");
     }
@@ -253,7 +286,7 @@ mod tests {
             dirs.push(shm);
         }
         for dir in dirs {
-            let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+            let c = FileDiskCache::open(dir.path(), 1 << 20).unwrap();
             let mut buf = vec![0u8; 3 * BLOCK + 1];
             for len in [1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK] {
                 let (a, ca) = chunk(len as u8, len);
@@ -278,7 +311,7 @@ mod tests {
     #[test]
     fn keeps_chunks_from_an_aligned_buffer_without_what_follows_them() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let c = FileDiskCache::open(dir.path(), 1 << 20).unwrap();
         let mut buf = vec![0xEE; 4 * BLOCK];
         let start = buf.as_ptr().align_offset(BLOCK);
         for (i, len) in [1, BLOCK - 1, BLOCK, BLOCK + 3].into_iter().enumerate() {
@@ -300,7 +333,7 @@ mod tests {
     fn adopts_outbox_files_by_renaming_them() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(&dir.path().join("cache"), 1000).unwrap();
+        let c = FileDiskCache::open(&dir.path().join("cache"), 1000).unwrap();
         let (a, ca) = chunk(7, 100);
         let from = outbox.path().join(a.to_hex());
         std::fs::write(&from, &ca).unwrap();

@@ -1,8 +1,7 @@
 //! Unit tests of the uploader's scheduling, against a fabric that only counts stores (the
 //! uploads themselves are proven on a real broker and real nodes in `tests/`).
 
-use super::pipeline::{run_pipeline, PipelineStats};
-use super::{Caller, Vault, VaultOptions};
+use crate::app::vault::{run_pipeline, Caller, PipelineStats, Vault, VaultOptions};
 use crate::domain::fs::ROOT_INO;
 use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::MasterKey;
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Stores nothing: counts stores in flight and answers each after `delay`, except the first
 /// chunk it sees, which takes `slow`.
-pub(super) struct CountingFabric {
+pub(in crate::app::vault) struct CountingFabric {
     inflight: AtomicUsize,
     max_inflight: AtomicUsize,
     done: AtomicUsize,
@@ -27,7 +26,7 @@ pub(super) struct CountingFabric {
 }
 
 impl CountingFabric {
-    pub(super) fn new(delay: Duration, slow: Duration) -> Self {
+    pub(in crate::app::vault) fn new(delay: Duration, slow: Duration) -> Self {
         CountingFabric {
             inflight: AtomicUsize::new(0),
             max_inflight: AtomicUsize::new(0),
@@ -40,7 +39,7 @@ impl CountingFabric {
     }
 
     /// Every (node, chunk) a delete was sent for.
-    pub(super) fn deleted(&self) -> Vec<(NodeId, Addr)> {
+    pub(in crate::app::vault) fn deleted(&self) -> Vec<(NodeId, Addr)> {
         self.deleted.lock().unwrap().clone()
     }
 
@@ -136,7 +135,16 @@ fn vault_with(
     opts: VaultOptions,
 ) -> (Arc<Vault<CountingFabric>>, Arc<PipelineStats>, CancellationToken) {
     let keys = Arc::new(MasterKey::from_bytes([9; 32]).derive());
-    let vault = Arc::new(Vault::load(home, keys, opts).unwrap());
+    let vault = Arc::new(
+        Vault::load(
+            home,
+            keys,
+            opts,
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .unwrap(),
+    );
     vault.set_fabric(fabric.clone());
     let (stats, cancel) = (Arc::new(PipelineStats::default()), CancellationToken::new());
     tokio::spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));

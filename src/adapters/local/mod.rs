@@ -1,0 +1,48 @@
+//! The vault's local disk (`ports::local_disk`) on the local filesystem: the outbox, the disk
+//! cache and the staging spares, with direct I/O for chunk files where the filesystem allows it.
+
+mod direct_io;
+mod disk_cache;
+mod outbox;
+mod spares;
+
+pub use disk_cache::FileDiskCache;
+pub use outbox::FileOutbox;
+pub use spares::Spares;
+
+use crate::ports::local_disk::{DiskCacheUsage, LocalDisk, LocalStores};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens a vault's local stores as files and directories.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalFiles;
+
+impl LocalDisk for LocalFiles {
+    fn open(
+        &self,
+        staging: &Path,
+        outbox: &Path,
+        cache: &Path,
+        cache_bytes: u64,
+    ) -> std::io::Result<LocalStores> {
+        std::fs::create_dir_all(outbox)?;
+        Ok(LocalStores {
+            outbox: Arc::new(FileOutbox::new(outbox)),
+            disk_cache: Some(Arc::new(FileDiskCache::open(cache, cache_bytes)?)),
+            staging: Arc::new(Spares::new(staging)),
+        })
+    }
+
+    fn absent(&self, dir: &Path) -> LocalStores {
+        LocalStores {
+            outbox: Arc::new(FileOutbox::new(dir)),
+            disk_cache: None,
+            staging: Arc::new(Spares::new(dir)),
+        }
+    }
+
+    fn measure_cache(&self, cache: &Path, capacity: u64) -> DiskCacheUsage {
+        FileDiskCache::measure(cache, capacity)
+    }
+}

@@ -1,0 +1,110 @@
+//! Owner-side maintenance (DESIGN §5–6), one type per background job as Garage's workers:
+//! [`AuditWorker`] challenges replicas, [`HealWorker`] brings chunks back to N healthy
+//! replicas, [`LeaseWorker`] renews leases, [`GcWorker`] deletes chunks no file references any
+//! more, and [`SnapshotWorker`] stores manifest snapshots. [`run_maintenance`] runs them on the
+//! owner's schedule; each has a `run_once` so that a test drives one pass without waiting.
+//! Time comes from the vault's [`Clock`](crate::ports::clock::Clock).
+
+mod audit;
+mod gc;
+mod heal;
+mod leases;
+mod schedule;
+mod snapshots;
+
+pub use audit::AuditWorker;
+pub use gc::GcWorker;
+pub use heal::HealWorker;
+pub use leases::LeaseWorker;
+pub use schedule::run_maintenance;
+pub use snapshots::SnapshotWorker;
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// The owner's maintenance schedule.
+#[derive(Clone, Debug)]
+pub struct HealthOptions {
+    /// Every replica is challenged at least this often.
+    pub audit_interval: Duration,
+    /// Most background audit challenges per second (foreground passes are not limited).
+    pub audit_rate: u32,
+    /// Lease asked for on store and renew; renewed when a third of it is left.
+    pub lease: Duration,
+    /// How long an unreferenced chunk waits before it is deleted from its replicas.
+    pub gc_grace: Duration,
+    /// How often the manifest is snapshotted into the fabric when it changed (zero: only at
+    /// unmount and on request).
+    pub snapshot_interval: Duration,
+    /// Which snapshots are kept.
+    pub retention: crate::domain::snapshot::Retention,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            audit_interval: Duration::from_secs(24 * 3600),
+            audit_rate: 200,
+            lease: Duration::from_secs(90 * 24 * 3600),
+            gc_grace: Duration::from_secs(3600),
+            snapshot_interval: Duration::from_secs(3600),
+            retention: crate::domain::snapshot::Retention::default(),
+        }
+    }
+}
+
+/// Which chunks a pass covers.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// Every referenced chunk (background passes: no file names needed).
+    All,
+    /// The files under a vault path ("/" for the whole vault), named in the report.
+    Path(String),
+}
+
+/// Which replicas an audit pass challenges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replicas {
+    /// Those not verified within the audit interval, and those that failed last time.
+    Due,
+    /// Every replica (`quloud audit --now`).
+    All,
+}
+
+/// How fast an audit pass challenges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// In the background: rate-limited to `audit_rate`, two batches in flight.
+    Background,
+    /// For a waiting user: as fast as the nodes answer.
+    Foreground,
+}
+
+impl Replicas {
+    /// `All` when `now` is set (the `--now` flag), else `Due`.
+    pub fn all_if(now: bool) -> Self {
+        if now {
+            Replicas::All
+        } else {
+            Replicas::Due
+        }
+    }
+}
+
+/// Counters of the background maintenance, for status.
+#[derive(Debug, Default)]
+pub struct HealthStats {
+    /// Replica challenges sent.
+    pub checked: AtomicU64,
+    /// Challenges that did not pass.
+    pub failed: AtomicU64,
+    /// Chunks healed.
+    pub healed: AtomicU64,
+    /// Leases renewed.
+    pub renewed: AtomicU64,
+    /// Unreferenced chunks deleted from their replicas.
+    pub collected: AtomicU64,
+}
+
+#[cfg(test)]
+mod workers_tests;

@@ -1,0 +1,14 @@
+//! Counters of the pipeline, for status.
+
+use std::sync::atomic::AtomicU64;
+
+/// Counters of the pipeline, for status.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Files chunked.
+    pub files_chunked: AtomicU64,
+    /// Chunks made durable.
+    pub chunks_uploaded: AtomicU64,
+    /// Upload attempts that failed.
+    pub upload_failures: AtomicU64,
+}

@@ -1,0 +1,78 @@
+//! Recovery after a restart: staged files come back and are queued for chunking; leftovers go.
+
+use super::OpenFile;
+use crate::app::vault::{FsError, Vault};
+use crate::domain::fs::Ino;
+use crate::ports::fabric::ChunkFabric;
+use std::sync::Arc;
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// Re-opens staged files after a restart and queues them for chunking.
+    pub(in crate::app::vault) fn recover(&self) -> Result<(), FsError> {
+        // Files unlinked while open when the previous mount died: nothing can have them open now.
+        let orphans = self.m.read()?.unlinked_inodes()?;
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "freeing files that were deleted while open before a crash"
+            );
+            self.m.write(|tx| orphans.iter().try_for_each(|&ino| tx.delete_inode(ino)))?;
+            for &ino in &orphans {
+                self.discard_staging(ino);
+            }
+        }
+        // Chunks queued ahead of a commit that never came: the files they were sealed from are
+        // still staged and are sealed again below, and any chunk no file takes is collected.
+        let sealing = self.m.read()?.sealing()?;
+        if !sealing.is_empty() {
+            tracing::info!(chunks = sealing.len(), "releasing chunks queued by an interrupted chunking pass");
+            self.m.write(|tx| sealing.iter().try_for_each(|a| tx.release_sealed(a)))?;
+        }
+        let rx = self.m.read()?;
+        let staged: std::collections::HashSet<Ino> = rx.staged()?.into_iter().collect();
+        // Leftovers of interrupted materializations, and staging copies of inodes freed before
+        // the crash (their removal was durable, the copy's retirement had not happened yet).
+        for e in std::fs::read_dir(&self.writer.dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") || name.parse::<Ino>().is_ok_and(|ino| !staged.contains(&ino)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        for ino in staged {
+            let path = self.staging_path(ino);
+            let attr = match rx.inode(ino) {
+                Ok(a) => a,
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(ino, error = %e, "staged file is missing; keeping the last uploaded version");
+                    continue;
+                }
+            };
+            let size = file.metadata()?.len().max(attr.size);
+            let entry = OpenFile {
+                staging: Some(Arc::new(file)),
+                size,
+                mtime: attr.mtime,
+                generation: 1,
+                flushed: 1,
+                ..OpenFile::default()
+            };
+            Self::lock(&self.writer.files).insert(ino, entry);
+            Self::lock(&self.pipeline.chunk_queue).push(ino);
+        }
+        // Outbox files that are not queued: a chunking pass interrupted before its commit, or
+        // an upload whose durable commit happened but whose file was not yet removed.
+        for addr in self.pipeline.outbox.sweep()? {
+            if !rx.upload_queued(&addr)? {
+                self.pipeline.outbox.remove(&addr);
+            }
+        }
+        Ok(())
+    }
+}

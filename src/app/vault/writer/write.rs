@@ -1,0 +1,187 @@
+//! Writes and attribute changes of staged files: materializing a file into staging, pwrite, truncate, and chmod/utimes deferred while staged.
+
+use super::StagedMeta;
+use crate::app::vault::{Fh, FsError, SetAttr, TimeSet, Vault};
+use crate::domain::fs::{Attr, Ino, Kind, Time};
+use crate::ports::fabric::ChunkFabric;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// Brings a file's content into staging (fetching its chunks), unless it is already there.
+    async fn ensure_staged(self: &Arc<Self>, ino: Ino, keep_bytes: u64) -> Result<Arc<File>, FsError> {
+        if let Some(f) = Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone()) {
+            return Ok(f);
+        }
+        let attr = self.m.view().inode(ino)?;
+        if attr.kind != Kind::File {
+            return Err(FsError::Invalid("not a regular file"));
+        }
+        let tmp = self.writer.dir.join(format!(
+            "{ino}.{}.tmp",
+            self.writer.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = self.writer.spares.create(&tmp)?;
+        let keep = keep_bytes.min(attr.size);
+        if keep > 0 {
+            let extents = self.m.view().extents(ino, 0, keep)?;
+            for e in extents {
+                let data = self.plaintext(&e).await?;
+                let take = (keep - e.offset).min(data.len() as u64) as usize;
+                file.write_all_at(&data[..take], e.offset)?;
+            }
+        }
+        file.set_len(attr.size)?;
+        let file = Arc::new(file);
+        let mut files = Self::lock(&self.writer.files);
+        let f = files.entry(ino).or_default();
+        if let Some(existing) = f.staging.clone() {
+            drop(files);
+            self.writer.spares.retire(&tmp, Some(file));
+            return Ok(existing);
+        }
+        std::fs::rename(&tmp, self.staging_path(ino))?;
+        f.staging = Some(file.clone());
+        f.size = attr.size;
+        f.mtime = attr.mtime;
+        drop(files);
+        self.m.write(|tx| tx.set_staged(ino, true))?;
+        Ok(file)
+    }
+
+    /// Writes data at an offset (to the staging copy; never waits for the network unless an
+    /// existing file must first be fetched).
+    pub async fn write(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<u32, FsError> {
+        self.handle_ino(fh)?;
+        let file = self.ensure_staged(ino, u64::MAX).await?;
+        tokio::task::block_in_place(|| self.write_to(&file, ino, offset, &data))
+    }
+
+    /// Writes to a file that already has a staging copy, at once (local disk only); `None`
+    /// when the file must first be fetched, which [`Vault::write`] does.
+    pub fn write_staged(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        if let Err(e) = self.handle_ino(fh) {
+            return Some(Err(e));
+        }
+        let file = Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone())?;
+        Some(self.write_to(&file, ino, offset, data))
+    }
+
+    fn write_to(&self, file: &File, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        file.write_all_at(data, offset)?;
+        let mut files = Self::lock(&self.writer.files);
+        if let Some(f) = files.get_mut(&ino) {
+            f.size = f.size.max(offset + data.len() as u64);
+            f.mtime = Time::now();
+            f.generation += 1;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Changes attributes; a size change truncates or extends the staged copy.
+    pub async fn setattr(self: &Arc<Self>, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+        if let Some(size) = c.size {
+            if self.getattr(ino)?.kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let file = self.ensure_staged(ino, size).await?;
+            tokio::task::block_in_place(|| file.set_len(size))?;
+            let mut files = Self::lock(&self.writer.files);
+            if let Some(f) = files.get_mut(&ino) {
+                f.size = size;
+                f.mtime = Time::now();
+                f.generation += 1;
+            }
+            let handles = files.get(&ino).map_or(0, |f| f.handles);
+            drop(files);
+            if handles == 0 {
+                Self::lock(&self.pipeline.chunk_queue).push(ino);
+                self.pipeline.chunk_work.notify_one();
+            }
+        }
+        self.setattr_meta(ino, c)
+    }
+
+    /// Changes attributes other than the size (local state only, never the network); the
+    /// size part of a [`SetAttr`] is left to [`Vault::setattr`].
+    pub fn setattr_meta(&self, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+        self.namespace_op();
+        let now = Time::now();
+        let pick = |t: TimeSet| t.resolve(now);
+        if c.size.is_none() && c.uid.is_none() && c.gid.is_none() && self.defer_meta(ino, &c, now)? {
+            return self.current_attr(ino);
+        }
+        let staged_mtime = c.mtime.map(pick);
+        // A deferred change is folded into this commit (its values would otherwise win later).
+        let deferred = Self::lock(&self.writer.files).get_mut(&ino).and_then(|f| f.meta.take());
+        let a = self.m.write_grouped(|tx| {
+            let mut a = tx.inode(ino)?;
+            if let Some(meta) = &deferred {
+                meta.apply(&mut a);
+            }
+            if let Some(m) = c.mode {
+                a.perm = (m & 0o7777) as u16;
+            }
+            if let Some(u) = c.uid {
+                a.uid = u;
+            }
+            if let Some(g) = c.gid {
+                a.gid = g;
+            }
+            if let Some(s) = c.size {
+                a.size = s;
+                a.mtime = now;
+            }
+            if let Some(t) = c.atime {
+                a.atime = pick(t);
+            }
+            if let Some(t) = staged_mtime {
+                a.mtime = t;
+            }
+            a.ctime = c.ctime.unwrap_or(now);
+            tx.put_inode(&a)?;
+            Ok(a)
+        })?;
+        if let Some(t) = staged_mtime {
+            if let Some(f) = Self::lock(&self.writer.files).get_mut(&ino) {
+                f.mtime = t;
+                f.generation += 1;
+            }
+        }
+        self.current_attr(a.ino)
+    }
+
+    /// Records a chmod/utimes of a staged file in memory (see [`StagedMeta`]); `false` when the
+    /// file is not staged and the change must go to the manifest.
+    fn defer_meta(&self, ino: Ino, c: &SetAttr, now: Time) -> Result<bool, FsError> {
+        let mut files = Self::lock(&self.writer.files);
+        let Some(f) = files.get_mut(&ino).filter(|f| f.staging.is_some()) else { return Ok(false) };
+        let mut meta = match f.meta {
+            Some(m) => m,
+            None => {
+                let a = self.m.view().inode(ino)?;
+                StagedMeta { perm: a.perm, atime: a.atime, ctime: a.ctime }
+            }
+        };
+        if let Some(m) = c.mode {
+            meta.perm = (m & 0o7777) as u16;
+        }
+        if let Some(t) = c.atime {
+            meta.atime = t.resolve(now);
+        }
+        if let Some(t) = c.mtime {
+            f.mtime = t.resolve(now);
+            f.generation += 1;
+        }
+        meta.ctime = c.ctime.unwrap_or(now);
+        f.meta = Some(meta);
+        Ok(true)
+    }
+}

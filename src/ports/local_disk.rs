@@ -1,0 +1,97 @@
+//! The local disk port: what the vault keeps on its own machine beside the manifest — sealed
+//! chunks waiting for upload (the [`Outbox`]), sealed chunks kept after upload or fetch (the
+//! [`DiskCache`]), and empty staging files for reuse ([`StagingFiles`]). [`LocalDisk`] opens
+//! them for one vault.
+//!
+//! Buffers handed to [`Outbox::read`], [`DiskCache::read_into`] and [`DiskCache::put_aligned`]
+//! are laid out on [`BLOCK`] boundaries, so an adapter may move them with direct I/O.
+
+use crate::domain::ids::Addr;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Alignment of the chunk areas in buffers passed to and from the local disk.
+pub const BLOCK: usize = 4096;
+
+/// Files, bytes and byte budget of the disk cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskCacheUsage {
+    /// Chunks kept.
+    pub chunks: u64,
+    /// Bytes kept.
+    pub bytes: u64,
+    /// Byte budget.
+    pub capacity: u64,
+}
+
+/// Sealed chunks waiting for upload, one per address. Writes are not durable until [`Outbox::sync`].
+pub trait Outbox: Send + Sync + 'static {
+    /// Writes `ciphertext` under `addr`, unless a whole copy is there already.
+    fn write(&self, addr: &Addr, ciphertext: &[u8]) -> io::Result<()>;
+    /// Reads `addr` back into a block-aligned buffer: the buffer and where the chunk lies in it.
+    fn read(&self, addr: &Addr) -> io::Result<(Vec<u8>, Range<usize>)>;
+    /// Reads `addr` back as it is (for a reader that decrypts it in place).
+    fn read_plain(&self, addr: &Addr) -> io::Result<Vec<u8>>;
+    /// Whether a copy of `addr` is there.
+    fn contains(&self, addr: &Addr) -> bool;
+    /// Removes `addr`'s copy, if any.
+    fn remove(&self, addr: &Addr);
+    /// Makes every write so far durable.
+    fn sync(&self) -> io::Result<()>;
+    /// Removes leftovers of interrupted writes and lists the chunks there.
+    fn sweep(&self) -> io::Result<Vec<Addr>>;
+    /// Where `addr`'s copy lies, for a [`DiskCache`] to adopt it.
+    fn path(&self, addr: &Addr) -> PathBuf;
+}
+
+/// Sealed chunks kept on local disk within a byte budget, least recently used evicted first.
+/// Nothing here is trusted: callers verify every copy and [`DiskCache::forget`] bad ones.
+pub trait DiskCache: Send + Sync + 'static {
+    /// The ciphertext kept for `addr`, if any.
+    fn get(&self, addr: &Addr) -> Option<Vec<u8>>;
+    /// Reads the ciphertext kept for `addr` into `buf` at a block-aligned offset; where it is.
+    fn read_into(&self, addr: &Addr, buf: &mut [u8]) -> Option<Range<usize>>;
+    /// Takes over an uploaded chunk's outbox file at `from` (removed when it cannot be kept).
+    fn adopt(&self, addr: &Addr, from: &Path);
+    /// Keeps a copy of a verified ciphertext.
+    fn put(&self, addr: &Addr, ciphertext: &[u8]);
+    /// Keeps a copy of the verified ciphertext at `at` in `buf` (`at` starts block-aligned).
+    fn put_aligned(&self, addr: &Addr, buf: &mut [u8], at: Range<usize>);
+    /// Drops a chunk.
+    fn forget(&self, addr: &Addr);
+    /// Chunks, bytes and budget.
+    fn usage(&self) -> DiskCacheUsage;
+}
+
+/// Empty files in the staging directory kept for reuse.
+pub trait StagingFiles: Send + Sync + 'static {
+    /// An empty file at `path` (replacing any file there), open for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<File>;
+    /// Takes the file at `path` out of use; `open` is its descriptor, if one is still held.
+    fn retire(&self, path: &Path, open: Option<Arc<File>>);
+}
+
+/// One vault's local stores.
+pub struct LocalStores {
+    /// The outbox.
+    pub outbox: Arc<dyn Outbox>,
+    /// The disk cache (none for a vault that keeps no local data).
+    pub disk_cache: Option<Arc<dyn DiskCache>>,
+    /// The staging files.
+    pub staging: Arc<dyn StagingFiles>,
+}
+
+/// Opens the local stores of a vault.
+pub trait LocalDisk {
+    /// Opens (creating) the outbox in `outbox`, the staging files in `staging` and the disk
+    /// cache of `cache_bytes` in `cache`.
+    fn open(&self, staging: &Path, outbox: &Path, cache: &Path, cache_bytes: u64) -> io::Result<LocalStores>;
+    /// Stores over directories that do not exist, for a vault that keeps no local data (a
+    /// read-only snapshot or share); nothing is created.
+    fn absent(&self, dir: &Path) -> LocalStores;
+    /// The disk cache in `cache`, measured without opening (nor changing) it.
+    fn measure_cache(&self, cache: &Path, capacity: u64) -> DiskCacheUsage;
+}
