@@ -10,10 +10,12 @@
 
 use proptest::prelude::*;
 use quloud::adapters::memory::{MemoryFabric, MemoryFabricOptions, NodeFault};
+use quloud::adapters::redb::manifest::RedbManifests;
 use quloud::app::node::Op as NodeOp;
 use quloud::app::vault::{run_pipeline, Caller, FsError, PipelineStats, SetAttr, Vault, VaultOptions};
 use quloud::domain::fs::{Kind, ROOT_INO};
 use quloud::domain::keys::{MasterKey, VaultKeys};
+use quloud::ports::manifest::ManifestFiles;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -122,6 +124,7 @@ impl Running {
         let vault: Arc<Vault<MemoryFabric>> = Arc::new(
             Vault::load(
                 home,
+                RedbManifests.open(&home.join("manifest.redb"), 0, 0).unwrap(),
                 keys.clone(),
                 opts,
                 &quloud::adapters::local::LocalFiles,

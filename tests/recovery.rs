@@ -380,7 +380,10 @@ fn a_share_grants_exactly_its_subtree() {
         quloud::app::vault::materialize_share(
             &fabric_client,
             &cap,
-            &share_manifest,
+            quloud::app::vault::ManifestFile {
+                path: &share_manifest,
+                files: &quloud::adapters::redb::manifest::RedbManifests,
+            },
             Duration::from_secs(20),
             &|_, _| {},
         )

@@ -12,6 +12,7 @@ use crate::adapters::control::{Reply, Request};
 use crate::adapters::fuse::MountSettings;
 use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
+use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::vault::{
     run_maintenance, run_pipeline, PipelineStats, SnapshotOutcome, Vault, VaultOptions, VaultStatus,
 };
@@ -147,6 +148,7 @@ pub async fn mount(
     let vault = Arc::new(
         Vault::load(
             home,
+            super::open::open_manifest(home)?,
             keys,
             vault_opts,
             &crate::adapters::local::LocalFiles,
@@ -219,8 +221,8 @@ pub async fn status(home: &Path, format: Format) -> Result<()> {
         Some(Reply::Status(s)) => s,
         Some(other) => return Err(unexpected(&other)),
         None => {
-            let mut s =
-                VaultStatus::offline(home, &crate::adapters::local::LocalFiles).with_context(|| {
+            let mut s = VaultStatus::offline(home, &crate::adapters::local::LocalFiles, &RedbManifests)
+                .with_context(|| {
                     format!("no vault manifest in {} (mount the vault once, or pass --home)", home.display())
                 })?;
             s.stale_mount = stale_mount(home).await;

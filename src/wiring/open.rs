@@ -6,9 +6,10 @@ use crate::adapters::clock::SystemClock;
 use crate::adapters::fuse::{mount as fuse_mount, MountSettings};
 use crate::adapters::local::LocalFiles;
 use crate::adapters::nats::fabric::NatsFabric;
-use crate::adapters::redb::manifest::Manifest;
+use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::vault::{Vault, VaultOptions};
 use crate::cli::MountOpts;
+use crate::ports::manifest::{Manifest, ManifestFiles};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::path::Path;
@@ -20,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub fn open_manifest(home: &Path) -> Result<Manifest> {
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    Manifest::open(&home.join("manifest.redb"), uid, gid)
-        .with_context(|| format!("cannot open the vault in {}", home.display()))
+    RedbManifests
+        .open(&home.join("manifest.redb"), uid, gid)
+        .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))
 }
 
 /// Fails unless `home` holds a vault manifest.
@@ -63,8 +65,11 @@ pub async fn open_unmounted(
     };
     let keys = Arc::new(key.derive());
     let token = keys.ack_token();
-    let vault = Vault::<NatsFabric>::load(home, keys, opts, &LocalFiles, Arc::new(SystemClock))
-        .with_context(|| format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display()))?;
+    let vault =
+        Vault::<NatsFabric>::load(home, open_manifest(home)?, keys, opts, &LocalFiles, Arc::new(SystemClock))
+            .with_context(|| {
+                format!("cannot open the vault in {} (is it mounted elsewhere?)", home.display())
+            })?;
     let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = defaults.lease;
     vault.set_fabric(Arc::new(NatsFabric::connect(token, fabric_opts, None).await?));

@@ -10,10 +10,11 @@ use super::open::{open_manifest, open_unmounted, serve_fuse};
 use crate::adapters::control::{Reply, Request};
 use crate::adapters::fuse::MountSettings;
 use crate::adapters::nats::fabric::NatsFabric;
+use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::report::{SnapshotReport, SnapshotRow};
 use crate::app::vault::{
-    find_root, materialize_share, materialize_snapshot, run_pipeline, PipelineStats, RootFound, Secrets,
-    Vault, VaultOptions,
+    find_root, materialize_share, materialize_snapshot, run_pipeline, ManifestFile, PipelineStats, RootFound,
+    Secrets, Vault, VaultOptions,
 };
 use crate::cli::{MountOpts, RestoreArgs, ShareArgs, SnapshotArgs, SnapshotsArgs};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -21,6 +22,7 @@ use crate::domain::paper;
 use crate::domain::share::Capability;
 use crate::domain::size::format_size;
 use crate::domain::snapshot::SnapshotInfo;
+use crate::ports::manifest::ManifestFiles;
 use crate::render::{self, progress_bar, utc, Format};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -98,9 +100,17 @@ async fn fetch_snapshot(
     path: &Path,
 ) -> Result<()> {
     let progress = progress("snapshot pieces");
-    materialize_snapshot(fabric, keys, &found.record, info, path, FETCH_TIMEOUT, &progress)
-        .await
-        .context("rebuilding the manifest from the snapshot")?;
+    materialize_snapshot(
+        fabric,
+        keys,
+        &found.record,
+        info,
+        ManifestFile { path, files: &RedbManifests },
+        FETCH_TIMEOUT,
+        &progress,
+    )
+    .await
+    .context("rebuilding the manifest from the snapshot")?;
     Ok(())
 }
 
@@ -241,6 +251,7 @@ pub async fn mount_snapshot(
     }
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
     let vault = Arc::new(Vault::load_read_only(
+        RedbManifests.open_read_only(&manifest)?,
         &manifest,
         keys,
         vault_opts,
@@ -265,13 +276,21 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
     let fabric = connect_read_only(bus, &keys).await?;
     let dir = tempfile_dir()?;
     let manifest = dir.join("share.redb");
-    let fetched = materialize_share(&fabric, &cap, &manifest, FETCH_TIMEOUT, &progress("share pieces")).await;
+    let fetched = materialize_share(
+        &fabric,
+        &cap,
+        ManifestFile { path: &manifest, files: &RedbManifests },
+        FETCH_TIMEOUT,
+        &progress("share pieces"),
+    )
+    .await;
     if let Err(e) = fetched {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(anyhow!("cannot open the share: {e}"));
     }
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
     let vault = Arc::new(Vault::load_read_only(
+        RedbManifests.open_read_only(&manifest)?,
         &manifest,
         keys,
         vault_opts,

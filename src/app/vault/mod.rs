@@ -30,13 +30,13 @@ mod status;
 mod types;
 mod writer;
 
-/// The manifest, named here only: the rest of the vault takes it from this module.
-use crate::adapters::redb::manifest::{Manifest, Rx, Tx};
 pub use crate::domain::fs::FsError;
 use crate::domain::keys::VaultKeys;
 use crate::ports::clock::Clock;
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::{LocalDisk, LocalStores};
+/// The manifest, named here only: the rest of the vault takes it from this module.
+use crate::ports::manifest::{Manifest, Rx, Tx};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,7 @@ pub use nodes::nodes_view;
 pub use pipeline::{run_pipeline, PipelineStats};
 pub use reader::cache::ReadData;
 pub use snapshot::{
-    fetch_blob, find_root, materialize_share, materialize_snapshot, RootFound, SnapshotOutcome,
+    fetch_blob, find_root, materialize_share, materialize_snapshot, ManifestFile, RootFound, SnapshotOutcome,
 };
 pub use types::{Caller, DirEntry, Fh, SetAttr, StatFs, TimeSet, VaultOptions};
 
@@ -90,10 +90,11 @@ pub enum Secrets {
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    /// Opens the vault whose state lives in `home` (manifest, staging, outbox, disk cache),
-    /// its local stores through `local`.
+    /// Opens the vault whose state lives in `home` (staging, outbox, disk cache) on its manifest
+    /// `m` (opened by the caller), its local stores through `local`.
     pub fn load(
         home: &Path,
+        m: Manifest,
         keys: Arc<VaultKeys>,
         opts: VaultOptions,
         local: &dyn LocalDisk,
@@ -101,9 +102,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<Self, FsError> {
         let staging = home.join("staging");
         std::fs::create_dir_all(&staging)?;
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let mut m = Manifest::open(&home.join("manifest.redb"), uid, gid)?;
         if let Some(delay) = opts.group_commit {
             m.group_commits(delay)?;
         }
@@ -118,9 +116,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(vault)
     }
 
-    /// Opens a snapshot's or a share's manifest read-only: every change fails with EROFS, and
-    /// nothing is staged, uploaded or maintained.
+    /// Opens a snapshot's or a share's manifest `m` (the file `manifest`, opened read-only by the
+    /// caller): every change fails with EROFS, and nothing is staged, uploaded or maintained.
     pub fn load_read_only(
+        m: Manifest,
         manifest: &Path,
         keys: Arc<VaultKeys>,
         opts: VaultOptions,
@@ -128,7 +127,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         local: &dyn LocalDisk,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, FsError> {
-        let m = Manifest::open_read_only(manifest)?;
         let none = manifest.with_extension("no-local-data");
         let stores = local.absent(&none);
         Ok(Self::build(m, keys, opts, (&none, stores), secrets, clock))

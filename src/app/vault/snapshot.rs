@@ -9,7 +9,7 @@
 use super::pipeline::{queue_upload, SMALL_CHUNK};
 use super::Manifest;
 use super::{FsError, Vault};
-use crate::adapters::redb::dump::DumpWriter;
+use crate::domain::dump::DumpWriter;
 use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Ino, Kind, ROOT_INO};
 use crate::domain::ids::Addr;
 use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};
@@ -19,6 +19,7 @@ use crate::domain::snapshot::{
     RootChoice, RootRecord, SealedBlob, SnapshotInfo,
 };
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::manifest::ManifestFiles;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
@@ -141,21 +142,31 @@ pub async fn fetch_blob<F: ChunkFabric>(
     Ok((head, out))
 }
 
-/// Rebuilds a manifest at `path` from snapshot `info` of the vault: fetches and verifies it,
+/// Where a fetched manifest goes: the file `path`, written by the manifest adapter `files`.
+#[derive(Clone, Copy)]
+pub struct ManifestFile<'a> {
+    /// The manifest's file.
+    pub path: &'a Path,
+    /// Opens and creates manifest files.
+    pub files: &'a dyn ManifestFiles,
+}
+
+/// Rebuilds a manifest at `to.path` from snapshot `info` of the vault: fetches and verifies it,
 /// imports it, and records the snapshot itself (so it stays pinned and listed).
 pub async fn materialize_snapshot<F: ChunkFabric>(
     fabric: &F,
     keys: &VaultKeys,
     root: &RootRecord,
     info: &SnapshotInfo,
-    path: &Path,
+    to: ManifestFile<'_>,
     timeout: Duration,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Manifest, FsError> {
     let (head, dump) = fetch_blob(fabric, keys.snapshot(), &info.head, timeout, progress).await?;
+    let ManifestFile { path, files } = to;
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
-    let m = Manifest::import(&tmp, &dump, &|_, _| {})?;
+    let m = files.import(&tmp, &dump)?;
     m.write_durable(|tx| {
         let mut pins = vec![info.head];
         pins.extend(head.pieces.iter().copied());
@@ -180,7 +191,7 @@ pub async fn materialize_snapshot<F: ChunkFabric>(
     })?;
     drop(m);
     std::fs::rename(&tmp, path)?;
-    Manifest::open(path, 0, 0)
+    files.open(path, 0, 0)
 }
 
 /// Manifest meta key: the content tag of the newest snapshot taken.
@@ -439,17 +450,17 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 }
 
-/// Fetches a share's manifest with its capability and writes it to `path`.
+/// Fetches a share's manifest with its capability and writes it to `to.path`.
 pub async fn materialize_share<F: ChunkFabric>(
     fabric: &F,
     cap: &Capability,
-    path: &Path,
+    to: ManifestFile<'_>,
     timeout: Duration,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(), FsError> {
     let keys = crate::domain::keys::share_piece_keys(&cap.secret);
     let (_, dump) = fetch_blob(fabric, &keys, &cap.head, timeout, progress).await?;
-    let _ = std::fs::remove_file(path);
-    drop(Manifest::import(path, &dump, &|_, _| {})?);
+    let _ = std::fs::remove_file(to.path);
+    drop(to.files.import(to.path, &dump)?);
     Ok(())
 }

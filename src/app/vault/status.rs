@@ -1,13 +1,13 @@
 //! What `quloud status` reports about a vault.
 
 use super::Vault;
-use crate::adapters::redb::manifest::Manifest;
 use crate::app::report::VaultStatus;
 use crate::domain::fs::{ChunkState, FsError};
 use crate::domain::health::is_healthy;
 use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::LocalDisk;
+use crate::ports::manifest::{Manifest, ManifestFiles, Summary};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -15,7 +15,7 @@ impl VaultStatus {
     /// From a manifest (mounted or not).
     pub fn from_manifest(m: &Manifest, replicas: usize) -> Result<VaultStatus, FsError> {
         let rx = m.read()?;
-        let crate::adapters::redb::manifest::Summary { inodes, uploads, chunks } = rx.summary()?;
+        let Summary { inodes, uploads, chunks } = rx.summary()?;
         let mut s =
             VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
         let queue: HashSet<Addr> = rx.uploads(usize::MAX)?.into_iter().collect();
@@ -48,14 +48,18 @@ impl VaultStatus {
 
     /// Reads the status of an unmounted vault in `home`.
     /// Uses the replica count the vault was last mounted with.
-    pub fn offline(home: &Path, local: &dyn LocalDisk) -> Result<VaultStatus, FsError> {
+    pub fn offline(
+        home: &Path,
+        local: &dyn LocalDisk,
+        files: &dyn ManifestFiles,
+    ) -> Result<VaultStatus, FsError> {
         let path = home.join("manifest.redb");
         if !path.exists() {
             return Err(FsError::NotFound);
         }
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let m = Manifest::open(&path, uid, gid)?;
+        let m = files.open(&path, uid, gid)?;
         let rx = m.read()?;
         let (replicas, capacity) = (rx.meta("replicas")?.unwrap_or(3) as usize, rx.meta("disk_cache_bytes")?);
         drop(rx);

@@ -24,6 +24,8 @@ mod view;
 
 pub use crate::domain::dump::dirent_key;
 pub use crate::ports::manifest::Summary;
+#[cfg(test)]
+pub(crate) use port::open_in;
 pub use port::RedbManifests;
 pub use read::Rx;
 pub use tx::Tx;

@@ -148,3 +148,11 @@ impl ManifestFiles for RedbManifests {
         Ok(Arc::new(Manifest::import(path, dump, &|_, _| {})?))
     }
 }
+
+/// For tests: the vault manifest of `home` (`home/manifest.redb`), its root owned by this user.
+#[cfg(test)]
+pub(crate) fn open_in(home: &Path) -> port::Manifest {
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    RedbManifests.open(&home.join("manifest.redb"), uid, gid).expect("opening the test manifest")
+}

@@ -16,7 +16,15 @@ fn load(home: &Path, health: HealthOptions) -> (Arc<Vault<CountingFabric>>, Arc<
     let clock = Arc::new(FakeClock::at(crate::domain::unix_ms(SystemTime::now())));
     let keys = Arc::new(MasterKey::from_bytes([8; 32]).derive());
     let opts = VaultOptions { health, fetch_timeout: Duration::from_millis(10), ..VaultOptions::default() };
-    let vault = Vault::load(home, keys, opts, &LocalFiles, clock.clone()).unwrap();
+    let vault = Vault::load(
+        home,
+        crate::adapters::redb::manifest::open_in(home),
+        keys,
+        opts,
+        &LocalFiles,
+        clock.clone(),
+    )
+    .unwrap();
     (Arc::new(vault), clock)
 }
 

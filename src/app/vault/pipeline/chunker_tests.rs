@@ -23,6 +23,7 @@ fn load_with(home: &Path, opts: VaultOptions) -> Arc<Vault<CountingFabric>> {
     Arc::new(
         Vault::load(
             home,
+            crate::adapters::redb::manifest::open_in(home),
             keys,
             opts,
             &crate::adapters::local::LocalFiles,

@@ -138,6 +138,7 @@ fn vault_with(
     let vault = Arc::new(
         Vault::load(
             home,
+            crate::adapters::redb::manifest::open_in(home),
             keys,
             opts,
             &crate::adapters::local::LocalFiles,
