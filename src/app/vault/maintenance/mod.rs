@@ -107,4 +107,6 @@ pub struct HealthStats {
 }
 
 #[cfg(test)]
+mod fabric_tests;
+#[cfg(test)]
 mod workers_tests;
