@@ -38,7 +38,6 @@ use crate::ports::local_disk::{LocalDisk, LocalStores};
 /// The manifest, named here only: the rest of the vault takes it from this module.
 use crate::ports::manifest::{Manifest, Rx, Tx};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -70,7 +69,7 @@ pub struct Vault<F> {
     secrets: Secrets,
     namespace: namespace::Namespace,
     writer: writer::Writer,
-    reader: reader::Reader,
+    reader: reader::Reader<F>,
     pipeline: pipeline::Queues,
     /// One snapshot at a time.
     snapshotting: tokio::sync::Mutex<()>,
@@ -146,13 +145,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         secrets: Secrets,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let fabric = watch::channel(None).0;
         Vault {
             m,
             keys,
-            fabric: watch::channel(None).0,
             namespace: namespace::Namespace::default(),
             writer: writer::Writer::new(staging, stores.staging),
-            reader: reader::Reader::new(opts.cache_bytes, stores.disk_cache),
+            reader: reader::Reader::new(opts.cache_bytes, stores.disk_cache, fabric.subscribe()),
+            fabric,
             pipeline: pipeline::Queues::new(stores.outbox),
             opts,
             clock,
@@ -166,7 +166,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Hands the vault a connected fabric (it starts without one, e.g. when offline).
     pub fn set_fabric(&self, fabric: Arc<F>) {
         self.fabric.send_replace(Some(fabric));
-        self.reader.offline.store(false, Ordering::Relaxed);
+        self.reader.fabric_back();
         self.pipeline.upload_work.notify_one();
     }
 

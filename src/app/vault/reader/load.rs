@@ -1,163 +1,165 @@
-//! Chunk loads: the memory cache, then a local copy (outbox, disk cache), then the fabric; every copy is checked against its address and opened with the vault's secrets.
+//! The upper read layers: [`MemoryCached`] keeps decrypted chunks in memory and shares one load
+//! per chunk among concurrent readers; [`LocalCopies`] opens a chunk from the outbox or the disk
+//! cache, each copy checked against its address, before asking the layer below.
 
-use super::cache::Plain;
-use crate::app::vault::{FsError, Secrets, Vault};
+use super::cache::{ChunkCache, Plain};
+use super::open::Checked;
+use super::ChunkSource;
+use crate::app::vault::{FsError, Vault};
 use crate::domain::fs::Extent;
+use crate::domain::ids::ChunkId;
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::local_disk::DiskCache;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-impl<F: ChunkFabric + 'static> Vault<F> {
-    /// The plaintext of one extent's chunk: cache, then outbox, then fabric (bounded wait).
-    /// Concurrent readers of one chunk (several kernel read requests per chunk, plus
-    /// read-ahead) share a single load.
-    pub(in crate::app::vault) async fn plaintext(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
-        if let Some(p) = Self::lock(&self.reader.cache).get(&e.id) {
-            self.read_stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+/// Chunk loads in flight at once: each holds up to ~2 MiB (ciphertext and plaintext).
+const MAX_LOADS: usize = 16;
+
+/// One chunk load, shared by every reader waiting for that chunk.
+type ChunkLoad = tokio::sync::OnceCell<Arc<Plain>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The LRU of decrypted chunks over `S`: concurrent readers of one chunk (several kernel read
+/// requests per chunk, plus read-ahead) share a single load, and loads in flight are bounded.
+pub(in crate::app::vault) struct MemoryCached<S> {
+    inner: S,
+    /// Decrypted chunks in memory, and the pool of read buffers.
+    cache: Arc<Mutex<ChunkCache>>,
+    /// Chunk loads allowed at once (bounds read memory beyond the cache).
+    loads: tokio::sync::Semaphore,
+    /// Chunk loads in progress, shared by concurrent readers.
+    fetching: Mutex<HashMap<ChunkId, Arc<ChunkLoad>>>,
+}
+
+impl<S> MemoryCached<S> {
+    /// `inner` behind the memory cache `cache`.
+    pub(super) fn new(inner: S, cache: Arc<Mutex<ChunkCache>>) -> Self {
+        MemoryCached {
+            inner,
+            cache,
+            loads: tokio::sync::Semaphore::new(MAX_LOADS),
+            fetching: Mutex::default(),
+        }
+    }
+
+    /// The layer below.
+    pub(super) fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<F: ChunkFabric + 'static, S: ChunkSource<F>> ChunkSource<F> for MemoryCached<S> {
+    /// The cached plaintext, or a load shared with every concurrent reader of the chunk.
+    async fn chunk(&self, v: &Vault<F>, e: &Extent) -> Result<Arc<Plain>, FsError> {
+        if let Some(p) = lock(&self.cache).get(&e.id) {
+            v.read_stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p);
         }
-        self.read_stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let cell = Self::lock(&self.reader.fetching).entry(e.id).or_default().clone();
-        let result = cell.get_or_try_init(|| self.load_chunk(e)).await.cloned();
-        let mut fetching = Self::lock(&self.reader.fetching);
+        v.read_stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let cell = lock(&self.fetching).entry(e.id).or_default().clone();
+        let result = cell.get_or_try_init(|| self.load(v, e)).await.cloned();
+        let mut fetching = lock(&self.fetching);
         if fetching.get(&e.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             fetching.remove(&e.id);
         }
         result
     }
+}
 
-    async fn load_chunk(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
-        if let Some(p) = Self::lock(&self.reader.cache).get(&e.id) {
+impl<S> MemoryCached<S> {
+    /// One load from the layer below, kept in the cache.
+    async fn load<F: ChunkFabric + 'static>(&self, v: &Vault<F>, e: &Extent) -> Result<Arc<Plain>, FsError>
+    where
+        S: ChunkSource<F>,
+    {
+        if let Some(p) = lock(&self.cache).get(&e.id) {
             return Ok(p);
         }
         // Bounds the memory of loads in flight (ciphertext + plaintext per load) beside the cache.
-        let _slot =
-            self.reader.loads.acquire().await.map_err(|_| FsError::Unavailable("shutting down".into()))?;
-        let plain = match self.load_local(e).await? {
-            Some(plain) => plain,
-            None => {
-                let ct = self.fetch(e).await?;
-                self.open_fetched(e, &ct)?
-            }
-        };
-        let plain = Arc::new(plain);
-        Self::lock(&self.reader.cache).put(e.id, plain.clone());
+        let _slot = self.loads.acquire().await.map_err(|_| FsError::Unavailable("shutting down".into()))?;
+        let plain = self.inner.chunk(v, e).await?;
+        lock(&self.cache).put(e.id, plain.clone());
         Ok(plain)
     }
+}
 
-    /// The plaintext from a local copy: the outbox (not uploaded yet) or the disk cache. A disk
-    /// cache copy that does not open is dropped (the fabric has the chunk).
-    async fn load_local(&self, e: &Extent) -> Result<Option<Plain>, FsError> {
-        let small = self.m.view().small_outbox(&e.addr)?;
+/// The local copies over `S`: the outbox (chunks not uploaded yet) and the disk cache of sealed
+/// chunks. A disk cache copy that does not open is dropped (the fabric has the chunk).
+pub(in crate::app::vault) struct LocalCopies<S> {
+    inner: S,
+    /// The pool of read buffers (in the memory cache).
+    pool: Arc<Mutex<ChunkCache>>,
+    /// Sealed chunks on local disk (none for read-only vaults).
+    disk: Option<Arc<dyn DiskCache>>,
+}
+
+impl<S> LocalCopies<S> {
+    /// `inner` behind the local copies; read buffers come from `pool`.
+    pub(super) fn new(inner: S, pool: Arc<Mutex<ChunkCache>>, disk: Option<Arc<dyn DiskCache>>) -> Self {
+        LocalCopies { inner, pool, disk }
+    }
+
+    /// The layer below.
+    pub(super) fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<F: ChunkFabric + 'static, S: ChunkSource<F>> ChunkSource<F> for LocalCopies<S> {
+    /// A local copy's plaintext, else the layer below's.
+    async fn chunk(&self, v: &Vault<F>, e: &Extent) -> Result<Arc<Plain>, FsError> {
+        match self.load_local(v, e).await? {
+            Some(plain) => Ok(Arc::new(plain)),
+            None => self.inner.chunk(v, e).await,
+        }
+    }
+}
+
+impl<S> LocalCopies<S> {
+    /// The plaintext from the outbox or the disk cache, if either has the chunk.
+    async fn load_local<F: ChunkFabric + 'static>(
+        &self,
+        v: &Vault<F>,
+        e: &Extent,
+    ) -> Result<Option<Plain>, FsError> {
+        let small = v.m.view().small_outbox(&e.addr)?;
         let outbox = match small {
             Some(ct) => Some(ct),
             None => {
-                let (outbox, addr) = (self.pipeline.outbox.clone(), e.addr);
+                let (outbox, addr) = (v.pipeline.outbox.clone(), e.addr);
                 tokio::task::spawn_blocking(move || outbox.read_plain(&addr)).await.ok().and_then(|r| r.ok())
             }
         };
         if let Some(ct) = outbox {
-            return self.open_chunk(e, ct).map(|p| Some(p.into()));
+            return v.open_chunk(e, ct).map(|p| Some(p.into()));
         }
-        let Some(disk) = &self.reader.disk_cache else { return Ok(None) };
+        let Some(disk) = &self.disk else { return Ok(None) };
         // Read and decrypted in place in a pooled buffer, which becomes the cache entry.
-        let mut buf = Self::lock(&self.reader.cache).take_buffer();
+        let mut buf = lock(&self.pool).take_buffer();
         let opened = tokio::task::block_in_place(|| {
             let ct = disk.read_into(&e.addr, &mut buf)?;
-            Some(self.open_in(e, &mut buf[ct.clone()], Checked::No).map(|len| ct.start..ct.start + len))
+            Some(v.open_in(e, &mut buf[ct.clone()], Checked::No).map(|len| ct.start..ct.start + len))
         });
         match opened {
             Some(Ok(plain)) => {
-                self.read_stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                v.read_stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(Plain::within(buf, plain)))
             }
             Some(Err(err)) => {
-                Self::lock(&self.reader.cache).give_back(buf);
+                lock(&self.pool).give_back(buf);
                 tracing::warn!(addr = ?e.addr, error = %err, "damaged chunk in the disk cache dropped; fetching it");
                 disk.forget(&e.addr);
                 Ok(None)
             }
             None => {
-                Self::lock(&self.reader.cache).give_back(buf);
+                lock(&self.pool).give_back(buf);
                 Ok(None)
             }
         }
     }
-
-    /// A fetched ciphertext (the fabric verified it against its addr), copied block-aligned into
-    /// a pooled buffer, kept in the disk cache from there for the next read (as uploads are) and
-    /// decrypted in place: the buffer becomes the cache entry.
-    fn open_fetched(&self, e: &Extent, ct: &[u8]) -> Result<Plain, FsError> {
-        let mut buf = Self::lock(&self.reader.cache).take_buffer();
-        let start = buf.as_ptr().align_offset(crate::ports::local_disk::BLOCK);
-        let at = start..start + ct.len();
-        let Some(area) = buf.get_mut(at.clone()) else {
-            Self::lock(&self.reader.cache).give_back(buf);
-            return Err(FsError::Unavailable(format!("chunk {:?}: larger than a chunk", e.addr)));
-        };
-        area.copy_from_slice(ct);
-        if let Some(disk) = &self.reader.disk_cache {
-            tokio::task::block_in_place(|| disk.put_aligned(&e.addr, &mut buf, at.clone()));
-        }
-        match self.open_in(e, &mut buf[at], Checked::Already) {
-            Ok(len) => Ok(Plain::within(buf, start..start + len)),
-            Err(err) => {
-                Self::lock(&self.reader.cache).give_back(buf);
-                Err(err)
-            }
-        }
-    }
-
-    /// Verifies a ciphertext against its address and decrypts it with this vault's secrets.
-    fn open_chunk(&self, e: &Extent, mut ct: Vec<u8>) -> Result<Vec<u8>, FsError> {
-        let len = self.open_in(e, &mut ct, Checked::No)?;
-        ct.truncate(len);
-        Ok(ct)
-    }
-
-    /// [`Vault::open_chunk`] in place; returns the plaintext's length. `checked`: whether the
-    /// ciphertext was checked against its address already (by the fabric).
-    fn open_in(&self, e: &Extent, ct: &mut [u8], checked: Checked) -> Result<usize, FsError> {
-        use crate::domain::seal::{decrypt_checked_in_place, decrypt_in_place};
-        let opened = match (&self.secrets, checked) {
-            (Secrets::Owner, Checked::No) => self.keys.data().open_in_place(&e.id, &e.addr, ct),
-            (Secrets::Owner, Checked::Already) => self.keys.data().open_checked_in_place(&e.id, ct),
-            (Secrets::Shared, checked) => {
-                let (key, _) = self.shared_secret(&e.addr)?;
-                match checked {
-                    Checked::No => decrypt_in_place(&key, &e.addr, ct),
-                    Checked::Already => decrypt_checked_in_place(&key, ct),
-                }
-            }
-        };
-        opened.map_err(|err| FsError::Unavailable(err.to_string()))
-    }
-
-    /// A shared chunk's content key and proof-secret seed, from the share's manifest.
-    fn shared_secret(&self, addr: &crate::domain::ids::Addr) -> Result<([u8; 32], [u8; 32]), FsError> {
-        self.m
-            .read()?
-            .share_secret(addr)?
-            .ok_or_else(|| FsError::Unavailable(format!("chunk {addr:?} is not part of this share")))
-    }
-
-    /// The proof secret that lets this vault fetch `addr`.
-    pub(in crate::app::vault) fn proof_secret(
-        &self,
-        addr: &crate::domain::ids::Addr,
-    ) -> Result<crate::domain::proof::ProofSecret, FsError> {
-        match self.secrets {
-            Secrets::Owner => Ok(self.keys.proof_secret(addr)),
-            Secrets::Shared => Ok(crate::domain::proof::ProofSecret::from_seed(&self.shared_secret(addr)?.1)),
-        }
-    }
-}
-
-/// Whether a ciphertext was checked against its address before it reached the opener.
-#[derive(Clone, Copy)]
-enum Checked {
-    /// Not yet: a local copy (outbox, disk cache).
-    No,
-    /// By the fabric, which returns only ciphertexts it checked.
-    Already,
 }

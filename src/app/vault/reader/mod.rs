@@ -1,60 +1,70 @@
-//! Reading file data: from the staging copy, or chunk by chunk through layers: the memory cache
-//! of decrypted chunks (`cache.rs`), the local copies (outbox and disk cache), then the fabric
-//! with misses and offline handling (`fetch.rs`); `load.rs` stacks them and read-ahead warms
-//! the cache for sequential readers.
+//! Reading file data: from the staging copy, or chunk by chunk through a stack of
+//! [`ChunkSource`] layers, each decorating the one below: [`MemoryCached`] (the LRU of decrypted
+//! chunks, `cache.rs`, and one shared load per chunk) over [`LocalCopies`] (outbox and disk
+//! cache, `load.rs`) over [`FabricFetch`] (the fabric with misses and offline handling,
+//! `fetch.rs`); `open.rs` opens a ciphertext with the vault's or a share's secrets. Read-ahead
+//! warms the memory cache for sequential readers.
 
 pub(super) mod cache;
 mod fetch;
 mod load;
 pub(super) mod misses;
+mod open;
 
 use super::{Fh, FsError, Vault};
 use crate::domain::fs::{Extent, Ino};
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::DiskCache;
 use cache::{ChunkCache, Plain, ReadData};
-use std::collections::HashMap;
+pub(super) use fetch::FabricFetch;
+pub(super) use load::{LocalCopies, MemoryCached};
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 /// Chunks fetched ahead of a sequential reader (from different replicas, in parallel).
 const READ_AHEAD_CHUNKS: usize = 12;
-/// Chunk loads in flight at once: each holds up to ~2 MiB (ciphertext and plaintext).
-const MAX_LOADS: usize = 16;
 
-/// One chunk load, shared by every reader waiting for that chunk.
-type ChunkLoad = tokio::sync::OnceCell<Arc<Plain>>;
-
-/// The reader part's state: the caches and what the fabric lately failed to deliver.
-pub(super) struct Reader {
-    /// Decrypted chunks in memory.
-    pub(super) cache: Mutex<ChunkCache>,
-    /// Sealed chunks on local disk (none for read-only vaults).
-    pub(super) disk_cache: Option<Arc<dyn DiskCache>>,
-    /// A read already waited out `fetch_timeout` for a first connection: until one comes, reads
-    /// that need the fabric fail at once instead of each waiting again.
-    pub(super) offline: AtomicBool,
-    /// Chunks the fabric just failed to deliver: asked again soon, they fail at once.
-    pub(super) misses: misses::RecentMisses,
-    /// Chunk loads allowed at once (bounds read memory beyond the cache).
-    pub(super) loads: tokio::sync::Semaphore,
-    /// Chunk loads in progress, shared by concurrent readers.
-    pub(super) fetching: Mutex<HashMap<crate::domain::ids::ChunkId, Arc<ChunkLoad>>>,
+/// A layer of the read path: gives the verified, decrypted chunk of an extent. `v` lends the
+/// vault-wide handles a layer reads with (manifest, keys, outbox, clock, options, stats).
+pub(super) trait ChunkSource<F: ChunkFabric + 'static>: Send + Sync {
+    /// The plaintext of `e`'s chunk, checked against its address.
+    fn chunk(&self, v: &Vault<F>, e: &Extent) -> impl Future<Output = Result<Arc<Plain>, FsError>> + Send;
 }
 
-impl Reader {
-    /// A reader with `cache_bytes` of memory cache over `disk_cache`.
-    pub(super) fn new(cache_bytes: u64, disk_cache: Option<Arc<dyn DiskCache>>) -> Self {
-        Reader {
-            cache: Mutex::new(ChunkCache::new(cache_bytes)),
-            disk_cache,
-            offline: AtomicBool::new(false),
-            misses: misses::RecentMisses::default(),
-            loads: tokio::sync::Semaphore::new(MAX_LOADS),
-            fetching: Mutex::default(),
-        }
+/// The read stack of a vault.
+type Stack<F> = MemoryCached<LocalCopies<FabricFetch<F>>>;
+
+/// The reader part: the layered chunk source, and handles on the memory cache and the disk
+/// cache for the parts that fill or consult them (chunker, uploader, healer, metrics).
+pub(super) struct Reader<F> {
+    /// Decrypted chunks in memory (shared with [`MemoryCached`], which keeps it).
+    pub(super) cache: Arc<Mutex<ChunkCache>>,
+    /// Sealed chunks on local disk (none for read-only vaults).
+    pub(super) disk_cache: Option<Arc<dyn DiskCache>>,
+    /// The layers, top first.
+    chunks: Stack<F>,
+}
+
+impl<F: ChunkFabric + 'static> Reader<F> {
+    /// A reader with `cache_bytes` of memory cache over `disk_cache`, fetching from the fabric
+    /// that `fabric` announces.
+    pub(super) fn new(
+        cache_bytes: u64,
+        disk_cache: Option<Arc<dyn DiskCache>>,
+        fabric: watch::Receiver<Option<Arc<F>>>,
+    ) -> Self {
+        let cache = Arc::new(Mutex::new(ChunkCache::new(cache_bytes)));
+        let fetch = FabricFetch::new(fabric, cache.clone(), disk_cache.clone());
+        let local = LocalCopies::new(fetch, cache.clone(), disk_cache.clone());
+        Reader { chunks: MemoryCached::new(local, cache.clone()), cache, disk_cache }
+    }
+
+    /// A fabric connected: reads may wait for it again.
+    pub(super) fn fabric_back(&self) {
+        self.chunks.inner().inner().fabric_back();
     }
 }
 
@@ -110,6 +120,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         self.read_ahead(ino, end);
         Ok(ReadData::Owned(buf))
+    }
+
+    /// The plaintext of one extent's chunk, through the reader's layers.
+    pub(in crate::app::vault) async fn plaintext(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
+        self.reader.chunks.chunk(self, e).await
     }
 
     /// Starts fetching the chunks after `end` so sequential readers find them cached.
