@@ -28,8 +28,8 @@ pub const MAX_BATCH_LEAVES: usize = 256;
 pub const MAX_PATH: usize = 64;
 /// Upper bound on any encoded message, for transports that check before decoding.
 pub const MAX_MESSAGE: usize = MAX_CIPHERTEXT + 1024;
-/// Upper bound on a request to a node (get, renew, delete, audit), far above the largest valid
-/// one (~8 KiB), so a node drops an oversized request before looking at it.
+/// Upper bound on a request to a node (get, renew, delete, audit), above the largest valid one
+/// (~14 KiB, a full [`ControlRequest`]), so a node drops an oversized request before looking at it.
 pub const MAX_REQUEST: usize = 16 * 1024;
 
 /// Message kinds (second byte of every message).
@@ -56,6 +56,16 @@ pub enum Kind {
     AuditBatch = 8,
     /// Node → owner: the answers to an `AuditBatch`, in order.
     AuditBatchReply = 9,
+    /// Owner → slot stream: a `Store` that also carries the chunk's control commitment Q.
+    StoreControlled = 11,
+    /// Owner → node: renew or delete proven with the control secret ([`ControlRequest`]).
+    Control = 12,
+    /// Owner → node: an `Audit` that also carries a proof with the control secret.
+    AuditControlled = 13,
+    /// Node → owner: a `ControlReply` bound to a hash of the request it answers.
+    ControlReplyBound = 14,
+    /// Node → owner: an `AuditReply` bound to a hash of the request it answers.
+    AuditReplyBound = 15,
 }
 
 /// What went wrong decoding a message.
@@ -145,16 +155,20 @@ struct R<'a>(&'a [u8]);
 
 impl<'a> R<'a> {
     fn open(buf: &'a [u8], kind: Kind) -> Result<Self, WireError> {
+        Self::open_either(buf, kind, kind).map(|(r, _)| r)
+    }
+    /// Opens a message of kind `a` or `b`; says which it is (`true` for `b`).
+    fn open_either(buf: &'a [u8], a: Kind, b: Kind) -> Result<(Self, bool), WireError> {
         let mut r = R(buf);
         let v = r.u8()?;
         if v != VERSION {
             return Err(WireError::Version(v));
         }
-        let k = r.u8()?;
-        if k != kind as u8 {
-            return Err(WireError::Kind(k));
+        match r.u8()? {
+            k if k == a as u8 => Ok((r, false)),
+            k if k == b as u8 => Ok((r, true)),
+            k => Err(WireError::Kind(k)),
         }
-        Ok(r)
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.0.len() < n {
@@ -230,9 +244,12 @@ pub struct StoreRequest {
     /// Length of the ciphertext, at most `MAX_CIPHERTEXT`: what the node reserves before it
     /// fetches the body, and what the body must measure.
     pub len: u32,
+    /// The chunk's control commitment Q (kind `StoreControlled`); `None` in a plain `Store`,
+    /// which leaves the chunk under the legacy rule (P authorises everything).
+    pub control: Option<Commitment>,
 }
 
-/// Encoded size of a `StoreRequest`.
+/// Encoded size of a `StoreRequest` without a control commitment.
 pub const STORE_REQUEST_LEN: usize = 2 + 16 + 32 + 1 + COMMITMENT_LEN + 8 + 4;
 
 impl StoreRequest {
@@ -251,24 +268,35 @@ impl StoreRequest {
             commitment,
             lease_expiry_ms,
             len: ciphertext.len() as u32,
+            control: None,
         }
     }
 
-    /// Encodes the request.
+    /// The same request carrying the chunk's control commitment (or none).
+    pub fn with_control(mut self, control: Option<Commitment>) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Encodes the request (kind `StoreControlled` when it carries a control commitment).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::Store, STORE_REQUEST_LEN);
+        let kind = if self.control.is_some() { Kind::StoreControlled } else { Kind::Store };
+        let mut w = W::new(kind, STORE_REQUEST_LEN + COMMITMENT_LEN);
         w.raw(&self.ack_token.0)
             .raw(&self.addr.0)
             .u8(self.slot)
             .raw(&self.commitment.to_bytes())
             .u64(self.lease_expiry_ms)
             .u32(self.len);
+        if let Some(q) = &self.control {
+            w.raw(&q.to_bytes());
+        }
         w.0
     }
 
-    /// Decodes and bounds-checks a request.
+    /// Decodes and bounds-checks a request of either kind.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::Store)?;
+        let (mut r, controlled) = R::open_either(buf, Kind::Store, Kind::StoreControlled)?;
         let ack_token = AckToken(r.arr()?);
         let addr = Addr(r.arr()?);
         let slot = r.u8()?;
@@ -281,8 +309,12 @@ impl StoreRequest {
         if len == 0 {
             return Err(WireError::Invalid("empty ciphertext"));
         }
+        let control = if controlled { Some(r.commitment()?) } else { None };
+        if control == Some(commitment) {
+            return Err(WireError::Invalid("control commitment equal to the read commitment"));
+        }
         r.finish()?;
-        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, len })
+        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, len, control })
     }
 
     /// `body`, verified, if it is the ciphertext this request announced: its length and its hash.
@@ -309,22 +341,60 @@ pub struct StoreAck {
 }
 
 impl StoreAck {
+    /// The signed statement; with a control commitment it is a statement of its own kind
+    /// (`quloud v2 store ack`), so an ack for a chunk held without Q never passes for one with Q.
     fn signed_bytes(
         node: &NodeId,
         addr: &Addr,
-        commitment: &Commitment,
+        commitments: (&Commitment, Option<&Commitment>),
         slot: u8,
         lease: u64,
         at: u64,
     ) -> Vec<u8> {
-        let mut v = b"quloud v1 store ack".to_vec();
+        let (commitment, control) = commitments;
+        let mut v = match control {
+            Some(_) => b"quloud v2 store ack".to_vec(),
+            None => b"quloud v1 store ack".to_vec(),
+        };
         v.extend_from_slice(&node.0);
         v.extend_from_slice(&addr.0);
         v.extend_from_slice(&commitment.to_bytes());
+        if let Some(q) = control {
+            v.extend_from_slice(&q.to_bytes());
+        }
         v.push(slot);
         v.extend_from_slice(&lease.to_le_bytes());
         v.extend_from_slice(&at.to_le_bytes());
         v
+    }
+
+    /// Like [`StoreAck::sign`] for a chunk held with the control commitment `control` (if any):
+    /// the signature covers it too.
+    pub fn sign_held(
+        id: &NodeIdentity,
+        addr: Addr,
+        commitments: (&Commitment, Option<&Commitment>),
+        slot: u8,
+        lease_expiry_ms: u64,
+        now_ms: u64,
+    ) -> Self {
+        let node = id.id();
+        let msg = Self::signed_bytes(&node, &addr, commitments, slot, lease_expiry_ms, now_ms);
+        let signature = id.sign(&msg);
+        StoreAck { node, addr, slot, lease_expiry_ms, signed_at_ms: now_ms, signature }
+    }
+
+    /// Whether the signature is the node's over these fields, `commitment` and `control`.
+    pub fn verify_held(&self, commitment: &Commitment, control: Option<&Commitment>) -> bool {
+        let msg = Self::signed_bytes(
+            &self.node,
+            &self.addr,
+            (commitment, control),
+            self.slot,
+            self.lease_expiry_ms,
+            self.signed_at_ms,
+        );
+        verify_signature(&self.node, &msg, &self.signature)
     }
 
     /// Creates and signs an ack. The signature also covers the commitment the node stored (which
@@ -337,22 +407,13 @@ impl StoreAck {
         lease_expiry_ms: u64,
         now_ms: u64,
     ) -> Self {
-        let node = id.id();
-        let signature = id.sign(&Self::signed_bytes(&node, &addr, commitment, slot, lease_expiry_ms, now_ms));
-        StoreAck { node, addr, slot, lease_expiry_ms, signed_at_ms: now_ms, signature }
+        Self::sign_held(id, addr, (commitment, None), slot, lease_expiry_ms, now_ms)
     }
 
-    /// Whether the signature is the node's over these fields and `commitment`.
+    /// Whether the signature is the node's over these fields and `commitment` (a chunk held
+    /// without a control commitment).
     pub fn verify(&self, commitment: &Commitment) -> bool {
-        let msg = Self::signed_bytes(
-            &self.node,
-            &self.addr,
-            commitment,
-            self.slot,
-            self.lease_expiry_ms,
-            self.signed_at_ms,
-        );
-        verify_signature(&self.node, &msg, &self.signature)
+        self.verify_held(commitment, None)
     }
 
     /// Encodes the ack.
@@ -395,6 +456,24 @@ pub fn bind_request(request_id: &RequestId, extra: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.finalize().as_bytes()[..16]);
     out
+}
+
+/// The statement a get, renew or delete proof is bound to (covers the lease asked for).
+pub(crate) fn proven_context(
+    purpose: Purpose,
+    request_id: &RequestId,
+    timestamp_ms: u64,
+    target: &NodeId,
+    lease_expiry_ms: u64,
+    addr: &Addr,
+) -> ProofContext {
+    ProofContext {
+        purpose,
+        addr: addr.0,
+        target: target.0,
+        timestamp_ms,
+        request_id: bind_request(request_id, &lease_expiry_ms.to_le_bytes()),
+    }
 }
 
 /// One addr with its proof of knowledge of the chunk's secret.
@@ -449,13 +528,14 @@ impl ProvenRequest {
 
     /// The statement each item's proof must be bound to.
     pub fn context(&self, addr: &Addr) -> ProofContext {
-        ProofContext {
-            purpose: self.purpose,
-            addr: addr.0,
-            target: self.target.0,
-            timestamp_ms: self.timestamp_ms,
-            request_id: bind_request(&self.request_id, &self.lease_expiry_ms.to_le_bytes()),
-        }
+        proven_context(
+            self.purpose,
+            &self.request_id,
+            self.timestamp_ms,
+            &self.target,
+            self.lease_expiry_ms,
+            addr,
+        )
     }
 
     /// Encodes the request.
@@ -565,6 +645,9 @@ pub struct ControlReply {
     pub node: NodeId,
     /// The request answered.
     pub request_id: RequestId,
+    /// [`request_hash`] of the whole request answered, proofs included (kind
+    /// `ControlReplyBound`); `None` in the answer to an older `Proven` renew or delete.
+    pub request: Option<[u8; 32]>,
     /// Outcome per addr, in request order.
     pub results: Vec<(Addr, Status)>,
     /// Signature over all of the above.
@@ -572,43 +655,62 @@ pub struct ControlReply {
 }
 
 impl ControlReply {
-    fn body(node: &NodeId, request_id: &RequestId, results: &[(Addr, Status)]) -> W {
-        let mut w = W::new(Kind::ControlReply, 64 + results.len() * 33 + SIGNATURE_LEN);
-        w.raw(&node.0).raw(&request_id.0).u16(results.len() as u16);
+    fn body(
+        node: &NodeId,
+        request_id: &RequestId,
+        request: Option<&[u8; 32]>,
+        results: &[(Addr, Status)],
+    ) -> W {
+        let kind = if request.is_some() { Kind::ControlReplyBound } else { Kind::ControlReply };
+        let mut w = W::new(kind, 96 + results.len() * 33 + SIGNATURE_LEN);
+        w.raw(&node.0).raw(&request_id.0);
+        if let Some(h) = request {
+            w.raw(h);
+        }
+        w.u16(results.len() as u16);
         for (a, s) in results {
             w.raw(&a.0).u8(*s as u8);
         }
         w
     }
 
-    /// Creates and signs a reply.
+    /// Creates and signs a reply not bound to its request's bytes (answers an older request).
     pub fn sign(id: &NodeIdentity, request_id: RequestId, results: Vec<(Addr, Status)>) -> Self {
+        Self::sign_bound(id, request_id, None, results)
+    }
+
+    /// Creates and signs a reply; with `request` (the [`request_hash`] of the request answered),
+    /// the signature binds it to that exact request.
+    pub fn sign_bound(
+        id: &NodeIdentity,
+        request_id: RequestId,
+        request: Option<[u8; 32]>,
+        results: Vec<(Addr, Status)>,
+    ) -> Self {
         let node = id.id();
-        let signature = id.sign(&Self::body(&node, &request_id, &results).0);
-        ControlReply { node, request_id, results, signature }
+        let signature = id.sign(&Self::body(&node, &request_id, request.as_ref(), &results).0);
+        ControlReply { node, request_id, request, results, signature }
     }
 
     /// Whether the node's signature covers these fields.
     pub fn verify(&self) -> bool {
-        verify_signature(
-            &self.node,
-            &Self::body(&self.node, &self.request_id, &self.results).0,
-            &self.signature,
-        )
+        let body = Self::body(&self.node, &self.request_id, self.request.as_ref(), &self.results);
+        verify_signature(&self.node, &body.0, &self.signature)
     }
 
     /// Encodes the reply.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Self::body(&self.node, &self.request_id, &self.results);
+        let mut w = Self::body(&self.node, &self.request_id, self.request.as_ref(), &self.results);
         w.raw(&self.signature);
         w.0
     }
 
-    /// Decodes a reply (signature checked with `verify`).
+    /// Decodes a reply of either kind (signature checked with `verify`).
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::ControlReply)?;
+        let (mut r, bound) = R::open_either(buf, Kind::ControlReply, Kind::ControlReplyBound)?;
         let node = NodeId(r.arr()?);
         let request_id = RequestId(r.arr()?);
+        let request = if bound { Some(r.arr()?) } else { None };
         let n = r.u16()? as usize;
         if n > MAX_ITEMS {
             return Err(WireError::TooLarge { what: "result count", len: n, max: MAX_ITEMS });
@@ -619,7 +721,7 @@ impl ControlReply {
         }
         let signature = r.arr()?;
         r.finish()?;
-        Ok(ControlReply { node, request_id, results, signature })
+        Ok(ControlReply { node, request_id, request, results, signature })
     }
 }
 
@@ -643,6 +745,27 @@ pub struct AuditRequest {
     pub seed: [u8; 32],
     /// How many leaves to return.
     pub leaves: u8,
+    /// The chunk's control commitment Q and a proof of its secret for the same statement (kind
+    /// `AuditControlled`): what a node holding Q requires. `proof` then serves chunks held
+    /// without Q (the legacy rule), which it upgrades to Q.
+    pub control: Option<ControlProof>,
+}
+
+/// A control commitment Q and a proof of knowledge of its secret `y`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlProof {
+    /// The chunk's control commitment Q.
+    pub commitment: Commitment,
+    /// Proof for the same statement as the item's read proof, with `y`.
+    pub proof: Proof,
+}
+
+impl ControlProof {
+    /// Proves with `secret`'s control secret, if it has one, for `ctx`.
+    pub fn prove(secret: &ProofSecret, ctx: &ProofContext) -> Option<Self> {
+        let y = secret.control()?;
+        Some(ControlProof { commitment: y.commitment(), proof: prove(y, ctx) })
+    }
 }
 
 /// The statement an audit's proof is bound to (covers the seed and leaf count).
@@ -676,8 +799,9 @@ impl AuditRequest {
         timestamp_ms: u64,
     ) -> Self {
         let request_id = RequestId::random();
-        let proof = prove(secret, &audit_context(&request_id, timestamp_ms, &target, &addr, &seed, leaves));
-        AuditRequest { request_id, timestamp_ms, target, addr, proof, seed, leaves }
+        let ctx = audit_context(&request_id, timestamp_ms, &target, &addr, &seed, leaves);
+        let (proof, control) = (prove(secret, &ctx), ControlProof::prove(secret, &ctx));
+        AuditRequest { request_id, timestamp_ms, target, addr, proof, seed, leaves, control }
     }
 
     /// The statement the proof must be bound to (covers the seed and leaf count).
@@ -685,9 +809,10 @@ impl AuditRequest {
         audit_context(&self.request_id, self.timestamp_ms, &self.target, &self.addr, &self.seed, self.leaves)
     }
 
-    /// Encodes the request.
+    /// Encodes the request (kind `AuditControlled` when it carries a control proof).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::Audit, 200);
+        let kind = if self.control.is_some() { Kind::AuditControlled } else { Kind::Audit };
+        let mut w = W::new(kind, 400);
         w.raw(&self.request_id.0)
             .u64(self.timestamp_ms)
             .raw(&self.target.0)
@@ -695,13 +820,16 @@ impl AuditRequest {
             .raw(&self.proof.to_bytes())
             .raw(&self.seed)
             .u8(self.leaves);
+        if let Some(c) = &self.control {
+            w.raw(&c.commitment.to_bytes()).raw(&c.proof.to_bytes());
+        }
         w.0
     }
 
-    /// Decodes a request.
+    /// Decodes a request of either kind.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::Audit)?;
-        let req = AuditRequest {
+        let (mut r, controlled) = R::open_either(buf, Kind::Audit, Kind::AuditControlled)?;
+        let mut req = AuditRequest {
             request_id: RequestId(r.arr()?),
             timestamp_ms: r.u64()?,
             target: NodeId(r.arr()?),
@@ -709,7 +837,11 @@ impl AuditRequest {
             proof: r.proof()?,
             seed: r.arr()?,
             leaves: r.u8()?,
+            control: None,
         };
+        if controlled {
+            req.control = Some(ControlProof { commitment: r.commitment()?, proof: r.proof()? });
+        }
         if req.leaves as usize > MAX_LEAVES_PER_AUDIT || req.leaves == 0 {
             return Err(WireError::Invalid("leaf count"));
         }
@@ -727,6 +859,9 @@ pub struct AuditReply {
     pub addr: Addr,
     /// The seed being answered (ties the reply to the fresh challenge).
     pub seed: [u8; 32],
+    /// [`request_hash`] of the challenge answered, proofs included (kind `AuditReplyBound`);
+    /// `None` in the answer to an `Audit` without a control proof.
+    pub request: Option<[u8; 32]>,
     /// Ok with proofs, or why not.
     pub status: Status,
     /// Selected leaves with Merkle paths (empty unless Ok).
@@ -736,10 +871,20 @@ pub struct AuditReply {
 }
 
 impl AuditReply {
-    fn body(node: &NodeId, addr: &Addr, seed: &[u8; 32], status: Status, proofs: &[LeafProof]) -> W {
+    fn body(
+        node: &NodeId,
+        (addr, seed, request): (&Addr, &[u8; 32], Option<&[u8; 32]>),
+        status: Status,
+        proofs: &[LeafProof],
+    ) -> W {
         let size: usize = proofs.iter().map(|p| 12 + p.leaf.len() + p.path.len() * 32).sum();
-        let mut w = W::new(Kind::AuditReply, 140 + size);
-        w.raw(&node.0).raw(&addr.0).raw(seed).u8(status as u8).u8(proofs.len() as u8);
+        let kind = if request.is_some() { Kind::AuditReplyBound } else { Kind::AuditReply };
+        let mut w = W::new(kind, 172 + size);
+        w.raw(&node.0).raw(&addr.0).raw(seed);
+        if let Some(h) = request {
+            w.raw(h);
+        }
+        w.u8(status as u8).u8(proofs.len() as u8);
         for p in proofs {
             w.u64(p.index).u16(p.leaf.len() as u16).raw(&p.leaf).u8(p.path.len() as u8);
             for h in &p.path {
@@ -749,7 +894,8 @@ impl AuditReply {
         w
     }
 
-    /// Creates and signs a reply.
+    /// Creates and signs a reply not bound to its request's bytes (answers an `Audit` without a
+    /// control proof).
     pub fn sign(
         id: &NodeIdentity,
         addr: Addr,
@@ -757,30 +903,45 @@ impl AuditReply {
         status: Status,
         proofs: Vec<LeafProof>,
     ) -> Self {
+        Self::sign_bound(id, (addr, seed, None), status, proofs)
+    }
+
+    /// Creates and signs a reply; with a request hash (see [`request_hash`]) the signature binds
+    /// it to that exact challenge.
+    pub fn sign_bound(
+        id: &NodeIdentity,
+        (addr, seed, request): (Addr, [u8; 32], Option<[u8; 32]>),
+        status: Status,
+        proofs: Vec<LeafProof>,
+    ) -> Self {
         let node = id.id();
-        let signature = id.sign(&Self::body(&node, &addr, &seed, status, &proofs).0);
-        AuditReply { node, addr, seed, status, proofs, signature }
+        let signature = id.sign(&Self::body(&node, (&addr, &seed, request.as_ref()), status, &proofs).0);
+        AuditReply { node, addr, seed, request, status, proofs, signature }
+    }
+
+    fn signed_body(&self) -> W {
+        Self::body(&self.node, (&self.addr, &self.seed, self.request.as_ref()), self.status, &self.proofs)
     }
 
     /// Whether the node's signature covers these fields.
     pub fn verify_signature(&self) -> bool {
-        let body = Self::body(&self.node, &self.addr, &self.seed, self.status, &self.proofs);
-        verify_signature(&self.node, &body.0, &self.signature)
+        verify_signature(&self.node, &self.signed_body().0, &self.signature)
     }
 
     /// Encodes the reply.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Self::body(&self.node, &self.addr, &self.seed, self.status, &self.proofs);
+        let mut w = self.signed_body();
         w.raw(&self.signature);
         w.0
     }
 
-    /// Decodes a reply (signature and proofs are checked by the owner).
+    /// Decodes a reply of either kind (signature and proofs are checked by the owner).
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::AuditReply)?;
+        let (mut r, bound) = R::open_either(buf, Kind::AuditReply, Kind::AuditReplyBound)?;
         let node = NodeId(r.arr()?);
         let addr = Addr(r.arr()?);
         let seed = r.arr()?;
+        let request = if bound { Some(r.arr()?) } else { None };
         let status = Status::from_u8(r.u8()?)?;
         let n = r.u8()? as usize;
         if n > MAX_LEAVES_PER_AUDIT {
@@ -803,7 +964,7 @@ impl AuditReply {
         }
         let signature = r.arr()?;
         r.finish()?;
-        Ok(AuditReply { node, addr, seed, status, proofs, signature })
+        Ok(AuditReply { node, addr, seed, request, status, proofs, signature })
     }
 }
 
@@ -811,10 +972,14 @@ impl AuditReply {
 #[path = "wire_tests.rs"]
 mod tests;
 
-/// Bound on one encoded `AuditRequest` inside a batch.
-const AUDIT_REQUEST_MAX: usize = 256;
+#[path = "wire_control.rs"]
+mod control;
+pub use control::{request_hash, ControlItem, ControlRequest, MAX_CONTROL_ITEMS};
+
+/// Bound on one encoded `AuditRequest` inside a batch (with a control proof: 379 bytes).
+const AUDIT_REQUEST_MAX: usize = 512;
 /// Bound on one encoded `AuditReply` inside a batch reply: 16 leaves, each with a full path.
-const AUDIT_REPLY_MAX: usize = 200 + MAX_LEAVES_PER_AUDIT * (12 + LEAF_SIZE + MAX_PATH * 32);
+const AUDIT_REPLY_MAX: usize = 232 + MAX_LEAVES_PER_AUDIT * (12 + LEAF_SIZE + MAX_PATH * 32);
 
 /// Several complete `AuditRequest`s to one node in one message, so the node can verify their
 /// proofs as a batch and the bus carries one request and one reply instead of many. Each

@@ -11,8 +11,8 @@ use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::unix_ms;
 use crate::domain::wire::{
-    AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
-    StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
+    request_hash, AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, ControlRequest,
+    GetReply, ProvenRequest, Status, StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_CONTROL_ITEMS, MAX_ITEMS,
 };
 use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, RootsServed, StoreGoal};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
@@ -68,7 +68,12 @@ impl FabricOptions {
 /// addr (dedup inside a vault), removed when the last of them finishes.
 struct Pending {
     commitment: Commitment,
+    /// The control commitment sent with the store requests, if any.
+    control: Option<Commitment>,
     min_lease_ms: u64,
+    /// When the store began (owner clock): an ack signed since then (give or take the clock
+    /// skew nodes accept) is fresh even if its lease is the shorter one a node already held.
+    since_ms: u64,
     acks: HashMap<NodeId, StoreAck>,
     changed: watch::Sender<usize>,
     users: usize,
@@ -181,7 +186,10 @@ impl NatsFabric {
     /// publish of the same attempt a broker-side duplicate, while a later store of the same chunk
     /// (healing, re-upload) is a new message and is delivered.
     fn publish_slot(&self, chunk: &Publish<'_>, slot: u8, attempt: u32, lease: u64) -> PublishMessage {
-        let req = StoreRequest::for_body(self.token, chunk.ciphertext, slot, chunk.commitment, lease);
+        let control =
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&chunk.addr).and_then(|p| p.control);
+        let req = StoreRequest::for_body(self.token, chunk.ciphertext, slot, chunk.commitment, lease)
+            .with_control(control);
         PublishMessage::build()
             .payload(req.encode().into())
             .message_id(format!("{}-{slot}-{:x}-{attempt}", chunk.addr, lease))
@@ -392,14 +400,28 @@ impl NatsFabric {
         lease: u64,
     ) -> Result<Vec<(Addr, Status)>, FabricError> {
         let mut out = Vec::with_capacity(items.len());
-        for batch in items.chunks(MAX_ITEMS) {
-            let req = self.proven_request(purpose, node, batch, lease);
+        // The owner's secrets carry control secrets: renew and delete are proven with them (a
+        // share's secrets carry none; nodes then apply the legacy rule or refuse).
+        let controlled = items.iter().all(|(_, s)| s.control().is_some());
+        let per = if controlled { MAX_CONTROL_ITEMS } else { MAX_ITEMS };
+        for batch in items.chunks(per) {
+            let (request_id, sent) = match ControlRequest::build(purpose, node, now_ms(), lease, batch) {
+                Some(req) if controlled => (req.request_id, req.encode()),
+                _ => {
+                    let req = self.proven_request(purpose, node, batch, lease);
+                    (req.request_id, req.encode())
+                }
+            };
+            let bound = controlled.then(|| request_hash(&sent));
             let op = if purpose == Purpose::Renew { "renew" } else { "delete" };
-            let bytes = self.request(node_subject(&node, op), req.encode(), node).await?;
+            let bytes = self.request(node_subject(&node, op), sent, node).await?;
             let bad = |why: &str| FabricError::BadReply { node, why: why.to_string() };
             let reply = ControlReply::decode(&bytes).map_err(|e| bad(&e.to_string()))?;
-            if reply.node != node || !reply.verify() || reply.request_id != req.request_id {
+            if reply.node != node || !reply.verify() || reply.request_id != request_id {
                 return Err(bad("signature, node or request id does not match"));
+            }
+            if reply.request != bound {
+                return Err(bad("reply signed for another request than the one sent"));
             }
             let expected: Vec<Addr> = batch.iter().map(|(a, _)| *a).collect();
             let got: Vec<Addr> = reply.results.iter().map(|(a, _)| *a).collect();
@@ -457,11 +479,13 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
     {
         let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get_mut(&ack.addr) {
-            if !ack.verify(&p.commitment) {
+            if !ack_matches(&ack, p) {
                 tracing::warn!(node = ?ack.node, addr = ?ack.addr, "store ack with a bad signature dropped");
                 return;
             }
-            if ack.lease_expiry_ms < p.min_lease_ms {
+            if ack.lease_expiry_ms < p.min_lease_ms
+                && ack.signed_at_ms.saturating_add(ACK_SKEW_MS) < p.since_ms
+            {
                 tracing::warn!(node = ?ack.node, "store ack for an older lease (a replay?) ignored");
                 return;
             }
@@ -476,17 +500,37 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
     }
 }
 
+/// Clock difference tolerated between the owner and a node when judging an ack's freshness.
+const ACK_SKEW_MS: u64 = 120_000;
+
+/// Whether `ack` is the node's signature over the commitments of the chunk being stored: with
+/// its control commitment, or, from a node that held the chunk before control commitments
+/// existed, without (the owner's next renew or audit attaches it there).
+fn ack_matches(ack: &StoreAck, p: &Pending) -> bool {
+    match &p.control {
+        Some(q) => ack.verify_held(&p.commitment, Some(q)) || ack.verify(&p.commitment),
+        None => ack.verify(&p.commitment),
+    }
+}
+
 fn fresh_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
     crate::domain::random_bytes(&mut seed);
     seed
 }
 
-/// The verdict on one audit reply: signed by the node challenged, for this chunk and this seed,
-/// with leaves that verify against the addr.
-fn judge(reply: &AuditReply, node: NodeId, addr: Addr, seed: &[u8; 32], len: u64) -> AuditVerdict {
+/// The verdict on one audit reply: signed by the node challenged, for this very challenge (its
+/// hash, proofs included, when the challenge carries a control proof), with leaves that verify
+/// against the addr. A "not found" signed for another request with the same seed (a copy with a
+/// garbage proof) is a failed reply, not a verdict.
+fn judge(reply: &AuditReply, req: &AuditRequest, len: u64) -> AuditVerdict {
+    let bound = req.control.is_some().then(|| request_hash(&req.encode()));
+    let (node, addr, seed) = (req.target, req.addr, &req.seed);
     if reply.node != node || reply.addr != addr || reply.seed != *seed || !reply.verify_signature() {
         return AuditVerdict::Failed("reply not signed by the node for this challenge".into());
+    }
+    if reply.request != bound {
+        return AuditVerdict::Failed("reply signed for another request than the one sent".into());
     }
     match reply.status {
         Status::Ok => match verify_audit(&addr.0, len, seed, AUDIT_LEAVES as usize, &reply.proofs) {
@@ -591,12 +635,24 @@ impl ChunkFabric for NatsFabric {
     }
 
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
+        self.store_controlled(chunk, None, goal).await
+    }
+
+    async fn store_controlled(
+        &self,
+        chunk: Publish<'_>,
+        control: Option<Commitment>,
+        goal: StoreGoal<'_>,
+    ) -> Result<Vec<StoreAck>, FabricError> {
         let _slot = self.store_slots.acquire().await.map_err(broker)?;
-        let lease = now_ms() + self.opts.lease.as_millis() as u64;
+        let since_ms = now_ms();
+        let lease = since_ms + self.opts.lease.as_millis() as u64;
         let rx = {
             let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let p = map.entry(chunk.addr).or_insert_with(|| Pending {
                 commitment: chunk.commitment,
+                control,
+                since_ms,
                 min_lease_ms: lease,
                 acks: HashMap::new(),
                 changed: watch::channel(0).0,
@@ -654,11 +710,10 @@ impl ChunkFabric for NatsFabric {
         secret: &ProofSecret,
         len: u64,
     ) -> Result<AuditVerdict, FabricError> {
-        let seed = fresh_seed();
-        let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, now_ms());
+        let req = AuditRequest::build(secret, node, addr, fresh_seed(), AUDIT_LEAVES, now_ms());
         let bytes = self.request(node_subject(&node, "audit"), req.encode(), node).await?;
         Ok(match AuditReply::decode(&bytes) {
-            Ok(reply) => judge(&reply, node, addr, &seed, len),
+            Ok(reply) => judge(&reply, &req, len),
             Err(e) => AuditVerdict::Failed(format!("malformed reply: {e}")),
         })
     }
@@ -671,15 +726,14 @@ impl ChunkFabric for NatsFabric {
         let mut out = Vec::with_capacity(items.len());
         for part in items.chunks(MAX_AUDIT_BATCH) {
             let ts = now_ms();
-            let seeds: Vec<[u8; 32]> = part.iter().map(|_| fresh_seed()).collect();
-            let reqs = part
+            let reqs: Vec<AuditRequest> = part
                 .iter()
-                .zip(&seeds)
-                .map(|((addr, secret, _), seed)| {
-                    AuditRequest::build(secret, node, *addr, *seed, AUDIT_LEAVES, ts)
+                .map(|(addr, secret, _)| {
+                    AuditRequest::build(secret, node, *addr, fresh_seed(), AUDIT_LEAVES, ts)
                 })
                 .collect();
-            let bytes = self.request(node_subject(&node, "audits"), AuditBatch(reqs).encode(), node).await?;
+            let batch = AuditBatch(reqs);
+            let bytes = self.request(node_subject(&node, "audits"), batch.encode(), node).await?;
             let replies = match AuditBatchReply::decode(&bytes) {
                 Ok(r) if r.0.len() == part.len() => r.0,
                 Ok(r) => {
@@ -692,8 +746,8 @@ impl ChunkFabric for NatsFabric {
                     continue;
                 }
             };
-            for (((addr, _, len), seed), reply) in part.iter().zip(&seeds).zip(&replies) {
-                out.push(judge(reply, node, *addr, seed, *len));
+            for (((_, _, len), req), reply) in part.iter().zip(&batch.0).zip(&replies) {
+                out.push(judge(reply, req, *len));
             }
         }
         Ok(out)
@@ -716,3 +770,7 @@ impl ChunkFabric for NatsFabric {
         self.control(Purpose::Delete, node, items, 0).await
     }
 }
+
+#[cfg(test)]
+#[path = "fabric_tests.rs"]
+mod tests;

@@ -539,9 +539,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let mut exclude: Vec<NodeId> = off.iter().copied().collect();
         exclude.extend(c.replicas.iter().filter(|r| !held.iter().any(|(n, _)| *n == r.node)).map(|r| r.node));
         let goal = StoreGoal { replicas: self.opts.replicas, held: &held, exclude: &exclude };
-        let commitment = self.keys.proof_secret(&addr).commitment();
+        let secret = self.keys.proof_secret(&addr);
+        let (commitment, control) = (secret.commitment(), secret.control_commitment());
         let acks = fabric
-            .store(Publish { addr, commitment, ciphertext: &ct }, goal)
+            .store_controlled(Publish { addr, commitment, ciphertext: &ct }, control, goal)
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
         let now = now_ms();
