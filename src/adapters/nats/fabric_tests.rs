@@ -60,6 +60,9 @@ async fn a_fresh_ack_of_the_lease_held_counts_and_an_old_one_does_not() {
     let old = StoreAck::sign_held(&other, addr, (&commitment, q.as_ref()), 1, 10_500_000, 1_000);
     deliver(&map, &None, old).await;
     assert_eq!(map.lock().unwrap()[&addr].acks.len(), 1, "a replayed old ack counted");
+    let ending = StoreAck::sign_held(&other, addr, (&commitment, q.as_ref()), 1, 10_001_000, 9_950_000);
+    deliver(&map, &None, ending).await;
+    assert_eq!(map.lock().unwrap()[&addr].acks.len(), 1, "an ack of a lease about to end counted");
     // A node holding the chunk from before control commitments acks without Q: it counts.
     let legacy = StoreAck::sign(&other, addr, &commitment, 1, 20_000_000, 10_000_100);
     deliver(&map, &None, legacy).await;
