@@ -1,4 +1,4 @@
-//! Who may do what to a held chunk (docs/SECURITY.md §3.2): the read right (a proof against the
+//! Who may do what to a held chunk (docs/SECURITY.md §5.5): the read right (a proof against the
 //! read commitment P) allows gets; the control right (a proof against the control commitment Q)
 //! allows renew, delete and audit. A chunk held without Q (stored before control commitments
 //! existed) follows the legacy rule, P authorises everything, until a control request or audit

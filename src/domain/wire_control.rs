@@ -5,7 +5,7 @@
 //! secret `x` (against P) and one with its control secret `y` (against Q, which the item names).
 //! A node holding the chunk with Q checks only the control proof; a node holding it without Q
 //! (stored before control commitments existed) applies the legacy rule, checks both, and from
-//! then on holds Q (docs/SECURITY.md §3.2).
+//! then on holds Q (docs/SECURITY.md §5.5).
 
 use super::{proven_context, Kind, WireError, MAX_ITEMS, R, W};
 use crate::domain::ids::{Addr, NodeId, RequestId};

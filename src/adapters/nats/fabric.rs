@@ -501,15 +501,17 @@ async fn deliver(pending: &PendingMap, unsolicited: &Option<mpsc::Sender<StoreAc
 /// Clock difference tolerated between the owner and a node when judging an ack's freshness.
 const ACK_SKEW_MS: u64 = 120_000;
 
+/// Shortest lease left that an ack of a lease held (shorter than asked) must state to count.
+const ACK_MIN_LEASE_MS: u64 = 10 * 60 * 1000;
+
 /// Whether an ack for a shorter lease than asked is a node's fresh ack of the lease it already
 /// held (nodes never raise a lease for a store request): signed since the store began, give or
-/// take the clock skew nodes accept, and for a lease with at least a third of the asked-for term
-/// left (the owner renews such replicas with a proof in time). Anything else is an old ack
-/// replayed.
+/// take the clock skew nodes accept, and for a lease with at least ten minutes left (the vault
+/// records the lease acked and renews the replica with a proof when a third of its term is
+/// left). Anything else is an old ack replayed.
 fn held_lease_ack(ack: &StoreAck, p: &Pending) -> bool {
     let fresh = ack.signed_at_ms.saturating_add(ACK_SKEW_MS) >= p.since_ms;
-    let lasting = ack.lease_expiry_ms >= p.since_ms + (p.min_lease_ms.saturating_sub(p.since_ms)) / 3;
-    fresh && lasting
+    fresh && ack.lease_expiry_ms >= p.since_ms.saturating_add(ACK_MIN_LEASE_MS)
 }
 
 /// Whether `ack` is the node's signature over the commitments of the chunk being stored: with

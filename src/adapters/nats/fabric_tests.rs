@@ -33,7 +33,7 @@ fn pending(control: Option<Commitment>, since_ms: u64) -> Pending {
     Pending {
         commitment: ProofSecret::from_seed(&[5; 32]).commitment(),
         control,
-        min_lease_ms: since_ms + 1_000_000,
+        min_lease_ms: since_ms + 10_000_000_000,
         since_ms,
         acks: HashMap::new(),
         changed: watch::channel(0).0,
@@ -53,14 +53,14 @@ async fn a_fresh_ack_of_the_lease_held_counts_and_an_old_one_does_not() {
     let addr = Addr([1; 32]);
     let map: PendingMap = Arc::new(Mutex::new(HashMap::from([(addr, p)])));
     let commitment = ProofSecret::from_seed(&[5; 32]).commitment();
-    let held = StoreAck::sign_held(&node, addr, (&commitment, q.as_ref()), 0, 10_500_000, 10_000_100);
+    let held = StoreAck::sign_held(&node, addr, (&commitment, q.as_ref()), 0, 13_600_000, 10_000_100);
     deliver(&map, &None, held).await;
     assert_eq!(map.lock().unwrap()[&addr].acks.len(), 1);
     let other = NodeIdentity::generate();
-    let old = StoreAck::sign_held(&other, addr, (&commitment, q.as_ref()), 1, 10_500_000, 1_000);
+    let old = StoreAck::sign_held(&other, addr, (&commitment, q.as_ref()), 1, 13_600_000, 1_000);
     deliver(&map, &None, old).await;
     assert_eq!(map.lock().unwrap()[&addr].acks.len(), 1, "a replayed old ack counted");
-    let ending = StoreAck::sign_held(&other, addr, (&commitment, q.as_ref()), 1, 10_001_000, 9_950_000);
+    let ending = StoreAck::sign_held(&other, addr, (&commitment, q.as_ref()), 1, 10_001_000, 9_990_000);
     deliver(&map, &None, ending).await;
     assert_eq!(map.lock().unwrap()[&addr].acks.len(), 1, "an ack of a lease about to end counted");
     // A node holding the chunk from before control commitments acks without Q: it counts.
