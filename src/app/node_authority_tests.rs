@@ -7,7 +7,7 @@ use super::super::*;
 use crate::adapters::memory::MemoryChunkStore;
 use crate::domain::ids::RequestId;
 use crate::domain::keys::{MasterKey, VaultKeys};
-use crate::domain::wire::{request_hash, ControlRequest};
+use crate::domain::wire::{request_hash, AuditRequest, ControlRequest};
 
 const NOW: u64 = 1_800_000_000_000;
 
