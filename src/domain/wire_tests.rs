@@ -1,6 +1,7 @@
 //! Round trips and hostile-input tests for every wire decoder.
 
 use super::*;
+use crate::domain::audit::LeafProof;
 use crate::domain::proof::{prove, ProofSecret};
 
 fn secret() -> ProofSecret {
