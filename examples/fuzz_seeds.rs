@@ -12,8 +12,8 @@ use quloud::domain::proof::{prove, ProofContext, ProofSecret, Purpose};
 use quloud::domain::share::Capability;
 use quloud::domain::snapshot::{PieceRef, RootRecord};
 use quloud::domain::wire::{
-    AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
-    StoreAck, StoreRequest,
+    request_hash, AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, ControlRequest,
+    GetReply, ProvenRequest, Status, StoreAck, StoreRequest,
 };
 
 fn main() -> std::io::Result<()> {
@@ -75,10 +75,43 @@ fn main() -> std::io::Result<()> {
         ("capability", Capability { secret: [9; 32], head }.encode().into_bytes()),
         ("paper_key", paper::encode(&MasterKey::from_bytes([6; 32])).into_bytes()),
     ];
-    for (target, bytes) in seeds {
+    // The kinds that carry control commitments and bind replies, beside the older ones.
+    let owner = || secret().with_control(ProofSecret::from_seed(&[6; 32]));
+    let controlled_audit = AuditRequest::build(&owner(), node, addr, [2; 32], 2, 5);
+    let bound = Some(request_hash(&controlled_audit.encode()));
+    let control =
+        ControlRequest::build(Purpose::Delete, node, 99, 0, &[(addr, owner()), (Addr([4; 32]), owner())])
+            .expect("owner secrets");
+    let controlled: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "store_request",
+            StoreRequest::for_body(AckToken([1; 16]), b"ciphertext", 2, secret().commitment(), 123)
+                .with_control(owner().control_commitment())
+                .encode(),
+        ),
+        ("control_request", control.encode()),
+        ("audit_request", controlled_audit.encode()),
+        (
+            "audit_reply",
+            AuditReply::sign_bound(&id, (addr, [2; 32], bound), Status::NotFound, vec![]).encode(),
+        ),
+        (
+            "control_reply",
+            ControlReply::sign_bound(
+                &id,
+                control.request_id,
+                Some(request_hash(&control.encode())),
+                vec![(addr, Status::Ok)],
+            )
+            .encode(),
+        ),
+        ("audit_batch", AuditBatch(vec![controlled_audit.clone(), controlled_audit]).encode()),
+    ];
+    let files = seeds.into_iter().map(|(t, b)| (t, "valid", b));
+    for (target, file, bytes) in files.chain(controlled.into_iter().map(|(t, b)| (t, "controlled", b))) {
         let dir = std::path::Path::new("fuzz/seeds").join(target);
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("valid"), bytes)?;
+        std::fs::write(dir.join(file), bytes)?;
     }
     println!("seeds written under fuzz/seeds/");
     Ok(())

@@ -10,6 +10,7 @@ use common::{owner, test_options, vault, Fabric};
 use quloud::adapters::nats::fabric::NatsFabric;
 use quloud::domain::ids::{Addr, NodeId};
 use quloud::domain::keys::{MasterKey, VaultKeys};
+use quloud::domain::proof::ProofSecret;
 use quloud::domain::seal::SealedChunk;
 use quloud::domain::snapshot::{choose_root, root_locator, RootRecord};
 use quloud::domain::unix_ms;

@@ -3,5 +3,5 @@
 use quloud::domain::wire::AuditRequest;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    quloud_fuzz::round_trip(data, AuditRequest::decode, AuditRequest::encode);
+    quloud_fuzz::exact_round_trip(data, AuditRequest::decode, AuditRequest::encode);
 });

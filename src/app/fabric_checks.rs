@@ -1,12 +1,15 @@
 //! What the owner checks in everything storage nodes send back, whatever carries it: store acks
 //! counted toward a goal, get replies (BLAKE3 of every ciphertext against its addr), audit
-//! verdicts and renew/delete replies. Every `ChunkFabric` adapter runs its replies through here.
+//! verdicts and renew/delete replies, and how renew and delete requests are proven (with the
+//! control secret when every secret has one). Every `ChunkFabric` adapter builds those requests
+//! and runs its replies through here.
 
 use crate::domain::audit::verify_audit;
-use crate::domain::ids::{Addr, NodeId};
-use crate::domain::proof::Commitment;
+use crate::domain::ids::{Addr, NodeId, RequestId};
+use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::wire::{
-    AuditBatchReply, AuditReply, ControlReply, GetReply, ProvenRequest, Status, StoreAck,
+    request_hash, AuditBatchReply, AuditReply, AuditRequest, ControlReply, ControlRequest, GetReply,
+    ProvenRequest, Status, StoreAck, MAX_CONTROL_ITEMS, MAX_ITEMS,
 };
 use crate::ports::fabric::{AuditVerdict, FabricError, StoreGoal};
 use std::collections::{HashMap, HashSet};
@@ -24,35 +27,80 @@ pub fn fresh_seed() -> [u8; 32] {
 // ---------------------------------------------------------------------------------------------
 // Store acks
 
+/// Clock difference tolerated between the owner and a node when judging an ack's freshness.
+const ACK_SKEW_MS: u64 = 120_000;
+
+/// Shortest lease left that an ack of a lease held (shorter than asked) must state to count.
+const ACK_MIN_LEASE_MS: u64 = 10 * 60 * 1000;
+
+/// What a chunk is being stored under: its commitments and the lease asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreTerms {
+    /// The read commitment P.
+    pub commitment: Commitment,
+    /// The control commitment Q sent with the store requests, if any.
+    pub control: Option<Commitment>,
+    /// When the store began (owner clock): an ack signed since then (give or take the clock
+    /// skew nodes accept) is fresh even if its lease is the shorter one a node already held.
+    pub since_ms: u64,
+    /// The lease asked for; acks for an older lease are replays of an earlier store.
+    pub min_lease_ms: u64,
+}
+
 /// The verified acks collected for one chunk being stored, one per node.
 #[derive(Debug)]
 pub struct AckTally {
-    commitment: Commitment,
-    min_lease_ms: u64,
+    terms: StoreTerms,
     acks: HashMap<NodeId, StoreAck>,
 }
 
 impl AckTally {
-    /// A tally for a chunk stored under `commitment`, whose acks must be for a lease ending at
-    /// `min_lease_ms` or later (older acks are replays of an earlier store).
-    pub fn new(commitment: Commitment, min_lease_ms: u64) -> Self {
-        AckTally { commitment, min_lease_ms, acks: HashMap::new() }
+    /// A tally for a chunk stored on `terms`.
+    pub fn new(terms: StoreTerms) -> Self {
+        AckTally { terms, acks: HashMap::new() }
     }
 
-    /// Records `ack` if its signature verifies against the commitment and its lease is current
-    /// (dropped with a log line otherwise); the first ack of each node is kept. Returns whether
-    /// it was recorded.
+    /// The control commitment the chunk is stored with, if any.
+    pub fn control(&self) -> Option<Commitment> {
+        self.terms.control
+    }
+
+    /// Records `ack` if its signature verifies against the commitments and its lease is current
+    /// or a fresh ack of the lease held (dropped with a log line otherwise); the first ack of
+    /// each node is kept. Returns whether it was recorded.
     pub fn accept(&mut self, ack: StoreAck) -> bool {
-        if !ack.verify(&self.commitment) {
+        if !self.ack_matches(&ack) {
             tracing::warn!(node = ?ack.node, addr = ?ack.addr, "store ack with a bad signature dropped");
             return false;
         }
-        if ack.lease_expiry_ms < self.min_lease_ms {
+        if ack.lease_expiry_ms < self.terms.min_lease_ms && !self.held_lease_ack(&ack) {
             tracing::warn!(node = ?ack.node, "store ack for an older lease (a replay?) ignored");
             return false;
         }
         self.acks.entry(ack.node).or_insert(ack);
         true
+    }
+
+    /// Whether an ack for a shorter lease than asked is a node's fresh ack of the lease it
+    /// already held (nodes never raise a lease for a store request): signed since the store
+    /// began, give or take the clock skew nodes accept, and for a lease with at least ten
+    /// minutes left (the vault records the lease acked and renews the replica with a proof when
+    /// a third of its term is left). Anything else is an old ack replayed.
+    fn held_lease_ack(&self, ack: &StoreAck) -> bool {
+        let since = self.terms.since_ms;
+        let fresh = ack.signed_at_ms.saturating_add(ACK_SKEW_MS) >= since;
+        fresh && ack.lease_expiry_ms >= since.saturating_add(ACK_MIN_LEASE_MS)
+    }
+
+    /// Whether `ack` is the node's signature over the commitments of the chunk being stored:
+    /// with its control commitment, or, from a node that held the chunk before control
+    /// commitments existed, without (the owner's next renew or audit attaches it there).
+    fn ack_matches(&self, ack: &StoreAck) -> bool {
+        let p = &self.terms.commitment;
+        match &self.terms.control {
+            Some(q) => ack.verify_held(p, Some(q)) || ack.verify(p),
+            None => ack.verify(p),
+        }
     }
 
     /// Nodes that acknowledged so far.
@@ -170,11 +218,18 @@ impl GetReplies {
 // ---------------------------------------------------------------------------------------------
 // Audits
 
-/// The verdict on one audit reply: signed by the node challenged, for this chunk and this seed,
-/// with leaves that verify against the addr.
-pub fn judge(reply: &AuditReply, node: NodeId, addr: Addr, seed: &[u8; 32], len: u64) -> AuditVerdict {
+/// The verdict on one audit reply: signed by the node challenged, for this very challenge (its
+/// hash, proofs included, when the challenge carries a control proof), with leaves that verify
+/// against the addr. A "not found" signed for another request with the same seed (a copy with a
+/// garbage proof) is a failed reply, not a verdict.
+pub fn judge(reply: &AuditReply, req: &AuditRequest, len: u64) -> AuditVerdict {
+    let bound = req.control.is_some().then(|| request_hash(&req.encode()));
+    let (node, addr, seed) = (req.target, req.addr, &req.seed);
     if reply.node != node || reply.addr != addr || reply.seed != *seed || !reply.verify_signature() {
         return AuditVerdict::Failed("reply not signed by the node for this challenge".into());
+    }
+    if reply.request != bound {
+        return AuditVerdict::Failed("reply signed for another request than the one sent".into());
     }
     match reply.status {
         Status::Ok => match verify_audit(&addr.0, len, seed, AUDIT_LEAVES as usize, &reply.proofs) {
@@ -186,22 +241,17 @@ pub fn judge(reply: &AuditReply, node: NodeId, addr: Addr, seed: &[u8; 32], len:
     }
 }
 
-/// The verdict on the bytes answering one challenge.
-pub fn judge_bytes(bytes: &[u8], node: NodeId, addr: Addr, seed: &[u8; 32], len: u64) -> AuditVerdict {
+/// The verdict on the bytes answering the challenge `req` (of a chunk `len` bytes long).
+pub fn judge_bytes(bytes: &[u8], req: &AuditRequest, len: u64) -> AuditVerdict {
     match AuditReply::decode(bytes) {
-        Ok(reply) => judge(&reply, node, addr, seed, len),
+        Ok(reply) => judge(&reply, req, len),
         Err(e) => AuditVerdict::Failed(format!("malformed reply: {e}")),
     }
 }
 
-/// The verdicts on the bytes answering a batch of challenges (`part`: addr and ciphertext
-/// length; `seeds`: the seed sent for each), one per challenge, in order.
-pub fn judge_batch(
-    bytes: &[u8],
-    node: NodeId,
-    part: &[(Addr, u64)],
-    seeds: &[[u8; 32]],
-) -> Vec<AuditVerdict> {
+/// The verdicts on the bytes answering a batch of challenges (`part`: each challenge sent and
+/// the ciphertext length of its chunk), one per challenge, in order.
+pub fn judge_batch(bytes: &[u8], part: &[(&AuditRequest, u64)]) -> Vec<AuditVerdict> {
     let replies = match AuditBatchReply::decode(bytes) {
         Ok(r) if r.0.len() == part.len() => r.0,
         Ok(r) => {
@@ -212,97 +262,106 @@ pub fn judge_batch(
             return part.iter().map(|_| AuditVerdict::Failed(format!("malformed reply: {e}"))).collect()
         }
     };
-    part.iter()
-        .zip(seeds)
-        .zip(&replies)
-        .map(|(((addr, len), seed), reply)| judge(reply, node, *addr, seed, *len))
-        .collect()
+    part.iter().zip(&replies).map(|((req, len), reply)| judge(reply, req, *len)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Renew and delete
 
-/// The outcome per addr of a renew or delete, from the bytes `node` answered `req` with: signed
-/// by that node, for that request, answering exactly the chunks asked, in order.
+/// Which secret renew and delete requests are proven with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proving {
+    /// Every secret carries a control secret (the owner's): `ControlRequest`s, whose replies
+    /// are bound to the request sent.
+    Control,
+    /// Some secret has none (a share's): `ProvenRequest`s with read proofs; nodes then apply
+    /// the legacy rule or refuse.
+    Read,
+}
+
+impl Proving {
+    /// How the renew or delete of `items` is proven.
+    pub fn of(items: &[(Addr, ProofSecret)]) -> Self {
+        if items.iter().all(|(_, s)| s.control().is_some()) {
+            Proving::Control
+        } else {
+            Proving::Read
+        }
+    }
+
+    /// Most items in one request.
+    pub fn batch(self) -> usize {
+        match self {
+            Proving::Control => MAX_CONTROL_ITEMS,
+            Proving::Read => MAX_ITEMS,
+        }
+    }
+}
+
+/// A renew or delete request for one batch, encoded, with what its reply must match.
+#[derive(Clone, Debug)]
+pub struct ControlSent {
+    /// The encoded request.
+    pub bytes: Vec<u8>,
+    request_id: RequestId,
+    addrs: Vec<Addr>,
+    /// The request hash a bound reply carries (control requests only).
+    bound: Option<[u8; 32]>,
+}
+
+impl ControlSent {
+    /// Builds the request for `batch` (at most `proving.batch()` items) to `node`, stamped
+    /// `now_ms`; `lease` is the new lease expiry for a renew, 0 for a delete.
+    pub fn build(
+        proving: Proving,
+        purpose: Purpose,
+        node: NodeId,
+        now_ms: u64,
+        lease: u64,
+        batch: &[(Addr, ProofSecret)],
+    ) -> Self {
+        let addrs = batch.iter().map(|(a, _)| *a).collect();
+        let controlled = match proving {
+            Proving::Control => ControlRequest::build(purpose, node, now_ms, lease, batch),
+            Proving::Read => None,
+        };
+        match controlled {
+            Some(req) => {
+                let bytes = req.encode();
+                let bound = Some(request_hash(&bytes));
+                ControlSent { bytes, request_id: req.request_id, addrs, bound }
+            }
+            None => {
+                let req = ProvenRequest::build(purpose, node, now_ms, lease, batch);
+                ControlSent { bytes: req.encode(), request_id: req.request_id, addrs, bound: None }
+            }
+        }
+    }
+}
+
+/// The outcome per addr of a renew or delete, from the bytes `node` answered `sent` with: signed
+/// by that node, for that request (bound to its hash when it was a control request), answering
+/// exactly the chunks asked, in order.
 pub fn check_control(
     bytes: &[u8],
     node: NodeId,
-    req: &ProvenRequest,
+    sent: &ControlSent,
 ) -> Result<Vec<(Addr, Status)>, FabricError> {
     let bad = |why: &str| FabricError::BadReply { node, why: why.to_string() };
     let reply = ControlReply::decode(bytes).map_err(|e| bad(&e.to_string()))?;
-    if reply.node != node || !reply.verify() || reply.request_id != req.request_id {
+    if reply.node != node || !reply.verify() || reply.request_id != sent.request_id {
         return Err(bad("signature, node or request id does not match"));
     }
-    let expected: Vec<Addr> = req.items.iter().map(|it| it.addr).collect();
+    if reply.request != sent.bound {
+        return Err(bad("reply signed for another request than the one sent"));
+    }
     let got: Vec<Addr> = reply.results.iter().map(|(a, _)| *a).collect();
-    if expected != got {
+    if sent.addrs != got {
         return Err(bad("answers for other chunks than asked"));
     }
     Ok(reply.results)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::identity::NodeIdentity;
-    use crate::domain::proof::ProofSecret;
-
-    fn node(i: u8) -> NodeIdentity {
-        NodeIdentity::from_bytes(&[i; 64])
-    }
-
-    #[test]
-    fn a_tally_keeps_one_verified_current_ack_per_node() {
-        let c = ProofSecret::from_seed(&[1; 32]).commitment();
-        let other = ProofSecret::from_seed(&[2; 32]).commitment();
-        let addr = Addr([7; 32]);
-        let mut t = AckTally::new(c, 1000);
-        assert!(
-            !t.accept(StoreAck::sign(&node(1), addr, &other, 0, 2000, 5)),
-            "signed for another commitment"
-        );
-        assert!(!t.accept(StoreAck::sign(&node(1), addr, &c, 0, 999, 5)), "an older lease");
-        assert!(t.accept(StoreAck::sign(&node(1), addr, &c, 0, 2000, 5)));
-        assert!(t.accept(StoreAck::sign(&node(1), addr, &c, 3, 2000, 6)), "a second ack of a node");
-        assert!(t.accept(StoreAck::sign(&node(2), addr, &c, 1, 2000, 5)));
-        assert!(t.accept(StoreAck::sign(&node(3), addr, &c, 2, 2000, 5)));
-        assert_eq!(t.len(), 3, "one ack per node");
-        // Node 1 is held already, node 3 is excluded: its slot is claimed, it does not count.
-        let held = [(node(1).id(), 0)];
-        let exclude = [node(3).id()];
-        let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude };
-        let (distinct, claimed) = t.progress(&goal);
-        assert_eq!(distinct, 2);
-        assert_eq!(claimed, HashSet::from([0, 1, 2]));
-        let counted: Vec<NodeId> = t.counted(&goal).iter().map(|a| a.node).collect();
-        assert_eq!(counted, vec![node(2).id()]);
-        assert_eq!(slots_to_publish(&claimed, 2), vec![3, 4]);
-        assert_eq!(progress(&goal, None), (1, HashSet::from([0])));
-    }
-
-    #[test]
-    fn get_replies_keep_only_asked_chunks_whose_bytes_match() {
-        let ct = b"ciphertext".to_vec();
-        let addr = Addr::of(&ct);
-        let (asked, stranger) = (node(1), node(2));
-        let reply = |n: &NodeIdentity, status, bytes: &[u8]| {
-            bytes::Bytes::from(GetReply { node: n.id(), addr, status, ciphertext: bytes.to_vec() }.encode())
-        };
-        let mut r = GetReplies::new(asked.id(), [addr]);
-        r.offer(&bytes::Bytes::from_static(b"garbage"));
-        r.offer(&reply(&stranger, Status::Ok, &ct));
-        r.offer(&reply(&asked, Status::Ok, b"other bytes"));
-        assert!(!r.complete(), "nothing acceptable yet");
-        r.offer(&reply(&asked, Status::Ok, &ct));
-        assert!(r.complete());
-        assert_eq!(r.into_found(), vec![(addr, bytes::Bytes::from(ct.clone()))]);
-        // A targeted "not found" settles the addr; on a broadcast it is ignored.
-        let mut r = GetReplies::new(asked.id(), [addr]);
-        r.offer(&reply(&asked, Status::NotFound, b""));
-        assert!(r.complete() && r.into_found().is_empty());
-        let mut r = GetReplies::new(NodeId::ANY, [addr]);
-        r.offer(&reply(&asked, Status::NotFound, b""));
-        assert!(!r.complete());
-    }
-}
+#[path = "fabric_checks_tests.rs"]
+mod tests;

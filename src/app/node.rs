@@ -7,14 +7,14 @@
 
 use crate::app::rate::{RateLimit, SourceLimiter};
 use crate::app::replay::{Freshness, ReplayGuard};
-use crate::domain::audit::{select_leaves, Verified};
+use crate::domain::audit::Verified;
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{AckToken, Addr, NodeId};
-use crate::domain::proof::{batch_verify, verify, Commitment, Proof, ProofContext, ProofSecret, Purpose};
+use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::snapshot::RootRecord;
 use crate::domain::wire::{
-    AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlReply, GetReply, ProvenRequest, Status,
-    StoreAck, StoreRequest, MAX_MESSAGE, MAX_REQUEST,
+    peek_kind, ControlReply, GetReply, Kind, ProvenRequest, Status, StoreAck, StoreRequest, MAX_MESSAGE,
+    MAX_REQUEST,
 };
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
 use std::collections::HashSet;
@@ -25,6 +25,12 @@ use std::sync::{Arc, Mutex};
 mod metrics;
 pub use metrics::{NodeStats, Op, Reason};
 
+#[path = "node_audit.rs"]
+mod audit;
+#[path = "node_authority.rs"]
+mod authority;
+use authority::{ProofClaim, Right};
+
 /// Node policy knobs.
 #[derive(Clone, Debug)]
 pub struct NodePolicy {
@@ -34,6 +40,9 @@ pub struct NodePolicy {
     pub max_lease_ms: u64,
     /// Most request ids remembered for replay protection.
     pub replay_capacity: usize,
+    /// Most request ids remembered for any one request source (reply inbox prefix), so that
+    /// one source cannot fill the replay memory for everyone.
+    pub replay_per_source: usize,
     /// Highest replica slot accepted.
     pub max_slot: u8,
     /// Store bytes per second each vault (ack token) may send this node.
@@ -51,6 +60,7 @@ impl Default for NodePolicy {
             window_ms: 120_000,
             max_lease_ms: 400 * 24 * 3600 * 1000,
             replay_capacity: 1 << 20,
+            replay_per_source: 1 << 14,
             max_slot: 63,
             store_rate: RateLimit::per_second(256 << 20),
             request_rate: RateLimit::per_second(4096),
@@ -142,7 +152,8 @@ pub struct NodeService<S> {
     store: Arc<S>,
     policy: NodePolicy,
     replay: Mutex<ReplayGuard>,
-    /// Stand-in commitment for proofs of chunks this node does not hold.
+    /// Stand-in commitment for proofs of chunks this node does not hold, drawn at random when
+    /// the service starts: nobody can make a proof that verifies against it.
     dummy: Commitment,
     /// Addrs being stored right now, so concurrent slots of one chunk never both land here.
     storing: Arc<Mutex<HashSet<Addr>>>,
@@ -157,9 +168,15 @@ pub struct NodeService<S> {
 impl<S: ChunkStore> NodeService<S> {
     /// A service for identity `id` over `store`, started at `now_ms`.
     pub fn new(id: NodeIdentity, store: Arc<S>, policy: NodePolicy, now_ms: u64) -> Self {
-        let replay = Mutex::new(ReplayGuard::new(policy.window_ms, now_ms, policy.replay_capacity));
-        let dummy =
-            ProofSecret::from_seed(&blake3::derive_key("quloud v1 node dummy commitment", &[])).commitment();
+        let replay = Mutex::new(ReplayGuard::new(
+            policy.window_ms,
+            now_ms,
+            policy.replay_capacity,
+            policy.replay_per_source,
+        ));
+        let mut seed = [0u8; 32];
+        crate::domain::random_bytes(&mut seed);
+        let dummy = ProofSecret::from_seed(&seed).commitment();
         let store_rate =
             Mutex::new(SourceLimiter::new(policy.store_rate, MAX_MESSAGE as u64, policy.rate_sources));
         let request_rate = Mutex::new(SourceLimiter::new(
@@ -304,17 +321,20 @@ impl<S: ChunkStore> NodeService<S> {
                 return Some(StoreDecision::Decline("index error"));
             }
         };
-        if held.commitment != req.commitment {
-            // Someone else already stored these bytes under another commitment: never ack the
-            // new commitment for a chunk whose proofs would not match it.
+        let other_control = matches!((held.control, req.control), (Some(h), Some(r)) if h != r);
+        if held.commitment != req.commitment || other_control {
+            // Someone else already stored these bytes under other commitments: never ack the
+            // new ones for a chunk whose proofs would not match them.
             self.stats.decline_for(Reason::OtherCommitment);
             return Some(StoreDecision::Decline("holds this chunk under another commitment"));
         }
-        let lease = held.lease_expiry_ms.max(req.lease_expiry_ms);
-        if lease != held.lease_expiry_ms {
-            let _ = self.store.set_lease(&req.addr, lease);
-        }
-        let ack = StoreAck::sign(&self.id, req.addr, &req.commitment, held.slot, lease, now_ms);
+        // A store request proves nothing: it never raises the lease (the owner renews with a
+        // proof) and never attaches a control commitment (a control request with proofs does).
+        // The ack states the lease held, and covers Q only if this node holds the Q asked for.
+        let control = held.control.filter(|_| req.control.is_some());
+        let commitments = (&req.commitment, control.as_ref());
+        let ack =
+            StoreAck::sign_held(&self.id, req.addr, commitments, held.slot, held.lease_expiry_ms, now_ms);
         if held.slot == req.slot {
             return Some(StoreDecision::AlreadyHeld(ack, req.ack_token));
         }
@@ -329,16 +349,17 @@ impl<S: ChunkStore> NodeService<S> {
             addr: req.addr,
             slot: req.slot,
             commitment: req.commitment,
+            control: req.control,
             lease_expiry_ms: req.lease_expiry_ms,
             len: req.len,
         };
         match self.store.put(&meta, ciphertext) {
             Ok(()) => {
                 self.stats.stored.fetch_add(1, Ordering::Relaxed);
-                let ack = StoreAck::sign(
+                let ack = StoreAck::sign_held(
                     &self.id,
                     req.addr,
-                    &req.commitment,
+                    (&req.commitment, req.control.as_ref()),
                     req.slot,
                     req.lease_expiry_ms,
                     now_ms,
@@ -366,48 +387,39 @@ impl<S: ChunkStore> NodeService<S> {
         guard.timely(ts, now_ms).map_err(|e: Freshness| (Reason::from(&e), e.to_string()))
     }
 
-    /// Records a request id once at least one of its proofs verified, so strangers cannot fill
-    /// the replay memory with proof-less requests; a second use of the id is refused.
-    fn remember(&self, request_id: [u8; 16], ts: u64, now_ms: u64) -> Result<(), (Reason, String)> {
+    /// Records a request id of `source` once at least one of its proofs verified, so strangers
+    /// cannot fill the replay memory with proof-less requests; a second use of the id is refused.
+    fn remember(
+        &self,
+        source: &[u8],
+        request_id: [u8; 16],
+        ts: u64,
+        now_ms: u64,
+    ) -> Result<(), (Reason, String)> {
         let mut guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        guard.check(request_id, ts, now_ms).map_err(|e: Freshness| (Reason::from(&e), e.to_string()))
+        guard.check(source, request_id, ts, now_ms).map_err(|e: Freshness| (Reason::from(&e), e.to_string()))
     }
 
-    /// Looks up commitments and verifies the proofs of `items`; returns the index entry of each
-    /// item whose proof verified. Unheld chunks and failed proofs both come back `None`, and an
-    /// unheld chunk's proof is checked against a dummy commitment so the work (and time) spent
-    /// does not reveal which chunks this node holds.
-    fn prove_items(&self, items: &[(Addr, ProofContext, Proof)]) -> Vec<Option<StoredChunk>> {
-        let metas: Vec<Option<StoredChunk>> =
-            items.iter().map(|(a, _, _)| self.store.meta(a).ok().flatten()).collect();
-        let batch: Vec<(Commitment, ProofContext, Proof)> = items
-            .iter()
-            .zip(&metas)
-            .map(|((_, ctx, p), m)| (m.map_or(self.dummy, |m| m.commitment), *ctx, *p))
-            .collect();
-        let all_ok = batch_verify(&batch).is_ok();
-        batch
-            .iter()
-            .zip(metas)
-            .map(|((c, ctx, p), m)| {
-                let ok = all_ok || verify(c, ctx, p).is_ok();
-                match m {
-                    Some(m) if ok => Some(m),
-                    Some(_) => {
-                        self.stats.refuse_bad_proof();
-                        None
-                    }
-                    None => {
-                        self.stats.refuse_not_held();
-                        None
-                    }
-                }
-            })
-            .collect()
-    }
-
-    /// Handles a get, renew or delete request that arrived on the subject for `expected`.
+    /// Handles a get, renew or delete request that arrived on the subject for `expected`, from
+    /// an unnamed source.
     pub fn handle_proven(&self, bytes: &[u8], route: Route, expected: Purpose, now_ms: u64) -> ProvenOutcome {
+        self.handle_proven_from(b"", bytes, route, expected, now_ms)
+    }
+
+    /// Handles a get, renew or delete request from `source` (its reply inbox prefix) that
+    /// arrived on the subject for `expected`: a `Proven` request (read proofs; renew and delete
+    /// only for chunks held without a control commitment) or a `Control` request.
+    pub fn handle_proven_from(
+        &self,
+        source: &[u8],
+        bytes: &[u8],
+        route: Route,
+        expected: Purpose,
+        now_ms: u64,
+    ) -> ProvenOutcome {
+        if peek_kind(bytes) == Some(Kind::Control as u8) {
+            return self.handle_control(source, bytes, route, expected, now_ms);
+        }
         let req = match ProvenRequest::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -431,52 +443,39 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg(reason, "proven request", why);
             return ProvenOutcome::Silent;
         }
-        let items: Vec<_> = req.items.iter().map(|it| (it.addr, req.context(&it.addr), it.proof)).collect();
-        let proven = self.prove_items(&items);
+        let right = if req.purpose.is_control() { Right::Control } else { Right::Read };
+        let claims: Vec<ProofClaim> = req
+            .items
+            .iter()
+            .map(|it| ProofClaim {
+                addr: it.addr,
+                ctx: req.context(&it.addr),
+                read: it.proof,
+                control: None,
+                right,
+            })
+            .collect();
+        let proven = self.authorise(&claims);
         if proven.iter().any(Option::is_some) {
-            if let Err((reason, why)) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
+            if let Err((reason, why)) = self.remember(source, req.request_id.0, req.timestamp_ms, now_ms) {
                 self.drop_msg(reason, "proven request", why);
                 return ProvenOutcome::Silent;
             }
         }
+        let addrs: Vec<Addr> = req.items.iter().map(|it| it.addr).collect();
         match req.purpose {
-            Purpose::Get => ProvenOutcome::Get(
-                req.items.iter().zip(proven).map(|(it, m)| (it.addr, m.is_some())).collect(),
+            Purpose::Get => {
+                ProvenOutcome::Get(addrs.into_iter().zip(proven).map(|(a, m)| (a, m.is_some())).collect())
+            }
+            purpose => self.control_outcome(
+                purpose,
+                &req.request_id,
+                req.lease_expiry_ms,
+                (&addrs, proven),
+                None,
+                now_ms,
             ),
-            Purpose::Renew => {
-                let lease = req.lease_expiry_ms.min(now_ms + self.policy.max_lease_ms);
-                let results = self.each(&req, proven, |a| self.store.set_lease(a, lease));
-                ProvenOutcome::Control(ControlReply::sign(&self.id, req.request_id, results))
-            }
-            Purpose::Delete => {
-                let results = self.each(&req, proven, |a| self.store.remove(a));
-                ProvenOutcome::Control(ControlReply::sign(&self.id, req.request_id, results))
-            }
-            Purpose::Audit => ProvenOutcome::Silent,
         }
-    }
-
-    fn each(
-        &self,
-        req: &ProvenRequest,
-        proven: Vec<Option<StoredChunk>>,
-        op: impl Fn(&Addr) -> Result<bool, StoreError>,
-    ) -> Vec<(Addr, Status)> {
-        req.items
-            .iter()
-            .zip(proven)
-            .map(|(it, m)| {
-                let status = match m.map(|_| op(&it.addr)) {
-                    None | Some(Ok(false)) => Status::NotFound,
-                    Some(Ok(true)) => Status::Ok,
-                    Some(Err(e)) => {
-                        tracing::error!(addr = ?it.addr, error = %e, "renew/delete failed");
-                        Status::Busy
-                    }
-                };
-                (it.addr, status)
-            })
-            .collect()
     }
 
     /// The reply for one item of a get plan: the chunk if it was proven and can be read, "not
@@ -508,90 +507,6 @@ impl<S: ChunkStore> NodeService<S> {
             Err(e) => {
                 tracing::error!(?addr, error = %e, "reading chunk failed");
                 None
-            }
-        }
-    }
-
-    /// Answers a proof-of-storage challenge; `None` when the request is dropped.
-    pub fn handle_audit(&self, bytes: &[u8], now_ms: u64) -> Option<AuditReply> {
-        let req = match AuditRequest::decode(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                self.drop_msg(Reason::Malformed, "audit request", e);
-                return None;
-            }
-        };
-        self.check_audit(&req, now_ms)?;
-        let proven = self.prove_items(&[(req.addr, req.context(), req.proof)]);
-        self.answer_audit(&req, proven.into_iter().next().flatten(), now_ms)
-    }
-
-    /// Answers a batch of challenges: their proofs are verified together; each is then answered
-    /// exactly as if it had come alone. `None` when the batch is dropped (malformed, addressed to
-    /// another node, or stale).
-    pub fn handle_audit_batch(&self, bytes: &[u8], now_ms: u64) -> Option<AuditBatchReply> {
-        let batch = match AuditBatch::decode(bytes) {
-            Ok(b) => b,
-            Err(e) => {
-                self.drop_msg(Reason::Malformed, "audit batch", e);
-                return None;
-            }
-        };
-        for req in &batch.0 {
-            self.check_audit(req, now_ms)?;
-        }
-        let items: Vec<_> = batch.0.iter().map(|q| (q.addr, q.context(), q.proof)).collect();
-        let proven = self.prove_items(&items);
-        let replies = batch
-            .0
-            .iter()
-            .zip(proven)
-            .map(|(req, meta)| self.answer_audit(req, meta, now_ms))
-            .collect::<Option<Vec<_>>>()?;
-        Some(AuditBatchReply(replies))
-    }
-
-    /// Target and freshness of a challenge; `None` (logged) if it must be dropped.
-    fn check_audit(&self, req: &AuditRequest, now_ms: u64) -> Option<()> {
-        if req.target != self.id.id() {
-            self.drop_msg(Reason::Misaddressed, "audit request", "not addressed to this node");
-            return None;
-        }
-        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, now_ms) {
-            self.drop_msg(reason, "audit request", why);
-            return None;
-        }
-        Some(())
-    }
-
-    /// The signed answer to one challenge whose proof verified (`proven`) or not.
-    fn answer_audit(
-        &self,
-        req: &AuditRequest,
-        proven: Option<StoredChunk>,
-        now_ms: u64,
-    ) -> Option<AuditReply> {
-        let sign = |status, proofs| Some(AuditReply::sign(&self.id, req.addr, req.seed, status, proofs));
-        let Some(meta) = proven else { return sign(Status::NotFound, Vec::new()) };
-        if let Err((reason, why)) = self.remember(req.request_id.0, req.timestamp_ms, now_ms) {
-            self.drop_msg(reason, "audit request", why);
-            return None;
-        }
-        let picks = select_leaves(&req.seed, meta.len as u64, req.leaves as usize);
-        match self.store.audit_proofs(&req.addr, &picks) {
-            Ok(Some(proofs)) => {
-                self.stats.audits.fetch_add(1, Ordering::Relaxed);
-                sign(Status::Ok, proofs)
-            }
-            Ok(None) => sign(Status::NotFound, Vec::new()),
-            Err(StoreError::Corrupt(_)) => {
-                tracing::error!(addr = ?req.addr, "stored chunk is corrupt; removing it so the owner re-replicates");
-                let _ = self.store.remove(&req.addr);
-                sign(Status::NotFound, Vec::new())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "building audit proof failed");
-                sign(Status::Busy, Vec::new())
             }
         }
     }

@@ -6,7 +6,7 @@ use crate::domain::audit::verify_audit;
 use crate::domain::ids::{AckToken, RequestId};
 use crate::domain::keys::{MasterKey, VaultKeys};
 use crate::domain::proof::prove;
-use crate::domain::wire::ProvenItem;
+use crate::domain::wire::{AuditBatch, AuditRequest, ProvenItem};
 
 const NOW: u64 = 1_800_000_000_000;
 

@@ -70,11 +70,17 @@ pub enum ProofError {
     VerificationFailed,
 }
 
-/// The secret exponent `x` of a chunk; never printed by `Debug`.
+/// The secret exponent `x` of a chunk (its read secret); never printed by `Debug`.
+///
+/// The owner's secret of a chunk also carries the chunk's control secret `y` (commitment `Q`,
+/// derived from a key of its own, never from `x`): proofs for renew, delete and audit are made
+/// with it. A secret rebuilt from a share's seed ([`ProofSecret::from_seed`]) carries none, so it
+/// can only read.
 #[derive(Clone)]
 pub struct ProofSecret {
     x: Fr,
     public: Commitment,
+    control: Option<Box<ProofSecret>>,
 }
 
 impl ProofSecret {
@@ -112,21 +118,44 @@ impl ProofSecret {
         self.public
     }
 
+    /// This read secret with the chunk's control secret attached (the owner's view of a chunk).
+    pub fn with_control(mut self, control: ProofSecret) -> Self {
+        self.control = Some(Box::new(control.read_only()));
+        self
+    }
+
+    /// The control secret `y`, if this is the owner's secret of the chunk.
+    pub fn control(&self) -> Option<&ProofSecret> {
+        self.control.as_deref()
+    }
+
+    /// The control commitment `Q = y·G`, if this is the owner's secret of the chunk.
+    pub fn control_commitment(&self) -> Option<Commitment> {
+        self.control.as_ref().map(|c| c.public)
+    }
+
+    /// The read secret alone (what a share hands over).
+    pub fn read_only(&self) -> ProofSecret {
+        ProofSecret { x: self.x, public: self.public, control: None }
+    }
+
     fn from_scalar(x: Fr) -> Self {
         let public = Commitment(mul_generator(&x).into_affine());
-        Self { x, public }
+        Self { x, public, control: None }
     }
 }
 
 impl fmt::Debug for ProofSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProofSecret(<redacted>, commitment {:?})", self.public)
+        let control = if self.control.is_some() { ", with control" } else { "" };
+        write!(f, "ProofSecret(<redacted>, commitment {:?}{control})", self.public)
     }
 }
 
 impl Drop for ProofSecret {
     fn drop(&mut self) {
-        // Best-effort wipe (no zeroize dependency); black_box discourages elision.
+        // Best-effort wipe of the scalar (arkworks types do not implement `Zeroize`); a volatile
+        // write through `black_box` discourages elision. The control secret wipes itself.
         self.x = Fr::zero();
         std::hint::black_box(&self.x);
     }
@@ -171,6 +200,14 @@ pub enum Purpose {
     Renew = 3,
     /// Delete a chunk.
     Delete = 4,
+}
+
+impl Purpose {
+    /// Whether this purpose needs the control right (renew, delete, audit) rather than the read
+    /// right (get).
+    pub fn is_control(self) -> bool {
+        self != Purpose::Get
+    }
 }
 
 impl Purpose {

@@ -4,7 +4,7 @@
 //! are explicit and bounded, and a message must be consumed exactly: trailing bytes are an error.
 //! Decoding never panics and never allocates more than the declared (bounded) lengths.
 
-use crate::domain::audit::{LeafProof, Verified, LEAF_SIZE, MAX_LEAVES_PER_AUDIT};
+use crate::domain::audit::Verified;
 use crate::domain::chunker::MAX_CHUNK;
 use crate::domain::identity::{verify_signature, NodeIdentity, SIGNATURE_LEN};
 use crate::domain::ids::{AckToken, Addr, NodeId, RequestId};
@@ -28,8 +28,8 @@ pub const MAX_BATCH_LEAVES: usize = 256;
 pub const MAX_PATH: usize = 64;
 /// Upper bound on any encoded message, for transports that check before decoding.
 pub const MAX_MESSAGE: usize = MAX_CIPHERTEXT + 1024;
-/// Upper bound on a request to a node (get, renew, delete, audit), far above the largest valid
-/// one (~8 KiB), so a node drops an oversized request before looking at it.
+/// Upper bound on a request to a node (get, renew, delete, audit), above the largest valid one
+/// (~14 KiB, a full [`ControlRequest`]), so a node drops an oversized request before looking at it.
 pub const MAX_REQUEST: usize = 16 * 1024;
 
 /// Message kinds (second byte of every message).
@@ -56,6 +56,16 @@ pub enum Kind {
     AuditBatch = 8,
     /// Node → owner: the answers to an `AuditBatch`, in order.
     AuditBatchReply = 9,
+    /// Owner → slot stream: a `Store` that also carries the chunk's control commitment Q.
+    StoreControlled = 11,
+    /// Owner → node: renew or delete proven with the control secret ([`ControlRequest`]).
+    Control = 12,
+    /// Owner → node: an `Audit` that also carries a proof with the control secret.
+    AuditControlled = 13,
+    /// Node → owner: a `ControlReply` bound to a hash of the request it answers.
+    ControlReplyBound = 14,
+    /// Node → owner: an `AuditReply` bound to a hash of the request it answers.
+    AuditReplyBound = 15,
 }
 
 /// What went wrong decoding a message.
@@ -145,16 +155,20 @@ struct R<'a>(&'a [u8]);
 
 impl<'a> R<'a> {
     fn open(buf: &'a [u8], kind: Kind) -> Result<Self, WireError> {
+        Self::open_either(buf, kind, kind).map(|(r, _)| r)
+    }
+    /// Opens a message of kind `a` or `b`; says which it is (`true` for `b`).
+    fn open_either(buf: &'a [u8], a: Kind, b: Kind) -> Result<(Self, bool), WireError> {
         let mut r = R(buf);
         let v = r.u8()?;
         if v != VERSION {
             return Err(WireError::Version(v));
         }
-        let k = r.u8()?;
-        if k != kind as u8 {
-            return Err(WireError::Kind(k));
+        match r.u8()? {
+            k if k == a as u8 => Ok((r, false)),
+            k if k == b as u8 => Ok((r, true)),
+            k => Err(WireError::Kind(k)),
         }
-        Ok(r)
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.0.len() < n {
@@ -230,9 +244,12 @@ pub struct StoreRequest {
     /// Length of the ciphertext, at most `MAX_CIPHERTEXT`: what the node reserves before it
     /// fetches the body, and what the body must measure.
     pub len: u32,
+    /// The chunk's control commitment Q (kind `StoreControlled`); `None` in a plain `Store`,
+    /// which leaves the chunk under the legacy rule (P authorises everything).
+    pub control: Option<Commitment>,
 }
 
-/// Encoded size of a `StoreRequest`.
+/// Encoded size of a `StoreRequest` without a control commitment.
 pub const STORE_REQUEST_LEN: usize = 2 + 16 + 32 + 1 + COMMITMENT_LEN + 8 + 4;
 
 impl StoreRequest {
@@ -251,24 +268,35 @@ impl StoreRequest {
             commitment,
             lease_expiry_ms,
             len: ciphertext.len() as u32,
+            control: None,
         }
     }
 
-    /// Encodes the request.
+    /// The same request carrying the chunk's control commitment (or none).
+    pub fn with_control(mut self, control: Option<Commitment>) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Encodes the request (kind `StoreControlled` when it carries a control commitment).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::Store, STORE_REQUEST_LEN);
+        let kind = if self.control.is_some() { Kind::StoreControlled } else { Kind::Store };
+        let mut w = W::new(kind, STORE_REQUEST_LEN + COMMITMENT_LEN);
         w.raw(&self.ack_token.0)
             .raw(&self.addr.0)
             .u8(self.slot)
             .raw(&self.commitment.to_bytes())
             .u64(self.lease_expiry_ms)
             .u32(self.len);
+        if let Some(q) = &self.control {
+            w.raw(&q.to_bytes());
+        }
         w.0
     }
 
-    /// Decodes and bounds-checks a request.
+    /// Decodes and bounds-checks a request of either kind.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::Store)?;
+        let (mut r, controlled) = R::open_either(buf, Kind::Store, Kind::StoreControlled)?;
         let ack_token = AckToken(r.arr()?);
         let addr = Addr(r.arr()?);
         let slot = r.u8()?;
@@ -281,8 +309,12 @@ impl StoreRequest {
         if len == 0 {
             return Err(WireError::Invalid("empty ciphertext"));
         }
+        let control = if controlled { Some(r.commitment()?) } else { None };
+        if control == Some(commitment) {
+            return Err(WireError::Invalid("control commitment equal to the read commitment"));
+        }
         r.finish()?;
-        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, len })
+        Ok(StoreRequest { ack_token, addr, slot, commitment, lease_expiry_ms, len, control })
     }
 
     /// `body`, verified, if it is the ciphertext this request announced: its length and its hash.
@@ -309,22 +341,60 @@ pub struct StoreAck {
 }
 
 impl StoreAck {
+    /// The signed statement; with a control commitment it is a statement of its own kind
+    /// (`quloud v2 store ack`), so an ack for a chunk held without Q never passes for one with Q.
     fn signed_bytes(
         node: &NodeId,
         addr: &Addr,
-        commitment: &Commitment,
+        commitments: (&Commitment, Option<&Commitment>),
         slot: u8,
         lease: u64,
         at: u64,
     ) -> Vec<u8> {
-        let mut v = b"quloud v1 store ack".to_vec();
+        let (commitment, control) = commitments;
+        let mut v = match control {
+            Some(_) => b"quloud v2 store ack".to_vec(),
+            None => b"quloud v1 store ack".to_vec(),
+        };
         v.extend_from_slice(&node.0);
         v.extend_from_slice(&addr.0);
         v.extend_from_slice(&commitment.to_bytes());
+        if let Some(q) = control {
+            v.extend_from_slice(&q.to_bytes());
+        }
         v.push(slot);
         v.extend_from_slice(&lease.to_le_bytes());
         v.extend_from_slice(&at.to_le_bytes());
         v
+    }
+
+    /// Like [`StoreAck::sign`] for a chunk held with the control commitment `control` (if any):
+    /// the signature covers it too.
+    pub fn sign_held(
+        id: &NodeIdentity,
+        addr: Addr,
+        commitments: (&Commitment, Option<&Commitment>),
+        slot: u8,
+        lease_expiry_ms: u64,
+        now_ms: u64,
+    ) -> Self {
+        let node = id.id();
+        let msg = Self::signed_bytes(&node, &addr, commitments, slot, lease_expiry_ms, now_ms);
+        let signature = id.sign(&msg);
+        StoreAck { node, addr, slot, lease_expiry_ms, signed_at_ms: now_ms, signature }
+    }
+
+    /// Whether the signature is the node's over these fields, `commitment` and `control`.
+    pub fn verify_held(&self, commitment: &Commitment, control: Option<&Commitment>) -> bool {
+        let msg = Self::signed_bytes(
+            &self.node,
+            &self.addr,
+            (commitment, control),
+            self.slot,
+            self.lease_expiry_ms,
+            self.signed_at_ms,
+        );
+        verify_signature(&self.node, &msg, &self.signature)
     }
 
     /// Creates and signs an ack. The signature also covers the commitment the node stored (which
@@ -337,22 +407,13 @@ impl StoreAck {
         lease_expiry_ms: u64,
         now_ms: u64,
     ) -> Self {
-        let node = id.id();
-        let signature = id.sign(&Self::signed_bytes(&node, &addr, commitment, slot, lease_expiry_ms, now_ms));
-        StoreAck { node, addr, slot, lease_expiry_ms, signed_at_ms: now_ms, signature }
+        Self::sign_held(id, addr, (commitment, None), slot, lease_expiry_ms, now_ms)
     }
 
-    /// Whether the signature is the node's over these fields and `commitment`.
+    /// Whether the signature is the node's over these fields and `commitment` (a chunk held
+    /// without a control commitment).
     pub fn verify(&self, commitment: &Commitment) -> bool {
-        let msg = Self::signed_bytes(
-            &self.node,
-            &self.addr,
-            commitment,
-            self.slot,
-            self.lease_expiry_ms,
-            self.signed_at_ms,
-        );
-        verify_signature(&self.node, &msg, &self.signature)
+        self.verify_held(commitment, None)
     }
 
     /// Encodes the ack.
@@ -395,6 +456,24 @@ pub fn bind_request(request_id: &RequestId, extra: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.finalize().as_bytes()[..16]);
     out
+}
+
+/// The statement a get, renew or delete proof is bound to (covers the lease asked for).
+pub(crate) fn proven_context(
+    purpose: Purpose,
+    request_id: &RequestId,
+    timestamp_ms: u64,
+    target: &NodeId,
+    lease_expiry_ms: u64,
+    addr: &Addr,
+) -> ProofContext {
+    ProofContext {
+        purpose,
+        addr: addr.0,
+        target: target.0,
+        timestamp_ms,
+        request_id: bind_request(request_id, &lease_expiry_ms.to_le_bytes()),
+    }
 }
 
 /// One addr with its proof of knowledge of the chunk's secret.
@@ -449,13 +528,14 @@ impl ProvenRequest {
 
     /// The statement each item's proof must be bound to.
     pub fn context(&self, addr: &Addr) -> ProofContext {
-        ProofContext {
-            purpose: self.purpose,
-            addr: addr.0,
-            target: self.target.0,
-            timestamp_ms: self.timestamp_ms,
-            request_id: bind_request(&self.request_id, &self.lease_expiry_ms.to_le_bytes()),
-        }
+        proven_context(
+            self.purpose,
+            &self.request_id,
+            self.timestamp_ms,
+            &self.target,
+            self.lease_expiry_ms,
+            addr,
+        )
     }
 
     /// Encodes the request.
@@ -565,6 +645,9 @@ pub struct ControlReply {
     pub node: NodeId,
     /// The request answered.
     pub request_id: RequestId,
+    /// [`request_hash`] of the whole request answered, proofs included (kind
+    /// `ControlReplyBound`); `None` in the answer to an older `Proven` renew or delete.
+    pub request: Option<[u8; 32]>,
     /// Outcome per addr, in request order.
     pub results: Vec<(Addr, Status)>,
     /// Signature over all of the above.
@@ -572,43 +655,62 @@ pub struct ControlReply {
 }
 
 impl ControlReply {
-    fn body(node: &NodeId, request_id: &RequestId, results: &[(Addr, Status)]) -> W {
-        let mut w = W::new(Kind::ControlReply, 64 + results.len() * 33 + SIGNATURE_LEN);
-        w.raw(&node.0).raw(&request_id.0).u16(results.len() as u16);
+    fn body(
+        node: &NodeId,
+        request_id: &RequestId,
+        request: Option<&[u8; 32]>,
+        results: &[(Addr, Status)],
+    ) -> W {
+        let kind = if request.is_some() { Kind::ControlReplyBound } else { Kind::ControlReply };
+        let mut w = W::new(kind, 96 + results.len() * 33 + SIGNATURE_LEN);
+        w.raw(&node.0).raw(&request_id.0);
+        if let Some(h) = request {
+            w.raw(h);
+        }
+        w.u16(results.len() as u16);
         for (a, s) in results {
             w.raw(&a.0).u8(*s as u8);
         }
         w
     }
 
-    /// Creates and signs a reply.
+    /// Creates and signs a reply not bound to its request's bytes (answers an older request).
     pub fn sign(id: &NodeIdentity, request_id: RequestId, results: Vec<(Addr, Status)>) -> Self {
+        Self::sign_bound(id, request_id, None, results)
+    }
+
+    /// Creates and signs a reply; with `request` (the [`request_hash`] of the request answered),
+    /// the signature binds it to that exact request.
+    pub fn sign_bound(
+        id: &NodeIdentity,
+        request_id: RequestId,
+        request: Option<[u8; 32]>,
+        results: Vec<(Addr, Status)>,
+    ) -> Self {
         let node = id.id();
-        let signature = id.sign(&Self::body(&node, &request_id, &results).0);
-        ControlReply { node, request_id, results, signature }
+        let signature = id.sign(&Self::body(&node, &request_id, request.as_ref(), &results).0);
+        ControlReply { node, request_id, request, results, signature }
     }
 
     /// Whether the node's signature covers these fields.
     pub fn verify(&self) -> bool {
-        verify_signature(
-            &self.node,
-            &Self::body(&self.node, &self.request_id, &self.results).0,
-            &self.signature,
-        )
+        let body = Self::body(&self.node, &self.request_id, self.request.as_ref(), &self.results);
+        verify_signature(&self.node, &body.0, &self.signature)
     }
 
     /// Encodes the reply.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Self::body(&self.node, &self.request_id, &self.results);
+        let mut w = Self::body(&self.node, &self.request_id, self.request.as_ref(), &self.results);
         w.raw(&self.signature);
         w.0
     }
 
-    /// Decodes a reply (signature checked with `verify`).
+    /// Decodes a reply of either kind (signature checked with `verify`).
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::ControlReply)?;
+        let (mut r, bound) = R::open_either(buf, Kind::ControlReply, Kind::ControlReplyBound)?;
         let node = NodeId(r.arr()?);
         let request_id = RequestId(r.arr()?);
+        let request = if bound { Some(r.arr()?) } else { None };
         let n = r.u16()? as usize;
         if n > MAX_ITEMS {
             return Err(WireError::TooLarge { what: "result count", len: n, max: MAX_ITEMS });
@@ -619,191 +721,7 @@ impl ControlReply {
         }
         let signature = r.arr()?;
         r.finish()?;
-        Ok(ControlReply { node, request_id, results, signature })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Audit
-
-/// A proof-of-storage challenge for one chunk at one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRequest {
-    /// Random, for replay protection.
-    pub request_id: RequestId,
-    /// Sender's clock, Unix milliseconds.
-    pub timestamp_ms: u64,
-    /// The node challenged (audits are always targeted).
-    pub target: NodeId,
-    /// The chunk.
-    pub addr: Addr,
-    /// Proof of knowledge of the chunk's secret, so strangers cannot probe who stores what.
-    pub proof: Proof,
-    /// Fresh randomness selecting the leaves.
-    pub seed: [u8; 32],
-    /// How many leaves to return.
-    pub leaves: u8,
-}
-
-/// The statement an audit's proof is bound to (covers the seed and leaf count).
-fn audit_context(
-    request_id: &RequestId,
-    ts: u64,
-    target: &NodeId,
-    addr: &Addr,
-    seed: &[u8; 32],
-    leaves: u8,
-) -> ProofContext {
-    let mut extra = seed.to_vec();
-    extra.push(leaves);
-    ProofContext {
-        purpose: Purpose::Audit,
-        addr: addr.0,
-        target: target.0,
-        timestamp_ms: ts,
-        request_id: bind_request(request_id, &extra),
-    }
-}
-
-impl AuditRequest {
-    /// Builds a challenge for `target` with a fresh request id and proves knowledge of the secret.
-    pub fn build(
-        secret: &ProofSecret,
-        target: NodeId,
-        addr: Addr,
-        seed: [u8; 32],
-        leaves: u8,
-        timestamp_ms: u64,
-    ) -> Self {
-        let request_id = RequestId::random();
-        let proof = prove(secret, &audit_context(&request_id, timestamp_ms, &target, &addr, &seed, leaves));
-        AuditRequest { request_id, timestamp_ms, target, addr, proof, seed, leaves }
-    }
-
-    /// The statement the proof must be bound to (covers the seed and leaf count).
-    pub fn context(&self) -> ProofContext {
-        audit_context(&self.request_id, self.timestamp_ms, &self.target, &self.addr, &self.seed, self.leaves)
-    }
-
-    /// Encodes the request.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = W::new(Kind::Audit, 200);
-        w.raw(&self.request_id.0)
-            .u64(self.timestamp_ms)
-            .raw(&self.target.0)
-            .raw(&self.addr.0)
-            .raw(&self.proof.to_bytes())
-            .raw(&self.seed)
-            .u8(self.leaves);
-        w.0
-    }
-
-    /// Decodes a request.
-    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::Audit)?;
-        let req = AuditRequest {
-            request_id: RequestId(r.arr()?),
-            timestamp_ms: r.u64()?,
-            target: NodeId(r.arr()?),
-            addr: Addr(r.arr()?),
-            proof: r.proof()?,
-            seed: r.arr()?,
-            leaves: r.u8()?,
-        };
-        if req.leaves as usize > MAX_LEAVES_PER_AUDIT || req.leaves == 0 {
-            return Err(WireError::Invalid("leaf count"));
-        }
-        r.finish()?;
-        Ok(req)
-    }
-}
-
-/// A node's signed answer to an audit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditReply {
-    /// The node answering.
-    pub node: NodeId,
-    /// The chunk.
-    pub addr: Addr,
-    /// The seed being answered (ties the reply to the fresh challenge).
-    pub seed: [u8; 32],
-    /// Ok with proofs, or why not.
-    pub status: Status,
-    /// Selected leaves with Merkle paths (empty unless Ok).
-    pub proofs: Vec<LeafProof>,
-    /// Signature over all of the above.
-    pub signature: [u8; SIGNATURE_LEN],
-}
-
-impl AuditReply {
-    fn body(node: &NodeId, addr: &Addr, seed: &[u8; 32], status: Status, proofs: &[LeafProof]) -> W {
-        let size: usize = proofs.iter().map(|p| 12 + p.leaf.len() + p.path.len() * 32).sum();
-        let mut w = W::new(Kind::AuditReply, 140 + size);
-        w.raw(&node.0).raw(&addr.0).raw(seed).u8(status as u8).u8(proofs.len() as u8);
-        for p in proofs {
-            w.u64(p.index).u16(p.leaf.len() as u16).raw(&p.leaf).u8(p.path.len() as u8);
-            for h in &p.path {
-                w.raw(h);
-            }
-        }
-        w
-    }
-
-    /// Creates and signs a reply.
-    pub fn sign(
-        id: &NodeIdentity,
-        addr: Addr,
-        seed: [u8; 32],
-        status: Status,
-        proofs: Vec<LeafProof>,
-    ) -> Self {
-        let node = id.id();
-        let signature = id.sign(&Self::body(&node, &addr, &seed, status, &proofs).0);
-        AuditReply { node, addr, seed, status, proofs, signature }
-    }
-
-    /// Whether the node's signature covers these fields.
-    pub fn verify_signature(&self) -> bool {
-        let body = Self::body(&self.node, &self.addr, &self.seed, self.status, &self.proofs);
-        verify_signature(&self.node, &body.0, &self.signature)
-    }
-
-    /// Encodes the reply.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Self::body(&self.node, &self.addr, &self.seed, self.status, &self.proofs);
-        w.raw(&self.signature);
-        w.0
-    }
-
-    /// Decodes a reply (signature and proofs are checked by the owner).
-    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = R::open(buf, Kind::AuditReply)?;
-        let node = NodeId(r.arr()?);
-        let addr = Addr(r.arr()?);
-        let seed = r.arr()?;
-        let status = Status::from_u8(r.u8()?)?;
-        let n = r.u8()? as usize;
-        if n > MAX_LEAVES_PER_AUDIT {
-            return Err(WireError::TooLarge { what: "leaf count", len: n, max: MAX_LEAVES_PER_AUDIT });
-        }
-        let mut proofs = Vec::with_capacity(n);
-        for _ in 0..n {
-            let index = r.u64()?;
-            let len = r.u16()? as usize;
-            let leaf = r.bounded(len, "leaf", LEAF_SIZE)?.to_vec();
-            let plen = r.u8()? as usize;
-            if plen > MAX_PATH {
-                return Err(WireError::TooLarge { what: "path", len: plen, max: MAX_PATH });
-            }
-            let mut path = Vec::with_capacity(plen);
-            for _ in 0..plen {
-                path.push(r.arr()?);
-            }
-            proofs.push(LeafProof { index, leaf, path });
-        }
-        let signature = r.arr()?;
-        r.finish()?;
-        Ok(AuditReply { node, addr, seed, status, proofs, signature })
+        Ok(ControlReply { node, request_id, request, results, signature })
     }
 }
 
@@ -811,94 +729,10 @@ impl AuditReply {
 #[path = "wire_tests.rs"]
 mod tests;
 
-/// Bound on one encoded `AuditRequest` inside a batch.
-const AUDIT_REQUEST_MAX: usize = 256;
-/// Bound on one encoded `AuditReply` inside a batch reply: 16 leaves, each with a full path.
-const AUDIT_REPLY_MAX: usize = 200 + MAX_LEAVES_PER_AUDIT * (12 + LEAF_SIZE + MAX_PATH * 32);
+#[path = "wire_control.rs"]
+mod control;
+pub use control::{request_hash, ControlItem, ControlRequest, MAX_CONTROL_ITEMS};
 
-/// Several complete `AuditRequest`s to one node in one message, so the node can verify their
-/// proofs as a batch and the bus carries one request and one reply instead of many. Each
-/// challenge keeps its own request id, timestamp, seed and proof.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditBatch(pub Vec<AuditRequest>);
-
-impl AuditBatch {
-    /// Encodes the batch.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_list(Kind::AuditBatch, self.0.iter().map(AuditRequest::encode), self.0.len(), 200)
-    }
-
-    /// Decodes a batch of 1..=`MAX_AUDIT_BATCH` challenges asking for at most
-    /// `MAX_BATCH_LEAVES` leaves in total.
-    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let list = List { kind: Kind::AuditBatch, what: "audit batch", min: 1, item: "audit request" };
-        let reqs = list.decode(buf, AUDIT_REQUEST_MAX, AuditRequest::decode)?;
-        let leaves: usize = reqs.iter().map(|q| q.leaves as usize).sum();
-        if leaves > MAX_BATCH_LEAVES {
-            return Err(WireError::TooLarge {
-                what: "leaves in a batch",
-                len: leaves,
-                max: MAX_BATCH_LEAVES,
-            });
-        }
-        Ok(AuditBatch(reqs))
-    }
-}
-
-/// A node's answers to an `AuditBatch`: one complete signed `AuditReply` per challenge, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditBatchReply(pub Vec<AuditReply>);
-
-impl AuditBatchReply {
-    /// Encodes the replies.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_list(Kind::AuditBatchReply, self.0.iter().map(AuditReply::encode), self.0.len(), 6000)
-    }
-
-    /// Decodes the replies (each is checked by the owner like a single audit reply).
-    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let list =
-            List { kind: Kind::AuditBatchReply, what: "audit batch reply", min: 0, item: "audit reply" };
-        Ok(AuditBatchReply(list.decode(buf, AUDIT_REPLY_MAX, AuditReply::decode)?))
-    }
-}
-
-/// A message that is a count (u8) of complete inner messages, each prefixed by its u32 length.
-fn encode_list(kind: Kind, items: impl Iterator<Item = Vec<u8>>, n: usize, each: usize) -> Vec<u8> {
-    let mut w = W::new(kind, 1 + n * each);
-    w.u8(n as u8);
-    for b in items {
-        w.u32(b.len() as u32).raw(&b);
-    }
-    w.0
-}
-
-/// How to read an `encode_list` message: its kind, between `min` and `MAX_AUDIT_BATCH` items.
-struct List {
-    kind: Kind,
-    what: &'static str,
-    min: usize,
-    item: &'static str,
-}
-
-impl List {
-    fn decode<T>(
-        &self,
-        buf: &[u8],
-        item_max: usize,
-        decode: fn(&[u8]) -> Result<T, WireError>,
-    ) -> Result<Vec<T>, WireError> {
-        let mut r = R::open(buf, self.kind)?;
-        let n = r.u8()? as usize;
-        if n < self.min || n > MAX_AUDIT_BATCH {
-            return Err(WireError::TooLarge { what: self.what, len: n, max: MAX_AUDIT_BATCH });
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let len = r.u32()? as usize;
-            out.push(decode(r.bounded(len, self.item, item_max)?)?);
-        }
-        r.finish()?;
-        Ok(out)
-    }
-}
+#[path = "wire_audit.rs"]
+mod audit;
+pub use audit::{AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlProof};

@@ -1,6 +1,7 @@
 //! Round trips and hostile-input tests for every wire decoder.
 
 use super::*;
+use crate::domain::audit::LeafProof;
 use crate::domain::proof::{prove, ProofSecret};
 
 fn secret() -> ProofSecret {
@@ -50,9 +51,40 @@ fn audit_request() -> AuditRequest {
         ),
         seed: [4; 32],
         leaves: 4,
+        control: None,
     };
     req.proof = prove(&secret(), &req.context());
     req
+}
+
+/// The owner's secret of a chunk: read secret with a control secret attached.
+fn owner_secret() -> ProofSecret {
+    secret().with_control(ProofSecret::from_seed(&[6; 32]))
+}
+
+fn controlled_store() -> StoreRequest {
+    store().with_control(owner_secret().control_commitment())
+}
+
+fn control_request() -> ControlRequest {
+    let items = [(Addr([7; 32]), owner_secret()), (Addr([8; 32]), owner_secret())];
+    ControlRequest::build(Purpose::Renew, NodeId([4; 32]), 99, 1000, &items).expect("owner secrets")
+}
+
+fn controlled_audit() -> AuditRequest {
+    AuditRequest::build(&owner_secret(), NodeId([2; 32]), Addr([3; 32]), [4; 32], 4, 5)
+}
+
+fn bound_audit_reply() -> AuditReply {
+    let leaf = LeafProof { index: 3, leaf: vec![9; 100], path: vec![[1; 32], [2; 32]] };
+    let bound = Some(request_hash(&controlled_audit().encode()));
+    AuditReply::sign_bound(&NodeIdentity::generate(), (Addr([3; 32]), [4; 32], bound), Status::Ok, vec![leaf])
+}
+
+fn bound_control_reply(id: &NodeIdentity) -> ControlReply {
+    let req = control_request();
+    let results = vec![(Addr([7; 32]), Status::Ok), (Addr([8; 32]), Status::NotFound)];
+    ControlReply::sign_bound(id, req.request_id, Some(request_hash(&req.encode())), results)
 }
 
 /// All encodings of one sample per message kind, with a decoder that reports success.
@@ -82,7 +114,99 @@ fn samples() -> Vec<(Vec<u8>, Accepts)> {
         (AuditBatchReply(vec![audit_reply(), audit_reply()]).encode(), |b| {
             AuditBatchReply::decode(b).is_ok()
         }),
+        (controlled_store().encode(), |b| StoreRequest::decode(b).is_ok()),
+        (control_request().encode(), |b| ControlRequest::decode(b).is_ok()),
+        (controlled_audit().encode(), |b| AuditRequest::decode(b).is_ok()),
+        (bound_audit_reply().encode(), |b| AuditReply::decode(b).is_ok()),
+        (bound_control_reply(&id).encode(), |b| ControlReply::decode(b).is_ok()),
+        (AuditBatch(vec![audit_request(), controlled_audit()]).encode(), |b| AuditBatch::decode(b).is_ok()),
+        (AuditBatchReply(vec![audit_reply(), bound_audit_reply()]).encode(), |b| {
+            AuditBatchReply::decode(b).is_ok()
+        }),
     ]
+}
+
+/// The messages that carry control commitments and bind replies round-trip, keep their own kinds,
+/// and the older kinds still decode as before (with no control commitment, no binding).
+#[test]
+fn control_and_bound_messages_round_trip_beside_the_older_kinds() {
+    let s = controlled_store();
+    assert_eq!(peek_kind(&s.encode()), Some(Kind::StoreControlled as u8));
+    assert_eq!(StoreRequest::decode(&s.encode()).unwrap(), s);
+    assert_eq!(s.encode().len(), STORE_REQUEST_LEN + COMMITMENT_LEN);
+    assert_eq!(peek_kind(&store().encode()), Some(Kind::Store as u8));
+    assert_eq!(StoreRequest::decode(&store().encode()).unwrap().control, None);
+    // Q equal to P would let the read secret control the chunk: refused.
+    let same = store().with_control(Some(secret().commitment()));
+    assert!(matches!(StoreRequest::decode(&same.encode()), Err(WireError::Invalid(_))));
+
+    let c = control_request();
+    assert_eq!(ControlRequest::decode(&c.encode()).unwrap(), c);
+    assert!(c.encode().len() <= MAX_REQUEST);
+    let full = vec![(Addr([1; 32]), owner_secret()); MAX_CONTROL_ITEMS];
+    let full = ControlRequest::build(Purpose::Delete, NodeId([4; 32]), 1, 0, &full).unwrap().encode();
+    assert!(full.len() <= MAX_REQUEST, "{} bytes", full.len());
+    assert!(
+        ControlRequest::build(Purpose::Renew, NodeId([4; 32]), 1, 0, &[(Addr([1; 32]), secret())]).is_none()
+    );
+    let mut get = c.encode();
+    get[2] = Purpose::Get as u8;
+    assert!(ControlRequest::decode(&get).is_err(), "a control request never gets");
+
+    let q = controlled_audit();
+    assert_eq!(peek_kind(&q.encode()), Some(Kind::AuditControlled as u8));
+    assert_eq!(AuditRequest::decode(&q.encode()).unwrap(), q);
+    let old = audit_request();
+    assert!(old.control.is_none());
+    assert_eq!(AuditRequest::decode(&old.encode()).unwrap(), old);
+
+    let r = bound_audit_reply();
+    assert_eq!(AuditReply::decode(&r.encode()).unwrap(), r);
+    assert!(r.verify_signature());
+    assert_eq!(AuditReply::decode(&audit_reply().encode()).unwrap().request, None);
+    let id = NodeIdentity::generate();
+    let r = bound_control_reply(&id);
+    assert_eq!(ControlReply::decode(&r.encode()).unwrap(), r);
+    assert!(r.verify());
+}
+
+/// Issue 24 item 3: a signed reply covers the hash of the request it answers. The same
+/// answer for another request (say, a copy of the owner's with a garbage proof) does not verify
+/// as the answer to the owner's, and a bound reply is never a valid unbound one.
+#[test]
+fn bound_replies_cover_the_request_hash() {
+    let id = NodeIdentity::generate();
+    let mut ctl = bound_control_reply(&id);
+    ctl.request = Some([0; 32]);
+    assert!(!ctl.verify(), "request hash not covered");
+    let mut ctl = bound_control_reply(&id);
+    ctl.request = None;
+    assert!(!ctl.verify(), "a bound reply passed for an unbound one");
+    let mut r = bound_audit_reply();
+    r.request.as_mut().unwrap()[0] ^= 1;
+    assert!(!r.verify_signature());
+    let mut r = bound_audit_reply();
+    r.request = None;
+    assert!(!r.verify_signature());
+    // Changing only a proof changes the request hash.
+    let a = controlled_audit();
+    let mut b = a.clone();
+    b.proof = prove(&secret(), &b.context());
+    assert_ne!(a, b);
+    assert_ne!(request_hash(&a.encode()), request_hash(&b.encode()));
+}
+
+/// A store ack for a chunk held with a control commitment covers it: it never passes for an ack
+/// of the chunk without Q, nor with another Q.
+#[test]
+fn store_acks_cover_the_control_commitment() {
+    let id = NodeIdentity::generate();
+    let (p, q) = (secret().commitment(), owner_secret().control_commitment().unwrap());
+    let ack = StoreAck::sign_held(&id, Addr([1; 32]), (&p, Some(&q)), 1, 2, 3);
+    assert!(ack.verify_held(&p, Some(&q)));
+    assert!(!ack.verify(&p));
+    assert!(!ack.verify_held(&p, Some(&ProofSecret::from_seed(&[9; 32]).commitment())));
+    assert!(!StoreAck::sign(&id, Addr([1; 32]), &p, 1, 2, 3).verify_held(&p, Some(&q)));
 }
 
 #[test]

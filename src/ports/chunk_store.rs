@@ -11,8 +11,12 @@ pub struct StoredChunk {
     pub addr: Addr,
     /// The replica slot this node took.
     pub slot: u8,
-    /// The proof commitment P sent with the store request.
+    /// The read commitment P sent with the store request: proofs against it authorise gets.
     pub commitment: Commitment,
+    /// The control commitment Q: proofs against it alone authorise renew, delete and audit.
+    /// `None` for a chunk stored without one and not upgraded yet (the legacy rule: P authorises
+    /// everything).
+    pub control: Option<Commitment>,
     /// Lease expiry, Unix milliseconds.
     pub lease_expiry_ms: u64,
     /// Ciphertext length.
@@ -74,6 +78,9 @@ pub trait ChunkStore: Send + Sync + 'static {
     }
     /// Sets the lease expiry; false if not held.
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError>;
+    /// Attaches the control commitment to a chunk held without one, durably; false if not held
+    /// or if it already has one (a control commitment is set once and never replaced).
+    fn set_control(&self, addr: &Addr, control: &Commitment) -> Result<bool, StoreError>;
     /// Removes the chunk; false if not held.
     fn remove(&self, addr: &Addr) -> Result<bool, StoreError>;
     /// Addrs whose lease ended at or before `now_ms`.

@@ -128,6 +128,18 @@ pub trait ChunkFabric: Send + Sync {
         chunk: Publish<'_>,
         goal: StoreGoal<'_>,
     ) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send;
+    /// Like `store`, with the chunk's control commitment Q (the owner's: `ProofSecret::
+    /// control_commitment`) sent beside P, so that nodes require proofs against Q for renew,
+    /// delete and audit from the start. Fabrics that do not carry Q store as `store` does.
+    fn store_controlled(
+        &self,
+        chunk: Publish<'_>,
+        control: Option<Commitment>,
+        goal: StoreGoal<'_>,
+    ) -> impl Future<Output = Result<Vec<StoreAck>, FabricError>> + Send {
+        let _ = control;
+        self.store(chunk, goal)
+    }
     /// Retrieves verified ciphertexts, asking `hints` first and then any holder.
     /// Returns the chunks found; addrs missing from the result could not be retrieved. The
     /// bytes may share the buffer they were received in (no copy on the way).

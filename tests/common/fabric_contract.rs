@@ -35,6 +35,7 @@ pub async fn run<B: Bench>(b: &mut B) {
     gets_return_the_verified_ciphertext(b, &keys, &a, &holders).await;
     audits_pass_where_held(b, &keys, &a, &holders).await;
     renews_and_deletes(b, &keys, &a, &holders).await;
+    a_controlled_chunk_obeys_its_owner_only(b, &keys).await;
     roots_publish_and_fetch_the_newest(b, &keys).await;
     a_corrupted_copy_fails_its_audit(b, &keys).await;
     a_silent_node_times_out_within_the_bound(b, &keys).await;
@@ -115,6 +116,39 @@ async fn renews_and_deletes<B: Bench>(b: &B, keys: &VaultKeys, a: &SealedChunk, 
     // The other replicas still serve it.
     let got = b.fabric().get(&item, &[holders[0]]).await.expect("get");
     assert!(got.len() == 1 && got[0].1[..] == a.ciphertext[..], "the other replicas serve it");
+}
+
+/// A chunk stored with its control commitment Q: the acks cover Q; the owner (read and control
+/// secrets) audits, renews and deletes it; a share (read secret only) reads it but can neither
+/// renew, delete nor audit it.
+async fn a_controlled_chunk_obeys_its_owner_only<B: Bench>(b: &B, keys: &VaultKeys) {
+    let c = keys.seal(&pattern(60_000, 4));
+    let (owner, len) = (keys.proof_secret(&c.addr), c.ciphertext.len() as u64);
+    let q = owner.control_commitment();
+    assert!(q.is_some(), "the owner's secret carries a control secret");
+    let acks = b.fabric().store_controlled(publish(&c), q, StoreGoal::fresh(2)).await.expect("quorum of two");
+    assert_eq!(acks.len(), 2);
+    assert!(acks.iter().all(|x| x.verify_held(&c.commitment, q.as_ref())), "acks cover Q: {acks:?}");
+    let holders: Vec<NodeId> = acks.iter().map(|x| x.node).collect();
+    let share = ProofSecret::from_seed(&keys.data().proof_seed(&c.addr));
+    let read = [(c.addr, share.clone())];
+    assert_eq!(b.fabric().get(&read, &[holders[0]]).await.expect("get").len(), 1, "a share reads");
+    let refused = vec![(c.addr, Status::NotFound)];
+    let lease = now_ms() + 3_600_000;
+    assert_eq!(b.fabric().renew(holders[0], &read, lease).await.expect("renew"), refused);
+    assert_eq!(b.fabric().delete(holders[0], &read).await.expect("delete"), refused);
+    let verdict = b.fabric().audit(holders[0], c.addr, &share, len).await.expect("audit");
+    assert_eq!(verdict, AuditVerdict::NotFound, "a share audits nothing");
+    for n in &holders {
+        assert_eq!(b.fabric().audit(*n, c.addr, &owner, len).await.expect("audit"), AuditVerdict::Passed);
+    }
+    let verdicts = b.fabric().audit_many(holders[1], &[(c.addr, owner.clone(), len)]).await.expect("audits");
+    assert_eq!(verdicts, vec![AuditVerdict::Passed]);
+    let item = [(c.addr, owner.clone())];
+    assert_eq!(b.fabric().renew(holders[0], &item, lease).await.expect("renew"), vec![(c.addr, Status::Ok)]);
+    assert_eq!(b.fabric().delete(holders[0], &item).await.expect("delete"), vec![(c.addr, Status::Ok)]);
+    let verdict = b.fabric().audit(holders[0], c.addr, &owner, len).await.expect("audit");
+    assert_eq!(verdict, AuditVerdict::NotFound, "a deleted copy is gone");
 }
 
 async fn roots_publish_and_fetch_the_newest<B: Bench>(b: &B, keys: &VaultKeys) {

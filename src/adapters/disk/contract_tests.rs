@@ -17,6 +17,7 @@ fn chunk(i: u8, len: usize) -> (StoredChunk, Vec<u8>) {
         commitment: ProofSecret::from_seed(&[i; 32]).commitment(),
         lease_expiry_ms: 1000 + i as u64,
         len: ct.len() as u32,
+        control: None,
     };
     (meta, ct)
 }
@@ -38,6 +39,13 @@ fn contract(store: &dyn ChunkStore) {
     assert_eq!(store.read(&a.addr).unwrap(), Some(ca.clone()));
     assert_eq!(store.usage().chunks, 2);
     assert!(store.set_lease(&a.addr, 5000).unwrap());
+    // A control commitment is attached once, kept beside the lease, and never replaced.
+    let q = ProofSecret::from_seed(&[0x51; 32]).commitment();
+    assert!(store.set_control(&b.addr, &q).unwrap());
+    assert!(!store.set_control(&b.addr, &ProofSecret::from_seed(&[0x52; 32]).commitment()).unwrap());
+    assert!(!store.set_control(&Addr([0xee; 32]), &q).unwrap());
+    assert_eq!(store.meta(&b.addr).unwrap().map(|m| m.control), Some(Some(q)));
+    assert_eq!(store.read(&b.addr).unwrap(), Some(cb.clone()));
     assert_eq!(store.meta(&a.addr).unwrap().unwrap().lease_expiry_ms, 5000);
     assert_eq!(store.expired(2000).unwrap(), vec![b.addr]);
     assert!(store.remove(&b.addr).unwrap());

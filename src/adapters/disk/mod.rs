@@ -2,7 +2,7 @@
 //!
 //! Layout of the data directory:
 //! - `index.redb` — locator → record sealed with XChaCha20-Poly1305 under the node's record key
-//!   (addr, slot, commitment, lease, length). Nothing in it is readable without the at-rest key.
+//!   (addr, slot, read commitment, control commitment if any, lease, length). Nothing in it is readable without the at-rest key.
 //! - `chunks/ab/<locator>` — nonce ‖ XChaCha20(body key(addr), owner ciphertext), zero-padded to
 //!   whole 4 KiB blocks when written with direct I/O (the record's length says where the body
 //!   ends); the record holds a keyed-BLAKE3 MAC of addr ‖ body (`record::Format::Mac`). Bodies
@@ -389,6 +389,20 @@ impl ChunkStore for DiskChunkStore {
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
         let Some(mut r) = self.record(addr)? else { return Ok(false) };
         r.meta.lease_expiry_ms = lease_expiry_ms;
+        self.write_record(&self.id.locator(addr), &r)?;
+        Ok(true)
+    }
+
+    fn set_control(
+        &self,
+        addr: &Addr,
+        control: &crate::domain::proof::Commitment,
+    ) -> Result<bool, StoreError> {
+        let Some(mut r) = self.record(addr)? else { return Ok(false) };
+        if r.meta.control.is_some() {
+            return Ok(false);
+        }
+        r.meta.control = Some(*control);
         self.write_record(&self.id.locator(addr), &r)?;
         Ok(true)
     }

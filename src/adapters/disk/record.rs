@@ -2,11 +2,16 @@
 //! audits. Records are sealed under the node's record key by the store (`mod.rs`).
 //!
 //! Layout: addr (32) ‖ slot (1) ‖ commitment ‖ lease expiry (8, LE) ‖ ciphertext length (4, LE),
-//! then by format:
+//! then, for a chunk held with a control commitment, the byte [`CONTROL_TAG`] and the control
+//! commitment (64), then by format:
 //! - [`Format::Aead`] (bodies written before the `Mac` format): nothing more for a chunk of one
 //!   segment; for longer chunks the MAC and the segment chaining values (32 bytes each).
 //! - [`Format::Mac`]: the byte [`MAC_FORMAT`], the MAC, then the segment chaining values of a
 //!   multi-segment chunk. The odd length tells the two apart.
+//!
+//! Records written before control commitments existed have no control part and stay readable:
+//! after the metadata their length is 0 (`Aead`) or 1 (`Mac`, starting with [`MAC_FORMAT`]) modulo
+//! 32, while a control part (65 bytes) makes it 1 or 2 and starts with [`CONTROL_TAG`].
 
 use super::body::{NONCE_LEN, TAG_LEN};
 use crate::domain::ids::Addr;
@@ -18,6 +23,9 @@ pub(super) const RECORD_LEN: usize = 32 + 1 + COMMITMENT_LEN + 8 + 4;
 
 /// The byte after the metadata of a [`Format::Mac`] record.
 const MAC_FORMAT: u8 = 2;
+
+/// The byte after the metadata of a record holding a control commitment.
+const CONTROL_TAG: u8 = 3;
 
 /// How a body is sealed at rest under the node's per-addr body key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +72,10 @@ impl Record {
         v.extend_from_slice(&m.commitment.to_bytes());
         v.extend_from_slice(&m.lease_expiry_ms.to_le_bytes());
         v.extend_from_slice(&m.len.to_le_bytes());
+        if let Some(q) = &m.control {
+            v.push(CONTROL_TAG);
+            v.extend_from_slice(&q.to_bytes());
+        }
         if self.format == Format::Mac {
             v.push(MAC_FORMAT);
         }
@@ -79,6 +91,13 @@ impl Record {
     /// `None` for anything but a record `encode` wrote (or an `Aead` record of older versions).
     pub(super) fn decode(v: &[u8]) -> Option<Record> {
         let (head, extra) = v.split_at_checked(RECORD_LEN)?;
+        let (control, extra) = match extra.first() {
+            Some(&CONTROL_TAG) if matches!(extra.len() % 32, 1 | 2) => {
+                let (q, rest) = extra[1..].split_at_checked(COMMITMENT_LEN)?;
+                (Some(Commitment::from_bytes(q).ok()?), rest)
+            }
+            _ => (None, extra),
+        };
         let (format, words) = match (extra.len() % 32, extra.first()) {
             (1, Some(&MAC_FORMAT)) if extra.len() > 1 => (Format::Mac, &extra[1..]),
             // An `Aead` record has no MAC or a MAC and at least two chaining values.
@@ -98,6 +117,7 @@ impl Record {
             commitment: Commitment::from_bytes(commitment).ok()?,
             lease_expiry_ms: u64::from_le_bytes(lease.try_into().ok()?),
             len: u32::from_le_bytes(len.try_into().ok()?),
+            control,
         };
         Some(Record { meta, format, mac, cvs })
     }
@@ -115,7 +135,38 @@ mod tests {
             commitment: ProofSecret::from_seed(&[3; 32]).commitment(),
             lease_expiry_ms: 123_456,
             len: 40_000,
+            control: None,
         }
+    }
+
+    fn controlled() -> StoredChunk {
+        StoredChunk { control: Some(ProofSecret::from_seed(&[5; 32]).commitment()), ..meta() }
+    }
+
+    /// Records of every format, with and without a control commitment, round-trip; a record
+    /// written before control commitments existed (no control part) reads as one without.
+    #[test]
+    fn records_with_a_control_commitment_round_trip_beside_older_records() {
+        let cvs = vec![[1; 32], [2; 32], [3; 32]];
+        for m in [meta(), controlled()] {
+            for r in [
+                Record { meta: m, format: Format::Aead, mac: None, cvs: vec![] },
+                Record { meta: m, format: Format::Aead, mac: Some([9; 32]), cvs: cvs.clone() },
+                Record { meta: m, format: Format::Mac, mac: Some([9; 32]), cvs: vec![] },
+                Record { meta: m, format: Format::Mac, mac: Some([9; 32]), cvs: cvs.clone() },
+            ] {
+                assert_eq!(Record::decode(&r.encode()).as_ref(), Some(&r));
+            }
+        }
+        // The encoding of a record without Q is exactly the older layout.
+        let old = Record { meta: meta(), format: Format::Mac, mac: Some([9; 32]), cvs: vec![] }.encode();
+        assert_eq!(old.len(), RECORD_LEN + 1 + 32);
+        assert_eq!(Record::decode(&old).map(|r| r.meta.control), Some(None));
+        // A control part whose commitment is not a valid point is refused.
+        let mut bad =
+            Record { meta: controlled(), format: Format::Mac, mac: Some([9; 32]), cvs: vec![] }.encode();
+        bad[RECORD_LEN + 1..RECORD_LEN + 1 + COMMITMENT_LEN].fill(0);
+        assert_eq!(Record::decode(&bad), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::domain::audit::Verified;
 use crate::domain::ids::Addr;
+use crate::domain::proof::Commitment;
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk, Usage};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,6 +65,16 @@ impl ChunkStore for MemoryChunkStore {
 
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
         Ok(self.map().get_mut(addr).map(|(m, _)| m.lease_expiry_ms = lease_expiry_ms).is_some())
+    }
+
+    fn set_control(&self, addr: &Addr, control: &Commitment) -> Result<bool, StoreError> {
+        Ok(match self.map().get_mut(addr) {
+            Some((m, _)) if m.control.is_none() => {
+                m.control = Some(*control);
+                true
+            }
+            _ => false,
+        })
     }
 
     fn remove(&self, addr: &Addr) -> Result<bool, StoreError> {

@@ -11,12 +11,13 @@
 use super::MemoryChunkStore;
 use crate::adapters::clock::SystemClock;
 use crate::app::fabric_checks::{
-    check_control, fresh_seed, judge_batch, judge_bytes, slots_to_publish, AckTally, GetReplies, AUDIT_LEAVES,
+    check_control, fresh_seed, judge_batch, judge_bytes, slots_to_publish, AckTally, ControlSent, GetReplies,
+    Proving, StoreTerms, AUDIT_LEAVES,
 };
 use crate::app::node::{NodePolicy, NodeService, Op, ProvenOutcome, Route, StoreDecision};
 use crate::domain::identity::{NodeIdentity, IDENTITY_LEN};
 use crate::domain::ids::{to_hex, AckToken, Addr, NodeId};
-use crate::domain::proof::{ProofSecret, Purpose};
+use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::wire::{
     AuditBatch, AuditRequest, ProvenRequest, Status, StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
@@ -237,7 +238,9 @@ impl MemoryFabric {
     /// Offers one slot's store request to the online nodes in turn until one takes it (or
     /// rejects it for good), recording the acks that reach the owner.
     async fn offer_slot(&self, chunk: &Publish<'_>, slot: u8, lease: u64, tally: &mut AckTally) {
-        let req = StoreRequest::for_body(TOKEN, chunk.ciphertext, slot, chunk.commitment, lease).encode();
+        let req = StoreRequest::for_body(TOKEN, chunk.ciphertext, slot, chunk.commitment, lease)
+            .with_control(tally.control())
+            .encode();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.nodes.len() {
             let n = &self.nodes[(first + i) % self.nodes.len()];
@@ -275,10 +278,13 @@ impl MemoryFabric {
     async fn store_inner(
         &self,
         chunk: Publish<'_>,
+        control: Option<Commitment>,
         goal: StoreGoal<'_>,
     ) -> Result<Vec<StoreAck>, FabricError> {
-        let lease = self.clock.now_ms() + self.opts.lease.as_millis() as u64;
-        let mut tally = AckTally::new(chunk.commitment, lease);
+        let since_ms = self.clock.now_ms();
+        let lease = since_ms + self.opts.lease.as_millis() as u64;
+        let terms = StoreTerms { commitment: chunk.commitment, control, since_ms, min_lease_ms: lease };
+        let mut tally = AckTally::new(terms);
         let deadline = tokio::time::Instant::now() + self.opts.store_deadline;
         loop {
             let (distinct, claimed) = tally.progress(&goal);
@@ -357,7 +363,7 @@ impl MemoryFabric {
             return Vec::new();
         }
         let started = Instant::now();
-        let msgs = match n.svc.handle_proven(req, route, Purpose::Get, now) {
+        let msgs = match n.svc.handle_proven_from(SOURCE, req, route, Purpose::Get, now) {
             ProvenOutcome::Get(plan) => plan
                 .into_iter()
                 .filter_map(|(addr, proven)| n.svc.get_reply(addr, proven, route))
@@ -378,17 +384,19 @@ impl MemoryFabric {
     ) -> Result<Vec<(Addr, Status)>, FabricError> {
         let op = if purpose == Purpose::Renew { Op::Renew } else { Op::Delete };
         let mut out = Vec::with_capacity(items.len());
-        for batch in items.chunks(MAX_ITEMS) {
-            let req = ProvenRequest::build(purpose, node, self.clock.now_ms(), lease, batch);
+        // Proven with the control secrets when every secret carries one, as the NATS owner does.
+        let proving = Proving::of(items);
+        for batch in items.chunks(proving.batch()) {
+            let sent = ControlSent::build(proving, purpose, node, self.clock.now_ms(), lease, batch);
             let bytes = self
-                .request(node, op, &req.encode(), |svc, now| {
-                    match svc.handle_proven(&req.encode(), Route::Targeted, purpose, now) {
+                .request(node, op, &sent.bytes, |svc, now| {
+                    match svc.handle_proven_from(SOURCE, &sent.bytes, Route::Targeted, purpose, now) {
                         ProvenOutcome::Control(c) => Some(c.encode()),
                         ProvenOutcome::Get(_) | ProvenOutcome::Silent => None,
                     }
                 })
                 .await?;
-            out.extend(check_control(&bytes, node, &req)?);
+            out.extend(check_control(&bytes, node, &sent)?);
         }
         Ok(out)
     }
@@ -405,7 +413,16 @@ impl ChunkFabric for MemoryFabric {
     }
 
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
-        self.store_inner(chunk, goal).await
+        self.store_inner(chunk, None, goal).await
+    }
+
+    async fn store_controlled(
+        &self,
+        chunk: Publish<'_>,
+        control: Option<Commitment>,
+        goal: StoreGoal<'_>,
+    ) -> Result<Vec<StoreAck>, FabricError> {
+        self.store_inner(chunk, control, goal).await
     }
 
     async fn get(
@@ -435,12 +452,14 @@ impl ChunkFabric for MemoryFabric {
         secret: &ProofSecret,
         len: u64,
     ) -> Result<AuditVerdict, FabricError> {
-        let seed = fresh_seed();
-        let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, self.clock.now_ms()).encode();
+        let req = AuditRequest::build(secret, node, addr, fresh_seed(), AUDIT_LEAVES, self.clock.now_ms());
+        let sent = req.encode();
         let bytes = self
-            .request(node, Op::Audit, &req, |svc, now| svc.handle_audit(&req, now).map(|r| r.encode()))
+            .request(node, Op::Audit, &sent, |svc, now| {
+                svc.handle_audit_from(SOURCE, &sent, now).map(|r| r.encode())
+            })
             .await?;
-        Ok(judge_bytes(&bytes, node, addr, &seed, len))
+        Ok(judge_bytes(&bytes, &req, len))
     }
 
     async fn audit_many(
@@ -451,22 +470,22 @@ impl ChunkFabric for MemoryFabric {
         let mut out = Vec::with_capacity(items.len());
         for part in items.chunks(MAX_AUDIT_BATCH) {
             let ts = self.clock.now_ms();
-            let seeds: Vec<[u8; 32]> = part.iter().map(|_| fresh_seed()).collect();
             let reqs = part
                 .iter()
-                .zip(&seeds)
-                .map(|((addr, secret, _), seed)| {
-                    AuditRequest::build(secret, node, *addr, *seed, AUDIT_LEAVES, ts)
+                .map(|(addr, secret, _)| {
+                    AuditRequest::build(secret, node, *addr, fresh_seed(), AUDIT_LEAVES, ts)
                 })
                 .collect();
-            let req = AuditBatch(reqs).encode();
+            let batch = AuditBatch(reqs);
+            let sent = batch.encode();
             let bytes = self
-                .request(node, Op::Audit, &req, |svc, now| {
-                    svc.handle_audit_batch(&req, now).map(|r| r.encode())
+                .request(node, Op::Audit, &sent, |svc, now| {
+                    svc.handle_audit_batch_from(SOURCE, &sent, now).map(|r| r.encode())
                 })
                 .await?;
-            let judged: Vec<(Addr, u64)> = part.iter().map(|(addr, _, len)| (*addr, *len)).collect();
-            out.extend(judge_batch(&bytes, node, &judged, &seeds));
+            let judged: Vec<(&AuditRequest, u64)> =
+                batch.0.iter().zip(part).map(|(r, (_, _, len))| (r, *len)).collect();
+            out.extend(judge_batch(&bytes, &judged));
         }
         Ok(out)
     }

@@ -6,10 +6,11 @@ use super::{
     roots_request_subject, BrokerConfig, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
 };
 use crate::app::fabric_checks::{
-    check_control, fresh_seed, judge_batch, judge_bytes, progress, slots_to_publish, AckTally, GetReplies,
+    check_control, fresh_seed, judge_batch, judge_bytes, progress, slots_to_publish, AckTally, ControlSent,
+    GetReplies, Proving, StoreTerms,
 };
 use crate::domain::ids::{AckToken, Addr, NodeId};
-use crate::domain::proof::{ProofSecret, Purpose};
+use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::unix_ms;
 use crate::domain::wire::{
@@ -179,7 +180,14 @@ impl NatsFabric {
     /// publish of the same attempt a broker-side duplicate, while a later store of the same chunk
     /// (healing, re-upload) is a new message and is delivered.
     fn publish_slot(&self, chunk: &Publish<'_>, slot: u8, attempt: u32, lease: u64) -> PublishMessage {
-        let req = StoreRequest::for_body(self.token, chunk.ciphertext, slot, chunk.commitment, lease);
+        let control = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk.addr)
+            .and_then(|p| p.tally.control());
+        let req = StoreRequest::for_body(self.token, chunk.ciphertext, slot, chunk.commitment, lease)
+            .with_control(control);
         PublishMessage::build()
             .payload(req.encode().into())
             .message_id(format!("{}-{slot}-{:x}-{attempt}", chunk.addr, lease))
@@ -340,11 +348,14 @@ impl NatsFabric {
         lease: u64,
     ) -> Result<Vec<(Addr, Status)>, FabricError> {
         let mut out = Vec::with_capacity(items.len());
-        for batch in items.chunks(MAX_ITEMS) {
-            let req = self.proven_request(purpose, node, batch, lease);
+        // The owner's secrets carry control secrets: renew and delete are proven with them (a
+        // share's secrets carry none; nodes then apply the legacy rule or refuse).
+        let proving = Proving::of(items);
+        for batch in items.chunks(proving.batch()) {
+            let sent = ControlSent::build(proving, purpose, node, now_ms(), lease, batch);
             let op = if purpose == Purpose::Renew { "renew" } else { "delete" };
-            let bytes = self.request(node_subject(&node, op), req.encode(), node).await?;
-            out.extend(check_control(&bytes, node, &req)?);
+            let bytes = self.request(node_subject(&node, op), sent.bytes.clone(), node).await?;
+            out.extend(check_control(&bytes, node, &sent)?);
         }
         Ok(out)
     }
@@ -499,12 +510,27 @@ impl ChunkFabric for NatsFabric {
     }
 
     async fn store(&self, chunk: Publish<'_>, goal: StoreGoal<'_>) -> Result<Vec<StoreAck>, FabricError> {
+        self.store_controlled(chunk, None, goal).await
+    }
+
+    async fn store_controlled(
+        &self,
+        chunk: Publish<'_>,
+        control: Option<Commitment>,
+        goal: StoreGoal<'_>,
+    ) -> Result<Vec<StoreAck>, FabricError> {
         let _slot = self.store_slots.acquire().await.map_err(broker)?;
-        let lease = now_ms() + self.opts.lease.as_millis() as u64;
+        let since_ms = now_ms();
+        let lease = since_ms + self.opts.lease.as_millis() as u64;
         let rx = {
             let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let p = map.entry(chunk.addr).or_insert_with(|| Pending {
-                tally: AckTally::new(chunk.commitment, lease),
+                tally: AckTally::new(StoreTerms {
+                    commitment: chunk.commitment,
+                    control,
+                    since_ms,
+                    min_lease_ms: lease,
+                }),
                 changed: watch::channel(0).0,
                 users: 0,
                 body_published: false,
@@ -560,10 +586,9 @@ impl ChunkFabric for NatsFabric {
         secret: &ProofSecret,
         len: u64,
     ) -> Result<AuditVerdict, FabricError> {
-        let seed = fresh_seed();
-        let req = AuditRequest::build(secret, node, addr, seed, AUDIT_LEAVES, now_ms());
+        let req = AuditRequest::build(secret, node, addr, fresh_seed(), AUDIT_LEAVES, now_ms());
         let bytes = self.request(node_subject(&node, "audit"), req.encode(), node).await?;
-        Ok(judge_bytes(&bytes, node, addr, &seed, len))
+        Ok(judge_bytes(&bytes, &req, len))
     }
 
     async fn audit_many(
@@ -574,17 +599,17 @@ impl ChunkFabric for NatsFabric {
         let mut out = Vec::with_capacity(items.len());
         for part in items.chunks(MAX_AUDIT_BATCH) {
             let ts = now_ms();
-            let seeds: Vec<[u8; 32]> = part.iter().map(|_| fresh_seed()).collect();
-            let reqs = part
+            let reqs: Vec<AuditRequest> = part
                 .iter()
-                .zip(&seeds)
-                .map(|((addr, secret, _), seed)| {
-                    AuditRequest::build(secret, node, *addr, *seed, AUDIT_LEAVES, ts)
+                .map(|(addr, secret, _)| {
+                    AuditRequest::build(secret, node, *addr, fresh_seed(), AUDIT_LEAVES, ts)
                 })
                 .collect();
-            let bytes = self.request(node_subject(&node, "audits"), AuditBatch(reqs).encode(), node).await?;
-            let judged: Vec<(Addr, u64)> = part.iter().map(|(addr, _, len)| (*addr, *len)).collect();
-            out.extend(judge_batch(&bytes, node, &judged, &seeds));
+            let batch = AuditBatch(reqs);
+            let bytes = self.request(node_subject(&node, "audits"), batch.encode(), node).await?;
+            let judged: Vec<(&AuditRequest, u64)> =
+                batch.0.iter().zip(part).map(|(r, (_, _, len))| (r, *len)).collect();
+            out.extend(judge_batch(&bytes, &judged));
         }
         Ok(out)
     }

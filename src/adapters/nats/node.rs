@@ -470,11 +470,12 @@ async fn request_loop<S: ChunkStore>(
             continue;
         }
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
-        let (svc, client) = (svc.clone(), client.clone());
+        let (svc, client, source) = (svc.clone(), client.clone(), source.to_string());
         inflight.spawn(async move {
             let op = msg.subject.rsplit('.').next().unwrap_or("").to_string();
             let (started, counted) = (std::time::Instant::now(), op_of(&op));
-            answer(svc.clone(), client, op, msg.payload, reply, route).await;
+            let request = Request { op, source, payload: msg.payload };
+            answer(svc.clone(), client, request, reply, route).await;
             if let Some(op) = counted {
                 svc.stats.request(op, started.elapsed());
             }
@@ -497,33 +498,44 @@ fn op_of(op: &str) -> Option<Op> {
     }
 }
 
+/// A request as the node's handlers take it: the operation its subject names, its source (reply
+/// inbox prefix, which bounds its share of the replay memory) and its bytes.
+struct Request {
+    op: String,
+    source: String,
+    payload: bytes::Bytes,
+}
+
 async fn answer<S: ChunkStore>(
     svc: Arc<NodeService<S>>,
     client: async_nats::Client,
-    op: String,
-    payload: bytes::Bytes,
+    request: Request,
     reply: async_nats::Subject,
     route: Route,
 ) {
     let worker = svc.clone();
-    let outcome = tokio::task::spawn_blocking(move || match op.as_str() {
-        "audit" if route == Route::Targeted => {
-            worker.handle_audit(&payload, now_ms()).map(|r| Answer::Single(r.encode()))
-        }
-        "audits" if route == Route::Targeted => {
-            worker.handle_audit_batch(&payload, now_ms()).map(|r| Answer::Single(r.encode()))
-        }
-        "get" | "renew" | "delete" => {
-            match worker.handle_proven(&payload, route, purpose_of(&op), now_ms()) {
-                ProvenOutcome::Silent => None,
-                ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
-                ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
+    let outcome = tokio::task::spawn_blocking(move || {
+        let Request { op, source, payload } = request;
+        let source = source.as_bytes();
+        match op.as_str() {
+            "audit" if route == Route::Targeted => {
+                worker.handle_audit_from(source, &payload, now_ms()).map(|r| Answer::Single(r.encode()))
             }
-        }
-        other => {
-            worker.stats.drop_for(Reason::UnknownOp);
-            tracing::warn!(op = other, "request for unknown operation dropped");
-            None
+            "audits" if route == Route::Targeted => {
+                worker.handle_audit_batch_from(source, &payload, now_ms()).map(|r| Answer::Single(r.encode()))
+            }
+            "get" | "renew" | "delete" => {
+                match worker.handle_proven_from(source, &payload, route, purpose_of(&op), now_ms()) {
+                    ProvenOutcome::Silent => None,
+                    ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
+                    ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
+                }
+            }
+            other => {
+                worker.stats.drop_for(Reason::UnknownOp);
+                tracing::warn!(op = other, "request for unknown operation dropped");
+                None
+            }
         }
     })
     .await;

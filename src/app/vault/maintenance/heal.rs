@@ -104,9 +104,10 @@ async fn heal_one<F: ChunkFabric + 'static>(
     let mut exclude: Vec<NodeId> = off.iter().copied().collect();
     exclude.extend(c.replicas.iter().filter(|r| !held.iter().any(|(n, _)| *n == r.node)).map(|r| r.node));
     let goal = StoreGoal { replicas: v.opts.replicas, held: &held, exclude: &exclude };
-    let commitment = v.keys.proof_secret(&addr).commitment();
+    let secret = v.keys.proof_secret(&addr);
+    let (commitment, control) = (secret.commitment(), secret.control_commitment());
     let acks = fabric
-        .store(Publish { addr, commitment, ciphertext: &ct }, goal)
+        .store_controlled(Publish { addr, commitment, ciphertext: &ct }, control, goal)
         .await
         .map_err(|e| FsError::Unavailable(e.to_string()))?;
     let now = v.clock.now_ms();

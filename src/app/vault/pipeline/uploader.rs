@@ -187,9 +187,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if Addr::of(ct) != addr {
             return Err(FsError::Io(format!("outbox chunk {addr:?} is corrupt")));
         }
-        let commitment = self.keys.proof_secret(&addr).commitment();
+        let secret = self.keys.proof_secret(&addr);
+        let (commitment, control) = (secret.commitment(), secret.control_commitment());
         let acks = fabric
-            .store(Publish { addr, commitment, ciphertext: ct }, StoreGoal::fresh(self.opts.replicas))
+            .store_controlled(
+                Publish { addr, commitment, ciphertext: ct },
+                control,
+                StoreGoal::fresh(self.opts.replicas),
+            )
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
         if let Some(disk) = self.reader.disk_cache.as_ref().filter(|_| is_small) {
