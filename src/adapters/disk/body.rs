@@ -1,7 +1,6 @@
 //! Chunk bodies at rest: sealing under the node's per-addr body key, the MAC audits check, and
 //! writing with direct I/O (see `mod.rs` for the layout and crash safety).
 
-use super::record::Format;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -14,6 +13,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(super) const NONCE_LEN: usize = 24;
 pub(super) const TAG_LEN: usize = 16;
+
+/// How a body is sealed at rest under the node's per-addr body key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Format {
+    /// nonce ‖ XChaCha20-Poly1305(ciphertext), AAD = addr.
+    Aead,
+    /// nonce ‖ XChaCha20(ciphertext), the same keystream as `Aead` without its tag; integrity
+    /// comes from the record's keyed-BLAKE3 MAC of addr ‖ body (encrypt-then-MAC) and, on reads,
+    /// from the decrypted ciphertext hashing to its addr.
+    Mac,
+}
+
+impl Format {
+    /// Length of the sealed body of a `len`-byte ciphertext.
+    pub(super) fn sealed_len(self, len: u32) -> usize {
+        NONCE_LEN + len as usize + if self == Format::Aead { TAG_LEN } else { 0 }
+    }
+}
 
 /// Direct I/O writes whole blocks from block-aligned memory.
 pub(super) const BLOCK: usize = 4096;

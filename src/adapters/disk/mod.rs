@@ -5,7 +5,7 @@
 //!   (addr, slot, read commitment, control commitment if any, lease, length). Nothing in it is readable without the at-rest key.
 //! - `chunks/ab/<locator>` — nonce ‖ XChaCha20(body key(addr), owner ciphertext), zero-padded to
 //!   whole 4 KiB blocks when written with direct I/O (the record's length says where the body
-//!   ends); the record holds a keyed-BLAKE3 MAC of addr ‖ body (`record::Format::Mac`). Bodies
+//!   ends); the record holds a keyed-BLAKE3 MAC of addr ‖ body (`body::Format::Mac`). Bodies
 //!   written by older versions are XChaCha20-Poly1305 (`Format::Aead`) and stay readable. The
 //!   locator is a keyed hash of the addr, so a stolen disk cannot even be searched for a known
 //!   chunk.
@@ -30,10 +30,11 @@ use crate::domain::audit::{prove_leaves, prove_leaves_from_segments, LeafProof, 
 use crate::domain::identity::NodeIdentity;
 use crate::domain::ids::{to_hex, Addr};
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk, Usage};
+use body::Format;
 use body::{charge, NONCE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use record::{Format, Record};
+use record::Record;
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 use std::collections::HashSet;
 use std::fs::{self, File};

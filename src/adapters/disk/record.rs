@@ -13,7 +13,7 @@
 //! after the metadata their length is 0 (`Aead`) or 1 (`Mac`, starting with [`MAC_FORMAT`]) modulo
 //! 32, while a control part (65 bytes) makes it 1 or 2 and starts with [`CONTROL_TAG`].
 
-use super::body::{NONCE_LEN, TAG_LEN};
+use super::body::Format;
 use crate::domain::ids::Addr;
 use crate::domain::proof::{Commitment, COMMITMENT_LEN};
 use crate::ports::chunk_store::StoredChunk;
@@ -26,24 +26,6 @@ const MAC_FORMAT: u8 = 2;
 
 /// The byte after the metadata of a record holding a control commitment.
 const CONTROL_TAG: u8 = 3;
-
-/// How a body is sealed at rest under the node's per-addr body key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Format {
-    /// nonce ‖ XChaCha20-Poly1305(ciphertext), AAD = addr.
-    Aead,
-    /// nonce ‖ XChaCha20(ciphertext), the same keystream as `Aead` without its tag; integrity
-    /// comes from the record's keyed-BLAKE3 MAC of addr ‖ body (encrypt-then-MAC) and, on reads,
-    /// from the decrypted ciphertext hashing to its addr.
-    Mac,
-}
-
-impl Format {
-    /// Length of the sealed body of a `len`-byte ciphertext.
-    pub(super) fn sealed_len(self, len: u32) -> usize {
-        NONCE_LEN + len as usize + if self == Format::Aead { TAG_LEN } else { 0 }
-    }
-}
 
 /// One index record.
 #[derive(Clone, Debug, PartialEq, Eq)]
