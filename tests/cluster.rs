@@ -1,4 +1,4 @@
-//! Quloud on a NATS cluster (DESIGN §9, docs/OPERATIONS.md): three nats-servers on loopback with
+//! Quloud on a NATS cluster (docs/DESIGN.md §9, docs/OPERATIONS.md): three nats-servers on loopback with
 //! JetStream R3, four storage nodes and a mount, all given every server's URL. Stopping the
 //! server the mount is connected to in the middle of an upload loses nothing.
 

@@ -1,4 +1,4 @@
-//! `AuditReply::decode` (DESIGN §5: every wire message is decoded without panics).
+//! `AuditReply::decode` (docs/DESIGN.md §5: every wire message is decoded without panics).
 #![no_main]
 use quloud::domain::wire::AuditReply;
 

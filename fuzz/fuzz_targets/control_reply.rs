@@ -1,4 +1,4 @@
-//! `ControlReply::decode` (DESIGN §5: every wire message is decoded without panics).
+//! `ControlReply::decode` (docs/DESIGN.md §5: every wire message is decoded without panics).
 #![no_main]
 use quloud::domain::wire::ControlReply;
 

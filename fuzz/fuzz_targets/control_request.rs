@@ -1,4 +1,4 @@
-//! `ControlRequest::decode` (DESIGN §5: every wire message is decoded without panics; an
+//! `ControlRequest::decode` (docs/DESIGN.md §5: every wire message is decoded without panics; an
 //! accepted request re-encodes to the bytes received, which its bound reply hashes).
 #![no_main]
 use quloud::domain::wire::ControlRequest;

@@ -1,4 +1,4 @@
-//! `GetReply::decode` (DESIGN §5: every wire message is decoded without panics).
+//! `GetReply::decode` (docs/DESIGN.md §5: every wire message is decoded without panics).
 #![no_main]
 use quloud::domain::wire::GetReply;
 

@@ -1,4 +1,4 @@
-//! `StoreAck::decode` (DESIGN §5: every wire message is decoded without panics).
+//! `StoreAck::decode` (docs/DESIGN.md §5: every wire message is decoded without panics).
 #![no_main]
 use quloud::domain::wire::StoreAck;
 

@@ -1,4 +1,4 @@
-//! The storage node's use cases (DESIGN §5, §7): validate, store, serve, audit, renew, delete.
+//! The storage node's use cases (docs/DESIGN.md §5, §7): validate, store, serve, audit, renew, delete.
 //!
 //! Transport-free: the NATS adapter hands raw message bytes in and sends what comes back. Every
 //! method is synchronous and may block on disk I/O, so callers run it on a blocking thread.
@@ -212,7 +212,7 @@ impl<S: ChunkStore> NodeService<S> {
         tracing::warn!(what, reason = reason.name(), %why, "dropped message");
     }
 
-    /// First half of storing one replica slot (DESIGN §5 Store): validates the request and
+    /// First half of storing one replica slot (docs/DESIGN.md §5 Store): validates the request and
     /// decides everything that needs no ciphertext. `Fetch` means: get the body, then call
     /// `store_body`.
     pub fn claim_store(&self, bytes: &[u8], now_ms: u64) -> Claim {

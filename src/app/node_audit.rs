@@ -1,4 +1,4 @@
-//! The storage node's answers to proof-of-storage challenges (DESIGN §5 Audit): single and
+//! The storage node's answers to proof-of-storage challenges (docs/DESIGN.md §5 Audit): single and
 //! batched, each signed, and bound to the challenge's hash when it carries a control proof.
 
 use super::authority::ProofClaim;

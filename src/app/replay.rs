@@ -1,4 +1,4 @@
-//! Freshness and replay protection for proof-gated requests (DESIGN §4).
+//! Freshness and replay protection for proof-gated requests (docs/DESIGN.md §4).
 //!
 //! A request is fresh when its timestamp is within `window` of the node's clock and not older
 //! than the node's start (the replay memory is not persisted, so a node refuses requests from

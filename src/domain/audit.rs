@@ -1,4 +1,4 @@
-//! Proof of storage (DESIGN §5 Audit): selected 1 KiB leaves of a ciphertext with BLAKE3 Merkle paths, checked against addr.
+//! Proof of storage (docs/DESIGN.md §5 Audit): selected 1 KiB leaves of a ciphertext with BLAKE3 Merkle paths, checked against addr.
 //!
 //! A chunk's network address is `addr = blake3::hash(ciphertext)`. BLAKE3 is itself a
 //! Merkle tree over 1 KiB chunks, so `addr` already commits to every 1 KiB leaf. To audit

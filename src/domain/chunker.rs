@@ -1,4 +1,4 @@
-//! Content-defined chunking with FastCDC (DESIGN §1): an edit moves only the chunks around it.
+//! Content-defined chunking with FastCDC (docs/DESIGN.md §1): an edit moves only the chunks around it.
 //!
 //! Sizes: min 256 KiB, average 512 KiB, max 1020 KiB. The maximum keeps a whole store request
 //! (chunk + 16-byte tag + < 300 bytes of header) under NATS's default `max_payload` of 1 MiB, so

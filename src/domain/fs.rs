@@ -1,4 +1,4 @@
-//! The filesystem's data model (DESIGN §6): inode attributes, kinds, extents, and their encodings
+//! The filesystem's data model (docs/DESIGN.md §6): inode attributes, kinds, extents, and their encodings
 //! in the manifest. Pure types; the manifest adapter stores them, the vault service uses them.
 
 use crate::domain::ids::{Addr, ChunkId, NodeId};

@@ -1,4 +1,4 @@
-//! Replica and node health (DESIGN §5–6): how audit outcomes change what the owner believes about
+//! Replica and node health (docs/DESIGN.md §5–6): how audit outcomes change what the owner believes about
 //! a replica and a node, and which replicas count as healthy. Pure rules; the vault's maintenance
 //! (`app::vault::maintenance`) applies them to the manifest.
 

@@ -1,4 +1,4 @@
-//! The owner's master secret and every key derived from it (DESIGN §3).
+//! The owner's master secret and every key derived from it (docs/DESIGN.md §3).
 //!
 //! All derivations are BLAKE3 `derive_key` with a distinct, versioned context string, so no key
 //! reveals another and none reveals the master secret.

@@ -1,4 +1,4 @@
-//! Schnorr proof of knowledge of a chunk's proof secret (DESIGN §4), bound to one request.
+//! Schnorr proof of knowledge of a chunk's proof secret (docs/DESIGN.md §4), bound to one request.
 //!
 //! Statement: "I know `x` such that `P = x·G`", with `G` the generator of BN254 G1
 //! (prime order `r`, cofactor 1). The proof is made non-interactive with Fiat–Shamir:

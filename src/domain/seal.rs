@@ -1,4 +1,4 @@
-//! Chunk encryption (DESIGN §3): deterministic per-chunk ChaCha20-Poly1305 and `addr = blake3(ct)`.
+//! Chunk encryption (docs/DESIGN.md §3): deterministic per-chunk ChaCha20-Poly1305 and `addr = blake3(ct)`.
 //!
 //! Each distinct plaintext gets its own key `K_c` derived from its chunk id, so the fixed nonce
 //! is never used twice under one key with different plaintexts, and identical chunks produce

@@ -1,4 +1,4 @@
-//! Read capabilities (DESIGN §4): what `quloud share` prints and `quloud mount --share` takes.
+//! Read capabilities (docs/DESIGN.md §4): what `quloud share` prints and `quloud mount --share` takes.
 //!
 //! A capability is a random share secret S and the head of a shared manifest stored in the
 //! fabric like any data. The shared manifest (sealed with keys derived from S) lists the subtree's

@@ -1,4 +1,4 @@
-//! Manifest snapshots and the vault's root record (DESIGN §8), and the blobs both build on.
+//! Manifest snapshots and the vault's root record (docs/DESIGN.md §8), and the blobs both build on.
 //!
 //! - A **blob** is a byte string stored in the fabric like file data: split by FastCDC into
 //!   pieces, each sealed deterministically (so consecutive snapshots share most pieces), plus a

@@ -1,4 +1,4 @@
-//! Wire messages of the fabric protocol (DESIGN §5, docs/PROTOCOL.md), encoded and decoded.
+//! Wire messages of the fabric protocol (docs/DESIGN.md §5, docs/PROTOCOL.md), encoded and decoded.
 //!
 //! Every message starts with a version byte and a kind byte. Integers are little-endian, lengths
 //! are explicit and bounded, and a message must be consumed exactly: trailing bytes are an error.

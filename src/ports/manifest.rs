@@ -1,4 +1,4 @@
-//! The manifest port (DESIGN §6): the vault's metadata — inodes, directory entries, symlinks,
+//! The manifest port (docs/DESIGN.md §6): the vault's metadata — inodes, directory entries, symlinks,
 //! extents, chunks with replicas, xattrs, the staged set, the upload queue, nodes, snapshots —
 //! as read views, write transactions and a store that runs them atomically.
 //!

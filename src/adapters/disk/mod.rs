@@ -1,4 +1,4 @@
-//! The storage node's on-disk chunk store (DESIGN §7).
+//! The storage node's on-disk chunk store (docs/DESIGN.md §7).
 //!
 //! Layout of the data directory:
 //! - `index.redb` — locator → record sealed with XChaCha20-Poly1305 under the node's record key

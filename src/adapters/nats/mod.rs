@@ -1,4 +1,4 @@
-//! The fabric over NATS JetStream (DESIGN §5, docs/PROTOCOL.md): subjects, stream and consumer
+//! The fabric over NATS JetStream (docs/DESIGN.md §5, docs/PROTOCOL.md): subjects, stream and consumer
 //! layout, connecting, and the node-side and owner-side adapters.
 
 pub mod connect;

@@ -1,4 +1,4 @@
-//! The filesystem service (DESIGN §6): POSIX semantics over the manifest, the local staging
+//! The filesystem service (docs/DESIGN.md §6): POSIX semantics over the manifest, the local staging
 //! area and the fabric. It knows nothing of FUSE; `adapters::fuse` is a thin shell around it.
 //!
 //! [`Vault`] is a small façade over named parts, each in its own module with one job:

@@ -1,4 +1,4 @@
-//! Disaster recovery and sharing (DESIGN §8, §4): manifest snapshots stored in the fabric, the
+//! Disaster recovery and sharing (docs/DESIGN.md §8, §4): manifest snapshots stored in the fabric, the
 //! signed root record that points at them, and read capabilities for a subtree.
 //!
 //! A snapshot is taken only when the vault is settled (nothing staged, nothing waiting for

@@ -1,4 +1,4 @@
-//! The vault manifest (DESIGN §6) on redb: inodes, directory entries, symlinks, extents, chunks
+//! The vault manifest (docs/DESIGN.md §6) on redb: inodes, directory entries, symlinks, extents, chunks
 //! with replicas, xattrs, the staged set and the upload queue — one file per vault.
 //!
 //! Operations compose inside one write transaction (`Manifest::write`) so each filesystem call is

@@ -1,4 +1,4 @@
-//! Owner-side maintenance (DESIGN §5–6), one type per background job as Garage's workers:
+//! Owner-side maintenance (docs/DESIGN.md §5–6), one type per background job as Garage's workers:
 //! [`AuditWorker`] challenges replicas, [`HealWorker`] brings chunks back to N healthy
 //! replicas, [`LeaseWorker`] renews leases, [`GcWorker`] deletes chunks no file references any
 //! more, and [`SnapshotWorker`] stores manifest snapshots. [`run_maintenance`] runs them on the

@@ -1,4 +1,4 @@
-//! Names and attributes (DESIGN §6): lookups, creation of every kind of node, links, removal,
+//! Names and attributes (docs/DESIGN.md §6): lookups, creation of every kind of node, links, removal,
 //! directory listings (`dirs.rs`), renames (`rename.rs`) and extended attributes (`xattr.rs`).
 //! Every change is one manifest transaction.
 
