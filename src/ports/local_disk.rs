@@ -1,13 +1,13 @@
 //! The local disk port: what the vault keeps on its own machine beside the manifest — sealed
 //! chunks waiting for upload (the [`Outbox`]), sealed chunks kept after upload or fetch (the
-//! [`DiskCache`]), and empty staging files for reuse ([`StagingFiles`]). [`LocalDisk`] opens
-//! them for one vault.
+//! [`DiskCache`]), and the files being written (the [`Staging`] area, one [`StagedFile`] per
+//! inode). [`LocalDisk`] opens them for one vault.
 //!
 //! Buffers handed to [`Outbox::read`], [`DiskCache::read_into`] and [`DiskCache::put_aligned`]
 //! are laid out on [`BLOCK`] boundaries, so an adapter may move them with direct I/O.
 
+use crate::domain::fs::Ino;
 use crate::domain::ids::Addr;
-use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -66,12 +66,45 @@ pub trait DiskCache: Send + Sync + 'static {
     fn usage(&self) -> DiskCacheUsage;
 }
 
-/// Empty files in the staging directory kept for reuse.
-pub trait StagingFiles: Send + Sync + 'static {
-    /// An empty file at `path` (replacing any file there), open for reading and writing.
-    fn create(&self, path: &Path) -> io::Result<File>;
-    /// Takes the file at `path` out of use; `open` is its descriptor, if one is still held.
-    fn retire(&self, path: &Path, open: Option<Arc<File>>);
+/// The content of one file being written, read and written at offsets.
+pub trait StagedFile: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads into `buf` at `offset`; how many bytes were read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `data` at `offset`.
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Truncates or extends to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Makes the content durable.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// Which staged file: an inode's, or a temporary one being filled for an inode (numbered so
+/// that several may be filled at once), published under the inode's by [`Staging::publish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagedName {
+    /// The inode's staged content.
+    Staged(Ino),
+    /// A temporary file for the inode.
+    Tmp(Ino, u64),
+}
+
+/// The staging area: one file per inode being written, and empty files kept for reuse.
+pub trait Staging: Send + Sync + 'static {
+    /// An empty file `name` (replacing any file there), open for reading and writing.
+    fn create(&self, name: StagedName) -> io::Result<Arc<dyn StagedFile>>;
+    /// Opens the staged file of `ino` that is there already.
+    fn open(&self, ino: Ino) -> io::Result<Arc<dyn StagedFile>>;
+    /// Replaces the staged file of `ino` with the temporary file `n`, atomically.
+    fn publish(&self, ino: Ino, n: u64) -> io::Result<()>;
+    /// Takes the file `name` out of use; `open` is its handle, if one is still held (someone
+    /// else holding it too must keep seeing the content).
+    fn retire(&self, name: StagedName, open: Option<Arc<dyn StagedFile>>);
+    /// Removes the staged file of `ino`, if any.
+    fn remove(&self, ino: Ino);
+    /// Removes leftover temporary files and lists the inodes whose staged file is there.
+    fn sweep(&self) -> io::Result<Vec<Ino>>;
 }
 
 /// One vault's local stores.
@@ -80,13 +113,13 @@ pub struct LocalStores {
     pub outbox: Arc<dyn Outbox>,
     /// The disk cache (none for a vault that keeps no local data).
     pub disk_cache: Option<Arc<dyn DiskCache>>,
-    /// The staging files.
-    pub staging: Arc<dyn StagingFiles>,
+    /// The staging area.
+    pub staging: Arc<dyn Staging>,
 }
 
 /// Opens the local stores of a vault.
 pub trait LocalDisk {
-    /// Opens (creating) the outbox in `outbox`, the staging files in `staging` and the disk
+    /// Opens (creating) the outbox in `outbox`, the staging area in `staging` and the disk
     /// cache of `cache_bytes` in `cache`.
     fn open(&self, staging: &Path, outbox: &Path, cache: &Path, cache_bytes: u64) -> io::Result<LocalStores>;
     /// Stores over directories that do not exist, for a vault that keeps no local data (a

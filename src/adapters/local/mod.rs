@@ -1,14 +1,16 @@
 //! The vault's local disk (`ports::local_disk`) on the local filesystem: the outbox, the disk
-//! cache and the staging spares, with direct I/O for chunk files where the filesystem allows it.
+//! cache and the staging area, with direct I/O for chunk files where the filesystem allows it.
 
 mod direct_io;
 mod disk_cache;
 mod outbox;
 mod spares;
+mod staging;
 
 pub use disk_cache::FileDiskCache;
 pub use outbox::FileOutbox;
 pub use spares::Spares;
+pub use staging::FileStaging;
 
 use crate::ports::local_disk::{DiskCacheUsage, LocalDisk, LocalStores};
 use std::path::Path;
@@ -26,11 +28,12 @@ impl LocalDisk for LocalFiles {
         cache: &Path,
         cache_bytes: u64,
     ) -> std::io::Result<LocalStores> {
+        std::fs::create_dir_all(staging)?;
         std::fs::create_dir_all(outbox)?;
         Ok(LocalStores {
             outbox: Arc::new(FileOutbox::new(outbox)),
             disk_cache: Some(Arc::new(FileDiskCache::open(cache, cache_bytes)?)),
-            staging: Arc::new(Spares::new(staging)),
+            staging: Arc::new(FileStaging::new(staging)),
         })
     }
 
@@ -38,7 +41,7 @@ impl LocalDisk for LocalFiles {
         LocalStores {
             outbox: Arc::new(FileOutbox::new(dir)),
             disk_cache: None,
-            staging: Arc::new(Spares::new(dir)),
+            staging: Arc::new(FileStaging::new(dir)),
         }
     }
 

@@ -3,7 +3,7 @@
 //! no-journal mode it also skips every inode freed in the last few seconds); renaming an empty
 //! spare into place costs one directory update instead.
 
-use crate::ports::local_disk::StagingFiles;
+use crate::ports::local_disk::StagedFile;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,17 +53,17 @@ impl Spares {
     /// Takes the file at `path` out of use: emptied and kept as a spare, or removed when the
     /// pool is full or someone else still holds `open` (a reader must keep seeing the content:
     /// only an unlink leaves it intact for them).
-    pub fn retire(&self, path: &Path, open: Option<Arc<File>>) {
-        let open = match open.map(Arc::try_unwrap) {
-            Some(Err(_shared)) => {
-                let _ = std::fs::remove_file(path);
-                return;
-            }
-            Some(Ok(file)) => Ok(file),
-            None => OpenOptions::new().read(true).write(true).open(path),
+    pub fn retire(&self, path: &Path, open: Option<Arc<dyn StagedFile>>) {
+        if open.as_ref().is_some_and(|f| Arc::strong_count(f) > 1) {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let empty = || match open {
+            Some(file) => file.set_len(0),
+            None => OpenOptions::new().read(true).write(true).open(path).and_then(|f| f.set_len(0)),
         };
         // The syscalls run outside the lock, so creates do not wait for them.
-        if self.lock().len() < MAX_SPARES && open.and_then(|f| f.set_len(0)).is_ok() {
+        if self.lock().len() < MAX_SPARES && empty().is_ok() {
             let spare = self.dir.join(format!("{PREFIX}{}", self.next.fetch_add(1, Ordering::Relaxed)));
             if std::fs::rename(path, &spare).is_ok() {
                 self.lock().push(spare);
@@ -71,16 +71,6 @@ impl Spares {
             }
         }
         let _ = std::fs::remove_file(path);
-    }
-}
-
-impl StagingFiles for Spares {
-    fn create(&self, path: &Path) -> std::io::Result<File> {
-        Spares::create(self, path)
-    }
-
-    fn retire(&self, path: &Path, open: Option<Arc<File>>) {
-        Spares::retire(self, path, open)
     }
 }
 

@@ -100,7 +100,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, FsError> {
         let staging = home.join("staging");
-        std::fs::create_dir_all(&staging)?;
         if let Some(delay) = opts.group_commit {
             m.group_commits(delay)?;
         }
@@ -110,7 +109,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         })?;
         let stores =
             local.open(&staging, &home.join("outbox"), &home.join("chunks"), opts.disk_cache_bytes)?;
-        let vault = Self::build(m, keys, opts, (&staging, stores), Secrets::Owner, clock);
+        let vault = Self::build(m, keys, opts, stores, Secrets::Owner, clock);
         vault.recover()?;
         Ok(vault)
     }
@@ -128,7 +127,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<Self, FsError> {
         let none = manifest.with_extension("no-local-data");
         let stores = local.absent(&none);
-        Ok(Self::build(m, keys, opts, (&none, stores), secrets, clock))
+        Ok(Self::build(m, keys, opts, stores, secrets, clock))
     }
 
     /// Whether this vault refuses changes.
@@ -136,12 +135,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.m.is_read_only()
     }
 
-    /// The vault over its parts; `staging` is the staging directory beside the local stores.
+    /// The vault over its parts.
     fn build(
         m: Manifest,
         keys: Arc<VaultKeys>,
         opts: VaultOptions,
-        (staging, stores): (&Path, LocalStores),
+        stores: LocalStores,
         secrets: Secrets,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -150,7 +149,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             m,
             keys,
             namespace: namespace::Namespace::default(),
-            writer: writer::Writer::new(staging, stores.staging),
+            writer: writer::Writer::new(stores.staging),
             reader: reader::Reader::new(opts.cache_bytes, stores.disk_cache, fabric.subscribe()),
             fabric,
             pipeline: pipeline::Queues::new(stores.outbox),
@@ -190,7 +189,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             return Err(e);
         }
         for (ino, open) in retiring {
-            self.writer.spares.retire(&self.staging_path(ino), open);
+            self.writer.staging.retire(crate::ports::local_disk::StagedName::Staged(ino), open);
         }
         Ok(())
     }

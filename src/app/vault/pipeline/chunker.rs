@@ -8,9 +8,8 @@ use crate::domain::chunker::chunk_stream;
 use crate::domain::fs::{ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::local_disk::StagedFile;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +54,7 @@ impl Early {
 
 /// Reads a file from offset 0 with positional reads (no shared cursor).
 struct PosReader<'a> {
-    file: &'a File,
+    file: &'a dyn StagedFile,
     pos: u64,
     end: u64,
 }
@@ -169,7 +168,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             fresh: Vec::new(),
             small: Vec::new(),
         };
-        let reader = PosReader { file: &file, pos: 0, end: size };
+        let reader = PosReader { file: &*file, pos: 0, end: size };
         let mut fresh = HashSet::new();
         for chunk in chunk_stream(reader, self.keys.chunker_seed()) {
             let (offset, data) = chunk?;
@@ -344,7 +343,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         );
         drop(files);
         for (ino, open) in retired {
-            self.writer.spares.retire(&self.staging_path(ino), open);
+            self.writer.staging.retire(crate::ports::local_disk::StagedName::Staged(ino), open);
         }
         if !retry.is_empty() {
             Self::lock(&self.pipeline.chunk_queue).extend(&retry);

@@ -14,13 +14,11 @@ mod open;
 use super::{Fh, FsError, Vault};
 use crate::domain::fs::{Extent, Ino};
 use crate::ports::fabric::ChunkFabric;
-use crate::ports::local_disk::DiskCache;
+use crate::ports::local_disk::{DiskCache, StagedFile};
 use cache::{ChunkCache, Plain, ReadData};
 pub(super) use fetch::FabricFetch;
 pub(super) use load::{LocalCopies, MemoryCached};
-use std::fs::File;
 use std::future::Future;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -85,7 +83,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 return Ok(ReadData::Owned(Vec::new()));
             }
             let mut buf = vec![0u8; (end - offset) as usize];
-            let n = tokio::task::block_in_place(|| read_full_at(&file, &mut buf, offset))?;
+            let n = tokio::task::block_in_place(|| read_full_at(&*file, &mut buf, offset))?;
             buf.truncate(n);
             return Ok(ReadData::Owned(buf));
         }
@@ -144,7 +142,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 }
 
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+fn read_full_at(file: &dyn StagedFile, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64)? {

@@ -11,10 +11,8 @@ use super::namespace::{Content, NewNode};
 use super::{Caller, Fh, FsError, Vault};
 use crate::domain::fs::{Attr, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;
-use crate::ports::local_disk::StagingFiles;
+use crate::ports::local_disk::{StagedFile, StagedName, Staging};
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -38,12 +36,13 @@ impl Access {
     }
 }
 
+/// A freed inode's staging copy waiting for removal, with its handle if one was open.
+type Retiring = (Ino, Option<Arc<dyn StagedFile>>);
+
 /// The writer part's state: the staging area and the open files and handles.
 pub(super) struct Writer {
-    /// The staging directory (`staging/<ino>` per staged file).
-    pub(super) dir: PathBuf,
-    /// Empty staging files for reuse.
-    pub(super) spares: Arc<dyn StagingFiles>,
+    /// The staging area (one staged file per inode).
+    pub(super) staging: Arc<dyn Staging>,
     /// Files that are open or staged.
     pub(super) files: Mutex<HashMap<Ino, OpenFile>>,
     /// Open handles: their file and what they may do.
@@ -54,15 +53,14 @@ pub(super) struct Writer {
     pub(super) orphans: Mutex<Vec<Ino>>,
     /// Staging copies of freed inodes, removed after the next durable checkpoint: until then a
     /// crash may undo the removal, and the inode must come back with the content it had.
-    pub(super) retiring: Mutex<Vec<(Ino, Option<Arc<File>>)>>,
+    pub(super) retiring: Mutex<Vec<Retiring>>,
 }
 
 impl Writer {
-    /// A writer staging into `dir`, with `spares` for its files.
-    pub(super) fn new(dir: &std::path::Path, spares: Arc<dyn StagingFiles>) -> Self {
+    /// A writer staging into `staging`.
+    pub(super) fn new(staging: Arc<dyn Staging>) -> Self {
         Writer {
-            dir: dir.to_path_buf(),
-            spares,
+            staging,
             files: Mutex::default(),
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
@@ -86,7 +84,7 @@ pub(super) struct OpenFile {
     /// Open handles that may write.
     pub writers: usize,
     /// The staging file, when the content is staged.
-    pub staging: Option<Arc<File>>,
+    pub staging: Option<Arc<dyn StagedFile>>,
     /// Current size (authoritative while staged).
     pub size: u64,
     /// Current modification time (authoritative while staged).
@@ -123,10 +121,6 @@ impl StagedMeta {
 }
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    pub(super) fn staging_path(&self, ino: Ino) -> PathBuf {
-        self.writer.dir.join(ino.to_string())
-    }
-
     /// Removes the staging copy of a freed inode once the manifest change that freed it is
     /// durable (at the next checkpoint, at most a second later).
     pub(super) fn discard_staging(&self, ino: Ino) {
@@ -161,11 +155,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<(Attr, Fh), FsError> {
         let new = NewNode { content: Content::Staged, ..NewNode::plain(Kind::File, mode, umask) };
         let attr = self.make(caller, parent, name, new)?;
-        let file = self.writer.spares.create(&self.staging_path(attr.ino))?;
+        let file = self.writer.staging.create(StagedName::Staged(attr.ino))?;
         let fh = self.open_handle(attr.ino, Access::Write);
         let mut files = Self::lock(&self.writer.files);
         let f = files.entry(attr.ino).or_default();
-        f.staging = Some(Arc::new(file));
+        f.staging = Some(file);
         f.size = 0;
         f.mtime = attr.mtime;
         Ok((attr, fh))

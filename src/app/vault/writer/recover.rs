@@ -4,7 +4,6 @@ use super::OpenFile;
 use crate::app::vault::{FsError, Vault};
 use crate::domain::fs::Ino;
 use crate::ports::fabric::ChunkFabric;
-use std::sync::Arc;
 
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// Re-opens staged files after a restart and queues them for chunking.
@@ -32,31 +31,29 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let staged: std::collections::HashSet<Ino> = rx.staged()?.into_iter().collect();
         // Leftovers of interrupted materializations, and staging copies of inodes freed before
         // the crash (their removal was durable, the copy's retirement had not happened yet).
-        for e in std::fs::read_dir(&self.writer.dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".tmp") || name.parse::<Ino>().is_ok_and(|ino| !staged.contains(&ino)) {
-                let _ = std::fs::remove_file(e.path());
+        for ino in self.writer.staging.sweep()? {
+            if !staged.contains(&ino) {
+                self.writer.staging.remove(ino);
             }
         }
         for ino in staged {
-            let path = self.staging_path(ino);
             let attr = match rx.inode(ino) {
                 Ok(a) => a,
                 Err(_) => {
-                    let _ = std::fs::remove_file(&path);
+                    self.writer.staging.remove(ino);
                     continue;
                 }
             };
-            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            let file = match self.writer.staging.open(ino) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(ino, error = %e, "staged file is missing; keeping the last uploaded version");
                     continue;
                 }
             };
-            let size = file.metadata()?.len().max(attr.size);
+            let size = file.size()?.max(attr.size);
             let entry = OpenFile {
-                staging: Some(Arc::new(file)),
+                staging: Some(file),
                 size,
                 mtime: attr.mtime,
                 generation: 1,

@@ -4,13 +4,16 @@ use super::StagedMeta;
 use crate::app::vault::{Fh, FsError, SetAttr, TimeSet, Vault};
 use crate::domain::fs::{Attr, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use crate::ports::local_disk::{StagedFile, StagedName};
 use std::sync::Arc;
 
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// Brings a file's content into staging (fetching its chunks), unless it is already there.
-    async fn ensure_staged(self: &Arc<Self>, ino: Ino, keep_bytes: u64) -> Result<Arc<File>, FsError> {
+    async fn ensure_staged(
+        self: &Arc<Self>,
+        ino: Ino,
+        keep_bytes: u64,
+    ) -> Result<Arc<dyn StagedFile>, FsError> {
         if let Some(f) = Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone()) {
             return Ok(f);
         }
@@ -18,11 +21,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if attr.kind != Kind::File {
             return Err(FsError::Invalid("not a regular file"));
         }
-        let tmp = self.writer.dir.join(format!(
-            "{ino}.{}.tmp",
-            self.writer.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let file = self.writer.spares.create(&tmp)?;
+        let n = self.writer.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = self.writer.staging.create(StagedName::Tmp(ino, n))?;
         let keep = keep_bytes.min(attr.size);
         if keep > 0 {
             let extents = self.m.view().extents(ino, 0, keep)?;
@@ -33,15 +33,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
         }
         file.set_len(attr.size)?;
-        let file = Arc::new(file);
         let mut files = Self::lock(&self.writer.files);
         let f = files.entry(ino).or_default();
         if let Some(existing) = f.staging.clone() {
             drop(files);
-            self.writer.spares.retire(&tmp, Some(file));
+            self.writer.staging.retire(StagedName::Tmp(ino, n), Some(file));
             return Ok(existing);
         }
-        std::fs::rename(&tmp, self.staging_path(ino))?;
+        self.writer.staging.publish(ino, n)?;
         f.staging = Some(file.clone());
         f.size = attr.size;
         f.mtime = attr.mtime;
@@ -61,7 +60,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<u32, FsError> {
         self.handle_ino(fh)?;
         let file = self.ensure_staged(ino, u64::MAX).await?;
-        tokio::task::block_in_place(|| self.write_to(&file, ino, offset, &data))
+        tokio::task::block_in_place(|| self.write_to(&*file, ino, offset, &data))
     }
 
     /// Writes to a file that already has a staging copy, at once (local disk only); `None`
@@ -71,10 +70,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             return Some(Err(e));
         }
         let file = Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone())?;
-        Some(self.write_to(&file, ino, offset, data))
+        Some(self.write_to(&*file, ino, offset, data))
     }
 
-    fn write_to(&self, file: &File, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    fn write_to(&self, file: &dyn StagedFile, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         file.write_all_at(data, offset)?;
         let mut files = Self::lock(&self.writer.files);
         if let Some(f) = files.get_mut(&ino) {
