@@ -2,6 +2,7 @@
 //!
 //! Nothing in here performs I/O or knows about tokio; everything is synchronous and unit-tested.
 
+pub mod acl;
 pub mod audit;
 pub mod chunker;
 pub mod dump;
