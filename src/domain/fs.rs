@@ -430,6 +430,9 @@ pub enum FsError {
     /// EPERM.
     #[error("operation not permitted")]
     Permission,
+    /// EACCES (a default ACL on a node that is not a directory).
+    #[error("permission denied")]
+    Access,
     /// EBADF.
     #[error("bad file handle")]
     BadHandle,

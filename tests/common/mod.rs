@@ -631,5 +631,6 @@ impl Rng {
 
 pub mod cluster;
 pub mod jwt;
+pub mod tools;
 pub mod tree;
 pub mod up;

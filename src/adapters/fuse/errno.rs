@@ -27,6 +27,7 @@ pub fn errno(e: &FsError) -> Errno {
         FsError::NotSupported => Errno::EOPNOTSUPP,
         FsError::ReadOnly => Errno::EROFS,
         FsError::Permission => Errno::EPERM,
+        FsError::Access => Errno::EACCES,
         FsError::BadHandle => Errno::EBADF,
     }
 }

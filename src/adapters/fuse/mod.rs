@@ -18,9 +18,9 @@ use crate::ports::fabric::ChunkFabric;
 use errno::errno;
 use fuser::{
     AccessFlags, BackgroundSession, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, SessionACL, TimeOrNow, WriteFlags,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::future::Future;
@@ -234,7 +234,23 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>) {
     }
 }
 
+/// What the mount asks of the kernel: POSIX ACLs checked by the kernel (it reads them through
+/// getxattr), and the umask left to the vault, which applies it unless the directory has a
+/// default ACL. A kernel without them keeps ACLs as stored xattrs, not enforced.
+const ACL_CAPABILITIES: InitFlags = InitFlags::FUSE_POSIX_ACL.union(InitFlags::FUSE_DONT_MASK);
+
 impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if let Err(missing) = config.add_capabilities(ACL_CAPABILITIES) {
+            tracing::warn!(
+                ?missing,
+                "the kernel's FUSE lacks POSIX ACL support: ACLs are stored, not enforced"
+            );
+            let _ = config.add_capabilities(ACL_CAPABILITIES & !missing);
+        }
+        Ok(())
+    }
+
     /// A missing name is answered as a negative entry (node id 0) valid for [`NEGATIVE_TTL`], so
     /// the kernel does not ask again (rsync looks a name up, then renames its temporary file onto
     /// it). Only this mount changes the vault, and the kernel drops the negative entry itself

@@ -7,6 +7,7 @@ mod rename;
 mod xattr;
 
 pub use dirs::DirFh;
+pub(in crate::app::vault) use xattr::chmod_acl;
 
 use super::Tx;
 use super::{Caller, FsError, StatFs, Vault};
@@ -38,7 +39,10 @@ pub(in crate::app::vault) enum Content {
 /// What to create in `make`.
 pub(in crate::app::vault) struct NewNode<'a> {
     pub(in crate::app::vault) kind: Kind,
+    /// The permission bits asked for (before the umask or a default ACL applies).
     pub(in crate::app::vault) perm: u16,
+    /// The caller's umask, applied unless the directory has a default ACL.
+    pub(in crate::app::vault) umask: u16,
     pub(in crate::app::vault) rdev: u32,
     pub(in crate::app::vault) target: Option<&'a [u8]>,
     /// Where its content starts out.
@@ -46,10 +50,11 @@ pub(in crate::app::vault) struct NewNode<'a> {
 }
 
 impl NewNode<'_> {
-    /// A node of `kind` with the permission bits of `mode` less `umask`.
+    /// A node of `kind` with the permission bits of `mode`, less `umask` or as a default ACL of
+    /// its directory says.
     pub(in crate::app::vault) fn plain(kind: Kind, mode: u32, umask: u32) -> Self {
-        let perm = (mode & !umask & 0o7777) as u16;
-        NewNode { kind, perm, rdev: 0, target: None, content: Content::Manifest }
+        let (perm, umask) = ((mode & 0o7777) as u16, (umask & 0o777) as u16);
+        NewNode { kind, perm, umask, rdev: 0, target: None, content: Content::Manifest }
     }
 }
 
@@ -118,7 +123,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         new: NewNode<'_>,
     ) -> Result<Attr, FsError> {
         self.namespace_op();
-        let NewNode { kind, perm, rdev, target, content } = new;
+        let NewNode { kind, perm, umask, rdev, target, content } = new;
         check_name(name)?;
         self.m.write_grouped(|tx| {
             let mut dir = tx.inode(parent)?;
@@ -131,7 +136,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             let ino = tx.next_ino()?;
             // New entries inherit the group of a setgid directory.
             let gid = if dir.perm & 0o2000 != 0 { dir.gid } else { caller.gid };
-            let mut perm = perm;
+            let inherited = xattr::inherit(tx, parent, kind, perm, umask)?;
+            let mut perm = inherited.perm;
             if kind == Kind::Dir && dir.perm & 0o2000 != 0 {
                 perm |= 0o2000;
             }
@@ -142,6 +148,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 tx.put_symlink(ino, t)?;
             }
             tx.put_inode(&a)?;
+            xattr::put_inherited(tx, ino, &inherited)?;
             if content == Content::Staged {
                 tx.set_staged(ino, true)?;
             }

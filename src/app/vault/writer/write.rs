@@ -2,6 +2,7 @@
 
 use super::StagedMeta;
 use crate::app::vault::{Fh, FsError, SetAttr, TimeSet, Vault};
+use crate::domain::acl::ACCESS_XATTR;
 use crate::domain::fs::{Attr, Ino, Kind, Time};
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::{StagedFile, StagedName};
@@ -127,6 +128,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
             if let Some(m) = c.mode {
                 a.perm = (m & 0o7777) as u16;
+                crate::app::vault::namespace::chmod_acl(tx, &a)?;
             }
             if let Some(u) = c.uid {
                 a.uid = u;
@@ -162,6 +164,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     fn defer_meta(&self, ino: Ino, c: &SetAttr, now: Time) -> Result<bool, FsError> {
         let mut files = Self::lock(&self.writer.files);
         let Some(f) = files.get_mut(&ino).filter(|f| f.staging.is_some()) else { return Ok(false) };
+        // A chmod of a file with an access ACL changes the ACL too: that goes to the manifest.
+        if c.mode.is_some() && self.m.view().xattr(ino, ACCESS_XATTR)?.is_some() {
+            return Ok(false);
+        }
         let mut meta = match f.meta {
             Some(m) => m,
             None => {
