@@ -10,7 +10,10 @@ quloud_install_deps() {
   command -v rsync >/dev/null 2>&1 || need+=(rsync)
   command -v setfattr >/dev/null 2>&1 || need+=(attr)
   for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+    case "$tool" in
+      acl) command -v setfacl >/dev/null 2>&1 || need+=(acl) ;;  # setfacl/getfacl
+      *) command -v "$tool" >/dev/null 2>&1 || need+=("$tool") ;;
+    esac
   done
   if ((${#need[@]})); then
     local sudo=""

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source mount/deps.sh
-quloud_install_deps openssl   # the secured-bus test makes its own CA
+quloud_install_deps openssl acl sqlite3 git   # the secured-bus test makes its own CA; tests/tools.rs
 echo "==> building (release, reused by every test)"
 cargo build --release --quiet
 echo "==> running tests"

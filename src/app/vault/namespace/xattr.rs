@@ -169,3 +169,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "xattr_tests.rs"]
+mod tests;
