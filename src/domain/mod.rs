@@ -3,6 +3,7 @@
 //! Nothing in here performs I/O or knows about tokio; everything is synchronous and unit-tested.
 
 pub mod audit;
+pub mod backoff;
 pub mod chunker;
 pub mod dump;
 pub mod fs;

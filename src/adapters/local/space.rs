@@ -18,8 +18,12 @@ const RESERVE_MAX: u64 = 8 << 20;
 const RESERVE_MIN: u64 = 256 << 10;
 /// How long a measurement is reused while the home is far from full.
 const FRESH: Duration = Duration::from_millis(100);
+/// New data keeps this many reserves free: the manifest gives its reserve back only when the
+/// disk fills past this floor (another program, or the manifest's own growth), and writers
+/// stay refused after it did.
+const DATA_FLOOR: u64 = 2;
 /// The disk cache keeps this many reserves free: it never grows into space a person just freed.
-const CACHE_FLOOR: u64 = 4;
+const CACHE_FLOOR: u64 = 6;
 
 /// Free and total bytes of a filesystem, as an unprivileged user sees them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,8 +95,9 @@ impl SpaceGauge {
     /// episode, and a measurement with room again ends it.
     pub fn admits(&self, what: Use, bytes: u64) -> bool {
         let Some(s) = self.measure(bytes) else { return true };
-        let floor = reserve_bytes(s.total);
-        if self.is_full() && s.avail >= (2 * floor).saturating_add(bytes) {
+        let reserve = reserve_bytes(s.total);
+        let floor = DATA_FLOOR * reserve;
+        if self.is_full() && s.avail >= (floor + reserve).saturating_add(bytes) {
             self.set_full(false);
         }
         match what {
@@ -101,7 +106,7 @@ impl SpaceGauge {
                 false
             }
             Use::Data => true,
-            Use::Cache => !self.is_full() && s.avail >= (CACHE_FLOOR * floor).saturating_add(bytes),
+            Use::Cache => !self.is_full() && s.avail >= (CACHE_FLOOR * reserve).saturating_add(bytes),
         }
     }
 
@@ -149,7 +154,7 @@ impl HomeSpace for SpaceGauge {
 
 /// Whether the filesystem of `dir` is below the floor now (for an unmounted vault's status).
 pub fn below_floor(dir: &Path) -> bool {
-    free_space(dir).is_ok_and(|s| s.avail < reserve_bytes(s.total))
+    free_space(dir).is_ok_and(|s| s.avail < DATA_FLOOR * reserve_bytes(s.total))
 }
 
 #[cfg(test)]
@@ -174,7 +179,7 @@ mod tests {
         let enospc = io::Error::from_raw_os_error(libc::ENOSPC);
         assert!(g.note::<()>(Err(enospc)).is_err());
         assert!(g.is_full(), "ENOSPC starts an episode");
-        if s.avail > 4 * reserve_bytes(s.total) {
+        if s.avail > CACHE_FLOOR * reserve_bytes(s.total) {
             assert!(g.admits(Use::Cache, 0), "a measurement with room ends the episode");
             assert!(!g.recheck(), "room on the disk ends the episode");
             assert!(g.admit_data(0).is_ok());

@@ -96,16 +96,23 @@ impl Store {
         self.with_db(|db| db.begin_read().map_err(Into::into))
     }
 
-    /// A write transaction; the reserve is given back first when the home is nearly full.
+    /// A write transaction.
     pub(in crate::adapters::redb) fn begin_write(&self) -> Result<WriteTransaction, FsError> {
-        if self.reserve.as_ref().is_some_and(Reserve::check) {
-            self.no_space.store(false, Ordering::Relaxed); // there is room again
-        }
+        self.check_reserve();
         self.with_db(|db| db.begin_write().map_err(Into::into))
     }
 
-    /// Commits `txn`; after a failure the database is reopened for the next call.
+    /// Gives the reserve back when the home is nearly full (or sets it aside again).
+    fn check_reserve(&self) {
+        if self.reserve.as_ref().is_some_and(Reserve::check) {
+            self.no_space.store(false, Ordering::Relaxed); // there is room again
+        }
+    }
+
+    /// Commits `txn` (the reserve given back first when the home is nearly full); after a
+    /// failure the database is reopened for the next call.
     pub(in crate::adapters::redb) fn commit(&self, txn: WriteTransaction) -> Result<(), FsError> {
+        self.check_reserve();
         match txn.commit() {
             Ok(()) => {
                 self.no_space.store(false, Ordering::Relaxed);
