@@ -23,7 +23,7 @@ const REOPEN_TRIES: u32 = 5;
 const REOPEN_WAIT: Duration = Duration::from_millis(10);
 
 /// Opens the database file again.
-pub(in crate::adapters::redb) type Opener = Box<dyn Fn() -> Result<Database, redb::Error> + Send + Sync>;
+pub(in crate::adapters::redb) type Opener = Box<dyn Fn() -> Result<Database, Box<redb::Error>> + Send + Sync>;
 
 /// Whether a manifest keeps a reserve beside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,13 +67,13 @@ impl Store {
     /// A store for the database file at `path`, with its reserve beside it.
     pub(in crate::adapters::redb) fn for_file(db: Database, path: &Path, spare: Spare) -> Store {
         let at = path.to_path_buf();
-        let opener: Opener = Box::new(move || Database::create(&at).map_err(Into::into));
+        let opener: Opener = Box::new(move || Database::create(&at).map_err(|e| Box::new(e.into())));
         let reserve = path.with_extension("reserve");
         Store::new(db, opener, (spare == Spare::Reserve).then_some(reserve.as_path()))
     }
 
     /// Runs `f` on the open database, reopening it first if a failure closed it.
-    fn with_db<T>(&self, f: impl Fn(&Database) -> Result<T, redb::Error>) -> Result<T, FsError> {
+    fn with_db<T>(&self, f: impl Fn(&Database) -> Result<T, Box<redb::Error>>) -> Result<T, FsError> {
         for attempt in 0..2 {
             {
                 let db = self.db.read().unwrap_or_else(|p| p.into_inner());
@@ -82,7 +82,7 @@ impl Store {
                         Err(e) if attempt == 0 && storage_failed(&e) => {
                             tracing::warn!(error = %e, "the manifest database failed; reopening it");
                         }
-                        r => return r.map_err(|e| self.error(e)),
+                        r => return r.map_err(|e| self.error(*e)),
                     }
                 }
             }
@@ -93,13 +93,13 @@ impl Store {
 
     /// A read transaction.
     pub(in crate::adapters::redb) fn begin_read(&self) -> Result<ReadTransaction, FsError> {
-        self.with_db(|db| db.begin_read().map_err(Into::into))
+        self.with_db(|db| db.begin_read().map_err(|e| Box::new(e.into())))
     }
 
     /// A write transaction.
     pub(in crate::adapters::redb) fn begin_write(&self) -> Result<WriteTransaction, FsError> {
         self.check_reserve();
-        self.with_db(|db| db.begin_write().map_err(Into::into))
+        self.with_db(|db| db.begin_write().map_err(|e| Box::new(e.into())))
     }
 
     /// Gives the reserve back when the home is nearly full (or sets it aside again).
@@ -166,7 +166,7 @@ impl Store {
                     tracing::info!("the manifest database was reopened");
                     return Ok(());
                 }
-                Err(e) if attempt == REOPEN_TRIES => return Err(self.error(e)),
+                Err(e) if attempt == REOPEN_TRIES => return Err(self.error(*e)),
                 Err(e) => tracing::debug!(error = %e, attempt, "reopening the manifest failed; trying again"),
             }
             std::thread::sleep(wait);

@@ -57,10 +57,17 @@ fn fillable(dir: &Path) -> (Manifest, Arc<AtomicBool>) {
     let full = Arc::new(AtomicBool::new(false));
     let flag = full.clone();
     let opener: Opener = Box::new(move || {
-        let file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        let backend = Fillable { file: FileBackend::new(file)?, full: flag.clone() };
-        Ok(redb::Builder::new().create_with_backend(backend)?)
+        let boxed = |e: redb::Error| Box::new(e);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| boxed(e.into()))?;
+        let backend =
+            Fillable { file: FileBackend::new(file).map_err(|e| boxed(e.into()))?, full: flag.clone() };
+        redb::Builder::new().create_with_backend(backend).map_err(|e| boxed(e.into()))
     });
     let db = opener().unwrap();
     let m = Manifest::from_store(Store::new(db, opener, Some(&dir.join("m.reserve"))));
