@@ -112,6 +112,7 @@ fn a_full_home_refuses_writes_with_enospc_frees_through_the_mount_and_resumes() 
     fs::rename(m.path("acked/a1"), m.path("acked/a1-moved")).expect("rename on a full disk");
     fs::remove_file(m.path("acked/a0")).expect("rm on a full disk");
     fs::remove_file(m.path("more")).expect("rm of a refused file on a full disk");
+    fs::create_dir(m.path("made-when-full")).expect("mkdir on a full disk");
     assert!(!m.path("acked/a0").exists());
     assert_content(&m.path("acked/a2"), &acked(2), "read on a full disk");
 
@@ -137,6 +138,7 @@ fn a_full_home_refuses_writes_with_enospc_frees_through_the_mount_and_resumes() 
     assert_content(&m.path("acked/a2"), &acked(2), "after a crash");
     assert_content(&m.path("acked/a3"), &acked(3), "after a crash");
     assert_content(&m.path("acked/after"), &acked(9), "written after space returned, after a crash");
+    assert!(!m.path("filler").exists(), "the filler's removal is durable");
 
     // The mount's log does not loop on the full disk.
     let lines = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
