@@ -57,6 +57,10 @@ pub struct VaultStatus {
     /// nothing answering on the control socket).
     #[serde(with = "path_bytes")]
     pub stale_mount: Option<PathBuf>,
+    /// Whether the vault's home is full: new data fails with ENOSPC until space is freed
+    /// (docs/SEMANTICS.md, full disk).
+    #[serde(default)]
+    pub home_full: bool,
 }
 
 /// A mount's broker connection, for `quloud status`.

@@ -424,6 +424,9 @@ pub enum FsError {
     /// EIO: local storage failed.
     #[error("I/O error: {0}")]
     Io(String),
+    /// ENOSPC: the vault's home has no room left for new data (docs/SEMANTICS.md, full disk).
+    #[error("no space left on the vault's disk: {0}")]
+    NoSpace(String),
     /// EOPNOTSUPP.
     #[error("operation not supported")]
     NotSupported,
@@ -440,6 +443,15 @@ pub enum FsError {
 
 impl From<std::io::Error> for FsError {
     fn from(e: std::io::Error) -> Self {
+        if is_no_space(&e) {
+            return FsError::NoSpace(e.to_string());
+        }
         FsError::Io(e.to_string())
     }
+}
+
+/// Whether an I/O error says the disk (or the user's quota on it) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
 }

@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod audit;
+pub mod backoff;
 pub mod chunker;
 pub mod dump;
 pub mod fs;

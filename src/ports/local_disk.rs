@@ -107,8 +107,18 @@ pub trait Staging: Send + Sync + 'static {
     fn sweep(&self) -> io::Result<Vec<Ino>>;
 }
 
+/// The free space of the vault's home as its local stores see it (docs/SEMANTICS.md, full disk).
+pub trait HomeSpace: Send + Sync + 'static {
+    /// Whether the home is full: new data is refused with ENOSPC until space is freed.
+    fn is_full(&self) -> bool;
+    /// Measures again (ending the episode when there is room); whether the home is still full.
+    fn recheck(&self) -> bool;
+}
+
 /// One vault's local stores.
 pub struct LocalStores {
+    /// The free space of the home the stores live in.
+    pub space: Arc<dyn HomeSpace>,
     /// The outbox.
     pub outbox: Arc<dyn Outbox>,
     /// The disk cache (none for a vault that keeps no local data).
@@ -125,6 +135,8 @@ pub trait LocalDisk {
     /// Stores over directories that do not exist, for a vault that keeps no local data (a
     /// read-only snapshot or share); nothing is created.
     fn absent(&self, dir: &Path) -> LocalStores;
+    /// Whether the filesystem of `home` has less room than new data must leave free.
+    fn home_full(&self, home: &Path) -> bool;
     /// The disk cache in `cache`, measured without opening (nor changing) it.
     fn measure_cache(&self, cache: &Path, capacity: u64) -> DiskCacheUsage;
 }

@@ -64,6 +64,7 @@ struct StatusView<'a> {
     last_audit: Option<LastAuditView>,
     disk_cache_bytes: u64,
     disk_cache_capacity: u64,
+    home_full: bool,
 }
 
 /// `quloud status --json`.
@@ -99,6 +100,7 @@ pub fn status_json(s: &VaultStatus) -> String {
         }),
         disk_cache_bytes: s.disk_cache.bytes,
         disk_cache_capacity: s.disk_cache.capacity,
+        home_full: s.home_full,
     })
 }
 

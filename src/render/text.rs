@@ -103,6 +103,9 @@ pub fn status_text(s: &VaultStatus) -> String {
         format_size(s.disk_cache.capacity),
         chunk_count(s.disk_cache.chunks)
     );
+    if s.home_full {
+        out.push_str("home disk     FULL: new data fails with ENOSPC; delete or move files (also through the mount) to free space\n");
+    }
     if !s.per_node.is_empty() {
         out.push_str("replicas per node\n");
         for (n, c) in &s.per_node {

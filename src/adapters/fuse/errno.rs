@@ -24,6 +24,10 @@ pub fn errno(e: &FsError) -> Errno {
             tracing::warn!(%why, "local I/O error; check the vault's disk and its logs");
             Errno::EIO
         }
+        FsError::NoSpace(why) => {
+            tracing::debug!(%why, "no space left on the vault's home");
+            Errno::ENOSPC
+        }
         FsError::NotSupported => Errno::EOPNOTSUPP,
         FsError::ReadOnly => Errno::EROFS,
         FsError::Permission => Errno::EPERM,

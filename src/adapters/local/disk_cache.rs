@@ -11,19 +11,22 @@
 //! page cache, which a decrypted copy in the memory cache would only duplicate.
 
 use super::direct_io::Direct;
+use super::space::{SpaceGauge, Use};
 use crate::domain::ids::Addr;
 use crate::ports::local_disk::{DiskCache, DiskCacheUsage};
 use lru::LruCache;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// Sealed chunks on local disk, at most `capacity` bytes.
+/// Sealed chunks on local disk, at most `capacity` bytes, and never below the home's free-space
+/// floor for the cache (see `space.rs`): it does not grow into space a person freed.
 pub struct FileDiskCache {
     dir: PathBuf,
     capacity: u64,
     state: Mutex<State>,
     io: Direct,
+    space: Option<Arc<SpaceGauge>>,
 }
 
 struct State {
@@ -57,11 +60,23 @@ impl FileDiskCache {
             capacity,
             state: Mutex::new(State { lru: LruCache::unbounded(), bytes: 0 }),
             io: Direct::new(dir),
+            space: None,
         };
         for (_, addr, len) in found {
             cache.admit(addr, len);
         }
         Ok(cache)
+    }
+
+    /// The cache, growing only while `space` leaves the cache's floor free.
+    pub fn with_space(mut self, space: Arc<SpaceGauge>) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// Whether `len` more bytes may be kept.
+    fn room_for(&self, len: u64) -> bool {
+        self.space.as_ref().is_none_or(|s| s.admits(Use::Cache, len))
     }
 
     /// Chunks and bytes in a cache directory, read without opening (nor changing) it: for
@@ -116,11 +131,16 @@ impl FileDiskCache {
     }
 
     /// Takes over an uploaded chunk's outbox file (a rename: no copy); removes it when the
-    /// cache keeps nothing or the rename fails. A missing file is ignored.
+    /// cache keeps nothing, the home is low on space or the rename fails. A missing file is
+    /// ignored.
     pub fn adopt(&self, addr: &Addr, from: &Path) {
         let len = std::fs::metadata(from).map(|m| m.len());
         match len {
-            Ok(len) if len <= self.capacity && std::fs::rename(from, self.path(addr)).is_ok() => {
+            Ok(len)
+                if len <= self.capacity
+                    && self.room_for(0)
+                    && std::fs::rename(from, self.path(addr)).is_ok() =>
+            {
                 self.admit(*addr, len);
             }
             _ => {
@@ -144,7 +164,7 @@ impl FileDiskCache {
     /// Writes a chunk of `len` bytes with `write` to a temporary name, renames it into place and
     /// indexes it; does nothing when the chunk is kept already or larger than the budget.
     fn keep(&self, addr: &Addr, len: usize, write: impl FnOnce(&Path) -> std::io::Result<()>) {
-        if len as u64 > self.capacity || self.lock().lru.contains(addr) {
+        if len as u64 > self.capacity || self.lock().lru.contains(addr) || !self.room_for(len as u64) {
             return;
         }
         let path = self.path(addr);

@@ -4,11 +4,13 @@
 mod direct_io;
 mod disk_cache;
 mod outbox;
+mod space;
 mod spares;
 mod staging;
 
 pub use disk_cache::FileDiskCache;
 pub use outbox::FileOutbox;
+pub use space::{free_space, reserve_bytes, FreeSpace, SpaceGauge};
 pub use spares::Spares;
 pub use staging::FileStaging;
 
@@ -30,19 +32,27 @@ impl LocalDisk for LocalFiles {
     ) -> std::io::Result<LocalStores> {
         std::fs::create_dir_all(staging)?;
         std::fs::create_dir_all(outbox)?;
+        let space = Arc::new(SpaceGauge::new(staging));
         Ok(LocalStores {
-            outbox: Arc::new(FileOutbox::new(outbox)),
-            disk_cache: Some(Arc::new(FileDiskCache::open(cache, cache_bytes)?)),
-            staging: Arc::new(FileStaging::new(staging)),
+            outbox: Arc::new(FileOutbox::new(outbox, space.clone())),
+            disk_cache: Some(Arc::new(FileDiskCache::open(cache, cache_bytes)?.with_space(space.clone()))),
+            staging: Arc::new(FileStaging::new(staging, space.clone())),
+            space,
         })
     }
 
     fn absent(&self, dir: &Path) -> LocalStores {
+        let space = Arc::new(SpaceGauge::new(dir));
         LocalStores {
-            outbox: Arc::new(FileOutbox::new(dir)),
+            outbox: Arc::new(FileOutbox::new(dir, space.clone())),
             disk_cache: None,
-            staging: Arc::new(FileStaging::new(dir)),
+            staging: Arc::new(FileStaging::new(dir, space.clone())),
+            space,
         }
+    }
+
+    fn home_full(&self, home: &Path) -> bool {
+        space::below_floor(home)
     }
 
     fn measure_cache(&self, cache: &Path, capacity: u64) -> DiskCacheUsage {

@@ -3,23 +3,27 @@
 //! mount's CPU while it uploaded; the uploader reads each file back once, also with direct I/O).
 
 use super::direct_io::Direct;
+use super::space::SpaceGauge;
 use crate::domain::ids::Addr;
 use crate::ports::local_disk::Outbox;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The outbox in one directory.
 pub struct FileOutbox {
     dir: PathBuf,
     io: Direct,
+    space: Arc<SpaceGauge>,
 }
 
 impl FileOutbox {
-    /// The outbox in `dir` (which need not exist: then nothing is found and writes fail).
-    pub fn new(dir: &Path) -> Self {
-        FileOutbox { dir: dir.to_path_buf(), io: Direct::new(dir) }
+    /// The outbox in `dir` (which need not exist: then nothing is found and writes fail); new
+    /// chunks are refused with ENOSPC below `space`'s floor.
+    pub fn new(dir: &Path, space: Arc<SpaceGauge>) -> Self {
+        FileOutbox { dir: dir.to_path_buf(), io: Direct::new(dir), space }
     }
 }
 
@@ -29,8 +33,12 @@ impl Outbox for FileOutbox {
     fn write(&self, addr: &Addr, ciphertext: &[u8]) -> io::Result<()> {
         let path = self.path(addr);
         if std::fs::metadata(&path).map_or(true, |m| m.len() != ciphertext.len() as u64) {
+            self.space.admit_data(ciphertext.len() as u64)?;
             let tmp = path.with_extension("tmp");
-            self.io.write(&tmp, ciphertext)?;
+            if let Err(e) = self.space.note(self.io.write(&tmp, ciphertext)) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             std::fs::rename(&tmp, &path)?;
         }
         Ok(())
@@ -87,7 +95,7 @@ mod tests {
     #[test]
     fn keeps_chunks_by_address_and_sweeps_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = FileOutbox::new(dir.path());
+        let outbox = FileOutbox::new(dir.path(), Arc::new(SpaceGauge::new(dir.path())));
         let addr = Addr::of(b"sealed");
         outbox.write(&addr, b"sealed").unwrap();
         assert!(outbox.contains(&addr));

@@ -126,7 +126,8 @@ impl Manifest {
             return Err(FsError::Io(format!("{} already exists; refusing to overwrite it", path.display())));
         }
         let db = redb::Database::create(path).map_err(err)?;
-        let m = Manifest::from_db(db);
+        let m =
+            Manifest::from_store(super::manifest::Store::for_file(db, path, super::manifest::Spare::Reserve));
         let total = records.len() as u64;
         m.write_durable(|tx| {
             let w = tx.raw();

@@ -34,7 +34,7 @@ pub use crate::domain::fs::FsError;
 use crate::domain::keys::VaultKeys;
 use crate::ports::clock::Clock;
 use crate::ports::fabric::ChunkFabric;
-use crate::ports::local_disk::{LocalDisk, LocalStores};
+use crate::ports::local_disk::{HomeSpace, LocalDisk, LocalStores};
 /// The manifest, named here only: the rest of the vault takes it from this module.
 use crate::ports::manifest::{Manifest, Rx, Tx};
 use std::path::Path;
@@ -73,6 +73,8 @@ pub struct Vault<F> {
     pipeline: pipeline::Queues,
     /// One snapshot at a time.
     snapshotting: tokio::sync::Mutex<()>,
+    /// Free space on the home: whether new data is refused (docs/SEMANTICS.md, full disk).
+    space: Arc<dyn HomeSpace>,
     /// Maintenance counters.
     pub health_stats: HealthStats,
     /// Read-path counters (cache, fabric fetches).
@@ -157,6 +159,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             clock,
             secrets,
             snapshotting: tokio::sync::Mutex::new(()),
+            space: stores.space,
             health_stats: HealthStats::default(),
             read_stats: ReadStats::default(),
         }

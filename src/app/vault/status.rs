@@ -65,6 +65,7 @@ impl VaultStatus {
         drop(rx);
         let mut s = Self::from_manifest(&m, replicas)?;
         s.disk_cache = local.measure_cache(&home.join("chunks"), capacity.unwrap_or(0));
+        s.home_full = local.home_full(home);
         Ok(s)
     }
 }
@@ -82,6 +83,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         s.staged_files = staged;
         s.disk_cache = self.disk_cache_usage();
         s.mounted = true;
+        s.home_full = self.space.recheck();
         Ok(s)
     }
 

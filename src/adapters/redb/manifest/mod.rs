@@ -19,6 +19,7 @@
 
 mod port;
 mod read;
+mod store;
 mod tx;
 mod view;
 
@@ -43,6 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+pub(in crate::adapters::redb) use store::{Spare, Store};
 
 /// Most calls in one group commit.
 pub const GROUP_MAX: usize = 256;
@@ -68,7 +70,6 @@ pub(in crate::adapters::redb) fn err<E: Into<redb::Error>>(e: E) -> FsError {
 
 /// The manifest database.
 pub struct Manifest {
-    db: Database,
     read_only: bool,
     group: Arc<Group>,
     /// Whether group commits are on (a flusher thread runs).
@@ -76,11 +77,11 @@ pub struct Manifest {
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The open group commit, if any, shared with the flusher thread.
-#[derive(Default)]
+/// The database and its open group commit, if any, shared with the flusher thread.
 struct Group {
     state: Mutex<Open>,
     wake: Condvar,
+    store: Store,
 }
 
 #[derive(Default)]
@@ -91,6 +92,8 @@ struct Open {
     closing: bool,
     /// Calls acknowledged in a group whose commit then failed, not yet reported by `sync`.
     lost: usize,
+    /// Whether the disk was full when they were lost (`sync` then fails with ENOSPC).
+    lost_to_full_disk: bool,
     /// Makes the next commit fail (tests of the failure path).
     #[cfg(test)]
     fail_next: bool,
@@ -119,8 +122,12 @@ impl Manifest {
     /// Opens (creating if needed) the manifest at `path`, with a root directory owned by the
     /// mounting user.
     pub fn open(path: &Path, uid: u32, gid: u32) -> Result<Manifest, FsError> {
+        Manifest::open_with(path, uid, gid, Spare::Reserve)
+    }
+
+    fn open_with(path: &Path, uid: u32, gid: u32, spare: Spare) -> Result<Manifest, FsError> {
         let db = Database::create(path).map_err(err)?;
-        let m = Manifest::from_db(db);
+        let m = Manifest::from_store(Store::for_file(db, path, spare));
         m.write_durable(|tx| {
             create_tables(tx.txn)?;
             if matches!(tx.inode(ROOT_INO), Err(FsError::NotFound)) {
@@ -131,11 +138,10 @@ impl Manifest {
         Ok(m)
     }
 
-    pub(in crate::adapters::redb) fn from_db(db: Database) -> Manifest {
+    pub(in crate::adapters::redb) fn from_store(store: Store) -> Manifest {
         Manifest {
-            db,
             read_only: false,
-            group: Arc::default(),
+            group: Arc::new(Group { state: Mutex::default(), wake: Condvar::new(), store }),
             grouping: AtomicBool::new(false),
             flusher: Mutex::new(None),
         }
@@ -143,7 +149,7 @@ impl Manifest {
 
     /// Opens an existing manifest that no call may change (a snapshot or a share).
     pub fn open_read_only(path: &Path) -> Result<Manifest, FsError> {
-        let mut m = Manifest::open(path, 0, 0)?;
+        let mut m = Manifest::open_with(path, 0, 0, Spare::None)?;
         m.read_only = true;
         Ok(m)
     }
@@ -180,7 +186,7 @@ impl Manifest {
     pub fn read(&self) -> Result<Rx, FsError> {
         not_in_write()?;
         self.flush()?;
-        Ok(Rx(self.db.begin_read().map_err(err)?))
+        Ok(Rx(self.group.store.begin_read()?))
     }
 
     /// Reads that see every call made so far, including an open group, without committing it.
@@ -205,7 +211,7 @@ impl Manifest {
     /// Commits an open group (without fsync).
     pub fn flush(&self) -> Result<(), FsError> {
         let mut open = self.group.lock();
-        Group::commit_open(&mut open)
+        self.group.commit_open(&mut open)
     }
 
     /// Runs `f` in the open group (or a new transaction) and leaves it open: the change is
@@ -230,7 +236,7 @@ impl Manifest {
         let mut open = self.group.lock();
         let joined = open.txn.is_some();
         if !joined {
-            open.txn = Some(self.db.begin_write().map_err(err)?);
+            open.txn = Some(self.group.store.begin_write()?);
             open.calls = 0;
             open.since = Some(Instant::now());
         }
@@ -251,12 +257,12 @@ impl Manifest {
                 match commit {
                     Some(d) => {
                         let earlier = open.calls - 1;
-                        if let Err(e) = Group::commit_with(&mut open, d) {
-                            open.lost += earlier;
+                        if let Err(e) = self.group.commit_with(&mut open, d) {
+                            open.note_lost(earlier, &e);
                             return Err(e);
                         }
                     }
-                    None if open.calls >= GROUP_MAX => Group::commit_open(&mut open)?,
+                    None if open.calls >= GROUP_MAX => self.group.commit_open(&mut open)?,
                     None if !joined => self.group.wake.notify_one(),
                     None => {}
                 }
@@ -310,11 +316,24 @@ impl Manifest {
     /// reports a failed writeback at the next fsync.
     pub fn sync(&self) -> Result<(), FsError> {
         self.checkpoint()?;
-        let lost = std::mem::take(&mut self.group.lock().lost);
+        let (lost, full) = {
+            let mut open = self.group.lock();
+            (std::mem::take(&mut open.lost), std::mem::take(&mut open.lost_to_full_disk))
+        };
+        if let Some(reopened_full) = self.group.store.take_reopened() {
+            // The reopened database is at its last durable commit: what no fsync covered is gone.
+            let why = "manifest: reopened after a failed write; changes since the last fsync may be lost (see the log)";
+            return Err(if full || reopened_full {
+                FsError::NoSpace(why.into())
+            } else {
+                FsError::Io(why.into())
+            });
+        }
         if lost > 0 {
-            return Err(FsError::Io(format!(
+            let why = format!(
                 "manifest: a commit failed; {lost} earlier change(s) of names or attributes were lost (see the log)"
-            )));
+            );
+            return Err(if full { FsError::NoSpace(why) } else { FsError::Io(why) });
         }
         Ok(())
     }
@@ -340,18 +359,26 @@ impl Drop for Manifest {
     }
 }
 
+impl Open {
+    /// Counts `calls` acknowledged and then lost by a failed commit, for the next `sync`.
+    fn note_lost(&mut self, calls: usize, e: &FsError) {
+        self.lost += calls;
+        self.lost_to_full_disk |= matches!(e, FsError::NoSpace(_));
+    }
+}
+
 impl Group {
     fn lock(&self) -> MutexGuard<'_, Open> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Commits the open group; if that fails, its calls count as lost until `sync` reports them.
-    fn commit_open(open: &mut Open) -> Result<(), FsError> {
+    fn commit_open(&self, open: &mut Open) -> Result<(), FsError> {
         let calls = open.calls;
-        Self::commit_with(open, Durability::None).inspect_err(|_| open.lost += calls)
+        self.commit_with(open, Durability::None).inspect_err(|e| open.note_lost(calls, e))
     }
 
-    fn commit_with(open: &mut Open, durability: Durability) -> Result<(), FsError> {
+    fn commit_with(&self, open: &mut Open, durability: Durability) -> Result<(), FsError> {
         // Cleared first, also when nothing is open: a deadline left behind would spin the flusher.
         open.since = None;
         let calls = std::mem::take(&mut open.calls);
@@ -362,9 +389,12 @@ impl Group {
             let _ = txn.abort();
             return Err(FsError::Io("manifest: commit failed (injected)".into()));
         }
-        txn.commit().map_err(|e| {
-            tracing::error!(error = %e, calls, "manifest commit failed");
-            err(e)
+        self.store.commit(txn).inspect_err(|e| {
+            if matches!(e, FsError::NoSpace(_)) {
+                tracing::warn!(error = %e, calls, "manifest commit failed: the disk is full");
+            } else {
+                tracing::error!(error = %e, calls, "manifest commit failed");
+            }
         })
     }
 
@@ -373,7 +403,7 @@ impl Group {
         let mut open = self.lock();
         loop {
             if open.closing {
-                let _ = Self::commit_open(&mut open);
+                let _ = self.commit_open(&mut open);
                 return;
             }
             match open.since {
@@ -382,7 +412,7 @@ impl Group {
                     let due = since + delay;
                     let now = Instant::now();
                     if now >= due {
-                        let _ = Self::commit_open(&mut open);
+                        let _ = self.commit_open(&mut open);
                     } else {
                         open = self.wake.wait_timeout(open, due - now).unwrap_or_else(|p| p.into_inner()).0;
                     }

@@ -1,6 +1,6 @@
 //! Reads through the open group commit of the redb manifest (`Manifest::view`).
 
-use super::{err, not_in_write, Manifest, Rx, Tx};
+use super::{not_in_write, Manifest, Rx, Tx};
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::ids::Addr;
 
@@ -19,7 +19,7 @@ impl View<'_> {
             return on_tx(&Tx { txn, undo: None });
         }
         drop(open);
-        on_rx(&Rx(self.0.db.begin_read().map_err(err)?))
+        on_rx(&Rx(self.0.group.store.begin_read()?))
     }
 }
 

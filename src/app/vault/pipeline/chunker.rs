@@ -81,7 +81,8 @@ pub(super) async fn chunk_loop<F: ChunkFabric + 'static>(
 ) {
     let mut last_retry = tokio::time::Instant::now();
     loop {
-        if last_retry.elapsed() >= CHUNK_RETRY {
+        let ready = Vault::<F>::lock(&vault.pipeline.backoff.chunk).ready(vault.clock.now_ms());
+        if last_retry.elapsed() >= CHUNK_RETRY && ready {
             last_retry = tokio::time::Instant::now();
             let retry = std::mem::take(&mut *Vault::<F>::lock(&vault.pipeline.chunk_retry));
             Vault::<F>::lock(&vault.pipeline.chunk_queue).extend(retry);
@@ -108,11 +109,12 @@ pub(super) async fn chunk_loop<F: ChunkFabric + 'static>(
             Ok(Ok(n)) if n > 0 => {
                 stats.files_chunked.fetch_add(n as u64, Ordering::Relaxed);
                 vault.pipeline.upload_work.notify_one();
+                vault.chunking_went(Ok(()));
             }
             Ok(Ok(_)) => {}
             Ok(Err((e, batch))) => {
-                tracing::error!(error = %e, files = batch.len(), "chunking files failed; they stay staged and are tried again in {CHUNK_RETRY:?}");
                 Vault::<F>::lock(&vault.pipeline.chunk_retry).extend(batch);
+                vault.chunking_went(Err(&e));
             }
             Err(e) => tracing::error!(error = %e, "chunking task failed"),
         }
@@ -240,6 +242,21 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.commit_batch(prepared, early)
     }
 
+    /// Notes how chunking went: failures back off (logged once per episode), a success ends
+    /// the episode.
+    fn chunking_went(&self, result: Result<(), &FsError>) {
+        let mut backoff = Self::lock(&self.pipeline.backoff.chunk);
+        match result {
+            Err(e) if backoff.failed(self.clock.now_ms()) => {
+                let retry = backoff.delay().max(CHUNK_RETRY);
+                tracing::error!(error = %e, "chunking closed files failed; they stay staged and are tried again (with backoff, first in {retry:?})");
+            }
+            Err(e) => tracing::debug!(error = %e, "chunking closed files failed again"),
+            Ok(()) if backoff.succeeded() => tracing::info!("chunking closed files works again"),
+            Ok(()) => {}
+        }
+    }
+
     /// Seals a batch of staged files into the outbox, queueing new chunks for upload every
     /// `segment` bytes of new ciphertext.
     pub(in crate::app::vault) fn seal_batch(&self, inos: &[Ino], segment: usize) -> (Vec<Prepared>, Early) {
@@ -250,8 +267,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 Ok(Some(p)) => prepared.push(p),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(ino, error = %e, "chunking a file failed; it stays staged and is tried again in {CHUNK_RETRY:?}");
                     Self::lock(&self.pipeline.chunk_retry).push(ino);
+                    self.chunking_went(Err(&e));
                 }
             }
         }

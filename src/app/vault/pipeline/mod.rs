@@ -12,6 +12,7 @@ pub use stats::PipelineStats;
 
 use super::claims::Claims;
 use super::Vault;
+use crate::domain::backoff::Backoff;
 use crate::domain::fs::{Ino, Replica};
 use crate::domain::ids::Addr;
 use crate::ports::fabric::ChunkFabric;
@@ -40,6 +41,28 @@ pub(super) struct Queues {
     pub(super) uploads_done: Mutex<Vec<(Addr, Vec<Replica>)>>,
     /// Chunks being uploaded, healed or collected (one of these at a time per chunk).
     pub(super) claims: Claims,
+    /// Retries of background work that failed (a full disk): recording finished uploads,
+    /// chunking closed files, checkpoints.
+    pub(super) backoff: Backoffs,
+}
+
+/// One backoff per background job that writes to the home.
+pub(super) struct Backoffs {
+    pub(super) record: Mutex<Backoff>,
+    pub(super) chunk: Mutex<Backoff>,
+    pub(super) checkpoint: Mutex<Backoff>,
+}
+
+/// The first retry of failed background work; doubled up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// The longest wait between retries of failed background work.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Default for Backoffs {
+    fn default() -> Self {
+        let b = || Mutex::new(Backoff::new(RETRY_BASE, RETRY_MAX));
+        Backoffs { record: b(), chunk: b(), checkpoint: b() }
+    }
 }
 
 impl Queues {
@@ -54,6 +77,7 @@ impl Queues {
             uploaded: Notify::new(),
             uploads_done: Mutex::default(),
             claims: Claims::default(),
+            backoff: Backoffs::default(),
         }
     }
 }
@@ -71,9 +95,19 @@ pub async fn run_pipeline<F: ChunkFabric + 'static>(
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {
+                if !Vault::<F>::lock(&vault.pipeline.backoff.checkpoint).ready(vault.clock.now_ms()) {
+                    continue;
+                }
                 let v = vault.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.checkpoint()).await {
-                    tracing::error!(error = %e, "manifest checkpoint failed");
+                let result = tokio::task::spawn_blocking(move || v.checkpoint()).await;
+                let mut backoff = Vault::<F>::lock(&vault.pipeline.backoff.checkpoint);
+                match result {
+                    Ok(Err(e)) if backoff.failed(vault.clock.now_ms()) => {
+                        tracing::error!(error = %e, "manifest checkpoint failed; retrying with backoff (up to {RETRY_MAX:?})");
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "manifest checkpoint failed again"),
+                    _ if backoff.succeeded() => tracing::info!("manifest checkpoints work again"),
+                    _ => {}
                 }
             }
         }

@@ -119,11 +119,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 
     /// Records finished uploads in one durable transaction, then removes their outbox copies.
-    /// They stay listed in `uploads_done` until the transaction has ended, so that garbage
-    /// collection never forgets a chunk whose fresh replicas are not recorded yet.
+    /// They stay listed in `uploads_done` until the transaction has succeeded, so that garbage
+    /// collection never forgets a chunk whose fresh replicas are not recorded yet, and a failed
+    /// record (a full disk) is retried with backoff instead of uploading them again.
     pub(in crate::app::vault) fn commit_uploads(&self) {
         let done = Self::lock(&self.pipeline.uploads_done).clone();
-        if done.is_empty() {
+        if done.is_empty() || !Self::lock(&self.pipeline.backoff.record).ready(self.clock.now_ms()) {
             return;
         }
         let result = self.m.write_durable(|tx| {
@@ -138,18 +139,25 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             }
             Ok(())
         });
-        let ended: std::collections::HashSet<Addr> = done.iter().map(|(a, _)| *a).collect();
-        Self::lock(&self.pipeline.uploads_done).retain(|(a, _)| !ended.contains(a));
+        let mut backoff = Self::lock(&self.pipeline.backoff.record);
         match result {
             Ok(()) => {
+                if backoff.succeeded() {
+                    tracing::info!(chunks = done.len(), "finished uploads are recorded again");
+                }
+                drop(backoff);
+                let ended: std::collections::HashSet<Addr> = done.iter().map(|(a, _)| *a).collect();
+                Self::lock(&self.pipeline.uploads_done).retain(|(a, _)| !ended.contains(a));
                 for (addr, _) in &done {
                     self.retire_outbox(addr);
                 }
                 self.pipeline.uploaded.notify_waiters();
             }
-            Err(e) => {
-                tracing::error!(error = %e, "recording uploads failed; they will be uploaded again");
+            Err(e) if backoff.failed(self.clock.now_ms()) => {
+                let retry = backoff.delay();
+                tracing::error!(error = %e, chunks = done.len(), "recording finished uploads failed; they are kept and recorded later (retried with backoff, first in {retry:?})");
             }
+            Err(e) => tracing::debug!(error = %e, "recording finished uploads failed again"),
         }
     }
 

@@ -225,3 +225,114 @@ async fn uploads_step_back_while_files_are_created_and_catch_up_after() {
     assert!(after > 2, "uploads did not speed up once the creating stopped (at most {after} in flight)");
     cancel.cancel();
 }
+
+/// A manifest whose durable commits fail with ENOSPC while `full` is set (a full home).
+struct FullDisk {
+    inner: crate::ports::manifest::Manifest,
+    full: std::sync::atomic::AtomicBool,
+    /// Durable writes refused so far.
+    refused: AtomicUsize,
+}
+
+impl FullDisk {
+    fn refuse(&self) -> Result<(), crate::domain::fs::FsError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(crate::domain::fs::FsError::NoSpace("injected".into()));
+        }
+        Ok(())
+    }
+}
+
+impl crate::ports::manifest::ManifestStore for FullDisk {
+    fn read(&self) -> Result<crate::ports::manifest::Rx, crate::domain::fs::FsError> {
+        self.inner.read()
+    }
+    fn view_with(
+        &self,
+        f: &mut crate::ports::manifest::ReadFn<'_>,
+    ) -> Result<(), crate::domain::fs::FsError> {
+        self.inner.view_with(f)
+    }
+    fn write_with(
+        &self,
+        commit: crate::ports::manifest::Commit,
+        f: &mut crate::ports::manifest::WriteFn<'_>,
+    ) -> Result<(), crate::domain::fs::FsError> {
+        if matches!(commit, crate::ports::manifest::Commit::Durable) {
+            if let Err(e) = self.refuse() {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        self.inner.write_with(commit, f)
+    }
+    fn start_group_commits(&self, delay: Duration) -> Result<(), crate::domain::fs::FsError> {
+        self.inner.start_group_commits(delay)
+    }
+    fn flush(&self) -> Result<(), crate::domain::fs::FsError> {
+        self.inner.flush()
+    }
+    fn checkpoint(&self) -> Result<(), crate::domain::fs::FsError> {
+        self.refuse()?;
+        self.inner.checkpoint()
+    }
+    fn sync(&self) -> Result<(), crate::domain::fs::FsError> {
+        self.refuse()?;
+        self.inner.sync()
+    }
+    fn is_read_only(&self) -> bool {
+        self.inner.is_read_only()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_finished_uploads_for_their_record_instead_of_uploading_them_again() {
+    let home = tempfile::tempdir().unwrap();
+    let fabric = Arc::new(CountingFabric::new(Duration::from_millis(300), Duration::from_millis(300)));
+    let m = Arc::new(FullDisk {
+        inner: crate::adapters::redb::manifest::open_in(home.path()),
+        full: std::sync::atomic::AtomicBool::new(false),
+        refused: AtomicUsize::new(0),
+    });
+    let keys = Arc::new(MasterKey::from_bytes([9; 32]).derive());
+    let vault = Arc::new(
+        Vault::load(
+            home.path(),
+            m.clone(),
+            keys,
+            VaultOptions { foreground_quiet: Duration::ZERO, ..VaultOptions::default() },
+            &crate::adapters::local::LocalFiles,
+            Arc::new(crate::adapters::clock::SystemClock),
+        )
+        .unwrap(),
+    );
+    vault.set_fabric(fabric.clone());
+    let (stats, cancel) = (Arc::new(PipelineStats::default()), CancellationToken::new());
+    tokio::spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));
+    write_file(&vault, "f");
+    wait_until("the chunk is being uploaded", Duration::from_secs(10), || {
+        fabric.inflight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    m.full.store(true, Ordering::SeqCst);
+    wait_until("the upload finished", Duration::from_secs(10), || fabric.done.load(Ordering::SeqCst) == 1)
+        .await;
+    // Recording it fails, and is tried again (after a backoff); the upload used to be redone at
+    // once after each failure, in a loop, while the disk was full.
+    wait_until("recording was tried again", Duration::from_secs(10), || {
+        m.refused.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert_eq!(
+        fabric.done.load(Ordering::SeqCst),
+        1,
+        "a finished upload is not redone while its record waits"
+    );
+    m.full.store(false, Ordering::SeqCst);
+    wait_until("the upload is recorded once the disk has room", Duration::from_secs(10), || {
+        vault.status().is_ok_and(|s| s.queued == 0 && s.pending == 0)
+    })
+    .await;
+    assert_eq!(fabric.done.load(Ordering::SeqCst), 1);
+    cancel.cancel();
+}
