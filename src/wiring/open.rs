@@ -107,7 +107,14 @@ pub async fn serve_fuse(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
+    let (allow_other, mountpoint) = (settings.allow_other, mountpoint.to_path_buf());
     tokio::task::spawn_blocking(move || {
+        // With `allow_other` the mount uses fusermount3's auto-unmount, and fuser's unmount then
+        // only closes the socket that daemon watches; unmount explicitly so the join cannot wait
+        // on it (`-z`: open files elsewhere do not keep the unmount from happening).
+        if allow_other && !session.guard.is_finished() {
+            let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&mountpoint).status();
+        }
         if let Err(e) = session.umount_and_join() {
             tracing::debug!(error = %e, "unmount");
         }
