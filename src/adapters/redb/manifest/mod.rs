@@ -97,9 +97,9 @@ struct Open {
 }
 
 /// Meta key: how many regular files the manifest holds (kept by every inode write).
-pub(super) const FILES: &str = "files";
+pub(in crate::adapters::redb) const FILES: &str = "files";
 /// Meta key: the logical bytes of those files (their sizes).
-pub(super) const FILE_BYTES: &str = "file_bytes";
+pub(in crate::adapters::redb) const FILE_BYTES: &str = "file_bytes";
 
 /// Creates every manifest table that does not exist yet.
 pub(in crate::adapters::redb) fn create_tables(txn: &WriteTransaction) -> Result<(), FsError> {
