@@ -87,7 +87,8 @@ pub enum Command {
     /// publish a signed root record pointing at it.
     ///
     /// The mount also snapshots every --snapshot-interval when something changed, and at
-    /// unmount. A snapshot waits until nothing is pending upload.
+    /// unmount. It first waits (up to --wait) until nothing is pending upload, showing what is
+    /// left, so `rsync … && quloud snapshot` snapshots what rsync wrote.
     Snapshot(SnapshotArgs),
     /// List the snapshots kept in the fabric (mount one with `quloud mount --snapshot ID`).
     Snapshots(SnapshotsArgs),
@@ -123,6 +124,10 @@ pub struct SnapshotArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// How long to wait for pending uploads and for the snapshot to be stored. When it runs
+    /// out, nothing is stored and the exit code is 75 (try again later); the uploads go on.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Duration,
 }
 
 /// `quloud snapshots …`
@@ -145,7 +150,8 @@ pub struct RestoreArgs {
     /// The paper key (QK1-…). Prefer --key-file: a key on the command line lands in shell history.
     #[arg(long, value_name = "PAPERKEY", conflicts_with = "key_file", required_unless_present = "key_file")]
     pub key: Option<String>,
-    /// A file holding the paper key.
+    /// A file holding the paper key: what `quloud key show --reveal` prints (headings and QR
+    /// code included), or just the QK1-… line.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// Restore this snapshot instead of the newest.

@@ -6,6 +6,7 @@
 //! - `keys`, `check`, `open`, `control`: paper key and node identity; the fabric check; opening
 //!   a vault here and serving it over FUSE; the mount's answers on its control socket
 //! - `node`, `mount`, `audit`, `nats_user`: the commands of those names (and `status`, `nodes`)
+//! - `settle`: waiting for pending uploads before a snapshot, with progress
 //! - `recovery`, `up`: snapshots, restore and shares; the one-machine fabric
 
 use crate::cli::{Cli, Command, KeyCommand};
@@ -23,12 +24,14 @@ mod nats_user;
 mod node;
 mod open;
 mod recovery;
+mod settle;
 mod up;
 
 pub use crate::adapters::process::tune_allocator;
 pub use check::run_check;
 pub use common::{cancel_on_signal, load_master_key, resolve_home, signal_token, Bus, DEFAULT_NATS};
 pub use keys::{init, load_or_create_identity};
+pub use settle::{exit_code, EXIT_WAIT_TIMED_OUT};
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {

@@ -420,6 +420,24 @@ fn a_node_that_cannot_start_fails_up_with_its_log() {
     assert_nothing_left(&home, Duration::from_secs(15));
 }
 
+/// `up` without a mountpoint on a home with no key runs the fabric only: it creates no vault key
+/// and prints no paper key (during a recovery a second paper key invites writing down the wrong
+/// one), and says so.
+#[test]
+fn up_without_a_mountpoint_creates_no_vault_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut up = Up::start(&home, &["--nodes", "1", "--replicas", "1", "--once"]);
+    let status = up.wait_exit(Duration::from_secs(60));
+    let out = up.out();
+    assert!(status.success(), "{status}: {out}");
+    assert!(!home.join("master.key").exists(), "`up` without a mountpoint created a vault key:\n{out}");
+    assert!(!out.contains("paper key (write it down"), "a paper key was printed:\n{out}");
+    assert!(out.contains("running the fabric only") && out.contains("quloud restore"), "{out}");
+    assert!(out.contains("fabric check passed"), "{out}");
+    assert_nothing_left(&home, Duration::from_secs(5));
+}
+
 /// One `up` per home: a second one fails at once naming the first one's pid. `--port` is used,
 /// and the next run without it keeps that port; a taken `--port` is refused.
 #[test]

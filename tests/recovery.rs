@@ -458,3 +458,75 @@ fn a_snapshot_is_stored_only_when_a_file_changed_even_across_audits_and_remounts
     assert_eq!(snapshot_count(&m.home), 2);
     m.unmount();
 }
+
+/// `quloud snapshot` right after a write waits for the upload (plain progress lines when not on
+/// a terminal) and snapshots the file, as `rsync … && quloud snapshot` in a cron job needs; a
+/// `--wait` that runs out stores nothing and exits 75 with what is left.
+#[test]
+fn snapshot_right_after_a_write_waits_for_the_uploads() {
+    let mut fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Mount::new_vault(tmp.path(), "owner", &fabric.url(), &[]);
+    // No node can store: the write stays queued, and a short --wait runs out.
+    for n in &mut fabric.nodes {
+        n.kill9();
+    }
+    std::fs::write(m.path("a.bin"), bytes(3 * MIB, 1)).unwrap();
+    let o = run(quloud(&m.home).args(["snapshot", "--wait", "2s"]));
+    assert_eq!(o.status.code(), Some(75), "a --wait that ran out: {}", text(&o));
+    let said = text(&o);
+    assert!(said.contains("waiting for uploads:") && said.contains("left to upload"), "{said}");
+    assert!(said.contains("no snapshot taken") && said.contains("--wait"), "{said}");
+
+    // The nodes come back; a write, and at once a snapshot: it waits, then holds both files.
+    for n in &mut fabric.nodes {
+        n.restart();
+    }
+    std::fs::write(m.path("b.bin"), bytes(2 * MIB, 2)).unwrap();
+    let said = ok(quloud(&m.home).arg("snapshot"), "quloud snapshot right after a write");
+    assert!(said.contains("waiting for uploads:"), "no progress shown: {said}");
+    assert!(said.contains("stored: 2 files"), "{said}");
+    let s = status(&m.home);
+    assert_eq!((s.pending, s.staged_files, s.queued), (0, 0, 0), "{}", s.json);
+}
+
+/// After a restore, `status` shows what the restored machine knows: "last audit" is this home's
+/// (none yet, then the audit just run), and status and audit agree on healthy chunks.
+#[test]
+fn after_a_restore_status_and_audit_agree() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "owner", &fabric.url(), &[]);
+    std::fs::write(m.path("a.bin"), bytes(3 * MIB, 1)).unwrap();
+    std::fs::write(m.path("b.txt"), b"hello").unwrap();
+    wait_durable(&m.home);
+    ok(quloud(&m.home).args(["audit", "--now"]), "audit on the first machine");
+    snapshot(&m.home);
+    m.unmount();
+    let key_file = tmp.path().join("paper.txt");
+    let paper = ok(quloud(&m.home).args(["key", "show", "--reveal", "--qr"]), "key show --reveal");
+    std::fs::write(&key_file, &paper).unwrap();
+
+    let new_home = tmp.path().join("new-home");
+    let mp = tmp.path().join("restored");
+    std::fs::create_dir_all(&mp).unwrap();
+    let key_arg = key_file.to_string_lossy().into_owned();
+    let mut r = Mount::start_verb(&new_home, &mp, &fabric.url(), &["restore"], &["--key-file", &key_arg]);
+    let s = status(&r.home);
+    assert!(s.json.contains("\"last_audit\":null"), "the old machine's audit shown: {}", s.json);
+    assert_eq!(json_field(&s.json, "files"), Some(2), "{}", s.json);
+    let said = ok(quloud(&r.home).arg("status"), "status");
+    assert!(said.contains("not audited yet since the restore"), "{said}");
+    let audit = ok(quloud(&r.home).arg("audit"), "audit after the restore");
+    assert!(audit.contains("every chunk has its full set of healthy replicas"), "{audit}");
+    let s = status(&r.home);
+    assert_eq!((s.degraded, s.pending), (0, 0), "status disagrees with the audit: {}\n{audit}", s.json);
+    assert_eq!(s.durable, s.chunks, "{}", s.json);
+    assert!(s.json.contains("\"last_audit\":{"), "the audit is not shown: {}", s.json);
+    r.unmount();
+}
+
+fn json_field(json: &str, key: &str) -> Option<u64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    json[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
+}

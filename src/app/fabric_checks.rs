@@ -47,6 +47,22 @@ pub struct StoreTerms {
     pub min_lease_ms: u64,
 }
 
+/// Store acks judged replays so far (their warning is rate-limited: the 1st, 2nd, 4th, 8th…).
+static REPLAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What an ack is to the store it arrives for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckJudgement {
+    /// Verified, for the lease asked or a fresh ack of the lease held: it counts.
+    Counts,
+    /// Not the node's signature over the chunk's commitments.
+    BadSignature,
+    /// Signed before this store began: an ack of an earlier store of the chunk.
+    EarlierStore,
+    /// Signed for this store with an older lease than asked: it looks like a replay.
+    Replay,
+}
+
 /// The verified acks collected for one chunk being stored, one per node.
 #[derive(Debug)]
 pub struct AckTally {
@@ -69,16 +85,45 @@ impl AckTally {
     /// or a fresh ack of the lease held (dropped with a log line otherwise); the first ack of
     /// each node is kept. Returns whether it was recorded.
     pub fn accept(&mut self, ack: StoreAck) -> bool {
-        if !self.ack_matches(&ack) {
-            tracing::warn!(node = ?ack.node, addr = ?ack.addr, "store ack with a bad signature dropped");
-            return false;
+        match self.judge(&ack) {
+            AckJudgement::Counts => {
+                self.acks.entry(ack.node).or_insert(ack);
+                return true;
+            }
+            AckJudgement::BadSignature => {
+                tracing::warn!(node = ?ack.node, addr = ?ack.addr, "store ack with a bad signature dropped")
+            }
+            // The ack stream keeps acks the owner has not consumed: after a remount, those of an
+            // earlier store of a chunk queued again arrive while it is stored anew.
+            AckJudgement::EarlierStore => {
+                tracing::debug!(node = ?ack.node, addr = ?ack.addr, "store ack of an earlier store ignored")
+            }
+            AckJudgement::Replay => {
+                let seen = REPLAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seen.is_power_of_two() || seen == 0 {
+                    tracing::warn!(
+                        node = ?ack.node, addr = ?ack.addr, seen = seen + 1,
+                        "store ack signed for this store with an older lease than asked ignored (a replay?)"
+                    );
+                }
+            }
         }
-        if ack.lease_expiry_ms < self.terms.min_lease_ms && !self.held_lease_ack(&ack) {
-            tracing::warn!(node = ?ack.node, "store ack for an older lease (a replay?) ignored");
-            return false;
+        false
+    }
+
+    /// What `ack` is to this store: counted, a forgery, an ack of an earlier store of the same
+    /// chunk (signed before this one began: it proves nothing about the lease asked now), or a
+    /// replay (signed since, for a lease older than asked and not the lease the node held).
+    pub fn judge(&self, ack: &StoreAck) -> AckJudgement {
+        if !self.ack_matches(ack) {
+            AckJudgement::BadSignature
+        } else if ack.lease_expiry_ms >= self.terms.min_lease_ms || self.held_lease_ack(ack) {
+            AckJudgement::Counts
+        } else if ack.signed_at_ms.saturating_add(ACK_SKEW_MS) < self.terms.since_ms {
+            AckJudgement::EarlierStore
+        } else {
+            AckJudgement::Replay
         }
-        self.acks.entry(ack.node).or_insert(ack);
-        true
     }
 
     /// Whether an ack for a shorter lease than asked is a node's fresh ack of the lease it

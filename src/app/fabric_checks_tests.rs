@@ -118,3 +118,24 @@ fn a_fresh_ack_of_the_lease_held_counts_and_an_old_one_does_not() {
     t.accept(wrong);
     assert_eq!(t.len(), 2);
 }
+
+/// After a remount the ack stream delivers acks of an earlier store of a chunk queued again:
+/// they are acks of an earlier store (no warning), not replays; an ack signed since the store
+/// began with a lease older than asked is the one that looks like a replay.
+#[test]
+fn acks_of_an_earlier_store_are_told_from_replays() {
+    let c = ProofSecret::from_seed(&[3; 32]).commitment();
+    let (node, addr) = (node(4), Addr([9; 32]));
+    let since_ms = 50_000_000;
+    let min_lease_ms = since_ms + 90 * 86_400_000;
+    let t = AckTally::new(StoreTerms { commitment: c, control: None, since_ms, min_lease_ms });
+    let judge = |lease, signed| t.judge(&StoreAck::sign(&node, addr, &c, 0, lease, signed));
+    // Stored an hour before the remount, for a lease that ends a little earlier than asked now.
+    let earlier = since_ms - 3_600_000;
+    assert_eq!(judge(earlier + 90 * 86_400_000, earlier), AckJudgement::EarlierStore);
+    assert_eq!(judge(min_lease_ms, since_ms + 5), AckJudgement::Counts);
+    assert_eq!(judge(since_ms + 1_000, since_ms + 5), AckJudgement::Replay, "signed now, lease ending");
+    let other = ProofSecret::from_seed(&[4; 32]).commitment();
+    let forged = StoreAck::sign(&node, addr, &other, 0, min_lease_ms, since_ms);
+    assert_eq!(t.judge(&forged), AckJudgement::BadSignature);
+}

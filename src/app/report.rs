@@ -18,6 +18,10 @@ use std::path::PathBuf;
 pub struct VaultStatus {
     /// Inodes (files, directories, links…).
     pub inodes: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Their logical bytes (the sum of their sizes, before dedup and encryption).
+    pub file_bytes: u64,
     /// Distinct chunks referenced by files.
     pub chunks: u64,
     /// Bytes of distinct referenced chunk plaintext (after dedup).
@@ -28,6 +32,11 @@ pub struct VaultStatus {
     pub durable: u64,
     /// Chunks acknowledged once but now below N replicas.
     pub degraded: u64,
+    /// Restored chunks whose replicas this home has not learned yet (a snapshot's own pieces,
+    /// until the first audit since the restore).
+    pub unverified: u64,
+    /// When this home was restored, while no audit has run here since (Unix ms).
+    pub restored_ms: Option<u64>,
     /// Files whose newest content is still only in local staging.
     pub staged_files: u64,
     /// Replicas held per node.

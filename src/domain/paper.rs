@@ -28,6 +28,14 @@ pub enum PaperKeyError {
     /// The checksum does not match: a typo.
     #[error("paper key checksum does not match: a character was mistyped; check each group again")]
     Checksum,
+    /// No `QK1-…` key anywhere in the text.
+    #[error(
+        "no paper key found: the text should hold the QK1-… line that `quloud key show --reveal` prints"
+    )]
+    Missing,
+    /// Two different keys in one text.
+    #[error("the text holds more than one paper key; keep only the one of this vault")]
+    Several,
 }
 
 fn checksum(key: &[u8]) -> [u8; CHECK_LEN] {
@@ -105,6 +113,50 @@ pub fn decode(text: &str) -> Result<MasterKey, PaperKeyError> {
     Ok(MasterKey::from_bytes(k))
 }
 
+/// Finds and parses the paper key in what a person saved: the bare key, or the whole block
+/// `quloud key show --reveal` prints (headings, blank lines, the QR code). A key copied over
+/// several lines is joined while the lines after its `QK1` hold only key characters.
+pub fn from_printout(text: &str) -> Result<MasterKey, PaperKeyError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found: Option<MasterKey> = None;
+    let mut first_error = None;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(at) = key_start(line) else { continue };
+        match decode(&gather(&lines[i..], at)) {
+            Ok(k) if found.as_ref().is_some_and(|f| *f != k) => return Err(PaperKeyError::Several),
+            Ok(k) => found = Some(k),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    found.ok_or(first_error.unwrap_or(PaperKeyError::Missing))
+}
+
+/// Where a key starts in `line`: a `QK1` (any case) not inside a longer word.
+fn key_start(line: &str) -> Option<usize> {
+    let upper = line.to_ascii_uppercase();
+    upper
+        .match_indices(PREFIX)
+        .map(|(at, _)| at)
+        .find(|&at| !upper[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric()))
+}
+
+/// The key text from `at` in the first line, continued over the following lines that hold
+/// only key characters until 56 characters are gathered.
+fn gather(lines: &[&str], at: usize) -> String {
+    let key_chars = |s: &str| s.chars().filter(|c| !c.is_whitespace() && *c != '-').count();
+    let mut text = lines[0][at..].to_string();
+    for next in &lines[1..] {
+        let only_key = next.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c.is_whitespace());
+        if key_chars(&text) >= PREFIX.len() + CHARS || next.trim().is_empty() || !only_key {
+            break;
+        }
+        text.push_str(next);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +188,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What `quloud key show --reveal --qr` prints, as a user saves it into paper.txt.
+    fn printout(key: &str) -> String {
+        format!(
+            "Your paper key (write it down, keep it safe; anyone holding it can read your vault):\n\n    \
+             {key}\n\n \u{2588}\u{2580}\u{2580}\u{2584} \u{2588}\n \u{2584}\u{2584}\u{2580}\u{2588}\n\n\
+             With this key and the fabric you can restore everything on a new machine.\n"
+        )
+    }
+
+    #[test]
+    fn the_printed_block_and_the_bare_key_are_accepted() {
+        let k = MasterKey::generate();
+        let key = encode(&k);
+        assert_eq!(from_printout(&printout(&key)).unwrap(), k);
+        assert_eq!(from_printout(&format!("{key}\n")).unwrap(), k);
+        assert_eq!(from_printout(&format!("  {}  ", key.to_lowercase())).unwrap(), k);
+        // Copied by hand over two lines, with the heading above it.
+        let (a, b) = key.split_at(40);
+        assert_eq!(from_printout(&format!("my vault key:\n{a}\n{b}\n\nstored in the safe")).unwrap(), k);
+    }
+
+    #[test]
+    fn a_mistyped_or_missing_key_in_a_printout_is_a_clear_error() {
+        let key = encode(&MasterKey::from_bytes([7; 32]));
+        let pos = key.len() - 6;
+        let swap = if &key[pos..pos + 1] == "7" { "8" } else { "7" };
+        let typo = format!("{}{swap}{}", &key[..pos], &key[pos + 1..]);
+        assert_eq!(from_printout(&printout(&typo)), Err(PaperKeyError::Checksum));
+        assert_eq!(from_printout(&printout(&key[..30])), Err(PaperKeyError::Length(21)));
+        assert_eq!(from_printout("Your paper key:\n\n(lost)\n"), Err(PaperKeyError::Missing));
+        let other = encode(&MasterKey::from_bytes([8; 32]));
+        assert_eq!(from_printout(&format!("{key}\n{other}\n")), Err(PaperKeyError::Several));
+        assert!(PaperKeyError::Missing.to_string().contains("key show --reveal"));
     }
 
     #[test]

@@ -337,3 +337,66 @@ fn random_and_mutated_bytes_never_panic() {
         }
     }
 }
+
+/// The bytes each node signature covers, built here field by field exactly as docs/PROTOCOL.md
+/// writes them (4.3 store acks, 4.5 control replies): a change of either the code or the layout
+/// documented there fails this test.
+#[test]
+fn signed_layouts_are_the_ones_protocol_md_documents() {
+    let id = NodeIdentity::from_bytes(&[9; 64]);
+    let node = id.id();
+    let (p, q) = (secret().commitment(), ProofSecret::from_seed(&[6; 32]).commitment());
+    let addr = Addr([3; 32]);
+    let tail = |v: &mut Vec<u8>| {
+        v.push(2);
+        v.extend_from_slice(&0x1122_3344_u64.to_le_bytes());
+        v.extend_from_slice(&0x5566_u64.to_le_bytes());
+    };
+    // "quloud v1 store ack" ‖ node id ‖ addr ‖ P ‖ slot ‖ lease_expiry_ms ‖ signed_at_ms
+    let mut v1 = b"quloud v1 store ack".to_vec();
+    for part in [&node.0[..], &addr.0, &p.to_bytes()] {
+        v1.extend_from_slice(part);
+    }
+    tail(&mut v1);
+    assert_eq!(v1.len(), 19 + 32 + 32 + 64 + 1 + 8 + 8);
+    let ack = StoreAck::sign(&id, addr, &p, 2, 0x1122_3344, 0x5566);
+    assert!(verify_signature(&node, &v1, &ack.signature), "v1 store ack layout");
+    // "quloud v2 store ack" ‖ node id ‖ addr ‖ P ‖ Q ‖ slot ‖ lease_expiry_ms ‖ signed_at_ms
+    let mut v2 = b"quloud v2 store ack".to_vec();
+    for part in [&node.0[..], &addr.0, &p.to_bytes(), &q.to_bytes()] {
+        v2.extend_from_slice(part);
+    }
+    tail(&mut v2);
+    let ack = StoreAck::sign_held(&id, addr, (&p, Some(&q)), 2, 0x1122_3344, 0x5566);
+    assert!(verify_signature(&node, &v2, &ack.signature), "v2 store ack layout");
+
+    // Kind 7: version ‖ kind ‖ node id ‖ request_id ‖ n (2) ‖ n × (addr ‖ status), then the signature.
+    let request_id = RequestId([5; 16]);
+    let results = vec![(addr, Status::Ok), (Addr([4; 32]), Status::NotFound)];
+    let mut body = vec![1, 7];
+    body.extend_from_slice(&node.0);
+    body.extend_from_slice(&request_id.0);
+    body.extend_from_slice(&2u16.to_le_bytes());
+    for (a, s) in &results {
+        body.extend_from_slice(&a.0);
+        body.push(*s as u8);
+    }
+    let reply = ControlReply::sign(&id, request_id, results.clone());
+    let enc = reply.encode();
+    assert_eq!(&enc[..52 + 66], &body[..], "kind 7 layout");
+    assert!(verify_signature(&node, &body, &reply.signature), "kind 7 signed bytes");
+    // Kind 14: the request hash after the request id; the signature covers it.
+    let hash = [8u8; 32];
+    let mut bound = vec![1, 14];
+    bound.extend_from_slice(&body[2..50]);
+    bound.extend_from_slice(&hash);
+    bound.extend_from_slice(&body[50..]);
+    let reply = ControlReply::sign_bound(&id, request_id, Some(hash), results);
+    assert_eq!(&reply.encode()[..bound.len()], &bound[..], "kind 14 layout");
+    assert!(verify_signature(&node, &bound, &reply.signature), "kind 14 signed bytes");
+    assert_eq!(
+        blake3::derive_key("quloud v1 answered request", b"request"),
+        crate::domain::wire::request_hash(b"request"),
+        "request hash"
+    );
+}

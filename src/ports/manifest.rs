@@ -31,6 +31,10 @@ pub type Rx = Box<dyn ManifestSnapshot + Send + Sync>;
 pub struct Summary {
     /// Inodes.
     pub inodes: u64,
+    /// Regular files (kept as a counter: no scan).
+    pub files: u64,
+    /// Their logical bytes (the sum of their sizes).
+    pub file_bytes: u64,
     /// Queued uploads.
     pub uploads: u64,
     /// Every chunk record.
@@ -101,7 +105,8 @@ pub trait ManifestSnapshot: ManifestRead {
     fn staged(&self) -> Result<Vec<Ino>, FsError>;
     /// How many inodes the vault has.
     fn inode_count(&self) -> Result<u64, FsError>;
-    /// Number of inodes and of queued uploads, and every chunk record (for status).
+    /// Number of inodes, regular files and their bytes, and of queued uploads, and every chunk
+    /// record (for status).
     fn summary(&self) -> Result<Summary, FsError>;
     /// A hash of what a restore shows as files: inodes, names, symlink targets, extents and
     /// xattrs (not replicas, leases, audit history or node statistics).

@@ -75,6 +75,16 @@ fn mount_text(s: &VaultStatus) -> String {
     out
 }
 
+/// Restored chunks whose replicas this home has not learned yet (shown only if any).
+fn unverified_line(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(
+            "  unverified  {n} (restored snapshot pieces; the first audit here learns their replicas)\n"
+        ),
+    }
+}
+
 /// `quloud status`.
 pub fn status_text(s: &VaultStatus) -> String {
     let audit = match s.last_audit {
@@ -82,11 +92,19 @@ pub fn status_text(s: &VaultStatus) -> String {
             let ago = now_ms().saturating_sub(at) / 1000;
             format!("{ago} s ago: {checked} replicas challenged, {bad} did not pass")
         }
-        None => "never".to_string(),
+        None => match s.restored_ms {
+            Some(at) => format!(
+                "not audited yet since the restore of {}: replica health is as the snapshot recorded it",
+                utc(at)
+            ),
+            None => "never".to_string(),
+        },
     };
     let mut out = mount_text(s);
     out += &format!(
-        "inodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n  unused      {} (referenced by no file; deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} kept locally)\n",
+        "files         {} ({})\ninodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n{}  unused      {} (referenced by no file; deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} kept locally)\n",
+        s.files,
+        format_size(s.file_bytes),
         s.inodes,
         s.chunks,
         format_size(s.bytes),
@@ -94,6 +112,7 @@ pub fn status_text(s: &VaultStatus) -> String {
         s.durable,
         s.replicas,
         s.degraded,
+        unverified_line(s.unverified),
         s.unreferenced,
         s.staged_files,
         chunk_count(s.queued),

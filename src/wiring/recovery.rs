@@ -7,6 +7,7 @@ use super::common::{
 use super::control::snapshot_report;
 use super::files;
 use super::open::{open_manifest, open_unmounted, serve_fuse};
+use super::settle::wait_then_snapshot;
 use crate::adapters::control::{Reply, Request};
 use crate::adapters::fuse::MountSettings;
 use crate::adapters::nats::fabric::NatsFabric;
@@ -14,7 +15,7 @@ use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::report::{SnapshotReport, SnapshotRow};
 use crate::app::vault::{
     find_root, materialize_share, materialize_snapshot, run_pipeline, ManifestFile, PipelineStats, RootFound,
-    Secrets, Vault, VaultOptions,
+    Secrets, Vault, VaultOptions, RESTORED_MS,
 };
 use crate::cli::{MountOpts, RestoreArgs, ShareArgs, SnapshotArgs, SnapshotsArgs};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -22,6 +23,7 @@ use crate::domain::paper;
 use crate::domain::share::Capability;
 use crate::domain::size::format_size;
 use crate::domain::snapshot::SnapshotInfo;
+use crate::ports::clock::Clock;
 use crate::ports::manifest::ManifestFiles;
 use crate::render::{self, progress_bar, utc, Format};
 use anyhow::{anyhow, bail, Context, Result};
@@ -76,9 +78,14 @@ fn pick(found: &RootFound, id: Option<u64>) -> Result<SnapshotInfo> {
 }
 
 /// Opens the unmounted vault of `home` with its uploader running, runs `f`, and saves.
-async fn unmounted<T, Fut>(home: &Path, bus: &Bus, f: impl FnOnce(Arc<Vault<NatsFabric>>) -> Fut) -> Result<T>
+async fn unmounted<T, E, Fut>(
+    home: &Path,
+    bus: &Bus,
+    f: impl FnOnce(Arc<Vault<NatsFabric>>) -> Fut,
+) -> Result<T>
 where
-    Fut: std::future::Future<Output = Result<T, crate::app::vault::FsError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    anyhow::Error: From<E>,
 {
     let (vault, _) = open_unmounted(home, bus, None).await?;
     let cancel = CancellationToken::new();
@@ -114,18 +121,30 @@ async fn fetch_snapshot(
     Ok(())
 }
 
-/// `quloud snapshot`.
+/// `quloud snapshot`: waits (up to `--wait`) until nothing is pending upload, then snapshots,
+/// through the running mount if there is one, else on the vault opened here.
 pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
-    let report = match ask(home, &Request::Snapshot, SNAPSHOT_WAIT + Duration::from_secs(30)).await {
-        Ok(Some(Reply::Snapshot(r))) => r,
+    let report = match ask(home, &Request::Status, ASK_WAIT).await {
+        Ok(Some(Reply::Status(_))) => snapshot_mounted(home, args.wait).await,
         Ok(Some(other)) => return Err(unexpected(&other)),
         Ok(None) => {
             let bus = Bus::from_args(&args.nats, home)?;
-            let outcome = unmounted(home, &bus, |v| async move { v.snapshot(SNAPSHOT_WAIT).await }).await;
-            snapshot_report(&outcome?)
+            unmounted(home, &bus, |v| async move {
+                let status = || {
+                    let v = v.clone();
+                    async move { Ok(v.status()?) }
+                };
+                let take = |within| {
+                    let v = v.clone();
+                    async move { Ok(snapshot_report(&v.snapshot(within).await?)) }
+                };
+                wait_then_snapshot(args.wait, status, take).await
+            })
+            .await
         }
-        Err(e) => return Err(e.context("snapshot failed")),
-    };
+        Err(e) => Err(e),
+    }
+    .context("snapshot failed")?;
     match (Format::from_json_flag(args.json), report) {
         (Format::Json, r) => println!("{}", render::snapshot_json(&r)),
         (Format::Text, SnapshotReport::Pending) => {
@@ -139,6 +158,26 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
         (Format::Text, SnapshotReport::Taken(s)) => print!("{}", render::snapshot_text(&s)),
     }
     Ok(())
+}
+
+/// `quloud snapshot` through the running mount's control socket.
+async fn snapshot_mounted(home: &Path, wait: Duration) -> Result<SnapshotReport> {
+    let status = || async move {
+        match ask(home, &Request::Status, ASK_WAIT).await? {
+            Some(Reply::Status(s)) => Ok(s),
+            Some(other) => Err(unexpected(&other)),
+            None => bail!("the mount stopped answering on {}", home.join("control.sock").display()),
+        }
+    };
+    // The mount bounds its own wait for the snapshot's pieces; `wait_then_snapshot` bounds ours.
+    let take = |within: Duration| async move {
+        match ask(home, &Request::Snapshot, within + ASK_WAIT).await? {
+            Some(Reply::Snapshot(r)) => Ok(r),
+            Some(other) => Err(unexpected(&other)),
+            None => bail!("the mount stopped answering during the snapshot"),
+        }
+    };
+    wait_then_snapshot(wait, status, take).await
 }
 
 /// `quloud snapshots`.
@@ -174,7 +213,7 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
         (None, None) => bail!("give the paper key with --key or --key-file"),
     };
     let key: MasterKey =
-        paper::decode(text.trim()).map_err(|e| anyhow!("the paper key is not valid: {e}"))?;
+        paper::from_printout(&text).map_err(|e| anyhow!("the paper key is not valid: {e}"))?;
     if key_path(home).exists() || home.join("manifest.redb").exists() {
         bail!(
             "{} already holds a vault; restore into a fresh home (pass --home DIR) so nothing is overwritten",
@@ -196,6 +235,9 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
     files::create_private_dir(home)?;
     let manifest = home.join("manifest.redb");
     fetch_snapshot(&fabric, &keys, &found, &info, &manifest).await?;
+    // From now on "last audit" and replica health are this home's own.
+    let now = crate::adapters::clock::SystemClock.now_ms();
+    open_manifest(home)?.write_durable(|tx| tx.set_meta(RESTORED_MS, now))?;
     files::write_new_private(&key_path(home), format!("{}\n", paper::encode(&key)).as_bytes())
         .with_context(|| format!("cannot write the master key to {}", key_path(home).display()))?;
     println!("vault restored into {} from snapshot {}", home.display(), info.id);

@@ -98,8 +98,12 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
     // First of all: from here on a signal is ours to handle, at any phase.
     let stop = signal_token();
     if !key_path(home).exists() {
-        init(home)?;
-        println!();
+        if args.mountpoint.is_some() {
+            init(home)?;
+            println!();
+        } else {
+            println!("{}\n", fabric_only(home));
+        }
     }
     let dir = home.join("fabric");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -111,6 +115,17 @@ pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
     println!("stopping storage nodes and nats-server…");
     children.stop_all().await;
     outcome
+}
+
+/// What `up` without a mountpoint says on a home with no master key: it runs the fabric only
+/// and creates no key (a second paper key during a recovery invites writing down the wrong one).
+fn fabric_only(home: &Path) -> String {
+    format!(
+        "no vault key in {}: running the fabric only, no vault is mounted and no key is created. \
+         To mount a vault here: `quloud up MOUNTPOINT` (or `quloud init`) creates a new one, \
+         `quloud restore MOUNTPOINT --key-file paper.txt` brings yours back.",
+        home.display()
+    )
 }
 
 /// Starts the fabric, checks it and serves until `stop`; leaves stopping it to the caller.

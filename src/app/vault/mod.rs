@@ -27,6 +27,7 @@ mod pipeline;
 mod reader;
 mod snapshot;
 mod status;
+pub use status::RESTORED_MS;
 mod types;
 mod writer;
 

@@ -11,13 +11,16 @@ use crate::ports::manifest::{Manifest, ManifestFiles, Summary};
 use std::collections::HashSet;
 use std::path::Path;
 
+/// Manifest meta key: when this home's manifest was restored from a snapshot (Unix ms).
+pub const RESTORED_MS: &str = "restored_ms";
+
 impl VaultStatus {
     /// From a manifest (mounted or not).
     pub fn from_manifest(m: &Manifest, replicas: usize) -> Result<VaultStatus, FsError> {
         let rx = m.read()?;
-        let Summary { inodes, uploads, chunks } = rx.summary()?;
-        let mut s =
-            VaultStatus { inodes, replicas, staged_files: rx.staged()?.len() as u64, ..Default::default() };
+        let Summary { inodes, files, file_bytes, uploads, chunks } = rx.summary()?;
+        let staged_files = rx.staged()?.len() as u64;
+        let mut s = VaultStatus { inodes, files, file_bytes, replicas, staged_files, ..Default::default() };
         let queue: HashSet<Addr> = rx.uploads(usize::MAX)?.into_iter().collect();
         s.queued = uploads;
         s.queued_bytes = chunks.iter().filter(|(a, _)| queue.contains(a)).map(|(_, c)| c.ct_len as u64).sum();
@@ -26,9 +29,15 @@ impl VaultStatus {
         s.last_snapshot_ms = snapshots.iter().map(|b| b.info.taken_ms).max();
         let off = rx.written_off()?;
         s.unreferenced = chunks.iter().filter(|(_, c)| c.refs == 0).count() as u64;
-        if let Some(at) = rx.meta("last_audit_ms")? {
-            let checked = rx.meta("last_audit_checked")?.unwrap_or(0);
-            s.last_audit = Some((at, checked, rx.meta("last_audit_bad")?.unwrap_or(0)));
+        // "Last audit" is this home's: an audit the snapshot brought along from the machine it
+        // was taken on does not count.
+        let restored = rx.meta(RESTORED_MS)?;
+        match rx.meta("last_audit_ms")? {
+            Some(at) if restored.is_none_or(|r| at > r) => {
+                let checked = rx.meta("last_audit_checked")?.unwrap_or(0);
+                s.last_audit = Some((at, checked, rx.meta("last_audit_bad")?.unwrap_or(0)));
+            }
+            _ => s.restored_ms = restored,
         }
         for (_, c) in chunks.iter().filter(|(_, c)| c.refs > 0) {
             s.chunks += 1;
@@ -37,6 +46,8 @@ impl VaultStatus {
             match c.state {
                 ChunkState::Pending => s.pending += 1,
                 ChunkState::Durable if healthy >= replicas => s.durable += 1,
+                // Restored pieces of a snapshot: their replicas are learned by the first audit.
+                ChunkState::Durable if c.replicas.is_empty() && s.restored_ms.is_some() => s.unverified += 1,
                 ChunkState::Durable => s.degraded += 1,
             }
             for r in &c.replicas {

@@ -299,7 +299,10 @@ impl ManifestSnapshot for Snapshot {
 
     fn summary(&self) -> Result<Summary, FsError> {
         let chunks = self.0.chunks.iter().map(|(a, c)| (*a, c.clone())).collect();
-        Ok(Summary { inodes: self.0.inodes.len() as u64, uploads: self.0.uploads.len() as u64, chunks })
+        let files = self.0.inodes.values().filter(|a| a.kind == Kind::File);
+        let (files, file_bytes) = files.fold((0, 0), |(n, b), a| (n + 1, b + a.size));
+        let inodes = self.0.inodes.len() as u64;
+        Ok(Summary { inodes, files, file_bytes, uploads: self.0.uploads.len() as u64, chunks })
     }
 
     fn content_hash(&self) -> Result<[u8; 32], FsError> {

@@ -99,6 +99,11 @@ struct Open {
     fail_next: bool,
 }
 
+/// Meta key: how many regular files the manifest holds (kept by every inode write).
+pub(in crate::adapters::redb) const FILES: &str = "files";
+/// Meta key: the logical bytes of those files (their sizes).
+pub(in crate::adapters::redb) const FILE_BYTES: &str = "file_bytes";
+
 /// Creates every manifest table that does not exist yet.
 pub(in crate::adapters::redb) fn create_tables(txn: &WriteTransaction) -> Result<(), FsError> {
     for t in [INODES, SYMLINKS, SNAPSHOTS, SHARES] {
@@ -132,6 +137,11 @@ impl Manifest {
             create_tables(tx.txn)?;
             if matches!(tx.inode(ROOT_INO), Err(FsError::NotFound)) {
                 tx.put_inode(&Attr::new(ROOT_INO, Kind::Dir, 0o755, uid, gid))?;
+            }
+            if tx.meta(FILES)?.is_none() || tx.meta(FILE_BYTES)?.is_none() {
+                let (files, bytes) = tx.file_totals()?;
+                tx.set_meta(FILES, files)?;
+                tx.set_meta(FILE_BYTES, bytes)?;
             }
             Ok(())
         })?;

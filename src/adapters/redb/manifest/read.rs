@@ -6,7 +6,7 @@ use super::super::{
     STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use super::Summary;
-use super::{dirent_key, err};
+use super::{dirent_key, err, FILES, FILE_BYTES};
 use crate::domain::fs::Kind;
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::health::NodeRecord;
@@ -19,6 +19,23 @@ pub struct Rx(pub(super) ReadTransaction);
 
 macro_rules! readers {
     ($t:tt) => {
+        /// Regular files and their bytes: the kept counters, else counted over every inode.
+        pub fn file_totals(&self) -> Result<(u64, u64), FsError> {
+            if let (Some(files), Some(bytes)) = (self.meta(FILES)?, self.meta(FILE_BYTES)?) {
+                return Ok((files, bytes));
+            }
+            let t = self.$t.open_table(INODES).map_err(err)?;
+            let (mut files, mut bytes) = (0, 0);
+            for row in t.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                if let Some(a) = Attr::decode(k.value(), v.value()).filter(|a| a.kind == Kind::File) {
+                    files += 1;
+                    bytes += a.size;
+                }
+            }
+            Ok((files, bytes))
+        }
+
         /// An inode's attributes.
         pub fn inode(&self, ino: Ino) -> Result<Attr, FsError> {
             let t = self.$t.open_table(INODES).map_err(err)?;
@@ -272,6 +289,7 @@ impl Rx {
                 chunks.push((Addr(*k.value()), c));
             }
         }
-        Ok(Summary { inodes, uploads, chunks })
+        let (files, file_bytes) = self.file_totals()?;
+        Ok(Summary { inodes, files, file_bytes, uploads, chunks })
     }
 }

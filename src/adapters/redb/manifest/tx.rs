@@ -6,9 +6,9 @@ use super::super::{
     STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use super::read::readers;
-use super::{dirent_key, err};
-use crate::domain::fs::ROOT_INO;
+use super::{dirent_key, err, FILES, FILE_BYTES};
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
+use crate::domain::fs::{Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
 use crate::domain::snapshot::BlobRow;
@@ -66,9 +66,28 @@ impl Tx<'_> {
     pub fn put_inode(&self, a: &Attr) -> Result<(), FsError> {
         let mut t = self.txn.open_table(INODES).map_err(err)?;
         let old = t.insert(a.ino, a.encode().as_slice()).map_err(err)?.map(|g| g.value().to_vec());
+        drop(t);
         let ino = a.ino;
+        self.count_files(ino, old.as_deref(), Some(a))?;
         self.remember(move |w| put_back(w, INODES, ino, old.as_deref()));
         Ok(())
+    }
+
+    /// Keeps the regular-file counters in step with inode `ino` going from `old` (its record)
+    /// to `new` (`None`: deleted). A manifest without counters yet is counted when opened.
+    fn count_files(&self, ino: Ino, old: Option<&[u8]>, new: Option<&Attr>) -> Result<(), FsError> {
+        let weight = |a: Option<&Attr>| match a {
+            Some(a) if a.kind == Kind::File => (1, a.size),
+            _ => (0, 0),
+        };
+        let before = weight(old.and_then(|b| Attr::decode(ino, b)).as_ref());
+        let after = weight(new);
+        if before == after {
+            return Ok(());
+        }
+        let (Some(files), Some(bytes)) = (self.meta(FILES)?, self.meta(FILE_BYTES)?) else { return Ok(()) };
+        self.set_meta(FILES, files.saturating_sub(before.0).saturating_add(after.0))?;
+        self.set_meta(FILE_BYTES, bytes.saturating_sub(before.1).saturating_add(after.1))
     }
 
     /// Keeps (or drops) the ciphertext of a small queued chunk.
@@ -327,6 +346,7 @@ impl Tx<'_> {
         self.set_staged(ino, false)?;
         let old =
             self.txn.open_table(INODES).map_err(err)?.remove(ino).map_err(err)?.map(|g| g.value().to_vec());
+        self.count_files(ino, old.as_deref(), None)?;
         self.remember(move |w| put_back(w, INODES, ino, old.as_deref()));
         Ok(())
     }

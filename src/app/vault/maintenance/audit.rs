@@ -122,6 +122,13 @@ fn cover<F: ChunkFabric + 'static>(v: &Vault<F>, scope: &Scope) -> Result<Covere
             _ => {}
         }
     }
+    if path.trim_end_matches('/').is_empty() {
+        // The whole vault: also the chunks no file names (snapshot and share pieces), as status
+        // counts them.
+        for (addr, _) in rx.summary()?.chunks.into_iter().filter(|(_, c)| c.refs > 0) {
+            cov.chunks.entry(addr).or_insert(None);
+        }
+    }
     Ok(cov)
 }
 
