@@ -155,7 +155,7 @@ async fn roots_publish_and_fetch_the_newest<B: Bench>(b: &B, keys: &VaultKeys) {
     let vk = keys.root_signing_key().verifying_key();
     let locator = root_locator(&vk);
     let record = |version| {
-        RootRecord { version, written_ms: now_ms(), snapshots: Vec::new() }
+        RootRecord { version, epoch: 0, closed: false, written_ms: now_ms(), snapshots: Vec::new() }
             .seal(keys.root_signing_key(), &keys.root_body_key())
     };
     let (r1, r2) = (record(1), record(2));

@@ -82,6 +82,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         s.staged_files = staged;
         s.disk_cache = self.disk_cache_usage();
         s.mounted = true;
+        s.writer = Some(self.writer_state());
         Ok(s)
     }
 

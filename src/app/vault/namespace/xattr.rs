@@ -7,6 +7,7 @@ use crate::ports::fabric::ChunkFabric;
 impl<F: ChunkFabric + 'static> Vault<F> {
     /// Sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE).
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<(), FsError> {
+        self.writable()?;
         if name.is_empty() || name.len() > 255 {
             return Err(FsError::Range);
         }
@@ -49,6 +50,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.writable()?;
         self.m.write_grouped(|tx| {
             if tx.xattr(ino, name)?.is_none() {
                 return Err(FsError::NoXattr);

@@ -114,6 +114,19 @@ impl ChunkFabric for CountingFabric {
         unused()
     }
 
+    async fn lease(&self, _: &str) -> Result<Option<crate::ports::fabric::LeaseHeld>, FabricError> {
+        unused()
+    }
+
+    async fn swap_lease(
+        &self,
+        _: &str,
+        _: &[u8],
+        _: u64,
+    ) -> Result<crate::ports::fabric::LeaseSwap, FabricError> {
+        unused()
+    }
+
     async fn fetch_roots(&self, _: &str) -> Result<RootsServed, FabricError> {
         unused()
     }
