@@ -655,10 +655,86 @@ mod tests {
             ("node b".to_string(), vec![record(2)]),
         ];
         let c = choose_root(&served, &vk);
-        assert_eq!(c.newest.as_ref().map(|n| n.0), Some(3));
+        assert_eq!(c.newest.as_ref().map(|n| n.0.version), Some(3));
         let rolled: Vec<_> = c.rolled_back.iter().map(|(s, v)| (s.as_str(), *v)).collect();
         assert_eq!(rolled, vec![("broker", 1), ("node b", 2)]);
         assert_eq!(c.refused.len(), 1);
+    }
+
+    /// A record in format 1 (no epoch, snapshot infos without one), as older versions sealed it.
+    fn seal_v1(k: &crate::domain::keys::VaultKeys, version: u64, snapshots: &[SnapshotInfo]) -> Vec<u8> {
+        let mut body = (snapshots.len() as u32).to_le_bytes().to_vec();
+        for s in snapshots {
+            let mut one = Vec::new();
+            s.encode_into(&mut one);
+            body.extend_from_slice(&one[..SNAPSHOT_INFO_V1_LEN]);
+        }
+        let mut out = vec![ROOT_V1];
+        out.extend_from_slice(k.root_signing_key().verifying_key().as_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&5u64.to_le_bytes());
+        out.extend_from_slice(&[9; 12]);
+        out.extend_from_slice(&((body.len() + 16) as u32).to_le_bytes());
+        let sealed = ChaCha20Poly1305::new(Key::from_slice(&k.root_body_key()))
+            .encrypt(Nonce::from_slice(&[9; 12]), Payload { msg: &body, aad: &out })
+            .unwrap();
+        out.extend_from_slice(&sealed);
+        let sig = k.root_signing_key().sign(&signed_bytes(&out));
+        out.extend_from_slice(&sig.to_bytes());
+        out
+    }
+
+    #[test]
+    fn format_1_records_and_rows_still_decode_as_epoch_0() {
+        let k = keys();
+        let head = seal_blob(k.snapshot(), b"m", 1).unwrap().head_ref;
+        let info = SnapshotInfo { id: 7, taken_ms: 70, head, files: 2, bytes: 3, epoch: 0 };
+        let old = seal_v1(&k, 12, &[info]);
+        let vk = k.root_signing_key().verifying_key();
+        let r = RootRecord::open(&old, &vk, &k.root_body_key()).unwrap();
+        assert_eq!(
+            (r.version, r.epoch, r.closed, r.written_ms, r.snapshots.clone()),
+            (12, 0, false, 5, vec![info])
+        );
+        assert_eq!(
+            RootRecord::check_filed(&old, &root_locator(&vk)),
+            Ok(RootOrder { epoch: 0, version: 12 })
+        );
+        // A format 1 manifest row.
+        let mut row = vec![1u8];
+        let mut one = Vec::new();
+        info.encode_into(&mut one);
+        row.extend_from_slice(&one[..SNAPSHOT_INFO_V1_LEN]);
+        row.extend_from_slice(&0u32.to_le_bytes());
+        row.extend_from_slice(&1u32.to_le_bytes());
+        row.extend_from_slice(&[4; 32]);
+        let back = BlobRow::decode(&row).unwrap();
+        assert_eq!((back.info, back.pins), (info, vec![Addr([4; 32])]));
+    }
+
+    #[test]
+    fn a_later_epoch_wins_over_a_higher_version_and_closed_lineages_are_listed() {
+        let k = keys();
+        let vk = k.root_signing_key().verifying_key();
+        let seal = |version, epoch, closed| {
+            RootRecord { version, epoch, closed, written_ms: 1, snapshots: vec![] }
+                .seal(k.root_signing_key(), &k.root_body_key())
+        };
+        let old = seal_v1(&k, 40, &[]);
+        // The first writer (epoch 1) reached version 30; the second (epoch 2) is at version 5;
+        // the first, fenced, published its closed record at version 31.
+        let served = vec![
+            ("the broker".to_string(), vec![old, seal(30, 1, false), seal(5, 2, false), seal(31, 1, true)]),
+            ("node a".to_string(), vec![seal(5, 2, false)]),
+            ("node b".to_string(), vec![seal(31, 1, true)]),
+        ];
+        let c = choose_root(&served, &vk);
+        assert_eq!(c.newest.as_ref().map(|n| n.0), Some(RootOrder { epoch: 2, version: 5 }));
+        assert!(c.rolled_back.is_empty(), "a closed lineage is not a rollback: {:?}", c.rolled_back);
+        let closed: Vec<RootOrder> = c.closed.iter().map(|c| c.0).collect();
+        assert_eq!(closed, vec![RootOrder { epoch: 1, version: 31 }]);
+        let r = RootRecord::open(&c.closed[0].1, &vk, &k.root_body_key()).unwrap();
+        assert!(r.closed && r.epoch == 1);
     }
 
     #[test]

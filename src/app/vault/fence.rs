@@ -98,6 +98,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Reads the lease and settles this home's standing, taking the lease as `claim` says.
     pub async fn claim_writer(&self, claim: Claim) -> Result<WriterState, FsError> {
         let fabric = self.reachable_fabric(self.opts.fetch_timeout).await?;
+        self.claim_on(&*fabric, claim).await
+    }
+
+    /// `claim_writer` on `fabric`.
+    async fn claim_on(&self, fabric: &F, claim: Claim) -> Result<WriterState, FsError> {
         let vk = self.keys.root_signing_key().verifying_key();
         let locator = root_locator(&vk);
         for _ in 0..5 {
@@ -120,7 +125,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                         Standing::Other(l) => Some(l.epoch),
                         _ => None,
                     };
-                    match self.take(&*fabric, &locator, revision, lease.map_or(0, |l| l.epoch)).await? {
+                    match self.take(fabric, &locator, revision, lease.map_or(0, |l| l.epoch)).await? {
                         Some(epoch) => self.taken(epoch, previous)?,
                         None => continue, // someone swapped first: read again
                     }
@@ -188,17 +193,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Reads the lease again: a home that lost it is fenced (changes fail with EROFS). Returns
     /// whether this home still holds it.
     pub async fn check_writer(&self) -> Result<bool, FsError> {
-        if self.writer_state().is_fenced() {
-            return Ok(false);
-        }
-        let state = self.claim_writer(Claim::Keep).await?;
-        Ok(!state.is_fenced())
+        let fabric = self.reachable_fabric(self.opts.fetch_timeout).await?;
+        Ok(self.ensure_writer(&*fabric).await.is_ok())
     }
 
-    /// Checks the lease before an act only the writer may do (publishing a root record,
-    /// deleting chunks): `Err(ReadOnly)` once another home holds it.
-    pub(super) async fn ensure_writer(&self) -> Result<u64, FsError> {
-        if !self.check_writer().await? {
+    /// Checks the lease on `fabric` before an act only the writer may do (publishing a root
+    /// record, deleting chunks): `Err(ReadOnly)` once another home holds it.
+    pub(super) async fn ensure_writer(&self, fabric: &F) -> Result<u64, FsError> {
+        if self.writer_state().is_fenced() || self.claim_on(fabric, Claim::Keep).await?.is_fenced() {
             return Err(FsError::ReadOnly);
         }
         Ok(self.my_epoch())

@@ -234,10 +234,20 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         self.store_blob(&blob, &row, BlobKind::Snapshot, wait).await?;
         // Retention: drop what the policy no longer keeps (their pieces become garbage).
         let rows = self.m.read()?.blobs(false)?;
-        let keep = retain(
+        let mut keep = retain(
             &rows.iter().map(|r| (r.info.id, r.info.taken_ms)).collect::<Vec<_>>(),
             self.opts.health.retention,
         );
+        // The newest snapshot of every lineage (writer epoch) stays, whatever the policy: an
+        // adopted lineage of a writer that lost the lease is reachable only through it.
+        let mut newest: HashMap<u64, &SnapshotInfo> = HashMap::new();
+        for r in &rows {
+            let e = newest.entry(r.info.epoch).or_insert(&r.info);
+            if r.info.order() > e.order() {
+                *e = &r.info;
+            }
+        }
+        keep.extend(newest.values().map(|s| s.id));
         let dropped: Vec<&BlobRow> = rows.iter().filter(|r| !keep.contains(&r.info.id)).collect();
         self.m.write_durable(|tx| dropped.iter().try_for_each(|r| tx.put_blob(false, r, false)))?;
         self.publish_root(&*fabric).await?;
@@ -292,7 +302,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// any seen. The lease holder first adopts the closed lineages of earlier epochs; a home
     /// that lost the lease publishes the closed record of its own epoch.
     async fn publish_root(&self, fabric: &F) -> Result<u64, FsError> {
-        let (epoch, closed) = match self.ensure_writer().await {
+        let (epoch, closed) = match self.ensure_writer(fabric).await {
             Ok(epoch) => {
                 self.adopt_lineages(fabric).await?;
                 (epoch, false)

@@ -20,7 +20,7 @@ impl GcWorker {
     /// Only the holder of the writer lease collects, after adopting the closed lineages of
     /// earlier writers, and not while it still waits for the one it took the lease from.
     pub async fn run_once<F: ChunkFabric + 'static>(&self, v: &Vault<F>, fabric: &F) -> Result<u64, FsError> {
-        match v.ensure_writer().await {
+        match v.ensure_writer(fabric).await {
             Ok(_) => {}
             Err(FsError::ReadOnly) => return Ok(0),
             Err(e) => return Err(e),

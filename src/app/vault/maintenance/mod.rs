@@ -120,3 +120,5 @@ pub struct HealthStats {
 mod fabric_tests;
 #[cfg(test)]
 mod workers_tests;
+#[cfg(test)]
+mod writer_tests;

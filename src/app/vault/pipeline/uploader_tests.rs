@@ -115,7 +115,7 @@ impl ChunkFabric for CountingFabric {
     }
 
     async fn lease(&self, _: &str) -> Result<Option<crate::ports::fabric::LeaseHeld>, FabricError> {
-        unused()
+        Ok(None)
     }
 
     async fn swap_lease(
@@ -124,11 +124,11 @@ impl ChunkFabric for CountingFabric {
         _: &[u8],
         _: u64,
     ) -> Result<crate::ports::fabric::LeaseSwap, FabricError> {
-        unused()
+        Ok(crate::ports::fabric::LeaseSwap::Swapped(1))
     }
 
     async fn fetch_roots(&self, _: &str) -> Result<RootsServed, FabricError> {
-        unused()
+        Ok(Vec::new())
     }
 
     async fn delete(
