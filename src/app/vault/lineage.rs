@@ -35,9 +35,16 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                     self.adopt(fabric, last).await?;
                 }
             }
-            let awaited = self.m.read()?.meta(AWAITING_EPOCH)?.unwrap_or(0);
-            if order.epoch >= awaited {
+            let rx = self.m.read()?;
+            let (awaited, since) =
+                (rx.meta(AWAITING_EPOCH)?.unwrap_or(0), rx.meta(AWAITING_SINCE)?.unwrap_or(0));
+            drop(rx);
+            if since != 0 && order.epoch >= awaited {
                 self.m.write_durable(|tx| tx.set_meta(AWAITING_SINCE, 0))?;
+                tracing::info!(
+                    epoch = order.epoch,
+                    "the previous writer closed its lineage; garbage collection resumes"
+                );
             }
         }
         Ok(())
