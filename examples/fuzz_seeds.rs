@@ -33,7 +33,7 @@ fn main() -> std::io::Result<()> {
         request_id: [0; 16],
     };
     let head = PieceRef { id: ChunkId([4; 32]), addr, len: 700, seed: [6; 32] };
-    let root = RootRecord { version: 1, written_ms: 2, snapshots: Vec::new() };
+    let root = RootRecord { version: 1, epoch: 1, closed: false, written_ms: 2, snapshots: Vec::new() };
     let seeds: Vec<(&str, Vec<u8>)> = vec![
         (
             "store_request",

@@ -370,6 +370,15 @@ pub struct MountOpts {
     /// Allow --metrics on an address other than loopback (plain HTTP, no authentication).
     #[arg(long = "metrics-public")]
     pub metrics_public: bool,
+    /// Take the vault's writer lease even though another home holds it: that home stops
+    /// writing (EROFS) within its --writer-check, and its last changes stay as a snapshot.
+    /// Without it, a vault another home writes mounts read-only. `restore` always takes it.
+    #[arg(long)]
+    pub take_over: bool,
+    /// How often the mount reads the writer lease: a home that lost it stops writing within
+    /// this long.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub writer_check: Duration,
 }
 
 /// `quloud audit …`

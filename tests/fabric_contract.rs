@@ -15,7 +15,7 @@ use quloud::domain::seal::SealedChunk;
 use quloud::domain::snapshot::{choose_root, root_locator, RootRecord};
 use quloud::domain::unix_ms;
 use quloud::domain::wire::{Status, StoreAck};
-use quloud::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, StoreGoal};
+use quloud::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, LeaseSwap, Publish, StoreGoal};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

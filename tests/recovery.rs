@@ -231,8 +231,9 @@ fn forged_and_rolled_back_root_records_are_refused() {
         client.publish(subject.clone(), oldest.into()).await.unwrap();
         // A forgery claiming this vault's key, with a huge version, signed by another key.
         let other = MasterKey::generate().derive();
-        let mut forged = RootRecord { version: 1_000_000, written_ms: 1, snapshots: vec![] }
-            .seal(other.root_signing_key(), &keys.root_body_key());
+        let mut forged =
+            RootRecord { version: 1_000_000, epoch: 0, closed: false, written_ms: 1, snapshots: vec![] }
+                .seal(other.root_signing_key(), &keys.root_body_key());
         forged[1..33].copy_from_slice(vk.as_bytes());
         client.publish(subject.clone(), forged.into()).await.unwrap();
         // Garbage.

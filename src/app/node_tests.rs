@@ -371,7 +371,7 @@ fn proofless_requests_do_not_consume_replay_memory() {
 
 fn root_record(keys: &VaultKeys, version: u64) -> Vec<u8> {
     use crate::domain::snapshot::RootRecord;
-    RootRecord { version, written_ms: NOW, snapshots: Vec::new() }
+    RootRecord { version, epoch: 0, closed: false, written_ms: NOW, snapshots: Vec::new() }
         .seal(keys.root_signing_key(), &keys.root_body_key())
 }
 

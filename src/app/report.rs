@@ -70,6 +70,65 @@ pub struct VaultStatus {
     /// (docs/SEMANTICS.md, full disk).
     #[serde(default)]
     pub home_full: bool,
+    /// Whether this home may write the vault (the writer lease); `None` when not mounted.
+    #[serde(default)]
+    pub writer: Option<WriterState>,
+}
+
+/// Whether a mount may write its vault (docs/DESIGN.md §11), for `quloud status` and the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WriterState {
+    /// The fabric has not been reached since the mount: changes are accepted under the lease
+    /// this home last held, and nothing is published or deleted until it is checked.
+    Unchecked {
+        /// The epoch of the lease last held (0: none).
+        epoch: u64,
+    },
+    /// This home holds the writer lease.
+    Holder {
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// Another home holds the lease: changes fail with EROFS; nothing is deleted from the fabric.
+    Fenced {
+        /// The epoch this home wrote under (0: never held it).
+        epoch: u64,
+        /// The epoch of the lease the other home holds.
+        holder_epoch: u64,
+        /// The other home's writer id (hex).
+        holder: String,
+        /// When this home learnt it (Unix ms, this machine's clock).
+        since_ms: u64,
+        /// Whether this home's last changes are published as the closed record of its lineage.
+        closed: bool,
+    },
+}
+
+impl WriterState {
+    /// Whether changes are refused.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, WriterState::Fenced { .. })
+    }
+
+    /// One line for people: what this home may do, and why.
+    pub fn describe(&self) -> String {
+        match self {
+            WriterState::Unchecked { epoch } => format!(
+                "writing under the lease of epoch {epoch}, not yet checked with the fabric (nothing is published or deleted until it is)"
+            ),
+            WriterState::Holder { epoch } => format!("this home holds the writer lease (epoch {epoch})"),
+            WriterState::Fenced { holder_epoch, holder, closed, .. } => format!(
+                "read-only: another home ({}) holds the writer lease (epoch {holder_epoch}); {}; take it back with `quloud mount --take-over` (the other home then stops writing)",
+                &holder[..holder.len().min(12)],
+                if *closed {
+                    "this home's last changes are kept as a snapshot the other home adopts"
+                } else {
+                    "this home's last changes are published as a snapshot once uploaded"
+                }
+            ),
+        }
+    }
 }
 
 /// A mount's broker connection, for `quloud status`.
@@ -177,11 +236,14 @@ pub struct SnapshotRow {
     pub files: u64,
     /// Bytes of file data in it.
     pub bytes: u64,
+    /// The writer epoch it was taken in: listings are ordered by epoch, then id.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl From<&SnapshotInfo> for SnapshotRow {
     fn from(s: &SnapshotInfo) -> SnapshotRow {
-        SnapshotRow { id: s.id, taken_ms: s.taken_ms, files: s.files, bytes: s.bytes }
+        SnapshotRow { id: s.id, taken_ms: s.taken_ms, files: s.files, bytes: s.bytes, epoch: s.epoch }
     }
 }
 

@@ -103,6 +103,21 @@ id_type!(
     16
 );
 
+id_type!(
+    /// A writing home of a vault: random, made once per home, named in the writer lease.
+    WriterId,
+    16
+);
+
+impl WriterId {
+    /// A fresh random writer id.
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        crate::domain::random_bytes(&mut b);
+        WriterId(b)
+    }
+}
+
 impl Addr {
     /// The address of `ciphertext`.
     pub fn of(ciphertext: &[u8]) -> Self {

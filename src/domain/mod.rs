@@ -12,6 +12,7 @@ pub mod health;
 pub mod identity;
 pub mod ids;
 pub mod keys;
+pub mod lease;
 pub mod paper;
 pub mod proof;
 pub mod seal;

@@ -30,9 +30,13 @@ pub const MAX_ROOT_RECORD: usize = 64 * 1024;
 pub const MAX_LISTED: usize = 400;
 
 const HEAD_VERSION: u8 = 1;
-const ROOT_VERSION: u8 = 1;
+/// Root records of format 1 carry no epoch (they read as epoch 0); format 2 adds the writer's
+/// epoch and whether its lineage is closed.
+const ROOT_V1: u8 = 1;
+const ROOT_V2: u8 = 2;
 const ROOT_DOMAIN: &[u8] = b"quloud v1 root record";
-const ROOT_HEADER: usize = 1 + 32 + 8 + 8 + 12 + 4;
+const ROOT_HEADER_V1: usize = 1 + 32 + 8 + 8 + 12 + 4;
+const ROOT_HEADER: usize = 1 + 32 + 8 + 8 + 1 + 8 + 12 + 4;
 
 /// One piece of a blob: its chunk id, addr, ciphertext length and proof-secret seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,10 +187,14 @@ pub struct SnapshotInfo {
     pub files: u64,
     /// Bytes of file data in it.
     pub bytes: u64,
+    /// The writer epoch it was taken in (0: before writer leases).
+    pub epoch: u64,
 }
 
+/// Encoded length of a `SnapshotInfo` in format 1 records and rows (no epoch).
+pub const SNAPSHOT_INFO_V1_LEN: usize = 8 + 8 + PIECE_REF_LEN + 8 + 8;
 /// Encoded length of a `SnapshotInfo`.
-pub const SNAPSHOT_INFO_LEN: usize = 8 + 8 + PIECE_REF_LEN + 8 + 8;
+pub const SNAPSHOT_INFO_LEN: usize = SNAPSHOT_INFO_V1_LEN + 8;
 
 impl SnapshotInfo {
     /// Appends the encoding.
@@ -196,21 +204,31 @@ impl SnapshotInfo {
         self.head.encode_into(out);
         out.extend_from_slice(&self.files.to_le_bytes());
         out.extend_from_slice(&self.bytes.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
     }
 
-    /// Decodes exactly `SNAPSHOT_INFO_LEN` bytes.
+    /// Decodes exactly `SNAPSHOT_INFO_LEN` bytes, or `SNAPSHOT_INFO_V1_LEN` bytes of format 1
+    /// (epoch 0).
     pub fn decode(b: &[u8]) -> Option<SnapshotInfo> {
-        if b.len() != SNAPSHOT_INFO_LEN {
+        if b.len() != SNAPSHOT_INFO_LEN && b.len() != SNAPSHOT_INFO_V1_LEN {
             return None;
         }
         let u = |r: std::ops::Range<usize>| b[r].try_into().ok().map(u64::from_le_bytes);
+        let epoch =
+            if b.len() == SNAPSHOT_INFO_LEN { u(SNAPSHOT_INFO_V1_LEN..SNAPSHOT_INFO_LEN)? } else { 0 };
         Some(SnapshotInfo {
             id: u(0..8)?,
             taken_ms: u(8..16)?,
             head: PieceRef::decode(&b[16..16 + PIECE_REF_LEN])?,
             files: u(16 + PIECE_REF_LEN..24 + PIECE_REF_LEN)?,
             bytes: u(24 + PIECE_REF_LEN..32 + PIECE_REF_LEN)?,
+            epoch,
         })
+    }
+
+    /// Which of two snapshots is newer: the later epoch, then the higher id.
+    pub fn order(&self) -> (u64, u64) {
+        (self.epoch, self.id)
     }
 }
 
@@ -219,6 +237,11 @@ impl SnapshotInfo {
 pub struct RootRecord {
     /// Grows with every record the vault publishes.
     pub version: u64,
+    /// The epoch of the writer lease it was published under (0: before writer leases).
+    pub epoch: u64,
+    /// The last record of a writer that lost the lease: its lineage's snapshots, kept for the
+    /// writer of a later epoch to adopt.
+    pub closed: bool,
     /// When it was written (Unix ms).
     pub written_ms: u64,
     /// Retained snapshots, oldest first.
@@ -261,9 +284,11 @@ impl RootRecord {
         let mut nonce = [0u8; 12];
         crate::domain::random_bytes(&mut nonce);
         let mut out = Vec::with_capacity(ROOT_HEADER + body.len() + 16 + 64);
-        out.push(ROOT_VERSION);
+        out.push(ROOT_V2);
         out.extend_from_slice(signing.verifying_key().as_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.push(u8::from(self.closed));
         out.extend_from_slice(&self.written_ms.to_le_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&((body.len() + 16) as u32).to_le_bytes());
@@ -276,17 +301,22 @@ impl RootRecord {
         out
     }
 
-    /// The version a record claims, after checking only its signature against `key` (used to
-    /// compare records without decrypting them; a node can run this check too).
+    /// The version a record claims, after checking only its signature against `key`.
     pub fn verified_version(bytes: &[u8], key: &VerifyingKey) -> Result<u64, RootError> {
-        if bytes.len() > MAX_ROOT_RECORD || bytes.len() < ROOT_HEADER + 16 + 64 || bytes[0] != ROOT_VERSION {
+        Ok(Self::verified_order(bytes, key)?.version)
+    }
+
+    /// The (epoch, version) a record claims, after checking only its signature against `key`
+    /// (used to compare records without decrypting them; a node can run this check too).
+    pub fn verified_order(bytes: &[u8], key: &VerifyingKey) -> Result<RootOrder, RootError> {
+        let header = header_len(bytes)?;
+        if bytes.len() > MAX_ROOT_RECORD || bytes.len() < header + 16 + 64 {
             return Err(RootError::Malformed);
         }
         let (msg, sig) = bytes.split_at(bytes.len() - 64);
-        let body_len = u32::from_le_bytes(
-            msg[ROOT_HEADER - 4..ROOT_HEADER].try_into().map_err(|_| RootError::Malformed)?,
-        );
-        if msg.len() != ROOT_HEADER + body_len as usize {
+        let body_len =
+            u32::from_le_bytes(msg[header - 4..header].try_into().map_err(|_| RootError::Malformed)?);
+        if msg.len() != header + body_len as usize {
             return Err(RootError::Malformed);
         }
         if &msg[1..33] != key.as_bytes() {
@@ -294,12 +324,16 @@ impl RootRecord {
         }
         let sig = Signature::from_slice(sig).map_err(|_| RootError::Malformed)?;
         key.verify(&signed_bytes(msg), &sig).map_err(|_| RootError::BadSignature)?;
-        Ok(u64::from_le_bytes(msg[33..41].try_into().map_err(|_| RootError::Malformed)?))
+        let u = |r: std::ops::Range<usize>| {
+            msg[r].try_into().map(u64::from_le_bytes).map_err(|_| RootError::Malformed)
+        };
+        let epoch = if header == ROOT_HEADER { u(41..49)? } else { 0 };
+        Ok(RootOrder { epoch, version: u(33..41)? })
     }
 
     /// The verifying key a record claims to be signed by (unverified), if it parses that far.
     pub fn claimed_key(bytes: &[u8]) -> Option<VerifyingKey> {
-        if bytes.len() > MAX_ROOT_RECORD || bytes.len() < 33 || bytes[0] != ROOT_VERSION {
+        if bytes.len() > MAX_ROOT_RECORD || bytes.len() < 33 || header_len(bytes).is_err() {
             return None;
         }
         VerifyingKey::from_bytes(bytes[1..33].try_into().ok()?).ok()
@@ -307,35 +341,56 @@ impl RootRecord {
 
     /// What a storage node checks before keeping a record published under `locator`: it is
     /// signed by the key it claims, and that key's locator is `locator` (so nobody can file a
-    /// record under another vault). Returns the record's version.
-    pub fn check_filed(bytes: &[u8], locator: &str) -> Result<u64, RootError> {
+    /// record under another vault). Returns the record's (epoch, version).
+    pub fn check_filed(bytes: &[u8], locator: &str) -> Result<RootOrder, RootError> {
         let key = Self::claimed_key(bytes).ok_or(RootError::Malformed)?;
         if root_locator(&key) != locator {
             return Err(RootError::WrongKey);
         }
-        Self::verified_version(bytes, &key)
+        Self::verified_order(bytes, &key)
     }
 
     /// Verifies the signature against `key` and decrypts the body.
     pub fn open(bytes: &[u8], key: &VerifyingKey, body_key: &[u8; 32]) -> Result<RootRecord, RootError> {
-        let version = Self::verified_version(bytes, key)?;
+        let RootOrder { epoch, version } = Self::verified_order(bytes, key)?;
+        let header = header_len(bytes)?;
         let msg = &bytes[..bytes.len() - 64];
-        let written_ms = u64::from_le_bytes(msg[41..49].try_into().map_err(|_| RootError::Malformed)?);
-        let nonce = &msg[49..61];
+        let (closed, at) = if header == ROOT_HEADER { (msg[49] == 1, 50) } else { (false, 41) };
+        let written_ms = u64::from_le_bytes(msg[at..at + 8].try_into().map_err(|_| RootError::Malformed)?);
+        let nonce = &msg[at + 8..at + 20];
         let body = ChaCha20Poly1305::new(Key::from_slice(body_key))
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: &msg[ROOT_HEADER..], aad: &msg[..ROOT_HEADER] })
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: &msg[header..], aad: &msg[..header] })
             .map_err(|_| RootError::Body)?;
         if body.len() < 4 {
             return Err(RootError::Malformed);
         }
+        let info_len = if header == ROOT_HEADER { SNAPSHOT_INFO_LEN } else { SNAPSHOT_INFO_V1_LEN };
         let count = u32::from_le_bytes(body[..4].try_into().map_err(|_| RootError::Malformed)?) as usize;
-        if count > MAX_LISTED || body.len() != 4 + count * SNAPSHOT_INFO_LEN {
+        if count > MAX_LISTED || body.len() != 4 + count * info_len {
             return Err(RootError::Malformed);
         }
-        let snapshots: Option<Vec<_>> =
-            body[4..].chunks_exact(SNAPSHOT_INFO_LEN).map(SnapshotInfo::decode).collect();
-        Ok(RootRecord { version, written_ms, snapshots: snapshots.ok_or(RootError::Malformed)? })
+        let snapshots: Option<Vec<_>> = body[4..].chunks_exact(info_len).map(SnapshotInfo::decode).collect();
+        let snapshots = snapshots.ok_or(RootError::Malformed)?;
+        Ok(RootRecord { version, epoch, closed, written_ms, snapshots })
     }
+}
+
+/// The header length of a record's format.
+fn header_len(bytes: &[u8]) -> Result<usize, RootError> {
+    match bytes.first() {
+        Some(&ROOT_V1) => Ok(ROOT_HEADER_V1),
+        Some(&ROOT_V2) => Ok(ROOT_HEADER),
+        _ => Err(RootError::Malformed),
+    }
+}
+
+/// Which root record is newer: the later writer epoch, then the higher version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RootOrder {
+    /// The writer epoch it was published under.
+    pub epoch: u64,
+    /// Its version.
+    pub version: u64,
 }
 
 fn signed_bytes(msg: &[u8]) -> Vec<u8> {
@@ -349,9 +404,12 @@ fn signed_bytes(msg: &[u8]) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct RootChoice {
     /// The newest validly signed record (bytes), if any.
-    pub newest: Option<(u64, Vec<u8>)>,
+    pub newest: Option<(RootOrder, Vec<u8>)>,
     /// Sources that served an older record than the newest: (source, version served).
     pub rolled_back: Vec<(String, u64)>,
+    /// The newest closed record of each earlier epoch (a writer that lost the lease published
+    /// its lineage there), oldest epoch first.
+    pub closed: Vec<(RootOrder, Vec<u8>)>,
     /// Records refused (source, reason).
     pub refused: Vec<(String, RootError)>,
 }
@@ -362,25 +420,40 @@ pub struct RootChoice {
 pub fn choose_root(served: &[(String, Vec<Vec<u8>>)], key: &VerifyingKey) -> RootChoice {
     let mut choice = RootChoice::default();
     let mut per_source = Vec::new();
+    let mut closed = std::collections::BTreeMap::new();
     for (source, records) in served {
         for r in records {
-            match RootRecord::verified_version(r, key) {
+            match RootRecord::verified_order(r, key) {
                 Ok(v) => {
                     if choice.newest.as_ref().is_none_or(|(n, _)| v > *n) {
                         choice.newest = Some((v, r.clone()));
+                    }
+                    if r.get(49) == Some(&1) && r.first() == Some(&ROOT_V2) {
+                        closed.entry(v.epoch).and_modify(|c: &mut (RootOrder, Vec<u8>)| {
+                            if v > c.0 {
+                                *c = (v, r.clone());
+                            }
+                        });
+                        closed.entry(v.epoch).or_insert_with(|| (v, r.clone()));
                     }
                 }
                 Err(e) => choice.refused.push((source.clone(), e)),
             }
         }
         // What the source would serve as current: its last valid record.
-        let last = records.iter().rev().find_map(|r| RootRecord::verified_version(r, key).ok());
+        let last = records.iter().rev().find_map(|r| RootRecord::verified_order(r, key).ok());
         if let Some(l) = last {
             per_source.push((source.clone(), l));
         }
     }
     if let Some((newest, _)) = &choice.newest {
-        choice.rolled_back = per_source.into_iter().filter(|(_, v)| v < newest).collect();
+        // A source that keeps the closed record of an earlier lineage is not rolled back.
+        choice.rolled_back = per_source
+            .into_iter()
+            .filter(|(_, v)| v < newest && !closed.contains_key(&v.epoch))
+            .map(|(s, v)| (s, v.version))
+            .collect();
+        choice.closed = closed.into_values().filter(|(o, _)| o.epoch < newest.epoch).collect();
     }
     choice
 }
@@ -435,7 +508,7 @@ impl BlobRow {
     /// Encodes for the manifest.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(1 + SNAPSHOT_INFO_LEN + 8 + self.path.len() + self.pins.len() * 32);
-        v.push(1);
+        v.push(2);
         self.info.encode_into(&mut v);
         v.extend_from_slice(&(self.path.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.path);
@@ -449,11 +522,17 @@ impl BlobRow {
     /// Decodes a manifest row.
     pub fn decode(b: &[u8]) -> Option<BlobRow> {
         let (&version, rest) = b.split_first()?;
-        if version != 1 || rest.len() < SNAPSHOT_INFO_LEN + 4 {
+        // Format 1 rows hold snapshot infos without an epoch.
+        let info_len = match version {
+            1 => SNAPSHOT_INFO_V1_LEN,
+            2 => SNAPSHOT_INFO_LEN,
+            _ => return None,
+        };
+        if rest.len() < info_len + 4 {
             return None;
         }
-        let info = SnapshotInfo::decode(&rest[..SNAPSHOT_INFO_LEN])?;
-        let rest = &rest[SNAPSHOT_INFO_LEN..];
+        let info = SnapshotInfo::decode(&rest[..info_len])?;
+        let rest = &rest[info_len..];
         let plen = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
         let rest = &rest[4..];
         if rest.len() < plen + 4 {
@@ -484,9 +563,15 @@ mod tests {
     fn record(version: u64) -> Vec<u8> {
         let k = keys();
         let s = seal_blob(k.snapshot(), b"manifest bytes", 1).unwrap();
-        let info =
-            SnapshotInfo { id: version, taken_ms: 1000 * version, head: s.head_ref, files: 3, bytes: 9 };
-        RootRecord { version, written_ms: 7, snapshots: vec![info] }
+        let info = SnapshotInfo {
+            id: version,
+            taken_ms: 1000 * version,
+            head: s.head_ref,
+            files: 3,
+            bytes: 9,
+            epoch: 0,
+        };
+        RootRecord { version, epoch: 0, closed: false, written_ms: 7, snapshots: vec![info] }
             .seal(k.root_signing_key(), &k.root_body_key())
     }
 
@@ -515,9 +600,9 @@ mod tests {
         let k = keys();
         let head = seal_blob(k.snapshot(), b"m", 1).unwrap().head_ref;
         let snapshots: Vec<SnapshotInfo> = (0..MAX_LISTED as u64 + 50)
-            .map(|id| SnapshotInfo { id, taken_ms: id, head, files: 0, bytes: 0 })
+            .map(|id| SnapshotInfo { id, taken_ms: id, head, files: 0, bytes: 0, epoch: 0 })
             .collect();
-        let bytes = RootRecord { version: 1, written_ms: 1, snapshots }
+        let bytes = RootRecord { version: 1, epoch: 0, closed: false, written_ms: 1, snapshots }
             .seal(k.root_signing_key(), &k.root_body_key());
         assert!(bytes.len() <= MAX_ROOT_RECORD);
         let r = RootRecord::open(&bytes, &k.root_signing_key().verifying_key(), &k.root_body_key()).unwrap();
@@ -549,7 +634,7 @@ mod tests {
         }
         // A record signed by another key, even one claiming this key, is refused.
         let other = MasterKey::from_bytes([6; 32]).derive();
-        let foreign = RootRecord { version: 99, written_ms: 1, snapshots: vec![] }
+        let foreign = RootRecord { version: 99, epoch: 0, closed: false, written_ms: 1, snapshots: vec![] }
             .seal(other.root_signing_key(), &other.root_body_key());
         assert_eq!(RootRecord::verified_version(&foreign, &vk), Err(RootError::WrongKey));
         let mut spoof = foreign.clone();
@@ -562,7 +647,7 @@ mod tests {
     fn newest_valid_record_wins_and_rollback_is_reported() {
         let vk = keys().root_signing_key().verifying_key();
         let other = MasterKey::from_bytes([8; 32]).derive();
-        let forged = RootRecord { version: 50, written_ms: 1, snapshots: vec![] }
+        let forged = RootRecord { version: 50, epoch: 0, closed: false, written_ms: 1, snapshots: vec![] }
             .seal(other.root_signing_key(), &other.root_body_key());
         let served = vec![
             ("broker".to_string(), vec![record(1), record(2), record(3), forged, record(1)]),
@@ -570,10 +655,86 @@ mod tests {
             ("node b".to_string(), vec![record(2)]),
         ];
         let c = choose_root(&served, &vk);
-        assert_eq!(c.newest.as_ref().map(|n| n.0), Some(3));
+        assert_eq!(c.newest.as_ref().map(|n| n.0.version), Some(3));
         let rolled: Vec<_> = c.rolled_back.iter().map(|(s, v)| (s.as_str(), *v)).collect();
         assert_eq!(rolled, vec![("broker", 1), ("node b", 2)]);
         assert_eq!(c.refused.len(), 1);
+    }
+
+    /// A record in format 1 (no epoch, snapshot infos without one), as older versions sealed it.
+    fn seal_v1(k: &crate::domain::keys::VaultKeys, version: u64, snapshots: &[SnapshotInfo]) -> Vec<u8> {
+        let mut body = (snapshots.len() as u32).to_le_bytes().to_vec();
+        for s in snapshots {
+            let mut one = Vec::new();
+            s.encode_into(&mut one);
+            body.extend_from_slice(&one[..SNAPSHOT_INFO_V1_LEN]);
+        }
+        let mut out = vec![ROOT_V1];
+        out.extend_from_slice(k.root_signing_key().verifying_key().as_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&5u64.to_le_bytes());
+        out.extend_from_slice(&[9; 12]);
+        out.extend_from_slice(&((body.len() + 16) as u32).to_le_bytes());
+        let sealed = ChaCha20Poly1305::new(Key::from_slice(&k.root_body_key()))
+            .encrypt(Nonce::from_slice(&[9; 12]), Payload { msg: &body, aad: &out })
+            .unwrap();
+        out.extend_from_slice(&sealed);
+        let sig = k.root_signing_key().sign(&signed_bytes(&out));
+        out.extend_from_slice(&sig.to_bytes());
+        out
+    }
+
+    #[test]
+    fn format_1_records_and_rows_still_decode_as_epoch_0() {
+        let k = keys();
+        let head = seal_blob(k.snapshot(), b"m", 1).unwrap().head_ref;
+        let info = SnapshotInfo { id: 7, taken_ms: 70, head, files: 2, bytes: 3, epoch: 0 };
+        let old = seal_v1(&k, 12, &[info]);
+        let vk = k.root_signing_key().verifying_key();
+        let r = RootRecord::open(&old, &vk, &k.root_body_key()).unwrap();
+        assert_eq!(
+            (r.version, r.epoch, r.closed, r.written_ms, r.snapshots.clone()),
+            (12, 0, false, 5, vec![info])
+        );
+        assert_eq!(
+            RootRecord::check_filed(&old, &root_locator(&vk)),
+            Ok(RootOrder { epoch: 0, version: 12 })
+        );
+        // A format 1 manifest row.
+        let mut row = vec![1u8];
+        let mut one = Vec::new();
+        info.encode_into(&mut one);
+        row.extend_from_slice(&one[..SNAPSHOT_INFO_V1_LEN]);
+        row.extend_from_slice(&0u32.to_le_bytes());
+        row.extend_from_slice(&1u32.to_le_bytes());
+        row.extend_from_slice(&[4; 32]);
+        let back = BlobRow::decode(&row).unwrap();
+        assert_eq!((back.info, back.pins), (info, vec![Addr([4; 32])]));
+    }
+
+    #[test]
+    fn a_later_epoch_wins_over_a_higher_version_and_closed_lineages_are_listed() {
+        let k = keys();
+        let vk = k.root_signing_key().verifying_key();
+        let seal = |version, epoch, closed| {
+            RootRecord { version, epoch, closed, written_ms: 1, snapshots: vec![] }
+                .seal(k.root_signing_key(), &k.root_body_key())
+        };
+        let old = seal_v1(&k, 40, &[]);
+        // The first writer (epoch 1) reached version 30; the second (epoch 2) is at version 5;
+        // the first, fenced, published its closed record at version 31.
+        let served = vec![
+            ("the broker".to_string(), vec![old, seal(30, 1, false), seal(5, 2, false), seal(31, 1, true)]),
+            ("node a".to_string(), vec![seal(5, 2, false)]),
+            ("node b".to_string(), vec![seal(31, 1, true)]),
+        ];
+        let c = choose_root(&served, &vk);
+        assert_eq!(c.newest.as_ref().map(|n| n.0), Some(RootOrder { epoch: 2, version: 5 }));
+        assert!(c.rolled_back.is_empty(), "a closed lineage is not a rollback: {:?}", c.rolled_back);
+        let closed: Vec<RootOrder> = c.closed.iter().map(|c| c.0).collect();
+        assert_eq!(closed, vec![RootOrder { epoch: 1, version: 31 }]);
+        let r = RootRecord::open(&c.closed[0].1, &vk, &k.root_body_key()).unwrap();
+        assert!(r.closed && r.epoch == 1);
     }
 
     #[test]
@@ -592,7 +753,7 @@ mod tests {
     fn blob_row_round_trip() {
         let k = keys();
         let s = seal_blob(k.snapshot(), b"x", 1).unwrap();
-        let info = SnapshotInfo { id: 3, taken_ms: 9, head: s.head_ref, files: 1, bytes: 1 };
+        let info = SnapshotInfo { id: 3, taken_ms: 9, head: s.head_ref, files: 1, bytes: 1, epoch: 0 };
         let row = BlobRow { info, pins: s.addrs(), path: b"/photos".to_vec() };
         assert_eq!(BlobRow::decode(&row.encode()), Some(row));
     }

@@ -95,6 +95,24 @@ impl StoreGoal<'_> {
 /// Root records as served: (source name, records it holds, oldest first).
 pub type RootsServed = Vec<(String, Vec<Vec<u8>>)>;
 
+/// A vault's writer lease as the fabric holds it (docs/DESIGN.md §11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHeld {
+    /// The broker's revision of the lease: a swap names it, so take-overs are serialised.
+    pub revision: u64,
+    /// The signed lease (the caller verifies it: the broker is not trusted).
+    pub record: Vec<u8>,
+}
+
+/// The outcome of a compare-and-set of the writer lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseSwap {
+    /// The lease is now the new record, at this revision.
+    Swapped(u64),
+    /// The lease was not at the expected revision (someone else swapped first): read it again.
+    Conflict,
+}
+
 /// The outcome of one audit of one replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditVerdict {
@@ -179,6 +197,16 @@ pub trait ChunkFabric: Send + Sync {
     /// Every root record the fabric holds under `locator`, per source (e.g. the broker's history,
     /// oldest first). The caller verifies them: sources are not trusted.
     fn fetch_roots(&self, locator: &str) -> impl Future<Output = Result<RootsServed, FabricError>> + Send;
+    /// The writer lease kept under `locator`, if any.
+    fn lease(&self, locator: &str) -> impl Future<Output = Result<Option<LeaseHeld>, FabricError>> + Send;
+    /// Replaces the writer lease under `locator` with `record` if it is still at revision
+    /// `expect` (0: no lease yet), atomically at the broker.
+    fn swap_lease(
+        &self,
+        locator: &str,
+        record: &[u8],
+        expect: u64,
+    ) -> impl Future<Output = Result<LeaseSwap, FabricError>> + Send;
     /// Asks `node` to delete chunks; returns the node's per-addr outcome.
     fn delete(
         &self,

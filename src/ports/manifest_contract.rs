@@ -292,7 +292,7 @@ pub(crate) fn meta_nodes_and_written_off(h: &dyn Harness) {
 
 fn blob(id: u64, pins: Vec<Addr>) -> BlobRow {
     let head = PieceRef { id: ChunkId([id as u8; 32]), addr: addr(id as u8), len: 10, seed: [0; 32] };
-    let info = SnapshotInfo { id, taken_ms: 1000 * id, head, files: id, bytes: 0 };
+    let info = SnapshotInfo { id, taken_ms: 1000 * id, head, files: id, bytes: 0, epoch: 0 };
     BlobRow { info, pins, path: Vec::new() }
 }
 

@@ -69,6 +69,16 @@ struct StatusView<'a> {
     disk_cache_bytes: u64,
     disk_cache_capacity: u64,
     home_full: bool,
+    /// Whether this home may write (the writer lease) and why not; `null` when not mounted.
+    writer: Option<WriterView<'a>>,
+}
+
+#[derive(Serialize)]
+struct WriterView<'a> {
+    #[serde(flatten)]
+    state: &'a crate::app::report::WriterState,
+    read_only: bool,
+    reason: String,
 }
 
 /// `quloud status --json`.
@@ -109,6 +119,11 @@ pub fn status_json(s: &VaultStatus) -> String {
         disk_cache_bytes: s.disk_cache.bytes,
         disk_cache_capacity: s.disk_cache.capacity,
         home_full: s.home_full,
+        writer: s.writer.as_ref().map(|w| WriterView {
+            state: w,
+            read_only: w.is_fenced(),
+            reason: w.describe(),
+        }),
     })
 }
 
@@ -193,10 +208,12 @@ struct SnapshotView {
     taken: String,
     files: u64,
     bytes: u64,
+    epoch: u64,
 }
 
 fn snapshot_view(s: &SnapshotRow) -> SnapshotView {
-    SnapshotView { id: s.id, taken_ms: s.taken_ms, taken: utc(s.taken_ms), files: s.files, bytes: s.bytes }
+    let (id, taken_ms, files, bytes, epoch) = (s.id, s.taken_ms, s.files, s.bytes, s.epoch);
+    SnapshotView { id, taken_ms, taken: utc(taken_ms), files, bytes, epoch }
 }
 
 /// `quloud snapshots --json`.
@@ -333,7 +350,7 @@ mod tests {
         let v = parse(&nodes_json(&[NodeRow::new(NodeId([2; 32]), &rec, 5)]));
         assert_eq!(v[0]["node"], NodeId([2; 32]).to_string());
         assert_eq!((v[0]["chunks"].clone(), v[0]["latency_ms"].clone()), (json!(5), json!(1.23)));
-        let row = SnapshotRow { id: 3, taken_ms: 0, files: 1, bytes: 2 };
+        let row = SnapshotRow { id: 3, taken_ms: 0, files: 1, bytes: 2, epoch: 1 };
         let v = parse(&snapshots_json(&[row]));
         assert_eq!(v[0]["taken"], "1970-01-01 00:00:00 UTC");
         assert_eq!(parse(&snapshot_json(&SnapshotReport::Taken(row)))["taken"]["id"], 3);

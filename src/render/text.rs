@@ -101,6 +101,9 @@ pub fn status_text(s: &VaultStatus) -> String {
         },
     };
     let mut out = mount_text(s);
+    if let Some(w) = &s.writer {
+        out += &format!("writer        {}\n", w.describe());
+    }
     out += &format!(
         "files         {} ({})\ninodes        {}\nchunks        {} ({} of unique data)\n  pending     {}\n  durable     {} (≥ {} healthy replicas)\n  degraded    {}\n{}  unused      {} (referenced by no file; deleted from nodes after the grace period)\nstaged files  {}\nupload queue  {} ({})\nsnapshots     {}\nlast audit    {audit}\ndisk cache    {} of {} ({} kept locally)\n",
         s.files,
@@ -206,10 +209,10 @@ pub fn snapshots_text(list: &[SnapshotRow]) -> String {
     if list.is_empty() {
         return "no snapshots yet (the mount takes one at unmount and every --snapshot-interval; or run `quloud snapshot`)\n".into();
     }
-    let mut out = format!("{:>6}  {:<23}  {:>9}  {:>10}\n", "ID", "TAKEN", "FILES", "SIZE");
+    let mut out = format!("{:>6}  {:>5}  {:<23}  {:>9}  {:>10}\n", "ID", "EPOCH", "TAKEN", "FILES", "SIZE");
     for s in list {
-        out +=
-            &format!("{:>6}  {:<23}  {:>9}  {:>10}\n", s.id, utc(s.taken_ms), s.files, format_size(s.bytes));
+        let (taken, size) = (utc(s.taken_ms), format_size(s.bytes));
+        out += &format!("{:>6}  {:>5}  {taken:<23}  {:>9}  {size:>10}\n", s.id, s.epoch, s.files);
     }
     out
 }

@@ -10,6 +10,7 @@ use crate::adapters::nats::{connect::split_urls, BrokerConfig, Layout};
 use crate::adapters::process::up_lock;
 use crate::app::vault::HealthOptions;
 use crate::cli::{MountOpts, NatsArgs};
+use crate::domain::ids::WriterId;
 use crate::domain::keys::MasterKey;
 use crate::domain::paper;
 use anyhow::{bail, Context, Result};
@@ -35,6 +36,23 @@ pub fn resolve_home(flag: Option<&Path>) -> Result<PathBuf> {
     match std::env::var_os("HOME") {
         Some(h) => Ok(PathBuf::from(h).join(".local/share/quloud")),
         None => bail!("cannot find a home for Quloud's state: set --home DIR or QULOUD_HOME"),
+    }
+}
+
+/// This home's writer id (named in the writer lease it takes), made once and kept in the home:
+/// a restored manifest brings the other home's metadata, never its writer id.
+pub fn writer_id(home: &Path) -> Result<WriterId> {
+    let path = home.join("writer-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => WriterId::from_hex(text.trim())
+            .with_context(|| format!("{} is damaged; delete it to make a new writer id", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = WriterId::random();
+            super::files::write_new_private(&path, format!("{id}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -73,6 +91,8 @@ pub fn health_options(opts: &MountOpts) -> HealthOptions {
         gc_grace: opts.gc_grace,
         snapshot_interval: opts.snapshot_interval,
         retention: crate::domain::snapshot::Retention { last: opts.keep_last.max(1), daily: opts.keep_daily },
+        writer_check: opts.writer_check.max(Duration::from_millis(100)),
+        ..HealthOptions::default()
     }
 }
 

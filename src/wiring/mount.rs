@@ -2,7 +2,7 @@
 //! serves the control socket, and unmounts in order.
 
 use super::common::{
-    ask, control_socket, health_options, load_master_key, start_metrics, unexpected, Bus, ASK_WAIT,
+    ask, control_socket, health_options, load_master_key, start_metrics, unexpected, writer_id, Bus, ASK_WAIT,
 };
 use super::control::{answer, Control};
 use super::open::serve_fuse;
@@ -14,7 +14,8 @@ use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::vault::{
-    run_maintenance, run_pipeline, PipelineStats, SnapshotOutcome, Vault, VaultOptions, VaultStatus,
+    run_maintenance, run_pipeline, run_writer_watch, Claim, PipelineStats, SnapshotOutcome, Vault,
+    VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
 use crate::ports::fabric::FabricError;
@@ -68,6 +69,7 @@ async fn connect_in_background(
     vault: Arc<Vault<NatsFabric>>,
     token: crate::domain::ids::AckToken,
     opts: FabricOptions,
+    claim: Claim,
     cancel: CancellationToken,
 ) {
     let url = opts.broker.display();
@@ -77,6 +79,7 @@ async fn connect_in_background(
             Ok(f) => {
                 tracing::info!(%url, "connected to the fabric");
                 vault.set_fabric(Arc::new(f));
+                claim_writer(&vault, claim, &cancel).await;
                 if let Err(e) = vault.check_root().await {
                     tracing::warn!(error = %e, "cannot check the vault's root record");
                 }
@@ -99,6 +102,24 @@ async fn connect_in_background(
         }
     }
 }
+
+/// Claims the writer lease as `claim` says, retrying while the fabric does not answer.
+async fn claim_writer(vault: &Vault<NatsFabric>, claim: Claim, cancel: &CancellationToken) {
+    loop {
+        match vault.claim_writer(claim).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot read the writer lease; retrying in 5 s"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// How long a mount waits for the writer lease before it mounts (read-write under the lease
+/// last held when the fabric does not answer in time).
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// Serves the control socket of `home` for `vault` until `cancel`; a mount whose socket cannot be
 /// bound still runs, unseen by `quloud status`.
@@ -143,6 +164,7 @@ pub async fn mount(
         disk_cache_bytes: opts.disk_cache_size,
         sync_quorum: opts.sync_quorum,
         health: health_options(opts),
+        writer: writer_id(home)?,
         ..VaultOptions::default()
     };
     let vault = Arc::new(
@@ -175,9 +197,15 @@ pub async fn mount(
     }
     let mut fabric_opts = bus.fabric_options();
     fabric_opts.lease = opts.lease;
-    tasks.spawn(connect_in_background(vault.clone(), token, fabric_opts, cancel.clone()));
+    let claim = if opts.take_over { Claim::TakeOver } else { Claim::Keep };
+    tasks.spawn(connect_in_background(vault.clone(), token, fabric_opts, claim, cancel.clone()));
     tasks.spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));
     tasks.spawn(run_maintenance(vault.clone(), cancel.clone()));
+    tasks.spawn(run_writer_watch(vault.clone(), cancel.clone()));
+    let writer = vault.writer_settled(CLAIM_WAIT).await;
+    if writer.is_fenced() {
+        eprintln!("mounting read-only: {}", writer.describe());
+    }
     let canonical = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
     remember_mountpoint(home, &canonical);
     let started_ms = crate::domain::unix_ms(std::time::SystemTime::now());
@@ -185,7 +213,7 @@ pub async fn mount(
     start_control(&mut tasks, vault.clone(), home, ctl, &cancel);
     let settings = MountSettings {
         allow_other: opts.allow_other,
-        read_only: false,
+        read_only: writer.is_fenced(),
         threads: 4,
         fsname: opts.fsname.clone().unwrap_or_else(|| format!("quloud:{}", home.display())),
     };

@@ -61,6 +61,7 @@ pub async fn open_unmounted(
         replicas,
         disk_cache_bytes: disk_cache_bytes.unwrap_or(defaults.disk_cache_size),
         health: health_options(&defaults),
+        writer: super::common::writer_id(home)?,
         ..VaultOptions::default()
     };
     let keys = Arc::new(key.derive());

@@ -14,8 +14,8 @@ use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::report::{SnapshotReport, SnapshotRow};
 use crate::app::vault::{
-    find_root, materialize_share, materialize_snapshot, run_pipeline, ManifestFile, PipelineStats, RootFound,
-    Secrets, Vault, VaultOptions, RESTORED_MS,
+    find_root, materialize_share, materialize_snapshot, run_pipeline, Claim, ManifestFile, PipelineStats,
+    RootFound, Secrets, Vault, VaultOptions, RESTORED_MS,
 };
 use crate::cli::{MountOpts, RestoreArgs, ShareArgs, SnapshotArgs, SnapshotsArgs};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -67,7 +67,7 @@ fn pick(found: &RootFound, id: Option<u64>) -> Result<SnapshotInfo> {
     match id {
         None => list
             .iter()
-            .max_by_key(|s| s.id)
+            .max_by_key(|s| s.order())
             .copied()
             .ok_or_else(|| anyhow!("the root record lists no snapshot")),
         Some(id) => list.iter().find(|s| s.id == id).copied().ok_or_else(|| {
@@ -186,14 +186,18 @@ pub async fn snapshots(home: &Path, args: SnapshotsArgs) -> Result<()> {
         Some(Reply::Snapshots(list)) => list,
         Some(other) => return Err(unexpected(&other)),
         None if home.join("manifest.redb").exists() => {
-            let rows = open_manifest(home)?.read()?.blobs(false)?;
-            rows.iter().map(|r| SnapshotRow::from(&r.info)).collect()
+            let mut rows: Vec<SnapshotInfo> =
+                open_manifest(home)?.read()?.blobs(false)?.iter().map(|r| r.info).collect();
+            rows.sort_by_key(|s| s.order());
+            rows.iter().map(SnapshotRow::from).collect()
         }
         None => {
             let keys = load_master_key(home)?.derive();
             let bus = Bus::from_args(&args.nats, home)?;
             let fabric = connect_read_only(&bus, &keys).await?;
-            root(&fabric, &keys, &bus).await?.record.snapshots.iter().map(SnapshotRow::from).collect()
+            let mut rows = root(&fabric, &keys, &bus).await?.record.snapshots;
+            rows.sort_by_key(|s| s.order());
+            rows.iter().map(SnapshotRow::from).collect()
         }
     };
     match Format::from_json_flag(args.json) {
@@ -242,10 +246,16 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Result<()> {
         .with_context(|| format!("cannot write the master key to {}", key_path(home).display()))?;
     println!("vault restored into {} from snapshot {}", home.display(), info.id);
     drop(fabric);
+    // Restoring moves the vault here: this home takes the writer lease, and a home that still
+    // writes the vault stops (its last changes stay as a snapshot this one adopts).
     if args.no_mount {
+        let state = unmounted(home, &bus, |v| async move { v.claim_writer(Claim::TakeOver).await }).await?;
+        println!("{}", state.describe());
         return Ok(());
     }
-    super::mount::mount(home, &bus, &args.mountpoint, &args.opts, &signal_token()).await
+    let mut opts = args.opts.clone();
+    opts.take_over = true;
+    super::mount::mount(home, &bus, &args.mountpoint, &opts, &signal_token()).await
 }
 
 /// `quloud share PATH [--qr]`.

@@ -37,6 +37,7 @@ pub async fn run<B: Bench>(b: &mut B) {
     renews_and_deletes(b, &keys, &a, &holders).await;
     a_controlled_chunk_obeys_its_owner_only(b, &keys).await;
     roots_publish_and_fetch_the_newest(b, &keys).await;
+    the_lease_is_swapped_by_compare_and_set(b).await;
     a_corrupted_copy_fails_its_audit(b, &keys).await;
     a_silent_node_times_out_within_the_bound(b, &keys).await;
 }
@@ -155,7 +156,7 @@ async fn roots_publish_and_fetch_the_newest<B: Bench>(b: &B, keys: &VaultKeys) {
     let vk = keys.root_signing_key().verifying_key();
     let locator = root_locator(&vk);
     let record = |version| {
-        RootRecord { version, written_ms: now_ms(), snapshots: Vec::new() }
+        RootRecord { version, epoch: 0, closed: false, written_ms: now_ms(), snapshots: Vec::new() }
             .seal(keys.root_signing_key(), &keys.root_body_key())
     };
     let (r1, r2) = (record(1), record(2));
@@ -163,7 +164,7 @@ async fn roots_publish_and_fetch_the_newest<B: Bench>(b: &B, keys: &VaultKeys) {
     b.fabric().publish_root(&locator, &r2).await.expect("publish");
     let served = b.fabric().fetch_roots(&locator).await.expect("fetch");
     let choice = choose_root(&served, &vk);
-    assert_eq!(choice.newest.map(|(v, _)| v), Some(2), "the newest record: {served:?}");
+    assert_eq!(choice.newest.map(|(v, _)| v.version), Some(2), "the newest record: {served:?}");
     assert!(choice.refused.is_empty(), "only the records published are served");
     let history = served.iter().find(|(_, rs)| rs.len() >= 2).map(|(_, rs)| rs.clone());
     assert_eq!(history, Some(vec![r1, r2]), "a source keeps the history, oldest first");
@@ -174,6 +175,32 @@ async fn roots_publish_and_fetch_the_newest<B: Bench>(b: &B, keys: &VaultKeys) {
         ))
         .await;
     assert!(elsewhere.expect("fetch").iter().all(|(_, rs)| rs.is_empty()), "another vault has none");
+}
+
+/// The writer lease: absent at first, swapped only at the revision read, so of two homes that
+/// read the same revision exactly one takes it.
+async fn the_lease_is_swapped_by_compare_and_set<B: Bench>(b: &B) {
+    let f = b.fabric();
+    let locator = "0123456789abcdef0123456789abcdef";
+    assert_eq!(f.lease(locator).await.expect("read"), None, "no lease at first");
+    let first = match f.swap_lease(locator, b"lease one", 0).await.expect("swap") {
+        LeaseSwap::Swapped(r) => r,
+        LeaseSwap::Conflict => panic!("the first lease conflicts"),
+    };
+    assert!(first > 0, "a revision names the lease");
+    let held = f.lease(locator).await.expect("read").expect("held");
+    assert_eq!((held.revision, &held.record[..]), (first, &b"lease one"[..]));
+    // A second home that read nothing, or an old revision, loses.
+    assert_eq!(f.swap_lease(locator, b"stale", 0).await.expect("swap"), LeaseSwap::Conflict);
+    let second = match f.swap_lease(locator, b"lease two", first).await.expect("swap") {
+        LeaseSwap::Swapped(r) => r,
+        LeaseSwap::Conflict => panic!("a swap at the revision read conflicts"),
+    };
+    assert!(second > first, "revisions grow");
+    assert_eq!(f.swap_lease(locator, b"late", first).await.expect("swap"), LeaseSwap::Conflict);
+    let held = f.lease(locator).await.expect("read").expect("held");
+    assert_eq!((held.revision, &held.record[..]), (second, &b"lease two"[..]));
+    assert_eq!(f.lease("fedcba9876543210fedcba9876543210").await.expect("read"), None, "per vault");
 }
 
 async fn a_corrupted_copy_fails_its_audit<B: Bench>(b: &mut B, keys: &VaultKeys) {

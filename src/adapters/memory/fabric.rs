@@ -24,9 +24,11 @@ use crate::domain::wire::{
 };
 use crate::ports::chunk_store::ChunkStore;
 use crate::ports::clock::Clock;
-use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Link, Publish, RootsServed, StoreGoal};
+use crate::ports::fabric::{
+    AuditVerdict, ChunkFabric, FabricError, LeaseHeld, LeaseSwap, Link, Publish, RootsServed, StoreGoal,
+};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -84,11 +86,15 @@ pub struct MemoryFabric {
     nodes: Vec<MemoryNode>,
     /// Root records as the broker keeps them, per locator, oldest first.
     roots: Mutex<HashMap<String, Vec<Vec<u8>>>>,
+    /// Writer leases as the broker keeps them: (revision, record) per locator.
+    leases: Mutex<HashMap<String, (u64, Vec<u8>)>>,
     link: watch::Sender<Link>,
     opts: MemoryFabricOptions,
     clock: Arc<dyn Clock>,
     /// The node a store request is offered to first (the work queue hands them round).
     next: AtomicUsize,
+    /// The broker's message sequence, which lease revisions are taken from.
+    lease_revision: AtomicU64,
 }
 
 impl MemoryFabric {
@@ -116,10 +122,12 @@ impl MemoryFabric {
         MemoryFabric {
             nodes,
             roots: Mutex::default(),
+            leases: Mutex::default(),
             link: watch::channel(Link { connected: true, since_ms: now }).0,
             opts,
             clock,
             next: AtomicUsize::new(0),
+            lease_revision: AtomicU64::new(0),
         }
     }
 
@@ -513,6 +521,30 @@ impl ChunkFabric for MemoryFabric {
             n.svc.keep_root(locator, record);
         }
         Ok(())
+    }
+
+    async fn lease(&self, locator: &str) -> Result<Option<LeaseHeld>, FabricError> {
+        if !self.link_up().await {
+            return Err(FabricError::Broker("not connected to the broker".into()));
+        }
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(leases
+            .get(locator)
+            .map(|(revision, record)| LeaseHeld { revision: *revision, record: record.clone() }))
+    }
+
+    async fn swap_lease(&self, locator: &str, record: &[u8], expect: u64) -> Result<LeaseSwap, FabricError> {
+        if !self.link_up().await {
+            return Err(FabricError::Broker("not connected to the broker".into()));
+        }
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let now = leases.get(locator).map_or(0, |(r, _)| *r);
+        if now != expect {
+            return Ok(LeaseSwap::Conflict);
+        }
+        let revision = self.lease_revision.fetch_add(1, Ordering::Relaxed) + 1;
+        leases.insert(locator.to_string(), (revision, record.to_vec()));
+        Ok(LeaseSwap::Swapped(revision))
     }
 
     async fn fetch_roots(&self, locator: &str) -> Result<RootsServed, FabricError> {

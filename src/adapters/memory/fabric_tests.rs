@@ -78,7 +78,7 @@ async fn an_offline_node_takes_nothing_and_fails_at_once() {
     assert!(started.elapsed() < TIMEOUT, "nobody listens: no wait");
     // Back online, it catches up on the root records published while it was away.
     let vk = keys.root_signing_key().verifying_key();
-    let record = RootRecord { version: 1, written_ms: 1, snapshots: Vec::new() }
+    let record = RootRecord { version: 1, epoch: 0, closed: false, written_ms: 1, snapshots: Vec::new() }
         .seal(keys.root_signing_key(), &keys.root_body_key());
     f.publish_root(&root_locator(&vk), &record).await.expect("published");
     assert!(f.node(gone).expect("node").root(&root_locator(&vk)).is_none());

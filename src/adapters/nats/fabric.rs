@@ -2,8 +2,9 @@
 //! then broadcast), audits, renewals and deletes — with timeouts, retries and bounded concurrency.
 
 use super::{
-    ack_subject, body_subject, connect, ensure_root_stream, ensure_streams, node_subject, root_subject,
-    roots_request_subject, BrokerConfig, Layout, ACK_STREAM, BROADCAST_GET, STORE_SUBJECT,
+    ack_subject, body_subject, connect, ensure_lease_stream, ensure_root_stream, ensure_streams,
+    lease_subject, node_subject, root_subject, roots_request_subject, BrokerConfig, Layout, ACK_STREAM,
+    BROADCAST_GET, STORE_SUBJECT,
 };
 use crate::app::fabric_checks::{
     check_control, fresh_seed, judge_batch, judge_bytes, progress, slots_to_publish, AckTally, ControlSent,
@@ -16,8 +17,12 @@ use crate::domain::unix_ms;
 use crate::domain::wire::{
     AuditBatch, AuditRequest, ProvenRequest, Status, StoreAck, StoreRequest, MAX_AUDIT_BATCH, MAX_ITEMS,
 };
-use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError, Publish, RootsServed, StoreGoal};
-use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
+use crate::ports::fabric::{
+    AuditVerdict, ChunkFabric, FabricError, LeaseHeld, LeaseSwap, Publish, RootsServed, StoreGoal,
+};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -501,6 +506,27 @@ impl ChunkFabric for NatsFabric {
         let ack = self.js.publish(root_subject(locator), record.to_vec().into()).await.map_err(broker)?;
         ack.await.map_err(broker)?;
         Ok(())
+    }
+
+    async fn lease(&self, locator: &str) -> Result<Option<LeaseHeld>, FabricError> {
+        let stream = ensure_lease_stream(&self.js, &self.opts.layout).await?;
+        match stream.get_last_raw_message_by_subject(&lease_subject(locator)).await {
+            Ok(m) => Ok(Some(LeaseHeld { revision: m.sequence, record: m.payload.to_vec() })),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(FabricError::Broker(format!("reading the writer lease: {e}"))),
+        }
+    }
+
+    async fn swap_lease(&self, locator: &str, record: &[u8], expect: u64) -> Result<LeaseSwap, FabricError> {
+        ensure_lease_stream(&self.js, &self.opts.layout).await?;
+        let msg =
+            PublishMessage::build().payload(record.to_vec().into()).expected_last_subject_sequence(expect);
+        let ack = self.js.send_publish(lease_subject(locator), msg).await.map_err(broker)?;
+        match ack.await {
+            Ok(a) => Ok(LeaseSwap::Swapped(a.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(LeaseSwap::Conflict),
+            Err(e) => Err(FabricError::Broker(format!("swapping the writer lease: {e}"))),
+        }
     }
 
     async fn fetch_roots(&self, locator: &str) -> Result<RootsServed, FabricError> {

@@ -43,6 +43,11 @@ pub const ACK_STREAM: &str = "QULOUD_ACKS_V1";
 pub const ROOT_STREAM: &str = "QULOUD_ROOTS_V1";
 /// Root records kept per vault: enough history to see a replayed older record for what it is.
 pub const ROOTS_KEPT: i64 = 64;
+/// Stream keeping each vault's writer lease; the owner swaps it with an expected last
+/// subject sequence, so the broker serialises take-overs.
+pub const LEASE_STREAM: &str = "QULOUD_LEASES_V1";
+/// Lease records kept per vault (the newest is the lease; the rest is its recent history).
+pub const LEASES_KEPT: i64 = 16;
 /// Broadcast subject for get requests any holder may answer.
 pub const BROADCAST_GET: &str = "quloud.v1.any.get";
 
@@ -59,6 +64,11 @@ pub fn ack_subject(token: &AckToken) -> String {
 /// The subject a vault's root records are published on (`locator` from the root key).
 pub fn root_subject(locator: &str) -> String {
     format!("quloud.v1.root.{locator}")
+}
+
+/// The subject a vault's writer lease is published on.
+pub fn lease_subject(locator: &str) -> String {
+    format!("quloud.v1.lease.{locator}")
 }
 
 /// The subject on which storage nodes answer with the root record they keep for `locator`
@@ -185,6 +195,28 @@ fn root_stream_config(layout: &Layout) -> stream::Config {
         num_replicas: layout.replicas(),
         ..Default::default()
     }
+}
+
+fn lease_stream_config(layout: &Layout) -> stream::Config {
+    stream::Config {
+        name: LEASE_STREAM.into(),
+        description: Some("Quloud writer leases, per vault subject".into()),
+        subjects: vec!["quloud.v1.lease.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_messages_per_subject: LEASES_KEPT,
+        max_message_size: 1024,
+        num_replicas: layout.replicas(),
+        ..Default::default()
+    }
+}
+
+/// Creates the writer lease stream, or binds to it.
+pub async fn ensure_lease_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<stream::Stream, FabricError> {
+    ensure_stream(js, lease_stream_config(layout), layout).await
 }
 
 /// Creates the root record stream, or binds to it.

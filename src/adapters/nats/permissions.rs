@@ -10,8 +10,8 @@
 //! records.
 
 use super::{
-    ack_subject, root_subject, roots_request_subject, ACK_STREAM, BODY_STREAM, BROADCAST_GET, ROOT_STREAM,
-    STORE_CONSUMER, STORE_STREAM, STORE_SUBJECT,
+    ack_subject, lease_subject, root_subject, roots_request_subject, ACK_STREAM, BODY_STREAM, BROADCAST_GET,
+    LEASE_STREAM, ROOT_STREAM, STORE_CONSUMER, STORE_STREAM, STORE_SUBJECT,
 };
 use crate::domain::ids::{AckToken, NodeId};
 use crate::domain::wire::MAX_ITEMS;
@@ -54,7 +54,7 @@ fn api(s: &str) -> String {
 
 /// Binding (and, on an empty broker, creating) Quloud's four streams.
 fn stream_access() -> Vec<String> {
-    [STORE_STREAM, BODY_STREAM, ACK_STREAM, ROOT_STREAM]
+    [STORE_STREAM, BODY_STREAM, ACK_STREAM, ROOT_STREAM, LEASE_STREAM]
         .iter()
         .flat_map(|s| [api(&format!("STREAM.INFO.{s}")), api(&format!("STREAM.CREATE.{s}"))])
         .chain([api("INFO")])
@@ -106,10 +106,13 @@ pub fn owner_permissions(token: &AckToken, locator: &str, inbox: &str) -> Permis
     // Root records are signed and encrypted, so reading another vault's gains nothing.
     publish.push(api(&format!("CONSUMER.CREATE.{ROOT_STREAM}")));
     publish.extend(["INFO", "MSG.NEXT", "DELETE"].map(|op| api(&format!("CONSUMER.{op}.{ROOT_STREAM}.*"))));
+    // Reading the writer lease (signed, and naming only an epoch and a random writer id).
+    publish.push(api(&format!("STREAM.MSG.GET.{LEASE_STREAM}")));
     publish.extend([
         STORE_SUBJECT.to_string(),
         "quloud.v1.body.*".into(),
         root_subject(locator),
+        lease_subject(locator),
         roots_request_subject(locator),
         "quloud.v1.node.*.*".into(),
         BROADCAST_GET.into(),

@@ -266,7 +266,7 @@ fn same_everywhere(tx: &port::Tx) -> Result<(), FsError> {
     tx.set_meta("root_version", 3)?;
     tx.put_node(&NodeId([5; 32]), &NodeRecord { passed: 4, ..NodeRecord::default() })?;
     let head = PieceRef { id: ChunkId([1; 32]), addr: a, len: 100, seed: [3; 32] };
-    let info = SnapshotInfo { id: 1, taken_ms: 5, head, files: 2, bytes: 50 };
+    let info = SnapshotInfo { id: 1, taken_ms: 5, head, files: 2, bytes: 50, epoch: 0 };
     tx.put_blob(false, &BlobRow { info, pins: vec![a], path: Vec::new() }, true)?;
     tx.put_blob(true, &BlobRow { info, pins: vec![a], path: b"/x".to_vec() }, true)
 }

@@ -19,6 +19,8 @@
 //! fabric.
 
 mod claims;
+mod fence;
+mod lineage;
 mod maintenance;
 mod metrics;
 mod namespace;
@@ -43,9 +45,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 pub use crate::app::report::{AuditReport, DiskCacheUsage, FabricLink, VaultStatus};
+pub use fence::Claim;
 pub use maintenance::{
-    run_maintenance, AuditWorker, GcWorker, HealWorker, HealthOptions, HealthStats, LeaseWorker, Pace,
-    Replicas, Scope, SnapshotWorker,
+    run_maintenance, run_writer_watch, AuditWorker, GcWorker, HealWorker, HealthOptions, HealthStats,
+    LeaseWorker, Pace, Replicas, Scope, SnapshotWorker, WriterWorker,
 };
 pub use metrics::{CacheUsage, ReadStats};
 pub use namespace::DirFh;
@@ -76,6 +79,8 @@ pub struct Vault<F> {
     snapshotting: tokio::sync::Mutex<()>,
     /// Free space on the home: whether new data is refused (docs/SEMANTICS.md, full disk).
     space: Arc<dyn HomeSpace>,
+    /// Whether this home may write (the writer lease).
+    fence: fence::Fence,
     /// Maintenance counters.
     pub health_stats: HealthStats,
     /// Read-path counters (cache, fabric fetches).
@@ -112,7 +117,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         })?;
         let stores =
             local.open(&staging, &home.join("outbox"), &home.join("chunks"), opts.disk_cache_bytes)?;
+        let epoch = m.read()?.meta(fence::WRITER_EPOCH)?.unwrap_or(0);
         let vault = Self::build(m, keys, opts, stores, Secrets::Owner, clock);
+        vault.set_writer(crate::app::report::WriterState::Unchecked { epoch });
         vault.recover()?;
         Ok(vault)
     }
@@ -161,6 +168,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             secrets,
             snapshotting: tokio::sync::Mutex::new(()),
             space: stores.space,
+            fence: fence::Fence::new(0),
             health_stats: HealthStats::default(),
             read_stats: ReadStats::default(),
         }

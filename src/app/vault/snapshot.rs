@@ -228,20 +228,29 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         };
         let blob = seal_blob(self.keys.snapshot(), &dump, self.keys.chunker_seed()).map_err(fs_err)?;
         let now = self.clock.now_ms();
-        let info = SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes };
+        let info =
+            SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes, epoch: self.my_epoch() };
         let row = BlobRow { info, pins: blob.addrs(), path: Vec::new() };
         self.store_blob(&blob, &row, BlobKind::Snapshot, wait).await?;
         // Retention: drop what the policy no longer keeps (their pieces become garbage).
         let rows = self.m.read()?.blobs(false)?;
-        let keep = retain(
+        let mut keep = retain(
             &rows.iter().map(|r| (r.info.id, r.info.taken_ms)).collect::<Vec<_>>(),
             self.opts.health.retention,
         );
+        // The newest snapshot of every lineage (writer epoch) stays, whatever the policy: an
+        // adopted lineage of a writer that lost the lease is reachable only through it.
+        let mut newest: HashMap<u64, &SnapshotInfo> = HashMap::new();
+        for r in &rows {
+            let e = newest.entry(r.info.epoch).or_insert(&r.info);
+            if r.info.order() > e.order() {
+                *e = &r.info;
+            }
+        }
+        keep.extend(newest.values().map(|s| s.id));
         let dropped: Vec<&BlobRow> = rows.iter().filter(|r| !keep.contains(&r.info.id)).collect();
         self.m.write_durable(|tx| dropped.iter().try_for_each(|r| tx.put_blob(false, r, false)))?;
-        let kept: Vec<SnapshotInfo> =
-            rows.iter().filter(|r| keep.contains(&r.info.id)).map(|r| r.info).collect();
-        self.publish_root(&*fabric, kept).await?;
+        self.publish_root(&*fabric).await?;
         // Kept in the manifest, so "unchanged" holds across remounts (every unmount snapshots).
         self.m.write_durable(|tx| tx.set_meta(SNAPSHOT_CONTENT, content))?;
         tracing::info!(id, files, pieces = row.pins.len(), "snapshot stored");
@@ -256,8 +265,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let local = self.m.read()?.meta("root_version")?.unwrap_or(0);
         let found = find_root(&*fabric, &self.keys).await?;
         let mut warnings = found.as_ref().map(|f| f.warnings()).unwrap_or_default();
-        let served = found.map(|f| f.record.version).unwrap_or(0);
-        if served < local {
+        // A record of a later epoch is the new writer's (this home is fenced), not a rollback.
+        let (served, epoch) = found.map_or((0, 0), |f| (f.record.version, f.record.epoch));
+        if served < local && epoch <= self.my_epoch() {
             warnings.push(format!(
                 "rollback detected: the fabric's newest root record is version {served}, but this vault published version {local}; the next snapshot publishes a newer one"
             ));
@@ -268,9 +278,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(warnings)
     }
 
-    /// Retained snapshots, oldest first.
+    /// Retained snapshots, oldest first: by writer epoch, then id (docs/DESIGN.md §11).
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, FsError> {
-        Ok(self.m.read()?.blobs(false)?.into_iter().map(|r| r.info).collect())
+        let mut list: Vec<SnapshotInfo> = self.m.read()?.blobs(false)?.into_iter().map(|r| r.info).collect();
+        list.sort_by_key(|s| s.order());
+        Ok(list)
     }
 
     /// The oldest retained snapshot's time: chunks unreferenced before it may still be named by
@@ -279,15 +291,34 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(self.snapshots()?.iter().map(|s| s.taken_ms).min())
     }
 
-    /// Signs and publishes a root record listing `snapshots`, with a version above any seen.
-    async fn publish_root(&self, fabric: &F, snapshots: Vec<SnapshotInfo>) -> Result<u64, FsError> {
+    /// Publishes a root record listing the retained snapshots again (a fenced home closing its
+    /// lineage when nothing changed since its last snapshot).
+    pub(super) async fn publish_kept(&self) -> Result<(), FsError> {
+        let fabric = self.reachable_fabric(self.opts.fetch_timeout).await?;
+        self.publish_root(&*fabric).await.map(|_| ())
+    }
+
+    /// Signs and publishes a root record listing the retained snapshots, with a version above
+    /// any seen. The lease holder first adopts the closed lineages of earlier epochs; a home
+    /// that lost the lease publishes the closed record of its own epoch.
+    async fn publish_root(&self, fabric: &F) -> Result<u64, FsError> {
+        let (epoch, closed) = match self.ensure_writer(fabric).await {
+            Ok(epoch) => {
+                self.adopt_lineages(fabric).await?;
+                (epoch, false)
+            }
+            Err(FsError::ReadOnly) => (self.my_epoch(), true),
+            Err(e) => return Err(e),
+        };
+        let mut snapshots = self.snapshots()?;
+        snapshots.sort_by_key(|s| s.order());
         let local = self.m.read()?.meta("root_version")?.unwrap_or(0);
         let seen = match find_root(fabric, &self.keys).await? {
             Some(found) => {
                 for w in found.warnings() {
                     tracing::warn!("{w}");
                 }
-                if found.record.version < local {
+                if found.record.version < local && found.record.epoch <= epoch {
                     tracing::warn!(
                         fabric = found.record.version,
                         local,
@@ -299,11 +330,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             None => 0,
         };
         let version = local.max(seen) + 1;
-        let record = RootRecord { version, written_ms: self.clock.now_ms(), snapshots };
+        let record = RootRecord { version, epoch, closed, written_ms: self.clock.now_ms(), snapshots };
         let bytes = record.seal(self.keys.root_signing_key(), &self.keys.root_body_key());
         let locator = root_locator(&self.keys.root_signing_key().verifying_key());
         fabric.publish_root(&locator, &bytes).await.map_err(fs_err)?;
         self.m.write_durable(|tx| tx.set_meta("root_version", version))?;
+        if closed {
+            self.lineage_closed();
+            tracing::warn!(epoch, version, "published the closed root record of this home's lineage");
+        }
         Ok(version)
     }
 
@@ -443,7 +478,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let keys = self.keys.share(&secret);
         let blob = seal_blob(&keys, &dump, self.keys.chunker_seed()).map_err(fs_err)?;
         let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
-        let info = SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes };
+        let info =
+            SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes, epoch: 0 };
         let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
         self.store_blob(&blob, &row, BlobKind::Share, wait).await?;
         Ok(Capability { secret, head: blob.head_ref })

@@ -95,6 +95,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         s.disk_cache = self.disk_cache_usage();
         s.mounted = true;
         s.home_full = self.space.recheck();
+        s.writer = Some(self.writer_state());
         Ok(s)
     }
 

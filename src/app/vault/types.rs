@@ -116,6 +116,8 @@ pub struct VaultOptions {
     pub group_commit: Option<Duration>,
     /// Audits, healing, leases and garbage collection.
     pub health: HealthOptions,
+    /// This home's writer id, named in the writer lease it takes (docs/DESIGN.md §11).
+    pub writer: crate::domain::ids::WriterId,
 }
 
 impl Default for VaultOptions {
@@ -131,6 +133,7 @@ impl Default for VaultOptions {
             foreground_quiet: Duration::from_millis(300),
             group_commit: Some(Duration::from_millis(5)),
             health: HealthOptions::default(),
+            writer: crate::domain::ids::WriterId([0; 16]),
         }
     }
 }

@@ -17,7 +17,21 @@ const GC_BATCH: usize = 1024;
 impl GcWorker {
     /// Deletes chunks unreferenced for longer than the grace period from their replicas, then
     /// forgets them. Returns how many were collected.
+    /// Only the holder of the writer lease collects, after adopting the closed lineages of
+    /// earlier writers, and not while it still waits for the one it took the lease from.
     pub async fn run_once<F: ChunkFabric + 'static>(&self, v: &Vault<F>, fabric: &F) -> Result<u64, FsError> {
+        match v.ensure_writer(fabric).await {
+            Ok(_) => {}
+            Err(FsError::ReadOnly) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        v.adopt_lineages(fabric).await?;
+        if v.awaiting_lineage()? {
+            tracing::info!(
+                "garbage collection waits for the closed record of the writer this home took the lease from"
+            );
+            return Ok(0);
+        }
         let mut before = v.clock.now_ms().saturating_sub(v.opts.health.gc_grace.as_millis() as u64);
         // A chunk unreferenced after the oldest retained snapshot was taken may be named by a
         // snapshot: it stays until retention drops every snapshot older than its unreferencing.

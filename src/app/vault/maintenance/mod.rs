@@ -1,7 +1,7 @@
 //! Owner-side maintenance (docs/DESIGN.md §5–6), one type per background job as Garage's workers:
 //! [`AuditWorker`] challenges replicas, [`HealWorker`] brings chunks back to N healthy
 //! replicas, [`LeaseWorker`] renews leases, [`GcWorker`] deletes chunks no file references any
-//! more, and [`SnapshotWorker`] stores manifest snapshots. [`run_maintenance`] runs them on the
+//! more, [`SnapshotWorker`] stores manifest snapshots, and [`WriterWorker`] reads the writer lease. [`run_maintenance`] runs them on the
 //! owner's schedule; each has a `run_once` so that a test drives one pass without waiting.
 //! Time comes from the vault's [`Clock`](crate::ports::clock::Clock).
 
@@ -11,6 +11,7 @@ mod heal;
 mod leases;
 mod schedule;
 mod snapshots;
+mod writer;
 
 pub use audit::AuditWorker;
 pub use gc::GcWorker;
@@ -18,6 +19,7 @@ pub use heal::HealWorker;
 pub use leases::LeaseWorker;
 pub use schedule::run_maintenance;
 pub use snapshots::SnapshotWorker;
+pub use writer::{run_writer_watch, WriterWorker};
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -38,6 +40,12 @@ pub struct HealthOptions {
     pub snapshot_interval: Duration,
     /// Which snapshots are kept.
     pub retention: crate::domain::snapshot::Retention,
+    /// How often a writing mount reads the writer lease, so a home that lost it stops writing
+    /// within this long (measured on this machine's clock).
+    pub writer_check: Duration,
+    /// After a take-over, how long garbage collection waits for the previous writer's closed
+    /// record before it collects chunks again (the previous writer may still name them).
+    pub lineage_wait: Duration,
 }
 
 impl Default for HealthOptions {
@@ -49,6 +57,8 @@ impl Default for HealthOptions {
             gc_grace: Duration::from_secs(3600),
             snapshot_interval: Duration::from_secs(3600),
             retention: crate::domain::snapshot::Retention::default(),
+            writer_check: Duration::from_secs(30),
+            lineage_wait: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -110,3 +120,5 @@ pub struct HealthStats {
 mod fabric_tests;
 #[cfg(test)]
 mod workers_tests;
+#[cfg(test)]
+mod writer_tests;

@@ -173,6 +173,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         umask: u32,
         rdev: u32,
     ) -> Result<Attr, FsError> {
+        self.writable()?;
         let kind = Kind::from_mode(mode).ok_or(FsError::Invalid("file type"))?;
         if kind == Kind::Dir || kind == Kind::Symlink {
             return Err(FsError::Invalid("mknod of a directory or symlink"));
@@ -189,11 +190,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         mode: u32,
         umask: u32,
     ) -> Result<Attr, FsError> {
+        self.writable()?;
         self.make(caller, parent, name, NewNode::plain(Kind::Dir, mode, umask))
     }
 
     /// Creates a symbolic link.
     pub fn symlink(&self, caller: Caller, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr, FsError> {
+        self.writable()?;
         if target.is_empty() || target.len() > 4096 {
             return Err(FsError::Invalid("symlink target length"));
         }
@@ -207,6 +210,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Adds a hard link.
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr, FsError> {
+        self.writable()?;
         check_name(newname)?;
         self.namespace_op();
         let a = self.m.write_grouped(|tx| {
@@ -270,6 +274,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes a non-directory entry.
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.writable()?;
         self.namespace_op();
         let freed = self.m.write_grouped(|tx| {
             let ino = tx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
@@ -289,6 +294,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.writable()?;
         self.namespace_op();
         if name == b"." {
             return Err(FsError::Invalid("rmdir ."));

@@ -17,6 +17,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         newname: &[u8],
         flags: u32,
     ) -> Result<(), FsError> {
+        self.writable()?;
         check_name(newname)?;
         self.namespace_op();
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;

@@ -103,6 +103,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE). Setting an ACL updates
     /// the mode as Linux filesystems do.
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<(), FsError> {
+        self.writable()?;
         if name.is_empty() || name.len() > 255 {
             return Err(FsError::Range);
         }
@@ -158,6 +159,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Removes an extended attribute (removing an access ACL leaves the mode as it is).
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.writable()?;
         self.m.write_grouped(|tx| {
             if tx.xattr(ino, name)?.is_none() {
                 return Err(FsError::NoXattr);

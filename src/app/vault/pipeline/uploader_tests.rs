@@ -114,8 +114,21 @@ impl ChunkFabric for CountingFabric {
         unused()
     }
 
+    async fn lease(&self, _: &str) -> Result<Option<crate::ports::fabric::LeaseHeld>, FabricError> {
+        Ok(None)
+    }
+
+    async fn swap_lease(
+        &self,
+        _: &str,
+        _: &[u8],
+        _: u64,
+    ) -> Result<crate::ports::fabric::LeaseSwap, FabricError> {
+        Ok(crate::ports::fabric::LeaseSwap::Swapped(1))
+    }
+
     async fn fetch_roots(&self, _: &str) -> Result<RootsServed, FabricError> {
-        unused()
+        Ok(Vec::new())
     }
 
     async fn delete(

@@ -153,6 +153,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         umask: u32,
         _flags: i32,
     ) -> Result<(Attr, Fh), FsError> {
+        self.writable()?;
         let new = NewNode { content: Content::Staged, ..NewNode::plain(Kind::File, mode, umask) };
         let attr = self.make(caller, parent, name, new)?;
         let file = self.writer.staging.create(StagedName::Staged(attr.ino))?;
@@ -167,6 +168,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Opens a file.
     pub fn open(&self, ino: Ino, flags: i32) -> Result<Fh, FsError> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.writable()?;
+        }
         let attr = self.getattr(ino)?;
         if attr.kind == Kind::Dir && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(FsError::IsDir);

@@ -59,6 +59,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<u32, FsError> {
+        self.writable()?;
         self.handle_ino(fh)?;
         let file = self.ensure_staged(ino, u64::MAX).await?;
         tokio::task::block_in_place(|| self.write_to(&*file, ino, offset, &data))
@@ -67,6 +68,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Writes to a file that already has a staging copy, at once (local disk only); `None`
     /// when the file must first be fetched, which [`Vault::write`] does.
     pub fn write_staged(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        if let Err(e) = self.writable() {
+            return Some(Err(e));
+        }
         if let Err(e) = self.handle_ino(fh) {
             return Some(Err(e));
         }
@@ -87,6 +91,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Changes attributes; a size change truncates or extends the staged copy.
     pub async fn setattr(self: &Arc<Self>, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+        self.writable()?;
         if let Some(size) = c.size {
             if self.getattr(ino)?.kind == Kind::Dir {
                 return Err(FsError::IsDir);
@@ -112,6 +117,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Changes attributes other than the size (local state only, never the network); the
     /// size part of a [`SetAttr`] is left to [`Vault::setattr`].
     pub fn setattr_meta(&self, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+        self.writable()?;
         self.namespace_op();
         let now = Time::now();
         let pick = |t: TimeSet| t.resolve(now);

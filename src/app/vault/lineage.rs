@@ -1,0 +1,110 @@
+//! Adopting the lineage of a writer that lost the lease (docs/DESIGN.md §11): its closed root
+//! record names its last snapshot; the writer that took over keeps that snapshot, and pins every
+//! chunk it names, so garbage collection never deletes what either lineage still names.
+
+use super::fence::{AWAITING_EPOCH, AWAITING_SINCE};
+use super::{fetch_blob, find_root, FsError, Vault};
+use crate::domain::dump::{addr_of, records, Code};
+use crate::domain::fs::{ChunkRecord, ChunkState};
+use crate::domain::ids::Addr;
+use crate::domain::snapshot::{BlobRow, RootRecord, SnapshotInfo};
+use crate::ports::fabric::ChunkFabric;
+use std::collections::HashSet;
+
+impl<F: ChunkFabric + 'static> Vault<F> {
+    /// Adopts the newest snapshot of every closed lineage of an earlier epoch that this vault
+    /// does not keep yet; once the lineage garbage collection waits for is adopted, it resumes.
+    pub(super) async fn adopt_lineages(&self, fabric: &F) -> Result<(), FsError> {
+        let Some(found) = find_root(fabric, &self.keys).await? else { return Ok(()) };
+        let vk = self.keys.root_signing_key().verifying_key();
+        let mine = self.my_epoch();
+        for (order, bytes) in &found.choice.closed {
+            if order.epoch >= mine {
+                continue;
+            }
+            let record = match RootRecord::open(bytes, &vk, &self.keys.root_body_key()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a closed root record; not adopted");
+                    continue;
+                }
+            };
+            if let Some(last) = record.snapshots.iter().max_by_key(|s| s.order()) {
+                let known = self.m.read()?.blobs(false)?.iter().any(|r| r.info.head.addr == last.head.addr);
+                if !known {
+                    self.adopt(fabric, last).await?;
+                }
+            }
+            let rx = self.m.read()?;
+            let (awaited, since) =
+                (rx.meta(AWAITING_EPOCH)?.unwrap_or(0), rx.meta(AWAITING_SINCE)?.unwrap_or(0));
+            drop(rx);
+            if since != 0 && order.epoch >= awaited {
+                self.m.write_durable(|tx| tx.set_meta(AWAITING_SINCE, 0))?;
+                tracing::info!(
+                    epoch = order.epoch,
+                    "the previous writer closed its lineage; garbage collection resumes"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps snapshot `info` of another lineage: fetches its manifest, records the chunks it
+    /// names (with their replicas, so they are audited, renewed and healed) and pins them.
+    async fn adopt(&self, fabric: &F, info: &SnapshotInfo) -> Result<(), FsError> {
+        let nothing = |_: u64, _: u64| {};
+        let (head, dump) =
+            fetch_blob(fabric, self.keys.snapshot(), &info.head, self.opts.fetch_timeout, &nothing).await?;
+        let mut named: Vec<(Addr, ChunkRecord)> = Vec::new();
+        for r in records(&dump)? {
+            if r.code == Code::Chunks {
+                match ChunkRecord::decode(r.value) {
+                    Some(c) if c.refs > 0 => named.push((Addr(addr_of(r.key)?), c)),
+                    Some(_) => {}
+                    None => {
+                        return Err(FsError::Io("adopted snapshot names a malformed chunk record".into()))
+                    }
+                }
+            }
+        }
+        let pieces = std::iter::once(info.head).chain(head.pieces.iter().copied());
+        let id = self.m.write_durable(|tx| {
+            let mut pins = HashSet::new();
+            for p in pieces {
+                if pins.insert(p.addr) && tx.chunk(&p.addr)?.is_none() {
+                    let rec = ChunkRecord {
+                        id: p.id,
+                        ct_len: p.len,
+                        refs: 0,
+                        state: ChunkState::Durable,
+                        replicas: Vec::new(),
+                    };
+                    tx.put_chunk(&p.addr, &rec)?;
+                }
+            }
+            for (addr, c) in &named {
+                if pins.insert(*addr) && tx.chunk(addr)?.is_none() {
+                    tx.put_chunk(addr, &ChunkRecord { refs: 0, ..c.clone() })?;
+                }
+            }
+            let id = tx.meta("last_snapshot")?.unwrap_or(0) + 1;
+            tx.set_meta("last_snapshot", id)?;
+            let row = BlobRow {
+                info: SnapshotInfo { id, ..*info },
+                pins: pins.into_iter().collect(),
+                path: Vec::new(),
+            };
+            tx.put_blob(false, &row, true)?;
+            Ok(id)
+        })?;
+        tracing::warn!(
+            id,
+            epoch = info.epoch,
+            their_id = info.id,
+            chunks = named.len(),
+            "adopted the last snapshot of a writer that lost the lease: its files stay reachable as this snapshot"
+        );
+        Ok(())
+    }
+}
