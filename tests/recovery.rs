@@ -416,6 +416,38 @@ fn a_share_grants_exactly_its_subtree() {
     });
 }
 
+/// Issue 24 item 6: a share mount keeps its manifest (every shared chunk's keys) in memory only:
+/// after a kill -9 its temp dir holds nothing, and a start removes the unencrypted manifests that
+/// crashed mounts of earlier versions left there.
+#[test]
+fn a_killed_share_mount_leaves_no_manifest_behind() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Mount::new_vault(tmp.path(), "owner", &fabric.url(), &[]);
+    std::fs::create_dir_all(m.path("docs")).unwrap();
+    std::fs::write(m.path("docs/a.txt"), bytes(300_000, 9)).unwrap();
+    wait_durable(&m.home);
+    let out = ok(quloud(&m.home).arg("share").arg(m.path("docs")), "quloud share");
+    let cap =
+        out.split_whitespace().find(|w| w.starts_with("QS1-")).expect("no capability printed").to_string();
+    let share_tmp = tmp.path().join("share-tmp");
+    let stale = share_tmp.join("quloud-share-00112233aabbccdd");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("share.redb"), b"chunk keys in the clear").unwrap();
+    let env = [("TMPDIR", share_tmp.to_str().unwrap())];
+    let (home, mp) = (tmp.path().join("friend-home"), tmp.path().join("friend-mp"));
+    let mut shared = Mount::start_verb_env(&home, &mp, &fabric.url(), &["mount"], &["--share", &cap], &env);
+    assert!(
+        std::fs::read(shared.path("a.txt")).unwrap() == bytes(300_000, 9),
+        "a.txt differs through the share"
+    );
+    shared.kill9();
+    shared.clear_stale();
+    let left: Vec<_> = std::fs::read_dir(&share_tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "a killed share mount left files in its temp dir: {left:?}");
+    m.unmount();
+}
+
 #[test]
 fn snapshots_list_and_a_fresh_vault_has_none() {
     let fabric = Fabric::start(3, "1GiB");

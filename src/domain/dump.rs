@@ -142,6 +142,7 @@ impl DumpWriter {
         v[..32].copy_from_slice(key);
         v[32..].copy_from_slice(seed);
         self.record(Code::ShareSecrets, &addr.0, &v);
+        zeroize::Zeroize::zeroize(&mut v);
     }
 
     /// Regular files and their bytes written so far.

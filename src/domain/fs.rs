@@ -238,14 +238,27 @@ pub struct Replica {
     pub lease_expiry_ms: u64,
     /// When the node last proved it holds the chunk (a passed audit or a fresh store ack), Unix ms.
     pub verified_ms: u64,
-    /// Audits failed since the last pass (no answer, a wrong proof).
+    /// Audits failed since the last pass (no answer, a wrong proof, "not found").
     pub failures: u8,
+    /// "Not found" answers since the last pass that count toward forgetting the replica: at most
+    /// one per `domain::health::NOT_FOUND_SPACING_MS`.
+    pub not_found: u8,
+    /// When the last counted "not found" came, Unix ms (0: none since the last pass).
+    pub not_found_ms: u64,
 }
 
 impl Replica {
     /// A replica just acknowledged by `node` for `slot`.
     pub fn acked(node: NodeId, slot: u8, lease_expiry_ms: u64, now_ms: u64) -> Replica {
-        Replica { node, slot, lease_expiry_ms, verified_ms: now_ms, failures: 0 }
+        Replica {
+            node,
+            slot,
+            lease_expiry_ms,
+            verified_ms: now_ms,
+            failures: 0,
+            not_found: 0,
+            not_found_ms: 0,
+        }
     }
 }
 
@@ -253,6 +266,8 @@ impl Replica {
 const REPLICA_V1: usize = 41;
 /// Bytes of one replica in a version 2 chunk record (plus last verified time and failures).
 const REPLICA_V2: usize = 50;
+/// Bytes of one replica in a version 3 chunk record (plus the "not found" answers counted).
+const REPLICA_V3: usize = 59;
 
 /// What the owner knows about one chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,10 +290,10 @@ impl ChunkRecord {
         ChunkRecord { id, ct_len: ct_len as u32, refs: 0, state: ChunkState::Pending, replicas: Vec::new() }
     }
 
-    /// Encodes for the manifest (record version 2: replicas carry their audit history).
+    /// Encodes for the manifest (record version 3: replicas carry their audit history).
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(47 + self.replicas.len() * REPLICA_V2);
-        v.push(2);
+        let mut v = Vec::with_capacity(47 + self.replicas.len() * REPLICA_V3);
+        v.push(3);
         v.extend_from_slice(&self.id.0);
         v.extend_from_slice(&self.ct_len.to_le_bytes());
         v.extend_from_slice(&self.refs.to_le_bytes());
@@ -290,15 +305,18 @@ impl ChunkRecord {
             v.extend_from_slice(&r.lease_expiry_ms.to_le_bytes());
             v.extend_from_slice(&r.verified_ms.to_le_bytes());
             v.push(r.failures);
+            v.push(r.not_found);
+            v.extend_from_slice(&r.not_found_ms.to_le_bytes());
         }
         v
     }
 
-    /// Decodes a manifest record (version 1 or 2); `None` if damaged.
+    /// Decodes a manifest record (version 1, 2 or 3); `None` if damaged.
     pub fn decode(b: &[u8]) -> Option<ChunkRecord> {
         let size = match b.first() {
             Some(1) => REPLICA_V1,
             Some(2) => REPLICA_V2,
+            Some(3) => REPLICA_V3,
             _ => return None,
         };
         if b.len() < 47 {
@@ -311,8 +329,13 @@ impl ChunkRecord {
         let replicas = (0..n)
             .map(|i| {
                 let r = &b[47 + i * size..47 + (i + 1) * size];
-                let (verified_ms, failures) = if size == REPLICA_V2 {
+                let (verified_ms, failures) = if size >= REPLICA_V2 {
                     (u64::from_le_bytes(r[41..49].try_into().ok()?), r[49])
+                } else {
+                    (0, 0)
+                };
+                let (not_found, not_found_ms) = if size == REPLICA_V3 {
+                    (r[50], u64::from_le_bytes(r[51..59].try_into().ok()?))
                 } else {
                     (0, 0)
                 };
@@ -322,6 +345,8 @@ impl ChunkRecord {
                     lease_expiry_ms: u64::from_le_bytes(r[33..41].try_into().ok()?),
                     verified_ms,
                     failures,
+                    not_found,
+                    not_found_ms,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -359,10 +384,19 @@ mod tests {
                 lease_expiry_ms: 99,
                 verified_ms: 5,
                 failures: 2,
+                not_found: 1,
+                not_found_ms: 6,
             }],
         };
         assert_eq!(ChunkRecord::decode(&c.encode()), Some(c.clone()));
         assert_eq!(ChunkRecord::decode(&c.encode()[..50]), None);
+        // A version 2 record (before "not found" counting) decodes with none counted.
+        let mut v2 = c.encode();
+        v2[0] = 2;
+        v2.truncate(47 + 50);
+        let old = ChunkRecord::decode(&v2).expect("v2 decodes");
+        assert_eq!((old.replicas[0].verified_ms, old.replicas[0].failures), (5, 2));
+        assert_eq!((old.replicas[0].not_found, old.replicas[0].not_found_ms), (0, 0));
         // A version 1 record (before audit history) still decodes, with no history.
         let mut v1 = c.encode();
         v1[0] = 1;

@@ -8,6 +8,10 @@ use crate::domain::ids::NodeId;
 /// Failed audits in a row after which a replica is forgotten (its node may be back later, so
 /// a single miss only marks it unhealthy).
 pub const REPLICA_FORGET_AFTER: u8 = 3;
+/// Least time between two "not found" answers that both count toward forgetting a replica whose
+/// chunk has fewer than N other healthy replicas: audits and renewals in quick succession (or
+/// replayed ones) count once.
+pub const NOT_FOUND_SPACING_MS: u64 = 3_600_000;
 /// Failed audits in a row, across chunks, after which a node is written off: its acks stop
 /// counting toward quorum until it passes an audit again.
 pub const NODE_WRITE_OFF_AFTER: u32 = 8;
@@ -103,29 +107,70 @@ pub fn is_healthy(r: &Replica, written_off: &impl Fn(&NodeId) -> bool) -> bool {
     r.failures == 0 && !written_off(&r.node)
 }
 
-/// Applies an audit outcome to the replica of `node` in `chunk`; returns whether the replica was
-/// forgotten. A "not found" forgets it at once (the node says the copy is gone); other failures
-/// forget it after `REPLICA_FORGET_AFTER` in a row, unless it is the last replica known.
-pub fn apply_outcome(chunk: &mut ChunkRecord, node: &NodeId, outcome: Outcome, now_ms: u64) -> bool {
+/// What the owner wants of a chunk while it judges one replica: N healthy replicas, and which
+/// nodes are written off (their replicas never count).
+pub struct Wanted<'a> {
+    /// Healthy replicas a chunk should have (N).
+    pub replicas: usize,
+    /// Whether a node is written off.
+    pub written_off: &'a dyn Fn(&NodeId) -> bool,
+}
+
+/// Applies an audit (or renewal) outcome to the replica of `node` in `chunk`; returns whether the
+/// replica was forgotten.
+///
+/// No single answer drops a chunk's last known replica, and a "not found" forgets a replica at
+/// once only when the chunk has N other healthy replicas. Otherwise the replica stops counting
+/// (so healing re-publishes the chunk first) and is forgotten after `REPLICA_FORGET_AFTER`
+/// "not found" answers at least `NOT_FOUND_SPACING_MS` apart, or, for silence and bad answers,
+/// after `REPLICA_FORGET_AFTER` in a row — never while it is the last replica known.
+pub fn apply_outcome(
+    chunk: &mut ChunkRecord,
+    node: &NodeId,
+    outcome: Outcome,
+    now_ms: u64,
+    want: &Wanted,
+) -> bool {
     let Some(i) = chunk.replicas.iter().position(|r| r.node == *node) else { return false };
+    let known = chunk.replicas.len();
+    let others_healthy = chunk
+        .replicas
+        .iter()
+        .enumerate()
+        .filter(|(j, r)| *j != i && is_healthy(r, &want.written_off))
+        .count();
     let r = &mut chunk.replicas[i];
     let forget = match outcome {
         Outcome::Passed => {
             r.failures = 0;
+            r.not_found = 0;
+            r.not_found_ms = 0;
             r.verified_ms = now_ms;
             false
         }
-        Outcome::NotFound => true,
-        // Silence or a bad answer never forgets the last replica known: it may be all there is.
+        Outcome::NotFound => {
+            if r.not_found == 0 || now_ms >= r.not_found_ms.saturating_add(NOT_FOUND_SPACING_MS) {
+                r.not_found = r.not_found.saturating_add(1);
+                r.not_found_ms = now_ms;
+                r.failures = r.failures.saturating_add(1);
+            }
+            others_healthy >= want.replicas.max(1) || (r.not_found >= REPLICA_FORGET_AFTER && known > 1)
+        }
         Outcome::Failed | Outcome::Silent => {
             r.failures = r.failures.saturating_add(1);
-            r.failures >= REPLICA_FORGET_AFTER && chunk.replicas.len() > 1
+            r.failures >= REPLICA_FORGET_AFTER && known > 1
         }
     };
     if forget {
         chunk.replicas.remove(i);
     }
     forget
+}
+
+/// Whether a replica is waiting out the spacing after a counted "not found": challenging it again
+/// sooner could not count, and would only hold the silence of one lost copy against its node.
+pub fn not_found_recently(r: &Replica, now_ms: u64) -> bool {
+    r.not_found > 0 && now_ms < r.not_found_ms.saturating_add(NOT_FOUND_SPACING_MS)
 }
 
 #[cfg(test)]
@@ -144,35 +189,77 @@ mod tests {
         }
     }
 
+    const N3: Wanted = Wanted { replicas: 3, written_off: &|_: &NodeId| false };
+
     #[test]
-    fn not_found_forgets_and_failures_accumulate() {
+    fn failures_accumulate_and_the_last_replica_survives_silence() {
         let mut c = chunk(&[1, 2, 3]);
-        assert!(apply_outcome(&mut c, &NodeId([1; 32]), Outcome::NotFound, 5));
-        assert_eq!(c.replicas.len(), 2);
         for _ in 0..REPLICA_FORGET_AFTER - 1 {
-            assert!(!apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Silent, 5));
+            assert!(!apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Silent, 5, &N3));
         }
         let never = |_: &NodeId| false;
-        assert!(!is_healthy(&c.replicas[0], &never), "a replica that failed is not healthy");
-        assert!(apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Failed, 5));
-        assert_eq!(c.replicas.len(), 1);
+        assert!(!is_healthy(&c.replicas[1], &never), "a replica that failed is not healthy");
+        assert!(apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Failed, 5, &N3));
+        assert_eq!(c.replicas.len(), 2);
+        c.replicas.remove(0);
         // The last replica survives any number of silent audits.
         let mut last = c.clone();
         for _ in 0..10 {
-            assert!(!apply_outcome(&mut last, &NodeId([3; 32]), Outcome::Silent, 6));
+            assert!(!apply_outcome(&mut last, &NodeId([3; 32]), Outcome::Silent, 6, &N3));
         }
         assert_eq!(last.replicas.len(), 1);
         assert!(!is_healthy(&last.replicas[0], &never));
-        assert!(!apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Passed, 9));
+        assert!(!apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Passed, 9, &N3));
         assert_eq!((c.replicas[0].verified_ms, c.replicas[0].failures), (9, 0));
-        assert!(!apply_outcome(&mut c, &NodeId([7; 32]), Outcome::NotFound, 9), "unknown node: no change");
+        assert!(
+            !apply_outcome(&mut c, &NodeId([7; 32]), Outcome::NotFound, 9, &N3),
+            "unknown node: no change"
+        );
+    }
+
+    /// Issue 24 item 3: a "not found" — even signed and bound to the owner's request — forgets a
+    /// replica at once only when N other healthy replicas remain; otherwise only answers spaced
+    /// in time count, and the last replica known is never forgotten.
+    #[test]
+    fn not_found_forgets_only_a_surplus_replica_or_after_spaced_answers() {
+        let mut c = chunk(&[1, 2, 3]);
+        let (a, t0) = (NodeId([1; 32]), 1_000_000);
+        assert!(!apply_outcome(&mut c, &a, Outcome::NotFound, t0, &N3), "forgotten with 2 of 3 others");
+        assert!(!is_healthy(&c.replicas[0], &|_: &NodeId| false), "it no longer counts toward N");
+        assert!(not_found_recently(&c.replicas[0], t0 + 1));
+        // Answers in quick succession count once.
+        for k in 1..10 {
+            assert!(!apply_outcome(&mut c, &a, Outcome::NotFound, t0 + k, &N3));
+        }
+        assert_eq!(c.replicas[0].not_found, 1);
+        // Healed: a fourth replica joins, and the copy the node says it lost is now surplus.
+        c.replicas.push(Replica::acked(NodeId([4; 32]), 3, 1000, t0));
+        assert!(apply_outcome(&mut c, &a, Outcome::NotFound, t0 + 10, &N3));
+        assert_eq!(c.replicas.len(), 3);
+
+        // Healing impossible: three answers an hour apart forget the replica, not fewer.
+        let mut c = chunk(&[1, 2]);
+        for k in 0..REPLICA_FORGET_AFTER as u64 - 1 {
+            assert!(!apply_outcome(&mut c, &a, Outcome::NotFound, t0 + k * NOT_FOUND_SPACING_MS, &N3));
+        }
+        assert!(!not_found_recently(&c.replicas[0], t0 + 2 * NOT_FOUND_SPACING_MS));
+        assert!(apply_outcome(&mut c, &a, Outcome::NotFound, t0 + 2 * NOT_FOUND_SPACING_MS, &N3));
+        // The last replica known survives any number of them.
+        let b = NodeId([2; 32]);
+        for k in 0..20u64 {
+            assert!(!apply_outcome(&mut c, &b, Outcome::NotFound, t0 + k * NOT_FOUND_SPACING_MS, &N3));
+        }
+        assert_eq!(c.replicas.len(), 1);
+        // A pass clears the count.
+        assert!(!apply_outcome(&mut c, &b, Outcome::Passed, t0, &N3));
+        assert_eq!((c.replicas[0].not_found, c.replicas[0].not_found_ms, c.replicas[0].failures), (0, 0, 0));
     }
 
     #[test]
     fn a_pass_heals_a_suspect_replica() {
         let mut c = chunk(&[1]);
-        apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Silent, 1);
-        apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Passed, 2);
+        apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Silent, 1, &N3);
+        apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Passed, 2, &N3);
         assert!(is_healthy(&c.replicas[0], &|_: &NodeId| false));
         assert!(!is_healthy(&c.replicas[0], &|_: &NodeId| true), "written-off node never counts");
     }

@@ -13,7 +13,7 @@ use crate::domain::ids::{AckToken, Addr, ChunkId};
 use crate::domain::proof::ProofSecret;
 use ed25519_dalek::SigningKey;
 use std::fmt;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Length of the master secret in bytes.
 pub const MASTER_KEY_LEN: usize = 32;
@@ -31,6 +31,7 @@ const CTX_SNAPSHOT_CONTENT: &str = "quloud v1 snapshot content key";
 const CTX_ROOT_BODY: &str = "quloud v1 root record body key";
 const CTX_SHARE_ID: &str = "quloud v1 share chunk-id key";
 const CTX_SHARE_CONTENT: &str = "quloud v1 share content key";
+const CTX_SHARE_CHUNKER: &str = "quloud v1 share chunker seed";
 
 /// The owner's 32-byte master secret M. Everything else follows from it.
 #[derive(Clone, PartialEq, Eq)]
@@ -127,16 +128,16 @@ impl ChunkKeys {
         ChunkId(*blake3::keyed_hash(&self.chunk_id, plaintext).as_bytes())
     }
 
-    /// Per-chunk encryption key `K_c = keyed_hash(content key, chunk_id)`.
-    pub fn content_key(&self, id: &ChunkId) -> [u8; 32] {
-        *blake3::keyed_hash(&self.content, &id.0).as_bytes()
+    /// Per-chunk encryption key `K_c = keyed_hash(content key, chunk_id)`, wiped when dropped.
+    pub fn content_key(&self, id: &ChunkId) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(*blake3::keyed_hash(&self.content, &id.0).as_bytes())
     }
 
     /// The seed of a chunk's read secret, `keyed_hash(proof key, addr)`: what a share
     /// capability hands over for each chunk (it reveals `x` for that chunk only, and nothing of
     /// its control secret).
-    pub fn proof_seed(&self, addr: &Addr) -> [u8; 32] {
-        *blake3::keyed_hash(&self.proof, &addr.0).as_bytes()
+    pub fn proof_seed(&self, addr: &Addr) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(*blake3::keyed_hash(&self.proof, &addr.0).as_bytes())
     }
 
     /// The chunk's read secret alone, `x = to_scalar(keyed_hash(proof key, addr))`: what a share
@@ -187,8 +188,8 @@ impl VaultKeys {
         self.data.chunk_id(plaintext)
     }
 
-    /// Per-chunk encryption key `K_c = keyed_hash(content key, chunk_id)`.
-    pub fn content_key(&self, id: &ChunkId) -> [u8; 32] {
+    /// Per-chunk encryption key `K_c = keyed_hash(content key, chunk_id)`, wiped when dropped.
+    pub fn content_key(&self, id: &ChunkId) -> Zeroizing<[u8; 32]> {
         self.data.content_key(id)
     }
 
@@ -244,6 +245,12 @@ impl VaultKeys {
 pub fn share_piece_keys(secret: &[u8; SHARE_SECRET_LEN]) -> ChunkKeys {
     let d = |ctx: &str| blake3::derive_key(ctx, secret);
     ChunkKeys { chunk_id: d(CTX_SHARE_ID), content: d(CTX_SHARE_CONTENT), proof: [0; 32], control: None }
+}
+
+/// The seed that cuts a shared manifest into pieces, from the share secret: a share's manifest
+/// boundaries follow nothing of the vault's own chunker seed.
+pub fn share_chunker_seed(secret: &[u8; SHARE_SECRET_LEN]) -> u64 {
+    u64::from_le_bytes(first8(&blake3::derive_key(CTX_SHARE_CHUNKER, secret)))
 }
 
 impl Drop for VaultKeys {
@@ -334,6 +341,16 @@ mod tests {
         wiped_on_drop::<VaultKeys>();
         wiped_on_drop::<ChunkKeys>();
         wiped_on_drop::<SigningKey>();
+    }
+
+    /// Issue 24 item 5: a shared manifest is cut with a seed of the share's own, not the vault's.
+    #[test]
+    fn a_share_cuts_its_manifest_with_a_seed_of_its_own() {
+        let keys = MasterKey::from_bytes([7; 32]).derive();
+        let (a, b) = (share_chunker_seed(&[1; 32]), share_chunker_seed(&[2; 32]));
+        assert_ne!(a, keys.chunker_seed());
+        assert_ne!(a, b);
+        assert_eq!(a, share_chunker_seed(&[1; 32]));
     }
 
     #[test]

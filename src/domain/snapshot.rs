@@ -54,7 +54,7 @@ pub struct PieceRef {
 impl PieceRef {
     /// The reference of a sealed piece.
     pub fn of(keys: &ChunkKeys, s: &SealedChunk) -> PieceRef {
-        PieceRef { id: s.id, addr: s.addr, len: s.ciphertext.len() as u32, seed: keys.proof_seed(&s.addr) }
+        PieceRef { id: s.id, addr: s.addr, len: s.ciphertext.len() as u32, seed: *keys.proof_seed(&s.addr) }
     }
 
     /// The proof secret that lets its holder fetch this piece.

@@ -10,12 +10,13 @@ use super::open::{open_manifest, open_unmounted, serve_fuse};
 use super::settle::wait_then_snapshot;
 use crate::adapters::control::{Reply, Request};
 use crate::adapters::fuse::MountSettings;
+use crate::adapters::memory::MemoryManifest;
 use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::report::{SnapshotReport, SnapshotRow};
 use crate::app::vault::{
-    find_root, materialize_share, materialize_snapshot, run_pipeline, Claim, ManifestFile, PipelineStats,
-    RootFound, Secrets, Vault, VaultOptions, RESTORED_MS,
+    fetch_share, find_root, materialize_snapshot, run_pipeline, Claim, ManifestFile, PipelineStats, RootFound,
+    Secrets, Vault, VaultOptions, RESTORED_MS,
 };
 use crate::cli::{MountOpts, RestoreArgs, ShareArgs, SnapshotArgs, SnapshotsArgs};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -27,7 +28,7 @@ use crate::ports::clock::Clock;
 use crate::ports::manifest::ManifestFiles;
 use crate::render::{self, progress_bar, utc, Format};
 use anyhow::{anyhow, bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -319,31 +320,27 @@ pub async fn mount_snapshot(
     Ok(())
 }
 
-/// `quloud mount MOUNTPOINT --share CAP`: the subtree a capability grants, read-only.
+/// `quloud mount MOUNTPOINT --share CAP`: the subtree a capability grants, read-only. The share's
+/// manifest, which holds every shared chunk's keys, lives only in this process's memory: nothing
+/// of it reaches a disk, and nothing is left behind by a crash.
 pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOpts) -> Result<()> {
+    sweep_share_leftovers(&std::env::temp_dir());
     let cap = Capability::decode(cap)?;
     // A recipient has no vault: this throwaway key only names the connection; every chunk is
     // opened and proven for with the secrets the share lists.
     let keys = Arc::new(MasterKey::generate().derive());
     let fabric = connect_read_only(bus, &keys).await?;
-    let dir = tempfile_dir()?;
-    let manifest = dir.join("share.redb");
-    let fetched = materialize_share(
-        &fabric,
-        &cap,
-        ManifestFile { path: &manifest, files: &RedbManifests },
-        FETCH_TIMEOUT,
-        &progress("share pieces"),
-    )
-    .await;
-    if let Err(e) = fetched {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(anyhow!("cannot open the share: {e}"));
-    }
+    let dump = fetch_share(&fabric, &cap, FETCH_TIMEOUT, &progress("share pieces"))
+        .await
+        .map_err(|e| anyhow!("cannot open the share: {e}"))?;
+    let manifest = MemoryManifest::import(&dump).map_err(|e| anyhow!("cannot open the share: {e}"))?;
+    drop(dump);
     let vault_opts = VaultOptions { cache_bytes: opts.cache_size, ..VaultOptions::default() };
+    // No local data: the path only names where none is kept.
+    let nowhere = std::env::temp_dir().join("quloud-share-in-memory");
     let vault = Arc::new(Vault::load_read_only(
-        RedbManifests.open_read_only(&manifest)?,
-        &manifest,
+        Arc::new(manifest.into_read_only()),
+        &nowhere,
         keys,
         vault_opts,
         Secrets::Shared,
@@ -352,18 +349,27 @@ pub async fn mount_share(bus: &Bus, mountpoint: &Path, cap: &str, opts: &MountOp
     )?);
     vault.set_fabric(Arc::new(fabric));
     let settings = read_only_settings(opts, "quloud-share".into());
-    let served = serve_fuse(vault, mountpoint, &settings, "share (read-only)", &signal_token()).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    served?;
+    serve_fuse(vault, mountpoint, &settings, "share (read-only)", &signal_token()).await?;
     println!("share unmounted");
     Ok(())
 }
 
-/// A private temporary directory for a share's manifest.
-fn tempfile_dir() -> Result<PathBuf> {
-    let mut name = [0u8; 8];
-    crate::domain::random_bytes(&mut name);
-    let dir = std::env::temp_dir().join(format!("quloud-share-{}", crate::domain::ids::to_hex(&name)));
-    files::create_private_dir(&dir)?;
-    Ok(dir)
+/// Removes share manifests that share mounts of earlier versions kept, unencrypted, in `tmp`
+/// (`quloud-share-*`) and that a crash left behind; those of other users are not ours to remove.
+fn sweep_share_leftovers(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("quloud-share-") || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => {
+                tracing::info!(dir = %e.path().display(), "removed a share manifest a crashed mount left")
+            }
+            Err(err) => {
+                tracing::debug!(dir = %e.path().display(), error = %err, "share leftover not removed")
+            }
+        }
+    }
 }

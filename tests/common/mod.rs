@@ -385,6 +385,8 @@ pub struct Mount {
     spawns: usize,
     /// The subcommand and its leading arguments (`mount` unless started otherwise).
     verb: Vec<String>,
+    /// Environment variables set for the mount process.
+    env: Vec<(String, String)>,
 }
 
 impl Mount {
@@ -397,6 +399,18 @@ impl Mount {
     /// Runs `quloud VERB… MOUNTPOINT --nats URL EXTRA…` (e.g. `restore`) as the mount process;
     /// returns once it has mounted.
     pub fn start_verb(home: &Path, mp: &Path, url: &str, verb: &[&str], extra: &[&str]) -> Mount {
+        Mount::start_verb_env(home, mp, url, verb, extra, &[])
+    }
+
+    /// [`Mount::start_verb`] with environment variables `env` set for the mount process.
+    pub fn start_verb_env(
+        home: &Path,
+        mp: &Path,
+        url: &str,
+        verb: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mount {
         require_tool("fusermount3", "apt-get install -y fuse3");
         std::fs::create_dir_all(mp).unwrap();
         let mut m = Mount {
@@ -408,6 +422,7 @@ impl Mount {
             extra: with_disk_cache_off(extra),
             spawns: 0,
             verb: verb.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         m.spawn();
         m
@@ -445,6 +460,7 @@ impl Mount {
             .args(["--nats", &self.url])
             .args(&self.extra)
             .env("QULOUD_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log(&self.log))
             .stderr(log(&self.log))
             .spawn()

@@ -342,3 +342,47 @@ fn concurrent_puts_share_commits_and_all_survive_reopen() {
     assert_eq!(reopened.usage().chunks, 80);
     assert_eq!(reopened.index_len().unwrap(), 80);
 }
+
+/// A renewal and a control upgrade of one chunk at the same moment both land, and a renewal
+/// racing a removal never brings the removed chunk's record back.
+#[test]
+fn concurrent_updates_of_one_chunk_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        std::sync::Arc::new(DiskChunkStore::open(dir.path(), NodeIdentity::generate(), 1 << 30).unwrap());
+    let q = ProofSecret::from_seed(&[0x61; 32]).commitment();
+    for i in 0..40u8 {
+        let (meta, ct) = chunk(i, 2000 + i as usize);
+        store.put(&meta, &v(&meta, &ct)).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let (s, b) = (store.clone(), barrier.clone());
+        let renew = std::thread::spawn(move || {
+            b.wait();
+            s.set_lease(&meta.addr, 77_000 + i as u64).unwrap()
+        });
+        let (s, b) = (store.clone(), barrier);
+        let second = std::thread::spawn(move || {
+            b.wait();
+            if i % 2 == 0 {
+                s.set_control(&meta.addr, &q).unwrap()
+            } else {
+                s.remove(&meta.addr).unwrap()
+            }
+        });
+        let (renewed, second) = (renew.join().unwrap(), second.join().unwrap());
+        assert!(second, "chunk {i}: the control upgrade or removal found nothing");
+        let now = store.meta(&meta.addr).unwrap();
+        if i % 2 == 0 {
+            let now = now.expect("held");
+            assert!(renewed);
+            assert_eq!(now.control, Some(q), "chunk {i}: a renewal overwrote the control commitment");
+            assert_eq!(
+                now.lease_expiry_ms,
+                77_000 + i as u64,
+                "chunk {i}: the control upgrade lost the renewal"
+            );
+        } else {
+            assert_eq!(now, None, "chunk {i}: a renewal brought a removed chunk's record back");
+        }
+    }
+}

@@ -301,8 +301,32 @@ impl DiskChunkStore {
         txn.commit().map_err(db_err)
     }
 
-    fn write_record(&self, locator: &[u8; 32], record: &Record) -> Result<(), StoreError> {
-        self.commit_records(&[(*locator, self.sealed_record(locator, record))])
+    /// Reads, changes and writes back `addr`'s record in one write transaction, so that two
+    /// updates of one chunk (a renewal and a control upgrade) or an update and a removal never
+    /// overwrite each other. `change` says whether it changed anything; false (and nothing
+    /// written) when the chunk is not held or `change` declined.
+    fn update_record(
+        &self,
+        addr: &Addr,
+        change: impl FnOnce(&mut Record) -> bool,
+    ) -> Result<bool, StoreError> {
+        let loc = self.id.locator(addr);
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(NODE_CHUNKS).map_err(db_err)?;
+            let current = table.get(&loc).map_err(db_err)?.map(|v| v.value().to_vec());
+            let Some(sealed) = current else { return Ok(false) };
+            let mut r = match unseal(&self.id.record_key(), &loc, &sealed).and_then(|p| Record::decode(&p)) {
+                Some(r) if r.meta.addr == *addr => r,
+                _ => return Err(StoreError::Corrupt(*addr)),
+            };
+            if !change(&mut r) {
+                return Ok(false);
+            }
+            table.insert(&loc, self.sealed_record(&loc, &r).as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(true)
     }
 
     /// A record sealed under the record key, bound to its locator.
@@ -388,10 +412,10 @@ impl ChunkStore for DiskChunkStore {
     }
 
     fn set_lease(&self, addr: &Addr, lease_expiry_ms: u64) -> Result<bool, StoreError> {
-        let Some(mut r) = self.record(addr)? else { return Ok(false) };
-        r.meta.lease_expiry_ms = lease_expiry_ms;
-        self.write_record(&self.id.locator(addr), &r)?;
-        Ok(true)
+        self.update_record(addr, |r| {
+            r.meta.lease_expiry_ms = lease_expiry_ms;
+            true
+        })
     }
 
     fn set_control(
@@ -399,13 +423,14 @@ impl ChunkStore for DiskChunkStore {
         addr: &Addr,
         control: &crate::domain::proof::Commitment,
     ) -> Result<bool, StoreError> {
-        let Some(mut r) = self.record(addr)? else { return Ok(false) };
-        if r.meta.control.is_some() {
-            return Ok(false);
-        }
-        r.meta.control = Some(*control);
-        self.write_record(&self.id.locator(addr), &r)?;
-        Ok(true)
+        // Set once, never replaced.
+        self.update_record(addr, |r| {
+            let unset = r.meta.control.is_none();
+            if unset {
+                r.meta.control = Some(*control);
+            }
+            unset
+        })
     }
 
     /// Checks the whole stored copy (its MAC) but decrypts only the segments holding the

@@ -56,7 +56,8 @@ pub use nodes::nodes_view;
 pub use pipeline::{run_pipeline, PipelineStats};
 pub use reader::cache::ReadData;
 pub use snapshot::{
-    fetch_blob, find_root, materialize_share, materialize_snapshot, ManifestFile, RootFound, SnapshotOutcome,
+    fetch_blob, fetch_share, find_root, materialize_share, materialize_snapshot, ManifestFile, RootFound,
+    SnapshotOutcome,
 };
 pub use types::{Caller, DirEntry, Fh, SetAttr, StatFs, TimeSet, VaultOptions};
 

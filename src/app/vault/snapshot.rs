@@ -400,7 +400,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Creates a read capability for the file or directory tree at `path` (from the vault's
     /// root): stores the subtree's manifest, with each chunk's content key and proof-secret
-    /// seed, as a blob under a fresh share secret, and pins it.
+    /// seed, as a blob under a fresh share secret (cut with a chunker seed of its own), and pins it.
     pub async fn share(&self, path: &str, wait: Duration) -> Result<Capability, FsError> {
         if self.is_read_only() {
             return Err(FsError::ReadOnly);
@@ -471,19 +471,33 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 }
             }
             let (files, bytes) = w.counts();
-            (w.finish(), files, bytes)
+            (zeroize::Zeroizing::new(w.finish()), files, bytes)
         };
-        let mut secret = [0u8; SHARE_SECRET_LEN];
-        crate::domain::random_bytes(&mut secret);
+        let mut secret = zeroize::Zeroizing::new([0u8; SHARE_SECRET_LEN]);
+        crate::domain::random_bytes(&mut *secret);
         let keys = self.keys.share(&secret);
-        let blob = seal_blob(&keys, &dump, self.keys.chunker_seed()).map_err(fs_err)?;
+        let seed = crate::domain::keys::share_chunker_seed(&secret);
+        let blob = seal_blob(&keys, &dump, seed).map_err(fs_err)?;
         let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
         let info =
             SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes, epoch: 0 };
         let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
         self.store_blob(&blob, &row, BlobKind::Share, wait).await?;
-        Ok(Capability { secret, head: blob.head_ref })
+        Ok(Capability { secret: *secret, head: blob.head_ref })
     }
+}
+
+/// Fetches a share's manifest with its capability: its dump, which holds every shared chunk's
+/// keys, wiped from memory when dropped.
+pub async fn fetch_share<F: ChunkFabric>(
+    fabric: &F,
+    cap: &Capability,
+    timeout: Duration,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<zeroize::Zeroizing<Vec<u8>>, FsError> {
+    let keys = crate::domain::keys::share_piece_keys(&cap.secret);
+    let (_, dump) = fetch_blob(fabric, &keys, &cap.head, timeout, progress).await?;
+    Ok(zeroize::Zeroizing::new(dump))
 }
 
 /// Fetches a share's manifest with its capability and writes it to `to.path`.
@@ -494,8 +508,7 @@ pub async fn materialize_share<F: ChunkFabric>(
     timeout: Duration,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(), FsError> {
-    let keys = crate::domain::keys::share_piece_keys(&cap.secret);
-    let (_, dump) = fetch_blob(fabric, &keys, &cap.head, timeout, progress).await?;
+    let dump = fetch_share(fabric, cap, timeout, progress).await?;
     let _ = std::fs::remove_file(to.path);
     drop(to.files.import(to.path, &dump)?);
     Ok(())

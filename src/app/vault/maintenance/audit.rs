@@ -6,7 +6,7 @@ use super::{HealWorker, LeaseWorker, Pace, Replicas, Scope};
 use crate::app::report::AuditReport;
 use crate::app::vault::Vault;
 use crate::domain::fs::{ChunkState, FsError, Ino, Kind};
-use crate::domain::health::{apply_outcome, NodeRecord, Outcome};
+use crate::domain::health::{apply_outcome, not_found_recently, NodeRecord, Outcome, Wanted};
 use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::{AuditVerdict, ChunkFabric, FabricError};
 use futures::StreamExt;
@@ -183,7 +183,8 @@ impl AuditWorker {
         for addr in cov.chunks.keys() {
             let Some(c) = rx.chunk(addr)? else { continue };
             for r in &c.replicas {
-                if self.replicas == Replicas::All || r.failures > 0 || r.verified_ms <= due_before {
+                let due = (r.failures > 0 || r.verified_ms <= due_before) && !not_found_recently(r, now);
+                if self.replicas == Replicas::All || due {
                     targets.push(Target { addr: *addr, node: r.node, ct_len: c.ct_len as u64 });
                 }
             }
@@ -270,11 +271,13 @@ fn record_outcomes<F: ChunkFabric + 'static>(
         return Ok(());
     }
     let now = v.clock.now_ms();
+    let off = written_off(v)?;
+    let want = Wanted { replicas: v.opts.replicas, written_off: &|n: &NodeId| off.contains(n) };
     v.m.write(|tx| {
         let mut nodes: HashMap<NodeId, NodeRecord> = HashMap::new();
         for (addr, node, outcome, latency) in &batch {
             if let Some(mut c) = tx.chunk(addr)? {
-                if apply_outcome(&mut c, node, *outcome, now) {
+                if apply_outcome(&mut c, node, *outcome, now, &want) {
                     tracing::info!(?node, ?addr, ?outcome, "replica forgotten");
                 }
                 tx.put_chunk(addr, &c)?;

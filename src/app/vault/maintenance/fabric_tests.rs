@@ -8,8 +8,10 @@ use crate::app::vault::{
     VaultOptions,
 };
 use crate::domain::fs::ROOT_INO;
-use crate::domain::ids::Addr;
+use crate::domain::health::NOT_FOUND_SPACING_MS;
+use crate::domain::ids::{Addr, NodeId};
 use crate::domain::keys::MasterKey;
+use crate::ports::chunk_store::ChunkStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,7 @@ struct Rig {
     fabric: Arc<MemoryFabric>,
     clock: Arc<FakeClock>,
     cancel: CancellationToken,
+    pipeline: Option<tokio::task::JoinHandle<()>>,
     _home: tempfile::TempDir,
 }
 
@@ -32,21 +35,28 @@ impl Drop for Rig {
 
 /// A vault on five memory nodes, all on one fake clock, with its upload pipeline running.
 fn rig(lease: Duration) -> Rig {
+    rig_with(lease, |_, _| {})
+}
+
+/// [`rig`] with the fabric's and the vault's options changed by `tweak`.
+fn rig_with(lease: Duration, tweak: impl FnOnce(&mut MemoryFabricOptions, &mut VaultOptions)) -> Rig {
     let home = tempfile::tempdir().unwrap();
     let clock = Arc::new(FakeClock::at(crate::domain::unix_ms(SystemTime::now())));
     let mut fopts = MemoryFabricOptions::new(5);
     fopts.lease = lease;
     fopts.reply_timeout = Duration::from_millis(200);
-    let fabric = Arc::new(MemoryFabric::with(fopts, clock.clone()));
     let keys = Arc::new(MasterKey::from_bytes([5; 32]).derive());
     let health = HealthOptions { lease, ..HealthOptions::default() };
-    let opts = VaultOptions { health, fetch_timeout: Duration::from_secs(2), ..VaultOptions::default() };
+    let mut opts = VaultOptions { health, fetch_timeout: Duration::from_secs(2), ..VaultOptions::default() };
+    tweak(&mut fopts, &mut opts);
+    let fabric = Arc::new(MemoryFabric::with(fopts, clock.clone()));
     let m = crate::adapters::redb::manifest::open_in(home.path());
     let vault = Arc::new(Vault::load(home.path(), m, keys, opts, &LocalFiles, clock.clone()).unwrap());
     vault.set_fabric(fabric.clone());
     let cancel = CancellationToken::new();
-    tokio::spawn(run_pipeline(vault.clone(), Arc::new(PipelineStats::default()), cancel.clone()));
-    Rig { vault, fabric, clock, cancel, _home: home }
+    let pipeline =
+        Some(tokio::spawn(run_pipeline(vault.clone(), Arc::new(PipelineStats::default()), cancel.clone())));
+    Rig { vault, fabric, clock, cancel, pipeline, _home: home }
 }
 
 /// Writes a file of `len` bytes, waits until every chunk is quorum-durable and returns the
@@ -106,4 +116,80 @@ async fn renewed_leases_outlive_their_first_term_and_abandoned_ones_expire() {
     r.clock.advance(lease + DAY);
     assert!(r.fabric.sweep_expired() >= 3, "abandoned chunks were kept");
     assert!(r.fabric.holders(&addrs[0]).is_empty());
+}
+
+/// The nodes the owner knows as replicas of `addr`.
+fn known(r: &Rig, addr: &Addr) -> Vec<NodeId> {
+    let c = r.vault.m.read().unwrap().chunk(addr).unwrap().expect("chunk record");
+    c.replicas.iter().map(|x| x.node).collect()
+}
+
+/// `node` loses its copy of `addr` (a wiped disk): it answers "not found", signed and bound to
+/// the owner's request.
+fn lose(r: &Rig, node: NodeId, addr: &Addr) {
+    assert!(r.fabric.node(node).unwrap().store().remove(addr).unwrap());
+}
+
+/// Issue 24 item 3: a "not found" does not forget a replica while the chunk has fewer than N
+/// other healthy ones: the chunk is re-published first, and the copy the node lost is forgotten
+/// at a later audit, once N others are healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_found_heals_the_chunk_before_its_replica_is_forgotten() {
+    let r = rig(90 * DAY);
+    let addr = durable_file(&r, b"doc", 100_000).await[0];
+    let holders = r.fabric.holders(&addr);
+    assert_eq!(holders.len(), 3);
+    lose(&r, holders[0], &addr);
+    let report = r.vault.audit(&Scope::All, Replicas::All, Pace::Foreground, &|_, _| {}).await.unwrap();
+    assert_eq!((report.not_found, report.healed), (1, 1), "{report:?}");
+    let now = known(&r, &addr);
+    assert!(now.contains(&holders[0]), "forgotten on a single not found while 2 of 3 others were healthy");
+    assert_eq!(now.len(), 4, "healed to N healthy beside the suspect copy: {now:?}");
+    assert_eq!(r.fabric.holders(&addr).len(), 3);
+    // Within the spacing a background pass leaves the suspect replica alone.
+    let again = r.vault.audit(&Scope::All, Replicas::Due, Pace::Foreground, &|_, _| {}).await.unwrap();
+    assert_eq!(again.not_found, 0, "{again:?}");
+    // Later, with N other healthy replicas, its next "not found" forgets it.
+    r.clock.advance(Duration::from_millis(NOT_FOUND_SPACING_MS));
+    let later = r.vault.audit(&Scope::All, Replicas::Due, Pace::Foreground, &|_, _| {}).await.unwrap();
+    assert_eq!(later.not_found, 1, "{later:?}");
+    let now = known(&r, &addr);
+    assert!(!now.contains(&holders[0]) && now.len() == 3, "surplus copy not forgotten: {now:?}");
+    assert_eq!(r.vault.status().unwrap().degraded, 0);
+}
+
+/// Issue 24 item 3: every replica of a chunk says "not found" and nothing can be re-published
+/// (no other node, no local copy): a burst of audits forgets nothing, answers spaced in time
+/// forget replicas, and the last replica known is never forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_everywhere_never_forgets_the_last_replica() {
+    let mut r = rig_with(90 * DAY, |f, v| {
+        f.nodes = 3;
+        f.store_deadline = Duration::from_millis(300);
+        (v.cache_bytes, v.disk_cache_bytes) = (0, 0);
+    });
+    let addr = durable_file(&r, b"doc", 100_000).await[0];
+    let holders = r.fabric.holders(&addr);
+    assert_eq!(holders.len(), 3);
+    // The upload pipeline stops first: a store still retrying a slot would put copies back.
+    r.cancel.cancel();
+    r.pipeline.take().unwrap().await.unwrap();
+    for h in &holders {
+        lose(&r, *h, &addr);
+    }
+    let audit = || r.vault.audit(&Scope::All, Replicas::All, Pace::Foreground, &|_, _| {});
+    for i in 0..4 {
+        let report = audit().await.unwrap();
+        assert_eq!(report.not_found, 3, "{report:?}");
+        assert_eq!(known(&r, &addr).len(), 3, "audit {i} in a burst forgot replicas");
+    }
+    // The burst counted once; a second answer an hour later forgets nothing either.
+    r.clock.advance(Duration::from_millis(NOT_FOUND_SPACING_MS));
+    audit().await.unwrap();
+    assert_eq!(known(&r, &addr).len(), 3, "forgotten before three spaced answers");
+    for _ in 0..4 {
+        r.clock.advance(Duration::from_millis(NOT_FOUND_SPACING_MS));
+        audit().await.unwrap();
+        assert_eq!(known(&r, &addr).len(), 1, "the last replica known was forgotten, or a lost one kept");
+    }
 }

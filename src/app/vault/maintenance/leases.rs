@@ -2,7 +2,7 @@
 
 use crate::app::vault::Vault;
 use crate::domain::fs::FsError;
-use crate::domain::health::{apply_outcome, Outcome};
+use crate::domain::health::{apply_outcome, Outcome, Wanted};
 use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::ChunkFabric;
 use std::collections::HashMap;
@@ -56,6 +56,8 @@ async fn renew_on<F: ChunkFabric + 'static>(
         }
     };
     let now = v.clock.now_ms();
+    let off = super::heal::written_off(v)?;
+    let want = Wanted { replicas: v.opts.replicas, written_off: &|n: &NodeId| off.contains(n) };
     let mut renewed = 0;
     v.m.write(|tx| {
         for (addr, status) in &results {
@@ -68,7 +70,7 @@ async fn renew_on<F: ChunkFabric + 'static>(
                     renewed += 1;
                 }
                 crate::domain::wire::Status::NotFound => {
-                    apply_outcome(&mut c, &node, Outcome::NotFound, now);
+                    apply_outcome(&mut c, &node, Outcome::NotFound, now, &want);
                 }
                 _ => continue,
             }

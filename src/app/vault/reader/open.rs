@@ -32,10 +32,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             (Secrets::Owner, Checked::No) => self.keys.data().open_in_place(&e.id, &e.addr, ct),
             (Secrets::Owner, Checked::Already) => self.keys.data().open_checked_in_place(&e.id, ct),
             (Secrets::Shared, checked) => {
-                let (key, _) = self.shared_secret(&e.addr)?;
+                let secret = zeroize::Zeroizing::new(self.shared_secret(&e.addr)?);
                 match checked {
-                    Checked::No => decrypt_in_place(&key, &e.addr, ct),
-                    Checked::Already => decrypt_checked_in_place(&key, ct),
+                    Checked::No => decrypt_in_place(&secret.0, &e.addr, ct),
+                    Checked::Already => decrypt_checked_in_place(&secret.0, ct),
                 }
             }
         };
@@ -54,7 +54,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     pub(in crate::app::vault) fn proof_secret(&self, addr: &Addr) -> Result<ProofSecret, FsError> {
         match self.secrets {
             Secrets::Owner => Ok(self.keys.proof_secret(addr)),
-            Secrets::Shared => Ok(ProofSecret::from_seed(&self.shared_secret(addr)?.1)),
+            Secrets::Shared => {
+                Ok(ProofSecret::from_seed(&zeroize::Zeroizing::new(self.shared_secret(addr)?).1))
+            }
         }
     }
 }
