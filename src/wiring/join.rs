@@ -80,7 +80,7 @@ pub async fn join(home: &Path, args: &JoinArgs) -> Result<()> {
         js_domain,
         port,
         capacity: args.capacity,
-        vault: args.vault.clone(),
+        vault: args.vault.as_deref().map(std::path::absolute).transpose()?,
     };
     write_private_atomic(&dir.join("house.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     println!("joined the hub at {} as house {} (node {})", invite.hub, invite.name, node.id());
