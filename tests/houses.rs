@@ -187,3 +187,70 @@ fn houses_join_once_store_across_leaf_links_and_a_revoked_house_is_refused() {
     houses.truncate(0);
     drop(hub.up);
 }
+
+/// The same path across network namespaces: the hub in one, each house in its own, joined by
+/// veth pairs and a bridge. A house whose link is down is not seen; a check from one house is
+/// stored on the nodes of three houses over their leaf links to the hub's address.
+#[test]
+fn houses_in_their_own_network_namespaces_reach_each_other_through_the_hub() {
+    use common::netns::{Proc, TestBed};
+    require_tool("nats-server", "apt-get install -y nats-server");
+    require_tool("openssl", "apt-get install -y openssl");
+    let tmp = tempfile::tempdir().unwrap();
+    let bed = TestBed::new(4);
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_quloud"));
+    let q = |i: usize, home: &Path, args: &[&str]| {
+        let mut c = bed.command(i, &exe);
+        c.arg("--home").arg(home).args(args);
+        c
+    };
+    let hub_home = tmp.path().join("hub");
+    let public = bed.addr(0);
+    let mut hub =
+        Proc::spawn(q(0, &hub_home, &["up", "--hub", "--public", &public]), tmp.path().join("hub.log"));
+    hub.wait_for("invite a friend's box", WITHIN);
+    let mut houses = Vec::new();
+    for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
+        let out = q(0, &hub_home, &["invite", name]).output().unwrap();
+        assert!(out.status.success(), "invite: {}", text(&out));
+        let invite =
+            String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("QI1-")).unwrap().to_string();
+        let home = tmp.path().join(name);
+        let out = q(i + 1, &home, &["join", &invite, "--capacity", "1GiB"]).output().unwrap();
+        assert!(out.status.success(), "join {name}: {}", text(&out));
+        let mut up = Proc::spawn(q(i + 1, &home, &["up", "--house"]), tmp.path().join(format!("{name}.log")));
+        up.wait_for("is up: nats-server at", WITHIN);
+        houses.push((home, up));
+    }
+    let members = || -> serde_json::Value {
+        let out = q(0, &hub_home, &["members", "--json"]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let seen = |m: &serde_json::Value| {
+        m["houses"].as_array().unwrap().iter().filter(|h| h["last_seen"].as_u64() > Some(0)).count()
+    };
+    poll_until(WITHIN, Duration::from_millis(500), "the hub to see the three houses", || {
+        seen(&members()) == 3
+    });
+
+    let url = format!("nats://127.0.0.1:{}", house_port(&houses[0].0));
+    let check = ["check", "--nats", &url, "--js-domain", "hub", "--replicas", "3", "--size", "2MiB"];
+    let out = q(1, &houses[0].0, &check).output().unwrap();
+    assert!(out.status.success(), "check from alice's namespace: {}", text(&out));
+    for (home, _) in &houses {
+        assert!(stored_bodies(home) > 0, "{} stored nothing", home.display());
+    }
+
+    // Carol's link down: her leaf connection drops; back up, she reconnects by herself.
+    bed.link(3, false);
+    let carol_log = houses[2].0.join("house/nats.log");
+    wait_until(Duration::from_secs(60), "carol's leaf connection to drop", || {
+        std::fs::read_to_string(&carol_log).unwrap_or_default().contains("Leafnode connection closed")
+    });
+    bed.link(3, true);
+    poll_until(Duration::from_secs(60), Duration::from_millis(500), "carol back", || {
+        q(1, &houses[0].0, &check).output().unwrap().status.success()
+    });
+    drop(houses);
+    drop(hub);
+}

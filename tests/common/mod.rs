@@ -631,5 +631,6 @@ impl Rng {
 
 pub mod cluster;
 pub mod jwt;
+pub mod netns;
 pub mod tree;
 pub mod up;

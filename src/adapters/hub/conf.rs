@@ -16,6 +16,10 @@ pub const ENROL_USER: &str = "enrol";
 /// Reply prefix of enrolling clients.
 pub const ENROL_INBOX: &str = "_INBOX_enrol";
 
+/// Keep-alives of hub and house: a house whose link died is noticed within ~30 s on both sides
+/// (nats-server's default is two missed pings 2 minutes apart).
+const PINGS: &str = "ping_interval: \"10s\"\nping_max: 2\n";
+
 /// Where and how the hub listens; kept in the hub's directory (`hub.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HubSettings {
@@ -49,7 +53,7 @@ pub fn hub_config(dir: &Path, s: &HubSettings, tls: &HubTls, register: &Register
         users.push(format!("      {{ user: {:?}, password: {:?} }}", house.user, house.password));
     }
     format!(
-        "server_name: quloud-hub\nhost: 0.0.0.0\nport: {port}\nhttp: \"127.0.0.1:{mport}\"\n{tls_block}\n\
+        "server_name: quloud-hub\nhost: 0.0.0.0\nport: {port}\n{PINGS}http: \"127.0.0.1:{mport}\"\n{tls_block}\n\
          jetstream {{\n  store_dir: {js}\n  domain: {JS_DOMAIN}\n}}\n\
          accounts {{\n  QULOUD {{\n    jetstream: enabled\n    users: [\n{users}\n    ]\n  }}\n}}\n\
          leafnodes {{\n  host: 0.0.0.0\n  port: {leaf}\n  {tls_block}\n}}\n",
@@ -65,7 +69,7 @@ pub fn hub_config(dir: &Path, s: &HubSettings, tls: &HubTls, register: &Register
 /// logging in as `user`, trusting only the CA in `ca`.
 pub fn leaf_config(name: &str, port: u16, leaf: &str, user: &str, password: &str, ca: &Path) -> String {
     format!(
-        "server_name: house-{name}\nhost: 127.0.0.1\nport: {port}\n\
+        "server_name: house-{name}\nhost: 127.0.0.1\nport: {port}\n{PINGS}\
          leafnodes {{\n  remotes = [ {{\n    url: \"tls://{user}:{password}@{leaf}\"\n    tls {{ ca_file: {} }}\n  }} ]\n}}\n",
         quoted(ca)
     )
