@@ -18,7 +18,7 @@ use crate::domain::ids::to_hex;
 use crate::domain::keys::MasterKey;
 use crate::domain::membership::{EnrolReply, EnrolRequest};
 use crate::domain::snapshot::root_locator;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
@@ -108,16 +108,43 @@ async fn enrol(invite: &Invite, request: &EnrolRequest) -> Result<EnrolReply> {
         inbox_prefix: Some(ENROL_INBOX.into()),
         ..Default::default()
     };
-    let answer = async {
-        let (client, _, _) = connect(&broker, "quloud-join").await?;
-        let payload = serde_json::to_vec(request)?;
-        let msg = tokio::time::timeout(ENROL_WITHIN, client.request(ENROL_SUBJECT, payload.into()))
-            .await
-            .map_err(|_| anyhow!("the hub at {} did not answer within {ENROL_WITHIN:?} (is `quloud up --hub` running there?)", invite.hub))?
-            .map_err(|e| anyhow!("the hub at {} did not answer: {e} (is `quloud up --hub` running there?)", invite.hub))?;
-        serde_json::from_slice::<EnrolReply>(&msg.payload).context("the hub's answer is malformed")
-    }
-    .await;
+    // The hub restarts its nats-server for a few seconds after each join and revoke: an
+    // unreachable server or a missing membership service is retried until ENROL_WITHIN.
+    let deadline = tokio::time::Instant::now() + ENROL_WITHIN;
+    let answer = loop {
+        match try_enrol(&broker, invite, request).await {
+            Err(e) if tokio::time::Instant::now() < deadline && e.is::<Retry>() => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => break other,
+        }
+    };
     let _ = std::fs::remove_file(&ca);
     answer
+}
+
+/// A failure worth retrying while the hub restarts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Retry(String);
+
+async fn try_enrol(broker: &BrokerConfig, invite: &Invite, request: &EnrolRequest) -> Result<EnrolReply> {
+    let hint = "is `quloud up --hub` running there?";
+    let (client, _, _) = match connect(broker, "quloud-join").await {
+        Ok(c) => c,
+        Err(e @ crate::ports::fabric::FabricError::Unreachable { .. }) => {
+            return Err(Retry(e.to_string()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let payload = serde_json::to_vec(request)?;
+    let msg = match tokio::time::timeout(ENROL_WITHIN, client.request(ENROL_SUBJECT, payload.into())).await {
+        Err(_) => bail!("the hub at {} did not answer within {ENROL_WITHIN:?} ({hint})", invite.hub),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(Retry(format!("the hub at {} did not answer: {e} ({hint})", invite.hub)).into())
+        }
+        Ok(Err(e)) => bail!("the hub at {} did not answer: {e} ({hint})", invite.hub),
+        Ok(Ok(m)) => m,
+    };
+    serde_json::from_slice::<EnrolReply>(&msg.payload).context("the hub's answer is malformed")
 }
