@@ -55,9 +55,9 @@ pub async fn join(home: &Path, args: &JoinArgs) -> Result<()> {
     };
     let request = EnrolRequest::new(&invite.secret, &node, password.clone(), args.capacity, owner);
     let reply = enrol(&invite, &request).await?;
-    let EnrolReply::Enrolled { cert, user, js_domain } = reply else {
-        let EnrolReply::Refused(why) = reply else { unreachable!() };
-        bail!("the hub refused the invite: {why}");
+    let (cert, user, js_domain) = match reply {
+        EnrolReply::Enrolled { cert, user, js_domain } => (cert, user, js_domain),
+        EnrolReply::Refused(why) => bail!("the hub refused the invite: {why}"),
     };
     if cert.verify(&invite.hub_key) != Some(node.id()) || cert.house != invite.name {
         bail!("the hub's answer does not carry a certificate for this node signed by the key in the invite");
