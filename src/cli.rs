@@ -113,6 +113,61 @@ pub enum Command {
     /// FILE the entry names an nkey user (FILE is created, mode 0600, if missing): start the
     /// node or the mount with --nats-nkey FILE.
     NatsUser(NatsUserArgs),
+    /// On the hub: print a one-line invite (and its QR code) that lets one friend's box join
+    /// as house NAME, once, before it expires.
+    Invite(InviteArgs),
+    /// On a friend's box: join the hub of INVITE as a house (make this box's keys, enrol once,
+    /// write the house's configuration), then run it with `quloud up --house`.
+    Join(JoinArgs),
+    /// On the hub: list the houses (nodes, capacity offered, last seen, revoked).
+    Members(MembersArgs),
+    /// On the hub: cut house NAME off; its credentials are refused from then on.
+    Revoke(RevokeArgs),
+}
+
+/// `quloud invite …`
+#[derive(Debug, Clone, Args)]
+pub struct InviteArgs {
+    /// The new house's name (lower-case letters, digits and dashes).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// How long the invite may be used.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Duration,
+}
+
+/// `quloud join …`
+#[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// The invite printed by `quloud invite` on the hub (QI1-…).
+    #[arg(value_name = "INVITE")]
+    pub invite: String,
+    /// Storage this house offers to the others.
+    #[arg(long, default_value = "100GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Back up the vault of --home from this house, mounted at DIR by `quloud up --house`
+    /// (its master key is created now if there is none).
+    #[arg(long, value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// Loopback port of the house's own nats-server. Default: a free one.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+}
+
+/// `quloud members …`
+#[derive(Debug, Clone, Args)]
+pub struct MembersArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `quloud revoke …`
+#[derive(Debug, Clone, Args)]
+pub struct RevokeArgs {
+    /// The house to cut off.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 /// `quloud snapshot …`
@@ -445,6 +500,34 @@ pub struct UpArgs {
     /// the logs to read.
     #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
     pub check_within: std::time::Duration,
+    /// The role of this box among friends' houses (docs/OPERATIONS.md, Back up to friends).
+    #[command(flatten)]
+    pub role: RoleArgs,
+}
+
+/// `quloud up --hub` / `--house`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Houses")]
+pub struct RoleArgs {
+    /// Run the hub: nats-server with JetStream and TLS on a public port (--port, default 4222)
+    /// and a leaf-node port (--leaf-port), and the membership service. Makes its CA and keys on
+    /// first run.
+    #[arg(long, conflicts_with_all = ["house", "mountpoint"], requires = "public")]
+    pub hub: bool,
+    /// The hub's address as friends reach it (a DNS name or IP): it goes into the TLS
+    /// certificate and into invites.
+    #[arg(long, value_name = "HOST")]
+    pub public: Option<String>,
+    /// The hub's leaf-node port (TLS).
+    #[arg(long, default_value_t = 7422, value_name = "PORT")]
+    pub leaf_port: u16,
+    /// The hub's monitoring port on 127.0.0.1 (the membership service reads /leafz there).
+    #[arg(long, default_value_t = 8222, value_name = "PORT")]
+    pub monitor_port: u16,
+    /// Run this box's house as `quloud join` configured it: its nats-server as a leaf node of
+    /// the hub, its storage node and, if it backs up, the mount.
+    #[arg(long)]
+    pub house: bool,
 }
 
 /// `quloud check …`

@@ -8,6 +8,7 @@
 //! - `node`, `mount`, `audit`, `nats_user`: the commands of those names (and `status`, `nodes`)
 //! - `settle`: waiting for pending uploads before a snapshot, with progress
 //! - `recovery`, `up`: snapshots, restore and shares; the one-machine fabric
+//! - `hub`, `house`, `invite`, `join`, `members`: friends' houses (the hub, a house, onboarding)
 
 use crate::cli::{Cli, Command, KeyCommand};
 use crate::render::Format;
@@ -18,7 +19,12 @@ mod check;
 mod common;
 mod control;
 mod files;
+mod house;
+mod hub;
+mod invite;
+mod join;
 mod keys;
+mod members;
 mod mount;
 mod nats_user;
 mod node;
@@ -74,5 +80,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => recovery::restore(&home, args).await,
         Command::Share(args) => recovery::share(&home, args).await,
         Command::NatsUser(args) => nats_user::nats_user(&home, &args),
+        Command::Invite(args) => invite::invite(&home, &args),
+        Command::Join(args) => join::join(&home, &args).await,
+        Command::Members(args) => members::members(&home, &args),
+        Command::Revoke(args) => members::revoke(&home, &args),
     }
 }

@@ -10,8 +10,12 @@ use std::path::Path;
 
 /// Creates the master key; refuses to overwrite one.
 pub fn init(home: &Path) -> Result<()> {
-    let key = MasterKey::generate();
-    let text = paper::encode(&key);
+    save_new_key(home, &MasterKey::generate())
+}
+
+/// Writes `key` as the master key of a new vault in `home` and prints it; refuses to overwrite one.
+pub fn save_new_key(home: &Path, key: &MasterKey) -> Result<()> {
+    let text = paper::encode(key);
     files::create_private_dir(home)?;
     files::write_new_private(&key_path(home), format!("{text}\n").as_bytes()).with_context(|| {
         format!(

@@ -95,6 +95,12 @@ fn choose_port(dir: &Path, flag: Option<u16>) -> Result<u16> {
 }
 
 pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
+    if args.role.hub {
+        return super::hub::up_hub(home, args).await;
+    }
+    if args.role.house {
+        return super::house::up_house(home, args).await;
+    }
     // First of all: from here on a signal is ours to handle, at any phase.
     let stop = signal_token();
     if !key_path(home).exists() {
@@ -181,7 +187,10 @@ async fn run(
     }
 }
 
-async fn unless_stopped<T>(stop: &CancellationToken, step: impl Future<Output = Result<T>>) -> Result<T> {
+pub(super) async fn unless_stopped<T>(
+    stop: &CancellationToken,
+    step: impl Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::select! {
         r = step => r,
         _ = stop.cancelled() => bail!("stopped by a signal before the fabric was up"),
@@ -221,7 +230,7 @@ async fn check(
 
 /// Runs `serving` (the mount, or waiting for `stop`) while watching the children: one that
 /// exits is reported and restarted; if the broker cannot be, `up` stops.
-async fn serve(
+pub(super) async fn serve(
     children: &mut Children,
     stop: &CancellationToken,
     serving: impl Future<Output = Result<()>>,

@@ -648,5 +648,6 @@ impl Rng {
 pub mod cluster;
 pub mod jwt;
 pub mod tools;
+pub mod netns;
 pub mod tree;
 pub mod up;

@@ -163,6 +163,17 @@ impl Children {
         self.started(index).await
     }
 
+    /// Stops the child named `name` and starts it again at once: a deliberate restart (for a new
+    /// config), not counted against the restart budget.
+    pub async fn restart_now(&mut self, name: &str) -> Result<()> {
+        let Some(index) = self.procs.iter().position(|p| p.spec.name == name) else {
+            bail!("no child named {name} runs");
+        };
+        stop(&mut self.procs[index].child).await;
+        self.procs[index].child = spawn(&self.procs[index].spec).await?;
+        self.started(index).await
+    }
+
     /// How many children named `prefix…` run.
     pub fn running(&self, prefix: &str) -> usize {
         self.procs.iter().filter(|p| p.spec.name.starts_with(prefix)).count()

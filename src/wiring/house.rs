@@ -1,0 +1,131 @@
+//! A house: what `quloud join` writes into HOME/house (`house.json`, the leaf node's config, the
+//! hub's CA, the node's key) and `quloud up --house`, which runs the house's nats-server as a
+//! leaf node of the hub, its storage node and, when it backs up, the vault's mount.
+
+use super::common::{signal_token, Bus};
+use super::up::{serve, unless_stopped, which, NATS_GOGC};
+use crate::adapters::process::children::{Children, Spec};
+use crate::adapters::process::up_lock::FabricLock;
+use crate::cli::UpArgs;
+use crate::domain::house::{HouseCert, HouseName};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+/// How this box joined its hub (`HOME/house/house.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HouseConfig {
+    /// The house's name.
+    pub name: HouseName,
+    /// The hub's client and leaf addresses (`HOST:PORT`).
+    pub hub: String,
+    /// The hub's leaf-node address.
+    pub leaf: String,
+    /// The hub's membership key (hex): it signs house certificates.
+    pub hub_key: String,
+    /// The hub's certificate binding this house's node to it.
+    pub cert: HouseCert,
+    /// The hub's JetStream domain.
+    pub js_domain: String,
+    /// Loopback port of the house's nats-server.
+    pub port: u16,
+    /// Storage offered, bytes.
+    pub capacity: u64,
+    /// Where `up --house` mounts the vault of this home, if it backs up.
+    pub vault: Option<PathBuf>,
+}
+
+/// The house's directory in `home`.
+pub fn house_dir(home: &Path) -> PathBuf {
+    home.join("house")
+}
+
+/// The house's configuration, or why this home is no house.
+pub fn load_house(home: &Path) -> Result<HouseConfig> {
+    let path = house_dir(home).join("house.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!("{} has joined no hub: run `quloud join INVITE` first (or pass --home)", home.display())
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
+}
+
+fn leaf_spec(dir: &Path, port: u16) -> Result<Spec> {
+    let Some(bin) = which("nats-server") else {
+        bail!("nats-server not found on PATH: install it with `sudo apt-get install -y nats-server`");
+    };
+    let conf = dir.join("leaf.conf");
+    let command = move || {
+        let mut cmd = Command::new(&bin);
+        if std::env::var_os("GOGC").is_none() {
+            cmd.env("GOGC", NATS_GOGC);
+        }
+        cmd.arg("-c").arg(&conf);
+        Ok(cmd)
+    };
+    Ok(Spec {
+        name: "nats-server".into(),
+        log: dir.join("nats.log"),
+        port: Some(port),
+        command: Box::new(command),
+    })
+}
+
+fn node_spec(dir: &Path, cfg: &HouseConfig) -> Result<Spec> {
+    let exe = std::env::current_exe().context("cannot find the quloud executable")?;
+    let url = format!("nats://127.0.0.1:{}", cfg.port);
+    let (data, key, domain, capacity) =
+        (dir.join("node"), dir.join("node.key"), cfg.js_domain.clone(), cfg.capacity);
+    let command = move || {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["node", "--nats", &url, "--js-domain", &domain, "--capacity", &capacity.to_string()])
+            .arg("--data")
+            .arg(&data)
+            .arg("--key")
+            .arg(&key);
+        Ok(cmd)
+    };
+    Ok(Spec { name: "node".into(), log: dir.join("node.log"), port: None, command: Box::new(command) })
+}
+
+/// Runs `quloud up --house` until SIGINT/SIGTERM.
+pub(super) async fn up_house(home: &Path, args: UpArgs) -> Result<()> {
+    let stop = signal_token();
+    let cfg = load_house(home)?;
+    let dir = house_dir(home).canonicalize()?;
+    let _lock = FabricLock::acquire(&dir)?;
+    let mut children = Children::default();
+    let outcome = async {
+        unless_stopped(&stop, children.start(leaf_spec(&dir, cfg.port)?)).await?;
+        unless_stopped(&stop, children.start(node_spec(&dir, &cfg)?)).await?;
+        let url = format!("nats://127.0.0.1:{}", cfg.port);
+        println!(
+            "house {} is up: nats-server at {url} is a leaf node of {}, storage node {} offers {} (logs in {})",
+            cfg.name,
+            cfg.leaf,
+            cfg.cert.node,
+            crate::domain::size::format_size(cfg.capacity),
+            dir.display()
+        );
+        match args.mountpoint.as_ref().or(cfg.vault.as_ref()) {
+            Some(mp) => {
+                let mut bus = Bus::url(&url);
+                bus.broker.js_domain = Some(cfg.js_domain.clone());
+                println!("mounting your vault at {}…", mp.display());
+                serve(&mut children, &stop, super::mount::mount(home, &bus, mp, &args.mount, &stop)).await
+            }
+            None => {
+                println!("connect local clients with --nats {url} --js-domain {}; Ctrl-C stops", cfg.js_domain);
+                serve(&mut children, &stop, async {
+                    stop.cancelled().await;
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+    .await;
+    println!("stopping the house…");
+    children.stop_all().await;
+    outcome
+}

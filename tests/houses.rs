@@ -1,0 +1,260 @@
+//! Friends' houses on real nats-servers: a hub (`quloud up --hub`, TLS, JetStream) and houses
+//! (`quloud join`, then `quloud up --house`: a leaf nats-server and a storage node each), all on
+//! loopback ports. Invites are spent once; expired, forged and mistyped ones change nothing; a
+//! chunk stored from one house is acked by nodes in the others over the leaf links; a revoked
+//! house is refused.
+
+mod common;
+
+use common::up::Up;
+use common::*;
+use quloud::domain::house::{HouseCert, Invite};
+use quloud::domain::ids::NodeId;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+struct Hub {
+    home: PathBuf,
+    up: Up,
+}
+
+impl Hub {
+    fn start(dir: &Path) -> Hub {
+        require_tool("nats-server", "apt-get install -y nats-server");
+        require_tool("openssl", "apt-get install -y openssl");
+        let home = dir.join("hub");
+        let ports = free_ports(3);
+        let p: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        let args = [
+            "--hub",
+            "--public",
+            "127.0.0.1",
+            "--port",
+            &p[0],
+            "--leaf-port",
+            &p[1],
+            "--monitor-port",
+            &p[2],
+        ];
+        let mut up = Up::start(&home, &args);
+        up.wait_for("invite a friend's box", WITHIN);
+        Hub { home, up }
+    }
+
+    /// `quloud invite NAME [extra]` → the invite line.
+    fn invite(&self, name: &str, extra: &[&str]) -> String {
+        let out = run(&self.home, &[&["invite", name], extra].concat());
+        assert!(out.status.success(), "invite: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        stdout.lines().find(|l| l.starts_with("QI1-")).expect("an invite line").to_string()
+    }
+
+    fn members(&self) -> serde_json::Value {
+        let out = run(&self.home, &["members", "--json"]);
+        assert!(out.status.success(), "members: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn hub_key(&self) -> NodeId {
+        let bytes = std::fs::read(self.home.join("hub/hub.key")).unwrap();
+        quloud::domain::identity::NodeIdentity::from_bytes(&bytes.try_into().unwrap()).id()
+    }
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    quloud(home).args(args).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A join that must fail with `expect` in one line and leave `home` without a house.
+fn refused_join(home: &Path, invite: &str, expect: &str) {
+    let out = run(home, &["join", invite, "--capacity", "1GiB"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "join should fail: {}", text(&out));
+    let errors: Vec<_> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(errors[0].contains(expect), "{expect:?} in {err}");
+    assert!(!home.join("house").exists(), "a refused join wrote {}", home.join("house").display());
+}
+
+fn join(hub: &Hub, dir: &Path, name: &str) -> (PathBuf, Up) {
+    let home = dir.join(name);
+    let invite = hub.invite(name, &[]);
+    let out = run(&home, &["join", &invite, "--capacity", "1GiB"]);
+    assert!(out.status.success(), "join {name}: {}", text(&out));
+    let mut up = Up::start(&home, &["--house"]);
+    up.wait_for("is up: nats-server at", WITHIN);
+    (home, up)
+}
+
+fn house_port(home: &Path) -> u16 {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("house/house.json")).unwrap()).unwrap();
+    cfg["port"].as_u64().unwrap() as u16
+}
+
+fn check_from(home: &Path, replicas: usize) -> Output {
+    let url = format!("nats://127.0.0.1:{}", house_port(home));
+    let r = replicas.to_string();
+    let args = ["check", "--nats", &url, "--js-domain", "hub", "--replicas", &r, "--size", "2MiB"];
+    run(home, &args)
+}
+
+fn stored_bodies(home: &Path) -> usize {
+    let dir = home.join("house/node");
+    fn count(d: &Path) -> usize {
+        std::fs::read_dir(d).map_or(0, |es| {
+            es.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count(&e.path())
+                    } else {
+                        usize::from(e.metadata().map_or(0, |m| m.len()) > 4096)
+                    }
+                })
+                .sum()
+        })
+    }
+    count(&dir)
+}
+
+#[test]
+fn houses_join_once_store_across_leaf_links_and_a_revoked_house_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let mut houses: Vec<(PathBuf, Up)> =
+        ["alice", "bob", "carol"].iter().map(|n| join(&hub, tmp.path(), n)).collect();
+
+    // Spent, expired, forged and mistyped invites: one line, nothing written.
+    let spent = hub.invite("dave", &[]);
+    assert!(run(&tmp.path().join("dave"), &["join", &spent, "--capacity", "1GiB"]).status.success());
+    refused_join(&tmp.path().join("eve"), &spent, "no unused invite");
+    let short = hub.invite("frank", &["--expires", "1s"]);
+    let expires_at = Invite::decode(&short).unwrap().expires_at;
+    poll_until(WITHIN, Duration::from_millis(100), "the invite to expire", || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() > expires_at
+    });
+    refused_join(&tmp.path().join("frank"), &short, "expired");
+    let mut forged = Invite::decode(&hub.invite("gina", &[])).unwrap();
+    forged.secret[0] ^= 1;
+    refused_join(&tmp.path().join("gina"), &forged.encode(), "no unused invite");
+    let good = hub.invite("hal", &[]);
+    let mut typo: Vec<char> = good.chars().collect();
+    typo[20] = if typo[20] == 'A' { 'B' } else { 'A' };
+    refused_join(&tmp.path().join("hal"), &typo.into_iter().collect::<String>(), "mistyped");
+
+    // From alice's leaf, three replicas: alice's node and the nodes of bob and carol, whose
+    // acks come back over their leaf links to the hub.
+    // Each join restarted the hub's nats-server: the leaves reconnect within seconds.
+    let mut out = check_from(&houses[0].0, 3);
+    poll_until(WITHIN, Duration::from_millis(500), "a check through alice's leaf", || {
+        out = check_from(&houses[0].0, 3);
+        out.status.success()
+    });
+    assert!(String::from_utf8_lossy(&out.stdout).contains("on 3 nodes"), "{}", text(&out));
+    for (home, _) in &houses {
+        assert!(stored_bodies(home) > 0, "{} stored nothing", home.display());
+    }
+
+    // The hub lists the houses; each node's certificate verifies under the hub's key.
+    let hub_key = hub.hub_key();
+    poll_until(WITHIN, Duration::from_millis(500), "every house seen by the hub", || {
+        let m = hub.members();
+        m["houses"].as_array().unwrap().iter().filter(|h| h["last_seen"].as_u64() > Some(0)).count() == 3
+    });
+    let members = hub.members();
+    for h in members["houses"].as_array().unwrap() {
+        let cert: HouseCert = serde_json::from_value(h["nodes"][0].clone()).unwrap();
+        assert!(cert.verify(&hub_key).is_some(), "certificate of {h}");
+        assert_eq!(cert.house.as_str(), h["name"].as_str().unwrap());
+    }
+
+    // Revoked: carol's leaf is cut off and refused when it reconnects; the others go on.
+    let out = run(&hub.home, &["revoke", "carol"]);
+    assert!(out.status.success(), "revoke: {}", text(&out));
+    let carol_log = houses[2].0.join("house/nats.log");
+    wait_until(WITHIN, "carol's leaf refused", || {
+        std::fs::read_to_string(&carol_log).unwrap_or_default().contains("Authorization Violation")
+    });
+    poll_until(WITHIN, Duration::from_millis(500), "a check from alice with alice and bob", || {
+        check_from(&houses[0].0, 2).status.success()
+    });
+    let members = hub.members();
+    let carol = members["houses"].as_array().unwrap().iter().find(|h| h["name"] == "carol").unwrap().clone();
+    assert_eq!(carol["revoked"], true);
+    houses.truncate(0);
+    drop(hub.up);
+}
+
+/// The same path across network namespaces: the hub in one, each house in its own, joined by
+/// veth pairs and a bridge. A house whose link is down is not seen; a check from one house is
+/// stored on the nodes of three houses over their leaf links to the hub's address.
+#[test]
+fn houses_in_their_own_network_namespaces_reach_each_other_through_the_hub() {
+    use common::netns::{Proc, TestBed};
+    require_tool("nats-server", "apt-get install -y nats-server");
+    require_tool("openssl", "apt-get install -y openssl");
+    let tmp = tempfile::tempdir().unwrap();
+    let bed = TestBed::new(4);
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_quloud"));
+    let q = |i: usize, home: &Path, args: &[&str]| {
+        let mut c = bed.command(i, &exe);
+        c.arg("--home").arg(home).args(args);
+        c
+    };
+    let hub_home = tmp.path().join("hub");
+    let public = bed.addr(0);
+    let mut hub =
+        Proc::spawn(q(0, &hub_home, &["up", "--hub", "--public", &public]), tmp.path().join("hub.log"));
+    hub.wait_for("invite a friend's box", WITHIN);
+    let mut houses = Vec::new();
+    for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
+        let out = q(0, &hub_home, &["invite", name]).output().unwrap();
+        assert!(out.status.success(), "invite: {}", text(&out));
+        let invite =
+            String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("QI1-")).unwrap().to_string();
+        let home = tmp.path().join(name);
+        let out = q(i + 1, &home, &["join", &invite, "--capacity", "1GiB"]).output().unwrap();
+        assert!(out.status.success(), "join {name}: {}", text(&out));
+        let mut up = Proc::spawn(q(i + 1, &home, &["up", "--house"]), tmp.path().join(format!("{name}.log")));
+        up.wait_for("is up: nats-server at", WITHIN);
+        houses.push((home, up));
+    }
+    let members = || -> serde_json::Value {
+        let out = q(0, &hub_home, &["members", "--json"]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let seen = |m: &serde_json::Value| {
+        m["houses"].as_array().unwrap().iter().filter(|h| h["last_seen"].as_u64() > Some(0)).count()
+    };
+    poll_until(WITHIN, Duration::from_millis(500), "the hub to see the three houses", || {
+        seen(&members()) == 3
+    });
+
+    let url = format!("nats://127.0.0.1:{}", house_port(&houses[0].0));
+    let check = ["check", "--nats", &url, "--js-domain", "hub", "--replicas", "3", "--size", "2MiB"];
+    let out = q(1, &houses[0].0, &check).output().unwrap();
+    assert!(out.status.success(), "check from alice's namespace: {}", text(&out));
+    for (home, _) in &houses {
+        assert!(stored_bodies(home) > 0, "{} stored nothing", home.display());
+    }
+
+    // Carol's link down: her leaf connection drops; back up, she reconnects by herself.
+    bed.link(3, false);
+    let carol_log = houses[2].0.join("house/nats.log");
+    wait_until(Duration::from_secs(60), "carol's leaf connection to drop", || {
+        std::fs::read_to_string(&carol_log).unwrap_or_default().contains("Leafnode connection closed")
+    });
+    bed.link(3, true);
+    poll_until(Duration::from_secs(60), Duration::from_millis(500), "carol back", || {
+        q(1, &houses[0].0, &check).output().unwrap().status.success()
+    });
+    drop(houses);
+    drop(hub);
+}
