@@ -58,7 +58,7 @@ pub async fn answer(
     progress: Progress,
 ) -> Reply {
     let reply = match request {
-        Request::Status => live_status(&vault, &ctl).map(Reply::Status),
+        Request::Status => live_status(&vault, &ctl).map(|s| Reply::Status(Box::new(s))),
         Request::Nodes => vault.nodes().map(|n| Reply::Nodes(NodeRow::rows(&n))),
         Request::Snapshot => {
             vault.snapshot(SNAPSHOT_WAIT).await.map(|o| Reply::Snapshot(snapshot_report(&o)))

@@ -246,7 +246,7 @@ pub async fn mount(
 /// Prints the status of the vault in `home`, asking the running mount if there is one.
 pub async fn status(home: &Path, format: Format) -> Result<()> {
     let status = match ask(home, &Request::Status, ASK_WAIT).await? {
-        Some(Reply::Status(s)) => s,
+        Some(Reply::Status(s)) => *s,
         Some(other) => return Err(unexpected(&other)),
         None => {
             let mut s = VaultStatus::offline(home, &crate::adapters::local::LocalFiles, &RedbManifests)

@@ -15,8 +15,8 @@ use crate::adapters::nats::fabric::NatsFabric;
 use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::report::{SnapshotReport, SnapshotRow};
 use crate::app::vault::{
-    fetch_share, find_root, materialize_snapshot, run_pipeline, Claim, ManifestFile, PipelineStats, RootFound,
-    Secrets, Vault, VaultOptions, RESTORED_MS,
+    fetch_share, find_root, materialize_snapshot, run_pipeline, Claim, ManifestFile, PipelineStats,
+    RootFound, Secrets, Vault, VaultOptions, RESTORED_MS,
 };
 use crate::cli::{MountOpts, RestoreArgs, ShareArgs, SnapshotArgs, SnapshotsArgs};
 use crate::domain::keys::{MasterKey, VaultKeys};
@@ -165,7 +165,7 @@ pub async fn snapshot(home: &Path, args: SnapshotArgs) -> Result<()> {
 async fn snapshot_mounted(home: &Path, wait: Duration) -> Result<SnapshotReport> {
     let status = || async move {
         match ask(home, &Request::Status, ASK_WAIT).await? {
-            Some(Reply::Status(s)) => Ok(s),
+            Some(Reply::Status(s)) => Ok(*s),
             Some(other) => Err(unexpected(&other)),
             None => bail!("the mount stopped answering on {}", home.join("control.sock").display()),
         }

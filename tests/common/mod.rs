@@ -647,7 +647,7 @@ impl Rng {
 
 pub mod cluster;
 pub mod jwt;
-pub mod tools;
 pub mod netns;
+pub mod tools;
 pub mod tree;
 pub mod up;

@@ -61,7 +61,7 @@ pub enum AuditWhen {
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// To `Request::Status`.
-    Status(VaultStatus),
+    Status(Box<VaultStatus>),
     /// To `Request::Nodes`.
     Nodes(Vec<NodeRow>),
     /// To `Request::Snapshot`.

@@ -14,7 +14,7 @@ const WAIT: Wait = Wait::Within(Duration::from_secs(10));
 
 async fn handler(req: Request, progress: Progress) -> Reply {
     match req {
-        Request::Status => Reply::Status(VaultStatus { inodes: 7, ..VaultStatus::default() }),
+        Request::Status => Reply::Status(Box::new(VaultStatus { inodes: 7, ..VaultStatus::default() })),
         Request::Audit { path, when } => {
             for i in 1..=3 {
                 progress.report(i, 3);
