@@ -33,9 +33,9 @@ impl Outbox for FileOutbox {
     fn write(&self, addr: &Addr, ciphertext: &[u8]) -> io::Result<()> {
         let path = self.path(addr);
         if std::fs::metadata(&path).map_or(true, |m| m.len() != ciphertext.len() as u64) {
-            self.space.admit_data(ciphertext.len() as u64)?;
             let tmp = path.with_extension("tmp");
-            if let Err(e) = self.space.note(self.io.write(&tmp, ciphertext)) {
+            if let Err(e) = self.space.write_data(ciphertext.len() as u64, || self.io.write(&tmp, ciphertext))
+            {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }

@@ -69,21 +69,32 @@ pub struct SpaceGauge {
     dir: PathBuf,
     last: Mutex<Option<(Instant, FreeSpace)>>,
     full: AtomicBool,
+    /// Near the floor, writers of new data take turns (admission and write together).
+    turn: Mutex<()>,
 }
 
 impl SpaceGauge {
     /// A gauge of the filesystem that holds `dir`.
     pub fn new(dir: &Path) -> Self {
-        SpaceGauge { dir: dir.to_path_buf(), last: Mutex::new(None), full: AtomicBool::new(false) }
+        SpaceGauge {
+            dir: dir.to_path_buf(),
+            last: Mutex::new(None),
+            full: AtomicBool::new(false),
+            turn: Mutex::new(()),
+        }
     }
 
     /// The free space now (measured again unless a recent figure leaves plenty of room).
     fn measure(&self, wanted: u64) -> Option<FreeSpace> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, s)) = *last {
+        if let Some((at, s)) = last.as_mut() {
             let plenty = s.avail > (16 * reserve_bytes(s.total)).saturating_add(wanted.saturating_mul(16));
             if plenty && at.elapsed() < FRESH && !self.full.load(Ordering::Relaxed) {
-                return Some(s);
+                // What is admitted on a reused measurement counts against it, so that fast
+                // writers cannot run past the floor between two measurements.
+                let seen = *s;
+                s.avail = s.avail.saturating_sub(wanted);
+                return Some(seen);
             }
         }
         let s = free_space(&self.dir).ok()?;
@@ -108,6 +119,18 @@ impl SpaceGauge {
             Use::Data => true,
             Use::Cache => !self.is_full() && s.avail >= (CACHE_FLOOR * reserve).saturating_add(bytes),
         }
+    }
+
+    /// Admits `bytes` of new data and runs `write`, noting a full disk. Near the floor the
+    /// admission and the write happen in turns, so that concurrent writers cannot together
+    /// run past the floor into the manifest's reserve.
+    pub fn write_data<T>(&self, bytes: u64, write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let near = self.measure(0).is_none_or(|s| {
+            s.avail <= (16 * reserve_bytes(s.total)).saturating_add(bytes.saturating_mul(16))
+        });
+        let _turn = near.then(|| self.turn.lock().unwrap_or_else(|p| p.into_inner()));
+        self.admit_data(bytes)?;
+        self.note(write())
     }
 
     /// Refuses `bytes` of new data with ENOSPC when they would leave less than the floor.

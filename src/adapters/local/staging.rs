@@ -47,8 +47,7 @@ impl StagedFile for Floored {
     }
 
     fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.space.admit_data(data.len() as u64)?;
-        self.space.note(FileExt::write_all_at(&self.file, data, offset))
+        self.space.write_data(data.len() as u64, || FileExt::write_all_at(&self.file, data, offset))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
