@@ -46,6 +46,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init => init(&home),
         Command::Key(KeyCommand::Show { reveal, qr }) => keys::key_show(&home, reveal, qr),
         Command::Node(args) => node::node(args, &home).await,
+        Command::Up(args) if args.role.hub => hub::up_hub(&home, args).await,
+        Command::Up(args) if args.role.house => house::up_house(&home, args).await,
         Command::Up(args) => up::up(&home, args).await,
         Command::Mount(args)
             if args.opts.metrics.is_some() && (args.snapshot.is_some() || args.share.is_some()) =>

@@ -94,13 +94,9 @@ fn choose_port(dir: &Path, flag: Option<u16>) -> Result<u16> {
     }
 }
 
+/// `quloud up` of the one-machine fabric (the hub and a house are `hub::up_hub` and
+/// `house::up_house`).
 pub(super) async fn up(home: &Path, args: UpArgs) -> Result<()> {
-    if args.role.hub {
-        return super::hub::up_hub(home, args).await;
-    }
-    if args.role.house {
-        return super::house::up_house(home, args).await;
-    }
     // First of all: from here on a signal is ours to handle, at any phase.
     let stop = signal_token();
     if !key_path(home).exists() {
