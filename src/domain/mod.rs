@@ -23,6 +23,9 @@ pub mod size;
 pub mod snapshot;
 pub mod wire;
 
+#[cfg(test)]
+mod protocol_layouts_tests;
+
 /// Fills `buf` from the operating system's CSPRNG.
 ///
 /// The OS RNG failing is not something Quloud can recover from safely, so it aborts loudly.
