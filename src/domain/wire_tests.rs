@@ -339,7 +339,7 @@ fn random_and_mutated_bytes_never_panic() {
 }
 
 /// The bytes each node signature covers, built here field by field exactly as docs/PROTOCOL.md
-/// writes them (4.3 store acks, 4.5 control replies): a change of either the code or the layout
+/// writes them (4.2 store acks, 4.5 control replies): a change of either the code or the layout
 /// documented there fails this test.
 #[test]
 fn signed_layouts_are_the_ones_protocol_md_documents() {
