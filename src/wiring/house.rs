@@ -3,12 +3,12 @@
 //! leaf node of the hub, its storage node and, when it backs up, the vault's mount.
 
 use super::common::{signal_token, Bus};
-use super::up::{serve, unless_stopped, which, NATS_GOGC};
+use super::up::{nats_server_spec, serve, unless_stopped};
 use crate::adapters::process::children::{Children, Spec};
 use crate::adapters::process::up_lock::FabricLock;
 use crate::cli::UpArgs;
 use crate::domain::house::{HouseCert, HouseName};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -51,24 +51,7 @@ pub fn load_house(home: &Path) -> Result<HouseConfig> {
 }
 
 fn leaf_spec(dir: &Path, port: u16) -> Result<Spec> {
-    let Some(bin) = which("nats-server") else {
-        bail!("nats-server not found on PATH: install it with `sudo apt-get install -y nats-server`");
-    };
-    let conf = dir.join("leaf.conf");
-    let command = move || {
-        let mut cmd = Command::new(&bin);
-        if std::env::var_os("GOGC").is_none() {
-            cmd.env("GOGC", NATS_GOGC);
-        }
-        cmd.arg("-c").arg(&conf);
-        Ok(cmd)
-    };
-    Ok(Spec {
-        name: "nats-server".into(),
-        log: dir.join("nats.log"),
-        port: Some(port),
-        command: Box::new(command),
-    })
+    nats_server_spec(dir, dir.join("leaf.conf"), port)
 }
 
 fn node_spec(dir: &Path, cfg: &HouseConfig) -> Result<Spec> {

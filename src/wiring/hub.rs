@@ -9,7 +9,7 @@
 use super::common::signal_token;
 use super::files;
 use super::keys::load_or_create_identity;
-use super::up::{unless_stopped, which, NATS_GOGC};
+use super::up::{nats_server_spec, unless_stopped};
 use crate::adapters::clock::SystemClock;
 use crate::adapters::hub::conf::{hub_config, HubSettings, ENROL_SUBJECT, JS_DOMAIN};
 use crate::adapters::hub::tls::{ensure_certificates, HubTls};
@@ -25,7 +25,6 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -98,24 +97,7 @@ fn settings(dir: &Path, args: &UpArgs) -> Result<HubSettings> {
 }
 
 fn nats_spec(dir: &Path, port: u16) -> Result<Spec> {
-    let Some(bin) = which("nats-server") else {
-        bail!("nats-server not found on PATH: install it with `sudo apt-get install -y nats-server`");
-    };
-    let conf = dir.join("nats.conf");
-    let command = move || {
-        let mut cmd = Command::new(&bin);
-        if std::env::var_os("GOGC").is_none() {
-            cmd.env("GOGC", NATS_GOGC);
-        }
-        cmd.arg("-c").arg(&conf);
-        Ok(cmd)
-    };
-    Ok(Spec {
-        name: "nats-server".into(),
-        log: dir.join("nats.log"),
-        port: Some(port),
-        command: Box::new(command),
-    })
+    nats_server_spec(dir, dir.join("nats.conf"), port)
 }
 
 /// Runs `quloud up --hub` until SIGINT/SIGTERM.

@@ -31,9 +31,6 @@ pub const NATS_GOGC: &str = "400";
 
 /// Writes a nats-server config with JetStream under `dir`; the broker's spec.
 fn nats_spec(dir: &Path, port: u16) -> Result<Spec> {
-    let Some(bin) = which("nats-server") else {
-        bail!("nats-server not found on PATH: install it with `sudo apt-get install -y nats-server`");
-    };
     std::fs::create_dir_all(dir.join("jetstream"))?;
     let conf = dir.join("nats.conf");
     let text = format!(
@@ -41,6 +38,15 @@ fn nats_spec(dir: &Path, port: u16) -> Result<Spec> {
         dir.join("jetstream").display()
     );
     std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
+    nats_server_spec(dir, conf, port)
+}
+
+/// A supervised nats-server run with config `conf`, listening on `port`, logging to
+/// `dir`/nats.log (the one-machine fabric, the hub and a house's leaf server).
+pub(super) fn nats_server_spec(dir: &Path, conf: PathBuf, port: u16) -> Result<Spec> {
+    let Some(bin) = which("nats-server") else {
+        bail!("nats-server not found on PATH: install it with `sudo apt-get install -y nats-server`");
+    };
     let command = move || {
         let mut cmd = Command::new(&bin);
         if std::env::var_os("GOGC").is_none() {
@@ -49,8 +55,12 @@ fn nats_spec(dir: &Path, port: u16) -> Result<Spec> {
         cmd.arg("-c").arg(&conf);
         Ok(cmd)
     };
-    let log = dir.join("nats.log");
-    Ok(Spec { name: "nats-server".into(), log, port: Some(port), command: Box::new(command) })
+    Ok(Spec {
+        name: "nats-server".into(),
+        log: dir.join("nats.log"),
+        port: Some(port),
+        command: Box::new(command),
+    })
 }
 
 /// Storage node `i`, with its data under `dir`/node-`i`.
