@@ -378,10 +378,22 @@ impl<S: ChunkStore> NodeService<S> {
         }
     }
 
-    /// Cheap checks before any proof work: addressed to this node (or any) and timely.
-    fn timely(&self, ts: u64, target: &NodeId, now_ms: u64) -> Result<(), (Reason, String)> {
-        if *target != self.id.id() && *target != NodeId::ANY {
-            return Err((Reason::Misaddressed, format!("addressed to another node {target:?}")));
+    /// Cheap checks before any proof work: addressed to this node (or, for a get, to any node)
+    /// and timely. A renew, delete or audit must name this node: a request that names none
+    /// would be good at every node that holds the chunk.
+    fn timely(
+        &self,
+        ts: u64,
+        target: &NodeId,
+        purpose: Purpose,
+        now_ms: u64,
+    ) -> Result<(), (Reason, String)> {
+        let any_allowed = purpose == Purpose::Get && *target == NodeId::ANY;
+        if *target != self.id.id() && !any_allowed {
+            return Err((
+                Reason::Misaddressed,
+                format!("{purpose:?} addressed to {target:?}, not this node"),
+            ));
         }
         let guard = self.replay.lock().unwrap_or_else(|p| p.into_inner());
         guard.timely(ts, now_ms).map_err(|e: Freshness| (Reason::from(&e), e.to_string()))
@@ -439,7 +451,7 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg(Reason::Malformed, "proven request", "no items");
             return ProvenOutcome::Silent;
         }
-        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, now_ms) {
+        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, req.purpose, now_ms) {
             self.drop_msg(reason, "proven request", why);
             return ProvenOutcome::Silent;
         }

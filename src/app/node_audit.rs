@@ -4,6 +4,7 @@
 use super::authority::ProofClaim;
 use super::{NodeService, Reason};
 use crate::domain::audit::select_leaves;
+use crate::domain::proof::Purpose;
 use crate::domain::wire::{request_hash, AuditBatch, AuditBatchReply, AuditReply, AuditRequest, Status};
 use crate::ports::chunk_store::{ChunkStore, StoreError, StoredChunk};
 use std::sync::atomic::Ordering;
@@ -69,7 +70,7 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg(Reason::Misaddressed, "audit request", "not addressed to this node");
             return None;
         }
-        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, now_ms) {
+        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, Purpose::Audit, now_ms) {
             self.drop_msg(reason, "audit request", why);
             return None;
         }

@@ -150,7 +150,7 @@ impl<S: ChunkStore> NodeService<S> {
             self.drop_msg(Reason::Misaddressed, "broadcast request", "only untargeted gets may be broadcast");
             return ProvenOutcome::Silent;
         }
-        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, now_ms) {
+        if let Err((reason, why)) = self.timely(req.timestamp_ms, &req.target, req.purpose, now_ms) {
             self.drop_msg(reason, "control request", why);
             return ProvenOutcome::Silent;
         }

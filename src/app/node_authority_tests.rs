@@ -261,3 +261,36 @@ fn one_source_with_valid_proofs_cannot_lock_others_out() {
         assert!(get(b"_INBOX_owner"), "another source is still served");
     }
 }
+
+/// A renew, delete or audit that names no node (target `ANY`) is dropped even on the node's own
+/// subject, with the owner's own secrets and a valid proof: such a request would be good at
+/// every holder of the chunk. Gets may still name no node (the broadcast fallback).
+#[test]
+fn control_requests_that_name_no_node_are_dropped() {
+    let (svc, keys) = (service(NodePolicy::default()), owner());
+    let addr = store(&svc, &keys, b"held", Stored::Controlled);
+    let secret = keys.proof_secret(&addr);
+    for (purpose, lease) in [(Purpose::Renew, NOW + 3_600_000), (Purpose::Delete, 0)] {
+        let control = ControlRequest::build(purpose, NodeId::ANY, NOW, lease, &[(addr, secret.clone())]);
+        let bytes = control.expect("has control").encode();
+        assert!(matches!(svc.handle_proven(&bytes, Route::Targeted, purpose, NOW), ProvenOutcome::Silent));
+    }
+    let legacy = store(&svc, &keys, b"held without Q", Stored::Legacy);
+    for (purpose, lease) in [(Purpose::Renew, NOW + 3_600_000), (Purpose::Delete, 0)] {
+        let plain =
+            ProvenRequest::build(purpose, NodeId::ANY, NOW, lease, &[(legacy, keys.proof_secret(&legacy))]);
+        let outcome = svc.handle_proven(&plain.encode(), Route::Targeted, purpose, NOW);
+        assert!(matches!(outcome, ProvenOutcome::Silent), "{purpose:?} naming no node");
+    }
+    let audit = AuditRequest::build(&secret, NodeId::ANY, addr, [7; 32], 4, NOW);
+    assert!(svc.handle_audit(&audit.encode(), NOW).is_none());
+    for a in [addr, legacy] {
+        let held = svc.store().meta(&a).unwrap().expect("still held");
+        assert_eq!(held.lease_expiry_ms, NOW + 60_000, "lease unchanged");
+    }
+    assert!(svc.stats.dropped.load(Ordering::Relaxed) >= 5);
+    // A get naming no node is still answered on the node's own subject.
+    let get = ProvenRequest::build(Purpose::Get, NodeId::ANY, NOW, 0, &[(addr, secret)]);
+    let outcome = svc.handle_proven(&get.encode(), Route::Targeted, Purpose::Get, NOW);
+    assert!(matches!(outcome, ProvenOutcome::Get(ref plan) if plan == &vec![(addr, true)]));
+}
