@@ -9,7 +9,7 @@
 //! `mount --take-over`).
 
 use crate::domain::ids::WriterId;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 const LEASE_VERSION: u8 = 1;
 const LEASE_DOMAIN: &[u8] = b"quloud v1 writer lease";
@@ -62,7 +62,7 @@ impl WriterLease {
             return Err(LeaseError::BadSignature);
         }
         let sig = Signature::from_slice(sig).map_err(|_| LeaseError::Malformed)?;
-        key.verify(&signed(msg), &sig).map_err(|_| LeaseError::BadSignature)?;
+        key.verify_strict(&signed(msg), &sig).map_err(|_| LeaseError::BadSignature)?;
         let u = |r: std::ops::Range<usize>| {
             msg[r].try_into().map(u64::from_le_bytes).map_err(|_| LeaseError::Malformed)
         };
@@ -121,6 +121,25 @@ mod tests {
         assert_eq!(standing(Some(&l), me), Standing::Holder(4));
         let theirs = WriterLease { writer: WriterId([2; 16]), ..l };
         assert_eq!(standing(Some(&theirs), me), Standing::Other(theirs));
+    }
+
+    /// A lease's signature is judged with `verify_strict`: a second signature of the same lease
+    /// by the same key (small-order R), and a weak key whose signature fits every lease, are
+    /// refused.
+    #[test]
+    fn malleated_and_weak_key_signatures_are_refused() {
+        use crate::domain::signature_tests::{malleated, weak_key_signature};
+        let k = MasterKey::from_bytes([3; 32]).derive();
+        let l = WriterLease { epoch: 4, writer: WriterId([1; 16]), taken_ms: 99 };
+        let mut bytes = l.seal(k.root_signing_key());
+        let sig = malleated(k.root_signing_key(), &signed(&bytes[..LEASE_LEN - 64]));
+        bytes[LEASE_LEN - 64..].copy_from_slice(&sig);
+        let vk = k.root_signing_key().verifying_key();
+        assert_eq!(WriterLease::open(&bytes, &vk), Err(LeaseError::BadSignature));
+        let (weak, sig) = weak_key_signature();
+        bytes[1..33].copy_from_slice(weak.as_bytes());
+        bytes[LEASE_LEN - 64..].copy_from_slice(&sig);
+        assert_eq!(WriterLease::open(&bytes, &weak), Err(LeaseError::BadSignature));
     }
 
     proptest! {

@@ -25,6 +25,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod protocol_layouts_tests;
+#[cfg(test)]
+pub(crate) mod signature_tests;
 
 /// Fills `buf` from the operating system's CSPRNG.
 ///

@@ -17,7 +17,7 @@ use crate::domain::proof::ProofSecret;
 use crate::domain::seal::{SealError, SealedChunk};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use std::collections::BTreeSet;
 
 /// Encoded length of a `PieceRef`.
@@ -323,7 +323,7 @@ impl RootRecord {
             return Err(RootError::WrongKey);
         }
         let sig = Signature::from_slice(sig).map_err(|_| RootError::Malformed)?;
-        key.verify(&signed_bytes(msg), &sig).map_err(|_| RootError::BadSignature)?;
+        key.verify_strict(&signed_bytes(msg), &sig).map_err(|_| RootError::BadSignature)?;
         let u = |r: std::ops::Range<usize>| {
             msg[r].try_into().map(u64::from_le_bytes).map_err(|_| RootError::Malformed)
         };
@@ -608,6 +608,29 @@ mod tests {
         let r = RootRecord::open(&bytes, &k.root_signing_key().verifying_key(), &k.root_body_key()).unwrap();
         assert_eq!(r.snapshots.len(), MAX_LISTED);
         assert_eq!(r.snapshots.last().unwrap().id, MAX_LISTED as u64 + 49);
+    }
+
+    /// A root record's signature is judged with `verify_strict`, by the owner and by nodes: a
+    /// second signature of the same record by the vault's key (small-order R) is refused, and so
+    /// is a record filed under a weak key whose one signature fits every record.
+    #[test]
+    fn malleated_and_weak_key_signatures_are_refused() {
+        use crate::domain::signature_tests::{malleated, weak_key_signature};
+        let k = keys();
+        let vk = k.root_signing_key().verifying_key();
+        let mut bytes = record(4);
+        let at = bytes.len() - 64;
+        let sig = malleated(k.root_signing_key(), &signed_bytes(&bytes[..at]));
+        bytes[at..].copy_from_slice(&sig);
+        assert!(matches!(RootRecord::open(&bytes, &vk, &k.root_body_key()), Err(RootError::BadSignature)));
+        assert!(matches!(RootRecord::check_filed(&bytes, &root_locator(&vk)), Err(RootError::BadSignature)));
+        let (weak, sig) = weak_key_signature();
+        bytes[1..33].copy_from_slice(weak.as_bytes());
+        bytes[at..].copy_from_slice(&sig);
+        assert!(matches!(
+            RootRecord::check_filed(&bytes, &root_locator(&weak)),
+            Err(RootError::BadSignature)
+        ));
     }
 
     #[test]
