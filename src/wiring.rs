@@ -68,7 +68,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status(args) => mount::status(&home, Format::from_json_flag(args.json)).await,
         Command::Check(args) => {
-            let report = run_check(&Bus::from_args(&args.nats, &home)?, args.size, args.replicas).await?;
+            let bus = Bus::from_args(&args.nats, &home)?;
+            let token = house::load_house(&home)
+                .ok()
+                .and_then(|h| crate::domain::ids::NodeId::from_hex(&h.cert.node))
+                .map(|node| crate::domain::house::check_token(&node));
+            let report = check::run_check_as(&bus, token, args.size, args.replicas).await?;
             match Format::from_json_flag(args.json) {
                 Format::Json => println!("{}", crate::render::check_json(&report)),
                 Format::Text => print!("{}", crate::render::check_text(&report)),

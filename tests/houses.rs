@@ -258,3 +258,171 @@ fn houses_in_their_own_network_namespaces_reach_each_other_through_the_hub() {
     drop(houses);
     drop(hub);
 }
+
+/// What one house's files say: its node id, its leaf server's port and its hub credentials.
+struct HouseFacts {
+    node: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+fn facts(home: &Path) -> HouseFacts {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("house/house.json")).unwrap()).unwrap();
+    let leaf = std::fs::read_to_string(home.join("house/leaf.conf")).unwrap();
+    let url = leaf.split("tls://").nth(1).and_then(|r| r.split('@').next()).expect("a leaf url");
+    let (user, password) = url.split_once(':').expect("user:password");
+    HouseFacts {
+        node: cfg["cert"]["node"].as_str().unwrap().to_string(),
+        port: cfg["port"].as_u64().unwrap() as u16,
+        user: user.to_string(),
+        password: password.to_string(),
+    }
+}
+
+/// A client whose server errors (permissions violations) arrive on the receiver.
+async fn connect_watched(
+    url: &str,
+    opts: async_nats::ConnectOptions,
+) -> (async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = opts
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = e {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("connect");
+    (client, rx)
+}
+
+/// Waits for the server's permissions violation naming `subject` (or a subject ending so).
+async fn violation(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>, subject: &str) {
+    let e = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no permissions violation for {subject}"))
+        .expect("the client is open");
+    assert!(e.to_lowercase().contains("permissions violation"), "{subject}: {e}");
+    assert!(e.contains(subject), "expected the violation for {subject}, got {e}");
+}
+
+/// The next message on `sub` within 10 s, if any.
+async fn next_within(sub: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), sub.next()).await.ok().flatten()
+}
+
+/// Publishes `marker` on `publisher` until `sub` receives it (interest has crossed the links);
+/// then publishes `probe` followed by `marker` once more and returns what `sub` and
+/// `probe_sub` got before that second marker: the probe, if it was delivered.
+async fn delivered_before_marker(
+    publisher: &async_nats::Client,
+    (marker, sub): (&str, &mut async_nats::Subscriber),
+    (probe, probe_sub): (&str, &mut async_nats::Subscriber),
+) -> bool {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        publisher.publish(marker.to_string(), "first".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            Ok(Some(_)) => break,
+            _ => assert!(tokio::time::Instant::now() < deadline, "{marker} never crossed the leaf link"),
+        }
+    }
+    // Drain markers still on their way.
+    while tokio::time::timeout(Duration::from_millis(300), sub.next()).await.is_ok() {}
+    publisher.publish(probe.to_string(), "probe".into()).await.unwrap();
+    publisher.publish(marker.to_string(), "second".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    let m = next_within(sub).await.expect("the second marker");
+    assert_eq!(&m.payload[..], b"second");
+    tokio::time::timeout(Duration::from_millis(50), probe_sub.next()).await.is_ok()
+}
+
+/// The credentials a house receives at join allow exactly the subjects a house needs: through
+/// its leaf link it receives nothing addressed to another house's node and sends nothing
+/// outside its list; logged in with them directly at the hub, subscribing to another node's
+/// subjects, to any vault's acks or to everything, and publishing outside the list, are
+/// permissions violations. A check across the houses (store, acks, gets, audits, deletes, all
+/// over the leaf links) still works.
+#[test]
+fn a_house_credential_allows_exactly_the_subjects_a_house_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let houses: Vec<(PathBuf, Up)> = ["alice", "bob"].iter().map(|n| join(&hub, tmp.path(), n)).collect();
+    let mut out = check_from(&houses[0].0, 2);
+    poll_until(WITHIN, Duration::from_millis(500), "a check from alice with alice and bob", || {
+        out = check_from(&houses[0].0, 2);
+        out.status.success()
+    });
+    assert!(String::from_utf8_lossy(&out.stdout).contains("on 2 nodes"), "{}", text(&out));
+    let (alice, bob) = (facts(&houses[0].0), facts(&houses[1].0));
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hub.home.join("hub/hub.json")).unwrap()).unwrap();
+    let hub_url = format!("tls://127.0.0.1:{}", settings["port"]);
+    let ca = hub.home.join("hub/ca.pem");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let admin = async_nats::ConnectOptions::with_user_and_password(
+            "hub".into(),
+            settings["password"].as_str().unwrap().into(),
+        )
+        .add_root_certificates(ca.clone());
+        let (admin, _) = connect_watched(&hub_url, admin).await;
+        let at_alice = format!("nats://127.0.0.1:{}", alice.port);
+        let (local, _) = connect_watched(&at_alice, async_nats::ConnectOptions::new()).await;
+
+        // Over alice's leaf link: her own node's subject arrives, bob's does not.
+        let own = format!("quloud.v1.node.{}.probe", alice.node);
+        let others = format!("quloud.v1.node.{}.probe", bob.node);
+        let mut own_sub = local.subscribe(own.clone()).await.unwrap();
+        let mut others_sub = local.subscribe(others.clone()).await.unwrap();
+        local.flush().await.unwrap();
+        let leaked = delivered_before_marker(&admin, (&own, &mut own_sub), (&others, &mut others_sub)).await;
+        assert!(!leaked, "alice's leaf received a message for bob's node");
+
+        // From alice's leaf into the hub: a subject of her list arrives, one outside it does not.
+        let allowed = format!("quloud.v1.node.{}.probe2", bob.node);
+        let outside = "quloud.v1.outside".to_string();
+        let mut allowed_sub = admin.subscribe(allowed.clone()).await.unwrap();
+        let mut outside_sub = admin.subscribe(outside.clone()).await.unwrap();
+        admin.flush().await.unwrap();
+        let leaked =
+            delivered_before_marker(&local, (&allowed, &mut allowed_sub), (&outside, &mut outside_sub)).await;
+        assert!(!leaked, "alice's leaf published outside her list");
+
+        // Alice's credentials used directly at the hub.
+        let as_alice =
+            async_nats::ConnectOptions::with_user_and_password(alice.user.clone(), alice.password.clone())
+                .add_root_certificates(ca.clone());
+        let (client, mut errors) = connect_watched(&hub_url, as_alice).await;
+        for denied in [format!("quloud.v1.node.{}.>", bob.node), "quloud.v1.ack.>".into(), ">".into()] {
+            let _sub = client.subscribe(denied.clone()).await.unwrap();
+            client.flush().await.unwrap();
+            violation(&mut errors, &denied).await;
+        }
+        // (The hub maps its domain's API prefix before it checks: the violation names `$JS.API.…`.)
+        for (denied, named) in [
+            ("quloud.v1.outside", "quloud.v1.outside"),
+            ("$JS.hub.API.STREAM.DELETE.QULOUD_ACKS_V1", "API.STREAM.DELETE.QULOUD_ACKS_V1"),
+        ] {
+            client.publish(denied.to_string(), "x".into()).await.unwrap();
+            client.flush().await.unwrap();
+            violation(&mut errors, named).await;
+        }
+        // Her own node's subjects are hers: no violation before the next denied one.
+        let _own = client.subscribe(format!("quloud.v1.node.{}.>", alice.node)).await.unwrap();
+        client.publish("quloud.v1.outside2".to_string(), "x".into()).await.unwrap();
+        client.flush().await.unwrap();
+        violation(&mut errors, "quloud.v1.outside2").await;
+    });
+    drop(houses);
+    drop(hub.up);
+}

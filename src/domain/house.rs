@@ -7,7 +7,7 @@
 //! secret never leave the hub.
 
 use crate::domain::identity::{verify_signature, NodeIdentity, SIGNATURE_LEN};
-use crate::domain::ids::NodeId;
+use crate::domain::ids::{AckToken, NodeId};
 use crate::domain::paper::{from_base32, to_base32};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -221,6 +221,16 @@ pub struct HouseCert {
     pub issued_at: u64,
     /// The hub's ed25519 signature over the three fields above (hex).
     pub signature: String,
+}
+
+/// The ack token `quloud check` uses in the house of `node`: it follows from the node's public
+/// id, so the hub names it in the house's NATS permissions without any secret of the house's.
+/// (A check proves nothing it stores to anyone else: its chunks are throwaway.)
+pub fn check_token(node: &NodeId) -> AckToken {
+    let key = blake3::derive_key("quloud v1 house check token", node.as_bytes());
+    let mut token = [0u8; 16];
+    token.copy_from_slice(&key[..16]);
+    AckToken(token)
 }
 
 fn cert_message(house: &HouseName, node: &NodeId, issued_at: u64) -> Vec<u8> {

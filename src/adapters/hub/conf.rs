@@ -2,7 +2,9 @@
 //! client and leaf-node ports, one user per house that joined) and a house's leaf node.
 
 use super::tls::HubTls;
-use crate::domain::membership::Register;
+use crate::adapters::nats::permissions::{house_inboxes, house_permissions, Permissions};
+use crate::domain::ids::{AckToken, NodeId};
+use crate::domain::membership::{House, Register};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -49,8 +51,15 @@ pub fn hub_config(dir: &Path, s: &HubSettings, tls: &HubTls, register: &Register
             "      {{ user: {ENROL_USER}, password: {ENROL_USER}, permissions: {{ publish: {{ allow: [\"{ENROL_SUBJECT}\"] }}, subscribe: {{ allow: [\"{ENROL_INBOX}.>\"] }} }} }}"
         ),
     ];
+    let reply_to: Vec<String> = register.active().flat_map(|h| house_roles(h).inboxes).collect();
     for house in register.active() {
-        users.push(format!("      {{ user: {:?}, password: {:?} }}", house.user, house.password));
+        let roles = house_roles(house);
+        if roles.nodes.is_empty() {
+            // No subject to allow (an empty allow list would allow everything): not admitted.
+            continue;
+        }
+        let auth = format!("user: {:?}, password: {:?}", house.user, house.password);
+        users.push(roles.permissions(&reply_to).user_entry(&auth));
     }
     format!(
         "server_name: quloud-hub\nhost: 0.0.0.0\nport: {port}\n{PINGS}http: \"127.0.0.1:{mport}\"\n{tls_block}\n\
@@ -63,6 +72,35 @@ pub fn hub_config(dir: &Path, s: &HubSettings, tls: &HubTls, register: &Register
         users = users.join("\n"),
         leaf = s.leaf_port,
     )
+}
+
+/// Who uses one house's leaf connection: its nodes and the owner who backs up there.
+struct HouseRoles {
+    nodes: Vec<NodeId>,
+    owner: Option<(AckToken, String)>,
+    /// The reply inboxes of those clients.
+    inboxes: Vec<String>,
+}
+
+fn house_roles(house: &House) -> HouseRoles {
+    let nodes: Vec<NodeId> = house.nodes.iter().filter_map(|c| NodeId::from_hex(&c.node)).collect();
+    let owner =
+        house.owner.as_ref().and_then(|(token, locator)| Some((AckToken::from_hex(token)?, locator.clone())));
+    let inboxes = nodes.iter().flat_map(|n| house_inboxes(n, owner.as_ref().map(|(t, _)| t))).collect();
+    HouseRoles { nodes, owner, inboxes }
+}
+
+impl HouseRoles {
+    /// The house's permissions (docs/SECURITY.md, houses): exactly the subjects of its nodes, of
+    /// `quloud check` run there and of its owner, and replies to the members' inboxes.
+    fn permissions(&self, reply_to: &[String]) -> Permissions {
+        let owner = self.owner.as_ref().map(|(t, l)| (t, l.as_str()));
+        let mut p = Permissions { publish: Vec::new(), subscribe: Vec::new(), responses: 0 };
+        for node in &self.nodes {
+            p.merge(house_permissions(node, owner, reply_to, JS_DOMAIN));
+        }
+        p
+    }
 }
 
 /// A house's nats-server: on loopback `port`, a leaf node of the hub at `leaf` (`HOST:PORT`),

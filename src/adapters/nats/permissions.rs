@@ -13,6 +13,7 @@ use super::{
     ack_subject, lease_subject, root_subject, roots_request_subject, ACK_STREAM, BODY_STREAM, BROADCAST_GET,
     LEASE_STREAM, ROOT_STREAM, STORE_CONSUMER, STORE_STREAM, STORE_SUBJECT,
 };
+use crate::domain::house::check_token;
 use crate::domain::ids::{AckToken, NodeId};
 use crate::domain::wire::MAX_ITEMS;
 
@@ -96,31 +97,80 @@ pub fn node_permissions(node: &NodeId, inbox: &str) -> Permissions {
     }
 }
 
-/// A vault owner's permissions; `locator` names its root records, `inbox` is its prefix.
-pub fn owner_permissions(token: &AckToken, locator: &str, inbox: &str) -> Permissions {
+/// What storing, reading, auditing and deleting chunks takes, for the vault of `token`: the
+/// part of an owner's permissions that needs no root key (all `quloud check` does).
+fn chunk_owner_permissions(token: &AckToken, inbox: &str) -> Permissions {
     let acks = owner_ack_consumer(token);
     let mut publish = stream_access();
     publish.extend(durable_access(ACK_STREAM, &acks, Some(&ack_subject(token))));
     publish.push(api(&format!("CONSUMER.DELETE.{ACK_STREAM}.{acks}")));
-    // Reading its root record history: a short-lived consumer whose name the server picks.
-    // Root records are signed and encrypted, so reading another vault's gains nothing.
-    publish.push(api(&format!("CONSUMER.CREATE.{ROOT_STREAM}")));
-    publish.extend(["INFO", "MSG.NEXT", "DELETE"].map(|op| api(&format!("CONSUMER.{op}.{ROOT_STREAM}.*"))));
-    // Reading the writer lease (signed, and naming only an epoch and a random writer id).
-    publish.push(api(&format!("STREAM.MSG.GET.{LEASE_STREAM}")));
     publish.extend([
         STORE_SUBJECT.to_string(),
         "quloud.v1.body.*".into(),
-        root_subject(locator),
-        lease_subject(locator),
-        roots_request_subject(locator),
         "quloud.v1.node.*.*".into(),
         BROADCAST_GET.into(),
     ]);
     Permissions { publish, subscribe: vec![format!("{inbox}.>")], responses: 0 }
 }
 
+/// A vault owner's permissions; `locator` names its root records, `inbox` is its prefix.
+pub fn owner_permissions(token: &AckToken, locator: &str, inbox: &str) -> Permissions {
+    let mut p = chunk_owner_permissions(token, inbox);
+    let publish = &mut p.publish;
+    // Reading its root record history: a short-lived consumer whose name the server picks.
+    // Root records are signed and encrypted, so reading another vault's gains nothing.
+    publish.push(api(&format!("CONSUMER.CREATE.{ROOT_STREAM}")));
+    publish.extend(["INFO", "MSG.NEXT", "DELETE"].map(|op| api(&format!("CONSUMER.{op}.{ROOT_STREAM}.*"))));
+    // Reading the writer lease (signed, and naming only an epoch and a random writer id).
+    publish.push(api(&format!("STREAM.MSG.GET.{LEASE_STREAM}")));
+    publish.extend([root_subject(locator), lease_subject(locator), roots_request_subject(locator)]);
+    p
+}
+
+/// The reply inboxes of one house's clients: its node's, `quloud check`'s there, and its owner's.
+pub fn house_inboxes(node: &NodeId, owner: Option<&AckToken>) -> Vec<String> {
+    let mut inboxes = vec![node_inbox(node), owner_inbox(&check_token(node))];
+    inboxes.extend(owner.map(owner_inbox));
+    inboxes
+}
+
+/// What a house's leaf connection to the hub may carry, in the hub's JetStream `domain`: its
+/// node's subjects, `quloud check`'s (the ack token `check_token(node)`), its owner's when it
+/// backs up (`owner`: ack token and root locator), and replies to `reply_to`, the members'
+/// reply inboxes ([`house_inboxes`]). Publish is what the house may send into the hub, subscribe
+/// what the hub delivers to it. A leaf connection has no `allow_responses`: a node's answers to
+/// another house's requests need the requester's inbox by name.
+pub fn house_permissions(
+    node: &NodeId,
+    owner: Option<(&AckToken, &str)>,
+    reply_to: &[String],
+    domain: &str,
+) -> Permissions {
+    let check = check_token(node);
+    let mut house = node_permissions(node, &node_inbox(node));
+    house.responses = 0;
+    house.merge(chunk_owner_permissions(&check, &owner_inbox(&check)));
+    if let Some((token, locator)) = owner {
+        house.merge(owner_permissions(token, locator, &owner_inbox(token)));
+    }
+    let replies = reply_to.iter().map(|inbox| format!("{inbox}.>")).collect();
+    house.merge(Permissions { publish: replies, subscribe: Vec::new(), responses: 0 });
+    house.in_domain(domain)
+}
+
 impl Permissions {
+    /// Adds what `other` allows (each subject once); the larger response allowance stays.
+    pub fn merge(&mut self, other: Permissions) {
+        for (list, more) in [(&mut self.publish, other.publish), (&mut self.subscribe, other.subscribe)] {
+            for s in more {
+                if !list.contains(&s) {
+                    list.push(s);
+                }
+            }
+        }
+        self.responses = self.responses.max(other.responses);
+    }
+
     /// The same permissions for a client that reaches JetStream through `domain` (its API
     /// subjects are `$JS.<domain>.API.…`, mapped to `$JS.API.…` by the domain's servers).
     pub fn in_domain(mut self, domain: &str) -> Permissions {
