@@ -220,6 +220,39 @@ mod tests {
     }
 
     #[test]
+    fn a_house_hears_only_its_own_node_and_inboxes_and_speaks_in_the_hubs_domain() {
+        let (node, other) = (NodeId([7; 32]), NodeId([8; 32]));
+        let token = AckToken([3; 16]);
+        let members = [house_inboxes(&node, Some(&token)), house_inboxes(&other, None)].concat();
+        let p = house_permissions(&node, Some((&token, "loc")), &members, "hub");
+        let mut heard = vec![
+            format!("{}.>", node_inbox(&node)),
+            format!("quloud.v1.node.{node}.>"),
+            BROADCAST_GET.to_string(),
+            roots_request_subject("*"),
+            format!("{}.>", owner_inbox(&check_token(&node))),
+            format!("{}.>", owner_inbox(&token)),
+        ];
+        let mut subscribe = p.subscribe.clone();
+        heard.sort();
+        subscribe.sort();
+        assert_eq!(subscribe, heard);
+        assert!(p.publish.iter().all(|s| !s.starts_with("$JS.API.") && s != ">" && !s.starts_with("*")));
+        assert!(p.publish.contains(&format!("$JS.hub.API.DIRECT.GET.{BODY_STREAM}.>")));
+        assert!(p.publish.contains(&format!("{}.>", node_inbox(&other))));
+        assert!(p.publish.contains(&format!("{}.>", owner_inbox(&check_token(&other)))));
+        assert!(p.publish.contains(&root_subject("loc")));
+        let acks =
+            |t: &AckToken| format!("$JS.hub.API.CONSUMER.CREATE.{ACK_STREAM}.owner-{t}.quloud.v1.ack.{t}");
+        assert!(p.publish.contains(&acks(&token)) && p.publish.contains(&acks(&check_token(&node))));
+        assert!(!p.publish.contains(&acks(&check_token(&other))));
+        assert_eq!(p.responses, 0, "a leaf connection has no allow_responses");
+        // Without an owner: no root, lease or owner ack subjects.
+        let bare = house_permissions(&node, None, &members, "hub");
+        assert!(bare.publish.iter().all(|s| !s.contains("loc") && !s.contains(&token.to_string())));
+    }
+
+    #[test]
     fn an_owner_reads_only_its_own_acks() {
         let token = AckToken([3; 16]);
         let p = owner_permissions(&token, "loc", "_INBOX_me");
