@@ -430,6 +430,11 @@ pub struct MountOpts {
     /// Without it, a vault another home writes mounts read-only. `restore` always takes it.
     #[arg(long)]
     pub take_over: bool,
+    /// In a house (`quloud join`): let one replica of each chunk be stored in this house's own
+    /// node. Without it replicas go to other houses only, at most one per house. The one-machine
+    /// `quloud up MOUNTPOINT` always allows it (every node is on this machine).
+    #[arg(long)]
+    pub allow_own_house: bool,
     /// How often the mount reads the writer lease: a home that lost it stops writing within
     /// this long.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]

@@ -266,7 +266,7 @@ async fn a_store_goal_counts_held_replicas_and_ignores_excluded_nodes() {
     // Keep A, distrust B: two more distinct nodes are needed, neither of them A or B.
     let held = [(a.node, a.slot)];
     let exclude = [b.node];
-    let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude };
+    let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude, placement: None };
     let acks = owner.store(publish(&chunk), goal).await.expect("healed to three");
     let nodes: HashSet<NodeId> = acks.iter().map(|x| x.node).collect();
     assert_eq!(nodes.len(), 2, "two new replicas: {acks:?}");

@@ -2,7 +2,8 @@
 //! (`quloud join`, then `quloud up --house`: a leaf nats-server and a storage node each), all on
 //! loopback ports. Invites are spent once; expired, forged and mistyped ones change nothing; a
 //! chunk stored from one house is acked by nodes in the others over the leaf links; a revoked
-//! house is refused.
+//! house is refused; an owner's replicas go to other houses, one per house, counted only on
+//! nodes whose hub-signed certificate verifies.
 
 mod common;
 
@@ -424,5 +425,91 @@ fn a_house_credential_allows_exactly_the_subjects_a_house_needs() {
         violation(&mut errors, "quloud.v1.outside2").await;
     });
     drop(houses);
+    drop(hub.up);
+}
+
+/// `quloud status --json` of the vault in `home`.
+fn status(home: &Path) -> serde_json::Value {
+    let out = run(home, &["status", "--json"]);
+    assert!(out.status.success(), "status: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn node_of(home: &Path) -> String {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("house/house.json")).unwrap()).unwrap();
+    cfg["cert"]["node"].as_str().unwrap().to_string()
+}
+
+/// Four houses, one owner (alice). With only bob and carol besides her own house, her chunks
+/// stay pending and `quloud status` says why; a node with no certificate and one with a forged
+/// certificate change nothing; once dave joins, every chunk has its three replicas in bob's,
+/// carol's and dave's houses, none in alice's and none on the uncertified node.
+#[test]
+fn replicas_go_to_three_other_houses_and_wait_until_there_are_three() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let mut houses: Vec<(PathBuf, Up)> =
+        ["alice", "bob", "carol"].iter().map(|n| join(&hub, tmp.path(), n)).collect();
+    let alice = houses[0].0.clone();
+    init_home(&alice);
+    let url = |home: &Path| format!("nats://127.0.0.1:{}", house_port(home));
+    let mount = Mount::start(&alice, &tmp.path().join("alice-mp"), &url(&alice), &["--js-domain", "hub"]);
+    assert!(mount.log_text().contains("each in another house than alice"), "{}", mount.log_text());
+    poll_until(WITHIN, Duration::from_millis(500), "alice to see bob and carol", || {
+        status(&alice)["placement"]["houses_reachable"].as_u64() == Some(2)
+    });
+    std::fs::write(mount.path("photos.bin"), bytes(20 << 20, 11)).unwrap();
+    let mut s = status(&alice);
+    poll_until(WITHIN, Duration::from_millis(500), "the file's chunks queued", || {
+        s = status(&alice);
+        s["chunks"].as_u64() > Some(0) && s["pending"] == s["chunks"]
+    });
+    let waiting = s["placement"]["waiting"].as_str().unwrap_or_default().to_string();
+    assert!(waiting.starts_with("2 other houses reachable, 3 replicas wanted"), "{s}");
+    let out = run(&alice, &["status"]);
+    assert!(
+        text(&out).contains("uploads wait: 2 other houses reachable, 3 replicas wanted"),
+        "{}",
+        text(&out)
+    );
+
+    // A node in bob's house with no certificate, and a certificate for it that the hub's key
+    // did not sign, listed by the hub as a house of its own.
+    let mallory =
+        Node::start_with(&url(&houses[1].0), &tmp.path().join("mallory"), "1GiB", &["--js-domain", "hub"]);
+    let forger = quloud::domain::identity::NodeIdentity::generate();
+    let zed: quloud::domain::house::HouseName = "zed".parse().unwrap();
+    let forged = HouseCert::issue(&forger, &zed, &mallory.id, 1);
+    let register = quloud::adapters::hub::RegisterFile::lock(&hub.home.join("hub")).unwrap();
+    let mut r = register.load().unwrap();
+    r.houses.iter_mut().find(|h| h.name.as_str() == "carol").unwrap().nodes.push(forged);
+    register.save(&r).unwrap();
+    drop(register);
+    wait_until(WITHIN, "alice to reject the forged certificate", || {
+        mount.log_text().contains("do not verify under its key")
+    });
+    let s = status(&alice);
+    assert_eq!(s["placement"]["houses_reachable"].as_u64(), Some(2), "{s}");
+    assert_eq!(s["durable"].as_u64(), Some(0), "{s}");
+
+    // Dave joins: three other houses, and the chunks become durable there.
+    houses.push(join(&hub, tmp.path(), "dave"));
+    let mut s = status(&alice);
+    poll_until(Duration::from_secs(180), Duration::from_millis(500), "every chunk durable", || {
+        s = status(&alice);
+        s["pending"].as_u64() == Some(0) && s["durable"] == s["chunks"]
+    });
+    assert!(s["placement"]["waiting"].is_null(), "{s}");
+    let chunks = s["chunks"].as_u64().unwrap();
+    let per_node: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(s["per_node"].clone()).unwrap();
+    let others: std::collections::BTreeMap<String, u64> =
+        houses[1..].iter().map(|(home, _)| (node_of(home), chunks)).collect();
+    assert_eq!(per_node, others, "one replica of every chunk in each other house: {s}");
+    assert!(!per_node.contains_key(&node_of(&alice)), "a replica in the owner's own house");
+    assert!(!per_node.contains_key(&mallory.id.to_hex()), "a replica counted on an uncertified node");
+    drop(mount);
+    houses.truncate(0);
     drop(hub.up);
 }

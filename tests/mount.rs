@@ -511,6 +511,8 @@ fn quloud_up_restarts_its_broker_under_a_mounted_vault() {
     let _unmount = Unmount(mp.clone()); // dropped after `up` is killed
     let mut up = Up::start(&home, &[mp.to_str().unwrap()]);
     up.wait_for("vault mounted at", Duration::from_secs(120));
+    // The one-machine fabric is one house: `up` opts in to replicas in it, and says so.
+    assert!(up.out().contains("one house (--allow-own-house)"), "{}", up.out());
     let conf = home.join("fabric/nats.conf");
     // SAFETY: kill(2) on the broker `up` started; no memory is involved.
     unsafe { libc::kill(pid_of(conf.to_str().unwrap()), libc::SIGKILL) };

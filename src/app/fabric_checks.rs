@@ -165,26 +165,38 @@ impl AckTally {
 
     /// The acks that count toward `goal` and are not for replicas it already held.
     pub fn counted(&self, goal: &StoreGoal<'_>) -> Vec<StoreAck> {
+        let counting = counting_nodes(goal, Some(self));
         self.acks
             .values()
-            .filter(|a| !goal.exclude.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node))
+            .filter(|a| counting.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node))
             .cloned()
             .collect()
     }
 }
 
+/// The nodes counting toward `goal`: held replicas, then acks from nodes neither held nor
+/// excluded in the order they were signed; with a placement, only those its rule counts.
+fn counting_nodes(goal: &StoreGoal<'_>, tally: Option<&AckTally>) -> HashSet<NodeId> {
+    let mut acks: Vec<&StoreAck> = tally
+        .into_iter()
+        .flat_map(|t| t.acks.values())
+        .filter(|a| !goal.exclude.contains(&a.node) && !goal.held.iter().any(|(n, _)| *n == a.node))
+        .collect();
+    acks.sort_by_key(|a| (a.signed_at_ms, a.node));
+    let candidates = goal.held.iter().map(|(n, _)| *n).chain(acks.into_iter().map(|a| a.node));
+    match goal.placement {
+        Some(p) => p.counted(candidates).into_iter().collect(),
+        None => candidates.collect(),
+    }
+}
+
 /// Distinct nodes counting toward `goal` (held replicas plus acks from nodes neither held nor
-/// excluded) and every slot claimed so far (held, acked or taken by an excluded node).
+/// excluded, by houses when it has a placement) and every slot claimed so far (held, acked, or
+/// taken by a node that does not count).
 pub fn progress(goal: &StoreGoal<'_>, tally: Option<&AckTally>) -> (usize, HashSet<u8>) {
     let mut claimed: HashSet<u8> = goal.held.iter().map(|(_, s)| *s).collect();
-    let mut nodes: HashSet<NodeId> = goal.held.iter().map(|(n, _)| *n).collect();
-    for a in tally.into_iter().flat_map(|t| t.acks.values()) {
-        claimed.insert(a.slot);
-        if !goal.exclude.contains(&a.node) {
-            nodes.insert(a.node);
-        }
-    }
-    (nodes.len(), claimed)
+    claimed.extend(tally.into_iter().flat_map(|t| t.acks.values()).map(|a| a.slot));
+    (counting_nodes(goal, tally).len(), claimed)
 }
 
 /// The next `n` replica slots to publish: the lowest ones nobody claimed.

@@ -25,7 +25,7 @@ fn a_tally_keeps_one_verified_current_ack_per_node() {
     // Node 1 is held already, node 3 is excluded: its slot is claimed, it does not count.
     let held = [(node(1).id(), 0)];
     let exclude = [node(3).id()];
-    let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude };
+    let goal = StoreGoal { replicas: 3, held: &held, exclude: &exclude, placement: None };
     let (distinct, claimed) = t.progress(&goal);
     assert_eq!(distinct, 2);
     assert_eq!(claimed, HashSet::from([0, 1, 2]));
@@ -138,4 +138,35 @@ fn acks_of_an_earlier_store_are_told_from_replays() {
     let other = ProofSecret::from_seed(&[4; 32]).commitment();
     let forged = StoreAck::sign(&node, addr, &other, 0, min_lease_ms, since_ms);
     assert_eq!(t.judge(&forged), AckJudgement::BadSignature);
+}
+
+#[test]
+fn with_a_placement_acks_count_once_per_other_house() {
+    use crate::domain::house::HouseCert;
+    use crate::domain::placement::{HouseListing, HousePolicy, OwnHouse, Placement};
+    let hub = node(200);
+    let listed = |house: &str, n: u8| HouseListing {
+        cert: HouseCert::issue(&hub, &house.parse().unwrap(), &node(n).id(), 1),
+        seen_ago: Some(0),
+    };
+    let listing = [listed("alice", 1), listed("bob", 2), listed("bob", 3), listed("carol", 4)];
+    let policy =
+        HousePolicy { hub_key: hub.id(), own: "alice".parse().unwrap(), own_house: OwnHouse::Excluded };
+    let placement = Placement::verify(policy, &listing);
+    let c = ProofSecret::from_seed(&[1; 32]).commitment();
+    let addr = Addr([7; 32]);
+    let mut t =
+        AckTally::new(StoreTerms { commitment: c, control: None, since_ms: 1000, min_lease_ms: 1000 });
+    for (i, n) in [1u8, 2, 3, 4, 5].into_iter().enumerate() {
+        assert!(t.accept(StoreAck::sign(&node(n), addr, &c, i as u8, 2000, 5 + i as u64)));
+    }
+    let goal = StoreGoal { replicas: 3, held: &[], exclude: &[], placement: Some(&placement) };
+    let (distinct, claimed) = t.progress(&goal);
+    assert_eq!(distinct, 2, "bob once, carol; not alice's own house, not the uncertified node 5");
+    assert_eq!(claimed.len(), 5, "every slot taken stays claimed");
+    let mut counted: Vec<NodeId> = t.counted(&goal).iter().map(|a| a.node).collect();
+    counted.sort();
+    let mut want = vec![node(2).id(), node(4).id()];
+    want.sort();
+    assert_eq!(counted, want, "bob's first ack (signed first) counts");
 }

@@ -73,6 +73,22 @@ pub struct VaultStatus {
     /// Whether this home may write the vault (the writer lease); `None` when not mounted.
     #[serde(default)]
     pub writer: Option<WriterState>,
+    /// Placement by houses, for a mounted vault that lives in a house.
+    #[serde(default)]
+    pub placement: Option<PlacementStatus>,
+}
+
+/// Where a vault in a house may place replicas (docs/SEMANTICS.md, placement).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementStatus {
+    /// The owner's own house.
+    pub own_house: String,
+    /// Whether one replica may be in it (`--allow-own-house`).
+    pub own_house_allowed: bool,
+    /// Eligible houses the hub reports reachable (`None`: the hub has not answered yet).
+    pub houses_reachable: Option<usize>,
+    /// Why chunks stay pending, when too few houses are reachable.
+    pub waiting: Option<String>,
 }
 
 /// Whether a mount may write its vault (docs/DESIGN.md §11), for `quloud status` and the log.

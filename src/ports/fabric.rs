@@ -1,6 +1,7 @@
 //! The owner's view of the fabric: quorum store, proof-gated retrieval, audit, renew, delete.
 
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::placement::{HouseListing, Placement};
 use crate::domain::proof::{Commitment, ProofSecret};
 use crate::domain::wire::{Status, StoreAck};
 use std::future::Future;
@@ -74,7 +75,9 @@ pub struct Publish<'a> {
 /// What a store must achieve: `replicas` distinct nodes holding the chunk, counting the
 /// replicas already `held` (node, slot) and never counting acks from `exclude` (nodes written off
 /// or suspected of having lost the chunk). A first upload holds nothing and excludes nothing;
-/// healing holds the healthy replicas, so only the missing slots are published.
+/// healing holds the healthy replicas, so only the missing slots are published. With a
+/// `placement`, replicas count by houses (`Placement::counted`: held replicas first, then acks in
+/// the order they were signed); without one, every distinct node counts.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreGoal<'a> {
     /// Distinct nodes wanted in total.
@@ -83,12 +86,14 @@ pub struct StoreGoal<'a> {
     pub held: &'a [(NodeId, u8)],
     /// Nodes whose acks do not count (their slots are claimed, so other slots are published).
     pub exclude: &'a [NodeId],
+    /// The verified houses of the fabric's nodes, when the vault lives in a house.
+    pub placement: Option<&'a Placement>,
 }
 
 impl StoreGoal<'_> {
     /// A first upload: `replicas` fresh acks.
     pub fn fresh(replicas: usize) -> StoreGoal<'static> {
-        StoreGoal { replicas, held: &[], exclude: &[] }
+        StoreGoal { replicas, held: &[], exclude: &[], placement: None }
     }
 }
 
@@ -207,6 +212,11 @@ pub trait ChunkFabric: Send + Sync {
         record: &[u8],
         expect: u64,
     ) -> impl Future<Output = Result<LeaseSwap, FabricError>> + Send;
+    /// The hub's list of house certificates, unverified (the caller verifies them against the
+    /// hub key it trusts). Fabrics without a hub list none.
+    fn houses(&self) -> impl Future<Output = Result<Vec<HouseListing>, FabricError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
     /// Asks `node` to delete chunks; returns the node's per-addr outcome.
     fn delete(
         &self,

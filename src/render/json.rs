@@ -71,6 +71,8 @@ struct StatusView<'a> {
     home_full: bool,
     /// Whether this home may write (the writer lease) and why not; `null` when not mounted.
     writer: Option<WriterView<'a>>,
+    /// Placement by houses; `null` outside a house or when not mounted.
+    placement: Option<&'a crate::app::report::PlacementStatus>,
 }
 
 #[derive(Serialize)]
@@ -124,6 +126,7 @@ pub fn status_json(s: &VaultStatus) -> String {
             read_only: w.is_fenced(),
             reason: w.describe(),
         }),
+        placement: s.placement.as_ref(),
     })
 }
 

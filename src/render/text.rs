@@ -125,6 +125,9 @@ pub fn status_text(s: &VaultStatus) -> String {
         format_size(s.disk_cache.capacity),
         chunk_count(s.disk_cache.chunks)
     );
+    if let Some(p) = &s.placement {
+        out += &placement_text(p);
+    }
     if s.home_full {
         out.push_str("home disk     FULL: new data fails with ENOSPC; delete or move files (also through the mount) to free space\n");
     }
@@ -133,6 +136,21 @@ pub fn status_text(s: &VaultStatus) -> String {
         for (n, c) in &s.per_node {
             out.push_str(&format!("  {n}  {c}\n"));
         }
+    }
+    out
+}
+
+/// The placement lines of `quloud status` for a vault in a house.
+fn placement_text(p: &crate::app::report::PlacementStatus) -> String {
+    let own = if p.own_house_allowed { "one replica may stay here" } else { "none here" };
+    let reachable = match p.houses_reachable {
+        Some(n) => format!("{n} eligible houses reachable"),
+        None => "the hub has not listed the houses yet".into(),
+    };
+    let mut out =
+        format!("placement     at most one replica per house, {own} (house {}); {reachable}\n", p.own_house);
+    if let Some(why) = &p.waiting {
+        out += &format!("  uploads wait: {why}\n");
     }
     out
 }

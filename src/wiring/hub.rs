@@ -1,6 +1,7 @@
 //! `quloud up --hub`: the hub of friends' houses — nats-server with JetStream (domain `hub`) and
 //! TLS on a public client port and a leaf-node port, one NATS user per house — and the membership
-//! service, which answers enrolment requests and records when each house was last seen.
+//! service, which answers enrolment requests, lists the houses' certificates to owners and
+//! records when each house was last seen.
 //!
 //! Everything lives under HOME/hub: the CA and server certificate (made on first run), the
 //! membership key (`hub.key`, signs house certificates), `hub.json` (ports and public name),
@@ -14,12 +15,13 @@ use crate::adapters::clock::SystemClock;
 use crate::adapters::hub::conf::{hub_config, HubSettings, ENROL_SUBJECT, JS_DOMAIN};
 use crate::adapters::hub::tls::{ensure_certificates, HubTls};
 use crate::adapters::hub::{leaf_subscriptions, write_private_atomic, RegisterFile};
-use crate::adapters::nats::{connect, BrokerConfig};
+use crate::adapters::nats::{connect, BrokerConfig, HOUSES_SUBJECT};
 use crate::adapters::process::children::{Children, Spec};
 use crate::adapters::process::up_lock::FabricLock;
 use crate::cli::UpArgs;
 use crate::domain::identity::NodeIdentity;
 use crate::domain::membership::{EnrolReply, EnrolRequest, Register};
+use crate::domain::placement::{HouseListing, HousesReply};
 use crate::ports::clock::Clock;
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -173,6 +175,7 @@ impl Service<'_> {
         };
         let (client, _, _) = connect(&broker, "quloud-hub").await?;
         let mut requests = client.subscribe(ENROL_SUBJECT).await?;
+        let mut listings = client.subscribe(HOUSES_SUBJECT).await?;
         let mut tick = tokio::time::interval(SEEN_EVERY);
         loop {
             tokio::select! {
@@ -191,6 +194,19 @@ impl Service<'_> {
                     }
                     let _ = client.flush().await;
                 }
+                msg = listings.next() => {
+                    let Some(msg) = msg else { bail!("the hub's own connection to nats-server closed") };
+                    let Some(reply) = msg.reply.clone() else { continue };
+                    match houses_listing(self.dir) {
+                        Ok(listing) => {
+                            if let Err(e) = client.publish(reply, serde_json::to_vec(&listing)?.into()).await {
+                                tracing::warn!("cannot answer a request for the houses' certificates: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("cannot read the register to list the houses: {e:#}"),
+                    }
+                    continue;
+                }
             }
             self.sync(&restart).await?;
         }
@@ -207,6 +223,21 @@ impl Service<'_> {
         }
         Ok(())
     }
+}
+
+/// The certificates of the houses the hub accepts, each with how long ago the hub last saw the
+/// house connected: what owners count replicas by (docs/PROTOCOL.md 4.14).
+fn houses_listing(dir: &Path) -> Result<HousesReply> {
+    let register = RegisterFile::lock(dir)?.load()?;
+    let now = now_secs();
+    let houses = register
+        .active()
+        .flat_map(|h| {
+            let seen_ago = (h.last_seen > 0).then(|| now.saturating_sub(h.last_seen));
+            h.nodes.iter().map(move |cert| HouseListing { cert: cert.clone(), seen_ago })
+        })
+        .collect();
+    Ok(HousesReply { houses })
 }
 
 /// One enrolment: the register spends the invite, the house's user enters the config.

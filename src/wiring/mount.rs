@@ -14,10 +14,12 @@ use crate::adapters::metrics::vault::VaultExporter;
 use crate::adapters::nats::fabric::{FabricOptions, NatsFabric};
 use crate::adapters::redb::manifest::RedbManifests;
 use crate::app::vault::{
-    run_maintenance, run_pipeline, run_writer_watch, Claim, PipelineStats, SnapshotOutcome, Vault,
-    VaultOptions, VaultStatus,
+    run_houses, run_maintenance, run_pipeline, run_writer_watch, Claim, PipelineStats, SnapshotOutcome,
+    Vault, VaultOptions, VaultStatus,
 };
 use crate::cli::MountOpts;
+use crate::domain::ids::NodeId;
+use crate::domain::placement::{HousePolicy, OwnHouse};
 use crate::ports::fabric::FabricError;
 use crate::render::{self, Format};
 use anyhow::{bail, Context, Result};
@@ -165,8 +167,12 @@ pub async fn mount(
         sync_quorum: opts.sync_quorum,
         health: health_options(opts),
         writer: writer_id(home)?,
+        houses: house_policy(home, opts)?,
         ..VaultOptions::default()
     };
+    if let Some(p) = &vault_opts.houses {
+        println!("{}", placement_line(p, vault_opts.replicas));
+    }
     let vault = Arc::new(
         Vault::load(
             home,
@@ -202,6 +208,7 @@ pub async fn mount(
     tasks.spawn(run_pipeline(vault.clone(), stats.clone(), cancel.clone()));
     tasks.spawn(run_maintenance(vault.clone(), cancel.clone()));
     tasks.spawn(run_writer_watch(vault.clone(), cancel.clone()));
+    tasks.spawn(run_houses(vault.clone(), cancel.clone()));
     let writer = vault.writer_settled(CLAIM_WAIT).await;
     if writer.is_fenced() {
         eprintln!("mounting read-only: {}", writer.describe());
@@ -241,6 +248,33 @@ pub async fn mount(
     vault.checkpoint().context("saving the manifest at unmount")?;
     println!("vault unmounted");
     Ok(())
+}
+
+/// Placement by houses for a vault whose home is a house (`quloud join`): the hub key and the
+/// house name kept since joining; `None` for any other home (every node counts).
+fn house_policy(home: &Path, opts: &MountOpts) -> Result<Option<HousePolicy>> {
+    if !super::house::house_dir(home).join("house.json").exists() {
+        return Ok(None);
+    }
+    let cfg = super::house::load_house(home)?;
+    let hub_key = NodeId::from_hex(&cfg.hub_key)
+        .with_context(|| format!("the hub key in {}/house/house.json is damaged", home.display()))?;
+    let own_house = if opts.allow_own_house { OwnHouse::Allowed } else { OwnHouse::Excluded };
+    Ok(Some(HousePolicy { hub_key, own: cfg.name, own_house }))
+}
+
+/// What a mount in a house says about where its replicas go.
+fn placement_line(p: &HousePolicy, replicas: usize) -> String {
+    match p.own_house {
+        OwnHouse::Excluded => format!(
+            "replicas: {replicas} per chunk, each in another house than {} (at most one per house;              --allow-own-house lets one stay here)",
+            p.own
+        ),
+        OwnHouse::Allowed => format!(
+            "replicas: {replicas} per chunk, at most one per house, one of them may be in this house ({})              (--allow-own-house)",
+            p.own
+        ),
+    }
 }
 
 /// Prints the status of the vault in `home`, asking the running mount if there is one.

@@ -180,7 +180,13 @@ async fn run(
     match &args.mountpoint {
         Some(mp) => {
             println!("\nFabric is up at {url}. Mounting your vault…");
-            serve(children, stop, super::mount::mount(home, &bus, mp, &args.mount, stop)).await
+            println!(
+                "replicas: all {} on this machine's nodes, one house (--allow-own-house): this copy \
+                 dies with the machine; back up to friends' houses for that (docs/OPERATIONS.md)",
+                args.mount.replicas
+            );
+            let opts = crate::cli::MountOpts { allow_own_house: true, ..args.mount.clone() };
+            serve(children, stop, super::mount::mount(home, &bus, mp, &opts, stop)).await
         }
         None => {
             println!("\nFabric is up. Connect with --nats {url}. Press Ctrl-C to stop.");

@@ -65,7 +65,7 @@ async fn stores_to_quorum_on_distinct_nodes<B: Bench>(b: &B, a: &SealedChunk) ->
     assert!(acks.iter().all(|x| x.addr == a.addr && x.verify(&a.commitment)), "unverified acks");
     // A goal the held replicas already meet publishes nothing and returns no new ack.
     let held: Vec<(NodeId, u8)> = acks.iter().map(|x| (x.node, x.slot)).collect();
-    let goal = StoreGoal { replicas: 3, held: &held, exclude: &[] };
+    let goal = StoreGoal { replicas: 3, held: &held, exclude: &[], placement: None };
     assert!(b.fabric().store(publish(a), goal).await.expect("goal met").is_empty());
     acks
 }

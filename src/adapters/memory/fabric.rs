@@ -17,6 +17,7 @@ use crate::app::fabric_checks::{
 use crate::app::node::{NodePolicy, NodeService, Op, ProvenOutcome, Route, StoreDecision};
 use crate::domain::identity::{NodeIdentity, IDENTITY_LEN};
 use crate::domain::ids::{to_hex, AckToken, Addr, NodeId};
+use crate::domain::placement::HouseListing;
 use crate::domain::proof::{Commitment, ProofSecret, Purpose};
 use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::wire::{
@@ -95,6 +96,8 @@ pub struct MemoryFabric {
     next: AtomicUsize,
     /// The broker's message sequence, which lease revisions are taken from.
     lease_revision: AtomicU64,
+    /// The house certificates a hub would list (`set_houses`).
+    houses: Mutex<Vec<HouseListing>>,
 }
 
 impl MemoryFabric {
@@ -128,6 +131,7 @@ impl MemoryFabric {
             clock,
             next: AtomicUsize::new(0),
             lease_revision: AtomicU64::new(0),
+            houses: Mutex::default(),
         }
     }
 
@@ -192,6 +196,11 @@ impl MemoryFabric {
     /// The broker connection drops: requests wait for it, and fail after the reply timeout.
     pub fn disconnect(&self) {
         self.set_link(false);
+    }
+
+    /// The house certificates the fabric lists from now on, as a hub's membership service would.
+    pub fn set_houses(&self, listing: Vec<HouseListing>) {
+        *self.houses.lock().unwrap_or_else(|p| p.into_inner()) = listing;
     }
 
     /// The broker connection is back.
@@ -411,6 +420,10 @@ impl MemoryFabric {
 }
 
 impl ChunkFabric for MemoryFabric {
+    async fn houses(&self) -> Result<Vec<HouseListing>, FabricError> {
+        Ok(self.houses.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     fn link(&self) -> Link {
         *self.link.borrow()
     }

@@ -159,7 +159,7 @@ async fn a_corrupted_stored_copy_is_dropped_by_its_node() {
     assert!(!f.holders(&c.addr).contains(&bad));
     // Healing it: the healthy replica is held, one more slot is published.
     let healthy = [(acks[1].node, acks[1].slot)];
-    let goal = StoreGoal { replicas: 2, held: &healthy, exclude: &[] };
+    let goal = StoreGoal { replicas: 2, held: &healthy, exclude: &[], placement: None };
     let healed = f.store(chunk(&c), goal).await.expect("healed");
     assert_eq!(healed.len(), 1);
     assert_ne!(healed[0].slot, acks[1].slot);

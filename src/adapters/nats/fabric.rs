@@ -492,6 +492,10 @@ impl NatsFabric {
 }
 
 impl ChunkFabric for NatsFabric {
+    async fn houses(&self) -> Result<Vec<crate::domain::placement::HouseListing>, FabricError> {
+        super::houses::fetch(&self.client, self.opts.reply_timeout).await
+    }
+
     fn link(&self) -> crate::ports::fabric::Link {
         let (connected, since_ms) = self.link.now();
         crate::ports::fabric::Link { connected, since_ms }

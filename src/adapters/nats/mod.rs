@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod fabric;
+pub mod houses;
 pub mod node;
 pub mod permissions;
 
@@ -50,6 +51,10 @@ pub const LEASE_STREAM: &str = "QULOUD_LEASES_V1";
 pub const LEASES_KEPT: i64 = 16;
 /// Broadcast subject for get requests any holder may answer.
 pub const BROADCAST_GET: &str = "quloud.v1.any.get";
+/// The hub's membership service answers requests for its list of house certificates here.
+pub const HOUSES_SUBJECT: &str = "quloud.v1.hub.houses";
+/// Largest answer read on `HOUSES_SUBJECT` (a listing is ~300 bytes).
+pub const MAX_HOUSES_REPLY: usize = 1 << 20;
 
 /// The subject a pending chunk's ciphertext is published on, raw, once for all its slots.
 pub fn body_subject(addr: &Addr) -> String {

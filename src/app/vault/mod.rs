@@ -12,7 +12,8 @@
 //!   with quorum;
 //! - `maintenance/`: one worker per background job (audit, heal, leases, gc, snapshots) and the
 //!   loop that schedules them;
-//! - `snapshot.rs`: manifest snapshots and shares in the fabric.
+//! - `snapshot.rs`: manifest snapshots and shares in the fabric;
+//! - `houses.rs`: the verified houses of the fabric's nodes, by which replicas count.
 //!
 //! A write goes FUSE → `writer` (staging file) → at the last close `pipeline` (chunk, seal, outbox,
 //! upload) → manifest. A read goes FUSE → `reader` → staging, or cache → outbox/disk cache →
@@ -20,6 +21,7 @@
 
 mod claims;
 mod fence;
+mod houses;
 mod lineage;
 mod maintenance;
 mod metrics;
@@ -46,6 +48,7 @@ use tokio::sync::watch;
 
 pub use crate::app::report::{AuditReport, DiskCacheUsage, FabricLink, VaultStatus};
 pub use fence::Claim;
+pub use houses::{run_houses, HOUSES_EVERY};
 pub use maintenance::{
     run_maintenance, run_writer_watch, AuditWorker, GcWorker, HealWorker, HealthOptions, HealthStats,
     LeaseWorker, Pace, Replicas, Scope, SnapshotWorker, WriterWorker,
@@ -82,6 +85,8 @@ pub struct Vault<F> {
     space: Arc<dyn HomeSpace>,
     /// Whether this home may write (the writer lease).
     fence: fence::Fence,
+    /// The houses of the fabric's nodes, when the vault lives in a house.
+    houses: houses::Houses,
     /// Maintenance counters.
     pub health_stats: HealthStats,
     /// Read-path counters (cache, fabric fetches).
@@ -170,6 +175,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             snapshotting: tokio::sync::Mutex::new(()),
             space: stores.space,
             fence: fence::Fence::new(0),
+            houses: houses::Houses::default(),
             health_stats: HealthStats::default(),
             read_stats: ReadStats::default(),
         }

@@ -96,6 +96,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         s.mounted = true;
         s.home_full = self.space.recheck();
         s.writer = Some(self.writer_state());
+        s.placement = self.placement_status();
         Ok(s)
     }
 

@@ -118,6 +118,8 @@ pub struct VaultOptions {
     pub health: HealthOptions,
     /// This home's writer id, named in the writer lease it takes (docs/DESIGN.md §11).
     pub writer: crate::domain::ids::WriterId,
+    /// Placement by houses, when the vault lives in a house (`None`: every node counts).
+    pub houses: Option<crate::domain::placement::HousePolicy>,
 }
 
 impl Default for VaultOptions {
@@ -134,6 +136,7 @@ impl Default for VaultOptions {
             group_commit: Some(Duration::from_millis(5)),
             health: HealthOptions::default(),
             writer: crate::domain::ids::WriterId([0; 16]),
+            houses: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The heal worker: brings chunks below N healthy replicas back to N, from a local copy (the
-//! outbox, the disk cache, the memory cache re-sealed) or from a healthy replica.
+//! outbox, the disk cache, the memory cache re-sealed) or from a healthy replica. In a house,
+//! only replicas the placement rule counts are healthy ones, and new ones go to other houses.
 
 use crate::app::report::AuditReport;
 use crate::app::vault::Vault;
@@ -51,6 +52,10 @@ impl HealWorker {
         addrs: &[Addr],
         report: &mut AuditReport,
     ) -> Result<(), FsError> {
+        if let Some(why) = v.placement_blocked() {
+            tracing::debug!("healing waits: {why}");
+            return Ok(());
+        }
         let off = written_off(v)?;
         let wanted = v.opts.replicas;
         let weak: Vec<Addr> = {
@@ -58,7 +63,10 @@ impl HealWorker {
             let mut weak = Vec::new();
             for a in addrs {
                 if let Some(c) = rx.chunk(a)? {
-                    if c.state == ChunkState::Durable && c.refs > 0 && healthy(&c, &off).len() < wanted {
+                    if c.state == ChunkState::Durable
+                        && c.refs > 0
+                        && v.placed(healthy(&c, &off)).len() < wanted
+                    {
                         weak.push(*a);
                     }
                 }
@@ -95,7 +103,7 @@ async fn heal_one<F: ChunkFabric + 'static>(
 ) -> Result<u64, FsError> {
     let Some(_claim) = v.pipeline.claims.claim(addr) else { return Ok(0) };
     let Some(c) = v.m.read()?.chunk(&addr)? else { return Ok(0) };
-    let healthy = healthy(&c, off);
+    let healthy = v.placed(healthy(&c, off));
     if healthy.len() >= v.opts.replicas {
         return Ok(0);
     }
@@ -103,7 +111,13 @@ async fn heal_one<F: ChunkFabric + 'static>(
     let held: Vec<(NodeId, u8)> = healthy.iter().map(|r| (r.node, r.slot)).collect();
     let mut exclude: Vec<NodeId> = off.iter().copied().collect();
     exclude.extend(c.replicas.iter().filter(|r| !held.iter().any(|(n, _)| *n == r.node)).map(|r| r.node));
-    let goal = StoreGoal { replicas: v.opts.replicas, held: &held, exclude: &exclude };
+    let placement = v.placement();
+    let goal = StoreGoal {
+        replicas: v.opts.replicas,
+        held: &held,
+        exclude: &exclude,
+        placement: placement.as_deref(),
+    };
     let secret = v.keys.proof_secret(&addr);
     let (commitment, control) = (secret.commitment(), secret.control_commitment());
     let acks = fabric

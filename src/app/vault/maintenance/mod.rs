@@ -119,6 +119,8 @@ pub struct HealthStats {
 #[cfg(test)]
 mod fabric_tests;
 #[cfg(test)]
+mod placement_tests;
+#[cfg(test)]
 mod workers_tests;
 #[cfg(test)]
 mod writer_tests;

@@ -50,7 +50,11 @@ pub(super) async fn upload_loop<F: ChunkFabric + 'static>(
         if inflight.len() < limit {
             let now = tokio::time::Instant::now();
             later.retain(|_, at| *at > now);
-            let next = vault.next_uploads(limit - inflight.len(), &active, &later);
+            // Too few houses for the placement rule: the chunks stay queued (status says why).
+            let next = match vault.placement_blocked() {
+                Some(_) => Vec::new(),
+                None => vault.next_uploads(limit - inflight.len(), &active, &later),
+            };
             let fabric =
                 if next.is_empty() { None } else { vault.fabric_within(Duration::from_secs(1)).await };
             if let Some(fabric) = fabric {
@@ -197,12 +201,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         let secret = self.keys.proof_secret(&addr);
         let (commitment, control) = (secret.commitment(), secret.control_commitment());
+        let placement = self.placement();
+        if let Some(why) = self.placement_blocked() {
+            return Err(FsError::Unavailable(why));
+        }
+        let goal = StoreGoal { placement: placement.as_deref(), ..StoreGoal::fresh(self.opts.replicas) };
         let acks = fabric
-            .store_controlled(
-                Publish { addr, commitment, ciphertext: ct },
-                control,
-                StoreGoal::fresh(self.opts.replicas),
-            )
+            .store_controlled(Publish { addr, commitment, ciphertext: ct }, control, goal)
             .await
             .map_err(|e| FsError::Unavailable(e.to_string()))?;
         if let Some(disk) = self.reader.disk_cache.as_ref().filter(|_| is_small) {
