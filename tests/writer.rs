@@ -243,9 +243,15 @@ fn a_fenced_homes_last_snapshot_is_adopted_and_the_writers_garbage_collection_re
         b.log_text().contains("closed its lineage; garbage collection resumes")
     });
     let adopted = newest_of_epoch(&home_b, 1).expect("the first home's last snapshot is listed");
+    // The next snapshot drops the restored one (one kept, and the adopted one is now the newest
+    // of the first lineage): only the adoption keeps before.bin's chunks from collection.
+    std::fs::write(b.path("one.txt"), b"one more").unwrap();
+    wait_durable(&b.home);
+    ok(quloud(&b.home).arg("snapshot"), "quloud snapshot on the second home");
 
     // A file of the second home's own, deleted before its next snapshot: collection deletes its
-    // chunks from the nodes although the adopted snapshot, taken earlier, is kept.
+    // chunks from the nodes although the adopted snapshot, taken earlier, is kept. Once they
+    // are gone, collection has run over everything unreferenced before, before.bin's included.
     let old = bodies(&fabric);
     std::fs::write(b.path("scratch.bin"), bytes(1 << 20, 78)).unwrap();
     wait_durable(&b.home);
