@@ -175,7 +175,7 @@ fn newest_of_epoch(home: &Path, epoch: u64) -> Option<String> {
         .filter(|row| row.contains(&format!("\"epoch\":{epoch}")))
         .filter_map(|row| row.split("\"id\":").nth(1))
         .map(|r| r.chars().take_while(|c| c.is_ascii_digit()).collect::<String>())
-        .last()
+        .next_back()
 }
 
 /// The hand-over on the real fabric. The first home writes and snapshots; a second restores the
