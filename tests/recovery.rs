@@ -171,19 +171,6 @@ fn an_earlier_snapshot_mounts_read_only_with_the_old_content() {
     m.unmount();
 }
 
-/// `quloud_vault_chunks_collected_total` from a mount's metrics endpoint at `addr`.
-fn chunks_collected(addr: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("the mount's metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let value = text.lines().find_map(|l| l.strip_prefix("quloud_vault_chunks_collected_total "));
-    value.and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or_else(|| panic!("no GC counter in: {text}"))
-        as u64
-}
-
 /// The broker's history of this vault's root records.
 async fn broker_roots(url: &str, locator: &str) -> (async_nats::Client, Vec<Vec<u8>>) {
     let client = async_nats::connect(url).await.unwrap();

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -159,4 +160,121 @@ fn a_second_home_deleting_files_and_collecting_garbage_loses_nothing_of_the_firs
     );
     a.unmount();
     b.unmount();
+}
+
+/// Chunk body files on every node of `fabric`.
+fn bodies(fabric: &Fabric) -> HashSet<PathBuf> {
+    fabric.nodes.iter().flat_map(|n| n.bodies()).collect()
+}
+
+/// `quloud snapshots --json` on `home`: the id of the newest snapshot of writer epoch `epoch`.
+fn newest_of_epoch(home: &Path, epoch: u64) -> Option<String> {
+    let listed = ok(quloud(home).args(["snapshots", "--json"]), "quloud snapshots");
+    listed
+        .split('{')
+        .filter(|row| row.contains(&format!("\"epoch\":{epoch}")))
+        .filter_map(|row| row.split("\"id\":").nth(1))
+        .map(|r| r.chars().take_while(|c| c.is_ascii_digit()).collect::<String>())
+        .next_back()
+}
+
+/// The hand-over on the real fabric. The first home writes and snapshots; a second restores the
+/// vault (taking the lease) while the first runs on and writes a file only it has. The first,
+/// fenced when it next publishes, refuses changes with EROFS and publishes its closed record.
+/// The second adopts its last snapshot: listed by `snapshots`, and every file of it readable
+/// with `mount --snapshot`. The second's garbage collection (1 s grace, one snapshot kept) then
+/// resumes: it deletes a file the second home deleted from the nodes, and nothing the first had.
+#[test]
+fn a_fenced_homes_last_snapshot_is_adopted_and_the_writers_garbage_collection_resumes() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    // The first home reads its lease only when it publishes (an hour between checks).
+    let mut a = Mount::new_vault(tmp.path(), "a", &fabric.url(), &["--writer-check", "1h"]);
+    let before = bytes(2 << 20, 76);
+    std::fs::write(a.path("before.bin"), &before).unwrap();
+    wait_durable(&a.home);
+    ok(quloud(&a.home).arg("snapshot"), "quloud snapshot on the first home");
+
+    // A second home takes the vault over while the first, unaware, writes on.
+    let (home_b, mp_b) = (tmp.path().join("b-home"), tmp.path().join("b-mp"));
+    restore(&home_b, &mp_b, &fabric.url(), &key_file(&a.home, tmp.path()));
+    let late = bytes(2 << 20, 77);
+    std::fs::write(a.path("late.bin"), &late).unwrap();
+    wait_durable(&a.home);
+    // Publishing makes the first home read its lease: it is fenced and closes its lineage with
+    // a last snapshot that holds late.bin (the command itself may fail: the home is fenced).
+    let _ = quloud(&a.home).arg("snapshot").output().unwrap();
+    wait_until(Duration::from_secs(30), "the first home to publish its closed record", || {
+        a.log_text().contains("published the closed root record")
+    });
+    assert!(erofs(&a.path("after-the-fence.txt")), "a fenced home still takes writes");
+    // The kernel mount stays read-write: the vault refuses every change with EROFS, not EIO.
+    let tools: [&[&str]; 7] = [
+        &["touch", "before.bin"],
+        &["touch", "new.txt"],
+        &["mkdir", "dir"],
+        &["rm", "late.bin"],
+        &["mv", "late.bin", "moved.bin"],
+        &["setfattr", "-n", "user.k", "-v", "v", "late.bin"],
+        &["setfattr", "-x", "user.none", "late.bin"],
+    ];
+    for argv in tools {
+        let o = Command::new(argv[0]).args(&argv[1..]).current_dir(&a.mp).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("Read-only file system"),
+            "{argv:?} on the fenced home: {err}"
+        );
+    }
+    assert!(std::fs::read(a.path("late.bin")).unwrap() == late, "late.bin changed on the fenced home");
+    let text_status = ok(quloud(&a.home).arg("status"), "quloud status on the first home");
+    assert!(text_status.contains("read-only: another home"), "{text_status}");
+    assert!(status_json(&a.home).contains("\"state\":\"fenced\""), "{}", status_json(&a.home));
+    a.unmount();
+
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let flags = ["--writer-check", "1s", "--gc-grace", "1s", "--keep-last", "1", "--keep-daily", "0"];
+    let flags: Vec<&str> = flags.iter().copied().chain(["--metrics", &metrics]).collect();
+    let mut b = Mount::start(&home_b, &mp_b, &fabric.url(), &flags);
+    std::fs::remove_file(b.path("before.bin")).unwrap();
+    wait_durable(&b.home);
+    ok(quloud(&b.home).arg("snapshot"), "quloud snapshot on the second home");
+    wait_until(Duration::from_secs(60), "the closed lineage to be adopted", || {
+        b.log_text().contains("closed its lineage; garbage collection resumes")
+    });
+    let adopted = newest_of_epoch(&home_b, 1).expect("the first home's last snapshot is listed");
+    // The next snapshot drops the restored one (one kept, and the adopted one is now the newest
+    // of the first lineage): only the adoption keeps before.bin's chunks from collection.
+    std::fs::write(b.path("one.txt"), b"one more").unwrap();
+    wait_durable(&b.home);
+    ok(quloud(&b.home).arg("snapshot"), "quloud snapshot on the second home");
+
+    // A file of the second home's own, deleted before its next snapshot: collection deletes its
+    // chunks from the nodes although the adopted snapshot, taken earlier, is kept. Once they
+    // are gone, collection has run over everything unreferenced before, before.bin's included.
+    let old = bodies(&fabric);
+    std::fs::write(b.path("scratch.bin"), bytes(1 << 20, 78)).unwrap();
+    wait_durable(&b.home);
+    let scratch: Vec<PathBuf> = bodies(&fabric).difference(&old).cloned().collect();
+    assert!(!scratch.is_empty(), "scratch.bin stored no chunk on the nodes");
+    std::fs::remove_file(b.path("scratch.bin")).unwrap();
+    std::fs::write(b.path("after.txt"), b"after the scratch file").unwrap();
+    wait_durable(&b.home);
+    ok(quloud(&b.home).arg("snapshot"), "quloud snapshot on the second home");
+    // The counter grows once the pass that deleted them ends.
+    wait_until(Duration::from_secs(90), "garbage collection to delete the deleted file's chunks", || {
+        scratch.iter().all(|p| !p.exists()) && chunks_collected(&metrics) > 0
+    });
+    assert_eq!(newest_of_epoch(&home_b, 1), Some(adopted.clone()), "the adopted snapshot is kept");
+    b.unmount();
+
+    // Nothing the first home had is lost: both its files read back from the adopted snapshot,
+    // from the nodes (the disk cache is off in tests).
+    let mp_s = tmp.path().join("s-mp");
+    let mut s = Mount::start(&home_b, &mp_s, &fabric.url(), &["--snapshot", &adopted]);
+    let back = std::fs::read(s.path("late.bin")).expect("late.bin in the adopted snapshot");
+    assert!(back == late, "late.bin of the fenced home is lost");
+    let back = std::fs::read(s.path("before.bin")).expect("before.bin in the adopted snapshot");
+    assert!(back == before, "before.bin, deleted by the second home, is lost");
+    s.unmount();
 }

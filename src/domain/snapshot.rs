@@ -491,6 +491,18 @@ pub fn retain(snapshots: &[(u64, u64)], policy: Retention) -> BTreeSet<u64> {
     keep
 }
 
+/// What a kept blob's pins hold, and so how garbage collection keeps the chunks it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinScope {
+    /// The blob's own head and pieces. The chunks its files name are kept by garbage
+    /// collection's bound: nothing unreferenced after it was taken is collected while it is kept
+    /// (a snapshot this home took, a share).
+    Pieces,
+    /// Its head and pieces and every chunk its files name (a snapshot restored or adopted from
+    /// another home's lineage): it needs no time bound, so none taken on another clock applies.
+    Named,
+}
+
 /// A blob the owner keeps in the fabric (a snapshot or a shared manifest), as the manifest
 /// remembers it: what it is, and every addr it pins (their references keep them from garbage
 /// collection and in the audit, renewal and healing rounds).
@@ -498,8 +510,11 @@ pub fn retain(snapshots: &[(u64, u64)], policy: Retention) -> BTreeSet<u64> {
 pub struct BlobRow {
     /// The snapshot as listed in root records (for a share: id, creation time, head, counts).
     pub info: SnapshotInfo,
-    /// Distinct addrs of the head and pieces.
+    /// Distinct addrs pinned: of the head and pieces, and with `PinScope::Named` of every chunk
+    /// the blob's files name.
     pub pins: Vec<Addr>,
+    /// What `pins` holds.
+    pub scope: PinScope,
     /// What was shared (empty for a snapshot).
     pub path: Vec<u8>,
 }
@@ -507,9 +522,13 @@ pub struct BlobRow {
 impl BlobRow {
     /// Encodes for the manifest.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(1 + SNAPSHOT_INFO_LEN + 8 + self.path.len() + self.pins.len() * 32);
-        v.push(2);
+        let mut v = Vec::with_capacity(2 + SNAPSHOT_INFO_LEN + 8 + self.path.len() + self.pins.len() * 32);
+        v.push(3);
         self.info.encode_into(&mut v);
+        v.push(match self.scope {
+            PinScope::Pieces => 0,
+            PinScope::Named => 1,
+        });
         v.extend_from_slice(&(self.path.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.path);
         v.extend_from_slice(&(self.pins.len() as u32).to_le_bytes());
@@ -522,10 +541,10 @@ impl BlobRow {
     /// Decodes a manifest row.
     pub fn decode(b: &[u8]) -> Option<BlobRow> {
         let (&version, rest) = b.split_first()?;
-        // Format 1 rows hold snapshot infos without an epoch.
+        // Format 1 rows hold snapshot infos without an epoch; formats 1 and 2 have no scope.
         let info_len = match version {
             1 => SNAPSHOT_INFO_V1_LEN,
-            2 => SNAPSHOT_INFO_LEN,
+            2 | 3 => SNAPSHOT_INFO_LEN,
             _ => return None,
         };
         if rest.len() < info_len + 4 {
@@ -533,6 +552,17 @@ impl BlobRow {
         }
         let info = SnapshotInfo::decode(&rest[..info_len])?;
         let rest = &rest[info_len..];
+        let (scope, rest) = match version {
+            3 => match rest.split_first()? {
+                (0, rest) => (PinScope::Pieces, rest),
+                (1, rest) => (PinScope::Named, rest),
+                _ => return None,
+            },
+            _ => (PinScope::Pieces, rest),
+        };
+        if rest.len() < 4 {
+            return None;
+        }
         let plen = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
         let rest = &rest[4..];
         if rest.len() < plen + 4 {
@@ -546,7 +576,7 @@ impl BlobRow {
             return None;
         }
         let pins = rest.chunks_exact(32).map(|c| Addr(c.try_into().unwrap_or([0; 32]))).collect();
-        Some(BlobRow { info, pins, path })
+        Some(BlobRow { info, pins, scope, path })
     }
 }
 
@@ -732,7 +762,7 @@ mod tests {
         row.extend_from_slice(&1u32.to_le_bytes());
         row.extend_from_slice(&[4; 32]);
         let back = BlobRow::decode(&row).unwrap();
-        assert_eq!((back.info, back.pins), (info, vec![Addr([4; 32])]));
+        assert_eq!((back.info, back.pins, back.scope), (info, vec![Addr([4; 32])], PinScope::Pieces));
     }
 
     #[test]
@@ -777,8 +807,10 @@ mod tests {
         let k = keys();
         let s = seal_blob(k.snapshot(), b"x", 1).unwrap();
         let info = SnapshotInfo { id: 3, taken_ms: 9, head: s.head_ref, files: 1, bytes: 1, epoch: 0 };
-        let row = BlobRow { info, pins: s.addrs(), path: b"/photos".to_vec() };
-        assert_eq!(BlobRow::decode(&row.encode()), Some(row));
+        let row = BlobRow { info, pins: s.addrs(), scope: PinScope::Pieces, path: b"/photos".to_vec() };
+        assert_eq!(BlobRow::decode(&row.encode()), Some(row.clone()));
+        let adopted = BlobRow { scope: PinScope::Named, path: Vec::new(), ..row };
+        assert_eq!(BlobRow::decode(&adopted.encode()), Some(adopted));
     }
 
     proptest! {

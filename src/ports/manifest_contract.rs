@@ -5,7 +5,7 @@ use crate::domain::dump::DumpWriter;
 use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Extent, FsError, Ino, Kind, Time, ROOT_INO};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, ChunkId, NodeId};
-use crate::domain::snapshot::{BlobRow, PieceRef, SnapshotInfo};
+use crate::domain::snapshot::{BlobRow, PieceRef, PinScope, SnapshotInfo};
 use crate::ports::manifest::{Manifest, Tx};
 use std::time::Duration;
 
@@ -293,7 +293,7 @@ pub(crate) fn meta_nodes_and_written_off(h: &dyn Harness) {
 fn blob(id: u64, pins: Vec<Addr>) -> BlobRow {
     let head = PieceRef { id: ChunkId([id as u8; 32]), addr: addr(id as u8), len: 10, seed: [0; 32] };
     let info = SnapshotInfo { id, taken_ms: 1000 * id, head, files: id, bytes: 0, epoch: 0 };
-    BlobRow { info, pins, path: Vec::new() }
+    BlobRow { info, pins, scope: PinScope::Pieces, path: Vec::new() }
 }
 
 pub(crate) fn blobs_pin_and_unpin(h: &dyn Harness) {

@@ -7,7 +7,7 @@ use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Extent, FsError, Ino, Kin
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::NodeId;
 use crate::domain::ids::{Addr, ChunkId};
-use crate::domain::snapshot::{BlobRow, PieceRef, SnapshotInfo};
+use crate::domain::snapshot::{BlobRow, PieceRef, PinScope, SnapshotInfo};
 use crate::ports::manifest::{self as port, ManifestFiles};
 use crate::ports::manifest_contract::{fixed, Harness};
 use std::path::Path;
@@ -267,8 +267,8 @@ fn same_everywhere(tx: &port::Tx) -> Result<(), FsError> {
     tx.put_node(&NodeId([5; 32]), &NodeRecord { passed: 4, ..NodeRecord::default() })?;
     let head = PieceRef { id: ChunkId([1; 32]), addr: a, len: 100, seed: [3; 32] };
     let info = SnapshotInfo { id: 1, taken_ms: 5, head, files: 2, bytes: 50, epoch: 0 };
-    tx.put_blob(false, &BlobRow { info, pins: vec![a], path: Vec::new() }, true)?;
-    tx.put_blob(true, &BlobRow { info, pins: vec![a], path: b"/x".to_vec() }, true)
+    tx.put_blob(false, &BlobRow { info, pins: vec![a], scope: PinScope::Pieces, path: Vec::new() }, true)?;
+    tx.put_blob(true, &BlobRow { info, pins: vec![a], scope: PinScope::Pieces, path: b"/x".to_vec() }, true)
 }
 
 #[test]

@@ -7,8 +7,9 @@ use super::{fetch_blob, find_root, FsError, Vault};
 use crate::domain::dump::{addr_of, records, Code};
 use crate::domain::fs::{ChunkRecord, ChunkState};
 use crate::domain::ids::Addr;
-use crate::domain::snapshot::{BlobRow, RootRecord, SnapshotInfo};
+use crate::domain::snapshot::{BlobHead, BlobRow, PinScope, RootRecord, SnapshotInfo};
 use crate::ports::fabric::ChunkFabric;
+use crate::ports::manifest::Tx;
 use std::collections::HashSet;
 
 impl<F: ChunkFabric + 'static> Vault<F> {
@@ -56,46 +57,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let nothing = |_: u64, _: u64| {};
         let (head, dump) =
             fetch_blob(fabric, self.keys.snapshot(), &info.head, self.opts.fetch_timeout, &nothing).await?;
-        let mut named: Vec<(Addr, ChunkRecord)> = Vec::new();
-        for r in records(&dump)? {
-            if r.code == Code::Chunks {
-                match ChunkRecord::decode(r.value) {
-                    Some(c) if c.refs > 0 => named.push((Addr(addr_of(r.key)?), c)),
-                    Some(_) => {}
-                    None => {
-                        return Err(FsError::Io("adopted snapshot names a malformed chunk record".into()))
-                    }
-                }
-            }
-        }
-        let pieces = std::iter::once(info.head).chain(head.pieces.iter().copied());
+        let named = named_chunks(&dump)?;
         let id = self.m.write_durable(|tx| {
-            let mut pins = HashSet::new();
-            for p in pieces {
-                if pins.insert(p.addr) && tx.chunk(&p.addr)?.is_none() {
-                    let rec = ChunkRecord {
-                        id: p.id,
-                        ct_len: p.len,
-                        refs: 0,
-                        state: ChunkState::Durable,
-                        replicas: Vec::new(),
-                    };
-                    tx.put_chunk(&p.addr, &rec)?;
-                }
-            }
-            for (addr, c) in &named {
-                if pins.insert(*addr) && tx.chunk(addr)?.is_none() {
-                    tx.put_chunk(addr, &ChunkRecord { refs: 0, ..c.clone() })?;
-                }
-            }
             let id = tx.meta("last_snapshot")?.unwrap_or(0) + 1;
             tx.set_meta("last_snapshot", id)?;
-            let row = BlobRow {
-                info: SnapshotInfo { id, ..*info },
-                pins: pins.into_iter().collect(),
-                path: Vec::new(),
-            };
-            tx.put_blob(false, &row, true)?;
+            keep_pinned(tx, &SnapshotInfo { id, ..*info }, &head, &named)?;
             Ok(id)
         })?;
         tracing::warn!(
@@ -107,4 +73,52 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         );
         Ok(())
     }
+}
+
+/// The chunks the files of a snapshot's manifest `dump` name, with their records.
+pub(super) fn named_chunks(dump: &[u8]) -> Result<Vec<(Addr, ChunkRecord)>, FsError> {
+    let mut named = Vec::new();
+    for r in records(dump)? {
+        if r.code == Code::Chunks {
+            match ChunkRecord::decode(r.value) {
+                Some(c) if c.refs > 0 => named.push((Addr(addr_of(r.key)?), c)),
+                Some(_) => {}
+                None => return Err(FsError::Io("a snapshot names a malformed chunk record".into())),
+            }
+        }
+    }
+    Ok(named)
+}
+
+/// Keeps snapshot `info` (its head `head`, naming the chunks `named`) of another home's lineage,
+/// pinning its pieces and every chunk it names (`PinScope::Named`): no time bound of garbage
+/// collection, taken on another machine's clock, guards them. Chunks not recorded yet are
+/// recorded as durable, with the replicas the snapshot knows.
+pub(super) fn keep_pinned(
+    tx: &Tx<'_>,
+    info: &SnapshotInfo,
+    head: &BlobHead,
+    named: &[(Addr, ChunkRecord)],
+) -> Result<(), FsError> {
+    let mut pins = HashSet::new();
+    for p in std::iter::once(&info.head).chain(&head.pieces) {
+        if pins.insert(p.addr) && tx.chunk(&p.addr)?.is_none() {
+            let rec = ChunkRecord {
+                id: p.id,
+                ct_len: p.len,
+                refs: 0,
+                state: ChunkState::Durable,
+                replicas: Vec::new(),
+            };
+            tx.put_chunk(&p.addr, &rec)?;
+        }
+    }
+    for (addr, c) in named {
+        if pins.insert(*addr) && tx.chunk(addr)?.is_none() {
+            tx.put_chunk(addr, &ChunkRecord { refs: 0, ..c.clone() })?;
+        }
+    }
+    let row =
+        BlobRow { info: *info, pins: pins.into_iter().collect(), scope: PinScope::Named, path: Vec::new() };
+    tx.put_blob(false, &row, true)
 }

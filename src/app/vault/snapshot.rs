@@ -10,13 +10,13 @@ use super::pipeline::{queue_upload, SMALL_CHUNK};
 use super::Manifest;
 use super::{FsError, Vault};
 use crate::domain::dump::DumpWriter;
-use crate::domain::fs::{Attr, ChunkRecord, ChunkState, Ino, Kind, ROOT_INO};
+use crate::domain::fs::{Attr, ChunkRecord, Ino, Kind, ROOT_INO};
 use crate::domain::ids::Addr;
 use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};
 use crate::domain::share::Capability;
 use crate::domain::snapshot::{
     choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobHead, BlobRow, PieceRef,
-    RootChoice, RootRecord, SealedBlob, SnapshotInfo,
+    PinScope, RootChoice, RootRecord, SealedBlob, SnapshotInfo,
 };
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::manifest::ManifestFiles;
@@ -152,7 +152,8 @@ pub struct ManifestFile<'a> {
 }
 
 /// Rebuilds a manifest at `to.path` from snapshot `info` of the vault: fetches and verifies it,
-/// imports it, and records the snapshot itself (so it stays pinned and listed).
+/// imports it, and records the snapshot itself, pinning every chunk it names (so it stays listed
+/// and, while kept, what it names stays in the fabric whatever this home deletes).
 pub async fn materialize_snapshot<F: ChunkFabric>(
     fabric: &F,
     keys: &VaultKeys,
@@ -167,24 +168,9 @@ pub async fn materialize_snapshot<F: ChunkFabric>(
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
     let m = files.import(&tmp, &dump)?;
+    let named = super::lineage::named_chunks(&dump)?;
     m.write_durable(|tx| {
-        let mut pins = vec![info.head];
-        pins.extend(head.pieces.iter().copied());
-        let mut seen = HashSet::new();
-        for p in pins.iter().filter(|p| seen.insert(p.addr)) {
-            if tx.chunk(&p.addr)?.is_none() {
-                let rec = ChunkRecord {
-                    id: p.id,
-                    ct_len: p.len,
-                    refs: 0,
-                    state: ChunkState::Durable,
-                    replicas: Vec::new(),
-                };
-                tx.put_chunk(&p.addr, &rec)?;
-            }
-        }
-        let row = BlobRow { info: *info, pins: seen.into_iter().collect(), path: Vec::new() };
-        tx.put_blob(false, &row, true)?;
+        super::lineage::keep_pinned(tx, info, &head, &named)?;
         let last = root.snapshots.iter().map(|s| s.id).max().unwrap_or(info.id);
         tx.set_meta("last_snapshot", last)?;
         tx.set_meta("root_version", root.version)
@@ -230,7 +216,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let now = self.clock.now_ms();
         let info =
             SnapshotInfo { id, taken_ms: now, head: blob.head_ref, files, bytes, epoch: self.my_epoch() };
-        let row = BlobRow { info, pins: blob.addrs(), path: Vec::new() };
+        let row = BlobRow { info, pins: blob.addrs(), scope: PinScope::Pieces, path: Vec::new() };
         self.store_blob(&blob, &row, BlobKind::Snapshot, wait).await?;
         // Retention: drop what the policy no longer keeps (their pieces become garbage).
         let rows = self.m.read()?.blobs(false)?;
@@ -285,10 +271,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(list)
     }
 
-    /// The oldest retained snapshot's time: chunks unreferenced before it may still be named by
-    /// a snapshot, so garbage collection keeps them.
+    /// The bound of garbage collection: the time of the oldest retained snapshot this home took.
+    /// A chunk unreferenced after it may be named by a snapshot, so collection keeps it.
+    /// Restored and adopted snapshots pin every chunk they name and set no bound.
     pub(super) fn oldest_snapshot_ms(&self) -> Result<Option<u64>, FsError> {
-        Ok(self.snapshots()?.iter().map(|s| s.taken_ms).min())
+        let rows = self.m.read()?.blobs(false)?;
+        Ok(rows.iter().filter(|r| r.scope == PinScope::Pieces).map(|r| r.info.taken_ms).min())
     }
 
     /// Publishes a root record listing the retained snapshots again (a fenced home closing its
@@ -481,7 +469,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let id = self.m.read()?.meta("last_share")?.unwrap_or(0) + 1;
         let info =
             SnapshotInfo { id, taken_ms: self.clock.now_ms(), head: blob.head_ref, files, bytes, epoch: 0 };
-        let row = BlobRow { info, pins: blob.addrs(), path: path.as_bytes().to_vec() };
+        let row =
+            BlobRow { info, pins: blob.addrs(), scope: PinScope::Pieces, path: path.as_bytes().to_vec() };
         self.store_blob(&blob, &row, BlobKind::Share, wait).await?;
         Ok(Capability { secret: *secret, head: blob.head_ref })
     }

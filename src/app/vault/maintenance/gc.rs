@@ -33,8 +33,9 @@ impl GcWorker {
             return Ok(0);
         }
         let mut before = v.clock.now_ms().saturating_sub(v.opts.health.gc_grace.as_millis() as u64);
-        // A chunk unreferenced after the oldest retained snapshot was taken may be named by a
-        // snapshot: it stays until retention drops every snapshot older than its unreferencing.
+        // A chunk unreferenced after the oldest retained snapshot this home took may be named by
+        // it: it stays until retention drops every such snapshot older than its unreferencing.
+        // Restored and adopted snapshots pin what they name and bound nothing.
         if let Some(oldest) = v.oldest_snapshot_ms()? {
             before = before.min(oldest);
         }

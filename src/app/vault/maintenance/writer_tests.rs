@@ -168,4 +168,24 @@ async fn a_fenced_lineage_is_adopted_and_garbage_collection_keeps_what_either_na
     assert_eq!(root.record.epoch, 2);
     let newest = root.record.snapshots.iter().max_by_key(|s| s.order()).unwrap();
     assert_eq!(Some(newest), listed.last(), "snapshots and restore disagree on the newest");
+
+    // Collection goes on after the adoption: a file only the writer named, deleted before its
+    // next snapshot, is collected although the adopted snapshot, taken earlier on the other
+    // home's clock, is kept (it pins what it names; no time bound of its applies).
+    let scratch = durable(&b.vault, b"scratch", 4).await;
+    b.vault.unlink(ROOT_INO, b"scratch").unwrap();
+    durable(&b.vault, b"after scratch", 5).await;
+    clock.advance(Duration::from_secs(60));
+    assert!(matches!(b.vault.snapshot(Duration::from_secs(30)).await.unwrap(), SnapshotOutcome::Taken(_)));
+    clock.advance(Duration::from_secs(1));
+    let collected = GcWorker.run_once(&*b.vault, &fabric).await.unwrap();
+    assert!(collected >= scratch.len() as u64, "collected {collected} of the deleted file's chunks");
+    for addr in &scratch {
+        assert!(fabric.holders(addr).is_empty(), "{addr:?} of the deleted file is still on the nodes");
+    }
+    for addr in shared.iter().chain(&late) {
+        assert!(!fabric.holders(addr).is_empty(), "{addr:?} was deleted from every node");
+    }
+    let epochs: Vec<u64> = b.vault.snapshots().unwrap().iter().map(|s| s.epoch).collect();
+    assert_eq!(epochs, vec![1, 2], "the adopted snapshot is kept");
 }
