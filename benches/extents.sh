@@ -13,8 +13,8 @@
 #             bytes loaded (outbox, disk cache, fabric) and staged, from the mount's counters
 #             (quloud_vault_loaded_bytes_total, quloud_vault_staged_bytes_total), and the
 #             staging directory's disk use right after the write
-#   append    after another cold remount, append 1 MiB: bytes the nodes store anew (their data
-#             directories' growth / REPLICAS), and the counters as above
+#   append    after another cold remount, append 1 MiB: chunks uploaded
+#             (quloud_vault_chunks_uploaded_total, each at most 1020 KiB) and the counters as above
 # Every figure is checked against a copy: the file is compared with cmp after a cold remount.
 set -euo pipefail
 
@@ -89,9 +89,8 @@ q_durable() {
     done
 }
 metric() { curl -sf "http://127.0.0.1:$MET/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
-node_bytes() { du -sb "$TMP"/node* | awk '{ s += $1 } END { print s }'; }
 now() { date +%s.%N; }
-mib() { awk -v b="$1" 'BEGIN { printf "%.2f MiB", b / 1048576 }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.3f MiB", b / 1048576 }'; }
 
 q_mount
 head -c "$SIZE" /dev/urandom >"$TMP/ref.bin"
@@ -105,7 +104,7 @@ head -c 4096 /dev/urandom >"$TMP/patch"
 t0=$(now)
 dd if="$TMP/patch" of="$TMP/mnt/big.bin" bs=4096 seek="$HALF" conv=notrunc status=none
 t1=$(now)
-staging_du=$(du -sb "$HOME_DIR/staging" | cut -f1)
+staging_du=$(du -s -B1 "$HOME_DIR/staging" | cut -f1)
 dd if="$TMP/patch" of="$TMP/ref.bin" bs=4096 seek="$HALF" conv=notrunc status=none
 q_durable
 t2=$(now)
@@ -113,15 +112,13 @@ echo "write4k: dd $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f s", b - a }'
     "loaded $(mib "$(metric quloud_vault_loaded_bytes_total)"), staged $(mib "$(metric quloud_vault_staged_bytes_total)"), staging dir $(mib "$staging_du")"
 
 q_cold_remount
-before=$(node_bytes)
 head -c 1048576 /dev/urandom >"$TMP/tail"
 t0=$(now)
 cat "$TMP/tail" >>"$TMP/mnt/big.bin"
 cat "$TMP/tail" >>"$TMP/ref.bin"
 q_durable
 t2=$(now)
-after=$(node_bytes)
-echo "append 1 MiB: durable after $(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f s", b - a }'), stored anew $(mib $(((after - before) / REPLICAS))) per replica," \
+echo "append 1 MiB: durable after $(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f s", b - a }'), chunks uploaded $(metric quloud_vault_chunks_uploaded_total)," \
     "loaded $(mib "$(metric quloud_vault_loaded_bytes_total)"), staged $(mib "$(metric quloud_vault_staged_bytes_total)")"
 
 q_cold_remount
