@@ -1,4 +1,4 @@
-//! Writes and attribute changes of staged files: materializing a file into staging, pwrite, truncate, and chmod/utimes deferred while staged.
+//! Writes and attribute changes of staged files: staging a file in part, pwrite, truncate, and chmod/utimes deferred while staged.
 
 use super::StagedMeta;
 use crate::app::vault::{Fh, FsError, SetAttr, TimeSet, Vault};
@@ -50,8 +50,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(file)
     }
 
-    /// Writes data at an offset (to the staging copy; never waits for the network unless an
-    /// existing file must first be fetched).
+    /// Writes data at an offset (to the staging copy; never waits for the network: an existing
+    /// file is staged in part, with nothing fetched).
     pub async fn write(
         self: &Arc<Self>,
         ino: Ino,
