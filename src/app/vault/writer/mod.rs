@@ -1,8 +1,9 @@
 //! Staging of file data: open files and their handles, the staging area, writes, fsync and
 //! truncation. A file being written lives in `staging/<ino>`; writes are local `pwrite`s and
 //! never wait for the network. An existing file is staged in part on its first write or truncate
-//! (a sparse copy; unwritten bytes come from its chunks, docs/DESIGN.md §12). fsync makes the staging file and the manifest durable; after the last writer
-//! closes, the pipeline chunks the file into the outbox and drops the staging copy.
+//! (a sparse copy; unwritten bytes come from its chunks, docs/DESIGN.md §12). fsync makes the
+//! staging file and the manifest durable; after the last writer closes, the pipeline chunks the
+//! file into the outbox and drops the staging copy.
 
 mod recover;
 mod write;
