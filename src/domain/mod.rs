@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lease;
 pub mod membership;
 pub mod paper;
+pub mod partial;
 pub mod placement;
 pub mod proof;
 pub mod seal;

@@ -14,6 +14,7 @@
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::partial::Partial;
 use crate::domain::snapshot::BlobRow;
 use std::collections::HashSet;
 use std::path::Path;
@@ -103,6 +104,8 @@ pub trait ManifestSnapshot: ManifestRead {
     fn sealing(&self) -> Result<Vec<Addr>, FsError>;
     /// Inodes staged locally (to re-queue after a restart), in ino order.
     fn staged(&self) -> Result<Vec<Ino>, FsError>;
+    /// The local part of a file staged in part (`None`: staged whole, or not staged).
+    fn partial(&self, ino: Ino) -> Result<Option<Partial>, FsError>;
     /// How many inodes the vault has.
     fn inode_count(&self) -> Result<u64, FsError>;
     /// Number of inodes, regular files and their bytes, and of queued uploads, and every chunk
@@ -136,6 +139,8 @@ pub trait ManifestTx: ManifestRead {
     fn put_xattr(&self, ino: Ino, name: &[u8], value: Option<&[u8]>) -> Result<(), FsError>;
     /// Marks an inode's content as staged (or not).
     fn set_staged(&self, ino: Ino, staged: bool) -> Result<(), FsError>;
+    /// Records (or drops) the local part of a file staged in part; unstaging drops it too.
+    fn set_partial(&self, ino: Ino, p: Option<&Partial>) -> Result<(), FsError>;
     /// Writes a chunk record.
     fn put_chunk(&self, addr: &Addr, c: &ChunkRecord) -> Result<(), FsError>;
     /// Replaces a file's extents, adjusting chunk reference counts.

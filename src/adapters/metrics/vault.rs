@@ -156,6 +156,16 @@ pub fn vault_families(
         load(&r.cache_misses),
     )?;
     p.counter(
+        "quloud_vault_loaded_bytes_total",
+        "Plaintext bytes of chunks loaded from the outbox, the disk cache or the fabric (reads, read-ahead and rechunking).",
+        load(&r.loaded_bytes),
+    )?;
+    p.counter(
+        "quloud_vault_staged_bytes_total",
+        "Bytes written into staging copies of files.",
+        load(&r.staged_bytes),
+    )?;
+    p.counter(
         "quloud_vault_fabric_fetch_failures_total",
         "Fabric fetches that failed (timed out, no node returned the chunk, broker error).",
         load(&r.fetch_failures),

@@ -28,6 +28,9 @@ pub const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chun
 pub const XATTRS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("xattrs-v1");
 /// Manifest: inodes whose current content is in the local staging area (ino → size).
 pub const STAGED: TableDefinition<u64, u64> = TableDefinition::new("staged-v1");
+/// Manifest: files staged in part, ino → encoded `Partial` (which ranges of the sparse staging
+/// copy hold the file's content; the rest is its chunks). Local-only, like `staged-v1`.
+pub const STAGED_RANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("staged-ranges-v1");
 /// Manifest: the upload queue, addr → time queued (Unix ms); the ciphertext is in the outbox.
 pub const UPLOADS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("uploads-v1");
 /// Manifest: ciphertexts of small queued chunks (≤ 64 KiB), kept here instead of one outbox

@@ -6,9 +6,14 @@ use crate::app::metrics::{Histogram, FETCH_BUCKETS};
 use crate::ports::fabric::ChunkFabric;
 use std::sync::atomic::AtomicU64;
 
-/// Counters of the read path.
+/// Counters of the data paths: reads, and the bytes that writes stage.
 #[derive(Debug)]
 pub struct ReadStats {
+    /// Plaintext bytes of chunks loaded below the memory cache (outbox, disk cache or fabric),
+    /// for reads and for rechunking files staged in part.
+    pub loaded_bytes: AtomicU64,
+    /// Bytes written into staging copies (writes; nothing else fills them).
+    pub staged_bytes: AtomicU64,
     /// Chunk reads served from the LRU cache of decrypted chunks.
     pub cache_hits: AtomicU64,
     /// Chunk reads that had to load the chunk (outbox, disk cache or fabric), read-ahead included.
@@ -24,6 +29,8 @@ pub struct ReadStats {
 impl Default for ReadStats {
     fn default() -> Self {
         ReadStats {
+            loaded_bytes: AtomicU64::new(0),
+            staged_bytes: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),

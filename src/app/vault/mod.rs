@@ -202,6 +202,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if self.m.is_read_only() {
             return Ok(());
         }
+        self.sync_partial_ranges()?;
         let retiring = std::mem::take(&mut *Self::lock(&self.writer.retiring));
         if let Err(e) = self.m.checkpoint() {
             Self::lock(&self.writer.retiring).extend(retiring);
@@ -209,6 +210,22 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         for (ino, open) in retiring {
             self.writer.staging.retire(crate::ports::local_disk::StagedName::Staged(ino), open);
+        }
+        Ok(())
+    }
+
+    /// Syncs the staging copies of files staged in part that changed since their ranges were
+    /// recorded, then records them: the checkpoint then keeps their writes as it keeps those of
+    /// files staged whole (docs/DESIGN.md §12).
+    fn sync_partial_ranges(&self) -> Result<(), FsError> {
+        let changed: Vec<_> = Self::lock(&self.writer.files)
+            .iter()
+            .filter(|(_, f)| f.generation > f.partial_synced)
+            .filter_map(|(&ino, f)| Some((ino, f.staging.clone()?, f.partial.clone()?, f.generation)))
+            .collect();
+        for (ino, file, part, generation) in changed {
+            file.sync_data()?;
+            self.persist_attrs(ino, Some((part, generation)))?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use crate::domain::dump::DumpWriter;
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::partial::Partial;
 use crate::domain::snapshot::BlobRow;
 use crate::ports::manifest::{
     self as port, Commit, Dump, ManifestRead, ManifestSnapshot, ManifestStore, ManifestTx, ReadFn,
@@ -33,6 +34,7 @@ pub(super) struct Tables {
     chunks: BTreeMap<Addr, ChunkRecord>,
     xattrs: BTreeMap<(Ino, Vec<u8>), Vec<u8>>,
     staged: BTreeSet<Ino>,
+    partial: BTreeMap<Ino, Partial>,
     uploads: BTreeMap<Addr, u64>,
     small_outbox: BTreeMap<Addr, Vec<u8>>,
     unreferenced: BTreeMap<Addr, u64>,
@@ -293,6 +295,10 @@ impl ManifestSnapshot for Snapshot {
         Ok(self.0.staged.iter().copied().collect())
     }
 
+    fn partial(&self, ino: Ino) -> Result<Option<Partial>, FsError> {
+        Ok(self.0.partial.get(&ino).cloned())
+    }
+
     fn inode_count(&self) -> Result<u64, FsError> {
         Ok(self.0.inodes.len() as u64)
     }
@@ -355,6 +361,7 @@ impl ManifestTx for MemoryTx {
         t.xattrs.retain(|(i, _), _| *i != ino);
         t.symlinks.remove(&ino);
         t.staged.remove(&ino);
+        t.partial.remove(&ino);
         t.inodes.remove(&ino);
         Ok(())
     }
@@ -396,7 +403,13 @@ impl ManifestTx for MemoryTx {
             t.staged.insert(ino);
         } else {
             t.staged.remove(&ino);
+            t.partial.remove(&ino);
         }
+        Ok(())
+    }
+
+    fn set_partial(&self, ino: Ino, p: Option<&Partial>) -> Result<(), FsError> {
+        set(&mut self.t().partial, ino, p.cloned());
         Ok(())
     }
 

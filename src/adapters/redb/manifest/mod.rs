@@ -34,7 +34,7 @@ pub use view::View;
 
 use super::{
     CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SMALL_OUTBOX, SNAPSHOTS,
-    STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
+    STAGED, STAGED_RANGES, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use crate::domain::fs::{Attr, FsError, Kind, ROOT_INO};
 use redb::{Database, Durability, WriteTransaction};
@@ -119,6 +119,7 @@ pub(in crate::adapters::redb) fn create_tables(txn: &WriteTransaction) -> Result
     let _ = txn.open_table(XATTRS).map_err(err)?;
     let _ = txn.open_table(EXTENTS).map_err(err)?;
     let _ = txn.open_table(STAGED).map_err(err)?;
+    let _ = txn.open_table(STAGED_RANGES).map_err(err)?;
     let _ = txn.open_table(META).map_err(err)?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use super::{Manifest, Rx, Tx};
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::partial::Partial;
 use crate::domain::snapshot::BlobRow;
 use crate::ports::manifest::{
     self as port, Commit, Dump, ManifestFiles, ManifestRead, ManifestSnapshot, ManifestStore, ManifestTx,
@@ -63,6 +64,7 @@ forward! { ManifestSnapshot for Rx {
     fn upload_queued(&self, addr: &Addr) -> bool;
     fn sealing(&self) -> Vec<Addr>;
     fn staged(&self) -> Vec<Ino>;
+    fn partial(&self, ino: Ino) -> Option<Partial>;
     fn inode_count(&self) -> u64;
     fn summary(&self) -> Summary;
     fn content_hash(&self) -> [u8; 32];
@@ -79,6 +81,7 @@ forward! { ManifestTx for Tx<'_> {
     fn put_symlink(&self, ino: Ino, target: &[u8]) -> ();
     fn put_xattr(&self, ino: Ino, name: &[u8], value: Option<&[u8]>) -> ();
     fn set_staged(&self, ino: Ino, staged: bool) -> ();
+    fn set_partial(&self, ino: Ino, p: Option<&Partial>) -> ();
     fn put_chunk(&self, addr: &Addr, c: &ChunkRecord) -> ();
     fn set_extents(&self, ino: Ino, new: &[Extent]) -> ();
     fn adjust_refs(&self, addr: &Addr, delta: i64) -> ();

@@ -3,7 +3,7 @@
 
 use super::super::{
     CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SMALL_OUTBOX, SNAPSHOTS,
-    STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
+    STAGED, STAGED_RANGES, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use super::Summary;
 use super::{dirent_key, err, FILES, FILE_BYTES};
@@ -11,6 +11,7 @@ use crate::domain::fs::Kind;
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::partial::Partial;
 use crate::domain::snapshot::BlobRow;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
@@ -270,6 +271,16 @@ impl Rx {
             out.push(row.map_err(err)?.0.value());
         }
         Ok(out)
+    }
+
+    /// The local part of a file staged in part (`None`: staged whole, or not staged).
+    pub fn partial(&self, ino: Ino) -> Result<Option<Partial>, FsError> {
+        let t = self.0.open_table(STAGED_RANGES).map_err(err)?;
+        let Some(row) = t.get(ino).map_err(err)? else { return Ok(None) };
+        match Partial::decode(row.value()) {
+            Some(p) => Ok(Some(p)),
+            None => Err(FsError::Io(format!("the staged ranges of inode {ino} are malformed"))),
+        }
     }
 
     /// Number of inodes and of queued uploads, and every chunk record (for status).

@@ -3,7 +3,7 @@
 
 use super::super::{
     CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SMALL_OUTBOX, SNAPSHOTS,
-    STAGED, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
+    STAGED, STAGED_RANGES, SYMLINKS, UNREFERENCED, UPLOADS, XATTRS,
 };
 use super::read::readers;
 use super::{dirent_key, err, FILES, FILE_BYTES};
@@ -11,6 +11,7 @@ use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::fs::{Kind, ROOT_INO};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
+use crate::domain::partial::Partial;
 use crate::domain::snapshot::BlobRow;
 use redb::{Key, ReadableTable, TableDefinition, Value, WriteTransaction};
 use std::borrow::Borrow;
@@ -307,6 +308,23 @@ impl Tx<'_> {
         let mut t = self.txn.open_table(STAGED).map_err(err)?;
         let old = if staged { t.insert(ino, 0) } else { t.remove(ino) }.map_err(err)?.map(|g| g.value());
         self.remember(move |w| put_back(w, STAGED, ino, old));
+        if !staged {
+            self.set_partial(ino, None)?;
+        }
+        Ok(())
+    }
+
+    /// Records (or drops) the local part of a file staged in part.
+    pub fn set_partial(&self, ino: Ino, p: Option<&Partial>) -> Result<(), FsError> {
+        let mut t = self.txn.open_table(STAGED_RANGES).map_err(err)?;
+        let old = match p {
+            Some(p) => t.insert(ino, p.encode().as_slice()),
+            None => t.remove(ino),
+        }
+        .map_err(err)?
+        .filter(|_| self.recording())
+        .map(|g| g.value().to_vec());
+        self.remember(move |w| put_back(w, STAGED_RANGES, ino, old.as_deref()));
         Ok(())
     }
 

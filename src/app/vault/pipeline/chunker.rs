@@ -156,11 +156,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let snapshot = {
             let files = Self::lock(&self.writer.files);
             match files.get(&ino) {
-                Some(f) if f.writers == 0 => f.staging.clone().map(|s| (s, f.size, f.mtime, f.generation)),
+                Some(f) if f.writers == 0 => {
+                    f.staging.clone().map(|s| (s, f.size, f.mtime, f.generation, f.partial.clone()))
+                }
                 _ => None,
             }
         };
-        let Some((file, size, mtime, generation)) = snapshot else { return Ok(None) };
+        let Some((file, size, mtime, generation, partial)) = snapshot else { return Ok(None) };
         let mut p = Prepared {
             ino,
             size,
@@ -170,40 +172,58 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             fresh: Vec::new(),
             small: Vec::new(),
         };
-        let reader = PosReader { file: &*file, pos: 0, end: size };
         let mut fresh = HashSet::new();
-        for chunk in chunk_stream(reader, self.keys.chunker_seed()) {
-            let (offset, data) = chunk?;
-            let sealed = self.keys.seal(&data);
-            p.extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
-            // Just-written data is the likeliest to be read next.
-            let mut cache = Self::lock(&self.reader.cache);
-            let plain = Arc::new(cache.copy_in(&data));
-            cache.put(sealed.id, plain);
-            drop(cache);
-            // A chunk waiting for garbage collection (no references) may be deleted from its
-            // replicas at any moment, so it is sealed again as if new.
-            let known = fresh.contains(&sealed.addr)
-                || self.m.view().chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0);
-            if known {
-                continue;
-            }
-            let small = sealed.ciphertext.len() <= SMALL_CHUNK;
-            if small {
-                p.small.push((sealed.addr, sealed.ciphertext.clone()));
-            } else {
-                self.pipeline.outbox.write(&sealed.addr, &sealed.ciphertext)?;
-            }
-            let rec = ChunkRecord::pending(sealed.id, sealed.ciphertext.len());
-            fresh.insert(sealed.addr);
-            early.waiting_bytes += sealed.ciphertext.len();
-            early.waiting.push((sealed.addr, rec.clone(), small.then_some(sealed.ciphertext)));
-            p.fresh.push((sealed.addr, rec));
-            if early.waiting_bytes >= early.segment {
-                self.queue_early(early)?;
+        match partial {
+            Some(part) => self.rechunk(&mut p, &mut fresh, early, &*file, &part)?,
+            None => {
+                let reader = PosReader { file: &*file, pos: 0, end: size };
+                for chunk in chunk_stream(reader, self.keys.chunker_seed()) {
+                    let (offset, data) = chunk?;
+                    self.seal_into(&mut p, &mut fresh, early, offset, data)?;
+                }
             }
         }
         Ok(Some(p))
+    }
+
+    /// Seals one chunk of a file at `offset` into the outbox, unless it is known already.
+    fn seal_into(
+        &self,
+        p: &mut Prepared,
+        fresh: &mut HashSet<Addr>,
+        early: &mut Early,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), FsError> {
+        let sealed = self.keys.seal(&data);
+        p.extents.push(Extent { offset, len: data.len() as u32, id: sealed.id, addr: sealed.addr });
+        // Just-written data is the likeliest to be read next.
+        let mut cache = Self::lock(&self.reader.cache);
+        let plain = Arc::new(cache.copy_in(&data));
+        cache.put(sealed.id, plain);
+        drop(cache);
+        // A chunk waiting for garbage collection (no references) may be deleted from its
+        // replicas at any moment, so it is sealed again as if new.
+        let known =
+            fresh.contains(&sealed.addr) || self.m.view().chunk(&sealed.addr)?.is_some_and(|c| c.refs > 0);
+        if known {
+            return Ok(());
+        }
+        let small = sealed.ciphertext.len() <= SMALL_CHUNK;
+        if small {
+            p.small.push((sealed.addr, sealed.ciphertext.clone()));
+        } else {
+            self.pipeline.outbox.write(&sealed.addr, &sealed.ciphertext)?;
+        }
+        let rec = ChunkRecord::pending(sealed.id, sealed.ciphertext.len());
+        fresh.insert(sealed.addr);
+        early.waiting_bytes += sealed.ciphertext.len();
+        early.waiting.push((sealed.addr, rec.clone(), small.then_some(sealed.ciphertext)));
+        p.fresh.push((sealed.addr, rec));
+        if early.waiting_bytes >= early.segment {
+            self.queue_early(early)?;
+        }
+        Ok(())
     }
 
     /// Queues the new chunks sealed so far for upload, ahead of their files' commit: makes
@@ -379,6 +399,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(committed.len())
     }
 }
+
+#[path = "rechunk.rs"]
+mod rechunk;
 
 #[cfg(test)]
 #[path = "chunker_tests.rs"]

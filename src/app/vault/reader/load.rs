@@ -83,6 +83,7 @@ impl<S> MemoryCached<S> {
         // Bounds the memory of loads in flight (ciphertext + plaintext per load) beside the cache.
         let _slot = self.loads.acquire().await.map_err(|_| FsError::Unavailable("shutting down".into()))?;
         let plain = self.inner.chunk(v, e).await?;
+        v.read_stats.loaded_bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
         lock(&self.cache).put(e.id, plain.clone());
         Ok(plain)
     }

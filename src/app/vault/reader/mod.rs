@@ -13,6 +13,7 @@ mod open;
 
 use super::{Fh, FsError, Vault};
 use crate::domain::fs::{Extent, Ino};
+use crate::domain::partial::Run;
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::{DiskCache, StagedFile};
 use cache::{ChunkCache, Plain, ReadData};
@@ -75,16 +76,23 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         offset: u64,
         size: u32,
     ) -> Result<ReadData, FsError> {
-        let staged =
-            Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone().map(|s| (s, f.size)));
-        if let Some((file, len)) = staged {
-            let end = (offset + size as u64).min(len);
+        let staged = Self::lock(&self.writer.files).get(&ino).and_then(|f| {
+            let end = (offset + size as u64).min(f.size);
+            let runs = f.partial.as_ref().map(|p| p.runs(offset, end));
+            f.staging.clone().map(|s| (s, end, runs))
+        });
+        if let Some((file, end, runs)) = staged {
             if offset >= end {
                 return Ok(ReadData::Owned(Vec::new()));
             }
             let mut buf = vec![0u8; (end - offset) as usize];
-            let n = tokio::task::block_in_place(|| read_full_at(&*file, &mut buf, offset))?;
-            buf.truncate(n);
+            match runs {
+                Some(runs) => self.read_runs(ino, &*file, &runs, offset, &mut buf).await?,
+                None => {
+                    let n = tokio::task::block_in_place(|| read_full_at(&*file, &mut buf, offset))?;
+                    buf.truncate(n);
+                }
+            }
             return Ok(ReadData::Owned(buf));
         }
         let attr = self.m.view().inode(ino)?;
@@ -120,6 +128,55 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(ReadData::Owned(buf))
     }
 
+    /// Fills `buf` (the file's bytes from `offset`) run by run: local runs from the staging
+    /// copy of a file staged in part (zeros past its end), the others from its chunks.
+    pub(in crate::app::vault) async fn read_runs(
+        &self,
+        ino: Ino,
+        file: &dyn StagedFile,
+        runs: &[Run],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), FsError> {
+        for run in runs {
+            match *run {
+                Run::Local { start, end } => {
+                    let part = &mut buf[(start - offset) as usize..(end - offset) as usize];
+                    let n = tokio::task::block_in_place(|| read_full_at(file, part, start))?;
+                    part[n..].fill(0);
+                }
+                Run::Chunks { start, end } => {
+                    let part = &mut buf[(start - offset) as usize..(end - offset) as usize];
+                    self.read_chunks(ino, start, part).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` with the bytes of `ino`'s committed chunks from `start` (zeros where none).
+    pub(in crate::app::vault) async fn read_chunks(
+        &self,
+        ino: Ino,
+        start: u64,
+        buf: &mut [u8],
+    ) -> Result<(), FsError> {
+        let end = start + buf.len() as u64;
+        let extents = self.m.view().extents(ino, start, end)?;
+        let fetched = futures::future::join_all(extents.iter().map(|e| self.plaintext(e))).await;
+        buf.fill(0);
+        for (e, data) in extents.iter().zip(fetched) {
+            let data = data?;
+            let from = start.max(e.offset);
+            let to = end.min(e.offset + data.len() as u64);
+            if from < to {
+                buf[(from - start) as usize..(to - start) as usize]
+                    .copy_from_slice(&data[(from - e.offset) as usize..(to - e.offset) as usize]);
+            }
+        }
+        Ok(())
+    }
+
     /// The plaintext of one extent's chunk, through the reader's layers.
     pub(in crate::app::vault) async fn plaintext(&self, e: &Extent) -> Result<Arc<Plain>, FsError> {
         self.reader.chunks.chunk(self, e).await
@@ -142,7 +199,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     }
 }
 
-fn read_full_at(file: &dyn StagedFile, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+pub(in crate::app::vault) fn read_full_at(
+    file: &dyn StagedFile,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64)? {

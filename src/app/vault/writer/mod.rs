@@ -1,8 +1,9 @@
 //! Staging of file data: open files and their handles, the staging area, writes, fsync and
 //! truncation. A file being written lives in `staging/<ino>`; writes are local `pwrite`s and
-//! never wait for the network. An existing file is materialized into staging on its first write
-//! or truncate. fsync makes the staging file and the manifest durable; after the last writer
-//! closes, the pipeline chunks the file into the outbox and drops the staging copy.
+//! never wait for the network. An existing file is staged in part on its first write or truncate
+//! (a sparse copy; unwritten bytes come from its chunks, docs/DESIGN.md §12). fsync makes the
+//! staging file and the manifest durable; after the last writer closes, the pipeline chunks the
+//! file into the outbox and drops the staging copy.
 
 mod recover;
 mod write;
@@ -10,6 +11,7 @@ mod write;
 use super::namespace::{Content, NewNode};
 use super::{Caller, Fh, FsError, Vault};
 use crate::domain::fs::{Attr, Ino, Kind, Time};
+use crate::domain::partial::Partial;
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::{StagedFile, StagedName, Staging};
 use std::collections::HashMap;
@@ -95,6 +97,12 @@ pub(super) struct OpenFile {
     pub meta: Option<StagedMeta>,
     /// Generation last written to the manifest.
     pub flushed: u64,
+    /// For a file staged in part, which of its bytes are in the staging copy (the others come
+    /// from its chunks); `None` when the staging copy holds the whole file.
+    pub partial: Option<Partial>,
+    /// Generation whose `partial` the manifest holds (written only once the staging copy is
+    /// synced up to it).
+    pub partial_synced: u64,
 }
 
 /// chmod and utimes of a staged file, kept with its staged content and written to the manifest
@@ -217,11 +225,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         Ok(())
     }
 
-    /// Writes the staged size and times to the manifest (made durable by the caller).
-    fn persist_attrs(&self, ino: Ino) -> Result<(), FsError> {
+    /// Writes the staged size and times to the manifest (made durable by the caller), and the
+    /// local part of a file staged in part as it was when its staging copy was last synced
+    /// (`synced`: that part and its generation).
+    pub(super) fn persist_attrs(&self, ino: Ino, synced: Option<(Partial, u64)>) -> Result<(), FsError> {
         let mut files = Self::lock(&self.writer.files);
         let Some(f) = files.get_mut(&ino).filter(|f| f.staging.is_some()) else { return Ok(()) };
-        if f.generation == f.flushed && f.meta.is_none() {
+        let synced = synced.filter(|(_, generation)| *generation > f.partial_synced);
+        if f.generation == f.flushed && f.meta.is_none() && synced.is_none() {
             return Ok(());
         }
         // Under the files lock, so no deferred change slips in between the commit and the reset.
@@ -233,8 +244,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             if let Some(meta) = &f.meta {
                 meta.apply(&mut a);
             }
+            if let Some((p, _)) = &synced {
+                tx.set_partial(ino, Some(p))?;
+            }
             tx.put_inode(&a)
         })?;
+        if let Some((_, generation)) = synced {
+            f.partial_synced = generation;
+        }
         f.flushed = f.flushed.max(f.generation);
         f.meta = None;
         Ok(())
@@ -242,10 +259,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Makes the file durable locally (or, with `sync_quorum`, in the fabric).
     pub async fn fsync(&self, ino: Ino, _fh: Fh, _datasync: bool) -> Result<(), FsError> {
-        let staging = Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone());
-        if let Some(file) = staging {
+        let staging = Self::lock(&self.writer.files)
+            .get(&ino)
+            .and_then(|f| f.staging.clone().map(|s| (s, f.partial.clone().map(|p| (p, f.generation)))));
+        if let Some((file, part)) = staging {
+            // The ranges are taken before the sync, so every range recorded is on disk.
             tokio::task::block_in_place(|| file.sync_data())?;
-            self.persist_attrs(ino)?;
+            self.persist_attrs(ino, part)?;
         }
         tokio::task::block_in_place(|| self.m.sync())?;
         if self.opts.sync_quorum {

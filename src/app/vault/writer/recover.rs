@@ -52,12 +52,19 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 }
             };
             let size = file.size()?.max(attr.size);
+            // A file staged in part: the ranges recorded at its last sync, the rest from its chunks.
+            let partial = rx.partial(ino)?.map(|mut p| {
+                p.truncate(size);
+                p
+            });
             let entry = OpenFile {
                 staging: Some(file),
                 size,
                 mtime: attr.mtime,
                 generation: 1,
                 flushed: 1,
+                partial_synced: 1,
+                partial,
                 ..OpenFile::default()
             };
             Self::lock(&self.writer.files).insert(ino, entry);

@@ -1,20 +1,19 @@
-//! Writes and attribute changes of staged files: materializing a file into staging, pwrite, truncate, and chmod/utimes deferred while staged.
+//! Writes and attribute changes of staged files: staging a file in part, pwrite, truncate, and chmod/utimes deferred while staged.
 
 use super::StagedMeta;
 use crate::app::vault::{Fh, FsError, SetAttr, TimeSet, Vault};
 use crate::domain::acl::ACCESS_XATTR;
 use crate::domain::fs::{Attr, Ino, Kind, Time};
+use crate::domain::partial::Partial;
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::{StagedFile, StagedName};
 use std::sync::Arc;
 
 impl<F: ChunkFabric + 'static> Vault<F> {
-    /// Brings a file's content into staging (fetching its chunks), unless it is already there.
-    async fn ensure_staged(
-        self: &Arc<Self>,
-        ino: Ino,
-        keep_bytes: u64,
-    ) -> Result<Arc<dyn StagedFile>, FsError> {
+    /// Gives a file a staging copy, unless it has one. A file with content is staged in part:
+    /// its staging copy starts sparse and nothing is fetched; bytes not written since come from
+    /// its chunks (docs/DESIGN.md §12). Bytes from `keep_bytes` on are dropped (a truncate).
+    fn ensure_staged(&self, ino: Ino, keep_bytes: u64) -> Result<Arc<dyn StagedFile>, FsError> {
         if let Some(f) = Self::lock(&self.writer.files).get(&ino).and_then(|f| f.staging.clone()) {
             return Ok(f);
         }
@@ -24,16 +23,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         let n = self.writer.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = self.writer.staging.create(StagedName::Tmp(ino, n))?;
-        let keep = keep_bytes.min(attr.size);
-        if keep > 0 {
-            let extents = self.m.view().extents(ino, 0, keep)?;
-            for e in extents {
-                let data = self.plaintext(&e).await?;
-                let take = (keep - e.offset).min(data.len() as u64) as usize;
-                file.write_all_at(&data[..take], e.offset)?;
-            }
-        }
         file.set_len(attr.size)?;
+        let partial = (attr.size > 0).then(|| {
+            let mut p = Partial::new(attr.size);
+            p.truncate(keep_bytes);
+            p
+        });
         let mut files = Self::lock(&self.writer.files);
         let f = files.entry(ino).or_default();
         if let Some(existing) = f.staging.clone() {
@@ -45,13 +40,18 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         f.staging = Some(file.clone());
         f.size = attr.size;
         f.mtime = attr.mtime;
+        f.partial = partial.clone();
+        // The record says what the staging copy holds: nothing yet, so it is safe at once.
+        self.m.write(|tx| {
+            tx.set_staged(ino, true)?;
+            tx.set_partial(ino, partial.as_ref())
+        })?;
         drop(files);
-        self.m.write(|tx| tx.set_staged(ino, true))?;
         Ok(file)
     }
 
-    /// Writes data at an offset (to the staging copy; never waits for the network unless an
-    /// existing file must first be fetched).
+    /// Writes data at an offset (to the staging copy; never waits for the network: an existing
+    /// file is staged in part, with nothing fetched).
     pub async fn write(
         self: &Arc<Self>,
         ino: Ino,
@@ -61,7 +61,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     ) -> Result<u32, FsError> {
         self.writable()?;
         self.handle_ino(fh)?;
-        let file = self.ensure_staged(ino, u64::MAX).await?;
+        let file = self.ensure_staged(ino, u64::MAX)?;
         tokio::task::block_in_place(|| self.write_to(&*file, ino, offset, &data))
     }
 
@@ -80,9 +80,14 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     fn write_to(&self, file: &dyn StagedFile, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         file.write_all_at(data, offset)?;
+        self.read_stats.staged_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let end = offset + data.len() as u64;
         let mut files = Self::lock(&self.writer.files);
         if let Some(f) = files.get_mut(&ino) {
-            f.size = f.size.max(offset + data.len() as u64);
+            if let Some(p) = &mut f.partial {
+                p.add(offset, end);
+            }
+            f.size = f.size.max(end);
             f.mtime = Time::now();
             f.generation += 1;
         }
@@ -96,10 +101,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             if self.getattr(ino)?.kind == Kind::Dir {
                 return Err(FsError::IsDir);
             }
-            let file = self.ensure_staged(ino, size).await?;
+            let file = self.ensure_staged(ino, size)?;
             tokio::task::block_in_place(|| file.set_len(size))?;
             let mut files = Self::lock(&self.writer.files);
             if let Some(f) = files.get_mut(&ino) {
+                if let Some(p) = &mut f.partial {
+                    p.truncate(size);
+                }
                 f.size = size;
                 f.mtime = Time::now();
                 f.generation += 1;
