@@ -71,6 +71,12 @@ struct StatusView<'a> {
     home_full: bool,
     /// Whether this home may write (the writer lease) and why not; `null` when not mounted.
     writer: Option<WriterView<'a>>,
+    /// Nodes by presence under the churn policy.
+    nodes: NodesView,
+    /// Durable chunks that reach N only by counting offline replicas within the grace.
+    in_grace: u64,
+    /// Whether repair is paused, and why.
+    repair: RepairView,
 }
 
 #[derive(Serialize)]
@@ -79,6 +85,21 @@ struct WriterView<'a> {
     state: &'a crate::app::report::WriterState,
     read_only: bool,
     reason: String,
+}
+
+#[derive(Serialize)]
+struct NodesView {
+    online: u64,
+    missing: u64,
+    offline: u64,
+    offline_past_grace: u64,
+    written_off: u64,
+}
+
+#[derive(Serialize)]
+struct RepairView {
+    paused: bool,
+    reason: Option<String>,
 }
 
 /// `quloud status --json`.
@@ -124,6 +145,15 @@ pub fn status_json(s: &VaultStatus) -> String {
             read_only: w.is_fenced(),
             reason: w.describe(),
         }),
+        nodes: NodesView {
+            online: s.churn.online,
+            missing: s.churn.missing,
+            offline: s.churn.offline,
+            offline_past_grace: s.churn.lapsed,
+            written_off: s.churn.written_off,
+        },
+        in_grace: s.churn.in_grace,
+        repair: RepairView { paused: s.churn.repair_paused.is_some(), reason: s.churn.paused_reason() },
     })
 }
 
@@ -144,6 +174,7 @@ struct AuditView<'a> {
     silent: u64,
     healed: u64,
     healed_bytes: u64,
+    trimmed: u64,
     challenge_secs: f64,
     heal_secs: f64,
     secs: f64,
@@ -163,6 +194,7 @@ pub fn audit_json(r: &AuditReport) -> String {
         silent: r.silent,
         healed: r.healed,
         healed_bytes: r.healed_bytes,
+        trimmed: r.trimmed,
         challenge_secs: round(r.challenge_secs, 3),
         heal_secs: round(r.heal_secs, 3),
         secs: round(r.secs, 3),
