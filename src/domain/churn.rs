@@ -198,12 +198,19 @@ pub fn surplus(
 }
 
 /// Whether the owner should suspect its own link: more than a quarter of the known groups
-/// (houses, or nodes when no houses are known) missed their latest checks at once. Each entry
+/// (houses, or nodes when no houses are known), and more than one, missed their latest checks
+/// at once. Each entry
 /// is one group: whether all of its nodes are unreachable. Dead groups are left out by the
 /// caller.
 pub fn link_suspected(groups: &[bool]) -> bool {
     let gone = groups.iter().filter(|g| **g).count();
-    !groups.is_empty() && gone * 4 > groups.len()
+    gone > may_vanish(groups.len())
+}
+
+/// Groups that may vanish without the owner suspecting its own link: a quarter, and at least
+/// one (a single vanished node is never "at once").
+fn may_vanish(groups: usize) -> usize {
+    (groups / 4).max(1)
 }
 
 /// Every known node's state at one instant, and whether repair is paused.
@@ -219,9 +226,9 @@ impl Fleet {
     /// Judges every node of `records` at `now_ms`. Groups for the link check are nodes (no
     /// houses are known to the owner yet).
     pub fn new(policy: &ChurnPolicy, records: &[(NodeId, NodeRecord)], now_ms: u64) -> Fleet {
-        // "Heard" is the time by which at least three quarters of the nodes were last seen:
-        // when more than a quarter vanish at once it stays at that moment, so nobody is written
-        // off for an outage of the owner's own link, while a few nodes that die alone are.
+        // "Heard" is the time by which all nodes but those that may vanish were last seen:
+        // when more vanish at once it stays at that moment, so nobody is written off for an
+        // outage of the owner's own link, while a few nodes that die alone are.
         let mut seen: Vec<u64> = records
             .iter()
             .map(|(_, r)| match (r.missed_since_ms, r.last_seen_ms) {
@@ -231,7 +238,9 @@ impl Fleet {
             })
             .collect();
         seen.sort_unstable_by(|a, b| b.cmp(a));
-        let heard = seen.get((seen.len() * 3).div_ceil(4).saturating_sub(1)).copied().unwrap_or(now_ms);
+        let heard = (seen.len() > may_vanish(seen.len()))
+            .then(|| seen[seen.len() - 1 - may_vanish(seen.len())])
+            .unwrap_or(now_ms);
         let states: HashMap<NodeId, NodeState> =
             records.iter().map(|(id, r)| (*id, policy.node_state(Some(r), now_ms, heard))).collect();
         let returned = records.iter().map(|(id, r)| (*id, r.returned_ms)).collect();

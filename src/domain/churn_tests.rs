@@ -101,7 +101,10 @@ fn repair_pauses_when_more_than_a_quarter_vanish_at_once() {
     assert!(!link_suspected(&[]));
     assert!(!link_suspected(&[true, false, false, false]), "one in four is not more than a quarter");
     assert!(link_suspected(&[true, true, false, false, false]));
-    assert!(link_suspected(&[true]));
+    assert!(!link_suspected(&[true]), "a single node vanishing is not at once");
+    assert!(!link_suspected(&[true, false, false]));
+    assert!(link_suspected(&[true, true, false]));
+    assert!(!link_suspected(&[true, true, false, false, false, false, false, false]));
     let p = policy();
     let mut recs: Vec<(NodeId, NodeRecord)> = (1..=5u8).map(|i| (NodeId([i; 32]), missing(&[]))).collect();
     assert_eq!(Fleet::new(&p, &recs, T0 + H).link_down, None);
