@@ -238,9 +238,8 @@ impl Fleet {
             })
             .collect();
         seen.sort_unstable_by(|a, b| b.cmp(a));
-        let heard = (seen.len() > may_vanish(seen.len()))
-            .then(|| seen[seen.len() - 1 - may_vanish(seen.len())])
-            .unwrap_or(now_ms);
+        let may = may_vanish(seen.len());
+        let heard = if seen.len() > may { seen[seen.len() - 1 - may] } else { now_ms };
         let states: HashMap<NodeId, NodeState> =
             records.iter().map(|(id, r)| (*id, policy.node_state(Some(r), now_ms, heard))).collect();
         let returned = records.iter().map(|(id, r)| (*id, r.returned_ms)).collect();
