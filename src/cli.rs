@@ -406,6 +406,21 @@ pub struct MountOpts {
     /// How long a chunk no file references any more is kept before it is deleted from its nodes.
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub gc_grace: Duration,
+    /// A node that stops answering is offline once its missed checks span this long (shorter
+    /// silences are reboots: its replicas count as healthy).
+    #[arg(long, default_value = "4h", value_name = "DURATION", value_parser = parse_duration)]
+    pub offline_after: Duration,
+    /// An offline node's replicas keep counting toward N while it was seen within this long and
+    /// the chunk keeps 2 healthy copies; only then are its chunks re-replicated.
+    #[arg(long, default_value = "72h", value_name = "DURATION", value_parser = parse_duration)]
+    pub offline_grace: Duration,
+    /// A node unseen this long (while others answer) is written off: its replicas are forgotten.
+    #[arg(long, default_value = "14d", value_name = "DURATION", value_parser = parse_duration)]
+    pub dead_after: Duration,
+    /// Most bytes per second background repair re-publishes, so a returning fabric is not
+    /// flooded (an explicit `quloud audit` is not limited).
+    #[arg(long, default_value = "4MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub repair_rate: u64,
     /// Snapshot the manifest into the fabric this often when it changed (0 = only at unmount
     /// and on `quloud snapshot`).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]

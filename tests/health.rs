@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
+/// Churn durations of zero: a node that misses a check is offline past its grace at once
+/// (tests/churn.rs covers the grace).
+const NO_GRACE: &[&str] = &["--offline-after", "0s", "--offline-grace", "0s"];
 
 /// Five nodes and a mounted vault with N=3 (plus `extra` mount flags).
 fn five_nodes(extra: &[&str], node_flags: &[&str]) -> (Fabric, Mount) {
@@ -84,7 +87,8 @@ fn busiest(fabric: &Fabric) -> usize {
 
 #[test]
 fn a_lost_node_is_healed_by_audit_now() {
-    let (mut fabric, mut m) = five_nodes(&[], &[]);
+    // No grace: a node that misses one check is offline, and its replicas stop counting.
+    let (mut fabric, mut m) = five_nodes(NO_GRACE, &[]);
     let files = sample_files();
     write_files(&m, &files);
     // Before any audit: every node that acknowledged replicas has been seen (its acks count).
@@ -134,7 +138,8 @@ fn a_lost_node_is_healed_by_audit_now() {
 
 #[test]
 fn the_background_auditor_heals_without_being_asked() {
-    let (mut fabric, m) = five_nodes(&["--audit-interval", "4s"], &[]);
+    let (mut fabric, m) =
+        five_nodes(&["--audit-interval", "4s", "--offline-after", "0s", "--offline-grace", "0s"], &[]);
     let files = sample_files();
     write_files(&m, &files);
     let chunks = status(&m.home).chunks;

@@ -76,6 +76,9 @@ pub struct VaultStatus {
     /// Placement by houses, for a mounted vault that lives in a house.
     #[serde(default)]
     pub placement: Option<PlacementStatus>,
+    /// Nodes by presence, and whether repair is paused (docs/SEMANTICS.md, replica health).
+    #[serde(default)]
+    pub churn: ChurnStatus,
 }
 
 /// Where a vault in a house may place replicas (docs/SEMANTICS.md, placement).
@@ -89,6 +92,37 @@ pub struct PlacementStatus {
     pub houses_reachable: Option<usize>,
     /// Why chunks stay pending, when too few houses are reachable.
     pub waiting: Option<String>,
+}
+
+/// Nodes by presence under the churn policy, for `quloud status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChurnStatus {
+    /// Nodes that answered their latest check.
+    pub online: u64,
+    /// Nodes that missed checks over less than `--offline-after`.
+    pub missing: u64,
+    /// Offline nodes seen within `--offline-grace`: their replicas still count.
+    pub offline: u64,
+    /// Offline nodes past the grace: their replicas no longer count.
+    pub lapsed: u64,
+    /// Nodes written off (unseen for `--dead-after`, or wrong answers).
+    pub written_off: u64,
+    /// Durable chunks that reach N only by counting offline replicas within the grace.
+    pub in_grace: u64,
+    /// Repair paused: (nodes unreachable at once, nodes known).
+    pub repair_paused: Option<(u64, u64)>,
+}
+
+impl ChurnStatus {
+    /// Why repair is paused, for status and the log; `None` when it is not.
+    pub fn paused_reason(&self) -> Option<String> {
+        self.repair_paused.map(|(gone, known)| {
+            format!(
+                "repair paused: {gone} of {known} nodes stopped answering at once; this machine's own link is \
+                 the likelier cause, so nothing is re-replicated or written off until they answer again"
+            )
+        })
+    }
 }
 
 /// Whether a mount may write its vault (docs/DESIGN.md §11), for `quloud status` and the log.
@@ -179,6 +213,9 @@ pub struct AuditReport {
     pub healed: u64,
     /// Bytes re-replicated.
     pub healed_bytes: u64,
+    /// Surplus replicas deleted (above N once a returning node proved its copies again).
+    #[serde(default)]
+    pub trimmed: u64,
     /// Wall time spent challenging replicas.
     pub challenge_secs: f64,
     /// Wall time spent healing (after the challenges).

@@ -245,6 +245,9 @@ pub struct Replica {
     pub not_found: u8,
     /// When the last counted "not found" came, Unix ms (0: none since the last pass).
     pub not_found_ms: u64,
+    /// Challenges left unanswered in a row since the node last answered one for this replica
+    /// (its node's presence is judged by `domain::churn`, not held against the replica).
+    pub silent: u8,
 }
 
 impl Replica {
@@ -258,6 +261,7 @@ impl Replica {
             failures: 0,
             not_found: 0,
             not_found_ms: 0,
+            silent: 0,
         }
     }
 }
@@ -268,6 +272,8 @@ const REPLICA_V1: usize = 41;
 const REPLICA_V2: usize = 50;
 /// Bytes of one replica in a version 3 chunk record (plus the "not found" answers counted).
 const REPLICA_V3: usize = 59;
+/// Bytes of one replica in a version 4 chunk record (plus unanswered challenges in a row).
+const REPLICA_V4: usize = 60;
 
 /// What the owner knows about one chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,10 +296,10 @@ impl ChunkRecord {
         ChunkRecord { id, ct_len: ct_len as u32, refs: 0, state: ChunkState::Pending, replicas: Vec::new() }
     }
 
-    /// Encodes for the manifest (record version 3: replicas carry their audit history).
+    /// Encodes for the manifest (record version 4: replicas carry their audit history).
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(47 + self.replicas.len() * REPLICA_V3);
-        v.push(3);
+        let mut v = Vec::with_capacity(47 + self.replicas.len() * REPLICA_V4);
+        v.push(4);
         v.extend_from_slice(&self.id.0);
         v.extend_from_slice(&self.ct_len.to_le_bytes());
         v.extend_from_slice(&self.refs.to_le_bytes());
@@ -307,16 +313,18 @@ impl ChunkRecord {
             v.push(r.failures);
             v.push(r.not_found);
             v.extend_from_slice(&r.not_found_ms.to_le_bytes());
+            v.push(r.silent);
         }
         v
     }
 
-    /// Decodes a manifest record (version 1, 2 or 3); `None` if damaged.
+    /// Decodes a manifest record (version 1 to 4); `None` if damaged.
     pub fn decode(b: &[u8]) -> Option<ChunkRecord> {
         let size = match b.first() {
             Some(1) => REPLICA_V1,
             Some(2) => REPLICA_V2,
             Some(3) => REPLICA_V3,
+            Some(4) => REPLICA_V4,
             _ => return None,
         };
         if b.len() < 47 {
@@ -334,7 +342,7 @@ impl ChunkRecord {
                 } else {
                     (0, 0)
                 };
-                let (not_found, not_found_ms) = if size == REPLICA_V3 {
+                let (not_found, not_found_ms) = if size >= REPLICA_V3 {
                     (r[50], u64::from_le_bytes(r[51..59].try_into().ok()?))
                 } else {
                     (0, 0)
@@ -347,6 +355,7 @@ impl ChunkRecord {
                     failures,
                     not_found,
                     not_found_ms,
+                    silent: if size >= REPLICA_V4 { r[59] } else { 0 },
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -386,10 +395,17 @@ mod tests {
                 failures: 2,
                 not_found: 1,
                 not_found_ms: 6,
+                silent: 4,
             }],
         };
         assert_eq!(ChunkRecord::decode(&c.encode()), Some(c.clone()));
         assert_eq!(ChunkRecord::decode(&c.encode()[..50]), None);
+        // A version 3 record (before silence was counted) decodes with none counted.
+        let mut v3 = c.encode();
+        v3[0] = 3;
+        v3.truncate(47 + 59);
+        let old = ChunkRecord::decode(&v3).expect("v3 decodes");
+        assert_eq!((old.replicas[0].not_found, old.replicas[0].silent), (1, 0));
         // A version 2 record (before "not found" counting) decodes with none counted.
         let mut v2 = c.encode();
         v2[0] = 2;

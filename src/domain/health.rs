@@ -5,15 +5,16 @@
 use crate::domain::fs::{ChunkRecord, Replica};
 use crate::domain::ids::NodeId;
 
-/// Failed audits in a row after which a replica is forgotten (its node may be back later, so
-/// a single miss only marks it unhealthy).
+/// Wrong answers in a row after which a replica is forgotten (a single one only marks it
+/// unhealthy). Silence never forgets a replica: `domain::churn` judges an unanswering node.
 pub const REPLICA_FORGET_AFTER: u8 = 3;
 /// Least time between two "not found" answers that both count toward forgetting a replica whose
 /// chunk has fewer than N other healthy replicas: audits and renewals in quick succession (or
 /// replayed ones) count once.
 pub const NOT_FOUND_SPACING_MS: u64 = 3_600_000;
-/// Failed audits in a row, across chunks, after which a node is written off: its acks stop
-/// counting toward quorum until it passes an audit again.
+/// Wrong answers ("not found" included) in a row, across chunks, after which a node is written
+/// off: its acks stop counting toward quorum until it passes an audit again. Silence writes a
+/// node off only by time (`domain::churn`, `--dead-after`).
 pub const NODE_WRITE_OFF_AFTER: u32 = 8;
 
 /// The outcome of challenging one replica.
@@ -36,14 +37,21 @@ pub struct NodeRecord {
     pub passed: u64,
     /// Audits failed (wrong proof, not found, no answer).
     pub failed: u64,
-    /// Failures since its last pass.
+    /// Wrong answers since its last pass.
     pub consecutive_failures: u32,
     /// Smoothed audit round trip, microseconds.
     pub latency_us: u64,
     /// Last time it answered anything valid, Unix ms (0: never).
     pub last_seen_ms: u64,
-    /// Written off: too many failures in a row.
+    /// Written off: too many wrong answers in a row.
     pub written_off: bool,
+    /// First check it missed since it last answered, Unix ms (0: it answered its last check).
+    pub missed_since_ms: u64,
+    /// Latest check it missed, Unix ms (0: none since it last answered).
+    pub missed_last_ms: u64,
+    /// When it last answered after missing checks, Unix ms (0: never): its replicas not verified
+    /// since are audited again.
+    pub returned_ms: u64,
 }
 
 impl NodeRecord {
@@ -56,7 +64,14 @@ impl NodeRecord {
                 // A node that comes back is trusted again only after it proves storage.
                 self.written_off = false;
             }
-            _ => {
+            Outcome::Silent => {
+                self.failed += 1;
+                if self.missed_since_ms == 0 {
+                    self.missed_since_ms = now_ms.max(1);
+                }
+                self.missed_last_ms = now_ms.max(self.missed_last_ms);
+            }
+            Outcome::NotFound | Outcome::Failed => {
                 self.failed += 1;
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 if self.consecutive_failures >= NODE_WRITE_OFF_AFTER {
@@ -65,30 +80,39 @@ impl NodeRecord {
             }
         }
         if outcome != Outcome::Silent {
+            if self.missed_since_ms != 0 {
+                self.returned_ms = now_ms;
+            }
+            (self.missed_since_ms, self.missed_last_ms) = (0, 0);
             self.last_seen_ms = now_ms;
             self.latency_us =
                 if self.latency_us == 0 { latency_us } else { (self.latency_us * 7 + latency_us) / 8 };
         }
     }
 
-    /// Encodes for the manifest.
-    pub fn encode(&self) -> [u8; 42] {
-        let mut v = [0u8; 42];
-        v[0] = 1;
+    /// Encodes for the manifest (version 2: with missed checks).
+    pub fn encode(&self) -> [u8; 66] {
+        let mut v = [0u8; 66];
+        v[0] = 2;
         v[1..9].copy_from_slice(&self.passed.to_le_bytes());
         v[9..17].copy_from_slice(&self.failed.to_le_bytes());
         v[17..21].copy_from_slice(&self.consecutive_failures.to_le_bytes());
         v[21..29].copy_from_slice(&self.latency_us.to_le_bytes());
         v[29..37].copy_from_slice(&self.last_seen_ms.to_le_bytes());
         v[37] = self.written_off as u8;
+        v[42..50].copy_from_slice(&self.missed_since_ms.to_le_bytes());
+        v[50..58].copy_from_slice(&self.missed_last_ms.to_le_bytes());
+        v[58..66].copy_from_slice(&self.returned_ms.to_le_bytes());
         v
     }
 
-    /// Decodes a manifest record; `None` if damaged.
+    /// Decodes a manifest record (version 1 or 2); `None` if damaged.
     pub fn decode(b: &[u8]) -> Option<NodeRecord> {
-        if b.len() != 42 || b[0] != 1 {
-            return None;
-        }
+        let v2 = match (b.len(), b.first()) {
+            (42, Some(1)) => false,
+            (66, Some(2)) => true,
+            _ => return None,
+        };
         let u64_at = |i: usize| b[i..i + 8].try_into().ok().map(u64::from_le_bytes);
         Some(NodeRecord {
             passed: u64_at(1)?,
@@ -97,6 +121,9 @@ impl NodeRecord {
             latency_us: u64_at(21)?,
             last_seen_ms: u64_at(29)?,
             written_off: b[37] == 1,
+            missed_since_ms: if v2 { u64_at(42)? } else { 0 },
+            missed_last_ms: if v2 { u64_at(50)? } else { 0 },
+            returned_ms: if v2 { u64_at(58)? } else { 0 },
         })
     }
 }
@@ -122,8 +149,9 @@ pub struct Wanted<'a> {
 /// No single answer drops a chunk's last known replica, and a "not found" forgets a replica at
 /// once only when the chunk has N other healthy replicas. Otherwise the replica stops counting
 /// (so healing re-publishes the chunk first) and is forgotten after `REPLICA_FORGET_AFTER`
-/// "not found" answers at least `NOT_FOUND_SPACING_MS` apart, or, for silence and bad answers,
-/// after `REPLICA_FORGET_AFTER` in a row — never while it is the last replica known.
+/// "not found" answers at least `NOT_FOUND_SPACING_MS` apart, or, for bad answers, after
+/// `REPLICA_FORGET_AFTER` in a row — never while it is the last replica known. Silence is only
+/// counted: a replica is forgotten for it once its node is written off (`want.written_off`).
 pub fn apply_outcome(
     chunk: &mut ChunkRecord,
     node: &NodeId,
@@ -145,10 +173,16 @@ pub fn apply_outcome(
             r.failures = 0;
             r.not_found = 0;
             r.not_found_ms = 0;
+            r.silent = 0;
             r.verified_ms = now_ms;
             false
         }
+        Outcome::Silent => {
+            r.silent = r.silent.saturating_add(1);
+            (want.written_off)(node) && known > 1
+        }
         Outcome::NotFound => {
+            r.silent = 0;
             if r.not_found == 0 || now_ms >= r.not_found_ms.saturating_add(NOT_FOUND_SPACING_MS) {
                 r.not_found = r.not_found.saturating_add(1);
                 r.not_found_ms = now_ms;
@@ -156,7 +190,8 @@ pub fn apply_outcome(
             }
             others_healthy >= want.replicas.max(1) || (r.not_found >= REPLICA_FORGET_AFTER && known > 1)
         }
-        Outcome::Failed | Outcome::Silent => {
+        Outcome::Failed => {
+            r.silent = 0;
             r.failures = r.failures.saturating_add(1);
             r.failures >= REPLICA_FORGET_AFTER && known > 1
         }
@@ -192,25 +227,29 @@ mod tests {
     const N3: Wanted = Wanted { replicas: 3, written_off: &|_: &NodeId| false };
 
     #[test]
-    fn failures_accumulate_and_the_last_replica_survives_silence() {
+    fn wrong_answers_accumulate_and_silence_forgets_only_on_a_written_off_node() {
         let mut c = chunk(&[1, 2, 3]);
         for _ in 0..REPLICA_FORGET_AFTER - 1 {
-            assert!(!apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Silent, 5, &N3));
+            assert!(!apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Failed, 5, &N3));
         }
         let never = |_: &NodeId| false;
         assert!(!is_healthy(&c.replicas[1], &never), "a replica that failed is not healthy");
         assert!(apply_outcome(&mut c, &NodeId([2; 32]), Outcome::Failed, 5, &N3));
         assert_eq!(c.replicas.len(), 2);
-        c.replicas.remove(0);
-        // The last replica survives any number of silent audits.
-        let mut last = c.clone();
-        for _ in 0..10 {
-            assert!(!apply_outcome(&mut last, &NodeId([3; 32]), Outcome::Silent, 6, &N3));
+        // Silence is counted, never held against the replica while its node is not written off.
+        for k in 0..20 {
+            assert!(!apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Silent, 6 + k, &N3));
         }
+        assert_eq!((c.replicas[1].silent, c.replicas[1].failures), (20, 0));
+        assert!(is_healthy(&c.replicas[1], &never));
+        let dead = Wanted { replicas: 3, written_off: &|n: &NodeId| *n == NodeId([3; 32]) };
+        assert!(apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Silent, 30, &dead), "dead node kept");
+        // The last replica survives silence even on a written-off node.
+        let mut last = chunk(&[3]);
+        assert!(!apply_outcome(&mut last, &NodeId([3; 32]), Outcome::Silent, 31, &dead));
         assert_eq!(last.replicas.len(), 1);
-        assert!(!is_healthy(&last.replicas[0], &never));
-        assert!(!apply_outcome(&mut c, &NodeId([3; 32]), Outcome::Passed, 9, &N3));
-        assert_eq!((c.replicas[0].verified_ms, c.replicas[0].failures), (9, 0));
+        assert!(!apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Passed, 9, &N3));
+        assert_eq!((c.replicas[0].verified_ms, c.replicas[0].failures, c.replicas[0].silent), (9, 0, 0));
         assert!(
             !apply_outcome(&mut c, &NodeId([7; 32]), Outcome::NotFound, 9, &N3),
             "unknown node: no change"
@@ -258,25 +297,41 @@ mod tests {
     #[test]
     fn a_pass_heals_a_suspect_replica() {
         let mut c = chunk(&[1]);
-        apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Silent, 1, &N3);
+        apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Failed, 1, &N3);
         apply_outcome(&mut c, &NodeId([1; 32]), Outcome::Passed, 2, &N3);
         assert!(is_healthy(&c.replicas[0], &|_: &NodeId| false));
         assert!(!is_healthy(&c.replicas[0], &|_: &NodeId| true), "written-off node never counts");
     }
 
     #[test]
-    fn nodes_are_written_off_and_must_pass_to_come_back() {
+    fn nodes_are_written_off_for_wrong_answers_and_must_pass_to_come_back() {
         let mut n = NodeRecord::default();
-        for i in 0..NODE_WRITE_OFF_AFTER {
-            assert!(!n.written_off, "written off too early at {i}");
+        for _ in 0..50 {
             n.observe(Outcome::Silent, 0, 10);
         }
+        assert!(!n.written_off, "silence writes a node off only by time");
+        assert_eq!(
+            (n.last_seen_ms, n.missed_since_ms, n.missed_last_ms),
+            (0, 10, 10),
+            "silence is not being seen"
+        );
+        n.observe(Outcome::Silent, 0, 15);
+        assert_eq!((n.missed_since_ms, n.missed_last_ms), (10, 15));
+        for i in 0..NODE_WRITE_OFF_AFTER {
+            assert!(!n.written_off, "written off too early at {i}");
+            n.observe(Outcome::Failed, 0, 16);
+        }
         assert!(n.written_off);
-        assert_eq!(n.last_seen_ms, 0, "silence is not being seen");
+        assert_eq!((n.returned_ms, n.missed_since_ms), (16, 0), "an answer ends the missed checks");
         n.observe(Outcome::Passed, 800, 20);
         assert!(!n.written_off);
-        assert_eq!((n.passed, n.failed, n.consecutive_failures, n.last_seen_ms), (1, 8, 0, 20));
+        assert_eq!((n.passed, n.failed, n.consecutive_failures, n.last_seen_ms), (1, 59, 0, 20));
         assert_eq!(NodeRecord::decode(&n.encode()), Some(n));
         assert_eq!(NodeRecord::decode(&n.encode()[1..]), None);
+        // A version 1 record decodes with no missed checks.
+        let mut v1 = n.encode()[..42].to_vec();
+        v1[0] = 1;
+        let old = NodeRecord::decode(&v1).expect("v1 decodes");
+        assert_eq!((old.passed, old.missed_since_ms, old.returned_ms), (1, 0, 0));
     }
 }

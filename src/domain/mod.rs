@@ -6,6 +6,7 @@ pub mod acl;
 pub mod audit;
 pub mod backoff;
 pub mod chunker;
+pub mod churn;
 pub mod dump;
 pub mod fs;
 pub mod health;

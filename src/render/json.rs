@@ -73,6 +73,12 @@ struct StatusView<'a> {
     writer: Option<WriterView<'a>>,
     /// Placement by houses; `null` outside a house or when not mounted.
     placement: Option<&'a crate::app::report::PlacementStatus>,
+    /// Nodes by presence under the churn policy.
+    nodes: NodesView,
+    /// Durable chunks that reach N only by counting offline replicas within the grace.
+    in_grace: u64,
+    /// Whether repair is paused, and why.
+    repair: RepairView,
 }
 
 #[derive(Serialize)]
@@ -81,6 +87,21 @@ struct WriterView<'a> {
     state: &'a crate::app::report::WriterState,
     read_only: bool,
     reason: String,
+}
+
+#[derive(Serialize)]
+struct NodesView {
+    online: u64,
+    missing: u64,
+    offline: u64,
+    offline_past_grace: u64,
+    written_off: u64,
+}
+
+#[derive(Serialize)]
+struct RepairView {
+    paused: bool,
+    reason: Option<String>,
 }
 
 /// `quloud status --json`.
@@ -127,6 +148,15 @@ pub fn status_json(s: &VaultStatus) -> String {
             reason: w.describe(),
         }),
         placement: s.placement.as_ref(),
+        nodes: NodesView {
+            online: s.churn.online,
+            missing: s.churn.missing,
+            offline: s.churn.offline,
+            offline_past_grace: s.churn.lapsed,
+            written_off: s.churn.written_off,
+        },
+        in_grace: s.churn.in_grace,
+        repair: RepairView { paused: s.churn.repair_paused.is_some(), reason: s.churn.paused_reason() },
     })
 }
 
@@ -147,6 +177,7 @@ struct AuditView<'a> {
     silent: u64,
     healed: u64,
     healed_bytes: u64,
+    trimmed: u64,
     challenge_secs: f64,
     heal_secs: f64,
     secs: f64,
@@ -166,6 +197,7 @@ pub fn audit_json(r: &AuditReport) -> String {
         silent: r.silent,
         healed: r.healed,
         healed_bytes: r.healed_bytes,
+        trimmed: r.trimmed,
         challenge_secs: round(r.challenge_secs, 3),
         heal_secs: round(r.heal_secs, 3),
         secs: round(r.secs, 3),

@@ -128,6 +128,7 @@ pub fn status_text(s: &VaultStatus) -> String {
     if let Some(p) = &s.placement {
         out += &placement_text(p);
     }
+    out += &churn_text(s);
     if s.home_full {
         out.push_str("home disk     FULL: new data fails with ENOSPC; delete or move files (also through the mount) to free space\n");
     }
@@ -155,6 +156,26 @@ fn placement_text(p: &crate::app::report::PlacementStatus) -> String {
     out
 }
 
+/// Nodes by presence and the repair state (shown once any node was checked).
+fn churn_text(s: &VaultStatus) -> String {
+    let c = &s.churn;
+    let mut out = String::new();
+    if c.online + c.missing + c.offline + c.lapsed + c.written_off > 0 {
+        out += &format!(
+            "nodes         {} online, {} missing, {} offline (replicas still count), {} offline past grace, {} written off\n",
+            c.online, c.missing, c.offline, c.lapsed, c.written_off
+        );
+    }
+    if c.in_grace > 0 {
+        out += &format!("  in grace    {} durable chunks count replicas on offline nodes\n", c.in_grace);
+    }
+    out += &match c.paused_reason() {
+        Some(why) => format!("repair        PAUSED: {why}\n"),
+        None => "repair        active\n".to_string(),
+    };
+    out
+}
+
 /// `quloud audit`.
 pub fn audit_text(r: &AuditReport) -> String {
     let rate = if r.secs > 0.0 { r.checked as f64 / r.secs } else { 0.0 };
@@ -163,6 +184,9 @@ pub fn audit_text(r: &AuditReport) -> String {
         r.checked, r.chunks, r.files, r.secs, r.passed, r.failed, r.not_found,
         r.silent, r.healed, format_size(r.healed_bytes)
     );
+    if r.trimmed > 0 {
+        out.push_str(&format!("deleted {} surplus replicas\n", r.trimmed));
+    }
     if r.checked == 0 && r.chunks > 0 {
         out.push_str("  (no replica was due: each is challenged once per audit interval after its last proof; `--now` challenges them all)\n");
     }

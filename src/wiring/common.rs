@@ -92,6 +92,12 @@ pub fn health_options(opts: &MountOpts) -> HealthOptions {
         snapshot_interval: opts.snapshot_interval,
         retention: crate::domain::snapshot::Retention { last: opts.keep_last.max(1), daily: opts.keep_daily },
         writer_check: opts.writer_check.max(Duration::from_millis(100)),
+        churn: crate::domain::churn::ChurnPolicy {
+            offline_after: opts.offline_after,
+            offline_grace: opts.offline_grace,
+            dead_after: opts.dead_after.max(opts.offline_grace),
+        },
+        repair_rate: opts.repair_rate.max(1),
         ..HealthOptions::default()
     }
 }

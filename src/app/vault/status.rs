@@ -1,10 +1,10 @@
 //! What `quloud status` reports about a vault.
 
 use super::Vault;
-use crate::app::report::VaultStatus;
+use crate::app::report::{ChurnStatus, VaultStatus};
+use crate::domain::churn::{ChurnPolicy, Fleet, NodeState};
 use crate::domain::fs::{ChunkState, FsError};
-use crate::domain::health::is_healthy;
-use crate::domain::ids::{Addr, NodeId};
+use crate::domain::ids::Addr;
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::local_disk::LocalDisk;
 use crate::ports::manifest::{Manifest, ManifestFiles, Summary};
@@ -15,8 +15,13 @@ use std::path::Path;
 pub const RESTORED_MS: &str = "restored_ms";
 
 impl VaultStatus {
-    /// From a manifest (mounted or not).
-    pub fn from_manifest(m: &Manifest, replicas: usize) -> Result<VaultStatus, FsError> {
+    /// From a manifest (mounted or not), judging node presence by `churn` at `now_ms`.
+    pub fn from_manifest(
+        m: &Manifest,
+        replicas: usize,
+        churn: &ChurnPolicy,
+        now_ms: u64,
+    ) -> Result<VaultStatus, FsError> {
         let rx = m.read()?;
         let Summary { inodes, files, file_bytes, uploads, chunks } = rx.summary()?;
         let staged_files = rx.staged()?.len() as u64;
@@ -27,7 +32,8 @@ impl VaultStatus {
         let snapshots = rx.blobs(false)?;
         s.snapshots = snapshots.len() as u64;
         s.last_snapshot_ms = snapshots.iter().map(|b| b.info.taken_ms).max();
-        let off = rx.written_off()?;
+        let fleet = Fleet::new(churn, &rx.nodes()?, now_ms);
+        s.churn = churn_status(&fleet);
         s.unreferenced = chunks.iter().filter(|(_, c)| c.refs == 0).count() as u64;
         // "Last audit" is this home's: an audit the snapshot brought along from the machine it
         // was taken on does not count.
@@ -42,10 +48,13 @@ impl VaultStatus {
         for (_, c) in chunks.iter().filter(|(_, c)| c.refs > 0) {
             s.chunks += 1;
             s.bytes += c.ct_len.saturating_sub(16) as u64;
-            let healthy = c.replicas.iter().filter(|r| is_healthy(r, &|n: &NodeId| off.contains(n))).count();
+            let verdict = fleet.judge(churn, c, replicas);
             match c.state {
                 ChunkState::Pending => s.pending += 1,
-                ChunkState::Durable if healthy >= replicas => s.durable += 1,
+                ChunkState::Durable if verdict.counted.len() >= replicas => {
+                    s.durable += 1;
+                    s.churn.in_grace += verdict.leans_on_grace(replicas) as u64;
+                }
                 // Restored pieces of a snapshot: their replicas are learned by the first audit.
                 ChunkState::Durable if c.replicas.is_empty() && s.restored_ms.is_some() => s.unverified += 1,
                 ChunkState::Durable => s.degraded += 1,
@@ -74,10 +83,46 @@ impl VaultStatus {
         let rx = m.read()?;
         let (replicas, capacity) = (rx.meta("replicas")?.unwrap_or(3) as usize, rx.meta("disk_cache_bytes")?);
         drop(rx);
-        let mut s = Self::from_manifest(&m, replicas)?;
+        let churn = churn_policy(&rx_meta(&m)?);
+        let now = crate::domain::unix_ms(std::time::SystemTime::now());
+        let mut s = Self::from_manifest(&m, replicas, &churn, now)?;
         s.disk_cache = local.measure_cache(&home.join("chunks"), capacity.unwrap_or(0));
         s.home_full = local.home_full(home);
         Ok(s)
+    }
+}
+
+/// Manifest meta keys: the churn policy the vault was last mounted with (ms), so the status of
+/// an unmounted vault judges nodes as its mount did.
+pub const CHURN_META: [&str; 3] = ["offline_after_ms", "offline_grace_ms", "dead_after_ms"];
+
+fn rx_meta(m: &Manifest) -> Result<[Option<u64>; 3], FsError> {
+    let rx = m.read()?;
+    Ok([rx.meta(CHURN_META[0])?, rx.meta(CHURN_META[1])?, rx.meta(CHURN_META[2])?])
+}
+
+/// The churn policy from the meta values (defaults where missing).
+fn churn_policy(meta: &[Option<u64>; 3]) -> ChurnPolicy {
+    let d = ChurnPolicy::default();
+    let pick =
+        |v: Option<u64>, or: std::time::Duration| v.map(std::time::Duration::from_millis).unwrap_or(or);
+    ChurnPolicy {
+        offline_after: pick(meta[0], d.offline_after),
+        offline_grace: pick(meta[1], d.offline_grace),
+        dead_after: pick(meta[2], d.dead_after),
+    }
+}
+
+/// Nodes by presence, and whether repair is paused.
+fn churn_status(fleet: &Fleet) -> ChurnStatus {
+    ChurnStatus {
+        online: fleet.count(NodeState::Online) as u64,
+        missing: fleet.count(NodeState::Missing) as u64,
+        offline: fleet.count(NodeState::Offline) as u64,
+        lapsed: fleet.count(NodeState::Lapsed) as u64,
+        written_off: fleet.count(NodeState::Dead) as u64,
+        in_grace: 0,
+        repair_paused: fleet.link_down.map(|(g, k)| (g as u64, k as u64)),
     }
 }
 
@@ -90,7 +135,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// as neither staged nor chunked).
     pub fn status(&self) -> Result<VaultStatus, FsError> {
         let staged = Self::lock(&self.writer.files).values().filter(|f| f.staging.is_some()).count() as u64;
-        let mut s = VaultStatus::from_manifest(&self.m, self.opts.replicas)?;
+        let mut s = VaultStatus::from_manifest(
+            &self.m,
+            self.opts.replicas,
+            &self.opts.health.churn,
+            self.clock.now_ms(),
+        )?;
         s.staged_files = staged;
         s.disk_cache = self.disk_cache_usage();
         s.mounted = true;

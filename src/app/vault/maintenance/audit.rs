@@ -1,10 +1,11 @@
 //! The audit worker: challenges replicas with fresh proofs of storage, batched per node, and
 //! records the outcomes; a pass then heals and renews leases over what it covered.
 
-use super::heal::{healthy, written_off};
+use super::heal::{counted, fleet};
 use super::{HealWorker, LeaseWorker, Pace, Replicas, Scope};
 use crate::app::report::AuditReport;
 use crate::app::vault::Vault;
+use crate::domain::churn::NodeState;
 use crate::domain::fs::{ChunkState, FsError, Ino, Kind};
 use crate::domain::health::{apply_outcome, not_found_recently, NodeRecord, Outcome, Wanted};
 use crate::domain::ids::{Addr, NodeId};
@@ -161,7 +162,8 @@ impl AuditWorker {
         report.challenge_secs = challenge_started.elapsed().as_secs_f64();
         let addrs: Vec<Addr> = cov.chunks.keys().copied().collect();
         let heal_started = Instant::now();
-        HealWorker.heal(v, &fabric, &addrs, &mut report).await?;
+        HealWorker.heal(v, &fabric, &addrs, self.pace, &mut report).await?;
+        report.trimmed = super::trim::trim(v, &*fabric, &addrs).await?;
         report.heal_secs = heal_started.elapsed().as_secs_f64();
         LeaseWorker.run_once(v, &*fabric).await?;
         report.at_risk = at_risk(v, &cov)?;
@@ -174,16 +176,29 @@ impl AuditWorker {
         Ok(report)
     }
 
-    /// The replicas of the covered chunks this pass challenges.
+    /// The replicas of the covered chunks this pass challenges: those due (failed, unanswered,
+    /// not verified within the audit interval or since their node came back), or all. A due pass
+    /// sends a node that missed its last check one batch only, as a probe: the rest of its
+    /// replicas are challenged once it answers again.
     fn targets<F: ChunkFabric + 'static>(&self, v: &Vault<F>, cov: &Covered) -> Result<Vec<Target>, FsError> {
         let now = v.clock.now_ms();
         let due_before = now.saturating_sub(v.opts.health.audit_interval.as_millis() as u64);
+        let fleet = fleet(v)?;
+        let mut probes: HashMap<NodeId, usize> = HashMap::new();
         let mut targets = Vec::new();
         let rx = v.m.read()?;
         for addr in cov.chunks.keys() {
             let Some(c) = rx.chunk(addr)? else { continue };
             for r in &c.replicas {
-                let due = (r.failures > 0 || r.verified_ms <= due_before) && !not_found_recently(r, now);
+                let stale = r.verified_ms <= due_before || r.verified_ms < fleet.returned_ms(&r.node);
+                let due = (r.failures > 0 || r.silent > 0 || stale) && !not_found_recently(r, now);
+                if self.replicas == Replicas::Due && !matches!(fleet.state(&r.node), NodeState::Online) {
+                    let sent = probes.entry(r.node).or_default();
+                    if *sent >= AUDIT_BATCH {
+                        continue;
+                    }
+                    *sent += due as usize;
+                }
                 if self.replicas == Replicas::All || due {
                     targets.push(Target { addr: *addr, node: r.node, ct_len: c.ct_len as u64 });
                 }
@@ -271,7 +286,9 @@ fn record_outcomes<F: ChunkFabric + 'static>(
         return Ok(());
     }
     let now = v.clock.now_ms();
-    let off = written_off(v)?;
+    let fleet = fleet(v)?;
+    // Nothing is written off while repair is paused: the owner's own link is the likelier cause.
+    let off = if fleet.link_down.is_some() { Default::default() } else { fleet.dead() };
     let want = Wanted { replicas: v.opts.replicas, written_off: &|n: &NodeId| off.contains(n) };
     v.m.write(|tx| {
         let mut nodes: HashMap<NodeId, NodeRecord> = HashMap::new();
@@ -286,10 +303,19 @@ fn record_outcomes<F: ChunkFabric + 'static>(
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(tx.node(node)?.unwrap_or_default()),
             };
-            let was = rec.written_off;
+            let (was, missed) = (rec.written_off, rec.missed_since_ms);
             rec.observe(*outcome, *latency, now);
             if rec.written_off && !was {
-                tracing::warn!(?node, "node written off after repeated audit failures");
+                tracing::warn!(?node, "node written off after repeated wrong answers");
+            }
+            if missed != 0 && rec.missed_since_ms == 0 {
+                tracing::info!(
+                    ?node,
+                    away_ms = now.saturating_sub(missed),
+                    "node answers again; re-auditing its replicas"
+                );
+            } else if missed == 0 && rec.missed_since_ms != 0 {
+                tracing::info!(?node, "node missed a check");
             }
         }
         for (id, rec) in &nodes {
@@ -301,7 +327,7 @@ fn record_outcomes<F: ChunkFabric + 'static>(
 
 /// What is still at risk at the end of a pass, named by file where the scope has names.
 fn at_risk<F: ChunkFabric + 'static>(v: &Vault<F>, cov: &Covered) -> Result<Vec<(String, String)>, FsError> {
-    let off = written_off(v)?;
+    let fleet = fleet(v)?;
     let rx = v.m.read()?;
     let mut risk: BTreeMap<String, String> = BTreeMap::new();
     for name in &cov.staged {
@@ -312,7 +338,7 @@ fn at_risk<F: ChunkFabric + 'static>(v: &Vault<F>, cov: &Covered) -> Result<Vec<
             None => "chunk record missing from the manifest".to_string(),
             Some(c) if c.state == ChunkState::Pending => "waiting in the upload queue".to_string(),
             Some(c) => {
-                let n = healthy(&c, &off).len();
+                let n = counted(v, &fleet, &c).0.len();
                 if n >= v.opts.replicas {
                     continue;
                 }

@@ -2,7 +2,7 @@
 //! audits, faults switched on per node), one pass at a time on a fake clock: no sleeps.
 
 use crate::adapters::local::LocalFiles;
-use crate::adapters::memory::{FakeClock, MemoryFabric, MemoryFabricOptions};
+use crate::adapters::memory::{FakeClock, MemoryFabric, MemoryFabricOptions, NodeFault};
 use crate::app::vault::{
     run_pipeline, Caller, HealthOptions, LeaseWorker, Pace, PipelineStats, Replicas, Scope, Vault,
     VaultOptions,
@@ -192,4 +192,93 @@ async fn not_found_everywhere_never_forgets_the_last_replica() {
         audit().await.unwrap();
         assert_eq!(known(&r, &addr).len(), 1, "the last replica known was forgotten, or a lost one kept");
     }
+}
+
+/// The chunks (of `addrs`) that `node` holds.
+fn held_by(r: &Rig, node: NodeId, addrs: &[Addr]) -> Vec<Addr> {
+    addrs.iter().copied().filter(|a| r.fabric.holders(a).contains(&node)).collect()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Churn: a node offline within the grace costs no repair; past the grace its chunks are
+/// healed to N elsewhere; when it comes back it is re-audited and its surplus copies deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_node_is_waited_for_then_healed_around_and_trimmed_when_it_returns() {
+    let r = rig(90 * DAY);
+    let addrs = durable_file(&r, b"weekend", 3_000_000).await;
+    let audit = |which| r.vault.audit(&Scope::All, which, Pace::Foreground, &|_, _| {});
+    assert_eq!(audit(Replicas::All).await.unwrap().passed, 3 * addrs.len() as u64);
+    assert_eq!(r.vault.status().unwrap().churn.online, 5, "every node holds replicas");
+    let away = r.fabric.holders(&addrs[0])[0];
+    let its = held_by(&r, away, &addrs);
+    r.fabric.set_fault(away, NodeFault::Offline);
+
+    // Missed checks over less than four hours, then over four: offline, nothing repaired.
+    // Its replicas fall due a day after their audit; it was last seen then.
+    for step in [25 * HOUR, HOUR, 3 * HOUR, 40 * HOUR] {
+        r.clock.advance(step);
+        let report = audit(Replicas::Due).await.unwrap();
+        assert_eq!(report.healed, 0, "repaired within the grace: {report:?}");
+        assert!(report.silent > 0, "{report:?}");
+    }
+    let s = r.vault.status().unwrap();
+    assert_eq!((s.churn.offline, s.degraded, s.churn.in_grace), (1, 0, its.len() as u64), "{s:?}");
+    let elsewhere = |a: &Addr| r.fabric.holders(a).into_iter().filter(|n| *n != away).count();
+    assert!(its.iter().all(|a| elsewhere(a) == 2), "re-replicated within the grace");
+
+    // Past the grace (72 h since it was last seen): healed to N on other nodes.
+    r.clock.advance(30 * HOUR);
+    let report = audit(Replicas::Due).await.unwrap();
+    assert_eq!(report.healed, its.len() as u64, "{report:?}");
+    assert_eq!(r.vault.status().unwrap().churn.lapsed, 1);
+    for a in &its {
+        assert_eq!(elsewhere(a), 3, "not back to N");
+        assert_eq!(known(&r, a).len(), 4, "the offline copy is still known");
+    }
+
+    // It comes back: re-audited, and the copies it kept are surplus and deleted from it.
+    r.fabric.set_fault(away, NodeFault::Healthy);
+    r.clock.advance(HOUR);
+    let report = audit(Replicas::Due).await.unwrap();
+    assert_eq!(report.trimmed, its.len() as u64, "{report:?}");
+    assert!(report.passed >= its.len() as u64, "its replicas were not re-audited: {report:?}");
+    for a in &its {
+        let holders = r.fabric.holders(a);
+        assert!(holders.len() == 3 && !holders.contains(&away), "surplus not deleted from it: {holders:?}");
+        assert_eq!(known(&r, a).len(), 3);
+    }
+    let s = r.vault.status().unwrap();
+    assert_eq!((s.churn.online, s.degraded, s.durable), (5, 0, s.chunks), "{s:?}");
+}
+
+/// Churn: more than a quarter of the nodes vanish at once: the owner suspects its own link,
+/// pauses repair (status says so) and writes nothing off, even past the grace and dead-after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_pauses_when_many_nodes_vanish_at_once() {
+    let r = rig(90 * DAY);
+    let addrs = durable_file(&r, b"link", 3_000_000).await;
+    let audit = |which| r.vault.audit(&Scope::All, which, Pace::Foreground, &|_, _| {});
+    audit(Replicas::All).await.unwrap();
+    assert_eq!(r.vault.status().unwrap().churn.online, 5, "every node holds replicas");
+    let holders = r.fabric.holders(&addrs[0]);
+    for n in &holders[..2] {
+        r.fabric.set_fault(*n, NodeFault::Offline);
+    }
+    for step in [25 * HOUR, 5 * HOUR, 80 * HOUR, 15 * 24 * HOUR] {
+        r.clock.advance(step);
+        let report = audit(Replicas::Due).await.unwrap();
+        assert_eq!(report.healed, 0, "repaired while paused: {report:?}");
+    }
+    let s = r.vault.status().unwrap();
+    assert_eq!(s.churn.repair_paused, Some((2, 5)), "{s:?}");
+    assert!(s.churn.paused_reason().unwrap().contains("own link"));
+    assert_eq!(known(&r, &addrs[0]).len(), 3, "replicas written off while the link was down");
+    // They answer again: repair resumes, nothing was lost.
+    for n in &holders[..2] {
+        r.fabric.set_fault(*n, NodeFault::Healthy);
+    }
+    audit(Replicas::Due).await.unwrap();
+    let s = r.vault.status().unwrap();
+    assert_eq!((s.churn.repair_paused, s.degraded), (None, 0), "{s:?}");
 }

@@ -1,17 +1,21 @@
-//! The heal worker: brings chunks below N healthy replicas back to N, from a local copy (the
-//! outbox, the disk cache, the memory cache re-sealed) or from a healthy replica. In a house,
-//! only replicas the placement rule counts are healthy ones, and new ones go to other houses.
+//! The heal worker: brings chunks below N counted replicas (`domain::churn`) back to N, urgent
+//! ones first and at most `repair_rate` bytes per second in the background, from a local copy
+//! (the outbox, the disk cache, the memory cache re-sealed) or from a healthy replica; and
+//! pauses while too many nodes vanished at once.
+//! In a house, only replicas the placement rule counts are counted, and new ones go to other
+//! houses.
 
+use super::Pace;
 use crate::app::report::AuditReport;
 use crate::app::vault::Vault;
+use crate::domain::churn::{Fleet, Repair};
 use crate::domain::fs::{ChunkRecord, ChunkState, FsError, Replica};
-use crate::domain::health::is_healthy;
 use crate::domain::ids::{Addr, NodeId};
 use crate::ports::fabric::{ChunkFabric, Publish, StoreGoal};
 use futures::StreamExt;
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Chunks healed at once (each waits for one node's fsync and signed ack).
 const HEAL_CONCURRENCY: usize = 32;
@@ -20,14 +24,45 @@ const HEAL_CONCURRENCY: usize = 32;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HealWorker;
 
-/// Nodes written off by audits.
-pub(super) fn written_off<F: ChunkFabric + 'static>(v: &Vault<F>) -> Result<HashSet<NodeId>, FsError> {
-    v.m.read()?.written_off()
+/// Every known node's state now, under the vault's churn policy.
+pub(super) fn fleet<F: ChunkFabric + 'static>(v: &Vault<F>) -> Result<Fleet, FsError> {
+    let records = v.m.read()?.nodes()?;
+    Ok(Fleet::new(&v.opts.health.churn, &records, v.clock.now_ms()))
 }
 
-/// Healthy replicas of a chunk.
-pub(super) fn healthy<'r>(c: &'r ChunkRecord, off: &HashSet<NodeId>) -> Vec<&'r Replica> {
-    c.replicas.iter().filter(|r| is_healthy(r, &|n: &NodeId| off.contains(n))).collect()
+/// The replicas of a chunk that count toward N, healthy ones first.
+pub(super) fn counted<'r, F: ChunkFabric + 'static>(
+    v: &Vault<F>,
+    fleet: &Fleet,
+    c: &'r ChunkRecord,
+) -> (Vec<&'r Replica>, Repair) {
+    let verdict = fleet.judge(&v.opts.health.churn, c, v.opts.replicas);
+    let counted = v.placed(verdict.counted.iter().map(|i| &c.replicas[*i]).collect());
+    // Replicas the placement rule does not count (a second one in a house, one in the owner's
+    // own house) leave the chunk short of N even where the churn policy is content.
+    let repair = match verdict.repair {
+        Repair::None if counted.len() < v.opts.replicas => Repair::Lazy,
+        r => r,
+    };
+    (counted, repair)
+}
+
+/// Whether repair is paused (too many nodes vanished at once); says so in the log when that
+/// changes.
+pub(super) fn repair_paused<F: ChunkFabric + 'static>(v: &Vault<F>, fleet: &Fleet) -> bool {
+    let paused = fleet.link_down.is_some();
+    let was = v.health_stats.repair_paused.swap(paused, Ordering::Relaxed);
+    match (was, fleet.link_down) {
+        (false, Some((gone, known))) => tracing::warn!(
+            gone,
+            known,
+            "repair paused: {gone} of {known} nodes stopped answering at once; this machine's own link \
+             is the likelier cause, so nothing is re-replicated or written off until they answer again"
+        ),
+        (true, None) => tracing::info!("repair resumed: nodes answer again"),
+        _ => {}
+    }
+    paused
 }
 
 impl HealWorker {
@@ -40,43 +75,63 @@ impl HealWorker {
         let addrs: Vec<Addr> =
             v.m.read()?.summary()?.chunks.into_iter().filter(|(_, c)| c.refs > 0).map(|(a, _)| a).collect();
         let mut report = AuditReport::default();
-        self.heal(v, fabric, &addrs, &mut report).await?;
+        self.heal(v, fabric, &addrs, Pace::Foreground, &mut report).await?;
         Ok(report)
     }
 
-    /// Brings every chunk of `addrs` that has fewer than N healthy replicas back to N.
+    /// Brings every chunk of `addrs` that the churn policy says needs repair back to N counted
+    /// replicas: those below the healthy floor first; in the background at most `repair_rate`
+    /// bytes per second. Nothing while repair is paused.
     pub(in crate::app::vault) async fn heal<F: ChunkFabric + 'static>(
         &self,
         v: &Vault<F>,
         fabric: &Arc<F>,
         addrs: &[Addr],
+        pace: Pace,
         report: &mut AuditReport,
     ) -> Result<(), FsError> {
         if let Some(why) = v.placement_blocked() {
             tracing::debug!("healing waits: {why}");
             return Ok(());
         }
-        let off = written_off(v)?;
-        let wanted = v.opts.replicas;
-        let weak: Vec<Addr> = {
+        let fleet = fleet(v)?;
+        if repair_paused(v, &fleet) {
+            return Ok(());
+        }
+        let mut weak: Vec<(Repair, Addr, u64)> = {
             let rx = v.m.read()?;
             let mut weak = Vec::new();
             for a in addrs {
-                if let Some(c) = rx.chunk(a)? {
-                    if c.state == ChunkState::Durable
-                        && c.refs > 0
-                        && v.placed(healthy(&c, &off)).len() < wanted
-                    {
-                        weak.push(*a);
+                let Some(c) = rx.chunk(a)? else { continue };
+                if c.state == ChunkState::Durable && c.refs > 0 {
+                    let (_, repair) = counted(v, &fleet, &c);
+                    if repair != Repair::None {
+                        weak.push((repair, *a, c.ct_len as u64));
                     }
                 }
             }
             weak
         };
-        let mut results = futures::stream::iter(weak)
-            .map(|addr| {
-                let off = &off;
-                async move { (addr, heal_one(v, fabric, addr, off).await) }
+        weak.sort_by_key(|(repair, _, _)| std::cmp::Reverse(*repair));
+        let rate = v.opts.health.repair_rate.max(1) as f64;
+        let start = tokio::time::Instant::now();
+        let mut offset = 0u64;
+        let paced: Vec<(Addr, u64)> = weak
+            .into_iter()
+            .map(|(_, a, len)| {
+                offset += len;
+                (a, offset - len)
+            })
+            .collect();
+        let mut results = futures::stream::iter(paced)
+            .map(|(addr, first)| {
+                let fleet = &fleet;
+                async move {
+                    if pace == Pace::Background {
+                        tokio::time::sleep_until(start + Duration::from_secs_f64(first as f64 / rate)).await;
+                    }
+                    (addr, heal_one(v, fabric, addr, fleet).await)
+                }
             })
             .buffer_unordered(HEAL_CONCURRENCY);
         while let Some((addr, r)) = results.next().await {
@@ -99,17 +154,17 @@ async fn heal_one<F: ChunkFabric + 'static>(
     v: &Vault<F>,
     fabric: &Arc<F>,
     addr: Addr,
-    off: &HashSet<NodeId>,
+    fleet: &Fleet,
 ) -> Result<u64, FsError> {
     let Some(_claim) = v.pipeline.claims.claim(addr) else { return Ok(0) };
     let Some(c) = v.m.read()?.chunk(&addr)? else { return Ok(0) };
-    let healthy = v.placed(healthy(&c, off));
-    if healthy.len() >= v.opts.replicas {
+    let (counted, repair) = counted(v, fleet, &c);
+    if repair == Repair::None {
         return Ok(0);
     }
-    let ct = ciphertext_for_heal(v, fabric, &addr, &c, &healthy).await?;
-    let held: Vec<(NodeId, u8)> = healthy.iter().map(|r| (r.node, r.slot)).collect();
-    let mut exclude: Vec<NodeId> = off.iter().copied().collect();
+    let ct = ciphertext_for_heal(v, fabric, &addr, &c, &counted).await?;
+    let held: Vec<(NodeId, u8)> = counted.iter().map(|r| (r.node, r.slot)).collect();
+    let mut exclude: Vec<NodeId> = fleet.dead().into_iter().collect();
     exclude.extend(c.replicas.iter().filter(|r| !held.iter().any(|(n, _)| *n == r.node)).map(|r| r.node));
     let placement = v.placement();
     let goal = StoreGoal {
@@ -133,7 +188,7 @@ async fn heal_one<F: ChunkFabric + 'static>(
         }
         tx.put_chunk(&addr, &c)
     })?;
-    tracing::info!(?addr, new = acks.len(), "chunk healed");
+    tracing::info!(?addr, new = acks.len(), ?repair, "chunk healed");
     Ok(ct.len() as u64 * acks.len() as u64)
 }
 

@@ -1,6 +1,6 @@
 //! Owner-side maintenance (docs/DESIGN.md §5–6), one type per background job as Garage's workers:
-//! [`AuditWorker`] challenges replicas, [`HealWorker`] brings chunks back to N healthy
-//! replicas, [`LeaseWorker`] renews leases, [`GcWorker`] deletes chunks no file references any
+//! [`AuditWorker`] challenges replicas, [`HealWorker`] brings chunks back to N counted
+//! replicas under the churn policy (`domain::churn`), trimming deletes surplus replicas, [`LeaseWorker`] renews leases, [`GcWorker`] deletes chunks no file references any
 //! more, [`SnapshotWorker`] stores manifest snapshots, and [`WriterWorker`] reads the writer lease. [`run_maintenance`] runs them on the
 //! owner's schedule; each has a `run_once` so that a test drives one pass without waiting.
 //! Time comes from the vault's [`Clock`](crate::ports::clock::Clock).
@@ -11,6 +11,7 @@ mod heal;
 mod leases;
 mod schedule;
 mod snapshots;
+mod trim;
 mod writer;
 
 pub use audit::AuditWorker;
@@ -46,6 +47,12 @@ pub struct HealthOptions {
     /// After a take-over, how long garbage collection waits for the previous writer's closed
     /// record before it collects chunks again (the previous writer may still name them).
     pub lineage_wait: Duration,
+    /// When an unanswering node is offline, how long its replicas keep counting, and when it is
+    /// written off (docs/SEMANTICS.md, replica health).
+    pub churn: crate::domain::churn::ChurnPolicy,
+    /// Most ciphertext bytes per second a background repair re-publishes (foreground passes are
+    /// not limited).
+    pub repair_rate: u64,
 }
 
 impl Default for HealthOptions {
@@ -59,6 +66,8 @@ impl Default for HealthOptions {
             retention: crate::domain::snapshot::Retention::default(),
             writer_check: Duration::from_secs(30),
             lineage_wait: Duration::from_secs(30 * 24 * 3600),
+            churn: crate::domain::churn::ChurnPolicy::default(),
+            repair_rate: 4 << 20,
         }
     }
 }
@@ -114,6 +123,10 @@ pub struct HealthStats {
     pub renewed: AtomicU64,
     /// Unreferenced chunks deleted from their replicas.
     pub collected: AtomicU64,
+    /// Surplus replicas deleted (above N once a returning node proved its copies again).
+    pub trimmed: AtomicU64,
+    /// Whether repair is paused because too many nodes vanished at once.
+    pub repair_paused: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
