@@ -5,6 +5,8 @@
 //! ‖ value`, then a table byte of 0. Keys and values are the manifest tables' own encodings
 //! (integers big-endian in keys so order is kept). Local-only state — the staging set, the
 //! upload queue, the outbox — is never dumped: a snapshot is taken only when it is empty.
+//! Chunk records come in two runs with coarse replica times ([`DumpWriter::chunks`]), so that
+//! consecutive snapshots of a large vault share almost all their pieces.
 
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind};
 use crate::domain::ids::Addr;
