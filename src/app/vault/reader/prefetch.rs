@@ -27,11 +27,13 @@ pub const PREFETCH_FILE_MAX: u64 = crate::domain::chunker::MIN_CHUNK as u64;
 const PREFETCH_BYTES_MAX: u64 = 64 << 20;
 /// Directories (and looked-up files) remembered.
 const REMEMBERED: usize = 4096;
+/// A directory is prefetched again only after this long (its chunks may have left the cache).
+const AGAIN_AFTER_MS: u64 = 60_000;
 
-/// What the prefetcher remembers: directories prefetched lately (not prefetched again while
-/// remembered) and the directory each file was last looked up in (its first read prefetches it).
+/// What the prefetcher remembers: directories prefetched lately (not prefetched again within
+/// [`AGAIN_AFTER_MS`]) and the directory each file was last looked up in (its first read prefetches it).
 pub(in crate::app::vault) struct Prefetch {
-    done: Mutex<LruCache<Ino, ()>>,
+    done: Mutex<LruCache<Ino, u64>>,
     parents: Mutex<LruCache<Ino, Ino>>,
 }
 
@@ -48,9 +50,14 @@ impl Prefetch {
         lock(&self.parents).put(child, dir);
     }
 
-    /// Claims `dir` for a prefetch: false when it was prefetched lately.
-    fn claim(&self, dir: Ino) -> bool {
-        lock(&self.done).put(dir, ()).is_none()
+    /// Claims `dir` for a prefetch at `now_ms`: false when it was prefetched lately.
+    fn claim(&self, dir: Ino, now_ms: u64) -> bool {
+        let mut done = lock(&self.done);
+        if done.get(&dir).is_some_and(|at| now_ms.saturating_sub(*at) < AGAIN_AFTER_MS) {
+            return false;
+        }
+        done.put(dir, now_ms);
+        true
     }
 }
 
@@ -61,18 +68,22 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// Prefetches the small files of the directory `ino` was looked up in, unless done lately.
     pub(super) fn prefetch_parent(self: &Arc<Self>, ino: Ino) {
         let dir = Self::lock(&self.reader.prefetch.parents).get(&ino).copied();
-        if let Some(dir) = dir {
+        if let Some(dir) = dir.filter(|d| self.reader.prefetch.claim(*d, self.clock.now_ms())) {
             let me = self.clone();
-            tokio::spawn(async move { me.prefetch_dir(dir).await });
+            tokio::spawn(async move { me.prefetch_claimed(dir).await });
         }
     }
 
     /// Fetches the chunks of `dir`'s small files into the memory cache in batched gets, unless
     /// `dir` was prefetched lately. Failures only mean later reads fetch on their own.
     pub async fn prefetch_dir(&self, dir: Ino) {
-        if !self.reader.prefetch.claim(dir) {
-            return;
+        if self.reader.prefetch.claim(dir, self.clock.now_ms()) {
+            self.prefetch_claimed(dir).await;
         }
+    }
+
+    /// Prefetches `dir`, claimed already.
+    async fn prefetch_claimed(&self, dir: Ino) {
         let Some(fabric) = self.fabric_within(std::time::Duration::ZERO).await else { return };
         let wanted = match self.prefetch_list(dir) {
             Ok(w) => w,
