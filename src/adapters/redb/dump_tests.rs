@@ -30,7 +30,7 @@ fn put_file(tx: &Tx, i: u64, chunk: u64) -> Result<(), FsError> {
     (a.size, a.mtime.secs) = (400 + chunk % 100, chunk as i64);
     tx.put_inode(&a)?;
     tx.put_dirent(2 + i % 100, format!("file-{i:06}.txt").as_bytes(), ino)?;
-    let (addr, id) = (addr_of(chunk), ChunkId(addr_of(chunk + 1 << 40).0));
+    let (addr, id) = (addr_of(chunk), ChunkId(addr_of((chunk + 1) << 40).0));
     if tx.chunk(&addr)?.is_none() {
         tx.put_chunk(&addr, &durable(id, 0, T0))?;
     }
@@ -72,7 +72,7 @@ fn a_snapshot_after_one_changed_file_stores_a_sliver_of_it() {
         record_blob(tx, &first, 1)?;
         // Audits pass on a few hundred chunks within the day; one file is rewritten.
         for i in (0..FILES).step_by(97) {
-            tx.put_chunk(&addr_of(i), &durable(ChunkId(addr_of(i + 1 << 40).0), 1, T0 + 3_600_000))?;
+            tx.put_chunk(&addr_of(i), &durable(ChunkId(addr_of((i + 1) << 40).0), 1, T0 + 3_600_000))?;
         }
         put_file(tx, FILES / 2, FILES + 1)
     })
