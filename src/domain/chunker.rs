@@ -28,6 +28,40 @@ pub fn chunk_ranges(data: &[u8], seed: u64) -> impl Iterator<Item = Range<usize>
         .map(|c| c.offset..c.offset + c.length)
 }
 
+/// Average piece sizes a blob (a manifest snapshot, a share's manifest) is cut at, smallest
+/// first, each with the largest blob cut at it. A change rewrites about one piece around it, so
+/// small pieces keep consecutive snapshots' differences small; but every snapshot also stores
+/// its head anew (100 bytes per piece) and the next dump records its new pieces (about 270 bytes
+/// each), so the average grows with the blob, near 6.4·√(blob bytes). A blob that grows past a
+/// tier's bound is cut anew once. Beyond the last tier, blobs are cut like file data.
+const BLOB_TIERS: [(usize, usize); 6] = [
+    (8 << 10, 4 << 20),
+    (16 << 10, 16 << 20),
+    (32 << 10, 64 << 20),
+    (64 << 10, 256 << 20),
+    (128 << 10, 1 << 30),
+    (256 << 10, 4 << 30),
+];
+
+/// Splits a blob into content-defined piece ranges (see [`BLOB_TIERS`]): the first tier whose
+/// size bound holds `data` and whose cut yields at most `max_pieces`, else the file-data cut.
+/// The ranges are contiguous and cover `data` exactly.
+pub fn blob_ranges(data: &[u8], seed: u64, max_pieces: usize) -> Vec<Range<usize>> {
+    for (avg, up_to) in BLOB_TIERS {
+        if data.len() > up_to {
+            continue;
+        }
+        let ranges: Vec<Range<usize>> =
+            FastCDC::with_level_and_seed(data, avg / 4, avg, avg * 4, Normalization::Level1, seed)
+                .map(|c| c.offset..c.offset + c.length)
+                .collect();
+        if ranges.len() <= max_pieces {
+            return ranges;
+        }
+    }
+    chunk_ranges(data, seed).collect()
+}
+
 /// Content-defined chunks of a stream (a file), yielding `(offset, bytes)` with bounded memory.
 pub fn chunk_stream<R: std::io::Read>(
     reader: R,

@@ -10,7 +10,7 @@
 //!   version that only grows, so the newest validly signed record wins and an older one served
 //!   later is recognised as a rollback.
 
-use crate::domain::chunker::{chunk_ranges, MAX_CHUNK};
+use crate::domain::chunker::{blob_ranges, MAX_CHUNK};
 use crate::domain::ids::{Addr, ChunkId};
 use crate::domain::keys::ChunkKeys;
 use crate::domain::proof::ProofSecret;
@@ -123,7 +123,7 @@ impl SealedBlob {
 /// Splits `payload` into content-defined pieces and seals them and their head with `keys`.
 pub fn seal_blob(keys: &ChunkKeys, payload: &[u8], chunker_seed: u64) -> Result<SealedBlob, BlobError> {
     let pieces: Vec<SealedChunk> =
-        chunk_ranges(payload, chunker_seed).map(|r| keys.seal(&payload[r])).collect();
+        blob_ranges(payload, chunker_seed, MAX_PIECES).into_iter().map(|r| keys.seal(&payload[r])).collect();
     if pieces.len() > MAX_PIECES {
         return Err(BlobError::TooLarge(pieces.len()));
     }

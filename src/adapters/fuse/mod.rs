@@ -461,6 +461,10 @@ impl<F: ChunkFabric + 'static> Filesystem for FuseAdapter<F> {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let _s = span("readdir", ino);
+        if offset == 0 {
+            let vault = self.vault.clone();
+            self.rt.spawn(async move { vault.prefetch_dir(ino.0).await });
+        }
         let listed = self.vault.readdir(ino.0, fh.0, offset, |e| {
             reply.add(INodeNo(e.ino), e.cookie, file_type(e.kind), OsStr::from_bytes(&e.name))
         });

@@ -170,6 +170,16 @@ pub fn vault_families(
         "Fabric fetches that failed (timed out, no node returned the chunk, broker error).",
         load(&r.fetch_failures),
     )?;
+    p.counter(
+        "quloud_vault_prefetch_requests_total",
+        "Batched get requests that prefetched a directory's small files (many chunks each).",
+        load(&r.prefetch_requests),
+    )?;
+    p.counter(
+        "quloud_vault_prefetched_chunks_total",
+        "Chunks brought into the read cache by prefetch requests.",
+        load(&r.prefetched),
+    )?;
     work_families(p, live.pipeline, live.health)?;
     p.single(
         "quloud_vault_fabric_fetch_seconds",

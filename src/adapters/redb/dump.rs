@@ -10,7 +10,7 @@ use super::{
     UNREFERENCED, XATTRS,
 };
 use crate::domain::dump::{addr_of, records, u64_of, Code};
-use crate::domain::fs::{Attr, FsError};
+use crate::domain::fs::{Attr, ChunkRecord, FsError};
 use crate::domain::ids::Addr;
 use redb::{ReadableTable, TableDefinition, TableHandle};
 
@@ -91,7 +91,7 @@ impl Rx {
             |(i, o)| [i.to_be_bytes(), o.to_be_bytes()].concat(),
             b,
         )?;
-        dump_table(self, &mut w, Code::Chunks, CHUNKS, |a| a.to_vec(), b)?;
+        self.dump_chunks(&mut w)?;
         dump_table(self, &mut w, Code::Xattrs, XATTRS, b, b)?;
         dump_table(self, &mut w, Code::Unreferenced, UNREFERENCED, |a| a.to_vec(), be)?;
         // Chunks queued while their file was being sealed: in a restored vault no file will
@@ -117,6 +117,23 @@ impl Rx {
         dump_table(self, &mut w, Code::ShareSecrets, SHARE_SECRETS, |a| a.to_vec(), b)?;
         let (files, bytes) = w.counts();
         Ok((w.finish(), files, bytes))
+    }
+}
+
+impl Rx {
+    /// Chunk records as a dump keeps them ([`DumpWriter::chunks`]).
+    fn dump_chunks(&self, w: &mut DumpWriter) -> Result<(), FsError> {
+        let t = self.raw().open_table(CHUNKS).map_err(err)?;
+        let rows = t.iter().map_err(err)?.map(|row| {
+            let (k, v) = row.map_err(err)?;
+            let addr = Addr(*k.value());
+            let c = ChunkRecord::decode(v.value())
+                .ok_or_else(|| FsError::Io(format!("chunk {addr:?} record is damaged")))?;
+            Ok((addr, c))
+        });
+        let blobs = [self.blobs(false)?, self.blobs(true)?];
+        let pinned = blobs.iter().flatten().flat_map(|r| r.pins.iter().copied()).collect();
+        w.chunks(rows, &pinned)
     }
 }
 

@@ -2,6 +2,8 @@
 //! Nothing else defines a table.
 
 pub mod dump;
+#[cfg(test)]
+mod dump_tests;
 pub mod manifest;
 #[cfg(test)]
 mod manifest_tests;

@@ -24,6 +24,10 @@ pub struct ReadStats {
     pub fetches: Histogram,
     /// Fabric fetches that failed (unreachable, timed out, no node had it).
     pub fetch_failures: AtomicU64,
+    /// Batched get requests sent to prefetch a directory's small files.
+    pub prefetch_requests: AtomicU64,
+    /// Chunks those requests brought into the memory cache.
+    pub prefetched: AtomicU64,
 }
 
 impl Default for ReadStats {
@@ -36,6 +40,8 @@ impl Default for ReadStats {
             disk_hits: AtomicU64::new(0),
             fetches: Histogram::new(FETCH_BUCKETS),
             fetch_failures: AtomicU64::new(0),
+            prefetch_requests: AtomicU64::new(0),
+            prefetched: AtomicU64::new(0),
         }
     }
 }

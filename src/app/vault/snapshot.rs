@@ -34,7 +34,7 @@ enum BlobKind {
 }
 
 /// Pieces fetched per request when reading a blob back.
-const FETCH_BATCH: usize = 8;
+const FETCH_BATCH: usize = 64;
 
 /// What `snapshot` did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,10 @@ impl Tables {
         self.dirents.iter().for_each(|((p, n), i)| w.dirent(*p, n, *i));
         self.symlinks.iter().for_each(|(i, t)| w.symlink(*i, t));
         self.extents.iter().for_each(|((i, _), e)| w.extent(*i, e));
-        self.chunks.iter().for_each(|(a, c)| w.chunk(a, c));
+        let blobs = self.snapshots.values().chain(self.shares.values());
+        let pinned = blobs.flat_map(|r| r.pins.iter().copied()).collect();
+        // Infallible: every record is already decoded.
+        let _ = w.chunks(self.chunks.iter().map(|(a, c)| Ok((*a, c.clone()))), &pinned);
         for ((i, n), v) in &self.xattrs {
             w.xattr(*i, n, v);
         }

@@ -102,7 +102,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             return Err(FsError::NotDir);
         }
         let ino = if name == b"." { parent } else { view.lookup(parent, name)?.ok_or(FsError::NotFound)? };
-        self.current_attr(ino)
+        let attr = self.current_attr(ino)?;
+        if attr.kind == Kind::File {
+            self.reader.prefetch.looked_up(parent, ino);
+        }
+        Ok(attr)
     }
 
     /// An inode's attributes.

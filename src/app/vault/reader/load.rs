@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const MAX_LOADS: usize = 16;
 
 /// One chunk load, shared by every reader waiting for that chunk.
-type ChunkLoad = tokio::sync::OnceCell<Arc<Plain>>;
+pub(super) type ChunkLoad = tokio::sync::OnceCell<Arc<Plain>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -61,17 +61,28 @@ impl<F: ChunkFabric + 'static, S: ChunkSource<F>> ChunkSource<F> for MemoryCache
             return Ok(p);
         }
         v.read_stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let cell = lock(&self.fetching).entry(e.id).or_default().clone();
+        let cell = self.claim(e.id);
         let result = cell.get_or_try_init(|| self.load(v, e)).await.cloned();
-        let mut fetching = lock(&self.fetching);
-        if fetching.get(&e.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            fetching.remove(&e.id);
-        }
+        self.release(e.id, &cell);
         result
     }
 }
 
 impl<S> MemoryCached<S> {
+    /// The load of chunk `id`, shared with every concurrent reader of it (a new one if none is
+    /// in progress); whoever initialises it first loads the chunk.
+    pub(super) fn claim(&self, id: ChunkId) -> Arc<ChunkLoad> {
+        lock(&self.fetching).entry(id).or_default().clone()
+    }
+
+    /// Forgets `cell` as the load of `id` once it is done (unless a newer load took its place).
+    pub(super) fn release(&self, id: ChunkId, cell: &Arc<ChunkLoad>) {
+        let mut fetching = lock(&self.fetching);
+        if fetching.get(&id).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            fetching.remove(&id);
+        }
+    }
+
     /// One load from the layer below, kept in the cache.
     async fn load<F: ChunkFabric + 'static>(&self, v: &Vault<F>, e: &Extent) -> Result<Arc<Plain>, FsError>
     where

@@ -3,13 +3,15 @@
 //! chunks, `cache.rs`, and one shared load per chunk) over [`LocalCopies`] (outbox and disk
 //! cache, `load.rs`) over [`FabricFetch`] (the fabric with misses and offline handling,
 //! `fetch.rs`); `open.rs` opens a ciphertext with the vault's or a share's secrets. Read-ahead
-//! warms the memory cache for sequential readers.
+//! warms the memory cache for sequential readers; `prefetch.rs` fetches a directory's small files
+//! in batched gets when it is listed or its first file is read.
 
 pub(super) mod cache;
 mod fetch;
 mod load;
 pub(super) mod misses;
 mod open;
+mod prefetch;
 
 use super::{Fh, FsError, Vault};
 use crate::domain::fs::{Extent, Ino};
@@ -19,6 +21,7 @@ use crate::ports::local_disk::{DiskCache, StagedFile};
 use cache::{ChunkCache, Plain, ReadData};
 pub(super) use fetch::FabricFetch;
 pub(super) use load::{LocalCopies, MemoryCached};
+pub use prefetch::PREFETCH_FILE_MAX;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -45,6 +48,8 @@ pub(super) struct Reader<F> {
     pub(super) disk_cache: Option<Arc<dyn DiskCache>>,
     /// The layers, top first.
     chunks: Stack<F>,
+    /// Which directories were prefetched lately, and where files were looked up.
+    pub(super) prefetch: prefetch::Prefetch,
 }
 
 impl<F: ChunkFabric + 'static> Reader<F> {
@@ -58,7 +63,8 @@ impl<F: ChunkFabric + 'static> Reader<F> {
         let cache = Arc::new(Mutex::new(ChunkCache::new(cache_bytes)));
         let fetch = FabricFetch::new(fabric, cache.clone(), disk_cache.clone());
         let local = LocalCopies::new(fetch, cache.clone(), disk_cache.clone());
-        Reader { chunks: MemoryCached::new(local, cache.clone()), cache, disk_cache }
+        let chunks = MemoryCached::new(local, cache.clone());
+        Reader { chunks, cache, disk_cache, prefetch: prefetch::Prefetch::default() }
     }
 
     /// A fabric connected: reads may wait for it again.
@@ -99,6 +105,9 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let end = (offset + size as u64).min(attr.size);
         if offset >= end {
             return Ok(ReadData::Owned(Vec::new()));
+        }
+        if offset == 0 && attr.size <= PREFETCH_FILE_MAX {
+            self.prefetch_parent(ino);
         }
         let extents = self.m.view().extents(ino, offset, end)?;
         // A read that lies in one chunk (the kernel asks 128 KiB to 1 MiB, chunks average

@@ -1,0 +1,119 @@
+//! Big vaults on real parts (a real nats-server, three real `quloud node` processes, real FUSE
+//! mounts): a snapshot after one changed file stores a sliver of the first, measured in the
+//! nodes' chunk body bytes; and a cold directory of small files is read in far fewer get round
+//! trips than files, measured by the mount's own counters.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn ok(cmd: &mut Command, what: &str) -> String {
+    let o = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{what} failed ({}): {text}", o.status);
+    text
+}
+
+/// `files` small files of 100–600 bytes in 20 directories under `dir`.
+fn small_tree(dir: &Path, files: usize) {
+    for i in 0..files {
+        let sub = dir.join(format!("d{:02}", i % 20));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i:05}.txt")), bytes(100 + i % 500, i as u64)).unwrap();
+    }
+}
+
+fn body_bytes(fabric: &Fabric) -> u64 {
+    fabric.nodes.iter().map(|n| n.body_bytes()).sum()
+}
+
+/// Loads `src` into a new vault on `fabric` with rsync and waits until it is durable.
+fn vault_with(fabric: &Fabric, dir: &Path, src: &Path, extra: &[&str]) -> Mount {
+    let m = Mount::new_vault(dir, "owner", &fabric.url(), extra);
+    require_tool("rsync", "apt-get install -y rsync");
+    let (from, to) = (format!("{}/", src.display()), format!("{}/", m.mp.display()));
+    ok(Command::new("rsync").args(["-a", &from, &to]), "rsync into the mount");
+    wait_durable(&m.home);
+    m
+}
+
+#[test]
+fn a_snapshot_after_one_changed_file_stores_a_sliver_of_the_first() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src, 3000);
+    let m = vault_with(&fabric, tmp.path(), &src, &[]);
+    let before = body_bytes(&fabric);
+    ok(quloud(&m.home).args(["snapshot"]), "the first snapshot");
+    let first = body_bytes(&fabric) - before;
+
+    std::fs::write(m.path("d07/f00007.txt"), b"one changed file").unwrap();
+    wait_durable(&m.home);
+    let before = body_bytes(&fabric);
+    let said = ok(quloud(&m.home).args(["snapshot"]), "the second snapshot");
+    assert!(said.contains("snapshot 2 stored"), "{said}");
+    let second = body_bytes(&fabric) - before;
+    println!("first snapshot: {first} body bytes on the nodes; second, after one change: {second}");
+    assert!(first > 0, "the first snapshot stored nothing");
+    assert!(second * 100 < first * 20, "the second snapshot stored {second} bytes, the first {first}");
+}
+
+fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| panic!("no {key} in the scrape: {m:?}"))
+}
+
+#[test]
+fn a_cold_directory_of_small_files_is_read_in_batched_gets() {
+    let fabric = Fabric::start(3, "1GiB");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src, 400);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let flag = addr.to_string();
+    let mut m = vault_with(&fabric, tmp.path(), &src, &["--metrics", &flag]);
+    // Cold: a new mount process (empty memory cache) without the disk cache of sealed chunks.
+    m.unmount();
+    std::fs::remove_dir_all(m.home.join("chunks")).unwrap();
+    m.spawn();
+    poll_until(Duration::from_secs(20), Duration::from_millis(100), "the metrics endpoint", || {
+        scrape(addr).contains_key("quloud_vault_fabric_connected")
+    });
+    let dir = m.path("d03");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name();
+        let got = std::fs::read(dir.join(&name)).unwrap();
+        assert_eq!(got, std::fs::read(src.join("d03").join(&name)).unwrap(), "{name:?} differs");
+        read += 1;
+    }
+    let s = scrape(addr);
+    let singles = value(&s, "quloud_vault_fabric_fetch_seconds_count");
+    let batched = value(&s, "quloud_vault_prefetch_requests_total");
+    let prefetched = value(&s, "quloud_vault_prefetched_chunks_total");
+    println!("{read} files read: {singles} single gets, {batched} batched gets ({prefetched} chunks)");
+    assert_eq!(read, 20);
+    assert!(prefetched > 0.0, "nothing was prefetched");
+    assert!(singles + batched < read as f64 / 2.0, "{singles} + {batched} get round trips for {read} files");
+    m.unmount();
+}
