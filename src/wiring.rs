@@ -20,6 +20,7 @@ mod common;
 mod control;
 mod files;
 mod house;
+mod house_config;
 mod hub;
 mod invite;
 mod join;
@@ -69,7 +70,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => mount::status(&home, Format::from_json_flag(args.json)).await,
         Command::Check(args) => {
             let bus = Bus::from_args(&args.nats, &home)?;
-            let token = house::load_house(&home)
+            let token = house_config::load_house(&home)
                 .ok()
                 .and_then(|h| crate::domain::ids::NodeId::from_hex(&h.cert.node))
                 .map(|node| crate::domain::house::check_token(&node));

@@ -3,52 +3,14 @@
 //! leaf node of the hub, its storage node and, when it backs up, the vault's mount.
 
 use super::common::{signal_token, Bus};
+use super::house_config::{house_dir, load_house, HouseConfig};
 use super::up::{nats_server_spec, serve, unless_stopped};
 use crate::adapters::process::children::{Children, Spec};
 use crate::adapters::process::up_lock::FabricLock;
 use crate::cli::UpArgs;
-use crate::domain::house::{HouseCert, HouseName};
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::process::Command;
-
-/// How this box joined its hub (`HOME/house/house.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HouseConfig {
-    /// The house's name.
-    pub name: HouseName,
-    /// The hub's client and leaf addresses (`HOST:PORT`).
-    pub hub: String,
-    /// The hub's leaf-node address.
-    pub leaf: String,
-    /// The hub's membership key (hex): it signs house certificates.
-    pub hub_key: String,
-    /// The hub's certificate binding this house's node to it.
-    pub cert: HouseCert,
-    /// The hub's JetStream domain.
-    pub js_domain: String,
-    /// Loopback port of the house's nats-server.
-    pub port: u16,
-    /// Storage offered, bytes.
-    pub capacity: u64,
-    /// Where `up --house` mounts the vault of this home, if it backs up.
-    pub vault: Option<PathBuf>,
-}
-
-/// The house's directory in `home`.
-pub fn house_dir(home: &Path) -> PathBuf {
-    home.join("house")
-}
-
-/// The house's configuration, or why this home is no house.
-pub fn load_house(home: &Path) -> Result<HouseConfig> {
-    let path = house_dir(home).join("house.json");
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!("{} has joined no hub: run `quloud join INVITE` first (or pass --home)", home.display())
-    })?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
-}
 
 fn leaf_spec(dir: &Path, port: u16) -> Result<Spec> {
     nats_server_spec(dir, dir.join("leaf.conf"), port)

@@ -4,7 +4,7 @@
 
 use super::common::key_path;
 use super::files;
-use super::house::{house_dir, HouseConfig};
+use super::house_config::{house_dir, HouseConfig};
 use super::hub::now_secs;
 use super::keys::save_new_key;
 use crate::adapters::hub::conf::{leaf_config, ENROL_INBOX, ENROL_SUBJECT, ENROL_USER};
@@ -48,10 +48,12 @@ pub async fn join(home: &Path, args: &JoinArgs) -> Result<()> {
     crate::domain::random_bytes(&mut pw);
     let password = to_hex(&pw);
     let new_key = (args.vault.is_some() && !key_path(home).exists()).then(MasterKey::generate);
-    let owner = match (&args.vault, &new_key) {
-        (None, _) => None,
-        (Some(_), Some(key)) => Some(owner_of(key)),
-        (Some(_), None) => Some(owner_of(&super::common::load_master_key(home)?)),
+    // A home that holds a vault key backs up, whether `up --house` mounts it (`--vault`) or the
+    // owner mounts it by hand: its house's NATS user gets that vault's owner subjects.
+    let owner = match &new_key {
+        Some(key) => Some(owner_of(key)),
+        None if key_path(home).exists() => Some(owner_of(&super::common::load_master_key(home)?)),
+        None => None,
     };
     let request = EnrolRequest::new(&invite.secret, &node, password.clone(), args.capacity, owner);
     let reply = enrol(&invite, &request).await?;

@@ -253,10 +253,10 @@ pub async fn mount(
 /// Placement by houses for a vault whose home is a house (`quloud join`): the hub key and the
 /// house name kept since joining; `None` for any other home (every node counts).
 fn house_policy(home: &Path, opts: &MountOpts) -> Result<Option<HousePolicy>> {
-    if !super::house::house_dir(home).join("house.json").exists() {
+    if !super::house_config::house_dir(home).join("house.json").exists() {
         return Ok(None);
     }
-    let cfg = super::house::load_house(home)?;
+    let cfg = super::house_config::load_house(home)?;
     let hub_key = NodeId::from_hex(&cfg.hub_key)
         .with_context(|| format!("the hub key in {}/house/house.json is damaged", home.display()))?;
     let own_house = if opts.allow_own_house { OwnHouse::Allowed } else { OwnHouse::Excluded };

@@ -152,6 +152,12 @@ pub fn house_permissions(
     house.merge(chunk_owner_permissions(&check, &owner_inbox(&check)));
     if let Some((token, locator)) = owner {
         house.merge(owner_permissions(token, locator, &owner_inbox(token)));
+        // Placement: the owner asks the hub for the houses' certificates.
+        house.merge(Permissions {
+            publish: vec![super::HOUSES_SUBJECT.into()],
+            subscribe: Vec::new(),
+            responses: 0,
+        });
     }
     let replies = reply_to.iter().map(|inbox| format!("{inbox}.>")).collect();
     house.merge(Permissions { publish: replies, subscribe: Vec::new(), responses: 0 });
