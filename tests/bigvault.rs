@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -65,20 +63,6 @@ fn a_snapshot_after_one_changed_file_stores_a_sliver_of_the_first() {
     assert!(second * 100 < first * 20, "the second snapshot stored {second} bytes, the first {first}");
 }
 
-fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
 fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
     *m.get(key).unwrap_or_else(|| panic!("no {key} in the scrape: {m:?}"))
 }
@@ -97,7 +81,7 @@ fn a_cold_directory_of_small_files_is_read_in_batched_gets() {
     std::fs::remove_dir_all(m.home.join("chunks")).unwrap();
     m.spawn();
     poll_until(Duration::from_secs(20), Duration::from_millis(100), "the metrics endpoint", || {
-        scrape(addr).contains_key("quloud_vault_fabric_connected")
+        scrape_metrics(addr).contains_key("quloud_vault_fabric_connected")
     });
     let dir = m.path("d03");
     let mut read = 0;
@@ -107,7 +91,7 @@ fn a_cold_directory_of_small_files_is_read_in_batched_gets() {
         assert_eq!(got, std::fs::read(src.join("d03").join(&name)).unwrap(), "{name:?} differs");
         read += 1;
     }
-    let s = scrape(addr);
+    let s = scrape_metrics(addr);
     let singles = value(&s, "quloud_vault_fabric_fetch_seconds_count");
     let batched = value(&s, "quloud_vault_prefetch_requests_total");
     let prefetched = value(&s, "quloud_vault_prefetched_chunks_total");

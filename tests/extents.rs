@@ -5,32 +5,15 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
-use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 
-/// The mount's metrics samples, by name.
-fn scrape(port: u16) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
 fn counter(port: u16, name: &str) -> u64 {
-    *scrape(port).get(name).unwrap_or_else(|| panic!("the mount exports no {name}")) as u64
+    *scrape_metrics(("127.0.0.1", port)).get(name).unwrap_or_else(|| panic!("the mount exports no {name}"))
+        as u64
 }
 
 fn assert_content(path: &Path, want: &[u8], when: &str) {

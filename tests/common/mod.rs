@@ -645,17 +645,26 @@ impl Rng {
     }
 }
 
-/// `quloud_vault_chunks_collected_total` from a mount's metrics endpoint at `addr`.
-pub fn chunks_collected(addr: &str) -> u64 {
+/// A mount's metrics samples at `addr` (its `--metrics` endpoint), by sample name.
+pub fn scrape_metrics(addr: impl std::net::ToSocketAddrs) -> std::collections::HashMap<String, f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("the mount's metrics endpoint");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let value = text.lines().find_map(|l| l.strip_prefix("quloud_vault_chunks_collected_total "));
-    value.and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or_else(|| panic!("no GC counter in: {text}"))
-        as u64
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// `quloud_vault_chunks_collected_total` from a mount's metrics endpoint at `addr`.
+pub fn chunks_collected(addr: &str) -> u64 {
+    let m = scrape_metrics(addr);
+    *m.get("quloud_vault_chunks_collected_total").unwrap_or_else(|| panic!("no GC counter in: {m:?}")) as u64
 }
 
 pub mod cluster;

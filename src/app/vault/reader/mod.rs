@@ -124,15 +124,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         let fetched = futures::future::join_all(extents.iter().map(|e| self.plaintext(e))).await;
         let mut buf = vec![0u8; (end - offset) as usize];
-        for (e, data) in extents.iter().zip(fetched) {
-            let data = data?;
-            let from = offset.max(e.offset);
-            let to = end.min(e.offset + data.len() as u64);
-            if from < to {
-                buf[(from - offset) as usize..(to - offset) as usize]
-                    .copy_from_slice(&data[(from - e.offset) as usize..(to - e.offset) as usize]);
-            }
-        }
+        place(&extents, fetched, offset, &mut buf)?;
         self.read_ahead(ino, end);
         Ok(ReadData::Owned(buf))
     }
@@ -174,16 +166,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let extents = self.m.view().extents(ino, start, end)?;
         let fetched = futures::future::join_all(extents.iter().map(|e| self.plaintext(e))).await;
         buf.fill(0);
-        for (e, data) in extents.iter().zip(fetched) {
-            let data = data?;
-            let from = start.max(e.offset);
-            let to = end.min(e.offset + data.len() as u64);
-            if from < to {
-                buf[(from - start) as usize..(to - start) as usize]
-                    .copy_from_slice(&data[(from - e.offset) as usize..(to - e.offset) as usize]);
-            }
-        }
-        Ok(())
+        place(&extents, fetched, start, buf)
     }
 
     /// The plaintext of one extent's chunk, through the reader's layers.
@@ -221,4 +204,24 @@ pub(in crate::app::vault) fn read_full_at(
         }
     }
     Ok(done)
+}
+
+/// Copies what each fetched extent holds of `buf` (the file's bytes from `start`) into it.
+fn place(
+    extents: &[Extent],
+    fetched: Vec<Result<Arc<Plain>, FsError>>,
+    start: u64,
+    buf: &mut [u8],
+) -> Result<(), FsError> {
+    let end = start + buf.len() as u64;
+    for (e, data) in extents.iter().zip(fetched) {
+        let data = data?;
+        let from = start.max(e.offset);
+        let to = end.min(e.offset + data.len() as u64);
+        if from < to {
+            buf[(from - start) as usize..(to - start) as usize]
+                .copy_from_slice(&data[(from - e.offset) as usize..(to - e.offset) as usize]);
+        }
+    }
+    Ok(())
 }
