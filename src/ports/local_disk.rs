@@ -78,6 +78,11 @@ pub trait StagedFile: Send + Sync + std::fmt::Debug + 'static {
     fn size(&self) -> io::Result<u64>;
     /// Makes the content durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Which file this is (device and inode number), where the platform tells: a staging area
+    /// retires a name only while it still names this file.
+    fn file_id(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Which staged file: an inode's, or a temporary one being filled for an inode (numbered so
@@ -99,7 +104,8 @@ pub trait Staging: Send + Sync + 'static {
     /// Replaces the staged file of `ino` with the temporary file `n`, atomically.
     fn publish(&self, ino: Ino, n: u64) -> io::Result<()>;
     /// Takes the file `name` out of use; `open` is its handle, if one is still held (someone
-    /// else holding it too must keep seeing the content).
+    /// else holding it too must keep seeing the content). With a handle, the name is retired
+    /// only while it still names that file: a file published under it since stays in use.
     fn retire(&self, name: StagedName, open: Option<Arc<dyn StagedFile>>);
     /// Removes the staged file of `ino`, if any.
     fn remove(&self, ino: Ino);

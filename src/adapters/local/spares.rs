@@ -54,23 +54,38 @@ impl Spares {
     /// pool is full or someone else still holds `open` (a reader must keep seeing the content:
     /// only an unlink leaves it intact for them).
     pub fn retire(&self, path: &Path, open: Option<Arc<dyn StagedFile>>) {
+        if let Some(spare) = self.detach(path) {
+            self.recycle(spare, open);
+        }
+    }
+
+    /// Moves the file at `path` to a spare's name (one rename, so a caller can do it under its
+    /// own lock) and returns that name; `None` when there is no file at `path`.
+    pub fn detach(&self, path: &Path) -> Option<PathBuf> {
+        let spare = self.dir.join(format!("{PREFIX}{}", self.next.fetch_add(1, Ordering::Relaxed)));
+        std::fs::rename(path, &spare).ok().map(|()| spare)
+    }
+
+    /// Keeps a detached file (see [`Spares::detach`]) as a spare once emptied, or removes it
+    /// when the pool is full or someone else still holds `open`.
+    pub fn recycle(&self, spare: PathBuf, open: Option<Arc<dyn StagedFile>>) {
         if open.as_ref().is_some_and(|f| Arc::strong_count(f) > 1) {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&spare);
             return;
         }
         let empty = || match open {
             Some(file) => file.set_len(0),
-            None => OpenOptions::new().read(true).write(true).open(path).and_then(|f| f.set_len(0)),
+            None => OpenOptions::new().read(true).write(true).open(&spare).and_then(|f| f.set_len(0)),
         };
         // The syscalls run outside the lock, so creates do not wait for them.
         if self.lock().len() < MAX_SPARES && empty().is_ok() {
-            let spare = self.dir.join(format!("{PREFIX}{}", self.next.fetch_add(1, Ordering::Relaxed)));
-            if std::fs::rename(path, &spare).is_ok() {
-                self.lock().push(spare);
+            let mut free = self.lock();
+            if free.len() < MAX_SPARES {
+                free.push(spare);
                 return;
             }
         }
-        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(&spare);
     }
 }
 

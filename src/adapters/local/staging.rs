@@ -7,9 +7,9 @@ use crate::domain::fs::Ino;
 use crate::ports::local_disk::{StagedFile, StagedName, Staging};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 impl StagedFile for File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -30,6 +30,11 @@ impl StagedFile for File {
 
     fn sync_data(&self) -> io::Result<()> {
         File::sync_data(self)
+    }
+
+    fn file_id(&self) -> Option<(u64, u64)> {
+        let m = self.metadata().ok()?;
+        Some((m.dev(), m.ino()))
     }
 }
 
@@ -61,6 +66,10 @@ impl StagedFile for Floored {
     fn sync_data(&self) -> io::Result<()> {
         self.space.note(self.file.sync_data())
     }
+
+    fn file_id(&self) -> Option<(u64, u64)> {
+        StagedFile::file_id(&self.file)
+    }
 }
 
 /// Staged files in one directory.
@@ -68,13 +77,16 @@ pub struct FileStaging {
     dir: PathBuf,
     spares: Spares,
     space: Arc<SpaceGauge>,
+    /// Held while an inode's name changes hands (publish, retire), so that a retire never
+    /// takes away a file published under the same name after the one it means.
+    names: Mutex<()>,
 }
 
 impl FileStaging {
     /// The staging area in `dir` (spares left there by an earlier run are removed); writes
     /// are refused with ENOSPC below `space`'s floor.
     pub fn new(dir: &Path, space: Arc<SpaceGauge>) -> Self {
-        FileStaging { dir: dir.to_path_buf(), spares: Spares::new(dir), space }
+        FileStaging { dir: dir.to_path_buf(), spares: Spares::new(dir), space, names: Mutex::default() }
     }
 
     fn floored(&self, file: File) -> Arc<dyn StagedFile> {
@@ -100,11 +112,25 @@ impl Staging for FileStaging {
     }
 
     fn publish(&self, ino: Ino, n: u64) -> io::Result<()> {
+        let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         std::fs::rename(self.path(StagedName::Tmp(ino, n)), self.path(StagedName::Staged(ino)))
     }
 
     fn retire(&self, name: StagedName, open: Option<Arc<dyn StagedFile>>) {
-        self.spares.retire(&self.path(name), open)
+        let path = self.path(name);
+        let detached = {
+            let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            let named = |id| std::fs::metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == id);
+            match open.as_ref().and_then(|f| f.file_id()) {
+                // Replaced since (a publish renamed a newer file over it): the old file is
+                // unlinked already, and the name belongs to the newer one.
+                Some(id) if !named(id) => None,
+                _ => self.spares.detach(&path),
+            }
+        };
+        if let Some(spare) = detached {
+            self.spares.recycle(spare, open);
+        }
     }
 
     fn remove(&self, ino: Ino) {
@@ -122,5 +148,44 @@ impl Staging for FileStaging {
             }
         }
         Ok(inos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(f: &dyn StagedFile) -> Vec<u8> {
+        let mut buf = vec![0u8; f.size().unwrap() as usize];
+        let n = f.read_at(&mut buf, 0).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// The file a chunker sealed is retired after a writer already published a newer copy of
+    /// the same inode: the newer copy keeps its name and its content, and it is never handed to
+    /// another inode as a spare.
+    #[test]
+    fn retiring_a_replaced_file_leaves_the_newer_one_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = FileStaging::new(dir.path(), Arc::new(SpaceGauge::new(dir.path())));
+        let old = staging.create(StagedName::Tmp(7, 0)).unwrap();
+        old.write_all_at(b"commit 2\n", 0).unwrap();
+        staging.publish(7, 0).unwrap();
+        let newer = staging.create(StagedName::Tmp(7, 1)).unwrap();
+        newer.write_all_at(b"commit 3\n", 0).unwrap();
+        staging.publish(7, 1).unwrap();
+
+        staging.retire(StagedName::Staged(7), Some(old));
+        assert_eq!(read(&*staging.open(7).unwrap()), b"commit 3\n", "the newer copy keeps its name");
+        let other = staging.create(StagedName::Tmp(8, 2)).unwrap();
+        other.write_all_at(b"P pack-74", 0).unwrap();
+        assert_eq!(read(&*newer), b"commit 3\n", "the newer copy was not reused for another inode");
+
+        // Retired with its own handle, the current copy does become a spare.
+        staging.retire(StagedName::Staged(7), Some(newer));
+        assert!(staging.open(7).is_err());
+        let reused = staging.create(StagedName::Tmp(9, 3)).unwrap();
+        assert!(read(&*reused).is_empty(), "a spare starts empty");
     }
 }
