@@ -11,15 +11,16 @@
 #
 # Figures, each against a baseline of the same run:
 #   invite    `quloud invite dave` until dave's node stores its first chunk (alice's chunks wait
-#             for a third other house until then); baseline: the hub's answer to `invite`
+#             for a third other house until then), with `invite`, `join` and `up` timed apart
 #   upload    SIZE into the mount until quorum-durable (3 replicas in bob's, carol's and dave's
 #             houses), unshaped, then through a tbf cap on alice's eth0: goodput as % of the cap,
 #             and alice's eth0 tx bytes per stored byte (the uplink cost; 1.0 = each byte once)
 #   read      cold read (mount restarted, disk cache emptied) of SIZE, unshaped, then through a
 #             tbf cap on the switch side of alice's link (her downlink): % of the cap
-#   offline   bytes sent by every namespace during `quloud audit --now`, all houses up, then with
-#             dave's link down for OFFLINE_SECS (the mount runs --offline-after 10s, so dave is
-#             offline, within the 72 h grace): the difference is re-replication
+#   offline   bytes sent by every namespace during `quloud audit --now` with all houses up; then
+#             dave's link down, an audit, OFFLINE_SECS, another audit (the mount runs
+#             --offline-after 10s, so dave is offline, within the 72 h grace): bytes sent in that
+#             window outside the audits, and what the audits healed, are re-replication
 # The bytes are the kernel's interface counters (ip -s link); the tbf qdiscs and namespaces are
 # removed on exit.
 set -euo pipefail
