@@ -275,6 +275,42 @@ async fn a_store_goal_counts_held_replicas_and_ignores_excluded_nodes() {
     assert!(acks.iter().all(|x| x.verify(&chunk.commitment)));
 }
 
+/// A chunk's body crosses the owner's link once per store, however many rounds of slots it
+/// takes: slots taken by excluded nodes (the owner's own house) are published again, the body
+/// is not. Each store leaves one body and one tombstone in the body stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_is_published_once_while_excluded_nodes_take_slots() {
+    let fabric = Fabric::start(4, "1GiB");
+    let keys = vault(12);
+    let owner = owner(&keys, test_options(&fabric.url())).await;
+    let ids = fabric.node_ids();
+    let exclude = [ids[0], ids[1]];
+    let js = async_nats::jetstream::new(owner.client().clone());
+    let chunks: Vec<SealedChunk> = (0..8).map(|i| keys.seal(&bytes(100_000, 100 + i))).collect();
+    for c in &chunks {
+        let goal = StoreGoal { replicas: 2, held: &[], exclude: &exclude, placement: None };
+        let acks = owner.store(publish(c), goal).await.expect("two replicas on the others");
+        assert!(acks.iter().all(|a| !exclude.contains(&a.node)), "an excluded node counted: {acks:?}");
+    }
+    let bodies = js.get_stream(quloud::adapters::nats::BODY_STREAM).await.unwrap();
+    for c in &chunks {
+        let subject = quloud::adapters::nats::body_subject(&c.addr);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let body = bodies.direct_get_last_for_subject(subject.clone()).await.expect("a tombstone");
+            if body.payload.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the body was not withdrawn");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let info = js.get_stream(quloud::adapters::nats::BODY_STREAM).await.unwrap().cached_info().clone();
+    let taken: usize = fabric.nodes[..2].iter().map(|n| n.bodies().len()).sum();
+    assert!(taken > 0, "no excluded node took a slot: the test proves nothing");
+    assert_eq!(info.state.last_sequence, 2 * chunks.len() as u64, "body publishes and tombstones");
+}
+
 /// Storing a chunk again (healing, or re-uploading after a delete) is a new message to the
 /// broker, not a duplicate of the first store that JetStream would silently drop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,14 @@ struct Pending {
 
 type PendingMap = Arc<Mutex<HashMap<Addr, Pending>>>;
 
+/// Whether a round of store requests publishes the chunk's body first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Body {
+    Publish,
+    /// Nodes took every slot of the previous round, so they found the body on the broker.
+    OnBroker,
+}
+
 /// The owner's connection to the fabric.
 pub struct NatsFabric {
     client: async_nats::Client,
@@ -198,21 +206,24 @@ impl NatsFabric {
             .message_id(format!("{}-{slot}-{:x}-{attempt}", chunk.addr, lease))
     }
 
-    /// Publishes the chunk's body (replacing any earlier copy or tombstone), then one store
-    /// request per slot, and waits for the broker to have them all.
+    /// Publishes the chunk's body unless it is known to be on the broker (replacing any earlier
+    /// copy or tombstone), then one store request per slot, and waits for the broker to have
+    /// them all.
     async fn publish_slots(
         &self,
         chunk: &Publish<'_>,
         slots: &[u8],
-        attempt: u32,
+        (attempt, body_state): (u32, Body),
         lease: u64,
     ) -> Result<(), FabricError> {
-        let body = bytes::Bytes::copy_from_slice(chunk.ciphertext);
-        if let Some(p) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&chunk.addr) {
-            p.body_published = true;
+        if body_state == Body::Publish {
+            let body = bytes::Bytes::copy_from_slice(chunk.ciphertext);
+            if let Some(p) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&chunk.addr) {
+                p.body_published = true;
+            }
+            // The body must be on the broker before any node can take a slot.
+            self.js.publish(body_subject(&chunk.addr), body).await.map_err(broker)?.await.map_err(broker)?;
         }
-        // The body must be on the broker before any node can take a slot.
-        self.js.publish(body_subject(&chunk.addr), body).await.map_err(broker)?.await.map_err(broker)?;
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(slots.len());
         for &slot in slots {
             let msg = self.publish_slot(chunk, slot, attempt, lease);
@@ -242,6 +253,7 @@ impl NatsFabric {
         let deadline = Instant::now() + self.opts.store_deadline;
         let replicas = goal.replicas;
         let mut attempt = 0u32;
+        let mut body = Body::Publish;
         loop {
             let (distinct, claimed) = self.snapshot(&chunk.addr, &goal);
             if distinct >= replicas {
@@ -251,7 +263,10 @@ impl NatsFabric {
                 return Err(FabricError::Quorum { addr: chunk.addr, got: distinct, want: replicas });
             }
             let slots = slots_to_publish(&claimed, replicas - distinct);
-            if let Err(e) = self.publish_slots(&chunk, &slots, attempt, lease).await {
+            // The body goes out again only after a retry time with slots left untaken (a failed
+            // publish leaves them so; the broker may have lost it), never per round of slots,
+            // which would send it once more for each excluded node that took a slot.
+            if let Err(e) = self.publish_slots(&chunk, &slots, (attempt, body), lease).await {
                 tracing::warn!(addr = ?chunk.addr, error = %e, "publishing store request failed; retrying");
                 // After a broker restart the in-memory work queue is gone: re-create it.
                 if let Err(e) = ensure_streams(&self.js, &self.opts.layout).await.map(drop) {
@@ -265,11 +280,13 @@ impl NatsFabric {
                 // Done, or every slot just published was taken (some by excluded nodes, whose acks
                 // do not count): publish the next slots now rather than at the retry time.
                 if distinct >= replicas || slots.iter().all(|s| claimed.contains(s)) {
+                    // Nodes just took every slot, so they fetched the body: it is on the broker.
+                    body = Body::OnBroker;
                     break;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep_until(retry_at.into()) => break,
-                    r = rx.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep_until(retry_at.into()) => { body = Body::Publish; break },
+                    r = rx.changed() => if r.is_err() { body = Body::Publish; break },
                 }
             }
         }
