@@ -271,7 +271,15 @@ fn snapshot(home: &Path) -> u64 {
 }
 
 /// Mounts `--snapshot ID` (or `--share CAP`) read-only beside `m` and compares `rel` with `want`.
-fn assert_read_only_view(fabric: &Fabric, m: &Mount, home: &Path, flag: &str, value: &str, rel: &str, want: &[u8]) {
+fn assert_read_only_view(
+    fabric: &Fabric,
+    m: &Mount,
+    home: &Path,
+    flag: &str,
+    value: &str,
+    rel: &str,
+    want: &[u8],
+) {
     let mp = m.home.with_file_name(format!("view-{}", &value[..value.len().min(8)]));
     let mut view = Mount::start_verb(home, &mp, &fabric.url(), &["mount"], &[flag, value]);
     assert_content(&view.path(rel), want, &format!("mount {flag} {value}"));
