@@ -13,8 +13,14 @@
 #             bytes loaded (outbox, disk cache, fabric) and staged, from the mount's counters
 #             (quloud_vault_loaded_bytes_total, quloud_vault_staged_bytes_total), and the
 #             staging directory's disk use right after the write
-#   append    after another cold remount, append 1 MiB: chunks uploaded
-#             (quloud_vault_chunks_uploaded_total, each at most 1020 KiB) and the counters as above
+#   inplace   after another cold remount, 1 MiB of the copy's middle replaced and
+#             `rsync --inplace --no-whole-file -I` of the copy onto the file: wall time of rsync,
+#             bytes uploaded (quloud_vault_uploaded_bytes_total: ciphertext, each chunk once),
+#             loaded (rsync reads the whole old file to find the change) and staged
+#   append    after another cold remount, append 1 MiB: chunks and bytes uploaded
+#             (quloud_vault_chunks_uploaded_total, quloud_vault_uploaded_bytes_total) and the
+#             counters as above
+# Every step starts in a fresh mount process, so each step's counters start at zero.
 # Every figure is checked against a copy: the file is compared with cmp after a cold remount.
 set -euo pipefail
 
@@ -43,7 +49,7 @@ wait_for_line() { # file pattern timeout_s
         sleep 0.2
     done
 }
-for tool in nats-server fusermount3 jq curl python3 cmp; do
+for tool in nats-server fusermount3 jq curl python3 cmp rsync; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
 [[ ${NO_BUILD:-0} == 1 ]] || (cd "$ROOT" && cargo build --release)
@@ -112,13 +118,25 @@ echo "write4k: dd $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f s", b - a }'
     "loaded $(mib "$(metric quloud_vault_loaded_bytes_total)"), staged $(mib "$(metric quloud_vault_staged_bytes_total)"), staging dir $(mib "$staging_du")"
 
 q_cold_remount
+head -c 1048576 /dev/urandom >"$TMP/patch"
+dd if="$TMP/patch" of="$TMP/ref.bin" bs=1M seek=$((HALF * 4096 + 12345)) oflag=seek_bytes conv=notrunc status=none
+t0=$(now)
+rsync --inplace --no-whole-file -I "$TMP/ref.bin" "$TMP/mnt/big.bin"
+t1=$(now)
+q_durable
+t2=$(now)
+echo "inplace 1 MiB: rsync $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f s", b - a }'), durable after $(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f s", b - a }')," \
+    "uploaded $(mib "$(metric quloud_vault_uploaded_bytes_total)") in $(metric quloud_vault_chunks_uploaded_total) chunks," \
+    "loaded $(mib "$(metric quloud_vault_loaded_bytes_total)"), staged $(mib "$(metric quloud_vault_staged_bytes_total)")"
+
+q_cold_remount
 head -c 1048576 /dev/urandom >"$TMP/tail"
 t0=$(now)
 cat "$TMP/tail" >>"$TMP/mnt/big.bin"
 cat "$TMP/tail" >>"$TMP/ref.bin"
 q_durable
 t2=$(now)
-echo "append 1 MiB: durable after $(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f s", b - a }'), chunks uploaded $(metric quloud_vault_chunks_uploaded_total)," \
+echo "append 1 MiB: durable after $(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f s", b - a }'), uploaded $(mib "$(metric quloud_vault_uploaded_bytes_total)") in $(metric quloud_vault_chunks_uploaded_total) chunks," \
     "loaded $(mib "$(metric quloud_vault_loaded_bytes_total)"), staged $(mib "$(metric quloud_vault_staged_bytes_total)")"
 
 q_cold_remount

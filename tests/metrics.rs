@@ -376,6 +376,8 @@ fn a_mount_reports_its_queue_draining_and_cache_hits() {
     assert_eq!(value(&s, "quloud_vault_upload_queue_bytes"), 0.0);
     assert_eq!(value(&s, "quloud_vault_chunks{state=\"pending\"}"), 0.0);
     assert!(value(&s, "quloud_vault_chunks_uploaded_total") >= 3.0);
+    // Random data does not dedup: every chunk's ciphertext is uploaded once, and is no smaller.
+    assert!(value(&s, "quloud_vault_uploaded_bytes_total") >= data.len() as f64);
     assert!(value(&s, "quloud_vault_files_chunked_total") >= 1.0);
     assert_eq!(value(&s, "quloud_vault_fabric_connected"), 1.0);
     assert_eq!(value(&s, "quloud_vault_replicas_wanted"), 3.0);

@@ -211,6 +211,11 @@ fn work_families(p: &mut Page, pl: &PipelineStats, h: &HealthStats) -> fmt::Resu
         load(&pl.chunks_uploaded),
     )?;
     p.counter(
+        "quloud_vault_uploaded_bytes_total",
+        "Ciphertext bytes of the chunks stored with quorum (each chunk once, whatever N is).",
+        load(&pl.uploaded_bytes),
+    )?;
+    p.counter(
         "quloud_vault_upload_failures_total",
         "Chunk uploads that failed and will be retried.",
         load(&pl.upload_failures),

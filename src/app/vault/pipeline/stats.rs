@@ -9,6 +9,8 @@ pub struct PipelineStats {
     pub files_chunked: AtomicU64,
     /// Chunks made durable.
     pub chunks_uploaded: AtomicU64,
+    /// Ciphertext bytes of the chunks made durable (each counted once, whatever N is).
+    pub uploaded_bytes: AtomicU64,
     /// Upload attempts that failed.
     pub upload_failures: AtomicU64,
 }

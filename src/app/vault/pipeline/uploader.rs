@@ -18,6 +18,16 @@ const UPLOAD_RETRY: Duration = Duration::from_secs(2);
 /// are waiting.
 const UPLOAD_COMMIT_EVERY: Duration = Duration::from_millis(250);
 
+/// What became of one queued chunk.
+enum Upload {
+    /// Stored with quorum: `bytes` of ciphertext.
+    Stored { bytes: u64 },
+    /// Its outbox copy was missing: dropped from the queue.
+    Dropped,
+    /// Another task holds it: try again later.
+    Busy,
+}
+
 /// Uploads the outbox as a continuous pipeline: up to `upload_concurrency` chunks in flight, and
 /// each finished upload makes room for the next queued chunk at once. (Working in fixed batches
 /// made every batch wait for its slowest chunk: with thousands of small files, most of the time
@@ -70,13 +80,15 @@ pub(super) async fn upload_loop<F: ChunkFabric + 'static>(
             Some((addr, result)) = inflight.next() => {
                 active.remove(&addr);
                 match result {
-                    Ok(true) => {
+                    Ok(Upload::Stored { bytes }) => {
                         stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
+                        stats.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
                         if Vault::<F>::lock(&vault.pipeline.uploads_done).len() >= 256 {
                             vault.commit_uploads();
                         }
                     }
-                    Ok(false) => {
+                    Ok(Upload::Dropped) => {}
+                    Ok(Upload::Busy) => {
                         later.insert(addr, tokio::time::Instant::now() + UPLOAD_RETRY); // busy
                     }
                     Err(e) => {
@@ -177,8 +189,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 
     /// Stores one outbox chunk with quorum and records its replicas; `false` when the chunk is
     /// busy (its replicas are being deleted by garbage collection) and must wait.
-    async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<bool, FsError> {
-        let Some(_claim) = self.pipeline.claims.claim(addr) else { return Ok(false) };
+    async fn upload_one(&self, fabric: &F, addr: Addr) -> Result<Upload, FsError> {
+        let Some(_claim) = self.pipeline.claims.claim(addr) else { return Ok(Upload::Busy) };
         let small = self.m.view().small_outbox(&addr)?;
         let is_small = small.is_some();
         let read = match small {
@@ -192,7 +204,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Err(e) => {
                 tracing::error!(?addr, error = %e, "outbox chunk missing; dropping it from the queue");
                 self.m.write(|tx| tx.set_upload(&addr, None))?;
-                return Ok(true);
+                return Ok(Upload::Dropped);
             }
         };
         let ct = &buf[at];
@@ -217,6 +229,6 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         let replicas: Vec<Replica> =
             acks.iter().map(|a| Replica::acked(a.node, a.slot, a.lease_expiry_ms, now)).collect();
         Self::lock(&self.pipeline.uploads_done).push((addr, replicas));
-        Ok(true)
+        Ok(Upload::Stored { bytes: ct.len() as u64 })
     }
 }
