@@ -1,0 +1,245 @@
+//! Backing up to friends, end to end across network namespaces: a hub and four or five houses,
+//! each in a namespace of its own joined to a bridge by a veth pair, each running a leaf
+//! nats-server and a storage node (`quloud join`, `quloud up --house`); the owner's real FUSE
+//! mount in the first house. Invites are spent once across namespaces; a large file lands in
+//! three other houses under capped uplinks; a house offline within the grace costs nothing,
+//! past it is healed around and trimmed when it returns; a revoked house is refused and healed
+//! around. Churn durations are scaled down to seconds with the mount's flags.
+
+mod common;
+
+use common::bytes;
+use common::friends::{text, Friends, WITHIN};
+use common::poll_until;
+use quloud::domain::house::Invite;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+const EVERY: Duration = Duration::from_millis(250);
+
+/// A join from house machine `i` that must fail with one `error` line naming `expect`, and
+/// write no house.
+fn refused_join(f: &Friends, i: usize, name: &str, invite: &str, expect: &str) {
+    let home = f.tmp.path().join(name);
+    let out = f.quloud(i, &home, &["join", invite, "--capacity", "1GiB"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "join should fail: {}", text(&out));
+    let errors: Vec<_> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(errors[0].contains(expect), "{expect:?} in {err}");
+    assert!(!home.join("house").exists(), "a refused join wrote {}", home.display());
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn four_houses_join_from_their_namespaces_and_spent_expired_forged_invites_are_refused() {
+    let mut f = Friends::start(4);
+    let spent = f.invite("alice", &[]);
+    let short = f.invite("zoe", &["--expires", "1s"]);
+    let mut forged = Invite::decode(&f.invite("yann", &[])).unwrap();
+    forged.secret[0] ^= 1;
+
+    // Alice uses her invite from her namespace; the same line from another box is spent.
+    let home = f.tmp.path().join("alice");
+    let out = f.quloud(1, &home, &["join", &spent, "--capacity", "1GiB"]).output().unwrap();
+    assert!(out.status.success(), "join alice: {}", text(&out));
+    refused_join(&f, 2, "mallory", &spent, "no unused invite");
+    let expires_at = Invite::decode(&short).unwrap().expires_at;
+    poll_until(WITHIN, Duration::from_millis(100), "the short invite to expire", || now_s() > expires_at);
+    refused_join(&f, 3, "zoe", &short, "expired");
+    refused_join(&f, 4, "yann", &forged.encode(), "no unused invite");
+    std::fs::remove_dir_all(&home).unwrap();
+
+    // Alice joined already (her house name is taken); four houses join with fresh invites.
+    for name in ["bob", "carol", "dave", "erin"] {
+        f.join(name, None);
+    }
+    f.wait_all_seen();
+    let members = f.members();
+    let names: Vec<&str> = members["houses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["last_seen"].as_u64() > Some(0))
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{members}");
+    for h in &f.houses {
+        assert!(names.contains(&h.name.as_str()), "{} not seen: {members}", h.name);
+    }
+}
+
+/// The size of the large file in MiB: 48 keeps the test near a minute on a loaded 2-core
+/// machine; `QULOUD_FRIENDS_MIB=200` runs the full size.
+fn large_mib() -> usize {
+    std::env::var("QULOUD_FRIENDS_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+}
+
+#[test]
+fn a_large_file_lands_in_three_other_houses_one_replica_each_through_capped_uplinks() {
+    let mut f = Friends::start(4);
+    f.join("alice", Some(&["--snapshot-interval", "0"]));
+    for name in ["bob", "carol", "dave"] {
+        f.join(name, None);
+    }
+    for h in 0..4 {
+        f.cap_uplink(h, "400mbit");
+    }
+    poll_until(WITHIN, EVERY, "alice to see three other houses", || {
+        f.status(0)["placement"]["houses_reachable"].as_u64() == Some(3)
+    });
+    let mib = large_mib();
+    let data = bytes(mib * MIB, 21);
+    let started = Instant::now();
+    std::fs::write(f.houses[0].path("large.bin"), &data).unwrap();
+    std::fs::File::open(f.houses[0].path("large.bin")).unwrap().sync_all().unwrap();
+    let chunks = f.wait_durable(0, Duration::from_secs(240));
+    eprintln!("{mib} MiB durable in 3 other houses after {:?} ({chunks} chunks)", started.elapsed());
+
+    // The owner's view: every chunk counted once on each other house's node, none on its own.
+    let others: BTreeMap<String, u64> = f.houses[1..].iter().map(|h| (h.node(), chunks)).collect();
+    assert_eq!(f.per_node(0), others, "one replica of every chunk in each other house");
+    // The disks agree: each other house holds every chunk; the owner's own node holds none.
+    for h in &f.houses[1..] {
+        assert_eq!(h.bodies().len() as u64, chunks, "replicas on {}'s disk", h.name);
+    }
+    // The owner's own node takes store slots like any node: its copies count for nothing (not
+    // in `per_node` above) and are never renewed, so they go when their lease runs out.
+    let own = f.houses[0].bodies().len() as u64;
+    assert!(own <= chunks, "{own} copies of {chunks} chunks on the owner's own node");
+    let stored: u64 = f.houses[1..].iter().map(|h| h.body_bytes()).sum();
+    assert!(stored >= 3 * (mib * MIB) as u64, "{stored} bytes stored for 3 × {mib} MiB");
+    assert!(std::fs::read(f.houses[0].path("large.bin")).unwrap() == data, "the file reads back different");
+}
+
+/// The grace of the churn scenarios: long enough to watch an offline house not be healed around.
+const GRACE: Duration = Duration::from_secs(25);
+
+/// An owner (alice) and four friends' houses, the churn durations in seconds, and a few files
+/// made durable and audited once on every node that holds replicas; returns the chunk count.
+fn owner_and_four_friends(f: &mut Friends) -> u64 {
+    let grace = format!("{}s", GRACE.as_secs());
+    let flags = [
+        "--audit-interval",
+        "2s",
+        "--offline-after",
+        "2s",
+        "--offline-grace",
+        &grace,
+        "--snapshot-interval",
+        "0",
+    ];
+    f.join("alice", Some(&flags));
+    for name in ["bob", "carol", "dave", "erin"] {
+        f.join(name, None);
+    }
+    poll_until(WITHIN, EVERY, "alice to see four other houses", || {
+        f.status(0)["placement"]["houses_reachable"].as_u64() == Some(4)
+    });
+    for (name, len, seed) in [("a.bin", 6 * MIB, 1), ("b.bin", 3 * MIB + 777, 2)] {
+        std::fs::write(f.houses[0].path(name), bytes(len, seed)).unwrap();
+        std::fs::File::open(f.houses[0].path(name)).unwrap().sync_all().unwrap();
+    }
+    let chunks = f.wait_durable(0, WITHIN);
+    poll_until(WITHIN, EVERY, "a first audit of every node holding replicas", || {
+        let rows = f.nodes(0);
+        rows.iter().filter(|r| r["chunks"].as_u64() > Some(0)).all(|r| r["audits_passed"].as_u64() > Some(0))
+    });
+    chunks
+}
+
+/// The friend's house holding the most replicas.
+fn fullest(f: &Friends) -> usize {
+    (1..f.houses.len()).max_by_key(|&h| f.houses[h].bodies().len()).unwrap()
+}
+
+/// Replicas on the disks of the friends' houses other than `victim`.
+fn held_elsewhere(f: &Friends, victim: usize) -> usize {
+    (1..f.houses.len()).filter(|h| *h != victim).map(|h| f.houses[h].bodies().len()).sum()
+}
+
+#[test]
+fn a_house_offline_within_the_grace_costs_nothing_past_it_is_healed_around_and_trimmed_on_return() {
+    let mut f = Friends::start(5);
+    let chunks = owner_and_four_friends(&mut f);
+    let victim = fullest(&f);
+    let held = f.houses[victim].bodies().len();
+    let before = held_elsewhere(&f, victim);
+    f.link(victim, false);
+    let down = Instant::now();
+
+    // Within the grace: offline, its replicas still count, nothing is re-replicated.
+    let unchanged = |f: &Friends| {
+        assert_eq!(held_elsewhere(f, victim), before, "re-replicated {:?} after the link went down", down.elapsed())
+    };
+    poll_until(GRACE, EVERY, "the house to be seen offline", || {
+        unchanged(&f);
+        f.status(0)["nodes"]["offline"].as_u64() == Some(1)
+    });
+    poll_until(GRACE, EVERY, "most of the grace to pass", || {
+        unchanged(&f);
+        down.elapsed() >= GRACE * 3 / 4
+    });
+    let s = f.status(0);
+    assert_eq!(s["degraded"].as_u64(), Some(0), "{s}");
+    assert!(s["in_grace"].as_u64() > Some(0), "{s}");
+    assert_eq!(s["repair"]["paused"], false, "{s}");
+
+    // Past the grace: healed to three houses without it.
+    poll_until(Duration::from_secs(90), EVERY, "healing past the grace", || {
+        held_elsewhere(&f, victim) >= 3 * chunks as usize && f.status(0)["degraded"] == 0
+    });
+    assert!(down.elapsed() >= GRACE, "healed before the grace ended");
+    assert_eq!(held_elsewhere(&f, victim), before + held, "exactly its chunks were re-replicated");
+    let counted = f.per_node(0);
+    assert!(!counted.contains_key(&f.houses[victim].node()), "the offline house still counts: {counted:?}");
+
+    // Back: re-audited, and the copies it kept are surplus: deleted from its disk.
+    f.link(victim, true);
+    poll_until(Duration::from_secs(90), EVERY, "its surplus copies to be deleted", || {
+        f.houses[victim].body_bytes() == 0 && f.status(0)["nodes"]["offline"] == 0
+    });
+    assert_eq!(held_elsewhere(&f, victim), 3 * chunks as usize, "a copy was lost");
+    let s = f.status(0);
+    assert_eq!((s["degraded"].as_u64(), s["durable"].as_u64()), (Some(0), Some(chunks)), "{s}");
+    for h in 1..f.houses.len() {
+        let n = f.houses[h].bodies().len() as u64;
+        assert!(n <= chunks, "{} holds {n} replicas of {chunks} chunks", f.houses[h].name);
+    }
+}
+
+#[test]
+fn a_revoked_house_is_refused_and_its_replicas_are_healed_in_other_houses() {
+    let mut f = Friends::start(5);
+    let chunks = owner_and_four_friends(&mut f);
+    let victim = fullest(&f);
+    let name = f.houses[victim].name.clone();
+    f.on_hub(&["revoke", &name]);
+
+    // Refused: its leaf server's reconnection is an authorization violation; the hub lists it
+    // as revoked.
+    poll_until(WITHIN, EVERY, "the revoked house's leaf refused", || {
+        f.houses[victim].nats_log().contains("Authorization Violation")
+    });
+    let members = f.members();
+    let row = members["houses"].as_array().unwrap().iter().find(|h| h["name"] == name.as_str()).unwrap().clone();
+    assert_eq!(row["revoked"], true, "{members}");
+
+    // Healed: every chunk counted in three houses, none of them the revoked one, on their disks.
+    let revoked = f.houses[victim].node();
+    poll_until(Duration::from_secs(120), EVERY, "its replicas healed in the other houses", || {
+        let s = f.status(0);
+        let per_node: BTreeMap<String, u64> = serde_json::from_value(s["per_node"].clone()).unwrap();
+        s["degraded"] == 0
+            && !per_node.contains_key(&revoked)
+            && per_node.values().sum::<u64>() == 3 * chunks
+            && held_elsewhere(&f, victim) == 3 * chunks as usize
+    });
+    let per_node = f.per_node(0);
+    assert!(per_node.values().all(|n| *n <= chunks), "two replicas of a chunk in one house: {per_node:?}");
+    assert!(!per_node.contains_key(&f.houses[0].node()), "a replica in the owner's own house");
+}
