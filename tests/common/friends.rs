@@ -189,7 +189,9 @@ impl Friends {
     /// Caps house `h`'s uplink (egress of its eth0) at `rate` (tc syntax, e.g. `200mbit`).
     pub fn cap_uplink(&self, h: usize, rate: &str) {
         let mut tc = self.bed.nsenter(self.houses[h].machine, Path::new("tc"));
-        tc.args(["qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"]);
+        tc.args([
+            "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms",
+        ]);
         let out = tc.output().unwrap();
         assert!(out.status.success(), "tc: {}", text(&out));
     }
@@ -223,7 +225,10 @@ impl Friends {
         let mut s = self.status(h);
         poll_until(within, EVERY, "every chunk durable", || {
             s = self.status(h);
-            s["chunks"].as_u64() > Some(0) && s["pending"] == 0 && s["staged_files"] == 0 && s["durable"] == s["chunks"]
+            s["chunks"].as_u64() > Some(0)
+                && s["pending"] == 0
+                && s["staged_files"] == 0
+                && s["durable"] == s["chunks"]
         });
         s["chunks"].as_u64().unwrap()
     }
