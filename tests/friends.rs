@@ -94,11 +94,15 @@ fn a_large_file_lands_in_three_other_houses_one_replica_each_through_capped_upli
     });
     let mib = large_mib();
     let data = bytes(mib * MIB, 21);
-    let started = Instant::now();
+    let (started, sent) = (Instant::now(), f.tx_bytes(0));
     std::fs::write(f.houses[0].path("large.bin"), &data).unwrap();
     std::fs::File::open(f.houses[0].path("large.bin")).unwrap().sync_all().unwrap();
     let chunks = f.wait_durable(0, Duration::from_secs(240));
-    eprintln!("{mib} MiB durable in 3 other houses after {:?} ({chunks} chunks)", started.elapsed());
+    let uplink = (f.tx_bytes(0) - sent) as f64 / (mib * MIB) as f64;
+    eprintln!(
+        "{mib} MiB durable in 3 other houses after {:?} ({chunks} chunks); the owner's uplink sent {uplink:.2} bytes per byte stored",
+        started.elapsed()
+    );
 
     // The owner's view: every chunk counted once on each other house's node, none on its own.
     let others: BTreeMap<String, u64> = f.houses[1..].iter().map(|h| (h.node(), chunks)).collect();

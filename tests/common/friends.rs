@@ -196,6 +196,16 @@ impl Friends {
         assert!(out.status.success(), "tc: {}", text(&out));
     }
 
+    /// Bytes house `h` has sent on its uplink (`ip -s link show eth0` in its namespace).
+    pub fn tx_bytes(&self, h: usize) -> u64 {
+        let mut ip = self.bed.nsenter(self.houses[h].machine, Path::new("ip"));
+        let out = ip.args(["-s", "link", "show", "eth0"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let at = lines.iter().position(|l| l.starts_with("TX:")).expect("a TX line");
+        lines[at + 1].split_whitespace().next().and_then(|b| b.parse().ok()).expect("TX bytes")
+    }
+
     /// Takes house `h`'s link down or up.
     pub fn link(&self, h: usize, up: bool) {
         self.bed.link(self.houses[h].machine, up);
