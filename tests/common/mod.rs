@@ -668,6 +668,7 @@ pub fn chunks_collected(addr: &str) -> u64 {
 }
 
 pub mod cluster;
+pub mod friends;
 pub mod jwt;
 pub mod netns;
 pub mod tools;

@@ -70,6 +70,15 @@ impl TestBed {
         c
     }
 
+    /// `program` run in machine `i`'s network namespace only (`nsenter --net`): unlike
+    /// [`TestBed::command`], it shares the caller's mount namespace, so a FUSE mount it makes is
+    /// seen by the test.
+    pub fn nsenter(&self, i: usize, program: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.machines[i])).arg(program);
+        c
+    }
+
     /// Takes machine `i`'s link to the switch down or up.
     pub fn link(&self, i: usize, up: bool) {
         ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), if up { "up" } else { "down" }]);

@@ -1,10 +1,11 @@
 //! Trimming: once a chunk has more than N replicas proven on answering nodes (a node came back
 //! after its chunks were repaired elsewhere), the surplus copies are deleted from their nodes
-//! and forgotten, those of the node that came back first, so its disk space is reclaimed.
+//! and forgotten, those of the node that came back first, so its disk space is reclaimed. In a
+//! house only replicas the placement rule counts are weighed.
 
 use super::heal::fleet;
 use crate::app::vault::Vault;
-use crate::domain::fs::{ChunkState, FsError};
+use crate::domain::fs::{ChunkRecord, ChunkState, FsError};
 use crate::domain::ids::Addr;
 use crate::domain::wire::Status;
 use crate::ports::fabric::ChunkFabric;
@@ -23,7 +24,14 @@ pub(super) async fn trim<F: ChunkFabric + 'static>(
         if c.state != ChunkState::Durable || c.refs == 0 {
             continue;
         }
-        let surplus = fleet.surplus(&c, v.opts.replicas);
+        // In a house only the replicas the placement rule counts are weighed against N: a copy
+        // it does not count (a revoked house's, the owner's own house's) never pushes a counted
+        // one out.
+        let placed = ChunkRecord {
+            replicas: v.placed(c.replicas.iter().collect()).into_iter().copied().collect(),
+            ..c
+        };
+        let surplus = fleet.surplus(&placed, v.opts.replicas);
         if surplus.is_empty() {
             continue;
         }
