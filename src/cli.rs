@@ -149,6 +149,10 @@ pub struct JoinArgs {
     /// (its master key is created now if there is none).
     #[arg(long, value_name = "DIR")]
     pub vault: Option<PathBuf>,
+    /// The paper key (a file, as for `restore --key-file`) of a vault whose box was lost: this
+    /// house gets that vault's owner subjects, and `quloud restore` in this home brings it back.
+    #[arg(long, value_name = "FILE", conflicts_with = "vault")]
+    pub key_file: Option<PathBuf>,
     /// Loopback port of the house's own nats-server. Default: a free one.
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,

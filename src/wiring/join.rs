@@ -50,10 +50,13 @@ pub async fn join(home: &Path, args: &JoinArgs) -> Result<()> {
     let new_key = (args.vault.is_some() && !key_path(home).exists()).then(MasterKey::generate);
     // A home that holds a vault key backs up, whether `up --house` mounts it (`--vault`) or the
     // owner mounts it by hand: its house's NATS user gets that vault's owner subjects.
-    let owner = match &new_key {
-        Some(key) => Some(owner_of(key)),
-        None if key_path(home).exists() => Some(owner_of(&super::common::load_master_key(home)?)),
-        None => None,
+    // A paper key given to restore a lost box's vault here: the same subjects, and the key is
+    // left for `quloud restore` to write.
+    let owner = match (&new_key, &args.key_file) {
+        (_, Some(file)) => Some(owner_of(&paper_key(file)?)),
+        (Some(key), None) => Some(owner_of(key)),
+        (None, None) if key_path(home).exists() => Some(owner_of(&super::common::load_master_key(home)?)),
+        (None, None) => None,
     };
     let request = EnrolRequest::new(&invite.secret, &node, password.clone(), args.capacity, owner);
     let reply = enrol(&invite, &request).await?;
@@ -91,6 +94,13 @@ pub async fn join(home: &Path, args: &JoinArgs) -> Result<()> {
         "or at boot with `systemctl enable --now quloud-house@$USER` (mount/systemd/quloud-house@.service)"
     );
     Ok(())
+}
+
+/// The master key in a paper key file (`restore --key-file`).
+fn paper_key(file: &Path) -> Result<MasterKey> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the key file {}", file.display()))?;
+    crate::domain::paper::from_printout(&text).map_err(|e| anyhow::anyhow!("the paper key is not valid: {e}"))
 }
 
 fn owner_of(key: &MasterKey) -> (String, String) {

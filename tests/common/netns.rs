@@ -79,6 +79,16 @@ impl TestBed {
         c
     }
 
+    /// Machine `i`'s namespace name (`/run/netns/NAME`).
+    pub fn netns(&self, i: usize) -> &str {
+        &self.machines[i]
+    }
+
+    /// Deletes machine `i`'s namespace (and so its link): the machine is gone.
+    pub fn destroy(&self, i: usize) {
+        ip(&["netns", "del", &self.machines[i]]);
+    }
+
     /// Takes machine `i`'s link to the switch down or up.
     pub fn link(&self, i: usize, up: bool) {
         ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), if up { "up" } else { "down" }]);
