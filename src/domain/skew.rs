@@ -66,14 +66,25 @@ impl SkewBook {
         self.nodes.get(node).copied()
     }
 
-    /// Records a stale answer from `node` to a request sent at `sent_ms` and answered at
-    /// `received_ms` (owner clock) saying the node's clock read `node_ms`. Returns the new
-    /// estimate.
-    pub fn learn(&mut self, node: NodeId, sent_ms: u64, received_ms: u64, node_ms: u64) -> Estimate {
+    /// Records a stale answer from `node` to a request stamped `stamped_ms`, sent at `sent_ms`
+    /// and answered at `received_ms` (owner clock), saying the node's clock read `node_ms`.
+    /// Returns the new estimate. Only a request already stamped with the estimate held counts
+    /// as a second miss (answers to requests sent before the first one arrived do not).
+    pub fn learn(
+        &mut self,
+        node: NodeId,
+        (stamped_ms, sent_ms): (u64, u64),
+        received_ms: u64,
+        node_ms: u64,
+    ) -> Estimate {
         let received_ms = received_ms.max(sent_ms);
         let mid = sent_ms + (received_ms - sent_ms) / 2;
         let offset_ms = (node_ms as i128 - mid as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-        let misses = self.nodes.get(&node).map_or(0, |e| e.misses) + 1;
+        let used = stamped_ms as i128 - sent_ms as i128;
+        let misses = match self.nodes.get(&node) {
+            Some(e) if (used - e.offset_ms as i128).abs() <= REPORT_MS as i128 => e.misses + 1,
+            _ => 1,
+        };
         let e = Estimate { offset_ms, error_ms: (received_ms - sent_ms) / 2, at_ms: received_ms, misses };
         self.nodes.insert(node, e);
         e
@@ -131,38 +142,40 @@ mod tests {
     #[test]
     fn the_offset_is_the_node_clock_minus_the_round_trip_midpoint() {
         let mut b = SkewBook::new(120_000);
-        let e = b.learn(N, 1_000_000, 1_000_040, 1_600_020);
+        let e = b.learn(N, (1_000_000, 1_000_000), 1_000_040, 1_600_020);
         assert_eq!((e.offset_ms, e.error_ms, e.misses), (600_000, 20, 1));
         assert_eq!(b.stamp(&N, 2_000_000), 2_600_000);
         assert_eq!(b.stamp(&M, 2_000_000), 2_000_000, "an unmeasured node gets the owner's clock");
-        let e = b.learn(M, 1_000_000, 1_000_040, 400_020);
+        let e = b.learn(M, (1_000_000, 1_000_000), 1_000_040, 400_020);
         assert_eq!(e.offset_ms, -600_000);
         assert_eq!(b.stamp(&M, 1_000_000), 400_000);
         // A reply seen "before" it was sent (the owner's clock stepped back) is not a negative trip.
-        assert_eq!(b.learn(M, 1_000, 900, 2_000).error_ms, 0);
+        assert_eq!(b.learn(M, (1_000, 1_000), 900, 2_000).error_ms, 0);
     }
 
     #[test]
     fn gets_go_elsewhere_only_while_shifting_cannot_help() {
         let mut b = SkewBook::new(120_000);
         assert_eq!(b.aim(&N, 0), Aim::Node, "unmeasured");
-        b.learn(N, 1_000, 1_040, 601_020);
+        b.learn(N, (1_000, 1_000), 1_040, 601_020);
         assert_eq!(b.aim(&N, 1_040), Aim::Node, "one stale answer: shifted stamps will do");
-        b.learn(N, 2_000, 2_040, 902_020);
+        b.learn(N, (1_010, 1_010), 1_050, 601_030);
+        assert_eq!(b.aim(&N, 1_050), Aim::Node, "an answer to a request sent before the first came");
+        b.learn(N, (602_000, 2_000), 2_040, 902_020);
         assert_eq!(b.aim(&N, 2_040), Aim::Elsewhere, "stale again although shifted: the clock jumps");
         assert_eq!(b.aim(&N, 2_040 + RECHECK_MS), Aim::Node, "tried again after a while");
         b.answered(&N);
         assert_eq!(b.aim(&N, 2_041), Aim::Node, "a good answer clears it");
         b.answered(&N);
-        b.learn(M, 0, 130_000, 700_000);
+        b.learn(M, (0, 0), 130_000, 700_000);
         assert_eq!(b.aim(&M, 130_000), Aim::Elsewhere, "measured too roughly to stamp by");
     }
 
     #[test]
     fn only_offsets_worth_naming_are_reported_rounded_to_seconds() {
         let mut b = SkewBook::new(120_000);
-        b.learn(N, 1_000, 1_000, 601_400);
-        b.learn(M, 1_000, 1_000, 1_300);
+        b.learn(N, (1_000, 1_000), 1_000, 601_400);
+        b.learn(M, (1_000, 1_000), 1_000, 1_300);
         assert_eq!(b.skewed(), vec![(N, 600_400)]);
         assert!(describe(&N, 600_400).ends_with("'s clock is 600 s ahead"), "{}", describe(&N, 600_400));
         assert!(describe(&N, -89_600).ends_with("'s clock is 90 s behind"));

@@ -333,7 +333,7 @@ impl NatsFabric {
                 tracing::debug!(node = ?target, "no node listening; not waiting for it");
                 break;
             }
-            if self.clocks.stale(&target, &req.request_id, sent, &msg.payload) {
+            if self.clocks.stale(&target, &req.request_id, (req.timestamp_ms, sent), &msg.payload) {
                 break;
             }
             replies.offer(&msg.payload);

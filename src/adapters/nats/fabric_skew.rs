@@ -62,10 +62,10 @@ impl Clocks {
     }
 
     /// `payload`, if it is `node`'s signed stale answer to `request`, learnt from: the request
-    /// went out at `sent_ms`. Returns whether it was one.
-    pub(super) fn stale(&self, node: &NodeId, request: &RequestId, sent_ms: u64, payload: &[u8]) -> bool {
+    /// was stamped and went out at `sent` (stamp, send time). Returns whether it was one.
+    pub(super) fn stale(&self, node: &NodeId, request: &RequestId, sent: (u64, u64), payload: &[u8]) -> bool {
         let Some(stale) = StaleReply::from_for(payload, node, request) else { return false };
-        let e = self.book().learn(*node, sent_ms, now_ms(), stale.node_ms);
+        let e = self.book().learn(*node, sent, now_ms(), stale.node_ms);
         let secs = (e.offset_ms + 500).div_euclid(1000);
         let before = self.logged.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, secs);
         if before != Some(secs) {
@@ -97,9 +97,10 @@ impl NatsFabric {
     ) -> Result<(bytes::Bytes, T), FabricError> {
         for _ in 0..2 {
             let sent = now_ms();
-            let (payload, request, built) = build(self.clocks.stamp(&node));
+            let stamp = self.clocks.stamp(&node);
+            let (payload, request, built) = build(stamp);
             let answer = self.request(node_subject(&node, op), payload, node).await?;
-            if !self.clocks.stale(&node, &request, sent, &answer) {
+            if !self.clocks.stale(&node, &request, (stamp, sent), &answer) {
                 self.clocks.answered(&node);
                 return Ok((answer, built));
             }
