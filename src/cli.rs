@@ -330,6 +330,10 @@ pub struct NodeArgs {
     /// How often chunks whose lease ran out are deleted (e.g. 60s, 10m).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+    /// For testing only: run the node's clock this many ms ahead (negative: behind) of the
+    /// system's, to see how owners cope with a friend's box whose clock is wrong.
+    #[arg(long, hide = true, default_value_t = 0, value_name = "MS", allow_hyphen_values = true)]
+    pub test_clock_offset_ms: i64,
     /// Metrics and health over HTTP.
     #[command(flatten)]
     pub metrics: NodeMetricsArgs,

@@ -367,6 +367,11 @@ pub struct ControlSent {
 }
 
 impl ControlSent {
+    /// The id of the request.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
     /// Builds the request for `batch` (at most `proving.batch()` items) to `node`, stamped
     /// `now_ms`; `lease` is the new lease expiry for a renew, 0 for a delete.
     pub fn build(

@@ -27,6 +27,9 @@ pub use metrics::{NodeStats, Op, Reason};
 
 #[path = "node_audit.rs"]
 mod audit;
+#[path = "node_stale.rs"]
+mod stale;
+pub use stale::{STALE_BURST, STALE_PER_SECOND};
 #[path = "node_authority.rs"]
 mod authority;
 use authority::{ProofClaim, Right};
@@ -161,6 +164,8 @@ pub struct NodeService<S> {
     store_rate: Mutex<SourceLimiter>,
     /// Proof items per request source.
     request_rate: Mutex<SourceLimiter>,
+    /// Stale answers per request source.
+    stale_rate: Mutex<SourceLimiter>,
     /// Public counters.
     pub stats: NodeStats,
 }
@@ -184,11 +189,13 @@ impl<S: ChunkStore> NodeService<S> {
             request_cost(MAX_REQUEST),
             policy.rate_sources,
         ));
+        let stale_rate = RateLimit { per_sec: STALE_PER_SECOND, burst: STALE_BURST };
         NodeService {
             id,
             store,
             store_rate,
             request_rate,
+            stale_rate: Mutex::new(SourceLimiter::new(stale_rate, 1, policy.rate_sources)),
             policy,
             replay,
             dummy,

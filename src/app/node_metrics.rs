@@ -168,6 +168,8 @@ pub struct NodeStats {
     pub not_held: AtomicU64,
     /// Chunks dropped because their lease ended.
     pub expired: AtomicU64,
+    /// Stale targeted requests answered with this node's clock.
+    pub stale_answers: AtomicU64,
     /// Whether the node is connected to its broker (set by the transport adapter).
     pub connected: AtomicBool,
     /// When the service started (Unix ms).
@@ -189,6 +191,7 @@ impl NodeStats {
             audits: AtomicU64::new(0),
             not_held: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            stale_answers: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             started_ms,
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),

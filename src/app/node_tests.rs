@@ -523,3 +523,38 @@ fn every_drop_decline_and_refusal_counts_its_reason() {
     );
     assert_eq!(count(Reason::RateLimited), 0);
 }
+
+#[test]
+fn a_stale_targeted_request_gets_the_nodes_signed_clock_and_nothing_else() {
+    let (svc, keys) = setup(1 << 20);
+    let me = svc.node_id();
+    let addr = Addr([9; 32]);
+    // Ten minutes behind the node's clock (the node runs ahead): stale.
+    let stale = get_req(&keys, me, &[addr], NOW - 600_000);
+    let r = svc.stale_answer(b"src", &stale.encode(), NOW).expect("a stale answer");
+    assert_eq!((r.node, r.request_id, r.node_ms), (me, stale.request_id, NOW));
+    assert!(r.verify());
+    // Fresh, or addressed elsewhere (or to any node), or garbage: no answer.
+    assert!(svc.stale_answer(b"src", &get_req(&keys, me, &[addr], NOW).encode(), NOW).is_none());
+    let other = get_req(&keys, NodeId([1; 32]), &[addr], NOW - 600_000);
+    assert!(svc.stale_answer(b"src", &other.encode(), NOW).is_none());
+    assert!(svc.stale_answer(b"src", &get_req(&keys, NodeId::ANY, &[addr], 0).encode(), NOW).is_none());
+    assert!(svc.stale_answer(b"src", b"\x01\x03garbage", NOW).is_none());
+    // Audits too: the answer names the (first) challenge's id.
+    let mut audit = audit_req(&keys, me, addr);
+    audit.timestamp_ms = NOW + 600_000;
+    let r = svc.stale_answer(b"src", &audit.encode(), NOW).expect("a stale audit is answered");
+    assert_eq!(r.request_id, audit.request_id);
+    let batch = AuditBatch(vec![audit.clone()]);
+    assert!(svc.stale_answer(b"other", &batch.encode(), NOW).is_some());
+}
+
+#[test]
+fn stale_answers_are_rate_limited_per_source() {
+    let (svc, keys) = setup(1 << 20);
+    let stale = get_req(&keys, svc.node_id(), &[Addr([9; 32])], NOW - 600_000).encode();
+    let answered = (0..100).filter(|_| svc.stale_answer(b"flood", &stale, NOW).is_some()).count();
+    assert_eq!(answered as u64, STALE_BURST);
+    assert!(svc.stale_answer(b"owner", &stale, NOW).is_some(), "another source is still answered");
+    assert!(svc.stale_answer(b"flood", &stale, NOW + 1000).is_some(), "refilled a second later");
+}

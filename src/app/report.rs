@@ -79,6 +79,42 @@ pub struct VaultStatus {
     /// Nodes by presence, and whether repair is paused (docs/SEMANTICS.md, replica health).
     #[serde(default)]
     pub churn: ChurnStatus,
+    /// Nodes' clocks as the running mount measured them (docs/SEMANTICS.md, clock skew).
+    #[serde(default)]
+    pub clocks: ClockStatus,
+}
+
+/// Nodes whose clock is wrong, and gets that waited out a node, for `quloud status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    /// Nodes whose clock is off by a second or more.
+    pub skewed: Vec<SkewedNode>,
+    /// Gets aimed at one node that waited the whole reply timeout for it.
+    pub get_timeouts: u64,
+}
+
+/// A node whose clock is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkewedNode {
+    /// The node.
+    #[serde(with = "node_hex")]
+    pub node: NodeId,
+    /// Its clock minus this machine's, ms.
+    pub offset_ms: i64,
+}
+
+impl SkewedNode {
+    /// "node X's clock is 600 s ahead", for status and the log.
+    pub fn describe(&self) -> String {
+        crate::domain::skew::describe(&self.node, self.offset_ms)
+    }
+}
+
+impl From<crate::ports::fabric::ClockReport> for ClockStatus {
+    fn from(r: crate::ports::fabric::ClockReport) -> Self {
+        let skewed = r.skewed.into_iter().map(|(node, offset_ms)| SkewedNode { node, offset_ms }).collect();
+        ClockStatus { skewed, get_timeouts: r.get_timeouts }
+    }
 }
 
 /// Where a vault in a house may place replicas (docs/SEMANTICS.md, placement).

@@ -23,6 +23,7 @@ pub mod proof;
 pub mod seal;
 pub mod share;
 pub mod size;
+pub mod skew;
 pub mod snapshot;
 pub mod wire;
 

@@ -66,6 +66,8 @@ pub enum Kind {
     ControlReplyBound = 14,
     /// Node → owner: an `AuditReply` bound to a hash of the request it answers.
     AuditReplyBound = 15,
+    /// Node → owner: a targeted request was outside the node's window; the node's clock, signed.
+    Stale = 16,
 }
 
 /// What went wrong decoding a message.
@@ -736,3 +738,7 @@ pub use control::{request_hash, ControlItem, ControlRequest, MAX_CONTROL_ITEMS};
 #[path = "wire_audit.rs"]
 mod audit;
 pub use audit::{AuditBatch, AuditBatchReply, AuditReply, AuditRequest, ControlProof};
+
+#[path = "wire_stale.rs"]
+mod stale;
+pub use stale::{StaleReply, STALE_REPLY_LEN};

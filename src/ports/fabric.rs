@@ -129,6 +129,15 @@ pub enum AuditVerdict {
     Failed(String),
 }
 
+/// What the fabric client measured of its nodes' clocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClockReport {
+    /// Nodes whose clock is off by a second or more, with node clock minus own clock (ms).
+    pub skewed: Vec<(NodeId, i64)>,
+    /// Gets aimed at one node that waited the whole reply timeout for it.
+    pub get_timeouts: u64,
+}
+
 /// The broker connection as the fabric client last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -142,6 +151,10 @@ pub struct Link {
 pub trait ChunkFabric: Send + Sync {
     /// The broker connection now.
     fn link(&self) -> Link;
+    /// Its nodes' clocks as measured (fabrics without clocks to measure report none).
+    fn clocks(&self) -> ClockReport {
+        ClockReport::default()
+    }
     /// Whether the broker connection is up now or comes back within `within`.
     fn up_within(&self, within: std::time::Duration) -> impl Future<Output = bool> + Send;
     /// Publishes `chunk` for the slots `goal` still needs and waits until, with the replicas

@@ -79,6 +79,17 @@ struct StatusView<'a> {
     in_grace: u64,
     /// Whether repair is paused, and why.
     repair: RepairView,
+    /// Nodes whose clock is off, with what to say about each.
+    clock_skew: Vec<SkewView>,
+    /// Gets aimed at one node that waited the whole reply timeout for it.
+    get_timeouts: u64,
+}
+
+#[derive(Serialize)]
+struct SkewView {
+    node: String,
+    offset_ms: i64,
+    message: String,
 }
 
 #[derive(Serialize)]
@@ -157,6 +168,13 @@ pub fn status_json(s: &VaultStatus) -> String {
         },
         in_grace: s.churn.in_grace,
         repair: RepairView { paused: s.churn.repair_paused.is_some(), reason: s.churn.paused_reason() },
+        clock_skew: s
+            .clocks
+            .skewed
+            .iter()
+            .map(|k| SkewView { node: k.node.to_string(), offset_ms: k.offset_ms, message: k.describe() })
+            .collect(),
+        get_timeouts: s.clocks.get_timeouts,
     })
 }
 

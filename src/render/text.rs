@@ -129,6 +129,10 @@ pub fn status_text(s: &VaultStatus) -> String {
         out += &placement_text(p);
     }
     out += &churn_text(s);
+    for k in &s.clocks.skewed {
+        out +=
+            &format!("clock         {}: requests to it carry its time; fix that box's NTP\n", k.describe());
+    }
     if s.home_full {
         out.push_str("home disk     FULL: new data fails with ENOSPC; delete or move files (also through the mount) to free space\n");
     }

@@ -3,17 +3,17 @@
 use super::common::{cancel_on_signal, start_metrics, Bus};
 use super::files;
 use super::keys::load_or_create_identity;
+use crate::adapters::clock::SystemClock;
 use crate::adapters::disk::DiskChunkStore;
 use crate::adapters::metrics::node::NodeExporter;
 use crate::adapters::nats::node::{run_node, NodeRunOptions};
 use crate::app::node::{NodePolicy, NodeService};
 use crate::app::rate::RateLimit;
 use crate::cli::NodeArgs;
-use crate::domain::unix_ms;
+use crate::ports::clock::Clock;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 /// Runs a storage node until SIGINT or SIGTERM.
@@ -29,7 +29,11 @@ pub async fn node(args: NodeArgs, home: &Path) -> Result<()> {
         request_rate: RateLimit::per_second(args.request_rate),
         ..NodePolicy::default()
     };
-    let svc = Arc::new(NodeService::new(id, Arc::new(store), policy, unix_ms(SystemTime::now())));
+    if args.test_clock_offset_ms != 0 {
+        SystemClock::shift_process(args.test_clock_offset_ms);
+        tracing::warn!(offset_ms = args.test_clock_offset_ms, "testing: this node's clock is shifted");
+    }
+    let svc = Arc::new(NodeService::new(id, Arc::new(store), policy, SystemClock.now_ms()));
     println!("node id: {node_id}");
     let cancel = CancellationToken::new();
     let metrics = match args.metrics.addr {

@@ -72,6 +72,11 @@ pub fn node_families(p: &mut Page, stats: &NodeStats, usage: &Usage, roots: Opti
         load(&stats.expired),
     )?;
     p.counter(
+        "quloud_node_stale_answers_total",
+        "Targeted requests outside the freshness window answered with this node's clock.",
+        load(&stats.stale_answers),
+    )?;
+    p.counter(
         "quloud_node_store_declined_total",
         "Store requests left for another node (full, held for another slot or commitment, storage error).",
         load(&stats.declined),

@@ -234,6 +234,16 @@ fn work_families(p: &mut Page, pl: &PipelineStats, h: &HealthStats) -> fmt::Resu
 }
 
 fn status_families(p: &mut Page, s: &VaultStatus) -> fmt::Result {
+    p.gauge(
+        "quloud_vault_nodes_clock_skewed",
+        "Nodes whose clock is off by a second or more, as measured from their signed stale answers.",
+        s.clocks.skewed.len() as u64,
+    )?;
+    p.counter(
+        "quloud_vault_get_timeouts_total",
+        "Gets aimed at one node that waited the whole reply timeout for it.",
+        s.clocks.get_timeouts,
+    )?;
     p.gauge("quloud_vault_upload_queue_chunks", "Chunks waiting in the upload queue.", s.queued)?;
     p.gauge(
         "quloud_vault_upload_queue_bytes",

@@ -10,8 +10,9 @@ use crate::app::fabric_checks::{
     check_control, fresh_seed, judge_batch, judge_bytes, progress, slots_to_publish, AckTally, ControlSent,
     GetReplies, Proving, StoreTerms,
 };
-use crate::domain::ids::{AckToken, Addr, NodeId};
+use crate::domain::ids::{AckToken, Addr, NodeId, RequestId};
 use crate::domain::proof::{Commitment, ProofSecret, Purpose};
+use crate::domain::skew::Aim;
 use crate::domain::snapshot::MAX_ROOT_RECORD;
 use crate::domain::unix_ms;
 use crate::domain::wire::{
@@ -100,7 +101,11 @@ pub struct NatsFabric {
     pending: PendingMap,
     store_slots: Arc<Semaphore>,
     cancel: CancellationToken,
+    clocks: skew::Clocks,
 }
+
+#[path = "fabric_skew.rs"]
+mod skew;
 
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
@@ -150,6 +155,7 @@ impl NatsFabric {
             opts,
             pending,
             cancel,
+            clocks: skew::Clocks::default(),
         })
     }
 
@@ -312,16 +318,17 @@ impl NatsFabric {
         items: &[(Addr, ProofSecret)],
         lease: u64,
     ) -> ProvenRequest {
-        ProvenRequest::build(purpose, target, now_ms(), lease, items)
+        ProvenRequest::build(purpose, target, self.clocks.stamp(&target), lease, items)
     }
 
-    /// Sends one get request and collects verified chunks until every addr is answered or the
-    /// node falls silent for `reply_timeout`.
+    /// Sends one get request and collects verified chunks until every addr is answered, the
+    /// node falls silent for `reply_timeout`, or it answers "stale" (then at once).
     async fn get_from(
         &self,
         target: NodeId,
         items: &[(Addr, ProofSecret)],
     ) -> Result<Vec<(Addr, bytes::Bytes)>, FabricError> {
+        let sent = now_ms();
         let req = self.proven_request(Purpose::Get, target, items, 0);
         let subject =
             if target == NodeId::ANY { BROADCAST_GET.to_string() } else { node_subject(&target, "get") };
@@ -332,16 +339,28 @@ impl NatsFabric {
         while !replies.complete() {
             let msg = match tokio::time::timeout(self.opts.reply_timeout, sub.next()).await {
                 Ok(Some(m)) => m,
-                _ => break,
+                _ => {
+                    if target != NodeId::ANY {
+                        self.clocks.timed_out();
+                    }
+                    break;
+                }
             };
             if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                 tracing::debug!(node = ?target, "no node listening; not waiting for it");
                 break;
             }
+            if self.clocks.stale(&target, &req.request_id, (req.timestamp_ms, sent), &msg.payload) {
+                break;
+            }
             replies.offer(&msg.payload);
         }
         let _ = sub.unsubscribe().await;
-        Ok(replies.into_found())
+        let found = replies.into_found();
+        if !found.is_empty() {
+            self.clocks.answered(&target);
+        }
+        Ok(found)
     }
 
     async fn request(
@@ -373,10 +392,14 @@ impl NatsFabric {
         // The owner's secrets carry control secrets: renew and delete are proven with them (a
         // share's secrets carry none; nodes then apply the legacy rule or refuse).
         let proving = Proving::of(items);
+        let op = if purpose == Purpose::Renew { "renew" } else { "delete" };
         for batch in items.chunks(proving.batch()) {
-            let sent = ControlSent::build(proving, purpose, node, now_ms(), lease, batch);
-            let op = if purpose == Purpose::Renew { "renew" } else { "delete" };
-            let bytes = self.request(node_subject(&node, op), sent.bytes.clone(), node).await?;
+            let (bytes, sent) = self
+                .ask(node, op, |ts| {
+                    let sent = ControlSent::build(proving, purpose, node, ts, lease, batch);
+                    (sent.bytes.clone(), sent.request_id(), sent)
+                })
+                .await?;
             out.extend(check_control(&bytes, node, &sent)?);
         }
         Ok(out)
@@ -513,6 +536,10 @@ impl ChunkFabric for NatsFabric {
         super::houses::fetch(&self.client, self.opts.reply_timeout).await
     }
 
+    fn clocks(&self) -> crate::ports::fabric::ClockReport {
+        self.clocks.report()
+    }
+
     fn link(&self) -> crate::ports::fabric::Link {
         let (connected, since_ms) = self.link.now();
         crate::ports::fabric::Link { connected, since_ms }
@@ -609,7 +636,9 @@ impl ChunkFabric for NatsFabric {
     ) -> Result<Vec<(Addr, bytes::Bytes)>, FabricError> {
         let mut remaining: Vec<(Addr, ProofSecret)> = items.to_vec();
         let mut found = Vec::with_capacity(items.len());
-        let targets = hints.iter().copied().chain(std::iter::once(NodeId::ANY));
+        // A node whose clock cannot be matched now is passed over at once.
+        let aimed = hints.iter().copied().filter(|n| self.clocks.aim(n) == Aim::Node);
+        let targets = aimed.chain(std::iter::once(NodeId::ANY));
         for target in targets {
             if remaining.is_empty() {
                 break;
@@ -633,8 +662,12 @@ impl ChunkFabric for NatsFabric {
         secret: &ProofSecret,
         len: u64,
     ) -> Result<AuditVerdict, FabricError> {
-        let req = AuditRequest::build(secret, node, addr, fresh_seed(), AUDIT_LEAVES, now_ms());
-        let bytes = self.request(node_subject(&node, "audit"), req.encode(), node).await?;
+        let (bytes, req) = self
+            .ask(node, "audit", |ts| {
+                let req = AuditRequest::build(secret, node, addr, fresh_seed(), AUDIT_LEAVES, ts);
+                (req.encode(), req.request_id, req)
+            })
+            .await?;
         Ok(judge_bytes(&bytes, &req, len))
     }
 
@@ -645,15 +678,19 @@ impl ChunkFabric for NatsFabric {
     ) -> Result<Vec<AuditVerdict>, FabricError> {
         let mut out = Vec::with_capacity(items.len());
         for part in items.chunks(MAX_AUDIT_BATCH) {
-            let ts = now_ms();
-            let reqs: Vec<AuditRequest> = part
-                .iter()
-                .map(|(addr, secret, _)| {
-                    AuditRequest::build(secret, node, *addr, fresh_seed(), AUDIT_LEAVES, ts)
+            let (bytes, batch) = self
+                .ask(node, "audits", |ts| {
+                    let reqs: Vec<AuditRequest> = part
+                        .iter()
+                        .map(|(addr, secret, _)| {
+                            AuditRequest::build(secret, node, *addr, fresh_seed(), AUDIT_LEAVES, ts)
+                        })
+                        .collect();
+                    let first = reqs.first().map(|r| r.request_id).unwrap_or(RequestId([0; 16]));
+                    let batch = AuditBatch(reqs);
+                    (batch.encode(), first, batch)
                 })
-                .collect();
-            let batch = AuditBatch(reqs);
-            let bytes = self.request(node_subject(&node, "audits"), batch.encode(), node).await?;
+                .await?;
             let judged: Vec<(&AuditRequest, u64)> =
                 batch.0.iter().zip(part).map(|(r, (_, _, len))| (r, *len)).collect();
             out.extend(judge_batch(&bytes, &judged));

@@ -9,13 +9,13 @@ use crate::app::node::{
     Claim, ClaimedSlot, NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, HELD_NOW, RATE_LIMITED,
 };
 use crate::domain::proof::Purpose;
-use crate::domain::unix_ms;
 use crate::ports::chunk_store::ChunkStore;
+use crate::ports::clock::Clock;
 use crate::ports::fabric::FabricError;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ impl NodeRunOptions {
 pub const NODE_SUBSCRIPTION_CAPACITY: usize = 256;
 
 fn now_ms() -> u64 {
-    unix_ms(SystemTime::now())
+    crate::adapters::clock::SystemClock.now_ms()
 }
 
 /// Runs a node until `cancel` fires. Returns an error when the broker cannot be reached.
@@ -517,25 +517,13 @@ async fn answer<S: ChunkStore>(
     let outcome = tokio::task::spawn_blocking(move || {
         let Request { op, source, payload } = request;
         let source = source.as_bytes();
-        match op.as_str() {
-            "audit" if route == Route::Targeted => {
-                worker.handle_audit_from(source, &payload, now_ms()).map(|r| Answer::Single(r.encode()))
+        let answer = handle(&worker, &op, source, &payload, route);
+        // Dropped on this node's own subject: say so if only the clock was wrong.
+        match answer {
+            None if route == Route::Targeted => {
+                worker.stale_answer(source, &payload, now_ms()).map(|r| Answer::Single(r.encode()))
             }
-            "audits" if route == Route::Targeted => {
-                worker.handle_audit_batch_from(source, &payload, now_ms()).map(|r| Answer::Single(r.encode()))
-            }
-            "get" | "renew" | "delete" => {
-                match worker.handle_proven_from(source, &payload, route, purpose_of(&op), now_ms()) {
-                    ProvenOutcome::Silent => None,
-                    ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
-                    ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
-                }
-            }
-            other => {
-                worker.stats.drop_for(Reason::UnknownOp);
-                tracing::warn!(op = other, "request for unknown operation dropped");
-                None
-            }
+            answer => answer,
         }
     })
     .await;
@@ -557,6 +545,36 @@ async fn answer<S: ChunkStore>(
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "request handler failed"),
+    }
+}
+
+/// The node's answer to one request, `None` when it is dropped.
+fn handle<S: ChunkStore>(
+    worker: &NodeService<S>,
+    op: &str,
+    source: &[u8],
+    payload: &[u8],
+    route: Route,
+) -> Option<Answer> {
+    match op {
+        "audit" if route == Route::Targeted => {
+            worker.handle_audit_from(source, payload, now_ms()).map(|r| Answer::Single(r.encode()))
+        }
+        "audits" if route == Route::Targeted => {
+            worker.handle_audit_batch_from(source, payload, now_ms()).map(|r| Answer::Single(r.encode()))
+        }
+        "get" | "renew" | "delete" => {
+            match worker.handle_proven_from(source, payload, route, purpose_of(op), now_ms()) {
+                ProvenOutcome::Silent => None,
+                ProvenOutcome::Control(c) => Some(Answer::Single(c.encode())),
+                ProvenOutcome::Get(plan) => Some(Answer::Chunks(plan)),
+            }
+        }
+        other => {
+            worker.stats.drop_for(Reason::UnknownOp);
+            tracing::warn!(op = other, "request for unknown operation dropped");
+            None
+        }
     }
 }
 

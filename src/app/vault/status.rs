@@ -147,6 +147,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         s.home_full = self.space.recheck();
         s.writer = Some(self.writer_state());
         s.placement = self.placement_status();
+        s.clocks = self.fabric.borrow().as_ref().map(|f| f.clocks().into()).unwrap_or_default();
         Ok(s)
     }
 
