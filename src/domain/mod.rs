@@ -24,6 +24,7 @@ pub mod seal;
 pub mod share;
 pub mod size;
 pub mod snapshot;
+pub mod vetting;
 pub mod wire;
 
 #[cfg(test)]

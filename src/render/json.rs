@@ -79,6 +79,14 @@ struct StatusView<'a> {
     in_grace: u64,
     /// Whether repair is paused, and why.
     repair: RepairView,
+    /// Chunks waiting for new nodes' vetting audit, and nodes that failed it.
+    vetting: VettingView<'a>,
+}
+
+#[derive(Serialize)]
+struct VettingView<'a> {
+    chunks: u64,
+    failed_nodes: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -157,6 +165,7 @@ pub fn status_json(s: &VaultStatus) -> String {
         },
         in_grace: s.churn.in_grace,
         repair: RepairView { paused: s.churn.repair_paused.is_some(), reason: s.churn.paused_reason() },
+        vetting: VettingView { chunks: s.churn.vetting_chunks, failed_nodes: &s.churn.failed_vetting },
     })
 }
 

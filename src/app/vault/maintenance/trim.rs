@@ -2,7 +2,7 @@
 //! after its chunks were repaired elsewhere), the surplus copies are deleted from their nodes
 //! and forgotten, those of the node that came back first, so its disk space is reclaimed.
 
-use super::heal::fleet;
+use crate::app::vault::vetting::fleet;
 use crate::app::vault::Vault;
 use crate::domain::fs::{ChunkState, FsError};
 use crate::domain::ids::Addr;
