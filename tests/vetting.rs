@@ -46,7 +46,10 @@ fn a_fresh_fabrics_chunks_become_durable_once_its_nodes_pass_within_the_vetting_
     let rows = node_rows(&m.home);
     let holders: Vec<_> = rows.iter().filter(|r| r["chunks"].as_u64() > Some(0)).collect();
     assert_eq!(holders.len(), 3, "{rows:?}");
-    assert!(holders.iter().all(|r| r["audits_passed"].as_u64() > Some(0)), "durable before vetting: {rows:?}");
+    assert!(
+        holders.iter().all(|r| r["audits_passed"].as_u64() > Some(0)),
+        "durable before vetting: {rows:?}"
+    );
     let j = status_json(&m.home);
     assert_eq!(j["vetting"]["chunks"].as_u64(), Some(0), "{j}");
     assert_eq!(j["vetting"]["failed_nodes"].as_array().map(|a| a.len()), Some(0), "{j}");

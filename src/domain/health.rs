@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn nodes_are_written_off_for_wrong_answers_and_must_pass_to_come_back() {
-        let mut n = NodeRecord::default();
+        let mut n = NodeRecord { vetted: true, ..NodeRecord::default() };
         for _ in 0..50 {
             n.observe(Outcome::Silent, 0, 10);
         }

@@ -155,7 +155,11 @@ mod tests {
         silent.observe(Outcome::Silent, 0, T0 + 2);
         let recs = [passed(1), passed(2), (node(3), silent)];
         let v = Fleet::new(&p, &recs, T0 + 3).judge(&p, &c, 3);
-        assert_eq!((v.counted.len(), v.waiting, v.repair), (2, 1, Repair::None), "repaired within the window");
+        assert_eq!(
+            (v.counted.len(), v.waiting, v.repair),
+            (2, 1, Repair::None),
+            "repaired within the window"
+        );
         let v = Fleet::new(&p, &recs, T0 + ms(W)).judge(&p, &c, 3);
         assert_eq!((v.counted.len(), v.waiting), (2, 0));
         assert_ne!(v.repair, Repair::None, "a silent node keeps the chunk waiting past the window");
@@ -165,7 +169,12 @@ mod tests {
     }
 
     fn outcome() -> impl Strategy<Value = Outcome> {
-        prop_oneof![Just(Outcome::Passed), Just(Outcome::Failed), Just(Outcome::NotFound), Just(Outcome::Silent)]
+        prop_oneof![
+            Just(Outcome::Passed),
+            Just(Outcome::Failed),
+            Just(Outcome::NotFound),
+            Just(Outcome::Silent)
+        ]
     }
 
     proptest! {

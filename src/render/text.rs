@@ -176,7 +176,9 @@ fn churn_text(s: &VaultStatus) -> String {
         );
     }
     for node in &c.failed_vetting {
-        out += &format!("  FAILED      node {node} failed its vetting audit: written off, its chunks go elsewhere\n");
+        out += &format!(
+            "  FAILED      node {node} failed its vetting audit: written off, its chunks go elsewhere\n"
+        );
     }
     out += &match c.paused_reason() {
         Some(why) => format!("repair        PAUSED: {why}\n"),

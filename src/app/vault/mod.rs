@@ -121,9 +121,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         m.write_durable(|tx| {
             tx.set_meta("replicas", opts.replicas as u64)?;
             let churn = &opts.health.churn;
-            for (key, d) in
-                status::CHURN_META.iter().zip([churn.offline_after, churn.offline_grace, churn.dead_after, churn.vet_within])
-            {
+            for (key, d) in status::CHURN_META.iter().zip([
+                churn.offline_after,
+                churn.offline_grace,
+                churn.dead_after,
+                churn.vet_within,
+            ]) {
                 tx.set_meta(key, d.as_millis() as u64)?;
             }
             tx.set_meta("disk_cache_bytes", opts.disk_cache_bytes)

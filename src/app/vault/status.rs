@@ -49,7 +49,8 @@ impl VaultStatus {
             s.chunks += 1;
             s.bytes += c.ct_len.saturating_sub(16) as u64;
             let verdict = fleet.judge(churn, c, replicas);
-            let waits = verdict.counted.len() < replicas && verdict.counted.len() + verdict.waiting >= replicas;
+            let waits =
+                verdict.counted.len() < replicas && verdict.counted.len() + verdict.waiting >= replicas;
             match c.state {
                 // Stored, but on nodes not vetted yet: pending until their vetting audit.
                 _ if waits && !c.replicas.is_empty() => {

@@ -77,7 +77,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             self.retire_outbox(addr);
         }
         self.pipeline.uploaded.notify_waiters();
-        tracing::info!(chunks = ready.len(), "chunks durable: the nodes holding them passed their vetting audit");
+        tracing::info!(
+            chunks = ready.len(),
+            "chunks durable: the nodes holding them passed their vetting audit"
+        );
         Ok(ready.len())
     }
 

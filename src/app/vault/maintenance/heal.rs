@@ -7,8 +7,8 @@
 
 use super::Pace;
 use crate::app::report::AuditReport;
-use crate::app::vault::Vault;
 use crate::app::vault::vetting::{awaits_vetting, counted, fleet};
+use crate::app::vault::Vault;
 use crate::domain::churn::{Fleet, Repair};
 use crate::domain::fs::{ChunkRecord, ChunkState, FsError, Replica};
 use crate::domain::ids::{Addr, NodeId};

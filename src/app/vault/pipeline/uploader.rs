@@ -171,7 +171,10 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                     self.retire_outbox(addr);
                 }
                 if !waiting.is_empty() {
-                    tracing::debug!(chunks = waiting.len(), "stored on nodes not vetted yet; durable once they pass");
+                    tracing::debug!(
+                        chunks = waiting.len(),
+                        "stored on nodes not vetted yet; durable once they pass"
+                    );
                     self.vetting_due();
                 }
                 self.pipeline.uploaded.notify_waiters();
@@ -226,8 +229,11 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         }
         // Nodes written off (a failed vetting audit among them) are not asked again.
         let dead: Vec<crate::domain::ids::NodeId> = fleet(self)?.dead().into_iter().collect();
-        let goal =
-            StoreGoal { placement: placement.as_deref(), exclude: &dead, ..StoreGoal::fresh(self.opts.replicas) };
+        let goal = StoreGoal {
+            placement: placement.as_deref(),
+            exclude: &dead,
+            ..StoreGoal::fresh(self.opts.replicas)
+        };
         let acks = fabric
             .store_controlled(Publish { addr, commitment, ciphertext: ct }, control, goal)
             .await

@@ -74,7 +74,8 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         // an upload whose durable commit happened but whose file was not yet removed. A chunk
         // stored on nodes not vetted yet keeps its copy until it is durable.
         for addr in self.pipeline.outbox.sweep()? {
-            let waits = rx.chunk(&addr)?.is_some_and(|c| c.state == ChunkState::Pending && !c.replicas.is_empty());
+            let waits =
+                rx.chunk(&addr)?.is_some_and(|c| c.state == ChunkState::Pending && !c.replicas.is_empty());
             if !rx.upload_queued(&addr)? && !waits {
                 self.pipeline.outbox.remove(&addr);
             }
