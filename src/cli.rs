@@ -425,6 +425,11 @@ pub struct MountOpts {
     /// A node unseen this long (while others answer) is written off: its replicas are forgotten.
     #[arg(long, default_value = "14d", value_name = "DURATION", value_parser = parse_duration)]
     pub dead_after: Duration,
+    /// A node that has not passed an audit yet is challenged within this long of its first acks;
+    /// until it passes, chunks it holds stay pending (and are placed elsewhere if it stays
+    /// silent this long, or at once if it answers wrongly).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub vet_within: Duration,
     /// Most bytes per second background repair re-publishes, so a returning fabric is not
     /// flooded (an explicit `quloud audit` is not limited).
     #[arg(long, default_value = "4MiB", value_name = "SIZE", value_parser = parse_size)]

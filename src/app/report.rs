@@ -147,6 +147,12 @@ pub struct ChurnStatus {
     pub in_grace: u64,
     /// Repair paused: (nodes unreachable at once, nodes known).
     pub repair_paused: Option<(u64, u64)>,
+    /// Chunks stored but waiting for their nodes' vetting audit (counted in `pending`).
+    #[serde(default)]
+    pub vetting_chunks: u64,
+    /// Nodes that failed their vetting audit (written off; their acks never count).
+    #[serde(default)]
+    pub failed_vetting: Vec<String>,
 }
 
 impl ChurnStatus {

@@ -6,6 +6,7 @@
 use crate::domain::fs::{ChunkRecord, Replica};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::NodeId;
+use crate::domain::vetting::{trust, Trust, DEFAULT_VET_WITHIN};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ pub const HEALTHY_FLOOR: usize = 2;
 /// stops counting (the node is up but keeps silent about this one chunk).
 pub const SELECTIVE_SILENCE: u8 = 3;
 
-/// The durations of the policy (the `--offline-after`, `--offline-grace` and `--dead-after`
-/// flags).
+/// The durations of the policy (the `--offline-after`, `--offline-grace`, `--dead-after` and
+/// `--vet-within` flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChurnPolicy {
     /// A node is offline once its missed checks span at least this long.
@@ -26,6 +27,10 @@ pub struct ChurnPolicy {
     pub offline_grace: Duration,
     /// A node unseen for this long is written off: its replicas are forgotten.
     pub dead_after: Duration,
+    /// A node not vetted yet is challenged within this long of its acks, and its replicas wait
+    /// (uncounted, not repaired) this long before silence has them placed elsewhere
+    /// (`domain::vetting`).
+    pub vet_within: Duration,
 }
 
 impl Default for ChurnPolicy {
@@ -34,6 +39,7 @@ impl Default for ChurnPolicy {
             offline_after: Duration::from_secs(4 * 3600),
             offline_grace: Duration::from_secs(72 * 3600),
             dead_after: Duration::from_secs(14 * 24 * 3600),
+            vet_within: DEFAULT_VET_WITHIN,
         }
     }
 }
@@ -80,8 +86,11 @@ pub enum Standing {
     Absent,
     /// Its node is offline past the grace: kept on record, not counted.
     Lapsed,
-    /// Failed answers, a node that keeps silent about it, or a dead node: never counts.
+    /// Failed answers, a node that keeps silent about it, a dead node, or a node that failed
+    /// its vetting: never counts.
     Bad,
+    /// On a node not vetted yet, within its vetting window: neither counted nor repaired.
+    Waiting,
 }
 
 /// What a chunk needs.
@@ -102,6 +111,8 @@ pub struct Verdict {
     pub counted: Vec<usize>,
     /// How many of them are healthy (the rest are absent within the grace).
     pub healthy: usize,
+    /// Replicas waiting for their node's vetting audit (not counted, not repaired).
+    pub waiting: usize,
     /// What the chunk needs.
     pub repair: Repair,
 }
@@ -154,25 +165,48 @@ impl ChurnPolicy {
         }
     }
 
-    /// Judges a chunk that wants `n` replicas, given each node's state.
+    /// Judges a chunk that wants `n` replicas, given each node's state (every node vetted).
     pub fn judge(&self, c: &ChunkRecord, n: usize, state_of: &dyn Fn(&NodeId) -> NodeState) -> Verdict {
-        let standings: Vec<Standing> =
-            c.replicas.iter().map(|r| self.standing(r, state_of(&r.node))).collect();
-        let healthy: Vec<usize> =
-            (0..standings.len()).filter(|i| standings[*i] == Standing::Healthy).collect();
+        self.judge_trusted(c, n, state_of, &|_| Trust::Vetted)
+    }
+
+    /// Judges a chunk that wants `n` replicas, given each node's state and how far each
+    /// replica's node is trusted: a replica waiting for vetting is not counted, yet the chunk
+    /// is repaired only for what the waiting replicas cannot make up once vetted (no repair
+    /// while a vetting audit is due).
+    pub fn judge_trusted(
+        &self,
+        c: &ChunkRecord,
+        n: usize,
+        state_of: &dyn Fn(&NodeId) -> NodeState,
+        trust_of: &dyn Fn(&Replica) -> Trust,
+    ) -> Verdict {
+        let standings: Vec<Standing> = c
+            .replicas
+            .iter()
+            .map(|r| match (trust_of(r), self.standing(r, state_of(&r.node))) {
+                (Trust::Vetted, s) | (_, s @ Standing::Bad) => s,
+                (Trust::Waiting, _) => Standing::Waiting,
+                (Trust::Refused, _) => Standing::Bad,
+            })
+            .collect();
+        let standings = &standings;
+        let of = |s: Standing| (0..standings.len()).filter(move |i| standings[*i] == s);
+        let healthy: Vec<usize> = of(Standing::Healthy).collect();
+        let waiting = of(Standing::Waiting).count();
         let floor = HEALTHY_FLOOR.min(n);
         let mut counted = healthy.clone();
         if healthy.len() >= floor {
-            counted.extend((0..standings.len()).filter(|i| standings[*i] == Standing::Absent));
+            counted.extend(of(Standing::Absent));
         }
-        let repair = if healthy.len() < floor {
+        let repair = if healthy.len() + waiting < floor {
             Repair::Urgent
-        } else if counted.len() < n {
+        } else if counted.len() + waiting < n {
             Repair::Lazy
         } else {
             Repair::None
         };
-        Verdict { counted, healthy: healthy.len(), repair }
+        Verdict { counted, healthy: healthy.len(), waiting, repair }
     }
 }
 
@@ -218,6 +252,9 @@ fn may_vanish(groups: usize) -> usize {
 pub struct Fleet {
     states: HashMap<NodeId, NodeState>,
     returned: HashMap<NodeId, u64>,
+    records: HashMap<NodeId, NodeRecord>,
+    now_ms: u64,
+    vet_within: Duration,
     /// Unreachable groups and known groups, when more than a quarter vanished at once.
     pub link_down: Option<(usize, usize)>,
 }
@@ -247,7 +284,31 @@ impl Fleet {
             states.values().filter(|s| **s != NodeState::Dead).map(|s| s.unreachable()).collect();
         let link_down =
             link_suspected(&groups).then(|| (groups.iter().filter(|g| **g).count(), groups.len()));
-        Fleet { states, returned, link_down }
+        let records = records.iter().cloned().collect();
+        Fleet { states, returned, records, now_ms, vet_within: policy.vet_within, link_down }
+    }
+
+    /// How far the owner trusts the node of `r` now (`domain::vetting`).
+    pub fn trust(&self, r: &Replica) -> Trust {
+        trust(self.records.get(&r.node), r, self.now_ms, self.vet_within)
+    }
+
+    /// The record of a node (`None`: never audited).
+    pub fn record(&self, node: &NodeId) -> Option<&NodeRecord> {
+        self.records.get(node)
+    }
+
+    /// Whether a node is vetted (a node never audited is not).
+    pub fn vetted(&self, node: &NodeId) -> bool {
+        self.records.get(node).is_some_and(|r| r.vetted)
+    }
+
+    /// Nodes that failed their vetting audit, in id order.
+    pub fn failed_vetting(&self) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> =
+            self.records.iter().filter(|(_, r)| r.failed_vetting()).map(|(id, _)| *id).collect();
+        out.sort();
+        out
     }
 
     /// A node's state (never checked: online).
@@ -270,14 +331,16 @@ impl Fleet {
         self.states.iter().filter(|(_, s)| **s == NodeState::Dead).map(|(id, _)| *id).collect()
     }
 
-    /// Judges a chunk that wants `n` replicas.
+    /// Judges a chunk that wants `n` replicas, replicas on nodes not vetted yet included.
     pub fn judge(&self, policy: &ChurnPolicy, c: &ChunkRecord, n: usize) -> Verdict {
-        policy.judge(c, n, &|id| self.state(id))
+        policy.judge_trusted(c, n, &|id| self.state(id), &|r| self.trust(r))
     }
 
-    /// The surplus replicas of a chunk that wants `n` (see [`surplus`]).
+    /// The surplus replicas of a chunk that wants `n` (see [`surplus`]): only replicas on vetted
+    /// nodes are live, so a vetted copy is never deleted in favour of one waiting for vetting.
     pub fn surplus(&self, c: &ChunkRecord, n: usize) -> Vec<NodeId> {
-        surplus(c, n, &|id| self.state(id), &|id| self.returned_ms(id))
+        let state = |id: &NodeId| if self.vetted(id) { self.state(id) } else { NodeState::Missing };
+        surplus(c, n, &state, &|id| self.returned_ms(id))
     }
 }
 

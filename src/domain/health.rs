@@ -16,6 +16,10 @@ pub const NOT_FOUND_SPACING_MS: u64 = 3_600_000;
 /// off: its acks stop counting toward quorum until it passes an audit again. Silence writes a
 /// node off only by time (`domain::churn`, `--dead-after`).
 pub const NODE_WRITE_OFF_AFTER: u32 = 8;
+/// Audits a node must pass before its acks count toward N (`domain::vetting`): one proof
+/// against a fresh random challenge already shows that the node stores what it acknowledged,
+/// which no forged ack can do; a second would only double how long a fresh fabric waits.
+pub const VET_PASSES: u64 = 1;
 
 /// The outcome of challenging one replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,17 +56,34 @@ pub struct NodeRecord {
     /// When it last answered after missing checks, Unix ms (0: never): its replicas not verified
     /// since are audited again.
     pub returned_ms: u64,
+    /// Passed its vetting audits (`VET_PASSES`): its acks count toward N. A node the owner
+    /// has never audited is not vetted; records written before vetting existed read as vetted.
+    pub vetted: bool,
 }
 
 impl NodeRecord {
+    /// Whether it failed its vetting audit: written off before it was ever vetted.
+    pub fn failed_vetting(&self) -> bool {
+        self.written_off && !self.vetted
+    }
+
     /// Applies one audit outcome observed at `now_ms` after `latency_us`.
+    ///
+    /// Vetting: a node not vetted yet is vetted once it passed `VET_PASSES` audits, and is
+    /// written off at once by a wrong answer (a wrong proof or "not found"); a node that failed
+    /// its vetting stays written off, whatever it answers later.
     pub fn observe(&mut self, outcome: Outcome, latency_us: u64, now_ms: u64) {
         match outcome {
             Outcome::Passed => {
                 self.passed += 1;
                 self.consecutive_failures = 0;
+                if !self.vetted && !self.written_off && self.passed >= VET_PASSES {
+                    self.vetted = true;
+                }
                 // A node that comes back is trusted again only after it proves storage.
-                self.written_off = false;
+                if self.vetted {
+                    self.written_off = false;
+                }
             }
             Outcome::Silent => {
                 self.failed += 1;
@@ -74,7 +95,7 @@ impl NodeRecord {
             Outcome::NotFound | Outcome::Failed => {
                 self.failed += 1;
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                if self.consecutive_failures >= NODE_WRITE_OFF_AFTER {
+                if self.consecutive_failures >= NODE_WRITE_OFF_AFTER || !self.vetted {
                     self.written_off = true;
                 }
             }
@@ -90,10 +111,10 @@ impl NodeRecord {
         }
     }
 
-    /// Encodes for the manifest (version 2: with missed checks).
-    pub fn encode(&self) -> [u8; 66] {
-        let mut v = [0u8; 66];
-        v[0] = 2;
+    /// Encodes for the manifest (version 3: with missed checks and vetting).
+    pub fn encode(&self) -> [u8; 67] {
+        let mut v = [0u8; 67];
+        v[0] = 3;
         v[1..9].copy_from_slice(&self.passed.to_le_bytes());
         v[9..17].copy_from_slice(&self.failed.to_le_bytes());
         v[17..21].copy_from_slice(&self.consecutive_failures.to_le_bytes());
@@ -103,14 +124,17 @@ impl NodeRecord {
         v[42..50].copy_from_slice(&self.missed_since_ms.to_le_bytes());
         v[50..58].copy_from_slice(&self.missed_last_ms.to_le_bytes());
         v[58..66].copy_from_slice(&self.returned_ms.to_le_bytes());
+        v[66] = self.vetted as u8;
         v
     }
 
-    /// Decodes a manifest record (version 1 or 2); `None` if damaged.
+    /// Decodes a manifest record (version 1, 2 or 3; versions 1 and 2 read as vetted, so a
+    /// vault's known nodes keep counting); `None` if damaged.
     pub fn decode(b: &[u8]) -> Option<NodeRecord> {
-        let v2 = match (b.len(), b.first()) {
-            (42, Some(1)) => false,
-            (66, Some(2)) => true,
+        let (v2, vetted) = match (b.len(), b.first()) {
+            (42, Some(1)) => (false, true),
+            (66, Some(2)) => (true, true),
+            (67, Some(3)) => (true, b[66] == 1),
             _ => return None,
         };
         let u64_at = |i: usize| b[i..i + 8].try_into().ok().map(u64::from_le_bytes);
@@ -124,6 +148,7 @@ impl NodeRecord {
             missed_since_ms: if v2 { u64_at(42)? } else { 0 },
             missed_last_ms: if v2 { u64_at(50)? } else { 0 },
             returned_ms: if v2 { u64_at(58)? } else { 0 },
+            vetted,
         })
     }
 }
@@ -305,7 +330,7 @@ mod tests {
 
     #[test]
     fn nodes_are_written_off_for_wrong_answers_and_must_pass_to_come_back() {
-        let mut n = NodeRecord::default();
+        let mut n = NodeRecord { vetted: true, ..NodeRecord::default() };
         for _ in 0..50 {
             n.observe(Outcome::Silent, 0, 10);
         }

@@ -25,6 +25,7 @@ pub mod share;
 pub mod size;
 pub mod skew;
 pub mod snapshot;
+pub mod vetting;
 pub mod wire;
 
 #[cfg(test)]

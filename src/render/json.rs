@@ -83,6 +83,14 @@ struct StatusView<'a> {
     clock_skew: Vec<SkewView>,
     /// Gets aimed at one node that waited the whole reply timeout for it.
     get_timeouts: u64,
+    /// Chunks waiting for new nodes' vetting audit, and nodes that failed it.
+    vetting: VettingView<'a>,
+}
+
+#[derive(Serialize)]
+struct VettingView<'a> {
+    chunks: u64,
+    failed_nodes: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -175,6 +183,7 @@ pub fn status_json(s: &VaultStatus) -> String {
             .map(|k| SkewView { node: k.node.to_string(), offset_ms: k.offset_ms, message: k.describe() })
             .collect(),
         get_timeouts: s.clocks.get_timeouts,
+        vetting: VettingView { chunks: s.churn.vetting_chunks, failed_nodes: &s.churn.failed_vetting },
     })
 }
 

@@ -173,6 +173,17 @@ fn churn_text(s: &VaultStatus) -> String {
     if c.in_grace > 0 {
         out += &format!("  in grace    {} durable chunks count replicas on offline nodes\n", c.in_grace);
     }
+    if c.vetting_chunks > 0 {
+        out += &format!(
+            "vetting       {} pending chunks wait for new nodes to pass their first audit\n",
+            c.vetting_chunks
+        );
+    }
+    for node in &c.failed_vetting {
+        out += &format!(
+            "  FAILED      node {node} failed its vetting audit: written off, its chunks go elsewhere\n"
+        );
+    }
     out += &match c.paused_reason() {
         Some(why) => format!("repair        PAUSED: {why}\n"),
         None => "repair        active\n".to_string(),

@@ -96,6 +96,7 @@ pub fn health_options(opts: &MountOpts) -> HealthOptions {
             offline_after: opts.offline_after,
             offline_grace: opts.offline_grace,
             dead_after: opts.dead_after.max(opts.offline_grace),
+            vet_within: opts.vet_within.max(Duration::from_secs(1)),
         },
         repair_rate: opts.repair_rate.max(1),
         ..HealthOptions::default()

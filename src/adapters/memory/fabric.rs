@@ -283,6 +283,9 @@ impl MemoryFabric {
 
     /// Records the ack `n` sent, if it reaches the owner through the ack stream.
     async fn deliver_ack(&self, n: &MemoryNode, ack: StoreAck, tally: &mut AckTally) {
+        if n.fault() == NodeFault::ForgesAcks {
+            let _ = n.svc.store().remove(&ack.addr);
+        }
         let Some(bytes) = n.ack(ack.encode()).await else { return };
         match StoreAck::decode(&bytes) {
             Ok(ack) => {

@@ -22,6 +22,8 @@ pub enum NodeFault {
     DelayReplies(Duration),
     /// Flips a bit of every reply and ack it sends.
     CorruptReplies,
+    /// A forger: acks every store (signed) without keeping the chunk, and answers nothing else.
+    ForgesAcks,
 }
 
 /// A node service and what is wrong with it.
@@ -62,7 +64,7 @@ impl MemoryNode {
     /// than `timeout`), after the owner waited `timeout` out.
     pub(super) async fn reply(&self, bytes: Vec<u8>, timeout: Duration) -> Option<Vec<u8>> {
         match self.fault() {
-            NodeFault::DropReplies => {
+            NodeFault::DropReplies | NodeFault::ForgesAcks => {
                 tokio::time::sleep(timeout).await;
                 None
             }
@@ -89,7 +91,7 @@ impl MemoryNode {
                 Some(bytes)
             }
             NodeFault::CorruptReplies => Some(flip(bytes)),
-            NodeFault::Healthy | NodeFault::Offline => Some(bytes),
+            NodeFault::Healthy | NodeFault::Offline | NodeFault::ForgesAcks => Some(bytes),
         }
     }
 
@@ -97,7 +99,7 @@ impl MemoryNode {
     pub(super) async fn heard_within(&self, bytes: Vec<u8>, window: Duration) -> Option<Vec<u8>> {
         match self.fault() {
             NodeFault::DelayReplies(d) if d >= window => None,
-            NodeFault::DropReplies => None,
+            NodeFault::DropReplies | NodeFault::ForgesAcks => None,
             _ => self.ack(bytes).await,
         }
     }
@@ -106,7 +108,7 @@ impl MemoryNode {
     /// is lost.
     pub(super) fn scheduled(&self, msgs: Vec<Vec<u8>>) -> Option<(Duration, Vec<Vec<u8>>)> {
         match self.fault() {
-            NodeFault::DropReplies => None,
+            NodeFault::DropReplies | NodeFault::ForgesAcks => None,
             NodeFault::DelayReplies(d) => Some((d, msgs)),
             NodeFault::CorruptReplies => Some((Duration::ZERO, msgs.into_iter().map(flip).collect())),
             NodeFault::Healthy | NodeFault::Offline => Some((Duration::ZERO, msgs)),

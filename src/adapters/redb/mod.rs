@@ -45,7 +45,8 @@ pub const UNREFERENCED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("
 /// addr → since when (Unix ms). No file references them yet; the files' commit releases them,
 /// or the next mount after a crash does (into the garbage-collection grace period).
 pub const SEALING: TableDefinition<&[u8; 32], u64> = TableDefinition::new("sealing-v1");
-/// Manifest: what the owner knows about each storage node, node id → encoded `NodeRecord`.
+/// Manifest: what the owner knows about each storage node, node id → encoded `NodeRecord`
+/// (versioned by its first byte: version 3 carries vetting; versions 1 and 2 read as vetted).
 pub const NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("nodes-v1");
 /// Manifest: snapshots of this manifest kept in the fabric, id → encoded `SnapshotRow`.
 pub const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots-v1");

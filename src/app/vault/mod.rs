@@ -33,6 +33,7 @@ mod snapshot;
 mod status;
 pub use status::RESTORED_MS;
 mod types;
+mod vetting;
 mod writer;
 
 pub use crate::domain::fs::FsError;
@@ -51,7 +52,7 @@ pub use fence::Claim;
 pub use houses::{run_houses, HOUSES_EVERY};
 pub use maintenance::{
     run_maintenance, run_writer_watch, AuditWorker, GcWorker, HealWorker, HealthOptions, HealthStats,
-    LeaseWorker, Pace, Replicas, Scope, SnapshotWorker, WriterWorker,
+    LeaseWorker, Pace, Replicas, Scope, SnapshotWorker, VetReport, VetWorker, WriterWorker,
 };
 pub use metrics::{CacheUsage, ReadStats};
 pub use namespace::DirFh;
@@ -120,9 +121,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         m.write_durable(|tx| {
             tx.set_meta("replicas", opts.replicas as u64)?;
             let churn = &opts.health.churn;
-            for (key, d) in
-                status::CHURN_META.iter().zip([churn.offline_after, churn.offline_grace, churn.dead_after])
-            {
+            for (key, d) in status::CHURN_META.iter().zip([
+                churn.offline_after,
+                churn.offline_grace,
+                churn.dead_after,
+                churn.vet_within,
+            ]) {
                 tx.set_meta(key, d.as_millis() as u64)?;
             }
             tx.set_meta("disk_cache_bytes", opts.disk_cache_bytes)

@@ -49,7 +49,14 @@ impl VaultStatus {
             s.chunks += 1;
             s.bytes += c.ct_len.saturating_sub(16) as u64;
             let verdict = fleet.judge(churn, c, replicas);
+            let waits =
+                verdict.counted.len() < replicas && verdict.counted.len() + verdict.waiting >= replicas;
             match c.state {
+                // Stored, but on nodes not vetted yet: pending until their vetting audit.
+                _ if waits && !c.replicas.is_empty() => {
+                    s.pending += 1;
+                    s.churn.vetting_chunks += 1;
+                }
                 ChunkState::Pending => s.pending += 1,
                 ChunkState::Durable if verdict.counted.len() >= replicas => {
                     s.durable += 1;
@@ -94,15 +101,15 @@ impl VaultStatus {
 
 /// Manifest meta keys: the churn policy the vault was last mounted with (ms), so the status of
 /// an unmounted vault judges nodes as its mount did.
-pub const CHURN_META: [&str; 3] = ["offline_after_ms", "offline_grace_ms", "dead_after_ms"];
+pub const CHURN_META: [&str; 4] = ["offline_after_ms", "offline_grace_ms", "dead_after_ms", "vet_within_ms"];
 
-fn rx_meta(m: &Manifest) -> Result<[Option<u64>; 3], FsError> {
+fn rx_meta(m: &Manifest) -> Result<[Option<u64>; 4], FsError> {
     let rx = m.read()?;
-    Ok([rx.meta(CHURN_META[0])?, rx.meta(CHURN_META[1])?, rx.meta(CHURN_META[2])?])
+    Ok([rx.meta(CHURN_META[0])?, rx.meta(CHURN_META[1])?, rx.meta(CHURN_META[2])?, rx.meta(CHURN_META[3])?])
 }
 
 /// The churn policy from the meta values (defaults where missing).
-fn churn_policy(meta: &[Option<u64>; 3]) -> ChurnPolicy {
+fn churn_policy(meta: &[Option<u64>; 4]) -> ChurnPolicy {
     let d = ChurnPolicy::default();
     let pick =
         |v: Option<u64>, or: std::time::Duration| v.map(std::time::Duration::from_millis).unwrap_or(or);
@@ -110,6 +117,7 @@ fn churn_policy(meta: &[Option<u64>; 3]) -> ChurnPolicy {
         offline_after: pick(meta[0], d.offline_after),
         offline_grace: pick(meta[1], d.offline_grace),
         dead_after: pick(meta[2], d.dead_after),
+        vet_within: pick(meta[3], d.vet_within),
     }
 }
 
@@ -123,6 +131,8 @@ fn churn_status(fleet: &Fleet) -> ChurnStatus {
         written_off: fleet.count(NodeState::Dead) as u64,
         in_grace: 0,
         repair_paused: fleet.link_down.map(|(g, k)| (g as u64, k as u64)),
+        vetting_chunks: 0,
+        failed_vetting: fleet.failed_vetting().iter().map(|n| n.to_string()).collect(),
     }
 }
 

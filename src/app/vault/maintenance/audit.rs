@@ -1,9 +1,9 @@
 //! The audit worker: challenges replicas with fresh proofs of storage, batched per node, and
 //! records the outcomes; a pass then heals and renews leases over what it covered.
 
-use super::heal::{counted, fleet};
 use super::{HealWorker, LeaseWorker, Pace, Replicas, Scope};
 use crate::app::report::AuditReport;
+use crate::app::vault::vetting::{awaits_vetting, counted, fleet};
 use crate::app::vault::Vault;
 use crate::domain::churn::NodeState;
 use crate::domain::fs::{ChunkState, FsError, Ino, Kind};
@@ -32,10 +32,10 @@ pub struct AuditWorker {
 }
 
 /// One replica to challenge.
-struct Target {
-    addr: Addr,
-    node: NodeId,
-    ct_len: u64,
+pub(super) struct Target {
+    pub(super) addr: Addr,
+    pub(super) node: NodeId,
+    pub(super) ct_len: u64,
 }
 
 /// The verdict of one challenge as an outcome for the replica's record.
@@ -163,6 +163,7 @@ impl AuditWorker {
         let addrs: Vec<Addr> = cov.chunks.keys().copied().collect();
         let heal_started = Instant::now();
         HealWorker.heal(v, &fabric, &addrs, self.pace, &mut report).await?;
+        v.promote_vetted()?;
         report.trimmed = super::trim::trim(v, &*fabric, &addrs).await?;
         report.heal_secs = heal_started.elapsed().as_secs_f64();
         LeaseWorker.run_once(v, &*fabric).await?;
@@ -209,7 +210,7 @@ impl AuditWorker {
 
     /// Sends the challenges, batched per node and interleaved across nodes (rate-limited in
     /// the background), and records their outcomes.
-    async fn challenge<F: ChunkFabric + 'static>(
+    pub(super) async fn challenge<F: ChunkFabric + 'static>(
         &self,
         v: &Vault<F>,
         fabric: &F,
@@ -280,11 +281,14 @@ impl AuditWorker {
 
 fn record_outcomes<F: ChunkFabric + 'static>(
     v: &Vault<F>,
-    batch: Vec<(Addr, NodeId, Outcome, u64)>,
+    mut batch: Vec<(Addr, NodeId, Outcome, u64)>,
 ) -> Result<(), FsError> {
     if batch.is_empty() {
         return Ok(());
     }
+    // Passes last: a node not vetted yet that answers one of its vetting challenges wrongly is
+    // written off, whatever else it answered in the same batch.
+    batch.sort_by_key(|(_, _, o, _)| *o == Outcome::Passed);
     let now = v.clock.now_ms();
     let fleet = fleet(v)?;
     // Nothing is written off while repair is paused: the owner's own link is the likelier cause.
@@ -303,10 +307,20 @@ fn record_outcomes<F: ChunkFabric + 'static>(
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(tx.node(node)?.unwrap_or_default()),
             };
-            let (was, missed) = (rec.written_off, rec.missed_since_ms);
+            let (was, missed, vetted) = (rec.written_off, rec.missed_since_ms, rec.vetted);
             rec.observe(*outcome, *latency, now);
-            if rec.written_off && !was {
+            if rec.failed_vetting() && !was {
+                tracing::warn!(
+                    ?node,
+                    ?addr,
+                    ?outcome,
+                    "node {node:?} failed its vetting audit: written off, its acks never count, its chunks go elsewhere"
+                );
+            } else if rec.written_off && !was {
                 tracing::warn!(?node, "node written off after repeated wrong answers");
+            }
+            if rec.vetted && !vetted {
+                tracing::info!(?node, "node {node:?} passed its vetting audit: its replicas count");
             }
             if missed != 0 && rec.missed_since_ms == 0 {
                 tracing::info!(
@@ -336,6 +350,9 @@ fn at_risk<F: ChunkFabric + 'static>(v: &Vault<F>, cov: &Covered) -> Result<Vec<
     for (addr, file) in &cov.chunks {
         let why = match rx.chunk(addr)? {
             None => "chunk record missing from the manifest".to_string(),
+            Some(c) if awaits_vetting(&c, rx.upload_queued(addr)?) => {
+                "stored on nodes not vetted yet: durable once they pass their first audit".to_string()
+            }
             Some(c) if c.state == ChunkState::Pending => "waiting in the upload queue".to_string(),
             Some(c) => {
                 let n = counted(v, &fleet, &c).0.len();

@@ -7,6 +7,7 @@
 
 use super::Pace;
 use crate::app::report::AuditReport;
+use crate::app::vault::vetting::{awaits_vetting, counted, fleet};
 use crate::app::vault::Vault;
 use crate::domain::churn::{Fleet, Repair};
 use crate::domain::fs::{ChunkRecord, ChunkState, FsError, Replica};
@@ -23,29 +24,6 @@ const HEAL_CONCURRENCY: usize = 32;
 /// Re-replicates chunks that have fewer than N healthy replicas.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HealWorker;
-
-/// Every known node's state now, under the vault's churn policy.
-pub(super) fn fleet<F: ChunkFabric + 'static>(v: &Vault<F>) -> Result<Fleet, FsError> {
-    let records = v.m.read()?.nodes()?;
-    Ok(Fleet::new(&v.opts.health.churn, &records, v.clock.now_ms()))
-}
-
-/// The replicas of a chunk that count toward N, healthy ones first.
-pub(super) fn counted<'r, F: ChunkFabric + 'static>(
-    v: &Vault<F>,
-    fleet: &Fleet,
-    c: &'r ChunkRecord,
-) -> (Vec<&'r Replica>, Repair) {
-    let verdict = fleet.judge(&v.opts.health.churn, c, v.opts.replicas);
-    let counted = v.placed(verdict.counted.iter().map(|i| &c.replicas[*i]).collect());
-    // Replicas the placement rule does not count (a second one in a house, one in the owner's
-    // own house) leave the chunk short of N even where the churn policy is content.
-    let repair = match verdict.repair {
-        Repair::None if counted.len() < v.opts.replicas => Repair::Lazy,
-        r => r,
-    };
-    (counted, repair)
-}
 
 /// Whether repair is paused (too many nodes vanished at once); says so in the log when that
 /// changes.
@@ -103,7 +81,8 @@ impl HealWorker {
             let mut weak = Vec::new();
             for a in addrs {
                 let Some(c) = rx.chunk(a)? else { continue };
-                if c.state == ChunkState::Durable && c.refs > 0 {
+                let stored = c.state == ChunkState::Durable || awaits_vetting(&c, rx.upload_queued(a)?);
+                if stored && c.refs > 0 {
                     let (_, repair) = counted(v, &fleet, &c);
                     if repair != Repair::None {
                         weak.push((repair, *a, c.ct_len as u64));
@@ -188,6 +167,9 @@ async fn heal_one<F: ChunkFabric + 'static>(
         }
         tx.put_chunk(&addr, &c)
     })?;
+    if acks.iter().any(|a| !fleet.vetted(&a.node)) {
+        v.vetting_due();
+    }
     tracing::info!(?addr, new = acks.len(), ?repair, "chunk healed");
     Ok(ct.len() as u64 * acks.len() as u64)
 }
@@ -203,6 +185,12 @@ async fn ciphertext_for_heal<F: ChunkFabric + 'static>(
 ) -> Result<Vec<u8>, FsError> {
     if let Some(ct) = v.m.read()?.small_outbox(addr)? {
         return Ok(ct);
+    }
+    // A chunk waiting for vetting keeps its outbox copy.
+    if let Ok((buf, at)) = tokio::task::block_in_place(|| v.pipeline.outbox.read(addr)) {
+        if buf.get(at.clone()).is_some_and(|ct| Addr::of(ct) == *addr) {
+            return Ok(buf[at].to_vec());
+        }
     }
     if let Some(disk) = &v.reader.disk_cache {
         match tokio::task::block_in_place(|| disk.get(addr)) {

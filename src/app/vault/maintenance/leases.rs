@@ -56,7 +56,7 @@ async fn renew_on<F: ChunkFabric + 'static>(
         }
     };
     let now = v.clock.now_ms();
-    let off = super::heal::fleet(v)?.dead();
+    let off = crate::app::vault::vetting::fleet(v)?.dead();
     let want = Wanted { replicas: v.opts.replicas, written_off: &|n: &NodeId| off.contains(n) };
     let mut renewed = 0;
     v.m.write(|tx| {

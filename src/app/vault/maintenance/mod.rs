@@ -1,7 +1,8 @@
 //! Owner-side maintenance (docs/DESIGN.md §5–6), one type per background job as Garage's workers:
 //! [`AuditWorker`] challenges replicas, [`HealWorker`] brings chunks back to N counted
 //! replicas under the churn policy (`domain::churn`), trimming deletes surplus replicas, [`LeaseWorker`] renews leases, [`GcWorker`] deletes chunks no file references any
-//! more, [`SnapshotWorker`] stores manifest snapshots, and [`WriterWorker`] reads the writer lease. [`run_maintenance`] runs them on the
+//! more, [`SnapshotWorker`] stores manifest snapshots, [`VetWorker`] vets new nodes
+//! (`domain::vetting`), and [`WriterWorker`] reads the writer lease. [`run_maintenance`] runs them on the
 //! owner's schedule; each has a `run_once` so that a test drives one pass without waiting.
 //! Time comes from the vault's [`Clock`](crate::ports::clock::Clock).
 
@@ -12,6 +13,7 @@ mod leases;
 mod schedule;
 mod snapshots;
 mod trim;
+mod vet;
 mod writer;
 
 pub use audit::AuditWorker;
@@ -20,6 +22,7 @@ pub use heal::HealWorker;
 pub use leases::LeaseWorker;
 pub use schedule::run_maintenance;
 pub use snapshots::SnapshotWorker;
+pub use vet::{run_vetting, VetReport, VetWorker};
 pub use writer::{run_writer_watch, WriterWorker};
 
 use std::sync::atomic::AtomicU64;
@@ -133,6 +136,8 @@ pub struct HealthStats {
 mod fabric_tests;
 #[cfg(test)]
 mod placement_tests;
+#[cfg(test)]
+mod vetting_tests;
 #[cfg(test)]
 mod workers_tests;
 #[cfg(test)]

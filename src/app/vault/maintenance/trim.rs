@@ -3,7 +3,7 @@
 //! and forgotten, those of the node that came back first, so its disk space is reclaimed. In a
 //! house only replicas the placement rule counts are weighed.
 
-use super::heal::fleet;
+use crate::app::vault::vetting::fleet;
 use crate::app::vault::Vault;
 use crate::domain::fs::{ChunkRecord, ChunkState, FsError};
 use crate::domain::ids::Addr;

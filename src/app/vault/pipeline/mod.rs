@@ -44,6 +44,11 @@ pub(super) struct Queues {
     /// Retries of background work that failed (a full disk): recording finished uploads,
     /// chunking closed files, checkpoints.
     pub(super) backoff: Backoffs,
+    /// Wakes the vetting of new nodes (replicas on nodes not vetted yet were recorded).
+    pub(super) vet_work: Notify,
+    /// Whether replicas may wait for vetting (set at load and when one is recorded; cleared by
+    /// a vetting pass that found none).
+    pub(super) vet_due: std::sync::atomic::AtomicBool,
 }
 
 /// One backoff per background job that writes to the home.
@@ -78,11 +83,14 @@ impl Queues {
             uploads_done: Mutex::default(),
             claims: Claims::default(),
             backoff: Backoffs::default(),
+            vet_work: Notify::new(),
+            vet_due: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
 
-/// Runs the chunker, the uploader and the checkpointer until `cancel` fires.
+/// Runs the chunker, the uploader, the vetting of new nodes and the checkpointer until `cancel`
+/// fires.
 pub async fn run_pipeline<F: ChunkFabric + 'static>(
     vault: Arc<Vault<F>>,
     stats: Arc<PipelineStats>,
@@ -90,6 +98,9 @@ pub async fn run_pipeline<F: ChunkFabric + 'static>(
 ) {
     let chunker = tokio::spawn(chunker::chunk_loop(vault.clone(), stats.clone(), cancel.clone()));
     let uploader = tokio::spawn(uploader::upload_loop(vault.clone(), stats, cancel.clone()));
+    // Uploads to nodes not vetted yet become durable only after their vetting audit, so the
+    // pipeline runs it.
+    let vetting = tokio::spawn(super::maintenance::run_vetting(vault.clone(), cancel.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -114,6 +125,7 @@ pub async fn run_pipeline<F: ChunkFabric + 'static>(
     }
     let _ = chunker.await;
     let _ = uploader.await;
+    let _ = vetting.await;
     let _ = vault.checkpoint();
 }
 

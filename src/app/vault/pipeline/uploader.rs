@@ -2,6 +2,7 @@
 //! as durable, and steps back while the filesystem is busy with many small files.
 
 use super::PipelineStats;
+use crate::app::vault::vetting::{counted, fleet};
 use crate::app::vault::Vault;
 use crate::domain::fs::{ChunkState, FsError, Replica};
 use crate::domain::ids::Addr;
@@ -143,15 +144,29 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if done.is_empty() || !Self::lock(&self.pipeline.backoff.record).ready(self.clock.now_ms()) {
             return;
         }
+        let fleet = match fleet(self) {
+            Ok(f) => f,
+            Err(e) => return tracing::debug!(error = %e, "reading node records failed; recording later"),
+        };
+        // Chunks whose replicas do not count yet (nodes not vetted): stored, out of the queue,
+        // but pending with their local copy kept until the vetting audit.
+        let mut waiting: std::collections::HashSet<Addr> = std::collections::HashSet::new();
         let result = self.m.write_durable(|tx| {
             for (addr, replicas) in &done {
                 if let Some(mut c) = tx.chunk(addr)? {
-                    c.state = ChunkState::Durable;
                     c.replicas = replicas.clone();
+                    c.state = if counted(self, &fleet, &c).0.len() >= self.opts.replicas {
+                        ChunkState::Durable
+                    } else {
+                        waiting.insert(*addr);
+                        ChunkState::Pending
+                    };
                     tx.put_chunk(addr, &c)?;
                 }
                 tx.set_upload(addr, None)?;
-                tx.set_small_outbox(addr, None)?;
+                if !waiting.contains(addr) {
+                    tx.set_small_outbox(addr, None)?;
+                }
             }
             Ok(())
         });
@@ -164,8 +179,15 @@ impl<F: ChunkFabric + 'static> Vault<F> {
                 drop(backoff);
                 let ended: std::collections::HashSet<Addr> = done.iter().map(|(a, _)| *a).collect();
                 Self::lock(&self.pipeline.uploads_done).retain(|(a, _)| !ended.contains(a));
-                for (addr, _) in &done {
+                for (addr, _) in done.iter().filter(|(a, _)| !waiting.contains(a)) {
                     self.retire_outbox(addr);
+                }
+                if !waiting.is_empty() {
+                    tracing::debug!(
+                        chunks = waiting.len(),
+                        "stored on nodes not vetted yet; durable once they pass"
+                    );
+                    self.vetting_due();
                 }
                 self.pipeline.uploaded.notify_waiters();
             }
@@ -180,7 +202,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
     /// An uploaded chunk leaves the outbox: into the disk cache when there is one. (A small
     /// chunk, kept in the manifest until uploaded, was written to the disk cache by
     /// `upload_one`: a file's small tail chunk must read offline like the rest of it.)
-    fn retire_outbox(&self, addr: &Addr) {
+    pub(in crate::app::vault) fn retire_outbox(&self, addr: &Addr) {
         match &self.reader.disk_cache {
             Some(disk) => disk.adopt(addr, &self.pipeline.outbox.path(addr)),
             None => self.pipeline.outbox.remove(addr),
@@ -217,7 +239,13 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         if let Some(why) = self.placement_blocked() {
             return Err(FsError::Unavailable(why));
         }
-        let goal = StoreGoal { placement: placement.as_deref(), ..StoreGoal::fresh(self.opts.replicas) };
+        // Nodes written off (a failed vetting audit among them) are not asked again.
+        let dead: Vec<crate::domain::ids::NodeId> = fleet(self)?.dead().into_iter().collect();
+        let goal = StoreGoal {
+            placement: placement.as_deref(),
+            exclude: &dead,
+            ..StoreGoal::fresh(self.opts.replicas)
+        };
         let acks = fabric
             .store_controlled(Publish { addr, commitment, ciphertext: ct }, control, goal)
             .await

@@ -93,12 +93,13 @@ impl ChunkFabric for CountingFabric {
         unused()
     }
 
+    /// Every node passes (the vetting of new nodes audits them after their first acks).
     async fn audit_many(
         &self,
         _: NodeId,
-        _: &[(Addr, ProofSecret, u64)],
+        items: &[(Addr, ProofSecret, u64)],
     ) -> Result<Vec<AuditVerdict>, FabricError> {
-        unused()
+        Ok(vec![AuditVerdict::Passed; items.len()])
     }
 
     async fn renew(

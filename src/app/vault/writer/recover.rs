@@ -2,7 +2,7 @@
 
 use super::OpenFile;
 use crate::app::vault::{FsError, Vault};
-use crate::domain::fs::Ino;
+use crate::domain::fs::{ChunkState, Ino};
 use crate::ports::fabric::ChunkFabric;
 
 impl<F: ChunkFabric + 'static> Vault<F> {
@@ -71,9 +71,12 @@ impl<F: ChunkFabric + 'static> Vault<F> {
             Self::lock(&self.pipeline.chunk_queue).push(ino);
         }
         // Outbox files that are not queued: a chunking pass interrupted before its commit, or
-        // an upload whose durable commit happened but whose file was not yet removed.
+        // an upload whose durable commit happened but whose file was not yet removed. A chunk
+        // stored on nodes not vetted yet keeps its copy until it is durable.
         for addr in self.pipeline.outbox.sweep()? {
-            if !rx.upload_queued(&addr)? {
+            let waits =
+                rx.chunk(&addr)?.is_some_and(|c| c.state == ChunkState::Pending && !c.replicas.is_empty());
+            if !rx.upload_queued(&addr)? && !waits {
                 self.pipeline.outbox.remove(&addr);
             }
         }
