@@ -9,7 +9,7 @@ quloud_install_deps openssl acl sqlite3 git   # the secured-bus test makes its o
 echo "==> building (release, reused by every test)"
 cargo build --release --quiet
 echo "==> running tests"
-# A hung test fails the run after QULOUD_TEST_MINUTES (default 30; the suite takes about 8 on
+# A hung test fails the run after QULOUD_TEST_MINUTES (default 30; the tests take about 6 minutes on
 # 2 cores) instead of blocking it: timeout signals cargo's whole process group, test binaries too.
 limit=${QULOUD_TEST_MINUTES:-30}
 status=0
