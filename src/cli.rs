@@ -330,6 +330,11 @@ pub struct NodeArgs {
     /// How often chunks whose lease ran out are deleted (e.g. 60s, 10m).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+    /// A vault backed up from this node's own house (its ack token, hex; repeatable): its store
+    /// requests are declined so that other houses' nodes take them. `quloud up --house` sets it
+    /// for the house's own vault unless the mount is given `--allow-own-house`.
+    #[arg(long = "own-vault", value_name = "ACK_TOKEN", value_parser = crate::domain::ids::AckToken::parse_hex)]
+    pub own_vaults: Vec<crate::domain::ids::AckToken>,
     /// For testing only: run the node's clock this many ms ahead (negative: behind) of the
     /// system's, to see how owners cope with a friend's box whose clock is wrong.
     #[arg(long, hide = true, default_value_t = 0, value_name = "MS", allow_hyphen_values = true)]

@@ -111,10 +111,9 @@ fn a_large_file_lands_in_three_other_houses_one_replica_each_through_capped_upli
     for h in &f.houses[1..] {
         assert_eq!(h.bodies().len() as u64, chunks, "replicas on {}'s disk", h.name);
     }
-    // The owner's own node takes store slots like any node: its copies count for nothing (not
-    // in `per_node` above) and are never renewed, so they go when their lease runs out.
-    let own = f.houses[0].bodies().len() as u64;
-    assert!(own <= chunks, "{own} copies of {chunks} chunks on the owner's own node");
+    // The owner's own node leaves its house's store requests to other houses' nodes.
+    let own = f.houses[0].bodies().len();
+    assert_eq!(own, 0, "copies of the owner's chunks on its own node ({chunks} chunks)");
     let stored: u64 = f.houses[1..].iter().map(|h| h.body_bytes()).sum();
     assert!(stored >= 3 * (mib * MIB) as u64, "{stored} bytes stored for 3 × {mib} MiB");
     assert!(std::fs::read(f.houses[0].path("large.bin")).unwrap() == data, "the file reads back different");

@@ -55,6 +55,10 @@ pub struct NodePolicy {
     pub request_rate: RateLimit,
     /// Sources whose rate is tracked at once (least recently seen forgotten first).
     pub rate_sources: usize,
+    /// Vaults (ack tokens) backed up from this node's own house: their store requests are
+    /// declined, so another house's node takes them (a copy in the owner's own house would not
+    /// count, and would cost the house's downlink).
+    pub own_vaults: Vec<AckToken>,
 }
 
 impl Default for NodePolicy {
@@ -68,6 +72,7 @@ impl Default for NodePolicy {
             store_rate: RateLimit::per_second(256 << 20),
             request_rate: RateLimit::per_second(4096),
             rate_sources: 4096,
+            own_vaults: Vec::new(),
         }
     }
 }
@@ -140,6 +145,8 @@ pub const RATE_LIMITED: &str = "rate limited";
 
 /// Why a store request was declined while this node stores the same chunk for another slot.
 pub const HELD_NOW: &str = "storing this chunk for another slot right now";
+/// Why a store request was declined when its vault is backed up from this node's own house.
+pub const OWN_HOUSE: &str = "the vault is backed up from this node's house";
 
 /// The cost, in proof items, of a request of `len` bytes (each item carries a 128-byte proof).
 fn request_cost(len: usize) -> u64 {
@@ -243,6 +250,10 @@ impl<S: ChunkStore> NodeService<S> {
         }
         if req.lease_expiry_ms > now_ms + self.policy.max_lease_ms {
             return reject(Reason::BadLease, format!("lease expiry {} too far out", req.lease_expiry_ms));
+        }
+        if self.policy.own_vaults.contains(&req.ack_token) {
+            self.stats.decline_for(Reason::OwnHouse);
+            return Claim::Decided(StoreDecision::Decline(OWN_HOUSE));
         }
         // Reserve the addr first, so that what is decided below (held or not) stays true until
         // the body is stored or the claim is dropped.

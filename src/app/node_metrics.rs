@@ -85,11 +85,14 @@ pub enum Reason {
     RateLimited,
     /// A store request whose chunk body is no longer on the broker.
     NoBody,
+    /// A store request of a vault backed up from this node's own house (its copy would not
+    /// count: replicas go to other houses).
+    OwnHouse,
 }
 
 impl Reason {
     /// Every reason, in rendering order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Oversized,
         Reason::Malformed,
         Reason::BadHash,
@@ -108,6 +111,7 @@ impl Reason {
         Reason::UnknownOp,
         Reason::RateLimited,
         Reason::NoBody,
+        Reason::OwnHouse,
     ];
 
     /// The label value.
@@ -131,6 +135,7 @@ impl Reason {
             Reason::UnknownOp => "unknown_op",
             Reason::RateLimited => "rate_limited",
             Reason::NoBody => "no_body",
+            Reason::OwnHouse => "own_house",
         }
     }
 

@@ -436,6 +436,22 @@ fn a_vault_over_its_store_rate_is_declined_and_others_are_not() {
 }
 
 #[test]
+fn a_vault_of_the_nodes_own_house_is_declined_before_its_body_is_fetched() {
+    let own = MasterKey::from_bytes([5; 32]).derive();
+    let friend = MasterKey::from_bytes([6; 32]).derive();
+    let policy = NodePolicy { own_vaults: vec![own.ack_token()], ..NodePolicy::default() };
+    let svc =
+        NodeService::new(NodeIdentity::generate(), Arc::new(MemoryChunkStore::new(1 << 30)), policy, NOW);
+    let mine = store_req(&own, b"the house's own chunk", 0).1;
+    assert!(matches!(svc.claim_store(&mine.wire, NOW), Claim::Decided(StoreDecision::Decline(OWN_HOUSE))));
+    assert_eq!(svc.stats.refusals(Reason::OwnHouse), 1);
+    assert!(matches!(
+        offer(&svc, &store_req(&friend, b"a friend's chunk", 0).1, NOW),
+        StoreDecision::Stored(..)
+    ));
+}
+
+#[test]
 fn a_request_source_over_its_rate_is_refused_before_any_proof_is_checked() {
     let policy = NodePolicy { request_rate: RateLimit { per_sec: 1, burst: 1 }, ..NodePolicy::default() };
     let svc =

@@ -61,6 +61,13 @@ macro_rules! id_type {
             pub fn from_hex(s: &str) -> Option<Self> {
                 from_hex::<$len>(s).map(Self)
             }
+
+            /// Parses full hex, saying what was wrong (a command-line value).
+            pub fn parse_hex(s: &str) -> Result<Self, String> {
+                Self::from_hex(s).ok_or_else(|| {
+                    format!("`{s}` is not {} hex digits", 2 * $len)
+                })
+            }
         }
 
         impl fmt::Debug for $name {

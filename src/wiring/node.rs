@@ -27,6 +27,7 @@ pub async fn node(args: NodeArgs, home: &Path) -> Result<()> {
     let policy = NodePolicy {
         store_rate: RateLimit::per_second(args.store_rate),
         request_rate: RateLimit::per_second(args.request_rate),
+        own_vaults: args.own_vaults.clone(),
         ..NodePolicy::default()
     };
     if args.test_clock_offset_ms != 0 {

@@ -6,7 +6,8 @@ use super::{
     Layout, BROADCAST_GET,
 };
 use crate::app::node::{
-    Claim, ClaimedSlot, NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, HELD_NOW, RATE_LIMITED,
+    Claim, ClaimedSlot, NodeService, Op, ProvenOutcome, Reason, Route, StoreDecision, HELD_NOW, OWN_HOUSE,
+    RATE_LIMITED,
 };
 use crate::domain::proof::Purpose;
 use crate::ports::chunk_store::ChunkStore;
@@ -412,7 +413,7 @@ async fn store_message<S: ChunkStore>(
             // otherwise another node should take it at once.
             let pause = match why {
                 RATE_LIMITED => Some(Duration::from_secs(1)),
-                HELD_NOW => pass_on(delivered),
+                HELD_NOW | OWN_HOUSE => pass_on(delivered),
                 _ => Some(Duration::from_millis(100)),
             };
             msg.ack_with(AckKind::Nak(pause)).await
