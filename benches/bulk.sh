@@ -9,7 +9,7 @@
 #        BINS="before=/tmp/quloud-main after=target/release/quloud" FILES=100000 DIRS=1000 benches/bulk.sh
 # Env:   FILES (20000), DIRS (200), NODES (3), REPLICAS (3), TIMEOUT (1800 s), BINS (label=path ...),
 #        NODE_ARGS (extra `quloud node` flags), KEEP=1 (keep the temp dir).
-# Results: docs/PERFORMANCE.md, section "Small files in bulk".
+# Results: docs/PERFORMANCE.md, section 8 (Big vaults).
 set -euo pipefail
 
 FILES=${FILES:-20000}
