@@ -11,7 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const MIB: usize = 1 << 20;
@@ -89,17 +89,6 @@ impl Counters {
             staged: self.staged - before.staged,
         }
     }
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-#[track_caller]
-fn ok(cmd: &mut Command, what: &str) -> String {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{what} failed ({}): {}", o.status, text(&o));
-    text(&o)
 }
 
 /// `rsync FLAGS… SRC DST` of one file. `--no-whole-file`: rsync copies between local paths

@@ -324,6 +324,19 @@ pub fn within<T: Send + 'static>(within: Duration, what: &str, f: impl FnOnce() 
 }
 
 /// The `quloud` binary under test.
+/// A command's stdout then stderr, as text.
+pub fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Runs `cmd`, fails the test with its output unless it succeeds, and returns that output.
+#[track_caller]
+pub fn ok(cmd: &mut Command, what: &str) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{what} failed ({}): {}", o.status, text(&o));
+    text(&o)
+}
+
 pub fn quloud(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_quloud"));
     c.arg("--home").arg(home);
