@@ -199,10 +199,38 @@ impl World {
     }
 }
 
+/// Every nats-server log under `dir` (the hub's and each house's leaf server's).
+fn nats_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n == "nats.log") {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- alice's house ---\n{}", tail(&self.alice_log(), 60));
+            if let Some(hub) = &self.hub {
+                eprintln!("--- the hub ---\n{}", tail(&hub.out(), 30));
+            }
+            for log in nats_logs(self.tmp.path()) {
+                // The server's own events, without the per-connection lines.
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let events: Vec<&str> =
+                    text.lines().filter(|l| !l.contains(" - lid:") && !l.contains(" - rid:")).collect();
+                eprintln!("--- {} ---\n{}", log.display(), tail(&events.join("\n"), 25));
+            }
         }
         // Houses first (the mount unmounts), then the hub; the namespaces go with the bed.
         for house in self.houses.values_mut() {

@@ -173,7 +173,7 @@ impl Service<'_> {
             ca: Some(self.dir.join("ca.pem")),
             ..Default::default()
         };
-        let (client, _, _) = connect(&broker, "quloud-hub").await?;
+        let Some(client) = connect_until_stopped(&broker, stop).await else { return Ok(()) };
         let mut requests = client.subscribe(ENROL_SUBJECT).await?;
         let mut listings = client.subscribe(HOUSES_SUBJECT).await?;
         let mut tick = tokio::time::interval(SEEN_EVERY);
@@ -222,6 +222,38 @@ impl Service<'_> {
             restart.send(()).await.context("the hub's supervisor stopped")?;
         }
         Ok(())
+    }
+}
+
+/// Connects the membership service to the hub's own nats-server, retrying every second until it
+/// answers or the hub stops (`None`). A hub is a long-lived service: a server slow to accept its
+/// first client after a restart (JetStream recovering its store) must not stop it.
+async fn connect_until_stopped(
+    broker: &BrokerConfig,
+    stop: &CancellationToken,
+) -> Option<async_nats::Client> {
+    let mut failures = 0u32;
+    loop {
+        match connect(broker, "quloud-hub").await {
+            Ok((client, _, _)) => {
+                if failures > 0 {
+                    tracing::info!(
+                        "the membership service reached nats-server after {failures} failed attempts"
+                    );
+                }
+                return Some(client);
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(
+                    "the membership service cannot reach the hub's nats-server yet: {e}; retrying"
+                );
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

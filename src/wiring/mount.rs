@@ -229,8 +229,10 @@ pub async fn mount(
     if vault.fabric_within(Duration::ZERO).await.is_some() {
         // Bounded, so an unmount never hangs on an unreachable broker; an unfinished snapshot
         // is completed by the next mount (an overdue snapshot is taken at its first pass).
-        let snap = tokio::time::timeout(UNMOUNT_SNAPSHOT_WAIT, vault.snapshot(UNMOUNT_SNAPSHOT_WAIT));
-        match snap.await {
+        let started = std::time::Instant::now();
+        let snap = tokio::time::timeout(UNMOUNT_SNAPSHOT_WAIT, vault.snapshot(UNMOUNT_SNAPSHOT_WAIT)).await;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "the snapshot at unmount ended");
+        match snap {
             Ok(Ok(SnapshotOutcome::Taken(s))) => println!("snapshot {} stored in the fabric", s.id),
             Ok(Ok(SnapshotOutcome::Pending)) => {
                 println!("no snapshot at unmount: uploads are pending; the next mount takes one once they are durable, or run `quloud snapshot`")

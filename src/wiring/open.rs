@@ -109,6 +109,8 @@ pub async fn serve_fuse(
         }
     }
     let (allow_other, mountpoint) = (settings.allow_other, mountpoint.to_path_buf());
+    let started = std::time::Instant::now();
+    tracing::info!("unmounting {}", mountpoint.display());
     tokio::task::spawn_blocking(move || {
         // With `allow_other` the mount uses fusermount3's auto-unmount, and fuser's unmount then
         // only closes the socket that daemon watches; unmount explicitly so the join cannot wait
@@ -122,5 +124,6 @@ pub async fn serve_fuse(
     })
     .await
     .ok();
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "the kernel released the mount");
     Ok(())
 }

@@ -518,13 +518,17 @@ impl Mount {
         let pid = self.pid().expect("the mount is not running") as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+        let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let status = match self.wait_exit(Duration::from_secs(30)) {
             Some(s) => s,
             None => {
                 let _ = Command::new("fusermount3").arg("-u").arg(&self.mp).status();
                 let late = self.wait_exit(Duration::from_secs(10));
                 panic!(
-                    "quloud mount did not exit within 30 s of SIGTERM (after `fusermount3 -u`: {late:?}); log:\n{}",
+                    "quloud mount did not exit within 30 s of SIGTERM (sent at Unix time {}.{:03}; after \
+                     `fusermount3 -u`: {late:?}); log:\n{}",
+                    sent.as_secs(),
+                    sent.subsec_millis(),
                     tail(&self.log_text(), 40)
                 );
             }
