@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Big-vault benchmark, in one run:
 #   snapshot  a vault of FILES small files (100-600 bytes, DIRS dirs): bytes the first snapshot
-#             stores on the nodes, then the bytes a second one stores after ONE file changed
-#             (chunk body bytes summed over the nodes' data dirs, all replicas)
+#             stores on the nodes, then the bytes a second and a third store, each after ONE
+#             file changed (chunk body bytes summed over the nodes' data dirs, all replicas)
 #   cold      read back every file of the tree with an empty cache (new mount process, disk
 #             cache emptied, page cache dropped) against gocryptfs over a local dir (remounted,
 #             page cache dropped); plus the mount's get counters for the Quloud read
@@ -125,7 +125,12 @@ wait_for "quorum durability" "$TIMEOUT" q_durable
 b2=$(body_bytes)
 "$BIN" --home "$QHOME" snapshot >"$TMP/snap2.txt"
 b3=$(body_bytes)
-FIRST=$((b1 - b0)) SECOND=$((b3 - b2))
+echo "changed again" >"$QMNT/d0002/f0000002.txt"
+wait_for "quorum durability" "$TIMEOUT" q_durable
+b4=$(body_bytes)
+"$BIN" --home "$QHOME" snapshot >"$TMP/snap3.txt"
+b5=$(body_bytes)
+FIRST=$((b1 - b0)) SECOND=$((b3 - b2)) THIRD=$((b5 - b4))
 
 log "quloud: cold read of the tree"
 q_umount
@@ -141,7 +146,9 @@ q_umount
 echo
 echo "files: $FILES in $DIRS dirs; quloud $(cd "$ROOT" && git describe --always --dirty 2>/dev/null)"
 echo "first snapshot:              $FIRST body bytes on the nodes (all replicas)"
-echo "second, after one change:    $SECOND body bytes ($(awk -v a="$SECOND" -v b="$FIRST" 'BEGIN { printf "%.2f", 100 * a / b }') % of the first)"
+pct() { awk -v a="$1" -v b="$FIRST" 'BEGIN { printf "%.2f", 100 * a / b }'; }
+echo "second, after one change:    $SECOND body bytes ($(pct "$SECOND") % of the first; it records the first's pieces)"
+echo "third, after another change: $THIRD body bytes ($(pct "$THIRD") % of the first)"
 echo "cold read, gocryptfs:        $GC_COLD s"
 echo "cold read, quloud:           $Q_COLD s ($(ratio "$GC_COLD" "$Q_COLD") x gocryptfs)"
 echo "quloud gets for the read:    $SINGLES single, $BATCHED batched ($PREFETCHED chunks prefetched) for $FILES files"

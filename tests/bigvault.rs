@@ -53,6 +53,7 @@ fn a_snapshot_after_one_changed_file_stores_a_sliver_of_the_first() {
     let first = body_bytes(&fabric) - before;
 
     std::fs::write(m.path("d07/f00007.txt"), b"one changed file").unwrap();
+    std::fs::write(src.join("d07/f00007.txt"), b"one changed file").unwrap();
     wait_durable(&m.home);
     let before = body_bytes(&fabric);
     let said = ok(quloud(&m.home).args(["snapshot"]), "the second snapshot");
@@ -61,6 +62,22 @@ fn a_snapshot_after_one_changed_file_stores_a_sliver_of_the_first() {
     println!("first snapshot: {first} body bytes on the nodes; second, after one change: {second}");
     assert!(first > 0, "the first snapshot stored nothing");
     assert!(second * 100 < first * 20, "the second snapshot stored {second} bytes, the first {first}");
+
+    // Restored from the paper key on a fresh home: the snapshot's indexed head, its index
+    // pieces and its pieces come back from the nodes, and every file with them.
+    let mut m = m;
+    m.unmount();
+    let paper = std::fs::read_to_string(m.home.join("master.key")).unwrap();
+    let key_file = tmp.path().join("paper.txt");
+    std::fs::write(&key_file, paper).unwrap();
+    let (home, mp) = (tmp.path().join("restored-home"), tmp.path().join("restored"));
+    std::fs::create_dir_all(&mp).unwrap();
+    let key = key_file.to_string_lossy().into_owned();
+    let r = Mount::start_verb(&home, &mp, &fabric.url(), &["restore"], &["--key-file", &key]);
+    assert!(r.log_text().contains("vault restored"), "log: {}", r.log_text());
+    let (from, to) = (format!("{}/", src.display()), format!("{}/", r.mp.display()));
+    let same = ok(Command::new("diff").args(["-r", "-q", &from, &to]), "diff -r of the restored tree");
+    assert!(same.is_empty(), "{same}");
 }
 
 fn value(m: &HashMap<String, f64>, key: &str) -> f64 {

@@ -29,18 +29,21 @@ pub fn chunk_ranges(data: &[u8], seed: u64) -> impl Iterator<Item = Range<usize>
 }
 
 /// Average piece sizes a blob (a manifest snapshot, a share's manifest) is cut at, smallest
-/// first, each with the largest blob cut at it. A change rewrites about one piece around it, so
-/// small pieces keep consecutive snapshots' differences small; but every snapshot also stores
-/// its head anew (100 bytes per piece) and the next dump records its new pieces (about 270 bytes
-/// each), so the average grows with the blob, near 6.4·√(blob bytes). A blob that grows past a
-/// tier's bound is cut anew once. Beyond the last tier, blobs are cut like file data.
+/// first, each with the largest blob cut at it. A change rewrites about one piece around it, and
+/// a small change to a manifest touches about seven places in its dump (an inode, an extent,
+/// chunk records in two runs, the meta and snapshot tables), so small pieces keep consecutive
+/// snapshots' differences small. Every snapshot also records its pins (32 bytes a piece) and a
+/// few index pieces (its head is indexed, `crate::domain::blob_index`), so the average grows
+/// with the blob, near 2·√(blob bytes) (FastCDC's actual average is about 1.6 times the
+/// nominal one given here). A blob that grows past a tier's bound is cut anew once. Beyond the
+/// last tier, blobs are cut like file data.
 const BLOB_TIERS: [(usize, usize); 6] = [
-    (8 << 10, 4 << 20),
-    (16 << 10, 16 << 20),
-    (32 << 10, 64 << 20),
-    (64 << 10, 256 << 20),
-    (128 << 10, 1 << 30),
-    (256 << 10, 4 << 30),
+    (2 << 10, 4 << 20),
+    (4 << 10, 16 << 20),
+    (8 << 10, 64 << 20),
+    (16 << 10, 256 << 20),
+    (32 << 10, 1 << 30),
+    (64 << 10, 4 << 30),
 ];
 
 /// Splits a blob into content-defined piece ranges (see [`BLOB_TIERS`]): the first tier whose

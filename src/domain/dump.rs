@@ -10,7 +10,7 @@
 
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino, Kind};
 use crate::domain::ids::Addr;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const MAGIC: &[u8; 4] = b"QLM1";
 
@@ -137,17 +137,21 @@ impl DumpWriter {
         self.record(Code::Chunks, &addr.0, &c.encode());
     }
 
-    /// Every chunk record, given in addr order, as a dump keeps them: in two runs, each in addr
-    /// order, first the chunks only files reference, then the others (those a snapshot or share
-    /// pins, listed in `pinned`, and unreferenced ones awaiting collection), so the pieces each
-    /// snapshot adds leave the first run, most of a dump, as it was. Replica audit and lease times are rounded down to
-    /// [`DUMP_TIME_GRAIN_MS`], so audits and renewals between two snapshots rewrite few pieces; a
-    /// restored vault thus audits and renews early, never late. Stops at the first error.
+    /// Chunk records, in three runs, so that the records a new snapshot adds leave most of a
+    /// dump as it was: first the chunks only files reference (in addr order: most of a dump);
+    /// then the chunks snapshots and shares pin, in `pinned` order (oldest snapshot first, its
+    /// pieces in order), so each snapshot's new pieces come last instead of scattered through
+    /// the run; then the unreferenced ones awaiting collection (addr order). Replica audit and
+    /// lease times are rounded down to [`DUMP_TIME_GRAIN_MS`], so audits and renewals between
+    /// two snapshots rewrite few pieces; a restored vault thus audits and renews early, never
+    /// late. Stops at the first error.
     pub fn chunks(
         &mut self,
         chunks: impl IntoIterator<Item = Result<(Addr, ChunkRecord), FsError>>,
-        pinned: &HashSet<Addr>,
+        pinned: &[Addr],
     ) -> Result<(), FsError> {
+        let pin_set: HashSet<&Addr> = pinned.iter().collect();
+        let mut pins = HashMap::new();
         let mut unreferenced = Vec::new();
         for row in chunks {
             let (addr, mut c) = row?;
@@ -155,10 +159,17 @@ impl DumpWriter {
                 r.verified_ms -= r.verified_ms % DUMP_TIME_GRAIN_MS;
                 r.lease_expiry_ms -= r.lease_expiry_ms % DUMP_TIME_GRAIN_MS;
             }
-            if c.refs > 0 && !pinned.contains(&addr) {
+            if pin_set.contains(&addr) {
+                pins.insert(addr, c);
+            } else if c.refs > 0 {
                 self.chunk(&addr, &c);
             } else {
                 unreferenced.push((addr, c));
+            }
+        }
+        for addr in pinned {
+            if let Some(c) = pins.remove(addr) {
+                self.chunk(addr, &c);
             }
         }
         unreferenced.iter().for_each(|(addr, c)| self.chunk(addr, c));

@@ -10,6 +10,7 @@
 //!   version that only grows, so the newest validly signed record wins and an older one served
 //!   later is recognised as a rollback.
 
+use crate::domain::blob_index::{decode_refs, encode_refs, index_ranges, FLAT_MAX};
 use crate::domain::chunker::{blob_ranges, MAX_CHUNK};
 use crate::domain::ids::{Addr, ChunkId};
 use crate::domain::keys::ChunkKeys;
@@ -22,14 +23,19 @@ use std::collections::BTreeSet;
 
 /// Encoded length of a `PieceRef`.
 pub const PIECE_REF_LEN: usize = 32 + 32 + 4 + 32;
-/// Most pieces one blob may have (its head must fit in one chunk).
-pub const MAX_PIECES: usize = (MAX_CHUNK - 16) / PIECE_REF_LEN;
+/// Most references one head lists (it must fit in one chunk).
+pub const MAX_PIECES: usize = (MAX_CHUNK - 24) / PIECE_REF_LEN;
+/// Most pieces one blob may have (an indexed head lists index pieces of up to 256 each).
+pub const MAX_BLOB_PIECES: usize = 1 << 20;
 /// Largest root record accepted.
 pub const MAX_ROOT_RECORD: usize = 64 * 1024;
 /// Most snapshots one root record lists.
 pub const MAX_LISTED: usize = 400;
 
-const HEAD_VERSION: u8 = 1;
+/// A flat head lists the pieces; an indexed head lists index pieces that list them
+/// (`crate::domain::blob_index`).
+const HEAD_FLAT: u8 = 1;
+const HEAD_INDEXED: u8 = 2;
 /// Root records of format 1 carry no epoch (they read as epoch 0); format 2 adds the writer's
 /// epoch and whether its lineage is closed.
 const ROOT_V1: u8 = 1;
@@ -94,79 +100,152 @@ pub enum BlobError {
     #[error("malformed {0}")]
     Malformed(&'static str),
     /// The payload is larger than one blob may be.
-    #[error("the manifest is too large for one snapshot ({0} pieces, at most {MAX_PIECES})")]
+    #[error("the manifest is too large for one snapshot ({0} pieces, at most {MAX_BLOB_PIECES})")]
     TooLarge(usize),
 }
 
-/// A blob sealed and ready to store: its head and its pieces.
+/// A blob sealed and ready to store: its head, its index pieces and its pieces.
 pub struct SealedBlob {
-    /// The head piece (lists the others).
+    /// The head piece (lists the pieces, or the index pieces).
     pub head: SealedChunk,
     /// Reference to the head: all a reader needs besides the keys.
     pub head_ref: PieceRef,
+    /// The index pieces of an indexed head, in order (empty for a flat head).
+    pub index: Vec<SealedChunk>,
     /// The payload pieces, in order (a repeated piece appears once per occurrence).
     pub pieces: Vec<SealedChunk>,
 }
 
 impl SealedBlob {
+    /// Everything the blob stores: the head, the index pieces, the payload pieces.
+    pub fn stored(&self) -> impl Iterator<Item = &SealedChunk> {
+        std::iter::once(&self.head).chain(&self.index).chain(&self.pieces)
+    }
+
     /// Every distinct addr the blob occupies, head first.
     pub fn addrs(&self) -> Vec<Addr> {
         let mut seen = BTreeSet::new();
-        std::iter::once(&self.head)
-            .chain(&self.pieces)
-            .filter(|p| seen.insert(p.addr))
-            .map(|p| p.addr)
-            .collect()
+        self.stored().filter(|p| seen.insert(p.addr)).map(|p| p.addr).collect()
     }
 }
 
-/// Splits `payload` into content-defined pieces and seals them and their head with `keys`.
+/// Splits `payload` into content-defined pieces and seals them and their head with `keys`;
+/// a blob of more than [`FLAT_MAX`] pieces gets an indexed head.
 pub fn seal_blob(keys: &ChunkKeys, payload: &[u8], chunker_seed: u64) -> Result<SealedBlob, BlobError> {
-    let pieces: Vec<SealedChunk> =
-        blob_ranges(payload, chunker_seed, MAX_PIECES).into_iter().map(|r| keys.seal(&payload[r])).collect();
-    if pieces.len() > MAX_PIECES {
+    let pieces: Vec<SealedChunk> = blob_ranges(payload, chunker_seed, MAX_BLOB_PIECES)
+        .into_iter()
+        .map(|r| keys.seal(&payload[r]))
+        .collect();
+    if pieces.len() > MAX_BLOB_PIECES {
         return Err(BlobError::TooLarge(pieces.len()));
     }
-    let mut head = Vec::with_capacity(13 + pieces.len() * PIECE_REF_LEN);
-    head.push(HEAD_VERSION);
+    let refs: Vec<PieceRef> = pieces.iter().map(|p| PieceRef::of(keys, p)).collect();
+    let (version, listed, index) = if refs.len() <= FLAT_MAX {
+        (HEAD_FLAT, refs, Vec::new())
+    } else {
+        let index: Vec<SealedChunk> =
+            index_ranges(&refs).into_iter().map(|r| keys.seal(&encode_refs(&refs[r]))).collect();
+        (HEAD_INDEXED, index.iter().map(|p| PieceRef::of(keys, p)).collect(), index)
+    };
+    if listed.len() > MAX_PIECES {
+        return Err(BlobError::TooLarge(pieces.len()));
+    }
+    let mut head = Vec::with_capacity(17 + listed.len() * PIECE_REF_LEN);
+    head.push(version);
     head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     head.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
-    for p in &pieces {
-        PieceRef::of(keys, p).encode_into(&mut head);
+    if version == HEAD_INDEXED {
+        head.extend_from_slice(&(listed.len() as u32).to_le_bytes());
     }
+    listed.iter().for_each(|r| r.encode_into(&mut head));
     let head = keys.seal(&head);
     let head_ref = PieceRef::of(keys, &head);
-    Ok(SealedBlob { head, head_ref, pieces })
+    Ok(SealedBlob { head, head_ref, index, pieces })
 }
 
-/// A blob's head, opened: the payload length and its pieces.
+/// A blob's head, opened: the payload length and its pieces. An indexed head lists its index
+/// pieces first; [`open_index`] then fills in the pieces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobHead {
     /// Bytes of payload.
     pub len: u64,
-    /// Its pieces, in order.
+    /// Its pieces, in order (empty until [`open_index`] for an indexed head).
     pub pieces: Vec<PieceRef>,
+    /// The index pieces of an indexed head, in order (empty for a flat head).
+    pub index: Vec<PieceRef>,
+    /// How many pieces the head says there are.
+    count: usize,
+}
+
+impl BlobHead {
+    /// The references of everything the blob stores besides its head: index pieces, pieces.
+    pub fn stored(&self) -> impl Iterator<Item = &PieceRef> {
+        self.index.iter().chain(&self.pieces)
+    }
+
+    /// The pieces' ciphertexts add up to the payload plus a tag each, and there are as many as
+    /// the head says.
+    fn consistent(&self) -> bool {
+        self.pieces.len() == self.count
+            && self.pieces.iter().map(|p| p.len as u64).sum::<u64>() == self.len + 16 * self.count as u64
+    }
 }
 
 /// Verifies and opens a head fetched for `head`.
 pub fn open_head(keys: &ChunkKeys, head: &PieceRef, ciphertext: &[u8]) -> Result<BlobHead, BlobError> {
     let plain = keys.open(&head.id, &head.addr, ciphertext)?;
     let bad = || BlobError::Malformed("snapshot or share head");
-    if plain.len() < 13 || plain[0] != HEAD_VERSION {
+    let word =
+        |at: usize| -> Option<u32> { Some(u32::from_le_bytes(plain.get(at..at + 4)?.try_into().ok()?)) };
+    let (version, len) = match (plain.first(), plain.get(1..9)) {
+        (Some(v), Some(len)) => (*v, u64::from_le_bytes(len.try_into().map_err(|_| bad())?)),
+        _ => return Err(bad()),
+    };
+    let count = word(9).ok_or_else(bad)? as usize;
+    let (listed, at) = match version {
+        HEAD_FLAT => (count, 13),
+        HEAD_INDEXED => (word(13).ok_or_else(bad)? as usize, 17),
+        _ => return Err(bad()),
+    };
+    let body = &plain[at..];
+    if count > MAX_BLOB_PIECES || listed > MAX_PIECES || body.len() != listed * PIECE_REF_LEN {
         return Err(bad());
     }
-    let len = u64::from_le_bytes(plain[1..9].try_into().map_err(|_| bad())?);
-    let count = u32::from_le_bytes(plain[9..13].try_into().map_err(|_| bad())?) as usize;
-    let body = &plain[13..];
-    if count > MAX_PIECES || body.len() != count * PIECE_REF_LEN {
+    let refs: Option<Vec<PieceRef>> = body.chunks_exact(PIECE_REF_LEN).map(PieceRef::decode).collect();
+    let refs = refs.ok_or_else(bad)?;
+    if version == HEAD_INDEXED {
+        if count <= FLAT_MAX || refs.is_empty() {
+            return Err(bad());
+        }
+        return Ok(BlobHead { len, pieces: Vec::new(), index: refs, count });
+    }
+    let head = BlobHead { len, pieces: refs, index: Vec::new(), count };
+    if !head.consistent() {
         return Err(bad());
     }
-    let pieces: Option<Vec<PieceRef>> = body.chunks_exact(PIECE_REF_LEN).map(PieceRef::decode).collect();
-    let pieces = pieces.ok_or_else(bad)?;
-    if pieces.iter().map(|p| p.len as u64).sum::<u64>() != len + 16 * count as u64 {
+    Ok(head)
+}
+
+/// Fills in the pieces of an indexed head from its index pieces' ciphertexts (in the order
+/// `head.index` lists them), verifying each.
+pub fn open_index(keys: &ChunkKeys, head: &mut BlobHead, ciphertexts: &[&[u8]]) -> Result<(), BlobError> {
+    let bad = || BlobError::Malformed("snapshot or share index");
+    if ciphertexts.len() != head.index.len() {
         return Err(bad());
     }
-    Ok(BlobHead { len, pieces })
+    let mut pieces = Vec::with_capacity(head.count);
+    for (r, ct) in head.index.iter().zip(ciphertexts) {
+        pieces.extend(decode_refs(&keys.open(&r.id, &r.addr, ct)?).ok_or_else(bad)?);
+        if pieces.len() > head.count {
+            return Err(bad());
+        }
+    }
+    head.pieces = pieces;
+    if !head.consistent() {
+        head.pieces.clear();
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Verifies and opens one payload piece.
@@ -605,24 +684,79 @@ mod tests {
             .seal(k.root_signing_key(), &k.root_body_key())
     }
 
+    /// Opens `blob` as a reader does: the head, then the index pieces if any.
+    fn opened(k: &ChunkKeys, blob: &SealedBlob) -> Result<BlobHead, BlobError> {
+        let mut head = open_head(k, &blob.head_ref, &blob.head.ciphertext)?;
+        let cts: Vec<&[u8]> = blob.index.iter().map(|p| p.ciphertext.as_slice()).collect();
+        if !head.index.is_empty() {
+            open_index(k, &mut head, &cts)?;
+        }
+        Ok(head)
+    }
+
     #[test]
     fn blob_round_trip_and_tamper() {
         let k = keys();
-        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let blob = seal_blob(k.snapshot(), &payload, 9).unwrap();
-        assert!(blob.pieces.len() > 2);
-        let head = open_head(k.snapshot(), &blob.head_ref, &blob.head.ciphertext).unwrap();
-        let mut back = Vec::new();
-        for (r, p) in head.pieces.iter().zip(&blob.pieces) {
-            assert_eq!(r.secret().commitment(), p.commitment, "a piece's seed proves for it");
-            back.extend(open_piece(k.snapshot(), r, &p.ciphertext).unwrap());
+        for size in [20_000u32, 3_000_000] {
+            let payload: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let blob = seal_blob(k.snapshot(), &payload, 9).unwrap();
+            assert!(blob.pieces.len() > 2);
+            // A small blob has a flat head; a large one an indexed head.
+            assert_eq!(blob.index.is_empty(), blob.pieces.len() <= FLAT_MAX, "{} pieces", blob.pieces.len());
+            let head = opened(k.snapshot(), &blob).unwrap();
+            let mut back = Vec::new();
+            assert_eq!(head.pieces.len(), blob.pieces.len());
+            for (r, p) in head.pieces.iter().zip(&blob.pieces) {
+                assert_eq!(r.secret().commitment(), p.commitment, "a piece's seed proves for it");
+                back.extend(open_piece(k.snapshot(), r, &p.ciphertext).unwrap());
+            }
+            assert_eq!(back, payload);
+            let stored: Vec<Addr> =
+                std::iter::once(&blob.head_ref).chain(head.stored()).map(|r| r.addr).collect();
+            let mut all = blob.addrs();
+            all.sort();
+            let mut named = stored.clone();
+            named.sort();
+            named.dedup();
+            assert_eq!(named, all, "the head names everything the blob stores");
+            let mut bad = blob.head.ciphertext.clone();
+            bad[3] ^= 1;
+            assert!(open_head(k.snapshot(), &blob.head_ref, &bad).is_err());
+            // Data keys cannot open snapshot pieces.
+            assert!(open_head(k.data(), &blob.head_ref, &blob.head.ciphertext).is_err());
         }
-        assert_eq!(back, payload);
-        let mut bad = blob.head.ciphertext.clone();
-        bad[3] ^= 1;
-        assert!(open_head(k.snapshot(), &blob.head_ref, &bad).is_err());
-        // Data keys cannot open snapshot pieces.
-        assert!(open_head(k.data(), &blob.head_ref, &blob.head.ciphertext).is_err());
+    }
+
+    #[test]
+    fn a_tampered_missing_or_swapped_index_piece_is_refused() {
+        let k = keys();
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
+        let blob = seal_blob(k.snapshot(), &payload, 3).unwrap();
+        assert!(blob.index.len() >= 2, "{} index pieces", blob.index.len());
+        let head = open_head(k.snapshot(), &blob.head_ref, &blob.head.ciphertext).unwrap();
+        let cts: Vec<Vec<u8>> = blob.index.iter().map(|p| p.ciphertext.clone()).collect();
+        let try_with = |cts: &[Vec<u8>]| {
+            let mut h = head.clone();
+            let refs: Vec<&[u8]> = cts.iter().map(|c| c.as_slice()).collect();
+            open_index(k.snapshot(), &mut h, &refs).map(|()| h.pieces.len())
+        };
+        assert_eq!(try_with(&cts), Ok(blob.pieces.len()));
+        let mut flipped = cts.clone();
+        flipped[1][5] ^= 1;
+        assert!(try_with(&flipped).is_err(), "a flipped bit");
+        assert!(try_with(&cts[1..]).is_err(), "one index piece missing");
+        let mut swapped = cts.clone();
+        swapped.swap(0, 1);
+        assert!(try_with(&swapped).is_err(), "index pieces out of order");
+        // Another blob's index piece, sealed with the same keys: its pieces do not add up to
+        // what this head commits to.
+        let other: Vec<u8> = (0..3_000_000u32).map(|i| (i * 17 % 239) as u8).collect();
+        let other = seal_blob(k.snapshot(), &other, 3).unwrap();
+        let mut h = head.clone();
+        h.index[0] = PieceRef::of(k.snapshot(), &other.index[0]);
+        let mut mixed: Vec<&[u8]> = cts.iter().map(|c| c.as_slice()).collect();
+        mixed[0] = &other.index[0].ciphertext;
+        assert!(open_index(k.snapshot(), &mut h, &mixed).is_err(), "another blob's index piece");
     }
 
     #[test]

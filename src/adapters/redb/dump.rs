@@ -131,8 +131,11 @@ impl Rx {
                 .ok_or_else(|| FsError::Io(format!("chunk {addr:?} record is damaged")))?;
             Ok((addr, c))
         });
+        // Snapshots in table order (oldest first), then shares; each pin once, where first named.
         let blobs = [self.blobs(false)?, self.blobs(true)?];
-        let pinned = blobs.iter().flatten().flat_map(|r| r.pins.iter().copied()).collect();
+        let mut seen = std::collections::HashSet::new();
+        let pinned: Vec<Addr> =
+            blobs.iter().flatten().flat_map(|r| r.pins.iter().copied()).filter(|a| seen.insert(*a)).collect();
         w.chunks(rows, &pinned)
     }
 }

@@ -101,7 +101,7 @@ pub(super) fn keep_pinned(
     named: &[(Addr, ChunkRecord)],
 ) -> Result<(), FsError> {
     let mut pins = HashSet::new();
-    for p in std::iter::once(&info.head).chain(&head.pieces) {
+    for p in std::iter::once(&info.head).chain(head.stored()) {
         if pins.insert(p.addr) && tx.chunk(&p.addr)?.is_none() {
             let rec = ChunkRecord {
                 id: p.id,

@@ -15,8 +15,8 @@ use crate::domain::ids::Addr;
 use crate::domain::keys::{ChunkKeys, VaultKeys, SHARE_SECRET_LEN};
 use crate::domain::share::Capability;
 use crate::domain::snapshot::{
-    choose_root, open_head, open_piece, retain, root_locator, seal_blob, BlobHead, BlobRow, PieceRef,
-    PinScope, RootChoice, RootRecord, SealedBlob, SnapshotInfo,
+    choose_root, open_head, open_index, open_piece, retain, root_locator, seal_blob, BlobHead, BlobRow,
+    PieceRef, PinScope, RootChoice, RootRecord, SealedBlob, SnapshotInfo,
 };
 use crate::ports::fabric::ChunkFabric;
 use crate::ports::manifest::ManifestFiles;
@@ -112,7 +112,28 @@ pub async fn fetch_blob<F: ChunkFabric>(
         got.into_iter().find(|(a, _)| *a == head.addr).map(|(_, ct)| ct).ok_or_else(|| {
             FsError::Unavailable(format!("no node holds the head {:?} any more", head.addr))
         })?;
-    let head = open_head(keys, head, &ct).map_err(fs_err)?;
+    let mut head = open_head(keys, head, &ct).map_err(fs_err)?;
+    if !head.index.is_empty() {
+        let mut cts: HashMap<Addr, Vec<u8>> = HashMap::new();
+        let distinct: Vec<&PieceRef> = {
+            let mut seen = HashSet::new();
+            head.index.iter().filter(|p| seen.insert(p.addr)).collect()
+        };
+        for batch in distinct.chunks(FETCH_BATCH) {
+            let got = get(batch.iter().map(|p| (p.addr, p.secret())).collect()).await?;
+            for p in batch {
+                let ct = got.iter().find(|(a, _)| *a == p.addr).map(|(_, ct)| ct).ok_or_else(|| {
+                    FsError::Unavailable(format!(
+                        "index piece {:?} could not be retrieved from any node",
+                        p.addr
+                    ))
+                })?;
+                cts.insert(p.addr, ct.to_vec());
+            }
+        }
+        let ordered: Vec<&[u8]> = head.index.iter().map(|p| cts[&p.addr].as_slice()).collect();
+        open_index(keys, &mut head, &ordered).map_err(fs_err)?;
+    }
     let total = head.pieces.len() as u64;
     let mut plain: HashMap<Addr, Vec<u8>> = HashMap::new();
     let distinct: Vec<&PieceRef> = {
@@ -343,7 +364,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         {
             let rx = self.m.read()?;
             let mut seen = HashSet::new();
-            for p in std::iter::once(&blob.head).chain(&blob.pieces) {
+            for p in blob.stored() {
                 if seen.insert(p.addr) && rx.chunk(&p.addr)?.is_none_or(|c| c.refs == 0) {
                     fresh.push(p);
                 }

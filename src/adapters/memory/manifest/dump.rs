@@ -29,7 +29,9 @@ impl Tables {
         self.symlinks.iter().for_each(|(i, t)| w.symlink(*i, t));
         self.extents.iter().for_each(|((i, _), e)| w.extent(*i, e));
         let blobs = self.snapshots.values().chain(self.shares.values());
-        let pinned = blobs.flat_map(|r| r.pins.iter().copied()).collect();
+        let mut seen = std::collections::HashSet::new();
+        let pinned: Vec<Addr> =
+            blobs.flat_map(|r| r.pins.iter().copied()).filter(|a| seen.insert(*a)).collect();
         // Infallible: every record is already decoded.
         let _ = w.chunks(self.chunks.iter().map(|(a, c)| Ok((*a, c.clone()))), &pinned);
         for ((i, n), v) in &self.xattrs {
