@@ -45,6 +45,10 @@ pub enum Code {
     Shares = 11,
     /// addr → content key ‖ proof-secret seed.
     ShareSecrets = 12,
+    /// addr → encoded `ChunkRecord` of a chunk snapshots or shares pin, its `refs` leaving out
+    /// those pins (an import adds back one per row that lists it): a new snapshot, which pins
+    /// most pieces of the last one again, then rewrites none of their records.
+    PinnedChunks = 13,
 }
 
 impl Code {
@@ -63,10 +67,43 @@ impl Code {
             Snapshots,
             Shares,
             ShareSecrets,
+            PinnedChunks,
         ]
         .into_iter()
         .find(|c| *c as u8 == b)
     }
+}
+
+/// Every addr the blob rows `rows` pin (snapshots oldest first, then shares), each once where
+/// first listed, with how many rows list it: the `pinned` argument of [`DumpWriter::chunks`].
+pub fn pins_in_order<'a>(rows: impl IntoIterator<Item = &'a [Addr]>) -> Vec<(Addr, u64)> {
+    let mut at: HashMap<Addr, usize> = HashMap::new();
+    let mut out: Vec<(Addr, u64)> = Vec::new();
+    for pins in rows {
+        for a in pins {
+            match at.get(a) {
+                Some(&i) => out[i].1 += 1,
+                None => {
+                    at.insert(*a, out.len());
+                    out.push((*a, 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Restores the `refs` of pinned chunk records ([`Code::PinnedChunks`]) read from a dump: adds
+/// one for each time `pins` (every pin of the dump's snapshot and share rows) lists it.
+pub fn with_pins_counted(pinned: Vec<(Addr, ChunkRecord)>, pins: &[(Addr, u64)]) -> Vec<(Addr, ChunkRecord)> {
+    let counts: HashMap<&Addr, u64> = pins.iter().map(|(a, n)| (a, *n)).collect();
+    pinned
+        .into_iter()
+        .map(|(a, mut c)| {
+            c.refs += counts.get(&a).copied().unwrap_or(0);
+            (a, c)
+        })
+        .collect()
 }
 
 /// Directory entry (and xattr) key: parent (big-endian) ‖ name.
@@ -141,16 +178,17 @@ impl DumpWriter {
     /// dump as it was: first the chunks only files reference (in addr order: most of a dump);
     /// then the chunks snapshots and shares pin, in `pinned` order (oldest snapshot first, its
     /// pieces in order), so each snapshot's new pieces come last instead of scattered through
-    /// the run; then the unreferenced ones awaiting collection (addr order). Replica audit and
+    /// the run, and with their `refs` less the pins counted in `pinned` ([`Code::PinnedChunks`]);
+    /// then the unreferenced ones awaiting collection (addr order). Replica audit and
     /// lease times are rounded down to [`DUMP_TIME_GRAIN_MS`], so audits and renewals between
     /// two snapshots rewrite few pieces; a restored vault thus audits and renews early, never
     /// late. Stops at the first error.
     pub fn chunks(
         &mut self,
         chunks: impl IntoIterator<Item = Result<(Addr, ChunkRecord), FsError>>,
-        pinned: &[Addr],
+        pinned: &[(Addr, u64)],
     ) -> Result<(), FsError> {
-        let pin_set: HashSet<&Addr> = pinned.iter().collect();
+        let pin_set: HashSet<&Addr> = pinned.iter().map(|(a, _)| a).collect();
         let mut pins = HashMap::new();
         let mut unreferenced = Vec::new();
         for row in chunks {
@@ -167,9 +205,10 @@ impl DumpWriter {
                 unreferenced.push((addr, c));
             }
         }
-        for addr in pinned {
-            if let Some(c) = pins.remove(addr) {
-                self.chunk(addr, &c);
+        for (addr, count) in pinned {
+            if let Some(mut c) = pins.remove(addr) {
+                c.refs = c.refs.saturating_sub(*count);
+                self.record(Code::PinnedChunks, &addr.0, &c.encode());
             }
         }
         unreferenced.iter().for_each(|(addr, c)| self.chunk(addr, c));

@@ -9,9 +9,10 @@ use super::{
     CHUNKS, DIRENTS, EXTENTS, INODES, META, NODES, SEALING, SHARES, SHARE_SECRETS, SNAPSHOTS, SYMLINKS,
     UNREFERENCED, XATTRS,
 };
-use crate::domain::dump::{addr_of, records, u64_of, Code};
+use crate::domain::dump::{addr_of, pins_in_order, records, u64_of, with_pins_counted, Code};
 use crate::domain::fs::{Attr, ChunkRecord, FsError};
 use crate::domain::ids::Addr;
+use crate::domain::snapshot::BlobRow;
 use redb::{ReadableTable, TableDefinition, TableHandle};
 
 fn dump_table<K, V>(
@@ -131,12 +132,8 @@ impl Rx {
                 .ok_or_else(|| FsError::Io(format!("chunk {addr:?} record is damaged")))?;
             Ok((addr, c))
         });
-        // Snapshots in table order (oldest first), then shares; each pin once, where first named.
         let blobs = [self.blobs(false)?, self.blobs(true)?];
-        let mut seen = std::collections::HashSet::new();
-        let pinned: Vec<Addr> =
-            blobs.iter().flatten().flat_map(|r| r.pins.iter().copied()).filter(|a| seen.insert(*a)).collect();
-        w.chunks(rows, &pinned)
+        w.chunks(rows, &pins_in_order(blobs.iter().flatten().map(|r| r.pins.as_slice())))
     }
 }
 
@@ -171,6 +168,7 @@ impl Manifest {
             let mut snaps = w.open_table(SNAPSHOTS).map_err(err)?;
             let mut shares = w.open_table(SHARES).map_err(err)?;
             let mut secrets = w.open_table(SHARE_SECRETS).map_err(err)?;
+            let (mut pinned, mut rows) = (Vec::new(), Vec::new());
             for (i, r) in records.iter().enumerate() {
                 let (k, v) = (r.key, r.value);
                 match r.code {
@@ -182,6 +180,12 @@ impl Manifest {
                     }
                     Code::Extents => return Err(FsError::Io("manifest dump: bad extent key".into())),
                     Code::Chunks => chunks.insert(&addr_of(k)?, v).map(drop),
+                    Code::PinnedChunks => {
+                        let c = ChunkRecord::decode(v)
+                            .ok_or_else(|| FsError::Io("manifest dump: bad chunk record".into()))?;
+                        pinned.push((Addr(addr_of(k)?), c));
+                        Ok(())
+                    }
                     Code::Xattrs => xattrs.insert(k, v).map(drop),
                     Code::Unreferenced => unref.insert(&addr_of(k)?, u64_of(v)?).map(drop),
                     Code::Nodes => nodes.insert(&addr_of(k)?, v).map(drop),
@@ -190,14 +194,23 @@ impl Manifest {
                             .map_err(|_| FsError::Io("manifest dump: bad key".into()))?;
                         meta.insert(key, u64_of(v)?).map(drop)
                     }
-                    Code::Snapshots => snaps.insert(u64_of(k)?, v).map(drop),
-                    Code::Shares => shares.insert(u64_of(k)?, v).map(drop),
+                    Code::Snapshots | Code::Shares => {
+                        let row = BlobRow::decode(v)
+                            .ok_or_else(|| FsError::Io("manifest dump: bad snapshot or share row".into()))?;
+                        rows.push(row.pins);
+                        let table = if r.code == Code::Shares { &mut shares } else { &mut snaps };
+                        table.insert(u64_of(k)?, v).map(drop)
+                    }
                     Code::ShareSecrets => secrets.insert(&addr_of(k)?, v).map(drop),
                 }
                 .map_err(err)?;
                 if i % 4096 == 0 {
                     progress(i as u64, total);
                 }
+            }
+            let pins = pins_in_order(rows.iter().map(|p| p.as_slice()));
+            for (addr, c) in with_pins_counted(pinned, &pins) {
+                chunks.insert(&addr.0, c.encode().as_slice()).map_err(err)?;
             }
             progress(total, total);
             Ok(())

@@ -39,8 +39,11 @@ fn put_file(tx: &Tx, i: u64, chunk: u64) -> Result<(), FsError> {
 
 /// Records a stored snapshot blob as the vault does: its pieces pinned, durable, with replicas.
 fn record_blob(tx: &Tx, blob: &SealedBlob, id: u64) -> Result<(), FsError> {
+    // Pieces shared with an older snapshot keep their record; each row pinning one counts a ref.
     for p in blob.stored() {
-        tx.put_chunk(&p.addr, &durable(p.id, 0, T0))?;
+        if tx.chunk(&p.addr)?.is_none() {
+            tx.put_chunk(&p.addr, &durable(p.id, 0, T0))?;
+        }
     }
     let info = SnapshotInfo { id, taken_ms: T0, head: blob.head_ref, files: 0, bytes: 0, epoch: 1 };
     tx.put_blob(
@@ -96,6 +99,14 @@ fn a_snapshot_after_one_changed_file_stores_a_sliver_of_it() {
     })
     .unwrap();
     let third = blob_of(&m, 77);
+    // An import counts the pins back into the pieces' refs: a piece both snapshots share has 2.
+    let (dump, _, _) = m.read().unwrap().dump().unwrap();
+    let back = Manifest::import(&dir.path().join("back.redb"), &dump, &|_, _| {}).unwrap();
+    let shared = second.pieces.iter().find(|p| first.addrs().contains(&p.addr)).unwrap();
+    for (mf, what) in [(&m, "the manifest"), (&back, "its import")] {
+        let c = mf.read().unwrap().chunk(&shared.addr).unwrap().unwrap();
+        assert_eq!(c.refs, 2, "refs of a piece two snapshots share, in {what}");
+    }
     let fresh = stored(&third, &[&first, &second]);
     println!("the third, after another changed file, stores {fresh} new bytes");
     assert!(fresh * 400 < whole * 5, "the third snapshot stores {fresh} of its {whole} bytes anew");

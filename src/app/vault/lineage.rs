@@ -79,7 +79,7 @@ impl<F: ChunkFabric + 'static> Vault<F> {
 pub(super) fn named_chunks(dump: &[u8]) -> Result<Vec<(Addr, ChunkRecord)>, FsError> {
     let mut named = Vec::new();
     for r in records(dump)? {
-        if r.code == Code::Chunks {
+        if matches!(r.code, Code::Chunks | Code::PinnedChunks) {
             match ChunkRecord::decode(r.value) {
                 Some(c) if c.refs > 0 => named.push((Addr(addr_of(r.key)?), c)),
                 Some(_) => {}

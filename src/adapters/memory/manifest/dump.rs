@@ -2,7 +2,7 @@
 //! manifest writes for the same tables, and back.
 
 use super::Tables;
-use crate::domain::dump::{addr_of, records, u64_of, Code, DumpWriter};
+use crate::domain::dump::{addr_of, pins_in_order, records, u64_of, with_pins_counted, Code, DumpWriter};
 use crate::domain::fs::{Attr, ChunkRecord, Extent, FsError, Ino};
 use crate::domain::health::NodeRecord;
 use crate::domain::ids::{Addr, NodeId};
@@ -29,9 +29,7 @@ impl Tables {
         self.symlinks.iter().for_each(|(i, t)| w.symlink(*i, t));
         self.extents.iter().for_each(|((i, _), e)| w.extent(*i, e));
         let blobs = self.snapshots.values().chain(self.shares.values());
-        let mut seen = std::collections::HashSet::new();
-        let pinned: Vec<Addr> =
-            blobs.flat_map(|r| r.pins.iter().copied()).filter(|a| seen.insert(*a)).collect();
+        let pinned = pins_in_order(blobs.map(|r| r.pins.as_slice()));
         // Infallible: every record is already decoded.
         let _ = w.chunks(self.chunks.iter().map(|(a, c)| Ok((*a, c.clone()))), &pinned);
         for ((i, n), v) in &self.xattrs {
@@ -58,6 +56,7 @@ impl Tables {
     pub(super) fn import(dump: &[u8]) -> Result<Tables, FsError> {
         let damaged = |what: &str| FsError::Io(format!("manifest dump: bad {what}"));
         let mut t = Tables::default();
+        let mut pinned = Vec::new();
         for r in records(dump)? {
             let (k, v) = (r.key, r.value);
             let split = |k: &[u8]| -> Result<(Ino, Vec<u8>), FsError> {
@@ -80,6 +79,10 @@ impl Tables {
                     let c = ChunkRecord::decode(v).ok_or_else(|| damaged("chunk"))?;
                     t.chunks.insert(Addr(addr_of(k)?), c);
                 }
+                Code::PinnedChunks => {
+                    let c = ChunkRecord::decode(v).ok_or_else(|| damaged("chunk"))?;
+                    pinned.push((Addr(addr_of(k)?), c));
+                }
                 Code::Xattrs => drop(t.xattrs.insert(split(k)?, v.to_vec())),
                 Code::Unreferenced => drop(t.unreferenced.insert(Addr(addr_of(k)?), u64_of(v)?)),
                 Code::Nodes => {
@@ -98,6 +101,8 @@ impl Tables {
                 Code::ShareSecrets => drop(t.share_secrets.insert(Addr(addr_of(k)?), v.to_vec())),
             }
         }
+        let pins = pins_in_order(t.snapshots.values().chain(t.shares.values()).map(|r| r.pins.as_slice()));
+        t.chunks.extend(with_pins_counted(pinned, &pins));
         Ok(t)
     }
 }
