@@ -116,5 +116,22 @@ fn a_cold_directory_of_small_files_is_read_in_batched_gets() {
     assert_eq!(read, 20);
     assert!(prefetched > 0.0, "nothing was prefetched");
     assert!(singles + batched < read as f64 / 2.0, "{singles} + {batched} get round trips for {read} files");
+
+    // Listing the root prefetches its subdirectories' small files too (all 400 fit the budget):
+    // reading two more directories then asks the fabric for nothing.
+    assert_eq!(std::fs::read_dir(&m.mp).unwrap().count(), 20);
+    poll_until(Duration::from_secs(30), Duration::from_millis(100), "the tree to be prefetched", || {
+        value(&scrape_metrics(addr), "quloud_vault_prefetched_chunks_total") >= 400.0
+    });
+    let before = value(&scrape_metrics(addr), "quloud_vault_fabric_fetch_seconds_count");
+    for d in ["d07", "d11"] {
+        for entry in std::fs::read_dir(m.path(d)).unwrap() {
+            let name = entry.unwrap().file_name();
+            let got = std::fs::read(m.path(d).join(&name)).unwrap();
+            assert_eq!(got, std::fs::read(src.join(d).join(&name)).unwrap(), "{d}/{name:?} differs");
+        }
+    }
+    let after = value(&scrape_metrics(addr), "quloud_vault_fabric_fetch_seconds_count");
+    assert_eq!(after, before, "single gets for files the root's listing prefetched");
     m.unmount();
 }

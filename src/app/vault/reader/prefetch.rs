@@ -29,6 +29,8 @@ const PREFETCH_BYTES_MAX: u64 = 64 << 20;
 const REMEMBERED: usize = 4096;
 /// A directory is prefetched again only after this long (its chunks may have left the cache).
 const AGAIN_AFTER_MS: u64 = 60_000;
+/// Most subdirectories a directory's prefetch looks into.
+const SUBDIRS_MAX: usize = 256;
 
 /// What the prefetcher remembers: directories prefetched lately (not prefetched again within
 /// [`AGAIN_AFTER_MS`]) and the directory each file was last looked up in (its first read prefetches it).
@@ -59,6 +61,19 @@ impl Prefetch {
         done.put(dir, now_ms);
         true
     }
+
+    /// Forgets a claim whose prefetch did not fit the budget: listing `dir` prefetches it.
+    fn unclaim(&self, dir: Ino) {
+        lock(&self.done).pop(&dir);
+    }
+}
+
+/// The chunks a prefetch has gathered so far, and their plaintext bytes.
+#[derive(Default)]
+struct Gathered {
+    out: Vec<Wanted>,
+    bytes: u64,
+    seen: HashSet<ChunkId>,
 }
 
 /// A chunk to prefetch and the node asked first.
@@ -99,33 +114,65 @@ impl<F: ChunkFabric + 'static> Vault<F> {
         futures::future::join_all(batches.map(|(node, b)| self.prefetch_batch(&*fabric, node, b))).await;
     }
 
-    /// The chunks of `dir`'s small files that no cache holds, within the prefetch budget.
+    /// The chunks of `dir`'s small files that no cache holds, within the prefetch budget; then,
+    /// while the budget lasts, those of each subdirectory whose small files all fit (and which
+    /// was not prefetched lately), so a copy of a tree finds the next directory's files cached.
     fn prefetch_list(&self, dir: Ino) -> Result<Vec<Wanted>, FsError> {
         let budget = (self.opts.cache_bytes / 4).min(PREFETCH_BYTES_MAX);
         let rx = self.m.read()?;
-        let (mut out, mut bytes, mut seen) = (Vec::new(), 0u64, HashSet::new());
+        let mut got = Gathered::default();
+        let Some(subdirs) = self.gather(&rx, dir, budget, &mut got)? else { return Ok(got.out) };
+        let now = self.clock.now_ms();
+        for sub in subdirs.into_iter().take(SUBDIRS_MAX) {
+            if !self.reader.prefetch.claim(sub, now) {
+                continue;
+            }
+            let (len, bytes) = (got.out.len(), got.bytes);
+            if self.gather(&rx, sub, budget, &mut got)?.is_none() {
+                got.out.truncate(len);
+                got.bytes = bytes;
+                self.reader.prefetch.unclaim(sub);
+                break;
+            }
+        }
+        Ok(got.out)
+    }
+
+    /// Adds the chunks of `dir`'s small files to `got` until `budget`; returns `dir`'s
+    /// subdirectories, or `None` if the budget ran out first.
+    fn gather(
+        &self,
+        rx: &crate::ports::manifest::Rx,
+        dir: Ino,
+        budget: u64,
+        got: &mut Gathered,
+    ) -> Result<Option<Vec<Ino>>, FsError> {
+        let mut subdirs = Vec::new();
         for (_, child) in rx.children(dir)? {
             let a = rx.inode(child)?;
+            if a.kind == Kind::Dir {
+                subdirs.push(child);
+            }
             if a.kind != Kind::File || a.size == 0 || a.size > PREFETCH_FILE_MAX || rx.is_staged(child)? {
                 continue;
             }
             for e in rx.extents(child, 0, u64::MAX)? {
-                if bytes + u64::from(e.len) > budget {
-                    return Ok(out);
+                if got.bytes + u64::from(e.len) > budget {
+                    return Ok(None);
                 }
                 let cached = Self::lock(&self.reader.cache).get(&e.id).is_some();
-                if cached || !seen.insert(e.id) || rx.upload_queued(&e.addr)? {
+                if cached || !got.seen.insert(e.id) || rx.upload_queued(&e.addr)? {
                     continue;
                 }
                 let replicas = rx.chunk(&e.addr)?.map(|c| c.replicas).unwrap_or_default();
                 // The replica a single read would ask first (see `FabricFetch`).
                 let first =
                     (!replicas.is_empty()).then(|| replicas[e.addr.0[0] as usize % replicas.len()].node);
-                bytes += u64::from(e.len);
-                out.push((e, first));
+                got.bytes += u64::from(e.len);
+                got.out.push((e, first));
             }
         }
-        Ok(out)
+        Ok(Some(subdirs))
     }
 
     /// One batched get for `batch`: each chunk's load is claimed first, so a reader that wants
