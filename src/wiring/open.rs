@@ -111,6 +111,16 @@ pub async fn serve_fuse(
     let (allow_other, mountpoint) = (settings.allow_other, mountpoint.to_path_buf());
     let started = std::time::Instant::now();
     tracing::info!("unmounting {}", mountpoint.display());
+    let watchdog = tokio::spawn(async move {
+        for waited in (10..).step_by(10) {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tracing::warn!(
+                seconds = waited,
+                waits_in = %kernel_waits(),
+                "the kernel has not released the mount yet (open files or requests still in flight?)"
+            );
+        }
+    });
     tokio::task::spawn_blocking(move || {
         // With `allow_other` the mount uses fusermount3's auto-unmount, and fuser's unmount then
         // only closes the socket that daemon watches; unmount explicitly so the join cannot wait
@@ -124,6 +134,20 @@ pub async fn serve_fuse(
     })
     .await
     .ok();
+    watchdog.abort();
     tracing::info!(ms = started.elapsed().as_millis() as u64, "the kernel released the mount");
     Ok(())
+}
+
+/// Where this process's threads wait in the kernel (`/proc/self/task/*/wchan`, those not idle in
+/// the scheduler), counted: what a slow unmount waits for.
+fn kernel_waits() -> String {
+    let mut waits: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+        if !wchan.is_empty() && wchan != "0" {
+            *waits.entry(wchan).or_default() += 1;
+        }
+    }
+    waits.iter().map(|(w, n)| format!("{w}×{n}")).collect::<Vec<_>>().join(" ")
 }

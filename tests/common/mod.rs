@@ -514,18 +514,20 @@ impl Mount {
 
     /// SIGTERM, then waits for a clean exit (status 0, "vault unmounted", mount point gone).
     /// Falls back to `fusermount3 -u` if the process does not exit, and fails the test then.
+    /// The wait is 60 s: the last snapshot takes up to 15 s, and with four tests at a time the
+    /// kernel has twice taken 31–35 s to release an idle mount (the mount logs where it waits).
     pub fn unmount(&mut self) {
         let pid = self.pid().expect("the mount is not running") as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let status = match self.wait_exit(Duration::from_secs(30)) {
+        let status = match self.wait_exit(Duration::from_secs(60)) {
             Some(s) => s,
             None => {
                 let _ = Command::new("fusermount3").arg("-u").arg(&self.mp).status();
                 let late = self.wait_exit(Duration::from_secs(10));
                 panic!(
-                    "quloud mount did not exit within 30 s of SIGTERM (sent at Unix time {}.{:03}; after \
+                    "quloud mount did not exit within 60 s of SIGTERM (sent at Unix time {}.{:03}; after \
                      `fusermount3 -u`: {late:?}); log:\n{}",
                     sent.as_secs(),
                     sent.subsec_millis(),
