@@ -92,6 +92,41 @@ pub async fn find_root<F: ChunkFabric>(fabric: &F, keys: &VaultKeys) -> Result<O
     Ok(Some(RootFound { record, choice }))
 }
 
+/// One get of `items` from any node, within `timeout`.
+async fn get_within<F: ChunkFabric>(
+    fabric: &F,
+    timeout: Duration,
+    items: Vec<(Addr, crate::domain::proof::ProofSecret)>,
+) -> Result<Vec<(Addr, bytes::Bytes)>, FsError> {
+    tokio::time::timeout(timeout, fabric.get(&items, &[]))
+        .await
+        .map_err(|_| FsError::Unavailable("no node answered in time".into()))?
+        .map_err(fs_err)
+}
+
+/// Fetches each distinct piece of `refs` (`what`, for errors) in batches of [`FETCH_BATCH`] and
+/// hands it to `each` with its ciphertext, in the order first listed; fails if a node has none.
+async fn fetch_each<F: ChunkFabric>(
+    fabric: &F,
+    timeout: Duration,
+    refs: &[PieceRef],
+    what: &str,
+    mut each: impl FnMut(&PieceRef, &[u8]) -> Result<(), FsError>,
+) -> Result<(), FsError> {
+    let mut seen = HashSet::new();
+    let distinct: Vec<&PieceRef> = refs.iter().filter(|p| seen.insert(p.addr)).collect();
+    for batch in distinct.chunks(FETCH_BATCH) {
+        let got = get_within(fabric, timeout, batch.iter().map(|p| (p.addr, p.secret())).collect()).await?;
+        for p in batch {
+            let ct = got.iter().find(|(a, _)| *a == p.addr).map(|(_, ct)| ct).ok_or_else(|| {
+                FsError::Unavailable(format!("{what} {:?} could not be retrieved from any node", p.addr))
+            })?;
+            each(p, ct)?;
+        }
+    }
+    Ok(())
+}
+
 /// Fetches a blob's head and pieces, verifying each against its addr, and returns the head and
 /// the payload. `progress` gets (pieces done, total).
 pub async fn fetch_blob<F: ChunkFabric>(
@@ -101,13 +136,7 @@ pub async fn fetch_blob<F: ChunkFabric>(
     timeout: Duration,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(BlobHead, Vec<u8>), FsError> {
-    let get = |items: Vec<(Addr, crate::domain::proof::ProofSecret)>| async move {
-        tokio::time::timeout(timeout, fabric.get(&items, &[]))
-            .await
-            .map_err(|_| FsError::Unavailable("no node answered in time".into()))?
-            .map_err(fs_err)
-    };
-    let got = get(vec![(head.addr, head.secret())]).await?;
+    let got = get_within(fabric, timeout, vec![(head.addr, head.secret())]).await?;
     let ct =
         got.into_iter().find(|(a, _)| *a == head.addr).map(|(_, ct)| ct).ok_or_else(|| {
             FsError::Unavailable(format!("no node holds the head {:?} any more", head.addr))
@@ -115,44 +144,25 @@ pub async fn fetch_blob<F: ChunkFabric>(
     let mut head = open_head(keys, head, &ct).map_err(fs_err)?;
     if !head.index.is_empty() {
         let mut cts: HashMap<Addr, Vec<u8>> = HashMap::new();
-        let distinct: Vec<&PieceRef> = {
-            let mut seen = HashSet::new();
-            head.index.iter().filter(|p| seen.insert(p.addr)).collect()
-        };
-        for batch in distinct.chunks(FETCH_BATCH) {
-            let got = get(batch.iter().map(|p| (p.addr, p.secret())).collect()).await?;
-            for p in batch {
-                let ct = got.iter().find(|(a, _)| *a == p.addr).map(|(_, ct)| ct).ok_or_else(|| {
-                    FsError::Unavailable(format!(
-                        "index piece {:?} could not be retrieved from any node",
-                        p.addr
-                    ))
-                })?;
-                cts.insert(p.addr, ct.to_vec());
-            }
-        }
+        fetch_each(fabric, timeout, &head.index, "index piece", |p, ct| {
+            cts.insert(p.addr, ct.to_vec());
+            Ok(())
+        })
+        .await?;
         let ordered: Vec<&[u8]> = head.index.iter().map(|p| cts[&p.addr].as_slice()).collect();
         open_index(keys, &mut head, &ordered).map_err(fs_err)?;
     }
     let total = head.pieces.len() as u64;
     let mut plain: HashMap<Addr, Vec<u8>> = HashMap::new();
-    let distinct: Vec<&PieceRef> = {
-        let mut seen = HashSet::new();
-        head.pieces.iter().filter(|p| seen.insert(p.addr)).collect()
-    };
     let mut done = 0;
     progress(0, total);
-    for batch in distinct.chunks(FETCH_BATCH) {
-        let got = get(batch.iter().map(|p| (p.addr, p.secret())).collect()).await?;
-        for p in batch {
-            let ct = got.iter().find(|(a, _)| *a == p.addr).map(|(_, ct)| ct).ok_or_else(|| {
-                FsError::Unavailable(format!("piece {:?} could not be retrieved from any node", p.addr))
-            })?;
-            plain.insert(p.addr, open_piece(keys, p, ct).map_err(fs_err)?);
-            done += 1;
-            progress(done, total);
-        }
-    }
+    fetch_each(fabric, timeout, &head.pieces, "piece", |p, ct| {
+        plain.insert(p.addr, open_piece(keys, p, ct).map_err(fs_err)?);
+        done += 1;
+        progress(done, total);
+        Ok(())
+    })
+    .await?;
     let mut out = Vec::with_capacity(head.len as usize);
     for p in &head.pieces {
         out.extend_from_slice(&plain[&p.addr]);
