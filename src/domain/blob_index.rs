@@ -9,7 +9,7 @@
 //! `CUT_EVERY`), or after [`MAX_REFS`] references. A changed piece thus changes the one index
 //! piece that lists it, and the cuts around it stay where they were.
 
-use super::snapshot::{PieceRef, PIECE_REF_LEN};
+use super::blob::{PieceRef, PIECE_REF_LEN};
 use std::ops::Range;
 
 /// Blobs of up to this many pieces have a flat head (format 1).

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod audit;
 pub mod backoff;
+pub mod blob;
 pub mod blob_index;
 pub mod chunker;
 pub mod churn;
