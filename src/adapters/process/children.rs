@@ -156,6 +156,9 @@ impl Children {
         if exited.restarts.len() >= RESTARTS {
             bail!("{} exited {RESTARTS} times within {RESTART_WINDOW:?}", exited.spec.name);
         }
+        // Back off 1, 2, 4 s: a server that exited because its ports were still held (an older
+        // instance shutting down) must not spend the whole budget in a few milliseconds.
+        tokio::time::sleep(Duration::from_secs(1 << exited.restarts.len())).await;
         exited.restarts.push(now);
         let child = spawn(&exited.spec).await?;
         let index = exited.index.min(self.procs.len());
