@@ -67,7 +67,9 @@ fn a_snapshot_after_one_changed_file_stores_a_sliver_of_the_first() {
     let before = body_bytes(&fabric);
     ok(quloud(&m.home).args(["snapshot"]), "the third snapshot");
     let third = body_bytes(&fabric) - before;
-    println!("first snapshot: {first} body bytes on the nodes; second, after one change: {second}; third: {third}");
+    println!(
+        "first snapshot: {first} body bytes on the nodes; second, after one change: {second}; third: {third}"
+    );
     assert!(first > 0, "the first snapshot stored nothing");
     assert!(second * 100 < first * 35, "the second snapshot stored {second} bytes, the first {first}");
     assert!(third * 100 < first * 12, "the third snapshot stored {third} bytes, the first {first}");
